@@ -3,4 +3,12 @@
 //! The pure core (policy, crypto, codec, sql) has no I/O; the shell (wire, session,
 //! server, auth, catalog, observe) is thin and tested end to end against PostgreSQL.
 
+pub mod cancel;
+pub mod config;
+pub mod net;
+pub mod observe;
 pub mod policy;
+pub mod server;
+pub mod session;
+pub mod tls;
+pub mod wire;

@@ -1,0 +1,481 @@
+//! The proxy configuration: `config/pgcloak.yaml`, overridden by `PGCLOAK_*`
+//! environment variables.
+//!
+//! Loading is strict: unknown keys are errors, and every error names the file,
+//! line and column. Relative paths are resolved against the working directory.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        file: String,
+        source: std::io::Error,
+    },
+    #[error("{file}:{line}:{column}: {message}")]
+    Parse {
+        file: String,
+        line: u64,
+        column: u64,
+        message: String,
+    },
+    #[error("{file}: {key}: {message}")]
+    Invalid {
+        file: String,
+        key: String,
+        message: String,
+    },
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+}
+
+/// The whole proxy configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address clients connect to.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// This instance's id (0..=255), embedded in the BackendKeyData pid given to
+    /// clients so that a fleet can route a cancel to the instance owning the session.
+    #[serde(default)]
+    pub instance_id: u8,
+    pub upstream: UpstreamConfig,
+    #[serde(default)]
+    pub tls: ClientTlsConfig,
+    #[serde(default)]
+    pub auth: AuthConfig,
+    /// Count a role that upstream admitted by `trust` as authenticated (demos and tests only).
+    #[serde(default)]
+    pub trust_upstream_identity: bool,
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// How long SIGTERM/SIGINT waits for open sessions before closing them.
+    #[serde(default = "default_shutdown_timeout")]
+    pub shutdown_timeout_secs: u64,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// A host name or IP address, or an absolute directory holding the server's unix socket.
+    #[serde(default = "default_upstream_host")]
+    pub host: String,
+    #[serde(default = "default_upstream_port")]
+    pub port: u16,
+    #[serde(default)]
+    pub tls: UpstreamTlsMode,
+    /// CA certificates (PEM) used by `verify-full`.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// The name the server certificate must carry under `verify-full` (defaults to `host`).
+    #[serde(default)]
+    pub server_name: Option<String>,
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpstreamTlsMode {
+    Disable,
+    #[default]
+    Prefer,
+    Require,
+    VerifyFull,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientTlsConfig {
+    #[serde(default)]
+    pub mode: ClientTlsMode,
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientTlsMode {
+    #[default]
+    Disabled,
+    Optional,
+    Required,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    #[serde(default)]
+    pub mode: AuthMode,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// The auth exchange is relayed between client and upstream.
+    #[default]
+    Relay,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Largest protocol message accepted from either side, in bytes.
+    #[serde(default = "default_max_message_bytes")]
+    pub max_message_bytes: usize,
+    /// Time allowed from connect to the end of authentication.
+    #[serde(default = "default_startup_timeout")]
+    pub startup_timeout_secs: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_message_bytes: default_max_message_bytes(),
+            startup_timeout_secs: default_startup_timeout(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    #[serde(default)]
+    pub format: LogFormat,
+    #[serde(default = "default_log_level")]
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Text,
+            level: default_log_level(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:6432".into()
+}
+fn default_upstream_host() -> String {
+    "127.0.0.1".into()
+}
+fn default_upstream_port() -> u16 {
+    5432
+}
+fn default_connect_timeout() -> u64 {
+    5000
+}
+fn default_max_connections() -> usize {
+    1000
+}
+fn default_shutdown_timeout() -> u64 {
+    30
+}
+fn default_max_message_bytes() -> usize {
+    256 << 20
+}
+fn default_startup_timeout() -> u64 {
+    60
+}
+fn default_log_level() -> String {
+    "info".into()
+}
+
+/// A warning that does not stop the proxy but that an operator must see.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigWarning(pub String);
+
+impl Config {
+    /// Reads, parses, applies `PGCLOAK_*` overrides and validates.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: path.display().to_string(),
+            source,
+        })?;
+        Self::load_str(&text, &path.display().to_string(), |k| std::env::var(k).ok())
+    }
+
+    /// Parses `text` (named `file` in errors) with overrides looked up by `env`.
+    pub fn load_str(
+        text: &str,
+        file: &str,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let mut cfg: Config = serde_saphyr::from_str(text).map_err(|e| {
+            let (line, column) = e
+                .location()
+                .map(|l| (l.line(), l.column()))
+                .unwrap_or((0, 0));
+            let message = e.without_snippet().to_string();
+            // serde-saphyr appends " at line L, column C"; we print it as a prefix instead.
+            let message = match message.rfind(" at line ") {
+                Some(i) => message[..i].to_string(),
+                None => message,
+            };
+            ConfigError::Parse {
+                file: file.to_string(),
+                line,
+                column,
+                message,
+            }
+        })?;
+        cfg.apply_env(env)?;
+        cfg.validate(file)?;
+        Ok(cfg)
+    }
+
+    fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        fn parse<T: std::str::FromStr>(var: &str, v: &str) -> Result<T, ConfigError> {
+            v.parse().map_err(|_| ConfigError::Env {
+                var: var.into(),
+                message: format!("cannot parse `{v}`"),
+            })
+        }
+        fn enum_value<T: for<'de> Deserialize<'de>>(var: &str, v: &str) -> Result<T, ConfigError> {
+            serde_saphyr::from_str(v).map_err(|_| ConfigError::Env {
+                var: var.into(),
+                message: format!("unknown value `{v}`"),
+            })
+        }
+        if let Some(v) = env("PGCLOAK_LISTEN") {
+            self.listen = v;
+        }
+        if let Some(v) = env("PGCLOAK_INSTANCE_ID") {
+            self.instance_id = parse("PGCLOAK_INSTANCE_ID", &v)?;
+        }
+        if let Some(v) = env("PGCLOAK_UPSTREAM_HOST") {
+            self.upstream.host = v;
+        }
+        if let Some(v) = env("PGCLOAK_UPSTREAM_PORT") {
+            self.upstream.port = parse("PGCLOAK_UPSTREAM_PORT", &v)?;
+        }
+        if let Some(v) = env("PGCLOAK_UPSTREAM_TLS") {
+            self.upstream.tls = enum_value("PGCLOAK_UPSTREAM_TLS", &v)?;
+        }
+        if let Some(v) = env("PGCLOAK_TLS_MODE") {
+            self.tls.mode = enum_value("PGCLOAK_TLS_MODE", &v)?;
+        }
+        if let Some(v) = env("PGCLOAK_MAX_CONNECTIONS") {
+            self.max_connections = parse("PGCLOAK_MAX_CONNECTIONS", &v)?;
+        }
+        if let Some(v) = env("PGCLOAK_LOG_FORMAT") {
+            self.log.format = enum_value("PGCLOAK_LOG_FORMAT", &v)?;
+        }
+        if let Some(v) = env("PGCLOAK_LOG_LEVEL") {
+            self.log.level = v;
+        }
+        Ok(())
+    }
+
+    fn validate(&self, file: &str) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            file: file.to_string(),
+            key: key.to_string(),
+            message,
+        };
+        if self.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(invalid(
+                "listen",
+                format!("`{}` is not an address such as 127.0.0.1:6432", self.listen),
+            ));
+        }
+        if self.tls.mode != ClientTlsMode::Disabled
+            && (self.tls.cert.is_none() || self.tls.key.is_none())
+        {
+            return Err(invalid(
+                "tls",
+                "mode optional/required needs both `cert` and `key`".into(),
+            ));
+        }
+        if self.upstream.is_unix_socket() && self.upstream.tls != UpstreamTlsMode::Disable {
+            if matches!(
+                self.upstream.tls,
+                UpstreamTlsMode::Require | UpstreamTlsMode::VerifyFull
+            ) {
+                return Err(invalid(
+                    "upstream.tls",
+                    "PostgreSQL does not offer TLS on unix sockets; use `disable` or a TCP host"
+                        .into(),
+                ));
+            }
+        }
+        if self.upstream.tls == UpstreamTlsMode::VerifyFull && self.upstream.ca_file.is_none() {
+            return Err(invalid(
+                "upstream.ca_file",
+                "verify-full needs `ca_file` (the CA that signed the server certificate)".into(),
+            ));
+        }
+        if self.max_connections == 0 {
+            return Err(invalid("max_connections", "must be at least 1".into()));
+        }
+        if self.limits.max_message_bytes < 8192 {
+            return Err(invalid(
+                "limits.max_message_bytes",
+                "must be at least 8192".into(),
+            ));
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return Err(invalid(
+                "log.level",
+                format!(
+                    "`{}` is not a level or filter (error, warn, info, debug, trace)",
+                    self.log.level
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Problems that do not prevent starting but change what works.
+    pub fn warnings(&self) -> Vec<ConfigWarning> {
+        let mut w = Vec::new();
+        if self.auth.mode == AuthMode::Relay
+            && self.tls.mode != ClientTlsMode::Disabled
+            && self.upstream.tls != UpstreamTlsMode::Disable
+            && !self.upstream.is_unix_socket()
+        {
+            w.push(ConfigWarning(
+                "auth.mode relay with TLS on both legs: SCRAM-SHA-256 logins will fail when a \
+                 client connects over TLS, because upstream offers channel binding and refuses the \
+                 client's \"y\" flag as a downgrade. Use tls.mode disabled or upstream.tls disable, \
+                 or md5/cleartext upstream auth (see docs/operations.md, \"Relay and TLS\")"
+                    .into(),
+            ));
+        }
+        if self.upstream.tls == UpstreamTlsMode::Prefer || self.upstream.tls == UpstreamTlsMode::Require {
+            if !self.upstream.is_unix_socket() {
+                w.push(ConfigWarning(format!(
+                    "upstream.tls {} encrypts but does not verify the server certificate; use \
+                     verify-full with ca_file in production",
+                    self.upstream.tls.name()
+                )));
+            }
+        }
+        if self.trust_upstream_identity {
+            w.push(ConfigWarning(
+                "trust_upstream_identity is on: roles admitted by trust count as authenticated \
+                 (demos and tests only)"
+                    .into(),
+            ));
+        }
+        w
+    }
+}
+
+impl UpstreamConfig {
+    pub fn is_unix_socket(&self) -> bool {
+        self.host.starts_with('/')
+    }
+
+    /// The address shown in logs and errors.
+    pub fn display_addr(&self) -> String {
+        if self.is_unix_socket() {
+            format!("{}/.s.PGSQL.{}", self.host.trim_end_matches('/'), self.port)
+        } else if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl UpstreamTlsMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            UpstreamTlsMode::Disable => "disable",
+            UpstreamTlsMode::Prefer => "prefer",
+            UpstreamTlsMode::Require => "require",
+            UpstreamTlsMode::VerifyFull => "verify-full",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        Config::load_str(text, "pgcloak.yaml", |_| None)
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = load("upstream: { host: 127.0.0.1, port: 5433 }\n").unwrap();
+        assert_eq!(c.listen, "127.0.0.1:6432");
+        assert_eq!(c.upstream.port, 5433);
+        assert_eq!(c.upstream.tls, UpstreamTlsMode::Prefer);
+        assert_eq!(c.max_connections, 1000);
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_and_column() {
+        let err = load("upstream:\n  host: x\n  prot: 1\n").unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "pgcloak.yaml:3:3: unknown field `prot`, expected one of `host`, `port`, `tls`, `ca_file`, `server_name`, `connect_timeout_ms`"
+        );
+    }
+
+    #[test]
+    fn bad_enum_value_is_located() {
+        let err = load("upstream: { tls: sometimes }\n").unwrap_err().to_string();
+        assert!(err.starts_with("pgcloak.yaml:1:"), "{err}");
+        assert!(err.contains("verify-full"), "{err}");
+    }
+
+    #[test]
+    fn env_overrides_win() {
+        let c = Config::load_str("upstream: {port: 1}\n", "f", |k| match k {
+            "PGCLOAK_UPSTREAM_PORT" => Some("7777".into()),
+            "PGCLOAK_TLS_MODE" => Some("disabled".into()),
+            "PGCLOAK_UPSTREAM_TLS" => Some("verify-full".into()),
+            _ => None,
+        });
+        // verify-full without ca_file is refused: overrides are validated too.
+        assert!(c.unwrap_err().to_string().contains("ca_file"));
+        let c = Config::load_str("upstream: {port: 1}\n", "f", |k| {
+            (k == "PGCLOAK_UPSTREAM_PORT").then(|| "7777".into())
+        })
+        .unwrap();
+        assert_eq!(c.upstream.port, 7777);
+        let bad = Config::load_str("upstream: {port: 1}\n", "f", |k| {
+            (k == "PGCLOAK_MAX_CONNECTIONS").then(|| "many".into())
+        });
+        assert!(bad.unwrap_err().to_string().contains("PGCLOAK_MAX_CONNECTIONS"));
+    }
+
+    #[test]
+    fn tls_without_cert_is_refused() {
+        let err = load("upstream: {}\ntls: { mode: required }\n").unwrap_err();
+        assert!(err.to_string().contains("needs both `cert` and `key`"));
+    }
+
+    #[test]
+    fn relay_with_tls_on_both_legs_warns_about_scram() {
+        let c = load("upstream: { tls: require }\ntls: { mode: optional, cert: a, key: b }\n").unwrap();
+        assert!(c.warnings().iter().any(|w| w.0.contains("channel binding")));
+        let c = load("upstream: { tls: disable }\ntls: { mode: optional, cert: a, key: b }\n").unwrap();
+        assert!(!c.warnings().iter().any(|w| w.0.contains("channel binding")));
+    }
+}

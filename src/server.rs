@@ -1,0 +1,177 @@
+//! The listener: accept loop, connection limit, cancel routing and graceful shutdown.
+//!
+//! Each connection gets its own task. On SIGTERM/SIGINT the listener stops
+//! accepting, open sessions get `shutdown_timeout_secs` to finish, and then
+//! any still open are closed with 57P01.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, error, info, warn};
+
+use crate::cancel::CancelMap;
+use crate::config::{ClientTlsMode, Config};
+use crate::net::connect_upstream;
+use crate::tls::TlsError;
+use crate::wire::messages::cancel_request;
+
+const LOG: &str = "pgcloak::session";
+
+/// State every session shares. Built once at startup.
+pub struct Shared {
+    pub config: Config,
+    pub acceptor: Option<TlsAcceptor>,
+    pub upstream_tls: Option<Arc<rustls::ClientConfig>>,
+    pub cancel: CancelMap,
+    pub limiter: Arc<Semaphore>,
+    /// Fired when the drain period is over: sessions still open close now.
+    pub force_close: CancellationToken,
+}
+
+#[derive(Debug, Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+}
+
+impl Shared {
+    pub fn new(config: Config) -> Result<Shared, ServerError> {
+        let acceptor = match (config.tls.mode, &config.tls.cert, &config.tls.key) {
+            (ClientTlsMode::Disabled, _, _) => None,
+            (_, Some(cert), Some(key)) => {
+                Some(TlsAcceptor::from(crate::tls::server_config(cert, key)?))
+            }
+            _ => {
+                return Err(ServerError::Tls(TlsError::Config(
+                    "tls.cert and tls.key are required".into(),
+                )))
+            }
+        };
+        let upstream_tls = crate::tls::upstream_client_config(&config.upstream)?;
+        Ok(Shared {
+            acceptor,
+            upstream_tls,
+            cancel: CancelMap::new(config.instance_id),
+            limiter: Arc::new(Semaphore::new(config.max_connections)),
+            force_close: CancellationToken::new(),
+            config,
+        })
+    }
+}
+
+/// A bound listener, ready to serve.
+pub struct Server {
+    listener: TcpListener,
+    shared: Arc<Shared>,
+}
+
+impl Server {
+    pub async fn bind(config: Config) -> Result<Server, ServerError> {
+        let addr = config.listen.clone();
+        let shared = Arc::new(Shared::new(config)?);
+        let listener = TcpListener::bind(&addr)
+            .await
+            .map_err(|source| ServerError::Bind { addr, source })?;
+        Ok(Server { listener, shared })
+    }
+
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.listener.local_addr().ok()
+    }
+
+    /// Serves until `shutdown` fires, then drains.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let tracker = TaskTracker::new();
+        let mut backoff = Duration::from_millis(5);
+        info!(target: LOG, listen = ?self.local_addr(), upstream = %self.shared.config.upstream.display_addr(), "pgcloak listening");
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                accepted = self.listener.accept() => match accepted {
+                    Ok((tcp, peer)) => {
+                        backoff = Duration::from_millis(5);
+                        let shared = self.shared.clone();
+                        tracker.spawn(crate::session::run(tcp, peer, shared));
+                    }
+                    Err(e) => {
+                        // Out of file descriptors and similar: back off instead of spinning.
+                        error!(target: LOG, error = %e, "accept failed");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(1));
+                    }
+                }
+            }
+        }
+        drop(self.listener);
+        tracker.close();
+        let open = tracker.len();
+        let timeout = Duration::from_secs(self.shared.config.shutdown_timeout_secs);
+        info!(target: LOG, open_sessions = open, timeout_secs = timeout.as_secs(), "shutting down: draining sessions");
+        if tokio::time::timeout(timeout, tracker.wait()).await.is_err() {
+            warn!(target: LOG, open_sessions = tracker.len(), "drain timeout reached: closing remaining sessions");
+            self.shared.force_close.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await;
+        }
+        info!(target: LOG, "pgcloak stopped");
+    }
+}
+
+/// Sends a client's CancelRequest to the upstream backend of the session it names.
+/// As PostgreSQL does, nothing is ever answered to the requester.
+pub async fn forward_cancel(shared: &Shared, pid: i32, secret: &[u8]) {
+    let Some(key) = shared.cancel.lookup(pid, secret) else {
+        debug!(target: LOG, instance = CancelMap::instance_of(pid), "cancel request for no known session");
+        return;
+    };
+    match connect_upstream(&shared.config.upstream, shared.upstream_tls.as_ref()).await {
+        Ok(mut up) => {
+            let _ = up.write_all(&cancel_request(key.pid, &key.secret)).await;
+            let _ = up.flush().await;
+            // Wait for upstream to close, so the cancel has been read before we return.
+            let mut sink = [0u8; 64];
+            let _ = tokio::time::timeout(
+                Duration::from_secs(5),
+                tokio::io::AsyncReadExt::read(&mut up, &mut sink),
+            )
+            .await;
+            debug!(target: LOG, "cancel request forwarded");
+        }
+        Err(e) => warn!(target: LOG, error = %e, "could not forward cancel request"),
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {},
+                    _ = int.recv() => {},
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

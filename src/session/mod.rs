@@ -1,0 +1,285 @@
+//! One client connection, from its first byte to its close.
+//!
+//! Data flows one way through each half: client → frontend handling →
+//! upstream, and upstream → backend handling → client. Both halves run in the
+//! connection's own task. This module never logs message contents.
+
+mod auth_relay;
+mod error;
+pub mod negotiate;
+pub mod reader;
+pub mod relay;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tracing::{debug, info, warn};
+
+pub use auth_relay::AuthMethod;
+pub use error::SessionError;
+
+use crate::cancel::UpstreamKey;
+use crate::net::{connect_upstream, ClientStream};
+use crate::server::Shared;
+use crate::wire::messages::backend_key_data;
+use crate::wire::startup::StartupMessage;
+use negotiate::{negotiate, negotiation_error, Negotiated};
+use reader::FrameReader;
+use relay::{pump, BackendRelay, Flow, FrontendRelay, MessageHandler, PumpEnd, Traffic};
+
+const LOG: &str = "pgcloak::session";
+
+/// Who the session is, as far as authentication established it.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub role: String,
+    pub database: String,
+    pub method: AuthMethod,
+    /// True when a password exchange verified the role (or the config trusts upstream).
+    pub authenticated: bool,
+}
+
+/// Handles one accepted TCP connection to completion. Never panics on input.
+pub async fn run(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+    let _ = tcp.set_nodelay(true);
+    let started = Instant::now();
+    let startup_timeout = Duration::from_secs(shared.config.limits.startup_timeout_secs);
+    let negotiated = match tokio::time::timeout(
+        startup_timeout,
+        negotiate(tcp, shared.acceptor.as_ref(), shared.config.tls.mode),
+    )
+    .await
+    {
+        Err(_) => {
+            debug!(target: LOG, %peer, "connection timed out before startup");
+            return;
+        }
+        Ok(Err((stream, e))) => {
+            if let (Some(mut s), Some(pe)) = (stream, negotiation_error(&e)) {
+                let _ = s.write_all(&pe.encode()).await;
+                let _ = s.shutdown().await;
+            }
+            info!(target: LOG, %peer, reason = e.label(), error = %e, "connection refused during startup");
+            return;
+        }
+        Ok(Ok(n)) => n,
+    };
+    match negotiated {
+        Negotiated::Cancel { pid, secret } => {
+            crate::server::forward_cancel(&shared, pid, &secret).await;
+        }
+        Negotiated::Session { client, startup } => {
+            let mut stats = SessionStats::default();
+            let role = startup.user().to_string();
+            let database = startup.database().to_string();
+            let tls = client.is_tls();
+            let result = serve(client, startup, &shared, peer, &mut stats, started).await;
+            let duration_ms = started.elapsed().as_millis() as u64;
+            match result {
+                Ok(end) => info!(
+                    target: LOG, %peer, role, database, tls, duration_ms,
+                    bytes_from_client = stats.from_client.bytes,
+                    bytes_from_upstream = stats.from_upstream.bytes,
+                    end, "session closed"
+                ),
+                Err(e) => {
+                    let level_warn = matches!(e, SessionError::Upstream(_) | SessionError::UpstreamProtocol(_));
+                    if level_warn {
+                        warn!(target: LOG, %peer, role, database, tls, duration_ms,
+                            bytes_from_client = stats.from_client.bytes,
+                            bytes_from_upstream = stats.from_upstream.bytes,
+                            end = e.label(), error = %e, "session closed");
+                    } else {
+                        info!(target: LOG, %peer, role, database, tls, duration_ms,
+                            bytes_from_client = stats.from_client.bytes,
+                            bytes_from_upstream = stats.from_upstream.bytes,
+                            end = e.label(), error = %e, "session closed");
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct SessionStats {
+    from_client: Traffic,
+    from_upstream: Traffic,
+}
+
+/// Unregisters the session's cancel key however the session ends.
+struct CancelRegistration<'a> {
+    shared: &'a Shared,
+    pid: i32,
+}
+
+impl Drop for CancelRegistration<'_> {
+    fn drop(&mut self) {
+        self.shared.cancel.unregister(self.pid);
+    }
+}
+
+async fn serve(
+    mut client: ClientStream,
+    startup: StartupMessage,
+    shared: &Shared,
+    peer: SocketAddr,
+    stats: &mut SessionStats,
+    started: Instant,
+) -> Result<&'static str, SessionError> {
+    let cfg = &shared.config;
+    let upstream_addr = cfg.upstream.display_addr();
+    let max_len = cfg.limits.max_message_bytes;
+
+    // Everything up to the first ReadyForQuery happens under the startup timeout.
+    let remaining = Duration::from_secs(cfg.limits.startup_timeout_secs)
+        .saturating_sub(started.elapsed());
+    let setup = async {
+        let _permit = shared
+            .limiter
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| SessionError::TooManyConnections)?;
+        let mut upstream = connect_upstream(&cfg.upstream, shared.upstream_tls.as_ref()).await?;
+        upstream.write_all(&startup.encode_v30()).await?;
+        upstream.flush().await?;
+        let mut client_rd = FrameReader::new(max_len);
+        let mut upstream_rd = FrameReader::new(max_len);
+        let est =
+            auth_relay::relay_auth(&mut client, &mut client_rd, &mut upstream, &mut upstream_rd)
+                .await?;
+        Ok::<_, SessionError>((_permit, upstream, client_rd, upstream_rd, est))
+    };
+    let setup = match tokio::time::timeout(remaining, setup).await {
+        Ok(r) => r,
+        Err(_) => Err(SessionError::StartupTimeout),
+    };
+    let (_permit, upstream, client_rd, upstream_rd, est) = match setup {
+        Ok(s) => s,
+        Err(e) => {
+            if let SessionError::AuthFailed { .. } = e {
+                warn!(target: "pgcloak::auth", %peer, role = startup.user(), "authentication failed");
+            }
+            if let Some(pe) = e.client_error(&upstream_addr) {
+                let _ = client.write_all(&pe.encode()).await;
+                let _ = client.shutdown().await;
+            }
+            return Err(e);
+        }
+    };
+
+    let identity = Identity {
+        role: startup.user().to_string(),
+        database: startup.database().to_string(),
+        method: est.method,
+        authenticated: est.method.verified_by_password() || cfg.trust_upstream_identity,
+    };
+
+    // Our own BackendKeyData replaces upstream's; the map remembers the real one.
+    let mut registration = None;
+    let mut hello = BytesMut::with_capacity(512);
+    for frame in &est.to_client {
+        if frame.tag() == b'Z' {
+            if let Some((pid, secret)) = &est.upstream_key {
+                let (our_pid, our_secret) = shared.cancel.register(UpstreamKey {
+                    pid: *pid,
+                    secret: secret.clone(),
+                });
+                registration = Some(CancelRegistration {
+                    shared,
+                    pid: our_pid,
+                });
+                hello.extend_from_slice(&backend_key_data(our_pid, our_secret));
+            }
+        }
+        hello.extend_from_slice(frame.as_bytes());
+    }
+    client.write_all(&hello).await?;
+    client.flush().await?;
+    info!(
+        target: LOG, %peer, role = identity.role, database = identity.database,
+        auth_method = identity.method.name(), authenticated = identity.authenticated,
+        tls = client.is_tls(), upstream_tls = upstream.is_tls(), "session opened"
+    );
+
+    let (mut client_r, mut client_w) = tokio::io::split(client);
+    let (mut upstream_r, mut upstream_w) = tokio::io::split(upstream);
+    let mut frontend = FrontendRelay;
+    let mut backend = LastTag {
+        inner: BackendRelay,
+        last: 0,
+    };
+    enum End {
+        Client(Result<PumpEnd, SessionError>),
+        Upstream(Result<PumpEnd, SessionError>),
+        Shutdown,
+    }
+    let end = tokio::select! {
+        r = pump(&mut client_r, client_rd.buf, &mut upstream_w, &mut frontend, max_len, &mut stats.from_client) => End::Client(r),
+        r = pump(&mut upstream_r, upstream_rd.buf, &mut client_w, &mut backend, max_len, &mut stats.from_upstream) => End::Upstream(r),
+        _ = shared.force_close.cancelled() => End::Shutdown,
+    };
+    drop(registration);
+    let result = match end {
+        End::Client(Ok(PumpEnd::Stopped)) => Ok("client_terminate"),
+        End::Client(Ok(PumpEnd::Eof)) => {
+            let _ = upstream_w.write_all(&TERMINATE).await;
+            Ok("client_disconnect")
+        }
+        End::Client(Err(e)) => {
+            if let Some(pe) = e.client_error(&upstream_addr) {
+                let _ = client_w.write_all(&pe.encode()).await;
+            }
+            let _ = upstream_w.write_all(&TERMINATE).await;
+            Err(e)
+        }
+        End::Upstream(Ok(_)) => {
+            // Upstream normally says why (a FATAL ErrorResponse, already relayed).
+            if backend.last != b'E' {
+                if let Some(pe) = SessionError::UpstreamGone.client_error(&upstream_addr) {
+                    let _ = client_w.write_all(&pe.encode()).await;
+                }
+            }
+            Ok("upstream_closed")
+        }
+        End::Upstream(Err(e)) => {
+            if !matches!(e, SessionError::Io(_)) {
+                if let Some(pe) = SessionError::UpstreamGone.client_error(&upstream_addr) {
+                    let _ = client_w.write_all(&pe.encode()).await;
+                }
+            }
+            Err(e)
+        }
+        End::Shutdown => {
+            if let Some(pe) = SessionError::Shutdown.client_error(&upstream_addr) {
+                let _ = client_w.write_all(&pe.encode()).await;
+            }
+            let _ = upstream_w.write_all(&TERMINATE).await;
+            Err(SessionError::Shutdown)
+        }
+    };
+    let _ = client_w.shutdown().await;
+    let _ = upstream_w.shutdown().await;
+    result
+}
+
+/// The Terminate message.
+const TERMINATE: [u8; 5] = [b'X', 0, 0, 0, 4];
+
+/// Remembers the type of the last message relayed (to know whether upstream explained a close).
+struct LastTag<H> {
+    inner: H,
+    last: u8,
+}
+
+impl<H: MessageHandler> MessageHandler for LastTag<H> {
+    fn on_message(&mut self, msg: &[u8], out: &mut BytesMut) -> Result<Flow, SessionError> {
+        self.last = msg[0];
+        self.inner.on_message(msg, out)
+    }
+}
+

@@ -1,0 +1,158 @@
+//! The client's side of connection start: direct TLS, SSLRequest, GSSENCRequest,
+//! CancelRequest and finally the StartupMessage.
+
+
+use futures_util::FutureExt;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::ClientTlsMode;
+use crate::net::ClientStream;
+use crate::tls::ALPN_POSTGRESQL;
+use crate::wire::messages::negotiate_protocol_version;
+use crate::wire::startup::{read_startup_packet, StartupMessage, StartupPacket};
+use crate::wire::{PgError, WireError};
+
+use super::SessionError;
+
+/// What the first packets of a connection asked for.
+pub enum Negotiated {
+    Session {
+        client: ClientStream,
+        startup: StartupMessage,
+    },
+    Cancel {
+        pid: i32,
+        secret: Vec<u8>,
+    },
+}
+
+/// The TLS handshake byte that opens a direct-TLS connection (PostgreSQL 17).
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
+pub async fn negotiate(
+    tcp: TcpStream,
+    acceptor: Option<&TlsAcceptor>,
+    tls_mode: ClientTlsMode,
+) -> Result<Negotiated, (Option<ClientStream>, SessionError)> {
+    let mut first = [0u8; 1];
+    let n = tcp
+        .peek(&mut first)
+        .await
+        .map_err(|e| (None, SessionError::Io(e)))?;
+    if n == 0 {
+        return Err((None, SessionError::ClientGone));
+    }
+    let mut stream = if first[0] == TLS_HANDSHAKE_RECORD {
+        let Some(acceptor) = acceptor else {
+            return Err((None, SessionError::DirectTlsNotConfigured));
+        };
+        let tls = accept_tls(acceptor, tcp).await.map_err(|e| (None, e))?;
+        // Direct TLS must say it is PostgreSQL, or a cross-protocol attack could use us.
+        if tls.get_ref().1.alpn_protocol() != Some(ALPN_POSTGRESQL) {
+            return Err((None, SessionError::DirectTlsWithoutAlpn));
+        }
+        ClientStream::Tls(Box::new(tls))
+    } else {
+        ClientStream::Plain(tcp)
+    };
+
+    loop {
+        let packet = match read_startup_packet(&mut stream).await {
+            Ok(p) => p,
+            Err(e) => return Err((Some(stream), SessionError::Wire(e))),
+        };
+        match packet {
+            StartupPacket::SslRequest => {
+                let ClientStream::Plain(mut tcp) = stream else {
+                    return Err((
+                        Some(stream),
+                        SessionError::Protocol("SSLRequest received on an encrypted connection"),
+                    ));
+                };
+                let Some(acceptor) = acceptor else {
+                    write_or_fail(&mut tcp, b"N").await?;
+                    stream = ClientStream::Plain(tcp);
+                    continue;
+                };
+                // CVE-2021-23214: bytes sent before the handshake would be taken
+                // as if they had come through TLS. Refuse them.
+                let mut probe = [0u8; 1];
+                if let Some(Ok(n)) = tcp.peek(&mut probe).now_or_never() {
+                    if n > 0 {
+                        return Err((
+                            Some(ClientStream::Plain(tcp)),
+                            SessionError::Protocol(
+                                "received unencrypted data after SSL request",
+                            ),
+                        ));
+                    }
+                }
+                write_or_fail(&mut tcp, b"S").await?;
+                let tls = accept_tls(acceptor, tcp).await.map_err(|e| (None, e))?;
+                stream = ClientStream::Tls(Box::new(tls));
+            }
+            StartupPacket::GssEncRequest => {
+                if let Err(e) = stream.write_all(b"N").await {
+                    return Err((None, SessionError::Io(e)));
+                }
+            }
+            StartupPacket::Cancel { pid, secret } => return Ok(Negotiated::Cancel { pid, secret }),
+            StartupPacket::Startup(startup) => {
+                if tls_mode == ClientTlsMode::Required && !stream.is_tls() {
+                    return Err((Some(stream), SessionError::TlsRequired));
+                }
+                let options = startup.protocol_options();
+                if startup.minor > 0 || !options.is_empty() {
+                    // We speak 3.0 to upstream, so we answer for the server here.
+                    let msg = negotiate_protocol_version(0, &options);
+                    if let Err(e) = stream.write_all(&msg).await {
+                        return Err((None, SessionError::Io(e)));
+                    }
+                }
+                return Ok(Negotiated::Session {
+                    client: stream,
+                    startup,
+                });
+            }
+        }
+    }
+}
+
+async fn write_or_fail(
+    tcp: &mut TcpStream,
+    bytes: &[u8],
+) -> Result<(), (Option<ClientStream>, SessionError)> {
+    tcp.write_all(bytes)
+        .await
+        .map_err(|e| (None, SessionError::Io(e)))
+}
+
+async fn accept_tls(
+    acceptor: &TlsAcceptor,
+    tcp: TcpStream,
+) -> Result<tokio_rustls::server::TlsStream<TcpStream>, SessionError> {
+    acceptor
+        .accept(tcp)
+        .await
+        .map_err(|e| SessionError::TlsHandshake(e.to_string()))
+}
+
+/// The error a client sees when negotiation fails, if it should see one.
+pub fn negotiation_error(e: &SessionError) -> Option<PgError> {
+    match e {
+        SessionError::Wire(w @ WireError::UnsupportedProtocol { .. }) => {
+            Some(PgError::fatal(w.sqlstate(), w.to_string()))
+        }
+        SessionError::Wire(WireError::Io(_)) | SessionError::Wire(WireError::Truncated) => None,
+        SessionError::Wire(w) => Some(PgError::fatal("08P01", format!("invalid startup packet: {w}"))),
+        SessionError::Protocol(m) => Some(PgError::fatal("08P01", *m)),
+        SessionError::TlsRequired => Some(
+            PgError::fatal("28000", "pgcloak accepts only TLS connections")
+                .with_hint("Connect with sslmode=require (or stronger)."),
+        ),
+        _ => None,
+    }
+}
+

@@ -1,0 +1,255 @@
+//! The steady state of a session: two pumps, one per direction, each reading
+//! whole messages, handing them to its handler and writing the result.
+//!
+//! Output is written once per read batch: when every complete message that
+//! arrived has been handled, the pump writes what it has before waiting for
+//! more. So a pipeline of many small messages costs one write, and nothing
+//! waits for a ReadyForQuery to be flushed (Flush, PortalSuspended and NOTIFY
+//! go out at once). Memory per direction is bounded by the largest message
+//! allowed plus the write threshold.
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::wire::WireError;
+
+use super::SessionError;
+
+/// Write out pending output once it grows past this, even mid-batch.
+const WRITE_THRESHOLD: usize = 64 * 1024;
+/// Minimum free space before a read.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// What the pump should do after a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    /// Write what is pending, then stop this direction (e.g. after Terminate).
+    Stop,
+}
+
+/// Decides what goes out for each message that comes in.
+pub trait MessageHandler {
+    /// `msg` is one whole message (tag, length, body). Append what should be
+    /// sent on to `out`: usually `msg` itself, byte for byte.
+    fn on_message(&mut self, msg: &[u8], out: &mut BytesMut) -> Result<Flow, SessionError>;
+}
+
+/// How a pump ended.
+#[derive(Debug)]
+pub enum PumpEnd {
+    /// The reading side closed cleanly between messages.
+    Eof,
+    /// The handler asked to stop.
+    Stopped,
+}
+
+/// Byte counters for the session log line.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Traffic {
+    pub bytes: u64,
+    pub messages: u64,
+}
+
+pub async fn pump<R, W, H>(
+    reader: &mut R,
+    mut rbuf: BytesMut,
+    writer: &mut W,
+    handler: &mut H,
+    max_len: usize,
+    traffic: &mut Traffic,
+) -> Result<PumpEnd, SessionError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+    H: MessageHandler,
+{
+    let mut wbuf = BytesMut::with_capacity(WRITE_THRESHOLD + READ_CHUNK);
+    loop {
+        let mut pos = 0usize;
+        let mut stop = false;
+        let mut need = 0usize;
+        while rbuf.len() - pos >= 5 {
+            let head = &rbuf[pos..pos + 5];
+            let len = i32::from_be_bytes([head[1], head[2], head[3], head[4]]) as i64;
+            if len < 4 {
+                return Err(SessionError::Wire(WireError::InvalidLength {
+                    tag: head[0] as char,
+                    len,
+                }));
+            }
+            let total = len as usize + 1;
+            if total > max_len {
+                return Err(SessionError::Wire(WireError::TooLarge {
+                    len: total,
+                    limit: max_len,
+                }));
+            }
+            if rbuf.len() - pos < total {
+                need = total - (rbuf.len() - pos);
+                break;
+            }
+            let flow = handler.on_message(&rbuf[pos..pos + total], &mut wbuf)?;
+            pos += total;
+            traffic.messages += 1;
+            if flow == Flow::Stop {
+                stop = true;
+                break;
+            }
+            if wbuf.len() >= WRITE_THRESHOLD {
+                writer.write_all(&wbuf).await?;
+                wbuf.clear();
+            }
+        }
+        traffic.bytes += pos as u64;
+        rbuf.advance(pos);
+        if !wbuf.is_empty() {
+            writer.write_all(&wbuf).await?;
+            writer.flush().await?;
+            wbuf.clear();
+        }
+        if stop {
+            return Ok(PumpEnd::Stopped);
+        }
+        rbuf.reserve(need.max(READ_CHUNK));
+        let n = reader.read_buf(&mut rbuf).await?;
+        if n == 0 {
+            return if rbuf.is_empty() {
+                Ok(PumpEnd::Eof)
+            } else {
+                Err(SessionError::Wire(WireError::Truncated))
+            };
+        }
+    }
+}
+
+/// Client → upstream, for the proxy core: every valid frontend message goes
+/// through untouched; an unknown type ends the session as PostgreSQL would.
+pub struct FrontendRelay;
+
+impl MessageHandler for FrontendRelay {
+    fn on_message(&mut self, msg: &[u8], out: &mut BytesMut) -> Result<Flow, SessionError> {
+        match msg[0] {
+            b'Q' | b'P' | b'B' | b'D' | b'E' | b'C' | b'S' | b'H' | b'F' | b'd' | b'c' | b'f' => {
+                out.extend_from_slice(msg);
+                Ok(Flow::Continue)
+            }
+            b'X' => {
+                out.extend_from_slice(msg);
+                Ok(Flow::Stop)
+            }
+            other => Err(SessionError::UnknownFrontendMessage(other)),
+        }
+    }
+}
+
+/// Upstream → client, for the proxy core: everything goes through untouched.
+pub struct BackendRelay;
+
+impl MessageHandler for BackendRelay {
+    fn on_message(&mut self, msg: &[u8], out: &mut BytesMut) -> Result<Flow, SessionError> {
+        out.extend_from_slice(msg);
+        Ok(Flow::Continue)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut v = vec![tag];
+        v.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
+        v.extend_from_slice(body);
+        v
+    }
+
+    #[tokio::test]
+    async fn forwards_byte_for_byte_and_stops_at_terminate() {
+        let mut input = Vec::new();
+        input.extend(msg(b'Q', b"select 1\0"));
+        input.extend(msg(b'P', b"\0select $1\0\0\0"));
+        input.extend(msg(b'S', b""));
+        input.extend(msg(b'X', b""));
+        input.extend(msg(b'Q', b"never\0"));
+        let mut out = Vec::new();
+        let mut t = Traffic::default();
+        let end = pump(
+            &mut &input[..],
+            BytesMut::new(),
+            &mut out,
+            &mut FrontendRelay,
+            1 << 20,
+            &mut t,
+        )
+        .await
+        .unwrap();
+        assert!(matches!(end, PumpEnd::Stopped));
+        let expected_len = input.len() - msg(b'Q', b"never\0").len();
+        assert_eq!(out, input[..expected_len]);
+        assert_eq!(t.messages, 4);
+    }
+
+    #[tokio::test]
+    async fn unknown_frontend_type_is_refused() {
+        let input = msg(b'z', b"");
+        let mut out = Vec::new();
+        let err = pump(
+            &mut &input[..],
+            BytesMut::new(),
+            &mut out,
+            &mut FrontendRelay,
+            1 << 20,
+            &mut Traffic::default(),
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(err, SessionError::UnknownFrontendMessage(b'z')));
+        assert!(out.is_empty());
+    }
+
+    #[tokio::test]
+    async fn truncated_message_is_an_error_and_oversized_is_refused() {
+        let mut input = msg(b'Q', b"select 1\0");
+        input.truncate(7);
+        let r = pump(
+            &mut &input[..],
+            BytesMut::new(),
+            &mut Vec::new(),
+            &mut BackendRelay,
+            1 << 20,
+            &mut Traffic::default(),
+        )
+        .await;
+        assert!(matches!(r, Err(SessionError::Wire(WireError::Truncated))));
+        let huge = b"d\x7f\xff\xff\xff".to_vec();
+        let r = pump(
+            &mut &huge[..],
+            BytesMut::new(),
+            &mut Vec::new(),
+            &mut BackendRelay,
+            1 << 20,
+            &mut Traffic::default(),
+        )
+        .await;
+        assert!(matches!(r, Err(SessionError::Wire(WireError::TooLarge { .. }))));
+    }
+
+    #[tokio::test]
+    async fn leftover_bytes_from_startup_are_relayed_first() {
+        let first = msg(b'Q', b"a\0");
+        let second = msg(b'Q', b"b\0");
+        let mut out = Vec::new();
+        pump(
+            &mut &second[..],
+            BytesMut::from(&first[..]),
+            &mut out,
+            &mut BackendRelay,
+            1 << 20,
+            &mut Traffic::default(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(out, [first, second].concat());
+    }
+}
