@@ -33,34 +33,61 @@ fn split_messages(bytes: &[u8]) -> Vec<Msg> {
 
 /// Reads until the peer closes (panicking on a hang) and returns what it sent.
 async fn until_closed(conn: &mut RawConn) -> Vec<Msg> {
-    let bytes = conn.read_to_eof(HANG_TIMEOUT).await.expect("the proxy neither refused nor closed: hang");
+    let bytes = conn
+        .read_to_eof(HANG_TIMEOUT)
+        .await
+        .expect("the proxy neither refused nor closed: hang");
     split_messages(&bytes)
 }
 
 /// The peer must send exactly one FATAL ErrorResponse and close.
 async fn expect_fatal_and_close(conn: &mut RawConn) -> Msg {
     let msgs = until_closed(conn).await;
-    assert_eq!(msgs.len(), 1, "expected one ErrorResponse then close, got {msgs:?}");
+    assert_eq!(
+        msgs.len(),
+        1,
+        "expected one ErrorResponse then close, got {msgs:?}"
+    );
     let err = msgs.into_iter().next().unwrap();
     assert_eq!(err.tag, b'E', "expected an ErrorResponse, got {err:?}");
-    assert_eq!(err.severity().as_deref(), Some("FATAL"), "{:?}", err.fields());
+    assert_eq!(
+        err.severity().as_deref(),
+        Some("FATAL"),
+        "{:?}",
+        err.fields()
+    );
     err
 }
 
 /// The peer may send one FATAL ErrorResponse, must send nothing else, and must close.
 async fn expect_closed_maybe_fatal(conn: &mut RawConn) {
     let msgs = until_closed(conn).await;
-    assert!(msgs.len() <= 1, "expected at most one ErrorResponse then close, got {msgs:?}");
+    assert!(
+        msgs.len() <= 1,
+        "expected at most one ErrorResponse then close, got {msgs:?}"
+    );
     if let Some(err) = msgs.first() {
         assert_eq!(err.tag, b'E', "unexpected message before close: {err:?}");
-        assert_eq!(err.severity().as_deref(), Some("FATAL"), "{:?}", err.fields());
+        assert_eq!(
+            err.severity().as_deref(),
+            Some("FATAL"),
+            "{:?}",
+            err.fields()
+        );
     }
 }
 
 /// A normal client still works through `proxy`.
 async fn assert_still_serving(proxy: &Proxy, db: &str) {
     let client = proxy.connect(db).await;
-    assert_eq!(client.query_one("SELECT 1::int4", &[]).await.unwrap().get::<_, i32>(0), 1);
+    assert_eq!(
+        client
+            .query_one("SELECT 1::int4", &[])
+            .await
+            .unwrap()
+            .get::<_, i32>(0),
+        1
+    );
 }
 
 async fn started(proxy: &Proxy, db: &str) -> RawConn {
@@ -78,10 +105,15 @@ async fn garbage_first_packet_gets_fatal_and_close() {
     conn.send(&fe::untagged(0x1234_5678, b"junk")).await;
     let err = expect_fatal_and_close(&mut conn).await;
     let code = err.sqlstate().unwrap();
-    assert!(code == "08P01" || code == "0A000", "unexpected SQLSTATE {code}");
+    assert!(
+        code == "08P01" || code == "0A000",
+        "unexpected SQLSTATE {code}"
+    );
     // An HTTP request: its first four bytes read as a ~1.2 GB length.
     let mut conn = RawConn::connect(proxy.port()).await;
-    let _ = conn.try_send(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n").await;
+    let _ = conn
+        .try_send(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await;
     expect_fatal_and_close(&mut conn).await;
     assert_still_serving(&proxy, &db).await;
 }
@@ -139,7 +171,12 @@ async fn malformed_startup_packets_get_fatal_and_close() {
             assert!(msgs.iter().all(|m| m.tag == b'E'), "case {i}: {msgs:?}");
         } else {
             assert_eq!(msgs.len(), 1, "case {i}: {msgs:?}");
-            assert_eq!(msgs[0].severity().as_deref(), Some("FATAL"), "case {i}: {:?}", msgs[0].fields());
+            assert_eq!(
+                msgs[0].severity().as_deref(),
+                Some("FATAL"),
+                "case {i}: {:?}",
+                msgs[0].fields()
+            );
         }
     }
     assert_still_serving(&proxy, &db).await;
@@ -177,7 +214,12 @@ async fn unknown_message_type_gets_a_protocol_violation() {
         let mut conn = started(&proxy, &db).await;
         conn.send(&fe::frame(tag, b"payload")).await;
         let err = expect_fatal_and_close(&mut conn).await;
-        assert_eq!(err.sqlstate().as_deref(), Some("08P01"), "tag {tag}: {:?}", err.fields());
+        assert_eq!(
+            err.sqlstate().as_deref(),
+            Some("08P01"),
+            "tag {tag}: {:?}",
+            err.fields()
+        );
     }
     assert_still_serving(&proxy, &db).await;
 }
@@ -190,7 +232,10 @@ async fn bytes_pipelined_after_ssl_request_are_refused() {
     let startup = fe::startup(fe::PROTOCOL_3_0, &[("user", TRUST_USER), ("database", &db)]);
     conn.send(&fe::concat(&[fe::ssl_request(), startup])).await;
     // Whatever the first answer byte, the injected plaintext startup must never be served.
-    let bytes = conn.read_to_eof(HANG_TIMEOUT).await.expect("hang after SSLRequest with pipelined bytes");
+    let bytes = conn
+        .read_to_eof(HANG_TIMEOUT)
+        .await
+        .expect("hang after SSLRequest with pipelined bytes");
     let (first, rest) = bytes.split_first().unwrap_or((&b'N', &[]));
     let msgs = match first {
         b'S' | b'N' => split_messages(rest),
@@ -198,8 +243,14 @@ async fn bytes_pipelined_after_ssl_request_are_refused() {
         other => panic!("unexpected first byte {other}: {bytes:?}"),
     };
     for m in &msgs {
-        assert_ne!(m.tag, b'R', "pipelined plaintext startup was processed: {msgs:?}");
-        assert_ne!(m.tag, b'Z', "pipelined plaintext startup was processed: {msgs:?}");
+        assert_ne!(
+            m.tag, b'R',
+            "pipelined plaintext startup was processed: {msgs:?}"
+        );
+        assert_ne!(
+            m.tag, b'Z',
+            "pipelined plaintext startup was processed: {msgs:?}"
+        );
     }
     // A refusal is a FATAL ErrorResponse or just a close; an ERROR that keeps going is not.
     for m in msgs.iter().filter(|m| m.tag == b'E') {
@@ -215,10 +266,17 @@ async fn many_abrupt_disconnects_do_not_disturb_the_proxy() {
     for i in 0..50 {
         let mut conn = RawConn::connect(proxy.port()).await;
         if i % 2 == 0 {
-            conn.send(&fe::startup(fe::PROTOCOL_3_0, &[("user", TRUST_USER), ("database", &db)])).await;
+            conn.send(&fe::startup(
+                fe::PROTOCOL_3_0,
+                &[("user", TRUST_USER), ("database", &db)],
+            ))
+            .await;
         }
         drop(conn);
     }
     assert_still_serving(&proxy, &db).await;
-    assert!(proxy.pid().is_none() || std::path::Path::new(&format!("/proc/{}", proxy.pid().unwrap())).exists());
+    assert!(
+        proxy.pid().is_none()
+            || std::path::Path::new(&format!("/proc/{}", proxy.pid().unwrap())).exists()
+    );
 }

@@ -11,7 +11,9 @@ use serde_json::json;
 
 fn client_command(bin: &str) -> Command {
     let mut cmd = Command::new(cluster().client_bin(bin));
-    cmd.env("PGPASSWORD", APP_PASSWORD).env("PGCONNECT_TIMEOUT", "10").stdin(Stdio::null());
+    cmd.env("PGPASSWORD", APP_PASSWORD)
+        .env("PGCONNECT_TIMEOUT", "10")
+        .stdin(Stdio::null());
     cmd
 }
 
@@ -50,13 +52,26 @@ SELECT count(*), sum(id) FROM t;
         .unwrap();
     let stdout = assert_ok(&out, "psql script");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("no_such_column"), "the failing statement was not reported: {stderr}");
-    assert!(stdout.lines().any(|l| l == "1001|500500"), "unexpected psql output: {stdout}");
+    assert!(
+        stderr.contains("no_such_column"),
+        "the failing statement was not reported: {stderr}"
+    );
+    assert!(
+        stdout.lines().any(|l| l == "1001|500500"),
+        "unexpected psql output: {stdout}"
+    );
 }
 
 fn pgbench(proxy: &Proxy, db: &str, args: &[&str]) -> String {
     let out = client_command("pgbench")
-        .args(["-h", "127.0.0.1", "-p", &proxy.port().to_string(), "-U", APP_USER])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &proxy.port().to_string(),
+            "-U",
+            APP_USER,
+        ])
         .args(args)
         .arg(db)
         .output()
@@ -69,10 +84,17 @@ fn pgbench(proxy: &Proxy, db: &str, args: &[&str]) -> String {
 async fn pgbench_select_only(mode: &str) {
     let db = fresh_db(&format!("c_pgbench_{mode}")).await;
     // pgbench traffic would flood the statement log of the shared cluster.
-    cluster().psql_admin("postgres", &format!("ALTER DATABASE {db} SET log_statement = 'none'"));
+    cluster().psql_admin(
+        "postgres",
+        &format!("ALTER DATABASE {db} SET log_statement = 'none'"),
+    );
     let proxy = Proxy::start(json!({}));
     pgbench(&proxy, &db, &["-i", "-s", "1", "-q"]);
-    let report = pgbench(&proxy, &db, &["-S", "-M", mode, "-c", "4", "-j", "2", "-t", "300", "-n"]);
+    let report = pgbench(
+        &proxy,
+        &db,
+        &["-S", "-M", mode, "-c", "4", "-j", "2", "-t", "300", "-n"],
+    );
     assert!(
         report.contains("number of transactions actually processed: 1200/1200"),
         "not every transaction ran: {report}"

@@ -25,7 +25,9 @@ async fn simple_query_runs_multi_statement_strings() {
     let rows: Vec<Vec<Option<String>>> = messages
         .iter()
         .filter_map(|m| match m {
-            SimpleQueryMessage::Row(r) => Some((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect()),
+            SimpleQueryMessage::Row(r) => {
+                Some((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect())
+            }
             _ => None,
         })
         .collect();
@@ -37,7 +39,10 @@ async fn simple_query_runs_multi_statement_strings() {
             vec![Some("x".to_string())]
         ]
     );
-    let completions = messages.iter().filter(|m| matches!(m, SimpleQueryMessage::CommandComplete(_))).count();
+    let completions = messages
+        .iter()
+        .filter(|m| matches!(m, SimpleQueryMessage::CommandComplete(_)))
+        .count();
     assert_eq!(completions, 4);
 }
 
@@ -51,11 +56,26 @@ async fn extended_query_binds_parameters_and_returns_binary_results() {
         .await
         .unwrap();
     let id = uuid::Uuid::from_u128(0x1234_5678_9abc_def0_1234_5678_9abc_def0);
-    let ts = chrono::DateTime::parse_from_rfc3339("2024-02-29T12:34:56.789Z").unwrap().with_timezone(&chrono::Utc);
+    let ts = chrono::DateTime::parse_from_rfc3339("2024-02-29T12:34:56.789Z")
+        .unwrap()
+        .with_timezone(&chrono::Utc);
     let doc = json!({"k": [1, "two", null]});
     let bytes: &[u8] = &[0, 1, 2, 255];
     let row = client
-        .query_one(&stmt, &[&41i64, &"héllo", &1.25f64, &true, &bytes, &vec![1i32, -2, 3], &id, &doc, &ts])
+        .query_one(
+            &stmt,
+            &[
+                &41i64,
+                &"héllo",
+                &1.25f64,
+                &true,
+                &bytes,
+                &vec![1i32, -2, 3],
+                &id,
+                &doc,
+                &ts,
+            ],
+        )
         .await
         .unwrap();
     assert_eq!(row.get::<_, i64>(0), 42);
@@ -81,7 +101,10 @@ async fn pipelined_queries_on_one_client_all_complete_in_order() {
     let db = fresh_db("q_pipeline").await;
     let proxy = Proxy::start(json!({}));
     let client = proxy.connect(&db).await;
-    let stmt = client.prepare("SELECT $1::int4 * 10, repeat('x', $1::int4)").await.unwrap();
+    let stmt = client
+        .prepare("SELECT $1::int4 * 10, repeat('x', $1::int4)")
+        .await
+        .unwrap();
     let futures = (0..200).map(|i| {
         let client = &client;
         let stmt = &stmt;
@@ -146,7 +169,10 @@ async fn execute_with_row_limit_suspends_the_portal() {
     let proxy = Proxy::start(json!({}));
     let mut client = proxy.connect(&db).await;
     let tx = client.transaction().await.unwrap();
-    let portal = tx.bind("SELECT g FROM generate_series(1, 10) g", &[]).await.unwrap();
+    let portal = tx
+        .bind("SELECT g FROM generate_series(1, 10) g", &[])
+        .await
+        .unwrap();
     let mut seen = Vec::new();
     for expected_len in [4, 4, 2, 0] {
         let rows = tx.query_portal(&portal, 4).await.unwrap();
@@ -165,8 +191,12 @@ async fn flush_without_sync_gets_answers_immediately() {
     conn.startup_trust(TRUST_USER, &db).await;
 
     // Parse + Describe + Flush: the answers must arrive without any Sync.
-    conn.send(&fe::concat(&[fe::parse("s1", "SELECT $1::int4 + 1 AS n", &[]), fe::describe(b'S', "s1"), fe::flush()]))
-        .await;
+    conn.send(&fe::concat(&[
+        fe::parse("s1", "SELECT $1::int4 + 1 AS n", &[]),
+        fe::describe(b'S', "s1"),
+        fe::flush(),
+    ]))
+    .await;
     conn.expect(b'1').await;
     conn.expect(b't').await;
     conn.expect(b'T').await;
@@ -181,17 +211,31 @@ async fn flush_without_sync_gets_answers_immediately() {
     .await;
     conn.expect(b'1').await;
     conn.expect(b'2').await;
-    assert_eq!(conn.expect(b'D').await.data_row(), vec![Some("1".to_string())]);
+    assert_eq!(
+        conn.expect(b'D').await.data_row(),
+        vec![Some("1".to_string())]
+    );
     conn.expect(b'D').await;
     conn.expect(b's').await;
 
-    conn.send(&fe::concat(&[fe::bind("", "s1", &[Some(b"41")], &[]), fe::execute("", 0), fe::flush()])).await;
+    conn.send(&fe::concat(&[
+        fe::bind("", "s1", &[Some(b"41")], &[]),
+        fe::execute("", 0),
+        fe::flush(),
+    ]))
+    .await;
     conn.expect(b'2').await;
-    assert_eq!(conn.expect(b'D').await.data_row(), vec![Some("42".to_string())]);
+    assert_eq!(
+        conn.expect(b'D').await.data_row(),
+        vec![Some("42".to_string())]
+    );
     conn.expect(b'C').await;
 
     // Nothing else is pending until Sync, which closes the implicit transaction.
-    assert!(conn.recv_within(Duration::from_millis(300)).await.is_err(), "unexpected message before Sync");
+    assert!(
+        conn.recv_within(Duration::from_millis(300)).await.is_err(),
+        "unexpected message before Sync"
+    );
     conn.send(&fe::sync()).await;
     conn.expect(b'Z').await;
     conn.send(&fe::terminate()).await;
@@ -204,7 +248,11 @@ async fn function_call_message_is_relayed() {
     let mut conn = RawConn::connect(proxy.port()).await;
     conn.startup_trust(TRUST_USER, &db).await;
     // int4pl (oid 177): 40 + 2 through the fast-path 'F' message.
-    conn.send(&fe::function_call(177, &[Some(&common::raw::int4(40)), Some(&common::raw::int4(2))])).await;
+    conn.send(&fe::function_call(
+        177,
+        &[Some(&common::raw::int4(40)), Some(&common::raw::int4(2))],
+    ))
+    .await;
     let v = conn.expect(b'V').await;
     assert_eq!(&v.body[..], &[0, 0, 0, 4, 0, 0, 0, 42]);
     conn.expect(b'Z').await;
@@ -215,7 +263,10 @@ async fn rollback_discards_and_commit_keeps() {
     let db = fresh_db("q_tx").await;
     let proxy = Proxy::start(json!({}));
     let mut client = proxy.connect(&db).await;
-    client.batch_execute("CREATE TABLE t (v int)").await.unwrap();
+    client
+        .batch_execute("CREATE TABLE t (v int)")
+        .await
+        .unwrap();
     let tx = client.transaction().await.unwrap();
     tx.execute("INSERT INTO t VALUES (1)", &[]).await.unwrap();
     tx.rollback().await.unwrap();
@@ -228,7 +279,10 @@ async fn rollback_discards_and_commit_keeps() {
     }
     tx.commit().await.unwrap();
     let rows = client.query("SELECT v FROM t", &[]).await.unwrap();
-    assert_eq!(rows.iter().map(|r| r.get::<_, i32>(0)).collect::<Vec<_>>(), vec![2]);
+    assert_eq!(
+        rows.iter().map(|r| r.get::<_, i32>(0)).collect::<Vec<_>>(),
+        vec![2]
+    );
 }
 
 #[tokio::test]
@@ -236,13 +290,25 @@ async fn errors_leave_the_session_usable() {
     let db = fresh_db("q_errors").await;
     let proxy = Proxy::start(json!({}));
     let client = proxy.connect(&db).await;
-    assert_eq!(expect_sqlstate(client.simple_query("SELECT * FROM missing_table").await), "42P01");
+    assert_eq!(
+        expect_sqlstate(client.simple_query("SELECT * FROM missing_table").await),
+        "42P01"
+    );
     assert_eq!(expect_sqlstate(client.prepare("SELEC 1").await), "42601");
-    assert_eq!(expect_sqlstate(client.query("SELECT 1/0", &[]).await), "22012");
+    assert_eq!(
+        expect_sqlstate(client.query("SELECT 1/0", &[]).await),
+        "22012"
+    );
     // An error inside a transaction aborts it until ROLLBACK.
     client.batch_execute("BEGIN").await.unwrap();
-    assert_eq!(expect_sqlstate(client.query("SELECT 'x'::int", &[]).await), "22P02");
-    assert_eq!(expect_sqlstate(client.query("SELECT 1", &[]).await), "25P02");
+    assert_eq!(
+        expect_sqlstate(client.query("SELECT 'x'::int", &[]).await),
+        "22P02"
+    );
+    assert_eq!(
+        expect_sqlstate(client.query("SELECT 1", &[]).await),
+        "25P02"
+    );
     client.batch_execute("ROLLBACK").await.unwrap();
     let row = client.query_one("SELECT 7::int4", &[]).await.unwrap();
     assert_eq!(row.get::<_, i32>(0), 7);
@@ -253,15 +319,27 @@ async fn notices_and_parameter_status_reach_the_client() {
     let db = fresh_db("q_notice").await;
     let proxy = Proxy::start(json!({}));
     let (client, mut messages) = common::connect_with_messages(&proxy.app_config(&db)).await;
-    client.batch_execute("DO $$ BEGIN RAISE NOTICE 'hello from plpgsql'; END $$").await.unwrap();
-    let msg = tokio::time::timeout(HANG_TIMEOUT, messages.recv()).await.unwrap().unwrap();
+    client
+        .batch_execute("DO $$ BEGIN RAISE NOTICE 'hello from plpgsql'; END $$")
+        .await
+        .unwrap();
+    let msg = tokio::time::timeout(HANG_TIMEOUT, messages.recv())
+        .await
+        .unwrap()
+        .unwrap();
     match msg {
         AsyncMessage::Notice(n) => assert_eq!(n.message(), "hello from plpgsql"),
         other => panic!("expected a notice, got {other:?}"),
     }
     // SET of a GUC_REPORT parameter produces ParameterStatus; the session keeps working.
-    client.batch_execute("SET application_name = 'pgcloak-test'").await.unwrap();
-    let row = client.query_one("SHOW application_name", &[]).await.unwrap();
+    client
+        .batch_execute("SET application_name = 'pgcloak-test'")
+        .await
+        .unwrap();
+    let row = client
+        .query_one("SHOW application_name", &[])
+        .await
+        .unwrap();
     assert_eq!(row.get::<_, String>(0), "pgcloak-test");
 }
 
@@ -270,26 +348,40 @@ async fn copy_in_and_out_of_100k_rows() {
     let db = fresh_db("q_copy").await;
     let proxy = Proxy::start(json!({}));
     let client = proxy.connect(&db).await;
-    client.batch_execute("CREATE TABLE t (id int PRIMARY KEY, name text)").await.unwrap();
+    client
+        .batch_execute("CREATE TABLE t (id int PRIMARY KEY, name text)")
+        .await
+        .unwrap();
     const N: usize = 100_000;
-    let sink = client.copy_in("COPY t (id, name) FROM STDIN").await.unwrap();
+    let sink = client
+        .copy_in("COPY t (id, name) FROM STDIN")
+        .await
+        .unwrap();
     futures_util::pin_mut!(sink);
     let mut chunk = String::new();
     for i in 0..N {
         chunk.push_str(&format!("{i}\tname-{i}\n"));
         if chunk.len() > 64 * 1024 {
-            sink.send(bytes::Bytes::from(std::mem::take(&mut chunk))).await.unwrap();
+            sink.send(bytes::Bytes::from(std::mem::take(&mut chunk)))
+                .await
+                .unwrap();
         }
     }
     sink.send(bytes::Bytes::from(chunk)).await.unwrap();
     assert_eq!(sink.finish().await.unwrap(), N as u64);
 
-    let row = client.query_one("SELECT count(*), sum(id), max(name) FROM t", &[]).await.unwrap();
+    let row = client
+        .query_one("SELECT count(*), sum(id), max(name) FROM t", &[])
+        .await
+        .unwrap();
     assert_eq!(row.get::<_, i64>(0), N as i64);
     assert_eq!(row.get::<_, i64>(1), (N as i64) * (N as i64 - 1) / 2);
     assert_eq!(row.get::<_, String>(2), "name-99999");
 
-    let stream = client.copy_out("COPY (SELECT id, name FROM t ORDER BY id) TO STDOUT").await.unwrap();
+    let stream = client
+        .copy_out("COPY (SELECT id, name FROM t ORDER BY id) TO STDOUT")
+        .await
+        .unwrap();
     let chunks: Vec<bytes::Bytes> = stream.try_collect().await.unwrap();
     let text: Vec<u8> = chunks.concat();
     let text = String::from_utf8(text).unwrap();
@@ -304,12 +396,20 @@ async fn copy_in_error_leaves_the_session_usable() {
     let db = fresh_db("q_copy_error").await;
     let proxy = Proxy::start(json!({}));
     let client = proxy.connect(&db).await;
-    client.batch_execute("CREATE TABLE t (id int)").await.unwrap();
+    client
+        .batch_execute("CREATE TABLE t (id int)")
+        .await
+        .unwrap();
     let sink = client.copy_in("COPY t FROM STDIN").await.unwrap();
     futures_util::pin_mut!(sink);
-    sink.send(bytes::Bytes::from_static(b"1\nnot-a-number\n")).await.unwrap();
+    sink.send(bytes::Bytes::from_static(b"1\nnot-a-number\n"))
+        .await
+        .unwrap();
     assert_eq!(expect_sqlstate(sink.finish().await), "22P02");
-    let row = client.query_one("SELECT count(*) FROM t", &[]).await.unwrap();
+    let row = client
+        .query_one("SELECT count(*) FROM t", &[])
+        .await
+        .unwrap();
     assert_eq!(row.get::<_, i64>(0), 0);
 }
 
@@ -321,7 +421,10 @@ async fn notify_reaches_an_idle_listener_within_a_second() {
     listener.batch_execute("LISTEN chan").await.unwrap();
     let notifier = proxy.connect(&db).await;
     for payload in ["first", "second"] {
-        notifier.execute("SELECT pg_notify('chan', $1)", &[&payload]).await.unwrap();
+        notifier
+            .execute("SELECT pg_notify('chan', $1)", &[&payload])
+            .await
+            .unwrap();
         // The listener sends nothing: the proxy must push the NotificationResponse on its own.
         let msg = tokio::time::timeout(Duration::from_secs(1), messages.recv())
             .await

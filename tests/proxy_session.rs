@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Buf;
 use common::raw::{fe, RawConn};
-use common::{cluster, expect_sqlstate, fresh_db, Proxy, APP_PASSWORD, APP_USER, HANG_TIMEOUT, TRUST_USER};
+use common::{
+    cluster, expect_sqlstate, fresh_db, Proxy, APP_PASSWORD, APP_USER, HANG_TIMEOUT, TRUST_USER,
+};
 use serde_json::json;
 use tokio_postgres::NoTls;
 
@@ -31,7 +33,10 @@ async fn wait_until_running(db: &str, query: &str) {
         if row.get::<_, i64>(0) > 0 {
             return;
         }
-        assert!(Instant::now() < deadline, "{query} never started running in {db}");
+        assert!(
+            Instant::now() < deadline,
+            "{query} never started running in {db}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -49,9 +54,16 @@ async fn cancel_token_cancels_a_running_query_within_a_second() {
     wait_until_running(&db, "SELECT pg_sleep(30)").await;
     let sent = Instant::now();
     token.cancel_query(NoTls).await.unwrap();
-    let (result, done) = tokio::time::timeout(HANG_TIMEOUT, running).await.expect("query was not cancelled").unwrap();
+    let (result, done) = tokio::time::timeout(HANG_TIMEOUT, running)
+        .await
+        .expect("query was not cancelled")
+        .unwrap();
     assert_eq!(expect_sqlstate(result), "57014");
-    assert!(done - sent < CANCEL_DEADLINE, "cancel took {:?}", done - sent);
+    assert!(
+        done - sent < CANCEL_DEADLINE,
+        "cancel took {:?}",
+        done - sent
+    );
 }
 
 #[tokio::test]
@@ -65,17 +77,31 @@ async fn raw_cancel_with_wrong_key_is_ignored_and_right_key_cancels() {
     // The proxy hands out its own key, not the upstream backend's.
     conn.send(&fe::query("SELECT pg_backend_pid()")).await;
     let msgs = conn.recv_until(b'Z').await;
-    let upstream_pid: i32 = msgs.iter().find(|m| m.tag == b'D').unwrap().data_row()[0].as_ref().unwrap().parse().unwrap();
-    assert_ne!(pid, upstream_pid, "BackendKeyData leaks the upstream backend pid");
+    let upstream_pid: i32 = msgs.iter().find(|m| m.tag == b'D').unwrap().data_row()[0]
+        .as_ref()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_ne!(
+        pid, upstream_pid,
+        "BackendKeyData leaks the upstream backend pid"
+    );
 
     // A wrong secret must not cancel anything.
     conn.send(&fe::query("SELECT pg_sleep(1.5)")).await;
     wait_until_running(&db, "SELECT pg_sleep(1.5)").await;
     let mut canceller = RawConn::connect(proxy.port()).await;
     canceller.send(&fe::cancel_request(pid, key ^ 0x5a5a)).await;
-    assert!(canceller.read_to_eof(HANG_TIMEOUT).await.unwrap().is_empty());
+    assert!(canceller
+        .read_to_eof(HANG_TIMEOUT)
+        .await
+        .unwrap()
+        .is_empty());
     let msgs = conn.recv_until(b'Z').await;
-    assert!(msgs.iter().all(|m| m.tag != b'E'), "a wrong cancel key cancelled the query");
+    assert!(
+        msgs.iter().all(|m| m.tag != b'E'),
+        "a wrong cancel key cancelled the query"
+    );
 
     // The right one does, within the deadline.
     conn.send(&fe::query("SELECT pg_sleep(30)")).await;
@@ -85,7 +111,11 @@ async fn raw_cancel_with_wrong_key_is_ignored_and_right_key_cancels() {
     canceller.send(&fe::cancel_request(pid, key)).await;
     let msgs = conn.recv_until(b'E').await;
     let err = msgs.last().unwrap();
-    assert!(sent.elapsed() < CANCEL_DEADLINE, "cancel took {:?}", sent.elapsed());
+    assert!(
+        sent.elapsed() < CANCEL_DEADLINE,
+        "cancel took {:?}",
+        sent.elapsed()
+    );
     assert_eq!(err.sqlstate().as_deref(), Some("57014"));
     conn.expect(b'Z').await;
 }
@@ -109,14 +139,24 @@ async fn psql_sigint_cancels_the_query_through_the_proxy() {
     unsafe {
         libc::kill(child.id() as libc::pid_t, libc::SIGINT);
     }
-    let out = tokio::time::timeout(HANG_TIMEOUT, tokio::task::spawn_blocking(move || child.wait_with_output()))
-        .await
-        .expect("psql did not exit after SIGINT")
-        .unwrap()
-        .unwrap();
-    assert!(sent.elapsed() < CANCEL_DEADLINE, "psql cancel took {:?}", sent.elapsed());
+    let out = tokio::time::timeout(
+        HANG_TIMEOUT,
+        tokio::task::spawn_blocking(move || child.wait_with_output()),
+    )
+    .await
+    .expect("psql did not exit after SIGINT")
+    .unwrap()
+    .unwrap();
+    assert!(
+        sent.elapsed() < CANCEL_DEADLINE,
+        "psql cancel took {:?}",
+        sent.elapsed()
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("canceling statement due to user request"), "psql stderr: {stderr}");
+    assert!(
+        stderr.contains("canceling statement due to user request"),
+        "psql stderr: {stderr}"
+    );
 }
 
 #[tokio::test]
@@ -153,7 +193,10 @@ async fn max_connections_refuses_the_extra_client_with_53300() {
                 client.simple_query("SELECT 1").await.unwrap();
                 break;
             }
-            Err(e) => assert!(Instant::now() < deadline, "slot not released after disconnect: {e:?}"),
+            Err(e) => assert!(
+                Instant::now() < deadline,
+                "slot not released after disconnect: {e:?}"
+            ),
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -162,10 +205,16 @@ async fn max_connections_refuses_the_extra_client_with_53300() {
 #[tokio::test]
 async fn env_override_sets_max_connections() {
     let db = fresh_db("s_env").await;
-    let proxy = Proxy::start_with_env(json!({ "max_connections": 1000 }), &[("PGCLOAK_MAX_CONNECTIONS", "1")]);
+    let proxy = Proxy::start_with_env(
+        json!({ "max_connections": 1000 }),
+        &[("PGCLOAK_MAX_CONNECTIONS", "1")],
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     let _only = proxy.connect(&db).await;
-    assert_eq!(expect_sqlstate(common::try_connect(&proxy.app_config(&db)).await), "53300");
+    assert_eq!(
+        expect_sqlstate(common::try_connect(&proxy.app_config(&db)).await),
+        "53300"
+    );
 }
 
 #[tokio::test]
@@ -173,9 +222,17 @@ async fn upstream_killed_mid_session_errors_the_client_and_proxy_keeps_serving()
     let db = fresh_db("s_upstream_killed").await;
     let proxy = Proxy::start(json!({}));
     let client = proxy.connect(&db).await;
-    let pid: i32 = client.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+    let pid: i32 = client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
     let admin = cluster().admin("postgres").await;
-    let killed: bool = admin.query_one("SELECT pg_terminate_backend($1)", &[&pid]).await.unwrap().get(0);
+    let killed: bool = admin
+        .query_one("SELECT pg_terminate_backend($1)", &[&pid])
+        .await
+        .unwrap()
+        .get(0);
     assert!(killed);
     let result = tokio::time::timeout(HANG_TIMEOUT, client.simple_query("SELECT 1"))
         .await
@@ -183,11 +240,21 @@ async fn upstream_killed_mid_session_errors_the_client_and_proxy_keeps_serving()
     assert!(result.is_err(), "query succeeded on a terminated backend");
     let deadline = Instant::now() + Duration::from_secs(2);
     while !client.is_closed() {
-        assert!(Instant::now() < deadline, "client connection not closed after upstream died");
+        assert!(
+            Instant::now() < deadline,
+            "client connection not closed after upstream died"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let fresh = proxy.connect(&db).await;
-    assert_eq!(fresh.query_one("SELECT 5::int4", &[]).await.unwrap().get::<_, i32>(0), 5);
+    assert_eq!(
+        fresh
+            .query_one("SELECT 5::int4", &[])
+            .await
+            .unwrap()
+            .get::<_, i32>(0),
+        5
+    );
 }
 
 #[tokio::test]
@@ -196,11 +263,22 @@ async fn unreachable_upstream_gives_a_clear_fatal_error() {
     let dead_port = common::cluster::free_port();
     let proxy = Proxy::start(json!({ "upstream": { "port": dead_port } }));
     for _ in 0..2 {
-        let err = common::try_connect(&proxy.app_config(&db)).await.expect_err("connected to a dead upstream");
+        let err = common::try_connect(&proxy.app_config(&db))
+            .await
+            .expect_err("connected to a dead upstream");
         let code = common::sqlstate(&err).unwrap_or_else(|| panic!("no SQLSTATE: {err:?}"));
-        assert!(code == "08001" || code == "08006", "unexpected SQLSTATE {code}");
-        let text = err.as_db_error().map(|e| e.message().to_string()).unwrap_or_default();
-        assert!(text.contains(&dead_port.to_string()), "error does not name the upstream: {text}");
+        assert!(
+            code == "08001" || code == "08006",
+            "unexpected SQLSTATE {code}"
+        );
+        let text = err
+            .as_db_error()
+            .map(|e| e.message().to_string())
+            .unwrap_or_default();
+        assert!(
+            text.contains(&dead_port.to_string()),
+            "error does not name the upstream: {text}"
+        );
     }
 }
 
@@ -209,14 +287,25 @@ async fn protocol_3_2_startup_gets_negotiate_protocol_version() {
     let db = fresh_db("s_protocol").await;
     let proxy = Proxy::start(json!({}));
     let mut conn = RawConn::connect(proxy.port()).await;
-    conn.send(&fe::startup(fe::PROTOCOL_3_2, &[("user", TRUST_USER), ("database", &db)])).await;
+    conn.send(&fe::startup(
+        fe::PROTOCOL_3_2,
+        &[("user", TRUST_USER), ("database", &db)],
+    ))
+    .await;
     let first = conn.expect(b'v').await;
     let mut body = first.body.clone();
     // PostgreSQL sends the full version number here (3.0), and libpq reads it that way.
-    assert_eq!(body.get_u32(), fe::PROTOCOL_3_0, "the proxy must offer protocol 3.0");
+    assert_eq!(
+        body.get_u32(),
+        fe::PROTOCOL_3_0,
+        "the proxy must offer protocol 3.0"
+    );
     assert_eq!(body.get_i32(), 0, "no unrecognized options were sent");
     let msgs = conn.expect_startup_ok().await;
-    let key = msgs.iter().find(|m| m.tag == b'K').expect("no BackendKeyData");
+    let key = msgs
+        .iter()
+        .find(|m| m.tag == b'K')
+        .expect("no BackendKeyData");
     assert_eq!(key.body.len(), 8, "a 3.0 session has a 4-byte cancel key");
     conn.send(&fe::query("SELECT 1")).await;
     assert_eq!(common::raw::tags(&conn.recv_until(b'Z').await), "TDCZ");
@@ -258,36 +347,66 @@ async fn startup_parameters_are_forwarded_untouched() {
         .filter(|m| m.tag == b'S')
         .map(|m| String::from_utf8_lossy(&m.body).replace('\0', "="))
         .collect();
-    for expected in ["application_name=startup-app=", "DateStyle=SQL, DMY=", "TimeZone=Asia/Tokyo=", "client_encoding=LATIN1="]
-    {
-        assert!(status.iter().any(|s| s == expected), "missing ParameterStatus {expected}: {status:?}");
+    for expected in [
+        "application_name=startup-app=",
+        "DateStyle=SQL, DMY=",
+        "TimeZone=Asia/Tokyo=",
+        "client_encoding=LATIN1=",
+    ] {
+        assert!(
+            status.iter().any(|s| s == expected),
+            "missing ParameterStatus {expected}: {status:?}"
+        );
     }
-    conn.send(&fe::query("SELECT current_setting('work_mem'), current_setting('application_name')")).await;
+    conn.send(&fe::query(
+        "SELECT current_setting('work_mem'), current_setting('application_name')",
+    ))
+    .await;
     let rows = conn.recv_until(b'Z').await;
     let row = rows.iter().find(|m| m.tag == b'D').unwrap().data_row();
-    assert_eq!(row, vec![Some("7MB".to_string()), Some("startup-app".to_string())]);
+    assert_eq!(
+        row,
+        vec![Some("7MB".to_string()), Some("startup-app".to_string())]
+    );
 }
 
 #[tokio::test]
 async fn session_log_names_role_and_database_but_never_message_bytes() {
     let db = fresh_db("s_log").await;
-    cluster().create_role("log_role_q7", Some("Log-Password-q7")).await;
+    cluster()
+        .create_role("log_role_q7", Some("Log-Password-q7"))
+        .await;
     let proxy = Proxy::start(json!({}));
     let client = common::connect(&proxy.config(&db, "log_role_q7", "Log-Password-q7")).await;
-    client.simple_query("SELECT 'literal-q7-never-logged'").await.unwrap();
+    client
+        .simple_query("SELECT 'literal-q7-never-logged'")
+        .await
+        .unwrap();
     drop(client);
     let deadline = Instant::now() + Duration::from_secs(2);
     loop {
         let log = proxy.log();
-        if log.contains("log_role_q7") && log.contains("s_log") && log.lines().filter(|l| l.contains("log_role_q7")).count() >= 2 {
+        if log.contains("log_role_q7")
+            && log.contains("s_log")
+            && log.lines().filter(|l| l.contains("log_role_q7")).count() >= 2
+        {
             break;
         }
-        assert!(Instant::now() < deadline, "no session open/close lines naming role and database:\n{log}");
+        assert!(
+            Instant::now() < deadline,
+            "no session open/close lines naming role and database:\n{log}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let log = proxy.log();
-    assert!(!log.contains("literal-q7-never-logged"), "query text leaked into the log:\n{log}");
-    assert!(!log.contains("Log-Password-q7"), "password leaked into the log:\n{log}");
+    assert!(
+        !log.contains("literal-q7-never-logged"),
+        "query text leaked into the log:\n{log}"
+    );
+    assert!(
+        !log.contains("Log-Password-q7"),
+        "password leaked into the log:\n{log}"
+    );
 }
 
 #[tokio::test]
@@ -306,10 +425,16 @@ async fn sigterm_stops_accepting_drains_sessions_and_exits() {
         if common::try_connect(&proxy.app_config(&db)).await.is_err() {
             break;
         }
-        assert!(Instant::now() < deadline, "still accepting new sessions after SIGTERM");
+        assert!(
+            Instant::now() < deadline,
+            "still accepting new sessions after SIGTERM"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let row = client.query_one("SELECT 9::int4", &[]).await.expect("the open session was not drained gracefully");
+    let row = client
+        .query_one("SELECT 9::int4", &[])
+        .await
+        .expect("the open session was not drained gracefully");
     assert_eq!(row.get::<_, i32>(0), 9);
     // The idle session is closed at the latest after the shutdown timeout, then the proxy exits.
     let status = proxy.terminate(Duration::from_secs(5));
@@ -320,10 +445,24 @@ async fn sigterm_stops_accepting_drains_sessions_and_exits() {
 #[test]
 fn check_accepts_a_valid_config_and_rejects_unknown_keys_with_a_line() {
     let ok = common::proxy::check(json!({}));
-    assert!(ok.status.success(), "check rejected the harness config: {}", String::from_utf8_lossy(&ok.stderr));
+    assert!(
+        ok.status.success(),
+        "check rejected the harness config: {}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
     let bad = common::proxy::check(json!({ "upstream": { "hots": "127.0.0.1" } }));
     assert!(!bad.status.success(), "check accepted an unknown key");
-    let text = format!("{}{}", String::from_utf8_lossy(&bad.stdout), String::from_utf8_lossy(&bad.stderr));
-    assert!(text.contains("hots"), "error does not name the unknown key: {text}");
-    assert!(text.contains("pgcloak.yaml:"), "error has no file:line: {text}");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&bad.stdout),
+        String::from_utf8_lossy(&bad.stderr)
+    );
+    assert!(
+        text.contains("hots"),
+        "error does not name the unknown key: {text}"
+    );
+    assert!(
+        text.contains("pgcloak.yaml:"),
+        "error has no file:line: {text}"
+    );
 }

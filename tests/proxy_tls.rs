@@ -5,10 +5,11 @@
 mod common;
 
 use std::process::{Command, Output};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{cluster, expect_sqlstate, fresh_db, Proxy, APP_PASSWORD, APP_USER, HANG_TIMEOUT, TRUST_USER};
+use common::{
+    cluster, expect_sqlstate, fresh_db, Proxy, APP_PASSWORD, APP_USER, HANG_TIMEOUT, TRUST_USER,
+};
 use serde_json::json;
 use tokio_postgres::config::{SslMode, SslNegotiation};
 use tokio_postgres_rustls::MakeRustlsConnect;
@@ -30,9 +31,19 @@ async fn psql_sslmode_require_and_verify_full_work_on_the_client_leg() {
     let db = fresh_db("t_psql").await;
     let proxy = Proxy::start(Proxy::client_tls("required"));
     let ca = cluster().tls.ca_cert.display().to_string();
-    for extra in ["sslmode=require".to_string(), format!("sslmode=verify-full sslrootcert={ca}")] {
-        let out = psql(&format!("{} {extra}", proxy.conninfo(&db, APP_USER)), "SELECT 40 + 2");
-        assert!(out.status.success(), "psql {extra} failed: {}", String::from_utf8_lossy(&out.stderr));
+    for extra in [
+        "sslmode=require".to_string(),
+        format!("sslmode=verify-full sslrootcert={ca}"),
+    ] {
+        let out = psql(
+            &format!("{} {extra}", proxy.conninfo(&db, APP_USER)),
+            "SELECT 40 + 2",
+        );
+        assert!(
+            out.status.success(),
+            "psql {extra} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "42");
     }
 }
@@ -41,14 +52,25 @@ async fn psql_sslmode_require_and_verify_full_work_on_the_client_leg() {
 async fn client_leg_required_refuses_plaintext_clients() {
     let db = fresh_db("t_required").await;
     let proxy = Proxy::start(Proxy::client_tls("required"));
-    let out = psql(&format!("{} sslmode=disable", proxy.conninfo(&db, APP_USER)), "SELECT 1");
-    assert!(!out.status.success(), "a plaintext psql got through a TLS-required proxy");
+    let out = psql(
+        &format!("{} sslmode=disable", proxy.conninfo(&db, APP_USER)),
+        "SELECT 1",
+    );
+    assert!(
+        !out.status.success(),
+        "a plaintext psql got through a TLS-required proxy"
+    );
     let plain = common::try_connect(&proxy.app_config(&db)).await;
-    assert!(plain.is_err(), "a plaintext tokio-postgres client got through");
+    assert!(
+        plain.is_err(),
+        "a plaintext tokio-postgres client got through"
+    );
     // The proxy still serves TLS clients afterwards.
     let mut config = proxy.app_config(&db);
     config.ssl_mode(SslMode::Require);
-    let client = common::try_connect_tls(&config, &cluster().tls.ca_cert).await.unwrap();
+    let client = common::try_connect_tls(&config, &cluster().tls.ca_cert)
+        .await
+        .unwrap();
     client.simple_query("SELECT 1").await.unwrap();
 }
 
@@ -60,8 +82,16 @@ async fn client_leg_optional_serves_tls_and_plaintext() {
     plain.simple_query("SELECT 1").await.unwrap();
     let mut config = proxy.app_config(&db);
     config.ssl_mode(SslMode::Require);
-    let tls = common::try_connect_tls(&config, &cluster().tls.ca_cert).await.unwrap();
-    assert_eq!(tls.query_one("SELECT 3::int4", &[]).await.unwrap().get::<_, i32>(0), 3);
+    let tls = common::try_connect_tls(&config, &cluster().tls.ca_cert)
+        .await
+        .unwrap();
+    assert_eq!(
+        tls.query_one("SELECT 3::int4", &[])
+            .await
+            .unwrap()
+            .get::<_, i32>(0),
+        3
+    );
 }
 
 #[tokio::test]
@@ -72,7 +102,10 @@ async fn client_leg_tls_is_verified_against_the_ca() {
     config.ssl_mode(SslMode::Require);
     // A client trusting another CA must not complete the handshake.
     let refused = common::try_connect_tls(&config, &cluster().tls.other_ca_cert).await;
-    assert!(refused.is_err(), "handshake succeeded with an untrusted certificate");
+    assert!(
+        refused.is_err(),
+        "handshake succeeded with an untrusted certificate"
+    );
 }
 
 #[tokio::test]
@@ -81,7 +114,9 @@ async fn cancel_over_tls_cancels_the_query() {
     let proxy = Proxy::start(Proxy::client_tls("required"));
     let mut config = proxy.app_config(&db);
     config.ssl_mode(SslMode::Require);
-    let client = common::try_connect_tls(&config, &cluster().tls.ca_cert).await.unwrap();
+    let client = common::try_connect_tls(&config, &cluster().tls.ca_cert)
+        .await
+        .unwrap();
     let token = client.cancel_token();
     let running = tokio::spawn(async move { client.query("SELECT pg_sleep(30)", &[]).await });
     let admin = cluster().admin("postgres").await;
@@ -102,9 +137,19 @@ async fn cancel_over_tls_cancels_the_query() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let sent = Instant::now();
-    token.cancel_query(common::rustls_connector(&cluster().tls.ca_cert)).await.unwrap();
-    let result = tokio::time::timeout(HANG_TIMEOUT, running).await.expect("not cancelled").unwrap();
-    assert!(sent.elapsed() < Duration::from_secs(1), "cancel over TLS took {:?}", sent.elapsed());
+    token
+        .cancel_query(common::rustls_connector(&cluster().tls.ca_cert))
+        .await
+        .unwrap();
+    let result = tokio::time::timeout(HANG_TIMEOUT, running)
+        .await
+        .expect("not cancelled")
+        .unwrap();
+    assert!(
+        sent.elapsed() < Duration::from_secs(1),
+        "cancel over TLS took {:?}",
+        sent.elapsed()
+    );
     assert_eq!(expect_sqlstate(result), "57014");
 }
 
@@ -115,10 +160,22 @@ async fn direct_tls_negotiation_with_alpn_is_accepted() {
     let mut tls = common::rustls_config(&cluster().tls.ca_cert);
     tls.alpn_protocols = vec![b"postgresql".to_vec()];
     let mut config = proxy.app_config(&db);
-    config.ssl_mode(SslMode::Require).ssl_negotiation(SslNegotiation::Direct);
-    let (client, conn) = config.connect(MakeRustlsConnect::new(tls)).await.expect("direct TLS refused");
+    config
+        .ssl_mode(SslMode::Require)
+        .ssl_negotiation(SslNegotiation::Direct);
+    let (client, conn) = config
+        .connect(MakeRustlsConnect::new(tls))
+        .await
+        .expect("direct TLS refused");
     tokio::spawn(conn);
-    assert_eq!(client.query_one("SELECT 8::int4", &[]).await.unwrap().get::<_, i32>(0), 8);
+    assert_eq!(
+        client
+            .query_one("SELECT 8::int4", &[])
+            .await
+            .unwrap()
+            .get::<_, i32>(0),
+        8
+    );
 }
 
 #[tokio::test]
@@ -131,7 +188,13 @@ async fn upstream_tls_require_and_prefer_encrypt_the_upstream_leg() {
         assert!(ssl, "upstream leg not encrypted with upstream.tls = {mode}");
     }
     let proxy = Proxy::start(Proxy::upstream_tls("disable"));
-    let ssl: bool = proxy.connect(&db).await.query_one(UPSTREAM_SSL, &[]).await.unwrap().get(0);
+    let ssl: bool = proxy
+        .connect(&db)
+        .await
+        .query_one(UPSTREAM_SSL, &[])
+        .await
+        .unwrap()
+        .get(0);
     assert!(!ssl, "upstream.tls = disable still used TLS");
 }
 
@@ -157,19 +220,30 @@ async fn upstream_verify_full_refuses_an_unknown_ca_or_wrong_name() {
     ]);
     for overrides in [wrong_ca, wrong_name] {
         let proxy = Proxy::start(overrides.clone());
-        let err = common::try_connect(&proxy.app_config(&db)).await.expect_err("verify-full accepted a bad certificate");
-        let code = common::sqlstate(&err).unwrap_or_else(|| panic!("no SQLSTATE: {err:?} for {overrides}"));
-        assert!(code.starts_with("08"), "unexpected SQLSTATE {code} for {overrides}");
+        let err = common::try_connect(&proxy.app_config(&db))
+            .await
+            .expect_err("verify-full accepted a bad certificate");
+        let code = common::sqlstate(&err)
+            .unwrap_or_else(|| panic!("no SQLSTATE: {err:?} for {overrides}"));
+        assert!(
+            code.starts_with("08"),
+            "unexpected SQLSTATE {code} for {overrides}"
+        );
     }
 }
 
 #[tokio::test]
 async fn both_legs_tls_work_for_a_role_without_password_exchange() {
     let db = fresh_db("t_both").await;
-    let proxy = Proxy::start(Proxy::overrides(&[Proxy::client_tls("required"), Proxy::upstream_tls("verify-full")]));
+    let proxy = Proxy::start(Proxy::overrides(&[
+        Proxy::client_tls("required"),
+        Proxy::upstream_tls("verify-full"),
+    ]));
     let mut config = proxy.config(&db, TRUST_USER, "");
     config.ssl_mode(SslMode::Require);
-    let client = common::try_connect_tls(&config, &cluster().tls.ca_cert).await.unwrap();
+    let client = common::try_connect_tls(&config, &cluster().tls.ca_cert)
+        .await
+        .unwrap();
     let ssl: bool = client.query_one(UPSTREAM_SSL, &[]).await.unwrap().get(0);
     assert!(ssl);
 }

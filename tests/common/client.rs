@@ -13,7 +13,9 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 
 /// Connects without TLS, driving the connection on the current runtime. Panics on failure.
 pub async fn connect(config: &Config) -> Client {
-    try_connect(config).await.unwrap_or_else(|e| panic!("connect failed: {e:?}"))
+    try_connect(config)
+        .await
+        .unwrap_or_else(|e| panic!("connect failed: {e:?}"))
 }
 
 /// Connects without TLS, driving the connection on the current runtime.
@@ -27,7 +29,9 @@ pub async fn try_connect(config: &Config) -> Result<Client, Error> {
 
 /// Connects without TLS and forwards every asynchronous message (notifications, notices)
 /// into the returned channel.
-pub async fn connect_with_messages(config: &Config) -> (Client, mpsc::UnboundedReceiver<AsyncMessage>) {
+pub async fn connect_with_messages(
+    config: &Config,
+) -> (Client, mpsc::UnboundedReceiver<AsyncMessage>) {
     let (client, mut conn) = config.connect(NoTls).await.unwrap();
     let (tx, rx) = mpsc::unbounded_channel();
     let mut messages = stream::poll_fn(move |cx| conn.poll_message(cx));

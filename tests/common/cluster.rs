@@ -72,7 +72,10 @@ fn postgres_ids() -> (u32, u32) {
     let name = std::ffi::CString::new("postgres").unwrap();
     // SAFETY: getpwnam returns a pointer to static storage or null; we copy out two ints at once.
     let pw = unsafe { libc::getpwnam(name.as_ptr()) };
-    assert!(!pw.is_null(), "running as root but there is no `postgres` OS user");
+    assert!(
+        !pw.is_null(),
+        "running as root but there is no `postgres` OS user"
+    );
     // SAFETY: checked non-null above.
     unsafe { ((*pw).pw_uid, (*pw).pw_gid) }
 }
@@ -96,16 +99,25 @@ pub fn pg_bin_dir() -> PathBuf {
         })
         .collect();
     versions.sort();
-    versions.pop().expect("no /usr/lib/postgresql/*/bin/initdb found").1
+    versions
+        .pop()
+        .expect("no /usr/lib/postgresql/*/bin/initdb found")
+        .1
 }
 
 /// A port nobody listens on right now (best effort: the OS picks it).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn run(mut cmd: Command, what: &str) -> Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: cannot run: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: cannot run: {e}"));
     assert!(
         out.status.success(),
         "{what} failed ({}):\nstdout: {}\nstderr: {}",
@@ -130,22 +142,29 @@ fn pg_command(bin_dir: &Path, name: &str) -> Command {
 
 /// Stops and deletes clusters whose owning test process no longer exists.
 fn reap_stale_clusters(bin_dir: &Path) {
-    let Ok(entries) = fs::read_dir(std::env::temp_dir()) else { return };
+    let Ok(entries) = fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
     for entry in entries.filter_map(|e| e.ok()) {
         let name = entry.file_name();
         if !name.to_string_lossy().starts_with(DIR_PREFIX) {
             continue;
         }
         let dir = entry.path();
-        let Ok(owner) = fs::read_to_string(dir.join("owner.pid")) else { continue };
-        let Ok(owner) = owner.trim().parse::<u32>() else { continue };
+        let Ok(owner) = fs::read_to_string(dir.join("owner.pid")) else {
+            continue;
+        };
+        let Ok(owner) = owner.trim().parse::<u32>() else {
+            continue;
+        };
         if Path::new(&format!("/proc/{owner}")).exists() {
             continue;
         }
         let data = dir.join("data");
         if data.join("postmaster.pid").exists() {
             let mut stop = pg_command(bin_dir, "pg_ctl");
-            stop.args(["stop", "-m", "immediate", "-w", "-D"]).arg(&data);
+            stop.args(["stop", "-m", "immediate", "-w", "-D"])
+                .arg(&data);
             let _ = stop.output();
         }
         let _ = fs::remove_dir_all(&dir);
@@ -157,7 +176,10 @@ impl Cluster {
         let bin_dir = pg_bin_dir();
         reap_stale_clusters(&bin_dir);
 
-        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().subsec_nanos();
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
         let root = std::env::temp_dir().join(format!("{DIR_PREFIX}{}-{nanos}", std::process::id()));
         fs::create_dir(&root).unwrap();
         // Traversable by the postgres user, which owns only what it must write.
@@ -166,7 +188,12 @@ impl Cluster {
 
         let tls = tls::generate(&root.join("tls"));
         fs::set_permissions(root.join("tls"), fs::Permissions::from_mode(0o755)).unwrap();
-        for f in [&tls.ca_cert, &tls.other_ca_cert, &tls.pg_cert, &tls.proxy_cert] {
+        for f in [
+            &tls.ca_cert,
+            &tls.other_ca_cert,
+            &tls.pg_cert,
+            &tls.proxy_cert,
+        ] {
             fs::set_permissions(f, fs::Permissions::from_mode(0o644)).unwrap();
         }
         // PostgreSQL refuses a key readable by others; pgcloak reads its own key as root.
@@ -191,7 +218,12 @@ impl Cluster {
         initdb
             .arg("-D")
             .arg(&data_dir)
-            .args(["--auth-local=trust", "--auth-host=scram-sha-256", "-U", SUPERUSER])
+            .args([
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                "-U",
+                SUPERUSER,
+            ])
             .arg(format!("--pwfile={}", pwfile.display()))
             .args(["--no-sync", "-E", "UTF8", "--locale=C.UTF-8"]);
         run(initdb, "initdb");
@@ -219,15 +251,30 @@ impl Cluster {
         .unwrap();
 
         let mut start = pg_command(&bin_dir, "pg_ctl");
-        start.args(["start", "-w", "-t", "60", "-s", "-D"]).arg(&data_dir).arg("-l").arg(&log_path);
+        start
+            .args(["start", "-w", "-t", "60", "-s", "-D"])
+            .arg(&data_dir)
+            .arg("-l")
+            .arg(&log_path);
         let out = start.output().unwrap();
         if !out.status.success() {
             let log = fs::read_to_string(&log_path).unwrap_or_default();
             let _ = fs::remove_dir_all(&root);
-            panic!("pg_ctl start failed: {}\n{log}", String::from_utf8_lossy(&out.stderr));
+            panic!(
+                "pg_ctl start failed: {}\n{log}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
 
-        let cluster = Cluster { root, bin_dir, data_dir, socket_dir, log_path, port, tls };
+        let cluster = Cluster {
+            root,
+            bin_dir,
+            data_dir,
+            socket_dir,
+            log_path,
+            port,
+            tls,
+        };
         cluster.psql_admin(
             "postgres",
             &format!(
@@ -240,7 +287,8 @@ impl Cluster {
 
     fn stop_and_remove(&self) {
         let mut stop = pg_command(&self.bin_dir, "pg_ctl");
-        stop.args(["stop", "-m", "immediate", "-w", "-s", "-D"]).arg(&self.data_dir);
+        stop.args(["stop", "-m", "immediate", "-w", "-s", "-D"])
+            .arg(&self.data_dir);
         let _ = stop.output();
         if std::env::var_os("PGCLOAK_TEST_KEEP").is_none() {
             let _ = fs::remove_dir_all(&self.root);
@@ -259,7 +307,20 @@ impl Cluster {
             .arg(&self.socket_dir)
             .arg("-p")
             .arg(self.port.to_string())
-            .args(["-U", SUPERUSER, "-d", db, "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql]);
+            .args([
+                "-U",
+                SUPERUSER,
+                "-d",
+                db,
+                "-X",
+                "-q",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                sql,
+            ]);
         let out = run(cmd, "psql (admin)");
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
@@ -267,14 +328,23 @@ impl Cluster {
     /// Superuser over the unix socket (trust): for setup and inspection, never through pgcloak.
     pub fn admin_config(&self, db: &str) -> Config {
         let mut config = Config::new();
-        config.host_path(&self.socket_dir).port(self.port).user(SUPERUSER).dbname(db);
+        config
+            .host_path(&self.socket_dir)
+            .port(self.port)
+            .user(SUPERUSER)
+            .dbname(db);
         config
     }
 
     /// A TCP connection straight to PostgreSQL, bypassing pgcloak.
     pub fn direct_config(&self, db: &str, user: &str, password: &str) -> Config {
         let mut config = Config::new();
-        config.host("127.0.0.1").port(self.port).user(user).password(password).dbname(db);
+        config
+            .host("127.0.0.1")
+            .port(self.port)
+            .user(user)
+            .password(password)
+            .dbname(db);
         config
     }
 
@@ -317,7 +387,10 @@ fn append(path: &Path, text: &str) {
 
 fn assert_identifier(name: &str) {
     assert!(
-        !name.is_empty() && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
+        !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
         "test identifiers must be lowercase [a-z0-9_]: {name:?}"
     );
 }
@@ -331,7 +404,13 @@ pub fn quote_literal(s: &str) -> String {
 pub async fn fresh_db(name: &str) -> String {
     assert_identifier(name);
     let admin = cluster().admin("postgres").await;
-    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await.unwrap();
-    admin.batch_execute(&format!("CREATE DATABASE {name} OWNER {APP_USER}")).await.unwrap();
+    admin
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .await
+        .unwrap();
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name} OWNER {APP_USER}"))
+        .await
+        .unwrap();
     name.to_string()
 }

@@ -16,7 +16,9 @@ pub mod tls;
 pub mod yaml;
 
 pub use client::*;
-pub use cluster::{cluster, fresh_db, Cluster, APP_PASSWORD, APP_USER, SUPERUSER, SUPERUSER_PASSWORD, TRUST_USER};
+pub use cluster::{
+    cluster, fresh_db, Cluster, APP_PASSWORD, APP_USER, SUPERUSER, SUPERUSER_PASSWORD, TRUST_USER,
+};
 pub use proxy::Proxy;
 
 use std::time::Duration;

@@ -80,7 +80,8 @@ impl Proxy {
 
     /// Like [`Proxy::start`] with extra environment variables for the child.
     pub fn start_with_env(overrides: Value, env: &[(&str, &str)]) -> Proxy {
-        Self::try_start_with_env(overrides, env).unwrap_or_else(|log| panic!("pgcloak did not start:\n{log}"))
+        Self::try_start_with_env(overrides, env)
+            .unwrap_or_else(|log| panic!("pgcloak did not start:\n{log}"))
     }
 
     /// Starts pgcloak; `Err(log)` if it exits or is not accepting within 10 s.
@@ -108,7 +109,13 @@ impl Proxy {
             fs::write(&config_path, yaml::to_yaml(&config)).unwrap();
             let log_path = dir.join("pgcloak.log");
             let child = spawn_serve(&config_path, &log_path, env);
-            let mut proxy = Proxy { child: Some(child), port, dir, log_path, config_path };
+            let mut proxy = Proxy {
+                child: Some(child),
+                port,
+                dir,
+                log_path,
+                config_path,
+            };
             match proxy.wait_ready() {
                 Ok(()) => return Ok(proxy),
                 Err(log) => last_log = log,
@@ -131,7 +138,11 @@ impl Proxy {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                return Err(format!("pgcloak not accepting on {} after 10 s:\n{}", self.port, self.log()));
+                return Err(format!(
+                    "pgcloak not accepting on {} after 10 s:\n{}",
+                    self.port,
+                    self.log()
+                ));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -167,7 +178,12 @@ impl Proxy {
     /// A tokio-postgres config for `user` on `db` through the proxy (no TLS).
     pub fn config(&self, db: &str, user: &str, password: &str) -> Config {
         let mut config = Config::new();
-        config.host("127.0.0.1").port(self.port).user(user).password(password).dbname(db);
+        config
+            .host("127.0.0.1")
+            .port(self.port)
+            .user(user)
+            .password(password)
+            .dbname(db);
         config.ssl_mode(tokio_postgres::config::SslMode::Disable);
         config
     }
@@ -248,7 +264,9 @@ fn spawn_serve(config_path: &Path, log_path: &Path, env: &[(&str, &str)]) -> Chi
     for (k, v) in env {
         cmd.env(k, v);
     }
-    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::from(log));
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log));
     // SAFETY: prctl is async-signal-safe. If the test process dies without unwinding
     // (SIGKILL), the kernel kills the proxy too instead of leaving it behind.
     unsafe {

@@ -88,7 +88,12 @@ pub mod fe {
     }
 
     /// Bind with all parameters in text format and the given result format codes.
-    pub fn bind(portal: &str, statement: &str, params: &[Option<&[u8]>], result_formats: &[i16]) -> Vec<u8> {
+    pub fn bind(
+        portal: &str,
+        statement: &str,
+        params: &[Option<&[u8]>],
+        result_formats: &[i16],
+    ) -> Vec<u8> {
         let mut body = BytesMut::new();
         cstr(&mut body, portal);
         cstr(&mut body, statement);
@@ -237,7 +242,10 @@ impl RawConn {
     pub async fn connect(port: u16) -> RawConn {
         let stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
         stream.set_nodelay(true).unwrap();
-        RawConn { stream, buf: BytesMut::with_capacity(8192) }
+        RawConn {
+            stream,
+            buf: BytesMut::with_capacity(8192),
+        }
     }
 
     pub async fn send(&mut self, bytes: &[u8]) {
@@ -254,12 +262,12 @@ impl RawConn {
         let _ = self.stream.shutdown().await;
     }
 
-    /// Reads more bytes; Ok(0) at EOF. A reset counts as EOF.
+    /// Reads more bytes; 0 at EOF. A reset counts as EOF.
     async fn fill(&mut self) -> usize {
-        match self.stream.read_buf(&mut self.buf).await {
-            Ok(n) => n,
-            Err(_) => 0,
-        }
+        self.stream
+            .read_buf(&mut self.buf)
+            .await
+            .unwrap_or_default()
     }
 
     /// One byte (the answer to SSLRequest/GSSENCRequest); None at EOF. Panics on a hang.
@@ -277,12 +285,19 @@ impl RawConn {
     }
 
     /// The next backend message, or None at EOF; Err on timeout.
-    pub async fn recv_within(&mut self, limit: Duration) -> Result<Option<Msg>, tokio::time::error::Elapsed> {
+    pub async fn recv_within(
+        &mut self,
+        limit: Duration,
+    ) -> Result<Option<Msg>, tokio::time::error::Elapsed> {
         timeout(limit, async {
             loop {
                 if self.buf.len() >= 5 {
-                    let len = i32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]);
-                    assert!((4..64 << 20).contains(&len), "implausible backend message length {len}");
+                    let len =
+                        i32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]);
+                    assert!(
+                        (4..64 << 20).contains(&len),
+                        "implausible backend message length {len}"
+                    );
                     let total = len as usize + 1;
                     if self.buf.len() >= total {
                         let mut frame = self.buf.split_to(total).freeze();
@@ -301,12 +316,17 @@ impl RawConn {
 
     /// The next backend message or None at EOF. Panics if nothing arrives in time.
     pub async fn recv(&mut self) -> Option<Msg> {
-        self.recv_within(HANG_TIMEOUT).await.expect("backend message did not arrive (hang)")
+        self.recv_within(HANG_TIMEOUT)
+            .await
+            .expect("backend message did not arrive (hang)")
     }
 
     /// The next message, which must have tag `tag`.
     pub async fn expect(&mut self, tag: u8) -> Msg {
-        let msg = self.recv().await.unwrap_or_else(|| panic!("EOF while expecting '{}'", tag as char));
+        let msg = self
+            .recv()
+            .await
+            .unwrap_or_else(|| panic!("EOF while expecting '{}'", tag as char));
         assert_eq!(msg.tag, tag, "expected '{}', got {msg:?}", tag as char);
         msg
     }
@@ -315,7 +335,10 @@ impl RawConn {
     pub async fn recv_until(&mut self, tag: u8) -> Vec<Msg> {
         let mut out = Vec::new();
         loop {
-            let msg = self.recv().await.unwrap_or_else(|| panic!("EOF before '{}': got {}", tag as char, tags(&out)));
+            let msg = self
+                .recv()
+                .await
+                .unwrap_or_else(|| panic!("EOF before '{}': got {}", tag as char, tags(&out)));
             let done = msg.tag == tag;
             out.push(msg);
             if done {
@@ -325,7 +348,10 @@ impl RawConn {
     }
 
     /// Every remaining byte until the peer closes; Err if it does not close within `limit`.
-    pub async fn read_to_eof(&mut self, limit: Duration) -> Result<Vec<u8>, tokio::time::error::Elapsed> {
+    pub async fn read_to_eof(
+        &mut self,
+        limit: Duration,
+    ) -> Result<Vec<u8>, tokio::time::error::Elapsed> {
         timeout(limit, async {
             while self.fill().await > 0 {}
             self.buf.split().to_vec()
@@ -336,7 +362,11 @@ impl RawConn {
     /// Protocol 3.0 startup as a role that pg_hba admits by trust; returns the messages up to
     /// and including ReadyForQuery. Panics on an ErrorResponse or authentication request.
     pub async fn startup_trust(&mut self, user: &str, db: &str) -> Vec<Msg> {
-        self.send(&fe::startup(fe::PROTOCOL_3_0, &[("user", user), ("database", db)])).await;
+        self.send(&fe::startup(
+            fe::PROTOCOL_3_0,
+            &[("user", user), ("database", db)],
+        ))
+        .await;
         self.expect_startup_ok().await
     }
 
@@ -346,7 +376,11 @@ impl RawConn {
         for m in &msgs {
             assert_ne!(m.tag, b'E', "startup failed: {:?}", m.fields());
             if m.tag == b'R' {
-                assert_eq!(&m.body[..], &[0, 0, 0, 0], "expected AuthenticationOk for a trust role");
+                assert_eq!(
+                    &m.body[..],
+                    &[0, 0, 0, 0],
+                    "expected AuthenticationOk for a trust role"
+                );
             }
         }
         msgs
@@ -354,7 +388,10 @@ impl RawConn {
 
     /// (pid, key) from the BackendKeyData among `msgs`.
     pub fn backend_key(msgs: &[Msg]) -> (i32, i32) {
-        let m = msgs.iter().find(|m| m.tag == b'K').expect("no BackendKeyData");
+        let m = msgs
+            .iter()
+            .find(|m| m.tag == b'K')
+            .expect("no BackendKeyData");
         let mut b = m.body.clone();
         (b.get_i32(), b.get_i32())
     }

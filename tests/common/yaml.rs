@@ -41,7 +41,9 @@ fn scalar(value: &Value) -> String {
 
 fn key_text(key: &str) -> String {
     let plain = !key.is_empty()
-        && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '-');
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '-');
     if plain {
         key.to_string()
     } else {
@@ -50,7 +52,8 @@ fn key_text(key: &str) -> String {
 }
 
 fn is_block(value: &Value) -> bool {
-    matches!(value, Value::Object(m) if !m.is_empty()) || matches!(value, Value::Array(a) if !a.is_empty())
+    matches!(value, Value::Object(m) if !m.is_empty())
+        || matches!(value, Value::Array(a) if !a.is_empty())
 }
 
 fn write_value(out: &mut String, value: &Value, indent: usize) {
@@ -84,5 +87,8 @@ fn write_value(out: &mut String, value: &Value, indent: usize) {
 fn yaml_renders_nested_maps_and_merges_overrides() {
     let mut base = serde_json::json!({"a": 1, "b": {"c": "x", "d": true}, "e": [1, "two"]});
     merge(&mut base, &serde_json::json!({"b": {"c": "y"}, "a": null}));
-    assert_eq!(to_yaml(&base), "b:\n  c: \"y\"\n  d: true\ne:\n  - 1\n  - \"two\"\n");
+    assert_eq!(
+        to_yaml(&base),
+        "b:\n  c: \"y\"\n  d: true\ne:\n  - 1\n  - \"two\"\n"
+    );
 }
