@@ -213,7 +213,9 @@ impl Config {
             file: path.display().to_string(),
             source,
         })?;
-        Self::load_str(&text, &path.display().to_string(), |k| std::env::var(k).ok())
+        Self::load_str(&text, &path.display().to_string(), |k| {
+            std::env::var(k).ok()
+        })
     }
 
     /// Parses `text` (named `file` in errors) with overrides looked up by `env`.
@@ -308,17 +310,16 @@ impl Config {
                 "mode optional/required needs both `cert` and `key`".into(),
             ));
         }
-        if self.upstream.is_unix_socket() && self.upstream.tls != UpstreamTlsMode::Disable {
-            if matches!(
+        if self.upstream.is_unix_socket()
+            && matches!(
                 self.upstream.tls,
                 UpstreamTlsMode::Require | UpstreamTlsMode::VerifyFull
-            ) {
-                return Err(invalid(
-                    "upstream.tls",
-                    "PostgreSQL does not offer TLS on unix sockets; use `disable` or a TCP host"
-                        .into(),
-                ));
-            }
+            )
+        {
+            return Err(invalid(
+                "upstream.tls",
+                "PostgreSQL does not offer TLS on unix sockets; use `disable` or a TCP host".into(),
+            ));
         }
         if self.upstream.tls == UpstreamTlsMode::VerifyFull && self.upstream.ca_file.is_none() {
             return Err(invalid(
@@ -363,14 +364,16 @@ impl Config {
                     .into(),
             ));
         }
-        if self.upstream.tls == UpstreamTlsMode::Prefer || self.upstream.tls == UpstreamTlsMode::Require {
-            if !self.upstream.is_unix_socket() {
-                w.push(ConfigWarning(format!(
-                    "upstream.tls {} encrypts but does not verify the server certificate; use \
-                     verify-full with ca_file in production",
-                    self.upstream.tls.name()
-                )));
-            }
+        if matches!(
+            self.upstream.tls,
+            UpstreamTlsMode::Prefer | UpstreamTlsMode::Require
+        ) && !self.upstream.is_unix_socket()
+        {
+            w.push(ConfigWarning(format!(
+                "upstream.tls {} encrypts but does not verify the server certificate; use \
+                 verify-full with ca_file in production",
+                self.upstream.tls.name()
+            )));
         }
         if self.trust_upstream_identity {
             w.push(ConfigWarning(
@@ -430,16 +433,20 @@ mod tests {
 
     #[test]
     fn unknown_key_names_file_line_and_column() {
-        let err = load("upstream:\n  host: x\n  prot: 1\n").unwrap_err().to_string();
+        let err = load("upstream:\n  host: x\n  prot: 1\n")
+            .unwrap_err()
+            .to_string();
         assert_eq!(
             err,
-            "pgcloak.yaml:3:3: unknown field `prot`, expected one of `host`, `port`, `tls`, `ca_file`, `server_name`, `connect_timeout_ms`"
+            "pgcloak.yaml:3:3: unknown field `prot`, expected one of host, port, tls, ca_file, server_name, connect_timeout_ms"
         );
     }
 
     #[test]
     fn bad_enum_value_is_located() {
-        let err = load("upstream: { tls: sometimes }\n").unwrap_err().to_string();
+        let err = load("upstream: { tls: sometimes }\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("pgcloak.yaml:1:"), "{err}");
         assert!(err.contains("verify-full"), "{err}");
     }
@@ -462,7 +469,10 @@ mod tests {
         let bad = Config::load_str("upstream: {port: 1}\n", "f", |k| {
             (k == "PGCLOAK_MAX_CONNECTIONS").then(|| "many".into())
         });
-        assert!(bad.unwrap_err().to_string().contains("PGCLOAK_MAX_CONNECTIONS"));
+        assert!(bad
+            .unwrap_err()
+            .to_string()
+            .contains("PGCLOAK_MAX_CONNECTIONS"));
     }
 
     #[test]
@@ -473,9 +483,11 @@ mod tests {
 
     #[test]
     fn relay_with_tls_on_both_legs_warns_about_scram() {
-        let c = load("upstream: { tls: require }\ntls: { mode: optional, cert: a, key: b }\n").unwrap();
+        let c =
+            load("upstream: { tls: require }\ntls: { mode: optional, cert: a, key: b }\n").unwrap();
         assert!(c.warnings().iter().any(|w| w.0.contains("channel binding")));
-        let c = load("upstream: { tls: disable }\ntls: { mode: optional, cert: a, key: b }\n").unwrap();
+        let c =
+            load("upstream: { tls: disable }\ntls: { mode: optional, cert: a, key: b }\n").unwrap();
         assert!(!c.warnings().iter().any(|w| w.0.contains("channel binding")));
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod cancel;
 pub mod config;
+pub mod demo;
 pub mod net;
 pub mod observe;
 pub mod policy;

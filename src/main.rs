@@ -8,7 +8,11 @@ use pgcloak::config::Config;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
-#[command(name = "pgcloak", version, about = "A transparent encrypting proxy for PostgreSQL")]
+#[command(
+    name = "pgcloak",
+    version,
+    about = "A transparent encrypting proxy for PostgreSQL"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -26,6 +30,15 @@ enum Command {
         #[arg(long, short, default_value = "config/pgcloak.yaml")]
         config: PathBuf,
     },
+    /// Start a throwaway PostgreSQL with pgcloak in front of it, until Ctrl-C.
+    Demo {
+        /// Port pgcloak listens on (default: a free one).
+        #[arg(long)]
+        port: Option<u16>,
+        /// Keep the PostgreSQL data directory after stopping.
+        #[arg(long)]
+        keep: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -33,10 +46,11 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve { config } => serve(config),
         Command::Check { config } => check(config),
+        Command::Demo { port, keep } => demo(port, keep),
     }
 }
 
-fn load_config(path: &PathBuf) -> Result<Config, ExitCode> {
+fn load_config(path: &std::path::Path) -> Result<Config, ExitCode> {
     Config::load(path).map_err(|e| {
         eprintln!("error: {e}");
         ExitCode::from(2)
@@ -73,7 +87,10 @@ fn serve(path: PathBuf) -> ExitCode {
     for w in cfg.warnings() {
         tracing::warn!(target: "pgcloak::session", "{}", w.0);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -98,4 +115,28 @@ fn serve(path: PathBuf) -> ExitCode {
         server.run(shutdown).await;
         ExitCode::SUCCESS
     })
+}
+
+fn demo(port: Option<u16>, keep: bool) -> ExitCode {
+    pgcloak::observe::log::init(&pgcloak::config::LogConfig {
+        format: pgcloak::config::LogFormat::Text,
+        level: "warn".into(),
+    });
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(pgcloak::demo::run_demo(port, keep)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

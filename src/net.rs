@@ -117,12 +117,11 @@ pub async fn connect_upstream(
         .map_err(|e| connect_err(e.to_string()))?;
     match answer {
         b'S' => {
-            let name = crate::tls::upstream_server_name(cfg).map_err(|e| {
-                UpstreamError::TlsHandshake {
+            let name =
+                crate::tls::upstream_server_name(cfg).map_err(|e| UpstreamError::TlsHandshake {
                     addr: addr.clone(),
                     reason: e.to_string(),
-                }
-            })?;
+                })?;
             let connector = tokio_rustls::TlsConnector::from(tls.clone());
             let s = tokio::time::timeout(timeout, connector.connect(name, tcp))
                 .await

@@ -87,7 +87,10 @@ pub async fn run(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
                     end, "session closed"
                 ),
                 Err(e) => {
-                    let level_warn = matches!(e, SessionError::Upstream(_) | SessionError::UpstreamProtocol(_));
+                    let level_warn = matches!(
+                        e,
+                        SessionError::Upstream(_) | SessionError::UpstreamProtocol(_)
+                    );
                     if level_warn {
                         warn!(target: LOG, %peer, role, database, tls, duration_ms,
                             bytes_from_client = stats.from_client.bytes,
@@ -136,8 +139,8 @@ async fn serve(
     let max_len = cfg.limits.max_message_bytes;
 
     // Everything up to the first ReadyForQuery happens under the startup timeout.
-    let remaining = Duration::from_secs(cfg.limits.startup_timeout_secs)
-        .saturating_sub(started.elapsed());
+    let remaining =
+        Duration::from_secs(cfg.limits.startup_timeout_secs).saturating_sub(started.elapsed());
     let setup = async {
         let _permit = shared
             .limiter
@@ -282,4 +285,3 @@ impl<H: MessageHandler> MessageHandler for LastTag<H> {
         self.inner.on_message(msg, out)
     }
 }
-

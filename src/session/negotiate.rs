@@ -1,7 +1,6 @@
 //! The client's side of connection start: direct TLS, SSLRequest, GSSENCRequest,
 //! CancelRequest and finally the StartupMessage.
 
-
 use futures_util::FutureExt;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -83,9 +82,7 @@ pub async fn negotiate(
                     if n > 0 {
                         return Err((
                             Some(ClientStream::Plain(tcp)),
-                            SessionError::Protocol(
-                                "received unencrypted data after SSL request",
-                            ),
+                            SessionError::Protocol("received unencrypted data after SSL request"),
                         ));
                     }
                 }
@@ -146,7 +143,10 @@ pub fn negotiation_error(e: &SessionError) -> Option<PgError> {
             Some(PgError::fatal(w.sqlstate(), w.to_string()))
         }
         SessionError::Wire(WireError::Io(_)) | SessionError::Wire(WireError::Truncated) => None,
-        SessionError::Wire(w) => Some(PgError::fatal("08P01", format!("invalid startup packet: {w}"))),
+        SessionError::Wire(w) => Some(PgError::fatal(
+            "08P01",
+            format!("invalid startup packet: {w}"),
+        )),
         SessionError::Protocol(m) => Some(PgError::fatal("08P01", *m)),
         SessionError::TlsRequired => Some(
             PgError::fatal("28000", "pgcloak accepts only TLS connections")
@@ -155,4 +155,3 @@ pub fn negotiation_error(e: &SessionError) -> Option<PgError> {
         _ => None,
     }
 }
-

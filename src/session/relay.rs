@@ -232,7 +232,10 @@ mod tests {
             &mut Traffic::default(),
         )
         .await;
-        assert!(matches!(r, Err(SessionError::Wire(WireError::TooLarge { .. }))));
+        assert!(matches!(
+            r,
+            Err(SessionError::Wire(WireError::TooLarge { .. }))
+        ));
     }
 
     #[tokio::test]

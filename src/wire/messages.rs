@@ -165,8 +165,12 @@ pub fn ready_for_query(status: u8) -> Bytes {
 pub enum AuthRequest {
     Ok,
     Cleartext,
-    Md5 { salt: [u8; 4] },
-    Sasl { mechanisms: Vec<String> },
+    Md5 {
+        salt: [u8; 4],
+    },
+    Sasl {
+        mechanisms: Vec<String>,
+    },
     SaslContinue(Bytes),
     SaslFinal(Bytes),
     /// Kerberos, GSS, SSPI: not supported through the proxy.
@@ -204,9 +208,7 @@ impl AuthRequest {
                 }
                 AuthRequest::Sasl { mechanisms }
             }
-            AUTH_SASL_CONTINUE => {
-                AuthRequest::SaslContinue(Bytes::copy_from_slice(r.rest()))
-            }
+            AUTH_SASL_CONTINUE => AuthRequest::SaslContinue(Bytes::copy_from_slice(r.rest())),
             AUTH_SASL_FINAL => AuthRequest::SaslFinal(Bytes::copy_from_slice(r.rest())),
             other => AuthRequest::Other(other),
         })
@@ -309,7 +311,12 @@ mod tests {
         let f = Frame::from_encoded(e);
         assert_eq!(f.tag(), b'E');
         assert_eq!(error_code(&f).as_deref(), Some("53300"));
-        let len = i32::from_be_bytes([f.as_bytes()[1], f.as_bytes()[2], f.as_bytes()[3], f.as_bytes()[4]]);
+        let len = i32::from_be_bytes([
+            f.as_bytes()[1],
+            f.as_bytes()[2],
+            f.as_bytes()[3],
+            f.as_bytes()[4],
+        ]);
         assert_eq!(len as usize + 1, f.len());
     }
 

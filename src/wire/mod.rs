@@ -4,6 +4,7 @@
 //! This module never logs message contents: frames may carry plaintext values.
 
 mod error;
+pub mod extended;
 pub mod frame;
 pub mod messages;
 pub mod startup;

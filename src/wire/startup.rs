@@ -162,7 +162,9 @@ pub fn parse_startup_body(body: &[u8]) -> Result<StartupPacket, WireError> {
                 return Err(WireError::MalformedStartup("trailing bytes"));
             }
             if !params.iter().any(|(k, _)| k == "user") {
-                return Err(WireError::MalformedStartup("no PostgreSQL user name specified"));
+                return Err(WireError::MalformedStartup(
+                    "no PostgreSQL user name specified",
+                ));
             }
             Ok(StartupPacket::Startup(StartupMessage {
                 major,
@@ -233,7 +235,12 @@ mod tests {
 
     #[test]
     fn garbage_is_refused_without_panic() {
-        for body in [&b""[..], b"\0\0", b"\x00\x02\x00\x00user", b"\x00\x03\x00\x00user\0"] {
+        for body in [
+            &b""[..],
+            b"\0\0",
+            b"\x00\x02\x00\x00user",
+            b"\x00\x03\x00\x00user\0",
+        ] {
             assert!(parse_startup_body(body).is_err());
         }
     }

@@ -1,0 +1,462 @@
+//! Typed views of the messages the data path rewrites: Query, Parse, Bind,
+//! Describe, Execute, Close (frontend) and RowDescription, DataRow,
+//! ParameterDescription (backend). Each decodes from one message's bytes and
+//! encodes back; the data path only decodes what the policy requires.
+//! Debug output never shows parameter or row values.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::frame::BodyReader;
+use super::messages::MessageBuilder;
+use super::WireError;
+
+fn body(msg: &[u8]) -> &[u8] {
+    msg.get(5..).unwrap_or(&[])
+}
+
+fn utf8(bytes: &[u8], what: &'static str) -> Result<String, WireError> {
+    String::from_utf8(bytes.to_vec()).map_err(|_| WireError::Malformed { what })
+}
+
+/// Query ('Q'): the SQL text.
+pub fn decode_query(msg: &[u8]) -> Result<String, WireError> {
+    let mut r = BodyReader::new(body(msg), "Query");
+    utf8(r.cstr()?, "Query")
+}
+
+pub fn encode_query(sql: &str) -> Bytes {
+    let mut b = MessageBuilder::new(b'Q');
+    b.cstr(sql);
+    b.finish()
+}
+
+/// Parse ('P').
+#[derive(Clone, PartialEq, Eq)]
+pub struct Parse {
+    pub name: String,
+    pub sql: String,
+    pub param_types: Vec<u32>,
+}
+
+impl std::fmt::Debug for Parse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Parse")
+            .field("name", &self.name)
+            .field("sql_len", &self.sql.len())
+            .field("param_types", &self.param_types)
+            .finish()
+    }
+}
+
+impl Parse {
+    pub fn decode(msg: &[u8]) -> Result<Parse, WireError> {
+        let mut r = BodyReader::new(body(msg), "Parse");
+        let name = utf8(r.cstr()?, "Parse")?;
+        let sql = utf8(r.cstr()?, "Parse")?;
+        let n = r.i16()?;
+        if n < 0 {
+            return Err(WireError::Malformed { what: "Parse" });
+        }
+        let mut param_types = Vec::with_capacity(n as usize);
+        for _ in 0..n {
+            param_types.push(r.i32()? as u32);
+        }
+        Ok(Parse {
+            name,
+            sql,
+            param_types,
+        })
+    }
+
+    pub fn encode(&self) -> Bytes {
+        let mut b = MessageBuilder::new(b'P');
+        b.cstr(&self.name).cstr(&self.sql);
+        b.i16(self.param_types.len() as i16);
+        for t in &self.param_types {
+            b.i32(*t as i32);
+        }
+        b.finish()
+    }
+}
+
+/// Bind ('B').
+#[derive(Clone, PartialEq, Eq)]
+pub struct Bind {
+    pub portal: String,
+    pub statement: String,
+    /// As sent: empty (all text), one (applies to all) or one per parameter.
+    pub param_formats: Vec<i16>,
+    /// None is SQL NULL.
+    pub params: Vec<Option<Bytes>>,
+    /// As sent: empty (all text), one (applies to all) or one per result column.
+    pub result_formats: Vec<i16>,
+}
+
+impl std::fmt::Debug for Bind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bind")
+            .field("portal", &self.portal)
+            .field("statement", &self.statement)
+            .field("params", &self.params.len())
+            .finish()
+    }
+}
+
+impl Bind {
+    pub fn decode(msg: &[u8]) -> Result<Bind, WireError> {
+        let bad = || WireError::Malformed { what: "Bind" };
+        let mut r = BodyReader::new(body(msg), "Bind");
+        let portal = utf8(r.cstr()?, "Bind")?;
+        let statement = utf8(r.cstr()?, "Bind")?;
+        let nf = r.i16()?;
+        if nf < 0 {
+            return Err(bad());
+        }
+        let mut param_formats = Vec::with_capacity(nf as usize);
+        for _ in 0..nf {
+            param_formats.push(r.i16()?);
+        }
+        let np = r.i16()?;
+        if np < 0 {
+            return Err(bad());
+        }
+        let mut params = Vec::with_capacity(np as usize);
+        for _ in 0..np {
+            let len = r.i32()?;
+            if len == -1 {
+                params.push(None);
+            } else if len < 0 {
+                return Err(bad());
+            } else {
+                params.push(Some(Bytes::copy_from_slice(r.bytes(len as usize)?)));
+            }
+        }
+        let nr = r.i16()?;
+        if nr < 0 {
+            return Err(bad());
+        }
+        let mut result_formats = Vec::with_capacity(nr as usize);
+        for _ in 0..nr {
+            result_formats.push(r.i16()?);
+        }
+        Ok(Bind {
+            portal,
+            statement,
+            param_formats,
+            params,
+            result_formats,
+        })
+    }
+
+    /// The format code of parameter `i` (0-based), following the protocol's rules.
+    pub fn param_format(&self, i: usize) -> i16 {
+        format_for(&self.param_formats, i)
+    }
+
+    pub fn encode(&self) -> Bytes {
+        let mut b = MessageBuilder::new(b'B');
+        b.cstr(&self.portal).cstr(&self.statement);
+        b.i16(self.param_formats.len() as i16);
+        for f in &self.param_formats {
+            b.i16(*f);
+        }
+        b.i16(self.params.len() as i16);
+        for p in &self.params {
+            match p {
+                None => {
+                    b.i32(-1);
+                }
+                Some(v) => {
+                    b.i32(v.len() as i32).bytes(v);
+                }
+            }
+        }
+        b.i16(self.result_formats.len() as i16);
+        for f in &self.result_formats {
+            b.i16(*f);
+        }
+        b.finish()
+    }
+}
+
+/// The format code for column/parameter `i` given a format-code list.
+pub fn format_for(formats: &[i16], i: usize) -> i16 {
+    match formats.len() {
+        0 => 0,
+        1 => formats[0],
+        _ => formats.get(i).copied().unwrap_or(0),
+    }
+}
+
+/// Describe ('D') and Close ('C') target: a statement or a portal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Statement(String),
+    Portal(String),
+}
+
+pub fn decode_target(msg: &[u8], what: &'static str) -> Result<Target, WireError> {
+    let mut r = BodyReader::new(body(msg), what);
+    let kind = r.u8()?;
+    let name = utf8(r.cstr()?, what)?;
+    match kind {
+        b'S' => Ok(Target::Statement(name)),
+        b'P' => Ok(Target::Portal(name)),
+        _ => Err(WireError::Malformed { what }),
+    }
+}
+
+/// Execute ('E'): portal name and row limit.
+pub fn decode_execute(msg: &[u8]) -> Result<(String, i32), WireError> {
+    let mut r = BodyReader::new(body(msg), "Execute");
+    let portal = utf8(r.cstr()?, "Execute")?;
+    let max_rows = r.i32()?;
+    Ok((portal, max_rows))
+}
+
+pub fn encode_execute(portal: &str, max_rows: i32) -> Bytes {
+    let mut b = MessageBuilder::new(b'E');
+    b.cstr(portal).i32(max_rows);
+    b.finish()
+}
+
+/// One field of a RowDescription.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldDescription {
+    pub name: Bytes,
+    pub table_oid: u32,
+    pub column_attr: i16,
+    pub type_oid: u32,
+    pub type_len: i16,
+    pub type_mod: i32,
+    pub format: i16,
+}
+
+/// RowDescription ('T').
+pub fn decode_row_description(msg: &[u8]) -> Result<Vec<FieldDescription>, WireError> {
+    let mut r = BodyReader::new(body(msg), "RowDescription");
+    let n = r.i16()?;
+    if n < 0 {
+        return Err(WireError::Malformed {
+            what: "RowDescription",
+        });
+    }
+    let mut fields = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        fields.push(FieldDescription {
+            name: Bytes::copy_from_slice(r.cstr()?),
+            table_oid: r.i32()? as u32,
+            column_attr: r.i16()?,
+            type_oid: r.i32()? as u32,
+            type_len: r.i16()?,
+            type_mod: r.i32()?,
+            format: r.i16()?,
+        });
+    }
+    Ok(fields)
+}
+
+pub fn encode_row_description(fields: &[FieldDescription], out: &mut BytesMut) {
+    let start = out.len();
+    out.put_u8(b'T');
+    out.put_i32(0);
+    out.put_i16(fields.len() as i16);
+    for f in fields {
+        out.put_slice(&f.name);
+        out.put_u8(0);
+        out.put_i32(f.table_oid as i32);
+        out.put_i16(f.column_attr);
+        out.put_i32(f.type_oid as i32);
+        out.put_i16(f.type_len);
+        out.put_i32(f.type_mod);
+        out.put_i16(f.format);
+    }
+    patch_len(out, start);
+}
+
+/// DataRow ('D'): the column values, None for NULL, as slices of `msg`.
+pub fn decode_data_row(msg: &[u8]) -> Result<Vec<Option<&[u8]>>, WireError> {
+    let mut r = BodyReader::new(body(msg), "DataRow");
+    let n = r.i16()?;
+    if n < 0 {
+        return Err(WireError::Malformed { what: "DataRow" });
+    }
+    let mut cols = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        let len = r.i32()?;
+        if len == -1 {
+            cols.push(None);
+        } else if len < 0 {
+            return Err(WireError::Malformed { what: "DataRow" });
+        } else {
+            cols.push(Some(r.bytes(len as usize)?));
+        }
+    }
+    Ok(cols)
+}
+
+/// Starts a DataRow in `out`; finish it with [`finish_message`].
+pub fn begin_data_row(out: &mut BytesMut, ncols: usize) -> usize {
+    let start = out.len();
+    out.put_u8(b'D');
+    out.put_i32(0);
+    out.put_i16(ncols as i16);
+    start
+}
+
+pub fn put_value(out: &mut BytesMut, v: Option<&[u8]>) {
+    match v {
+        None => out.put_i32(-1),
+        Some(v) => {
+            out.put_i32(v.len() as i32);
+            out.put_slice(v);
+        }
+    }
+}
+
+/// Patches the length word of the message that starts at `start`.
+pub fn finish_message(out: &mut BytesMut, start: usize) {
+    patch_len(out, start);
+}
+
+fn patch_len(out: &mut BytesMut, start: usize) {
+    let len = (out.len() - start - 1) as i32;
+    out[start + 1..start + 5].copy_from_slice(&len.to_be_bytes());
+}
+
+/// ParameterDescription ('t').
+pub fn decode_parameter_description(msg: &[u8]) -> Result<Vec<u32>, WireError> {
+    let mut r = BodyReader::new(body(msg), "ParameterDescription");
+    let n = r.i16()?;
+    if n < 0 {
+        return Err(WireError::Malformed {
+            what: "ParameterDescription",
+        });
+    }
+    let mut v = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        v.push(r.i32()? as u32);
+    }
+    Ok(v)
+}
+
+pub fn encode_parameter_description(types: &[u32], out: &mut BytesMut) {
+    let start = out.len();
+    out.put_u8(b't');
+    out.put_i32(0);
+    out.put_i16(types.len() as i16);
+    for t in types {
+        out.put_i32(*t as i32);
+    }
+    patch_len(out, start);
+}
+
+/// CopyInResponse/CopyOutResponse ('G'/'H'): overall format and per-column formats.
+pub fn decode_copy_response(msg: &[u8]) -> Result<(i8, Vec<i16>), WireError> {
+    let mut r = BodyReader::new(body(msg), "CopyResponse");
+    let overall = r.u8()? as i8;
+    let n = r.i16()?;
+    if n < 0 {
+        return Err(WireError::Malformed {
+            what: "CopyResponse",
+        });
+    }
+    let mut cols = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        cols.push(r.i16()?);
+    }
+    Ok((overall, cols))
+}
+
+/// The fields of an ErrorResponse or NoticeResponse, in order.
+pub fn decode_error_fields(msg: &[u8]) -> Result<Vec<(u8, Bytes)>, WireError> {
+    let mut r = BodyReader::new(body(msg), "ErrorResponse");
+    let mut fields = Vec::new();
+    loop {
+        let code = r.u8()?;
+        if code == 0 {
+            return Ok(fields);
+        }
+        fields.push((code, Bytes::copy_from_slice(r.cstr()?)));
+    }
+}
+
+pub fn encode_error_fields(tag: u8, fields: &[(u8, Bytes)], out: &mut BytesMut) {
+    let start = out.len();
+    out.put_u8(tag);
+    out.put_i32(0);
+    for (code, value) in fields {
+        out.put_u8(*code);
+        out.put_slice(value);
+        out.put_u8(0);
+    }
+    out.put_u8(0);
+    patch_len(out, start);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bind_round_trips_with_nulls_and_formats() {
+        let b = Bind {
+            portal: "p".into(),
+            statement: "s".into(),
+            param_formats: vec![1, 0],
+            params: vec![Some(Bytes::from_static(b"\x00\x01")), None],
+            result_formats: vec![1],
+        };
+        let enc = b.encode();
+        assert_eq!(Bind::decode(&enc).unwrap(), b);
+        assert_eq!(b.param_format(0), 1);
+        assert_eq!(b.param_format(1), 0);
+    }
+
+    #[test]
+    fn parse_round_trips() {
+        let p = Parse {
+            name: "".into(),
+            sql: "select $1".into(),
+            param_types: vec![25],
+        };
+        assert_eq!(Parse::decode(&p.encode()).unwrap(), p);
+    }
+
+    #[test]
+    fn truncated_bind_is_malformed_not_a_panic() {
+        let enc = Bind {
+            portal: "".into(),
+            statement: "".into(),
+            param_formats: vec![],
+            params: vec![Some(Bytes::from_static(b"abcdef"))],
+            result_formats: vec![],
+        }
+        .encode();
+        for cut in 5..enc.len() {
+            assert!(Bind::decode(&enc[..cut]).is_err() || cut == enc.len());
+        }
+    }
+
+    #[test]
+    fn row_description_and_data_row_round_trip() {
+        let f = FieldDescription {
+            name: Bytes::from_static(b"phone"),
+            table_oid: 1234,
+            column_attr: 2,
+            type_oid: 17,
+            type_len: -1,
+            type_mod: -1,
+            format: 0,
+        };
+        let mut out = BytesMut::new();
+        encode_row_description(std::slice::from_ref(&f), &mut out);
+        assert_eq!(decode_row_description(&out).unwrap(), vec![f]);
+        let mut row = BytesMut::new();
+        let s = begin_data_row(&mut row, 2);
+        put_value(&mut row, Some(b"x"));
+        put_value(&mut row, None);
+        finish_message(&mut row, s);
+        assert_eq!(decode_data_row(&row).unwrap(), vec![Some(&b"x"[..]), None]);
+    }
+}
