@@ -439,3 +439,69 @@ async fn notify_reaches_an_idle_listener_within_a_second() {
         }
     }
 }
+
+#[tokio::test]
+async fn large_values_round_trip_in_both_directions() {
+    let db = fresh_db("q_large").await;
+    let proxy = Proxy::start(json!({}));
+    let client = proxy.connect(&db).await;
+    let big: Vec<u8> = (0..24 * 1024 * 1024).map(|i| (i % 251) as u8).collect();
+    let row = client
+        .query_one("SELECT $1::bytea, length($1::bytea)", &[&big])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i32>(1), big.len() as i32);
+    assert!(
+        row.get::<_, Vec<u8>>(0) == big,
+        "24 MiB bytea came back altered"
+    );
+    let text = client
+        .simple_query("SELECT repeat('abcdefgh', 4 * 1024 * 1024)")
+        .await
+        .unwrap();
+    let value = text
+        .iter()
+        .find_map(|m| match m {
+            SimpleQueryMessage::Row(r) => r.get(0).map(str::len),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(value, 32 * 1024 * 1024);
+}
+
+#[tokio::test]
+async fn many_concurrent_sessions_each_see_their_own_results() {
+    let db = fresh_db("q_concurrent").await;
+    let proxy = Proxy::start(json!({}));
+    let config = proxy.app_config(&db);
+    let tasks = (0..40).map(|i| {
+        let config = config.clone();
+        async move {
+            let client = common::connect(&config).await;
+            let stmt = client.prepare("SELECT $1::int4 * 2").await.unwrap();
+            for j in 0..50 {
+                let v: i32 = client
+                    .query_one(&stmt, &[&(i * 1000 + j)])
+                    .await
+                    .unwrap()
+                    .get(0);
+                assert_eq!(v, (i * 1000 + j) * 2);
+            }
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(60), join_all(tasks))
+        .await
+        .expect("40 concurrent sessions did not finish in 60 s");
+}
+
+#[tokio::test]
+async fn empty_query_gets_empty_query_response() {
+    let db = fresh_db("q_empty").await;
+    let proxy = Proxy::start(json!({}));
+    let mut conn = RawConn::connect(proxy.port()).await;
+    conn.startup_trust(TRUST_USER, &db).await;
+    conn.send(&fe::query("")).await;
+    assert_eq!(tags(&conn.recv_until(b'Z').await), "IZ");
+    conn.send(&fe::query(";;")).await;
+    assert_eq!(tags(&conn.recv_until(b'Z').await), "IZ");
+}

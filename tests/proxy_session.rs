@@ -466,3 +466,93 @@ fn check_accepts_a_valid_config_and_rejects_unknown_keys_with_a_line() {
         "error has no file:line: {text}"
     );
 }
+
+#[tokio::test]
+async fn md5_and_cleartext_password_auth_are_relayed() {
+    use common::{CLEARTEXT_USER, LEGACY_PASSWORD, MD5_USER};
+    let db = fresh_db("s_legacy_auth").await;
+    let proxy = Proxy::start(json!({}));
+    for user in [MD5_USER, CLEARTEXT_USER] {
+        let client = common::connect(&proxy.config(&db, user, LEGACY_PASSWORD)).await;
+        let who: String = client
+            .query_one("SELECT current_user::text", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(who, user);
+        let bad = common::try_connect(&proxy.config(&db, user, "wrong-password")).await;
+        assert_eq!(expect_sqlstate(bad), "28P01", "{user}");
+    }
+}
+
+/// Waits until upstream backend `pid` has gone.
+async fn wait_backend_gone(pid: i32) {
+    let admin = cluster().admin("postgres").await;
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let n: i64 = admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = $1",
+                &[&pid],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if n == 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "upstream backend {pid} outlived its client by 2 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn client_disconnect_ends_the_upstream_backend_promptly() {
+    let db = fresh_db("s_disconnect").await;
+    let proxy = Proxy::start(json!({}));
+    // Graceful: Terminate.
+    let client = proxy.connect(&db).await;
+    let pid: i32 = client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    drop(client);
+    wait_backend_gone(pid).await;
+    // Abrupt: the socket just closes, idle and in the middle of a query.
+    for sql in [
+        "SELECT pg_backend_pid()",
+        "SELECT pg_backend_pid(), pg_sleep(30)",
+    ] {
+        let mut conn = RawConn::connect(proxy.port()).await;
+        conn.startup_trust(TRUST_USER, &db).await;
+        conn.send(&fe::query("SELECT pg_backend_pid()")).await;
+        let msgs = conn.recv_until(b'Z').await;
+        let pid: i32 = msgs.iter().find(|m| m.tag == b'D').unwrap().data_row()[0]
+            .as_ref()
+            .unwrap()
+            .parse()
+            .unwrap();
+        conn.send(&fe::query(sql)).await;
+        drop(conn);
+        wait_backend_gone(pid).await;
+    }
+}
+
+#[tokio::test]
+async fn upstream_over_unix_socket_serves_queries() {
+    let db = fresh_db("s_unix").await;
+    let c = cluster();
+    let proxy = Proxy::start(json!({ "upstream": { "host": c.socket_dir } }));
+    let client = proxy.connect(&db).await;
+    // Over the unix socket there is no client address.
+    let addr: Option<String> = client
+        .query_one("SELECT inet_client_addr()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(addr, None);
+}

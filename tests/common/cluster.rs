@@ -26,6 +26,12 @@ pub const APP_USER: &str = "app";
 pub const APP_PASSWORD: &str = "app-Secret-pw1";
 /// A login role that pg_hba admits by `trust` over TCP (no password exchange at all).
 pub const TRUST_USER: &str = "trusty";
+/// A login role that pg_hba authenticates with MD5 (its password is stored as an MD5 hash).
+pub const MD5_USER: &str = "md5_user";
+/// A login role that pg_hba authenticates with a cleartext password.
+pub const CLEARTEXT_USER: &str = "cleartext_user";
+/// The password of [`MD5_USER`] and [`CLEARTEXT_USER`].
+pub const LEGACY_PASSWORD: &str = "legacy-Secret-pw1";
 
 const DIR_PREFIX: &str = "pgcloak-test-";
 
@@ -230,10 +236,12 @@ impl Cluster {
         let _ = fs::remove_file(&pwfile);
 
         let port = free_port();
+        // client_connection_check_interval lets a backend notice a closed socket mid-query,
+        // so tests can see that pgcloak closes the upstream leg when its client goes away.
         let conf = format!(
             "\n# pgcloak test harness\nport = {port}\nlisten_addresses = '127.0.0.1'\n\
              unix_socket_directories = '{sock}'\nfsync = off\nsynchronous_commit = off\n\
-             full_page_writes = off\nmax_connections = 300\nshared_buffers = 64MB\n\
+             full_page_writes = off\nmax_connections = 300\nclient_connection_check_interval = 200ms\nshared_buffers = 64MB\n\
              log_statement = 'all'\nlog_line_prefix = '%m [%p] %q%u@%d '\n\
              ssl = on\nssl_cert_file = '{cert}'\nssl_key_file = '{key}'\n",
             sock = socket_dir.display(),
@@ -246,7 +254,10 @@ impl Cluster {
         let hba = fs::read_to_string(&hba_path).unwrap();
         fs::write(
             &hba_path,
-            format!("host all {TRUST_USER} 127.0.0.1/32 trust\nhost all {TRUST_USER} ::1/128 trust\n{hba}"),
+            format!(
+                "host all {TRUST_USER} 127.0.0.1/32 trust\nhost all {TRUST_USER} ::1/128 trust\n\
+                 host all {MD5_USER} 127.0.0.1/32 md5\nhost all {CLEARTEXT_USER} 127.0.0.1/32 password\n{hba}"
+            ),
         )
         .unwrap();
 
@@ -279,7 +290,10 @@ impl Cluster {
             "postgres",
             &format!(
                 "CREATE ROLE {APP_USER} LOGIN CREATEDB PASSWORD '{APP_PASSWORD}'; \
-                 CREATE ROLE {TRUST_USER} LOGIN;"
+                 CREATE ROLE {TRUST_USER} LOGIN; \
+                 CREATE ROLE {CLEARTEXT_USER} LOGIN PASSWORD '{LEGACY_PASSWORD}'; \
+                 SET password_encryption = 'md5'; \
+                 CREATE ROLE {MD5_USER} LOGIN PASSWORD '{LEGACY_PASSWORD}';"
             ),
         );
         cluster

@@ -17,7 +17,8 @@ pub mod yaml;
 
 pub use client::*;
 pub use cluster::{
-    cluster, fresh_db, Cluster, APP_PASSWORD, APP_USER, SUPERUSER, SUPERUSER_PASSWORD, TRUST_USER,
+    cluster, fresh_db, Cluster, APP_PASSWORD, APP_USER, CLEARTEXT_USER, LEGACY_PASSWORD, MD5_USER,
+    SUPERUSER, SUPERUSER_PASSWORD, TRUST_USER,
 };
 pub use proxy::Proxy;
 
