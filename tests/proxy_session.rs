@@ -556,3 +556,58 @@ async fn upstream_over_unix_socket_serves_queries() {
         .get(0);
     assert_eq!(addr, None);
 }
+
+#[test]
+fn check_warns_that_relay_scram_fails_with_tls_on_both_legs() {
+    let both = Proxy::overrides(&[
+        Proxy::client_tls("required"),
+        Proxy::upstream_tls("verify-full"),
+    ]);
+    let out = common::proxy::check(both);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "a warning must not fail check: {text}"
+    );
+    assert!(
+        text.contains("SCRAM") && text.contains("relay"),
+        "no relay/SCRAM warning: {text}"
+    );
+    let one_leg = common::proxy::check(Proxy::client_tls("required"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&one_leg.stdout),
+        String::from_utf8_lossy(&one_leg.stderr)
+    );
+    assert!(
+        !text.contains("SCRAM"),
+        "warning without TLS on both legs: {text}"
+    );
+}
+
+#[tokio::test]
+async fn json_log_lines_are_json_objects() {
+    let db = fresh_db("s_json_log").await;
+    let proxy = Proxy::start(json!({ "log": { "format": "json" } }));
+    let client = proxy.connect(&db).await;
+    client.simple_query("SELECT 1").await.unwrap();
+    drop(client);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !proxy.log().contains("s_json_log") {
+        assert!(
+            Instant::now() < deadline,
+            "no session line in the JSON log:\n{}",
+            proxy.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for line in proxy.log().lines().filter(|l| !l.trim().is_empty()) {
+        let value: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(value.is_object(), "not a JSON object: {line}");
+    }
+}
