@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
@@ -221,10 +221,6 @@ impl Msg {
             })
             .collect()
     }
-
-    pub fn tag_char(&self) -> char {
-        self.tag as char
-    }
 }
 
 /// The tags of `msgs` as a string, e.g. "12TDCZ", for compact assertions.
@@ -400,10 +396,4 @@ impl RawConn {
 /// Encodes an i32 as 4 big-endian bytes (binary int4).
 pub fn int4(v: i32) -> [u8; 4] {
     v.to_be_bytes()
-}
-
-/// Little helper used by builders elsewhere.
-pub fn put_cstr(buf: &mut BytesMut, s: &str) {
-    buf.put_slice(s.as_bytes());
-    buf.put_u8(0);
 }
