@@ -58,6 +58,10 @@ fn normalise(def: &str) -> String {
 pub fn is_envelope_check(def: &str, column: &str) -> bool {
     let c = normalise(column);
     let magic = format!("='\\x{ENVELOPE_PREFIX_HEX}'::bytea");
+    // pg_get_constraintdef appends " NOT VALID" to an unvalidated check; `convalidated`
+    // carries that fact separately.
+    let def = def.trim_end();
+    let def = def.strip_suffix("NOT VALID").unwrap_or(def);
     let got = normalise(def);
     [
         format!("check{c}isnullorsubstring{c}from1for3{magic}"),
@@ -208,6 +212,7 @@ mod tests {
         let pg13 = "CHECK (((phone IS NULL) OR (\"substring\"(phone, 1, 3) = '\\x706301'::bytea)))";
         assert!(is_envelope_check(pg14, "phone"));
         assert!(is_envelope_check(pg13, "phone"));
+        assert!(is_envelope_check(&format!("{pg14} NOT VALID"), "phone"));
         let wrong_magic = "CHECK (((phone IS NULL) OR (SUBSTRING(phone FROM 1 FOR 3) = '\\x706302'::bytea)))";
         assert!(!is_envelope_check(wrong_magic, "phone"));
         let weaker = "CHECK ((phone IS NULL) OR (length(phone) > 3))";
