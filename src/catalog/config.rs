@@ -97,7 +97,9 @@ impl CatalogConfig {
     /// Checks values that serde cannot.
     pub fn validate(&self) -> Result<(), CatalogError> {
         if self.user.is_empty() {
-            return Err(CatalogError::Config("catalog.user must not be empty".into()));
+            return Err(CatalogError::Config(
+                "catalog.user must not be empty".into(),
+            ));
         }
         if self.refresh_secs == 0 {
             return Err(CatalogError::Config(

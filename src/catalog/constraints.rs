@@ -156,7 +156,9 @@ impl CatalogConn {
         for row in rows {
             let err = |e: tokio_postgres::Error| self.query_err("envelope constraints", &e);
             let ordinal: i64 = row.try_get(0).map_err(err)?;
-            let Some(index) = usize::try_from(ordinal - 1).ok().filter(|i| *i < cols.len())
+            let Some(index) = usize::try_from(ordinal - 1)
+                .ok()
+                .filter(|i| *i < cols.len())
             else {
                 continue;
             };
@@ -208,12 +210,14 @@ mod tests {
 
     #[test]
     fn both_deparse_styles_are_recognised() {
-        let pg14 = "CHECK (((phone IS NULL) OR (SUBSTRING(phone FROM 1 FOR 3) = '\\x706301'::bytea)))";
+        let pg14 =
+            "CHECK (((phone IS NULL) OR (SUBSTRING(phone FROM 1 FOR 3) = '\\x706301'::bytea)))";
         let pg13 = "CHECK (((phone IS NULL) OR (\"substring\"(phone, 1, 3) = '\\x706301'::bytea)))";
         assert!(is_envelope_check(pg14, "phone"));
         assert!(is_envelope_check(pg13, "phone"));
         assert!(is_envelope_check(&format!("{pg14} NOT VALID"), "phone"));
-        let wrong_magic = "CHECK (((phone IS NULL) OR (SUBSTRING(phone FROM 1 FOR 3) = '\\x706302'::bytea)))";
+        let wrong_magic =
+            "CHECK (((phone IS NULL) OR (SUBSTRING(phone FROM 1 FOR 3) = '\\x706302'::bytea)))";
         assert!(!is_envelope_check(wrong_magic, "phone"));
         let weaker = "CHECK ((phone IS NULL) OR (length(phone) > 3))";
         assert!(!is_envelope_check(weaker, "phone"));

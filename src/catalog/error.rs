@@ -120,7 +120,10 @@ mod tests {
         assert_eq!(e.sqlstate(), "42804");
         assert_eq!(e.column(), Some("public.customers.phone"));
         let msg = e.to_string();
-        assert!(msg.contains("public.customers.phone") && msg.contains("text"), "{msg}");
+        assert!(
+            msg.contains("public.customers.phone") && msg.contains("text"),
+            "{msg}"
+        );
         let e = CatalogError::TableMissing {
             database: "crm".into(),
             column: "public.x.y".into(),

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use tokio_postgres::types::FromSql;
 use tokio_postgres::Row;
 
-use crate::policy::{ColumnRef, Policy, TableName};
+use crate::policy::{Policy, TableName};
 
 use super::connect::CatalogConn;
 use super::error::CatalogError;
@@ -83,7 +83,8 @@ ORDER BY n.nspname, c.relname";
 
 /// Reads one field; a type mismatch (an unexpected server) is an error, never a panic.
 fn col<'a, T: FromSql<'a>>(row: &'a Row, i: usize, conn: &CatalogConn) -> Result<T, CatalogError> {
-    row.try_get(i).map_err(|e| conn.query_err("decoding a catalog row", &e))
+    row.try_get(i)
+        .map_err(|e| conn.query_err("decoding a catalog row", &e))
 }
 
 /// `schema.table.column` as shown in errors.
@@ -118,7 +119,7 @@ impl CatalogConn {
         let mut tables = Vec::new();
         let mut locations = Vec::with_capacity(policy.columns().len());
         let mut protected: BTreeMap<Oid, &TableName> = BTreeMap::new();
-        for (i, col) in policy.columns().iter().enumerate() {
+        for col in policy.columns() {
             let label = column_label(&col.table, &col.column);
             let location = match found.get(&col.table) {
                 None => Err(CatalogError::TableMissing {
@@ -153,7 +154,6 @@ impl CatalogConn {
                     }
                 },
             };
-            debug_assert_eq!(i, locations.len());
             locations.push(location);
         }
         for (oid, name) in &protected {
@@ -169,25 +169,10 @@ impl CatalogConn {
         }
 
         let roots: Vec<Oid> = protected.keys().copied().collect();
-        let children = self.load_children(&roots).await?;
-        let mut snapshot_extra: Vec<((Oid, i16), ColumnRef)> = Vec::new();
-        for child in children {
-            let Some(root) = child.root else { continue };
-            for (i, loc) in locations.iter().enumerate() {
-                let Ok(loc) = loc else { continue };
-                if loc.table_oid != root {
-                    continue;
-                }
-                let Some(name) = policy.columns().get(i).map(|c| &c.column) else {
-                    continue;
-                };
-                if let Some(a) = child.attributes.iter().find(|a| &a.name == name) {
-                    snapshot_extra.push(((child.oid, a.attnum), ColumnRef(i as u32)));
-                }
-            }
-            if !tables.iter().any(|t| t.oid == child.oid) {
-                tables.push(child);
-            }
+        for child in self.load_children(&roots).await? {
+            // A child of two protected roots is listed once per root (the mapping is per
+            // root); the first entry already covers the relation for name lookups.
+            tables.push(child);
         }
 
         let table_oids: Vec<Oid> = tables.iter().map(|t| t.oid).collect();
@@ -199,16 +184,14 @@ impl CatalogConn {
         names.dedup();
         let relations = self.load_same_named(&names).await?;
 
-        let mut snapshot = SchemaSnapshot::build(
+        Ok(SchemaSnapshot::new(
             self.database.clone(),
             policy,
             tables,
             locations,
             views,
             relations,
-        );
-        snapshot.by_attribute.extend(snapshot_extra);
-        Ok(snapshot)
+        ))
     }
 
     async fn load_tables(
@@ -271,7 +254,10 @@ impl CatalogConn {
             if seen.insert((root, oid)) {
                 out.push(ProtectedTable {
                     oid,
-                    name: TableName::new(col::<String>(&row, 2, self)?, col::<String>(&row, 3, self)?),
+                    name: TableName::new(
+                        col::<String>(&row, 2, self)?,
+                        col::<String>(&row, 3, self)?,
+                    ),
                     kind: RelKind::from_relkind(col(&row, 4, self)?),
                     attributes: Vec::new(),
                     root: Some(root),

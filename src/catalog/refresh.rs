@@ -30,6 +30,25 @@ use super::constraints::MissingConstraint;
 use super::error::CatalogError;
 use super::schema::SchemaSnapshot;
 
+/// Runs `$call` on `$db`'s connection; if it fails because the connection was lost
+/// (server restart, idle timeout, terminated backend), reconnects and tries once more.
+/// A macro rather than a closure-taking method, so the futures stay `Send`.
+macro_rules! retry_once_if_lost {
+    ($cache:expr, $db:expr, $conn:ident => $call:expr) => {{
+        let mut retried = false;
+        loop {
+            let $conn = $cache.connection(&$db).await?;
+            match $call.await {
+                Err(_) if !retried && $conn.is_closed() => {
+                    $cache.forget_connection(&$db, &$conn).await;
+                    retried = true;
+                }
+                result => break result,
+            }
+        }
+    }};
+}
+
 /// At most this many logins' role sets are kept.
 const ROLE_CACHE_ENTRIES: usize = 10_000;
 
@@ -129,14 +148,8 @@ impl CatalogCache {
         }
         let epoch = db.epoch.load(Ordering::SeqCst);
         let policy = self.policy.load_full();
-        let conn = self.connection(&db).await?;
-        let snapshot = match conn.load_snapshot(&policy).await {
-            Ok(s) => Arc::new(s),
-            Err(e) => {
-                self.forget_connection_if_closed(&db, &conn).await;
-                return Err(e);
-            }
-        };
+        let snapshot =
+            Arc::new(retry_once_if_lost!(self, db, conn => conn.load_snapshot(&policy))?);
         db.latest.store(Some(Arc::new(Cached {
             snapshot: snapshot.clone(),
             epoch,
@@ -177,14 +190,8 @@ impl CatalogCache {
             }
         }
         let db = self.database(database);
-        let conn = self.connection(&db).await?;
-        let roles: Arc<[RoleName]> = match conn.session_roles(login).await {
-            Ok(r) => r.into(),
-            Err(e) => {
-                self.forget_connection_if_closed(&db, &conn).await;
-                return Err(e);
-            }
-        };
+        let roles: Arc<[RoleName]> =
+            retry_once_if_lost!(self, db, conn => conn.session_roles(login))?.into();
         self.lock_roles().put(
             login.clone(),
             RoleEntry {
@@ -218,13 +225,8 @@ impl CatalogCache {
         database: &str,
     ) -> Result<Vec<MissingConstraint>, CatalogError> {
         let db = self.database(database);
-        let conn = self.connection(&db).await?;
         let policy = self.policy.load_full();
-        let result = conn.check_constraints(&policy).await;
-        if result.is_err() {
-            self.forget_connection_if_closed(&db, &conn).await;
-        }
-        result
+        retry_once_if_lost!(self, db, conn => conn.check_constraints(&policy))
     }
 
     fn fresh(&self, db: &Database) -> Option<Arc<SchemaSnapshot>> {
@@ -282,12 +284,10 @@ impl CatalogCache {
         Ok(conn)
     }
 
-    async fn forget_connection_if_closed(&self, db: &Database, conn: &Arc<CatalogConn>) {
-        if conn.is_closed() {
-            let mut slot = db.conn.lock().await;
-            if slot.as_ref().is_some_and(|c| Arc::ptr_eq(c, conn)) {
-                *slot = None;
-            }
+    async fn forget_connection(&self, db: &Database, conn: &Arc<CatalogConn>) {
+        let mut slot = db.conn.lock().await;
+        if slot.as_ref().is_some_and(|c| Arc::ptr_eq(c, conn)) {
+            *slot = None;
         }
     }
 

@@ -91,7 +91,8 @@ pub struct DependentView {
     pub kind: RelKind,
     /// Output columns in order (RowDescription reports the view's OID and these attnums).
     pub attributes: Vec<Attribute>,
-    /// `pg_get_viewdef(oid, true)`: the SELECT, with names qualified as needed.
+    /// `pg_get_viewdef(oid, true)` as read over the catalog connection, whose search_path
+    /// is `pg_catalog` alone: every user relation in it is schema-qualified.
     pub definition: String,
     /// The OIDs of the protected tables and dependent views it reads directly.
     pub reads: Vec<Oid>,
@@ -130,8 +131,14 @@ pub struct SchemaSnapshot {
 }
 
 impl SchemaSnapshot {
-    /// Assembles a snapshot and its indexes. `locations` must have one entry per policy column.
-    pub(crate) fn build(
+    /// Assembles a snapshot and its indexes: what the loader does after reading the
+    /// catalog, public so that the SQL analyser can build snapshots in pure unit tests.
+    ///
+    /// `locations` has one entry per policy column (indexed by `ColumnRef.0`). `tables`
+    /// holds the protected tables plus their partitions/children (`root` set), whose
+    /// policy columns are matched to the root's by name. `relations` lists every relation
+    /// sharing a name with a protected table or dependent view, in any schema.
+    pub fn new(
         database: String,
         policy: &Policy,
         tables: Vec<ProtectedTable>,
@@ -141,8 +148,16 @@ impl SchemaSnapshot {
     ) -> SchemaSnapshot {
         let mut by_attribute = HashMap::new();
         for (i, loc) in locations.iter().enumerate() {
-            if let Ok(loc) = loc {
-                by_attribute.insert((loc.table_oid, loc.attnum), ColumnRef(i as u32));
+            let Ok(loc) = loc else { continue };
+            let column = ColumnRef(i as u32);
+            by_attribute.insert((loc.table_oid, loc.attnum), column);
+            let Some(name) = policy.columns().get(i).map(|c| c.column.as_str()) else {
+                continue;
+            };
+            for child in tables.iter().filter(|t| t.root == Some(loc.table_oid)) {
+                if let Some(a) = child.attributes.iter().find(|a| a.name == name) {
+                    by_attribute.insert((child.oid, a.attnum), column);
+                }
             }
         }
         let mut same_named: HashMap<String, Vec<NamedRelation>> = HashMap::new();

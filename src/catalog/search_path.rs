@@ -167,7 +167,7 @@ mod tests {
     }
 
     fn snapshot(relations: Vec<NamedRelation>) -> SchemaSnapshot {
-        SchemaSnapshot::build(
+        SchemaSnapshot::new(
             "db".into(),
             &Policy::empty(1),
             vec![],
@@ -196,39 +196,72 @@ mod tests {
     #[test]
     fn first_schema_on_the_path_holding_the_name_wins() {
         let s = snapshot(vec![rel(1, "public", "t"), rel(2, "app", "t")]);
-        assert_eq!(s.resolve_unqualified("t", &path("app, public"), "u"), NameResolution::Found(&rel(2, "app", "t")));
-        assert_eq!(s.resolve_unqualified("t", &path("public, app"), "u"), NameResolution::Found(&rel(1, "public", "t")));
-        assert_eq!(s.resolve_unqualified("t", &path("nowhere, public"), "u"), NameResolution::Found(&rel(1, "public", "t")));
-        assert_eq!(s.resolve_unqualified("t", &path("nowhere"), "u"), NameResolution::NotFound);
-        assert_eq!(s.resolve_unqualified("other", &path("public"), "u"), NameResolution::Untracked);
+        assert_eq!(
+            s.resolve_unqualified("t", &path("app, public"), "u"),
+            NameResolution::Found(&rel(2, "app", "t"))
+        );
+        assert_eq!(
+            s.resolve_unqualified("t", &path("public, app"), "u"),
+            NameResolution::Found(&rel(1, "public", "t"))
+        );
+        assert_eq!(
+            s.resolve_unqualified("t", &path("nowhere, public"), "u"),
+            NameResolution::Found(&rel(1, "public", "t"))
+        );
+        assert_eq!(
+            s.resolve_unqualified("t", &path("nowhere"), "u"),
+            NameResolution::NotFound
+        );
+        assert_eq!(
+            s.resolve_unqualified("other", &path("public"), "u"),
+            NameResolution::Untracked
+        );
     }
 
     #[test]
     fn dollar_user_means_the_schema_named_like_the_current_user() {
         let s = snapshot(vec![rel(1, "public", "t"), rel(2, "alice", "t")]);
         let p = path("\"$user\", public");
-        assert_eq!(s.resolve_unqualified("t", &p, "alice"), NameResolution::Found(&rel(2, "alice", "t")));
-        assert_eq!(s.resolve_unqualified("t", &p, "bob"), NameResolution::Found(&rel(1, "public", "t")));
+        assert_eq!(
+            s.resolve_unqualified("t", &p, "alice"),
+            NameResolution::Found(&rel(2, "alice", "t"))
+        );
+        assert_eq!(
+            s.resolve_unqualified("t", &p, "bob"),
+            NameResolution::Found(&rel(1, "public", "t"))
+        );
     }
 
     #[test]
     fn pg_catalog_is_searched_first_unless_listed() {
         let s = snapshot(vec![rel(1, "public", "t"), rel(2, "pg_catalog", "t")]);
-        assert_eq!(s.resolve_unqualified("t", &path("public"), "u"), NameResolution::Found(&rel(2, "pg_catalog", "t")));
-        assert_eq!(s.resolve_unqualified("t", &path("public, pg_catalog"), "u"), NameResolution::Found(&rel(1, "public", "t")));
+        assert_eq!(
+            s.resolve_unqualified("t", &path("public"), "u"),
+            NameResolution::Found(&rel(2, "pg_catalog", "t"))
+        );
+        assert_eq!(
+            s.resolve_unqualified("t", &path("public, pg_catalog"), "u"),
+            NameResolution::Found(&rel(1, "public", "t"))
+        );
     }
 
     #[test]
     fn a_temporary_relation_of_that_name_makes_the_answer_uncertain() {
         let s = snapshot(vec![rel(1, "public", "t"), rel(3, "pg_temp_4", "t")]);
         match s.resolve_unqualified("t", &path("public"), "u") {
-            NameResolution::MaybeTemporary { temporary, otherwise } => {
+            NameResolution::MaybeTemporary {
+                temporary,
+                otherwise,
+            } => {
                 assert_eq!(temporary, vec![&rel(3, "pg_temp_4", "t")]);
                 assert_eq!(otherwise, Some(&rel(1, "public", "t")));
             }
             other => panic!("{other:?}"),
         }
         // pg_temp listed after public: public wins for certain.
-        assert_eq!(s.resolve_unqualified("t", &path("public, pg_temp"), "u"), NameResolution::Found(&rel(1, "public", "t")));
+        assert_eq!(
+            s.resolve_unqualified("t", &path("public, pg_temp"), "u"),
+            NameResolution::Found(&rel(1, "public", "t"))
+        );
     }
 }
