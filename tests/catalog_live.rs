@@ -555,6 +555,17 @@ async fn catalog_connects_over_tcp_with_tls_and_a_password_from_the_environment(
         .await
         .unwrap();
     assert_eq!(roles[0].0, "cat_reader");
+    // An unprivileged login reads the schema (catalogs are world-readable), not the data.
+    let admin = cluster().admin(&db).await;
+    admin
+        .batch_execute("CREATE TABLE secret_t (a bytea); REVOKE ALL ON secret_t FROM PUBLIC;")
+        .await
+        .unwrap();
+    let snap = conn
+        .resolve(&policy(1, &[("public", "secret_t", "a")]))
+        .await
+        .unwrap();
+    assert_eq!(snap.location(ColumnRef(0)).unwrap().attnum, 1);
     let ssl: bool = conn_ssl(&db, "cat_reader").await;
     assert!(ssl, "the catalog connection must use TLS under verify-full");
 

@@ -68,8 +68,7 @@ pub fn is_envelope_check(def: &str, column: &str) -> bool {
         format!("check{c}isnullorsubstring{c},1,3{magic}"),
         format!("check{c}isnullorsubstr{c},1,3{magic}"),
     ]
-    .iter()
-    .any(|accepted| *accepted == got)
+    .contains(&got)
 }
 
 /// What is wrong with a column's envelope constraint.

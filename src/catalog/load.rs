@@ -285,11 +285,11 @@ impl CatalogConn {
         let mut views: Vec<DependentView> = Vec::with_capacity(rows.len());
         for row in &rows {
             views.push(DependentView {
-                oid: col(&row, 0, self)?,
-                name: TableName::new(col::<String>(&row, 1, self)?, col::<String>(&row, 2, self)?),
-                kind: RelKind::from_relkind(col(&row, 3, self)?),
+                oid: col(row, 0, self)?,
+                name: TableName::new(col::<String>(row, 1, self)?, col::<String>(row, 2, self)?),
+                kind: RelKind::from_relkind(col(row, 3, self)?),
                 definition: row.get::<_, Option<String>>(4).unwrap_or_default(),
-                reads: col(&row, 5, self)?,
+                reads: col(row, 5, self)?,
                 attributes: Vec::new(),
             });
         }
@@ -328,9 +328,9 @@ impl CatalogConn {
         let mut out = Vec::with_capacity(rows.len());
         for row in &rows {
             out.push(NamedRelation {
-                oid: col(&row, 0, self)?,
-                schema: col(&row, 1, self)?,
-                name: col(&row, 2, self)?,
+                oid: col(row, 0, self)?,
+                schema: col(row, 1, self)?,
+                name: col(row, 2, self)?,
                 kind: RelKind::from_relkind(col(row, 3, self)?),
             });
         }
