@@ -804,3 +804,34 @@ async fn concurrent_callers_after_invalidate_share_one_load_and_hits_are_cheap()
         "cache hit took {per_hit:?}"
     );
 }
+
+#[tokio::test]
+async fn a_server_that_accepts_and_stays_silent_is_an_error_not_a_hang() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket); // never answers
+        }
+    });
+    let upstream = UpstreamConfig {
+        host: "127.0.0.1".into(),
+        port,
+        tls: UpstreamTlsMode::Disable,
+        ca_file: None,
+        server_name: None,
+        connect_timeout_ms: 300,
+    };
+    let started = std::time::Instant::now();
+    let result = tokio::time::timeout(
+        Duration::from_secs(5),
+        CatalogConn::connect(&upstream, &superuser_catalog(), None, "postgres"),
+    )
+    .await
+    .expect("connect must give up on its own");
+    let err = result.unwrap_err();
+    assert!(matches!(err, CatalogError::Connect { .. }), "{err:?}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    holder.abort();
+}

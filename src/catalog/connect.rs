@@ -68,7 +68,32 @@ pub(crate) fn describe(e: &tokio_postgres::Error) -> String {
 impl CatalogConn {
     /// Opens a catalog connection to `database`. `password` comes from
     /// [`CatalogConfig::resolve_password`].
+    /// The whole exchange (TCP, TLS, authentication, first query) is bounded by
+    /// `upstream.connect_timeout_ms`: a server that accepts and then stays silent is an
+    /// error, not a hang.
     pub async fn connect(
+        upstream: &UpstreamConfig,
+        catalog: &CatalogConfig,
+        password: Option<&str>,
+        database: &str,
+    ) -> Result<CatalogConn, CatalogError> {
+        let limit = Duration::from_millis(upstream.connect_timeout_ms.max(1));
+        match tokio::time::timeout(
+            limit,
+            Self::connect_unbounded(upstream, catalog, password, database),
+        )
+        .await
+        {
+            Ok(result) => result,
+            Err(_) => Err(CatalogError::Connect {
+                database: database.to_string(),
+                target: upstream.display_addr(),
+                reason: format!("no complete answer within {limit:?}"),
+            }),
+        }
+    }
+
+    async fn connect_unbounded(
         upstream: &UpstreamConfig,
         catalog: &CatalogConfig,
         password: Option<&str>,

@@ -38,16 +38,30 @@ macro_rules! retry_once_if_lost {
         let mut retried = false;
         loop {
             let $conn = $cache.connection(&$db).await?;
-            match $call.await {
-                Err(_) if !retried && $conn.is_closed() => {
+            match tokio::time::timeout(CATALOG_CALL_TIMEOUT, $call).await {
+                Err(_elapsed) => {
+                    // An unresponsive server or a black-holed connection: drop it, so the
+                    // next call starts afresh, and refuse rather than wait forever.
+                    $cache.forget_connection(&$db, &$conn).await;
+                    break Err(CatalogError::Query {
+                        database: $db.name.clone(),
+                        what: "catalog read",
+                        reason: format!("no answer within {CATALOG_CALL_TIMEOUT:?}"),
+                    });
+                }
+                Ok(Err(_)) if !retried && $conn.is_closed() => {
                     $cache.forget_connection(&$db, &$conn).await;
                     retried = true;
                 }
-                result => break result,
+                Ok(result) => break result,
             }
         }
     }};
 }
+
+/// The longest one catalog read may take (the server's statement_timeout is the same, so
+/// this only fires when the server or the network stops answering).
+const CATALOG_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// At most this many logins' role sets are kept.
 const ROLE_CACHE_ENTRIES: usize = 10_000;
@@ -146,16 +160,25 @@ impl CatalogCache {
         if let Some(s) = self.fresh(&db) {
             return Ok(s);
         }
-        let epoch = db.epoch.load(Ordering::SeqCst);
-        let policy = self.policy.load_full();
-        let snapshot =
-            Arc::new(retry_once_if_lost!(self, db, conn => conn.load_snapshot(&policy))?);
-        db.latest.store(Some(Arc::new(Cached {
-            snapshot: snapshot.clone(),
-            epoch,
-            at: Instant::now(),
-        })));
-        Ok(snapshot)
+        // A policy reload during the load makes the result stale at once: load again
+        // (bounded), so callers get a snapshot of the policy that is current.
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let epoch = db.epoch.load(Ordering::SeqCst);
+            let policy = self.policy.load_full();
+            let started = Instant::now();
+            let snapshot =
+                Arc::new(retry_once_if_lost!(self, db, conn => conn.load_snapshot(&policy))?);
+            db.latest.store(Some(Arc::new(Cached {
+                snapshot: snapshot.clone(),
+                epoch,
+                at: started,
+            })));
+            if attempts >= 3 || self.policy.load().generation() == policy.generation() {
+                return Ok(snapshot);
+            }
+        }
     }
 
     /// Forgets `database`'s snapshot: the next [`CatalogCache::snapshot`] re-reads the
