@@ -4,6 +4,9 @@
 //! inheritance children, the views that depend on any of them (pg_depend through
 //! pg_rewrite, transitively), and every relation sharing a name with one of those (for
 //! search_path resolution). Nothing here writes to the database.
+//!
+//! The queries are separate statements, not one atomic read: DDL racing a load is caught by
+//! the cache's invalidation epoch (DDL relayed by pgcloak) or by the TTL (DDL run directly).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
