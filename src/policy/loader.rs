@@ -89,7 +89,18 @@ fn is_blank(text: &str) -> bool {
 /// serde-saphyr appends " at line L, column C"; we print the position up front instead.
 fn syntax_message(full: &str, line: u64, column: u64) -> String {
     let suffix = format!(" at line {line}, column {column}");
-    full.strip_suffix(&suffix).unwrap_or(full).to_string()
+    let message = full.strip_suffix(&suffix).unwrap_or(full);
+    // Reword the parser's developer-facing phrases for a DBA.
+    let message = message.replace(
+        ", set DuplicateKeyPolicy in Options if acceptable",
+        "; each key may appear only once",
+    );
+    match message.as_str() {
+        "expected mapping start" => "expected a mapping of `key: value` entries here".to_string(),
+        "expected string scalar" => "expected a single string value here".to_string(),
+        "invalid u64" => "expected a whole number (0 or more) here".to_string(),
+        _ => message,
+    }
 }
 
 /// A light second pass over block-style YAML: the dotted path of keys that
