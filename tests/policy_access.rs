@@ -7,7 +7,14 @@ use pgcloak::policy::{
 };
 use proptest::prelude::*;
 
-const ROLES: [&str; 6] = ["crm_app", "support_agent", "marketing", "auditor", "intern", "Quoted"];
+const ROLES: [&str; 6] = [
+    "crm_app",
+    "support_agent",
+    "marketing",
+    "auditor",
+    "intern",
+    "Quoted",
+];
 
 /// The order written out by hand, independent of `View`'s derived `Ord`.
 const MOST_PERMISSIVE_FIRST: [View; 5] = [
@@ -19,7 +26,10 @@ const MOST_PERMISSIVE_FIRST: [View; 5] = [
 ];
 
 fn reference_access(grants: &BTreeMap<RoleName, View>, public: View, session: &[RoleName]) -> View {
-    let listed: Vec<View> = session.iter().filter_map(|r| grants.get(r).copied()).collect();
+    let listed: Vec<View> = session
+        .iter()
+        .filter_map(|r| grants.get(r).copied())
+        .collect();
     if listed.is_empty() {
         return public;
     }
@@ -90,7 +100,15 @@ proptest! {
 #[test]
 fn public_applies_only_when_no_session_role_is_listed() {
     let grants = BTreeMap::from([(RoleName("auditor".into()), View::Deny)]);
-    let p = Policy::from_columns(1, vec![column(grants, View::Plaintext, BTreeSet::new(), Encryption::Randomized)]);
+    let p = Policy::from_columns(
+        1,
+        vec![column(
+            grants,
+            View::Plaintext,
+            BTreeSet::new(),
+            Encryption::Randomized,
+        )],
+    );
     let auditor = [RoleName("auditor".into())];
     let other = [RoleName("other".into())];
     assert_eq!(p.access_for(&auditor, ColumnRef(0)), View::Deny);

@@ -35,7 +35,14 @@ fn example_policy_loads_all_customer_columns_in_file_order() {
         .collect();
     assert_eq!(
         names,
-        ["phone", "email", "national_id", "birth_date", "full_name", "address"]
+        [
+            "phone",
+            "email",
+            "national_id",
+            "birth_date",
+            "full_name",
+            "address"
+        ]
     );
     assert!(p.is_protected_table(&customers()));
     assert!(!p.is_protected_table(&TableName::new("public", "orders")));
@@ -51,7 +58,10 @@ fn example_phone_is_deterministic_masked_and_searchable_by_agents() {
     assert_eq!(c.mask, Some(Mask::KeepLast { n: 3, fill: '*' }));
     assert_eq!(c.id, "public.customers.phone");
     assert_eq!(c.crypto_domain(), "public.customers.phone");
-    assert_eq!(p.access_for(&roles(&["support_agent"]), phone), View::Masked);
+    assert_eq!(
+        p.access_for(&roles(&["support_agent"]), phone),
+        View::Masked
+    );
     assert!(p.may_search(&roles(&["support_agent"]), phone));
     assert!(p.may_search(&roles(&["crm_app"]), phone));
     assert!(!p.may_search(&roles(&["marketing"]), phone));
@@ -64,12 +74,21 @@ fn example_access_takes_the_most_permissive_role_and_falls_back_to_public() {
     let find = |c: &str| p.find(&customers(), c).expect("column is listed");
     let (phone, national_id, birth_date) = (find("phone"), find("national_id"), find("birth_date"));
     assert_eq!(p.access_for(&roles(&["marketing"]), phone), View::Null);
-    assert_eq!(p.access_for(&roles(&["marketing", "CRM_APP"]), phone), View::Plaintext);
+    assert_eq!(
+        p.access_for(&roles(&["marketing", "CRM_APP"]), phone),
+        View::Plaintext
+    );
     assert_eq!(p.access_for(&roles(&["auditor"]), phone), View::Ciphertext);
-    assert_eq!(p.access_for(&roles(&["someone_else"]), national_id), View::Deny);
+    assert_eq!(
+        p.access_for(&roles(&["someone_else"]), national_id),
+        View::Deny
+    );
     assert_eq!(p.access_for(&roles(&[]), national_id), View::Deny);
     assert_eq!(p.access_for(&roles(&["marketing"]), birth_date), View::Null);
-    assert_eq!(p.access_for(&roles(&["support_agent"]), birth_date), View::Masked);
+    assert_eq!(
+        p.access_for(&roles(&["support_agent"]), birth_date),
+        View::Masked
+    );
 }
 
 #[test]
@@ -80,11 +99,26 @@ fn example_masks_produce_what_the_comments_promise() {
         p.column(r).mask.clone().expect("column has a mask")
     };
     let token = |v: &str| format!("tok-{}", v.chars().count());
-    assert_eq!(apply_mask(&mask_of("phone"), "0912345567", token), "*******567");
-    assert_eq!(apply_mask(&mask_of("email"), "alice@example.com", token), "a***@example.com");
-    assert_eq!(apply_mask(&mask_of("full_name"), "Nguyễn Văn An", token), "Ng***********");
-    assert_eq!(apply_mask(&mask_of("birth_date"), "1990-03-14", token), "****-**-**");
-    assert_eq!(apply_mask(&mask_of("address"), "12 Lý Thường Kiệt", token), "tok-17");
+    assert_eq!(
+        apply_mask(&mask_of("phone"), "0912345567", token),
+        "*******567"
+    );
+    assert_eq!(
+        apply_mask(&mask_of("email"), "alice@example.com", token),
+        "a***@example.com"
+    );
+    assert_eq!(
+        apply_mask(&mask_of("full_name"), "Nguyễn Văn An", token),
+        "Ng***********"
+    );
+    assert_eq!(
+        apply_mask(&mask_of("birth_date"), "1990-03-14", token),
+        "****-**-**"
+    );
+    assert_eq!(
+        apply_mask(&mask_of("address"), "12 Lý Thường Kiệt", token),
+        "tok-17"
+    );
 }
 
 #[test]
@@ -102,7 +136,10 @@ fn errors_name_the_file_they_were_loaded_from() {
     std::fs::write(&path, "version: 1\ntables:\n  t:\n    c: { type: strin }\n").expect("write");
     let e = Policy::load(&path, 2).unwrap_err().to_string();
     assert!(
-        e.starts_with(&format!("{}:4:16: tables.t.c.type: unknown type `strin`", path.display())),
+        e.starts_with(&format!(
+            "{}:4:16: tables.t.c.type: unknown type `strin`",
+            path.display()
+        )),
         "{e}"
     );
 }

@@ -29,7 +29,9 @@ const TYPES: &str = "text, varchar, int2, int4, int8, numeric, float8, bool, dat
 
 #[test]
 fn unknown_column_key_names_the_valid_keys() {
-    let e = one_error("version: 1\ntables:\n  customers:\n    phone:\n      type: text\n      typo: x\n");
+    let e = one_error(
+        "version: 1\ntables:\n  customers:\n    phone:\n      type: text\n      typo: x\n",
+    );
     assert_eq!(
         e,
         "policy.yaml:6:7: tables.customers.phone.typo: unknown field `typo`, expected one of type, encryption, id, key_group, mask, access, search"
@@ -55,8 +57,12 @@ fn unknown_type_lists_the_supported_types() {
 #[test]
 fn missing_type_is_reported_at_the_column() {
     assert_eq!(
-        one_error("version: 1\ntables:\n  customers:\n    phone:\n      encryption: deterministic\n"),
-        format!("policy.yaml:4:5: tables.customers.phone.type: missing `type`, expected one of {TYPES}")
+        one_error(
+            "version: 1\ntables:\n  customers:\n    phone:\n      encryption: deterministic\n"
+        ),
+        format!(
+            "policy.yaml:4:5: tables.customers.phone.type: missing `type`, expected one of {TYPES}"
+        )
     );
 }
 
@@ -64,7 +70,14 @@ fn missing_type_is_reported_at_the_column() {
 fn postgres_type_spellings_are_accepted() {
     let p = load("version: 1\ntables:\n  t:\n    a: { type: integer }\n    b: { type: character varying }\n    c: { type: TIMESTAMP WITH TIME ZONE }\n");
     let types: Vec<_> = p.columns().iter().map(|c| c.logical_type).collect();
-    assert_eq!(types, [LogicalType::Int4, LogicalType::Varchar, LogicalType::Timestamptz]);
+    assert_eq!(
+        types,
+        [
+            LogicalType::Int4,
+            LogicalType::Varchar,
+            LogicalType::Timestamptz
+        ]
+    );
 }
 
 #[test]
@@ -413,8 +426,14 @@ fn quoted_schema_table_and_roles_keep_case() {
     let c = p.column(r);
     assert_eq!(c.id, "My Schema.T.c");
     assert_eq!(c.encryption, Encryption::Deterministic);
-    assert_eq!(c.access.get(&RoleName("CrmApp".into())), Some(&View::Plaintext));
-    assert_eq!(c.access.get(&RoleName("support".into())), Some(&View::Ciphertext));
+    assert_eq!(
+        c.access.get(&RoleName("CrmApp".into())),
+        Some(&View::Plaintext)
+    );
+    assert_eq!(
+        c.access.get(&RoleName("support".into())),
+        Some(&View::Ciphertext)
+    );
     assert_eq!(c.qualified_name(), "\"My Schema\".\"T\".c");
     assert_eq!(p.generation(), 7);
 }

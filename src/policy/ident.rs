@@ -127,7 +127,8 @@ fn check_unquoted(raw: &str, whole: &str) -> Result<(), String> {
 
 fn is_plain_lower(name: &str) -> bool {
     let mut chars = name.chars();
-    let first_ok = matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c == '_' || !c.is_ascii());
+    let first_ok =
+        matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c == '_' || !c.is_ascii());
     first_ok
         && chars.all(|c| {
             c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '$' || !c.is_ascii()
@@ -181,7 +182,10 @@ mod tests {
             parse_qualified("\"My Schema\".\"T.x\"").unwrap(),
             vec!["My Schema", "T.x"]
         );
-        assert_eq!(parse_qualified("Public.Customers").unwrap(), vec!["public", "customers"]);
+        assert_eq!(
+            parse_qualified("Public.Customers").unwrap(),
+            vec!["public", "customers"]
+        );
     }
 
     #[test]
@@ -190,7 +194,10 @@ mod tests {
             parse_qualified("my table").unwrap_err(),
             "`my table` is not a valid unquoted identifier; double-quote it (`\"my table\"`, and quote the YAML key too) to keep it exactly"
         );
-        assert_eq!(parse_qualified("a..b").unwrap_err(), "empty identifier in `a..b`");
+        assert_eq!(
+            parse_qualified("a..b").unwrap_err(),
+            "empty identifier in `a..b`"
+        );
         assert_eq!(
             parse_qualified("\"abc").unwrap_err(),
             "unterminated quoted identifier in `\"abc`"

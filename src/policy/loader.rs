@@ -51,9 +51,7 @@ impl Policy {
         let raw: RawPolicy = match serde_saphyr::from_str(text) {
             Ok(raw) => raw,
             Err(e) => {
-                let (line, column) = e
-                    .location()
-                    .map_or((0, 0), |l| (l.line(), l.column()));
+                let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
                 let message = syntax_message(&e.without_snippet().to_string(), line, column);
                 report.push(
                     PolicyErrorKind::Syntax,
@@ -68,7 +66,9 @@ impl Policy {
             }
         };
         match validate(raw, &mut report) {
-            Some(columns) if report.errors.is_empty() => Ok(Policy::from_columns(generation, columns)),
+            Some(columns) if report.errors.is_empty() => {
+                Ok(Policy::from_columns(generation, columns))
+            }
             _ => {
                 let mut errors = report.errors;
                 errors.sort_by_key(|e| (e.line, e.column));
@@ -126,7 +126,11 @@ pub(crate) fn path_at(text: &str, line: u64, column: u64) -> String {
         }
         stack.push((indent, key));
     }
-    stack.into_iter().map(|(_, k)| k).collect::<Vec<_>>().join(".")
+    stack
+        .into_iter()
+        .map(|(_, k)| k)
+        .collect::<Vec<_>>()
+        .join(".")
 }
 
 /// The key of a `key: value` line, without YAML quotes.
@@ -175,7 +179,10 @@ mod tests {
     #[test]
     fn path_at_unquotes_keys() {
         let text = "tables:\n  '\"My Schema\".\"T\"':\n    \"Phone\":\n      type: [\n";
-        assert_eq!(path_at(text, 4, 13), "tables.\"My Schema\".\"T\".Phone.type");
+        assert_eq!(
+            path_at(text, 4, 13),
+            "tables.\"My Schema\".\"T\".Phone.type"
+        );
     }
 
     #[test]

@@ -78,7 +78,10 @@ mod tests {
     #[test]
     fn keep_first_counts_unicode_characters_of_vietnamese_names() {
         let m = Mask::KeepFirst { n: 2, fill: '*' };
-        assert_eq!(apply_mask(&m, "Nguyễn Văn An", no_pseudonym), "Ng***********");
+        assert_eq!(
+            apply_mask(&m, "Nguyễn Văn An", no_pseudonym),
+            "Ng***********"
+        );
     }
 
     #[test]
@@ -104,16 +107,31 @@ mod tests {
 
     #[test]
     fn email_keeps_first_letter_and_domain() {
-        assert_eq!(apply_mask(&Mask::Email, "alice@example.com", no_pseudonym), "a***@example.com");
-        assert_eq!(apply_mask(&Mask::Email, "ánh@ví.vn", no_pseudonym), "á***@ví.vn");
-        assert_eq!(apply_mask(&Mask::Email, "@example.com", no_pseudonym), "***@example.com");
+        assert_eq!(
+            apply_mask(&Mask::Email, "alice@example.com", no_pseudonym),
+            "a***@example.com"
+        );
+        assert_eq!(
+            apply_mask(&Mask::Email, "ánh@ví.vn", no_pseudonym),
+            "á***@ví.vn"
+        );
+        assert_eq!(
+            apply_mask(&Mask::Email, "@example.com", no_pseudonym),
+            "***@example.com"
+        );
         // The domain is taken after the last '@' (quoted local parts may contain '@').
-        assert_eq!(apply_mask(&Mask::Email, "\"a@b\"@example.com", no_pseudonym), "\"***@example.com");
+        assert_eq!(
+            apply_mask(&Mask::Email, "\"a@b\"@example.com", no_pseudonym),
+            "\"***@example.com"
+        );
     }
 
     #[test]
     fn email_without_at_sign_is_filled_entirely() {
-        assert_eq!(apply_mask(&Mask::Email, "not-an-email", no_pseudonym), "************");
+        assert_eq!(
+            apply_mask(&Mask::Email, "not-an-email", no_pseudonym),
+            "************"
+        );
     }
 
     #[test]

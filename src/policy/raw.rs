@@ -67,7 +67,8 @@ impl<'de> Deserialize<'de> for RawMask {
                 Ok(RawMask::Name(v.to_string()))
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawMask, A::Error> {
-                RawMaskMap::deserialize(de::value::MapAccessDeserializer::new(map)).map(RawMask::Map)
+                RawMaskMap::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(RawMask::Map)
             }
         }
         d.deserialize_any(MaskVisitor)

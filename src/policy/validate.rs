@@ -117,7 +117,11 @@ pub(crate) fn validate(raw: RawPolicy, report: &mut Report) -> Option<Vec<Column
         for (column_key, spec) in table_columns.0 {
             let path = format!("{table_path}.{}", column_key.value);
             let Ok(column) = parse_single(&column_key.value).map_err(|e| {
-                report.invalid(column_key.referenced, &path, format!("invalid column name: {e}"))
+                report.invalid(
+                    column_key.referenced,
+                    &path,
+                    format!("invalid column name: {e}"),
+                )
             }) else {
                 continue;
             };
@@ -203,7 +207,11 @@ fn column_policy(
                 report.invalid(
                     t.referenced,
                     format!("{path}.type"),
-                    format!("unknown type `{}`, expected one of {}", t.value, type_names()),
+                    format!(
+                        "unknown type `{}`, expected one of {}",
+                        t.value,
+                        type_names()
+                    ),
                 );
             }
             parsed
@@ -212,18 +220,20 @@ fn column_policy(
 
     let encryption = match &spec.encryption {
         None => Encryption::Randomized,
-        Some(e) => match e.value.as_str() {
-            "randomized" => Encryption::Randomized,
-            "deterministic" => Encryption::Deterministic,
-            other => {
-                report.invalid(
+        Some(e) => {
+            match e.value.as_str() {
+                "randomized" => Encryption::Randomized,
+                "deterministic" => Encryption::Deterministic,
+                other => {
+                    report.invalid(
                     e.referenced,
                     format!("{path}.encryption"),
                     format!("unknown encryption `{other}`, expected one of randomized, deterministic"),
                 );
-                Encryption::Randomized
+                    Encryption::Randomized
+                }
             }
-        },
+        }
     };
     let deterministic = encryption == Encryption::Deterministic;
 
@@ -231,7 +241,11 @@ fn column_policy(
         None => format!("{}.{}.{}", table.schema, table.name, column),
         Some(id) => {
             if id.value.trim().is_empty() {
-                report.invalid(id.referenced, format!("{path}.id"), "column id must not be empty");
+                report.invalid(
+                    id.referenced,
+                    format!("{path}.id"),
+                    "column id must not be empty",
+                );
             }
             id.value.clone()
         }
@@ -272,8 +286,12 @@ fn column_policy(
         }
     }
 
-    let (access, public, masked_readers) =
-        access(spec.access.unwrap_or_default(), spec.mask.is_some(), path, report);
+    let (access, public, masked_readers) = access(
+        spec.access.unwrap_or_default(),
+        spec.mask.is_some(),
+        path,
+        report,
+    );
     if let (Some(raw), false) = (&spec.mask, masked_readers) {
         report.invalid(
             raw.referenced,
@@ -320,7 +338,10 @@ fn mask(raw: &Spanned<RawMask>, path: &str, report: &mut Report) -> Option<Mask>
                 report.invalid(
                     at,
                     mpath,
-                    format!("mask `{name}` needs a value, e.g. mask: {{ {name}: {} }}", if name == "fixed" { "\"REDACTED\"" } else { "3" }),
+                    format!(
+                        "mask `{name}` needs a value, e.g. mask: {{ {name}: {} }}",
+                        if name == "fixed" { "\"REDACTED\"" } else { "3" }
+                    ),
                 );
                 None
             }
@@ -370,7 +391,11 @@ fn mask_map(m: &RawMaskMap, at: Location, path: &str, report: &mut Report) -> Op
         }
         [_] => {}
         [a, b, ..] => {
-            report.invalid(at, path, format!("mask sets both `{a}` and `{b}`; choose one"));
+            report.invalid(
+                at,
+                path,
+                format!("mask sets both `{a}` and `{b}`; choose one"),
+            );
             return None;
         }
     }
@@ -437,13 +462,21 @@ fn access(
         let role = match parse_single(&role_key.value) {
             Ok(r) => r,
             Err(e) => {
-                report.invalid(role_key.referenced, &rpath, format!("invalid role name: {e}"));
+                report.invalid(
+                    role_key.referenced,
+                    &rpath,
+                    format!("invalid role name: {e}"),
+                );
                 continue;
             }
         };
         let is_public = role == "public";
         if let Some(first) = seen.get(&role) {
-            let who = if is_public { "PUBLIC".to_string() } else { format!("role {role}") };
+            let who = if is_public {
+                "PUBLIC".to_string()
+            } else {
+                format!("role {role}")
+            };
             report.invalid(
                 role_key.referenced,
                 &rpath,
@@ -525,7 +558,10 @@ fn check_ids(columns: &[ColumnPolicy], origins: &[Origin], report: &mut Report) 
     let mut ids: HashMap<&str, usize> = HashMap::new();
     for (i, c) in columns.iter().enumerate() {
         let Some(o) = origins.get(i) else { continue };
-        match ids.get(c.id.as_str()).and_then(|&j| columns.get(j).zip(origins.get(j))) {
+        match ids
+            .get(c.id.as_str())
+            .and_then(|&j| columns.get(j).zip(origins.get(j)))
+        {
             Some((first, fo)) => report.invalid(
                 o.key,
                 format!("{}.id", o.path),
@@ -580,7 +616,10 @@ fn check_key_groups(columns: &[ColumnPolicy], origins: &[Origin], report: &mut R
         };
         let mut differences = Vec::new();
         if c.logical_type != first.logical_type {
-            differences.push(format!("type ({} vs {})", c.logical_type, first.logical_type));
+            differences.push(format!(
+                "type ({} vs {})",
+                c.logical_type, first.logical_type
+            ));
         }
         if c.access != first.access {
             differences.push("access map".to_string());
