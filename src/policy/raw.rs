@@ -39,7 +39,7 @@ pub(crate) struct RawColumn {
 #[derive(Debug)]
 pub(crate) enum RawMask {
     Name(String),
-    Map(RawMaskMap),
+    Map(Box<RawMaskMap>),
 }
 
 /// `{keep_first: N, fill: "*"}`, `{keep_last: N}`, `{fixed: "REDACTED"}`.
@@ -68,7 +68,7 @@ impl<'de> Deserialize<'de> for RawMask {
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawMask, A::Error> {
                 RawMaskMap::deserialize(de::value::MapAccessDeserializer::new(map))
-                    .map(RawMask::Map)
+                    .map(|m| RawMask::Map(Box::new(m)))
             }
         }
         d.deserialize_any(MaskVisitor)
