@@ -108,7 +108,7 @@ fn unknown_mask_lists_the_masks() {
 fn unknown_mask_key_is_rejected() {
     assert_eq!(
         one_error("version: 1\ntables:\n  customers:\n    phone:\n      type: text\n      mask: { keep_lats: 2 }\n      access: { a: masked }\n"),
-        "policy.yaml:6:15: tables.customers.phone.mask: unknown field `keep_lats`, expected one of keep_first, keep_last, fill, fixed, email, pseudonym"
+        "policy.yaml:6:15: tables.customers.phone.mask.keep_lats: unknown field `keep_lats`, expected one of keep_first, keep_last, fill, fixed, email, pseudonym"
     );
 }
 
@@ -453,5 +453,18 @@ fn unreadable_file_is_an_io_error() {
         e.to_string()
             .starts_with("/nonexistent/policy.yaml:0:0: cannot read the policy file: "),
         "{e}"
+    );
+}
+
+#[test]
+fn every_unknown_key_is_reported_at_once() {
+    let yaml = "version: 1\ncolour: red\ntables:\n  t:\n    a:\n      type: text\n      acess: { x: plaintext }\n    b:\n      type: text\n      mask: { keep_last: 2, fil: \"#\" }\n      access: { x: masked }\n";
+    assert_eq!(
+        errors(yaml),
+        [
+            "policy.yaml:2:1: colour: unknown field `colour`, expected one of version, tables",
+            "policy.yaml:7:7: tables.t.a.acess: unknown field `acess`, expected one of type, encryption, id, key_group, mask, access, search",
+            "policy.yaml:10:29: tables.t.b.mask.fil: unknown field `fil`, expected one of keep_first, keep_last, fill, fixed, email, pseudonym",
+        ]
     );
 }

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use super::error::{PolicyErrorKind, PolicyErrors};
 use super::model::Policy;
-use super::raw::RawPolicy;
+use super::raw::{unknown_keys, KeyTree, RawPolicy};
 use super::validate::{validate, Report};
 
 impl Policy {
@@ -51,6 +51,24 @@ impl Policy {
         let raw: RawPolicy = match serde_saphyr::from_str(text) {
             Ok(raw) => raw,
             Err(e) => {
+                // The typed read stops at the first unknown key; list them all if that is the problem.
+                if let Ok(tree) = serde_saphyr::from_str::<KeyTree>(text) {
+                    let unknown = unknown_keys(&tree);
+                    if !unknown.is_empty() {
+                        for (key, path, message) in unknown {
+                            report.push(
+                                PolicyErrorKind::Syntax,
+                                key.referenced.line(),
+                                key.referenced.column(),
+                                path,
+                                message,
+                            );
+                        }
+                        return Err(PolicyErrors {
+                            errors: report.errors,
+                        });
+                    }
+                }
                 let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
                 let message = syntax_message(&e.without_snippet().to_string(), line, column);
                 report.push(

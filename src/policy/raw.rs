@@ -112,3 +112,154 @@ impl<'de, V: Deserialize<'de>> Deserialize<'de> for SpannedMap<V> {
         d.deserialize_map(MapVisitor(PhantomData))
     }
 }
+
+/// Every key of the document with its location, whatever the values are.
+/// Used only to list *all* unknown keys when the typed read stops at the first.
+#[derive(Debug, Default)]
+pub(crate) struct KeyTree(pub Vec<(Spanned<String>, KeyTree)>);
+
+impl<'de> Deserialize<'de> for KeyTree {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct TreeVisitor;
+        impl<'de> Visitor<'de> for TreeVisitor {
+            type Value = KeyTree;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any YAML node")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<KeyTree, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(key) = map.next_key::<Spanned<String>>()? {
+                    entries.push((key, map.next_value::<KeyTree>()?));
+                }
+                Ok(KeyTree(entries))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<KeyTree, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(KeyTree::default())
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<KeyTree, E> {
+                Ok(KeyTree::default())
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<KeyTree, E> {
+                Ok(KeyTree::default())
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<KeyTree, E> {
+                Ok(KeyTree::default())
+            }
+            fn visit_i128<E: de::Error>(self, _: i128) -> Result<KeyTree, E> {
+                Ok(KeyTree::default())
+            }
+            fn visit_u128<E: de::Error>(self, _: u128) -> Result<KeyTree, E> {
+                Ok(KeyTree::default())
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<KeyTree, E> {
+                Ok(KeyTree::default())
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<KeyTree, E> {
+                Ok(KeyTree::default())
+            }
+            fn visit_bytes<E: de::Error>(self, _: &[u8]) -> Result<KeyTree, E> {
+                Ok(KeyTree::default())
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<KeyTree, E> {
+                Ok(KeyTree::default())
+            }
+            fn visit_none<E: de::Error>(self) -> Result<KeyTree, E> {
+                Ok(KeyTree::default())
+            }
+        }
+        d.deserialize_any(TreeVisitor)
+    }
+}
+
+/// The keys each struct above accepts, in declaration order (kept in step by a test).
+pub(crate) const POLICY_KEYS: &[&str] = &["version", "tables"];
+pub(crate) const COLUMN_KEYS: &[&str] = &[
+    "type",
+    "encryption",
+    "id",
+    "key_group",
+    "mask",
+    "access",
+    "search",
+];
+pub(crate) const MASK_KEYS: &[&str] = &[
+    "keep_first",
+    "keep_last",
+    "fill",
+    "fixed",
+    "email",
+    "pseudonym",
+];
+
+/// Every key the typed structs would reject: (key, dotted path, message).
+pub(crate) fn unknown_keys(tree: &KeyTree) -> Vec<(&Spanned<String>, String, String)> {
+    let mut out = Vec::new();
+    check_keys(tree, "", POLICY_KEYS, &mut out);
+    for (key, tables) in &tree.0 {
+        if key.value != "tables" {
+            continue;
+        }
+        for (table, columns) in &tables.0 {
+            for (column, spec) in &columns.0 {
+                let path = format!("tables.{}.{}", table.value, column.value);
+                check_keys(spec, &path, COLUMN_KEYS, &mut out);
+                for (field, mask) in &spec.0 {
+                    if field.value == "mask" {
+                        check_keys(mask, &format!("{path}.mask"), MASK_KEYS, &mut out);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+fn check_keys<'t>(
+    node: &'t KeyTree,
+    path: &str,
+    allowed: &[&str],
+    out: &mut Vec<(&'t Spanned<String>, String, String)>,
+) {
+    for (key, _) in &node.0 {
+        if !allowed.contains(&key.value.as_str()) {
+            let full = if path.is_empty() {
+                key.value.clone()
+            } else {
+                format!("{path}.{}", key.value)
+            };
+            out.push((
+                key,
+                full,
+                format!(
+                    "unknown field `{}`, expected one of {}",
+                    key.value,
+                    allowed.join(", ")
+                ),
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The serde message for an unknown key lists the struct's real fields.
+    fn fields_of<T: for<'de> Deserialize<'de> + fmt::Debug>(yaml: &str) -> String {
+        let err = serde_saphyr::from_str::<T>(yaml).unwrap_err();
+        let msg = err.without_snippet().to_string();
+        let list = msg.split("expected one of ").nth(1).unwrap_or_default();
+        list.split(" at line")
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    #[test]
+    fn key_lists_match_the_typed_structs() {
+        assert_eq!(fields_of::<RawPolicy>("bogus: 1\n"), POLICY_KEYS.join(", "));
+        assert_eq!(fields_of::<RawColumn>("bogus: 1\n"), COLUMN_KEYS.join(", "));
+        assert_eq!(fields_of::<RawMaskMap>("bogus: 1\n"), MASK_KEYS.join(", "));
+    }
+}
