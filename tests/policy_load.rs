@@ -152,3 +152,33 @@ fn a_reload_is_a_new_generation() {
     assert_eq!((a.generation(), b.generation()), (1, 2));
     assert_eq!(a.columns().len(), b.columns().len());
 }
+
+mod never_panics {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn loading_arbitrary_text_returns_a_result(text in "\\PC{0,200}") {
+            let _ = Policy::load_str(&text, "p.yaml", 1);
+        }
+
+        #[test]
+        fn loading_a_damaged_example_never_panics(cut in 0usize..2000, insert in "[ :{}\\[\\]\"'#\\-\n]{0,3}") {
+            let text = std::fs::read_to_string(example_path()).expect("read example");
+            let mut at = cut.min(text.len());
+            while !text.is_char_boundary(at) {
+                at -= 1;
+            }
+            let damaged = format!("{}{insert}{}", &text[..at], &text[at..]);
+            if let Err(e) = Policy::load_str(&damaged, "p.yaml", 1) {
+                prop_assert!(!e.is_empty());
+                for line in e.to_string().lines() {
+                    prop_assert!(line.starts_with("p.yaml:"), "{}", line);
+                }
+            }
+        }
+    }
+}

@@ -412,8 +412,12 @@ tables:
 
 #[test]
 fn public_null_may_be_written_as_yaml_null() {
-    let p = load("version: 1\ntables:\n  t:\n    c: { type: text, access: { PUBLIC: null, a: plaintext } }\n    d: { type: text, access: { public: deny } }\n");
+    let p = load("version: 1\ntables:\n  t:\n    c: { type: text, access: { PUBLIC: null, a: plaintext, b: ~ } }\n    d: { type: text, access: { public: deny } }\n");
     assert_eq!(p.columns()[0].public, View::Null);
+    assert_eq!(
+        p.columns()[0].access.get(&RoleName("b".into())),
+        Some(&View::Null)
+    );
     assert_eq!(p.columns()[1].public, View::Deny);
     assert!(p.columns()[1].access.is_empty());
 }
