@@ -427,3 +427,77 @@ impl Policy {
         roles.into_iter().any(|r| c.search.contains(r))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn col(table: &str, column: &str) -> ColumnPolicy {
+        ColumnPolicy {
+            table: TableName::new("public", table),
+            column: column.into(),
+            id: format!("public.{table}.{column}"),
+            logical_type: LogicalType::Text,
+            encryption: Encryption::Deterministic,
+            key_group: None,
+            mask: None,
+            access: BTreeMap::new(),
+            public: View::Null,
+            search: BTreeSet::new(),
+        }
+    }
+
+    #[test]
+    fn type_names_round_trip_and_accept_postgres_spellings() {
+        for t in LogicalType::ALL {
+            assert_eq!(LogicalType::from_name(t.name()), Some(t));
+        }
+        assert_eq!(
+            LogicalType::from_name("Double Precision"),
+            Some(LogicalType::Float8)
+        );
+        assert_eq!(LogicalType::from_name("strin"), None);
+    }
+
+    #[test]
+    fn views_order_from_deny_to_plaintext() {
+        assert!(View::Deny < View::Null && View::Null < View::Ciphertext);
+        assert!(View::Ciphertext < View::Masked && View::Masked < View::Plaintext);
+        for v in View::ALL {
+            assert_eq!(View::from_name(v.name()), Some(v));
+        }
+        assert_eq!(View::from_name("Plaintext"), None);
+    }
+
+    #[test]
+    fn character_masks_need_text_and_the_others_do_not() {
+        let keep = Mask::KeepLast { n: 3, fill: '*' };
+        assert!(keep.applies_to(LogicalType::Varchar));
+        assert!(!keep.applies_to(LogicalType::Int4));
+        assert!(!Mask::Email.applies_to(LogicalType::Date));
+        assert!(Mask::Pseudonym.applies_to(LogicalType::Uuid));
+        assert!(Mask::Fixed("x".into()).applies_to(LogicalType::Jsonb));
+    }
+
+    #[test]
+    fn find_distinguishes_tables_and_columns() {
+        let p = Policy::from_columns(4, vec![col("a", "x"), col("b", "x"), col("a", "y")]);
+        let a = TableName::new("public", "a");
+        assert_eq!(p.find(&a, "y"), Some(ColumnRef(2)));
+        assert_eq!(
+            p.find(&TableName::new("public", "b"), "x"),
+            Some(ColumnRef(1))
+        );
+        assert_eq!(p.find(&TableName::new("other", "a"), "x"), None);
+        assert_eq!(p.table_columns(&a), &[ColumnRef(0), ColumnRef(2)]);
+        assert_eq!(p.column(ColumnRef(1)).qualified_name(), "public.b.x");
+    }
+
+    #[test]
+    fn crypto_domain_prefers_the_key_group() {
+        let mut c = col("a", "x");
+        assert_eq!(c.crypto_domain(), "public.a.x");
+        c.key_group = Some("emails".into());
+        assert_eq!(c.crypto_domain(), "emails");
+    }
+}
