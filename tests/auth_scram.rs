@@ -6,8 +6,8 @@ use base64::Engine as _;
 use hmac::{Hmac, KeyInit, Mac};
 use pgcloak::auth::{
     tls_server_end_point, AuthError, ChannelBinding, ChannelBindingMode, ClientSecret,
-    FakeVerifiers, ScramClient, ScramServer, ScramVerifier, ServerCredential,
-    UpstreamAuthenticity, Verifier, SCRAM_SHA_256, SCRAM_SHA_256_PLUS,
+    FakeVerifiers, ScramClient, ScramServer, ScramVerifier, ServerCredential, UpstreamAuthenticity,
+    Verifier, SCRAM_SHA_256, SCRAM_SHA_256_PLUS,
 };
 use sha2::{Digest, Sha256, Sha384};
 use zeroize::Zeroizing;
@@ -41,15 +41,22 @@ fn ref_client_final(password: &str, bare: &str, server_first: &str, cbind: &[u8]
             _ => {}
         }
     }
-    let salted =
-        pbkdf2::pbkdf2_hmac_array::<Sha256, 32>(password.as_bytes(), &salt.unwrap(), iterations.unwrap());
+    let salted = pbkdf2::pbkdf2_hmac_array::<Sha256, 32>(
+        password.as_bytes(),
+        &salt.unwrap(),
+        iterations.unwrap(),
+    );
     let client_key = ref_hmac(&salted, b"Client Key");
     let stored_key: [u8; 32] = Sha256::digest(client_key).into();
     let server_key = ref_hmac(&salted, b"Server Key");
     let without_proof = format!("c={},r={}", STANDARD.encode(cbind), nonce.unwrap());
     let auth_message = format!("{bare},{server_first},{without_proof}");
     let signature = ref_hmac(&stored_key, auth_message.as_bytes());
-    let proof: Vec<u8> = client_key.iter().zip(signature).map(|(a, b)| a ^ b).collect();
+    let proof: Vec<u8> = client_key
+        .iter()
+        .zip(signature)
+        .map(|(a, b)| a ^ b)
+        .collect();
     RefFinal {
         message: format!("{without_proof},p={}", STANDARD.encode(proof)),
         client_key,
@@ -74,7 +81,11 @@ fn exchange(
     gs2: &str,
     cb_data: &[u8],
     password: &str,
-) -> (Result<pgcloak::auth::ScramServerSuccess, AuthError>, RefFinal, String) {
+) -> (
+    Result<pgcloak::auth::ScramServerSuccess, AuthError>,
+    RefFinal,
+    String,
+) {
     let server = ScramServer::new(credential, binding);
     let bare = format!("n=,r={CLIENT_NONCE}");
     let first = server
@@ -84,7 +95,11 @@ fn exchange(
     let mut cbind = gs2.as_bytes().to_vec();
     cbind.extend_from_slice(cb_data);
     let fin = ref_client_final(password, &bare, &server_first, &cbind);
-    (first.client_final(fin.message.as_bytes()), fin, server_first)
+    (
+        first.client_final(fin.message.as_bytes()),
+        fin,
+        server_first,
+    )
 }
 
 fn p256_cert() -> Vec<u8> {
@@ -241,7 +256,12 @@ fn y_flag_is_refused_as_downgrade_when_plus_is_offered() {
 
 #[test]
 fn binding_requests_that_do_not_fit_the_leg_are_refused() {
-    let plain = || ScramServer::new(ServerCredential::Real(verifier("pw")), ChannelBinding::Plain);
+    let plain = || {
+        ScramServer::new(
+            ServerCredential::Real(verifier("pw")),
+            ChannelBinding::Plain,
+        )
+    };
     let tls = || {
         ScramServer::new(
             ServerCredential::Real(verifier("pw")),
@@ -256,7 +276,10 @@ fn binding_requests_that_do_not_fit_the_leg_are_refused() {
     ));
     assert_eq!(
         plain()
-            .client_first(SCRAM_SHA_256_PLUS, msg("p=tls-server-end-point,,").as_bytes())
+            .client_first(
+                SCRAM_SHA_256_PLUS,
+                msg("p=tls-server-end-point,,").as_bytes()
+            )
             .unwrap_err(),
         AuthError::UnsupportedMechanism
     );
@@ -272,7 +295,9 @@ fn binding_requests_that_do_not_fit_the_leg_are_refused() {
     ));
     // Unknown mechanism, authzid.
     assert_eq!(
-        tls().client_first("SCRAM-SHA-1", msg("n,,").as_bytes()).unwrap_err(),
+        tls()
+            .client_first("SCRAM-SHA-1", msg("n,,").as_bytes())
+            .unwrap_err(),
         AuthError::UnsupportedMechanism
     );
     assert!(matches!(
@@ -284,7 +309,10 @@ fn binding_requests_that_do_not_fit_the_leg_are_refused() {
 #[test]
 fn tls_server_end_point_follows_the_signature_hash() {
     let p256 = p256_cert();
-    assert_eq!(tls_server_end_point(&p256).unwrap(), Sha256::digest(&p256).to_vec());
+    assert_eq!(
+        tls_server_end_point(&p256).unwrap(),
+        Sha256::digest(&p256).to_vec()
+    );
 
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap();
     let p384 = rcgen::CertificateParams::new(vec!["x".into()])
@@ -293,7 +321,10 @@ fn tls_server_end_point_follows_the_signature_hash() {
         .unwrap()
         .der()
         .to_vec();
-    assert_eq!(tls_server_end_point(&p384).unwrap(), Sha384::digest(&p384).to_vec());
+    assert_eq!(
+        tls_server_end_point(&p384).unwrap(),
+        Sha384::digest(&p384).to_vec()
+    );
 
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
     let ed = rcgen::CertificateParams::new(vec!["x".into()])
@@ -302,7 +333,10 @@ fn tls_server_end_point_follows_the_signature_hash() {
         .unwrap()
         .der()
         .to_vec();
-    assert!(matches!(tls_server_end_point(&ed), Err(AuthError::CertificateHash(_))));
+    assert!(matches!(
+        tls_server_end_point(&ed),
+        Err(AuthError::CertificateHash(_))
+    ));
     assert_eq!(
         ChannelBinding::tls_from_certificate(&ed),
         ChannelBinding::Tls {
@@ -315,10 +349,13 @@ fn tls_server_end_point_follows_the_signature_hash() {
 fn sha1_signed_certificate_is_hashed_with_sha256() {
     // SEQUENCE { SEQUENCE {}, SEQUENCE { OID sha1WithRSAEncryption, NULL }, BIT STRING }
     let cert: Vec<u8> = vec![
-        0x30, 0x16, 0x30, 0x00, 0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d,
-        0x01, 0x01, 0x05, 0x05, 0x00, 0x03, 0x03, 0x00, 0x01, 0x02,
+        0x30, 0x16, 0x30, 0x00, 0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01,
+        0x01, 0x05, 0x05, 0x00, 0x03, 0x03, 0x00, 0x01, 0x02,
     ];
-    assert_eq!(tls_server_end_point(&cert).unwrap(), Sha256::digest(&cert).to_vec());
+    assert_eq!(
+        tls_server_end_point(&cert).unwrap(),
+        Sha256::digest(&cert).to_vec()
+    );
 }
 
 // ---- no role enumeration ----
@@ -352,12 +389,20 @@ fn wrong_password_unknown_role_and_no_password_fail_identically() {
         assert_eq!(parts.len(), 3, "{label}");
         assert_eq!(parts[1].len(), "s=".len() + 24, "{label}");
         assert_eq!(parts[2], "i=4096", "{label}");
-        outcomes.push((label, err.clone(), err.sqlstate(), err.client_message("alice")));
+        outcomes.push((
+            label,
+            err.clone(),
+            err.sqlstate(),
+            err.client_message("alice"),
+        ));
     }
     for (label, err, sqlstate, message) in &outcomes {
         assert_eq!(*err, AuthError::ProofMismatch, "{label}");
         assert_eq!(*sqlstate, "28P01", "{label}");
-        assert_eq!(message, "password authentication failed for user \"alice\"", "{label}");
+        assert_eq!(
+            message, "password authentication failed for user \"alice\"",
+            "{label}"
+        );
     }
 }
 
@@ -406,20 +451,30 @@ fn errors_never_carry_the_proof() {
     );
     let err = result.unwrap_err();
     let proof = fin.message.rsplit_once(",p=").unwrap().1;
-    for text in [err.to_string(), format!("{err:?}"), err.client_message("alice")] {
+    for text in [
+        err.to_string(),
+        format!("{err:?}"),
+        err.client_message("alice"),
+    ] {
         assert!(!text.contains(proof));
     }
 }
 
 #[test]
 fn oversized_messages_are_refused() {
-    let server = ScramServer::new(ServerCredential::Real(verifier("pw")), ChannelBinding::Plain);
+    let server = ScramServer::new(
+        ServerCredential::Real(verifier("pw")),
+        ChannelBinding::Plain,
+    );
     let huge = format!("n,,n=,r={}", "a".repeat(2000));
     assert!(matches!(
         server.client_first(SCRAM_SHA_256, huge.as_bytes()),
         Err(AuthError::MessageTooLarge { limit: 1024, .. })
     ));
-    let server = ScramServer::new(ServerCredential::Real(verifier("pw")), ChannelBinding::Plain);
+    let server = ScramServer::new(
+        ServerCredential::Real(verifier("pw")),
+        ChannelBinding::Plain,
+    );
     let first = server
         .client_first(SCRAM_SHA_256, format!("n,,n=,r={CLIENT_NONCE}").as_bytes())
         .unwrap();
@@ -432,11 +487,20 @@ fn oversized_messages_are_refused() {
 
 #[test]
 fn wrong_nonce_in_client_final_is_refused() {
-    let server = ScramServer::new(ServerCredential::Real(verifier("pw")), ChannelBinding::Plain);
+    let server = ScramServer::new(
+        ServerCredential::Real(verifier("pw")),
+        ChannelBinding::Plain,
+    );
     let first = server
-        .client_first_with_nonce(SCRAM_SHA_256, format!("n,,n=,r={CLIENT_NONCE}").as_bytes(), "S")
+        .client_first_with_nonce(
+            SCRAM_SHA_256,
+            format!("n,,n=,r={CLIENT_NONCE}").as_bytes(),
+            "S",
+        )
         .unwrap();
-    let server_first = std::str::from_utf8(first.message()).unwrap().replace("S,s=", "T,s=");
+    let server_first = std::str::from_utf8(first.message())
+        .unwrap()
+        .replace("S,s=", "T,s=");
     let fin = ref_client_final("pw", &format!("n=,r={CLIENT_NONCE}"), &server_first, b"n,,");
     assert_eq!(
         first.client_final(fin.message.as_bytes()).unwrap_err(),
@@ -614,7 +678,9 @@ fn forged_upstream_server_signature_is_detected() {
         server.mechanisms(),
     )
     .unwrap();
-    let first = server.client_first(client.mechanism(), client.message()).unwrap();
+    let first = server
+        .client_first(client.mechanism(), client.message())
+        .unwrap();
     let fin = client.server_first(first.message()).unwrap();
     let forged = format!("v={}", STANDARD.encode([0u8; 32]));
     assert_eq!(
@@ -634,7 +700,9 @@ fn upstream_error_attribute_is_reported() {
         server.mechanisms(),
     )
     .unwrap();
-    let first = server.client_first(client.mechanism(), client.message()).unwrap();
+    let first = server
+        .client_first(client.mechanism(), client.message())
+        .unwrap();
     let fin = client.server_first(first.message()).unwrap();
     assert_eq!(
         fin.server_final(b"e=invalid-proof").unwrap_err(),
@@ -675,7 +743,14 @@ fn password_client_authenticates_to_upstream_with_and_without_tls() {
     );
     let leg = ChannelBinding::tls_from_certificate(&p256_cert());
     assert_eq!(
-        to_upstream(password(), v.clone(), leg.clone(), leg, ChannelBindingMode::Prefer).unwrap(),
+        to_upstream(
+            password(),
+            v.clone(),
+            leg.clone(),
+            leg,
+            ChannelBindingMode::Prefer
+        )
+        .unwrap(),
         (UpstreamAuthenticity::Verified, true)
     );
     let wrong = ClientSecret::Password(Zeroizing::new(b"nope".to_vec()));
@@ -702,11 +777,17 @@ fn debug_output_of_exchange_states_shows_no_secrets() {
         format!("{success:?}"),
         format!("{key:?}"),
         format!("{:?}", ClientSecret::PassThrough(key.clone())),
-        format!("{:?}", ClientSecret::Password(Zeroizing::new(b"pw-secret".to_vec()))),
+        format!(
+            "{:?}",
+            ClientSecret::Password(Zeroizing::new(b"pw-secret".to_vec()))
+        ),
         format!("{:?}", success.client_key()),
     ] {
         assert!(!shown.contains(&key_b64), "{shown}");
         assert!(!shown.contains("pw-secret"), "{shown}");
-        assert!(!shown.contains(&format!("{:?}", success.client_key().expose())), "{shown}");
+        assert!(
+            !shown.contains(&format!("{:?}", success.client_key().expose())),
+            "{shown}"
+        );
     }
 }

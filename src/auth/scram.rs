@@ -81,6 +81,11 @@ pub(crate) fn salted_password(password: &[u8], salt: &[u8], iterations: u32) -> 
 pub struct SecretKey(pub(crate) [u8; KEY_LEN]);
 
 impl SecretKey {
+    /// Wraps raw key bytes.
+    pub fn from_bytes(bytes: [u8; KEY_LEN]) -> Self {
+        SecretKey(bytes)
+    }
+
     /// The raw key bytes. Callers must not log them.
     pub fn expose(&self) -> &[u8; KEY_LEN] {
         &self.0
@@ -127,12 +132,17 @@ pub(crate) fn b64_encode(data: &[u8]) -> String {
 }
 
 pub(crate) fn b64_decode(text: &str, what: &'static str) -> Result<Vec<u8>, AuthError> {
-    STANDARD.decode(text).map_err(|_| AuthError::Malformed(what))
+    STANDARD
+        .decode(text)
+        .map_err(|_| AuthError::Malformed(what))
 }
 
 /// `printable = %x21-2B / %x2D-7E` (RFC 5802): a valid nonce is non-empty and made of these.
 pub(crate) fn is_valid_nonce(nonce: &str) -> bool {
-    !nonce.is_empty() && nonce.bytes().all(|b| (0x21..=0x7e).contains(&b) && b != b',')
+    !nonce.is_empty()
+        && nonce
+            .bytes()
+            .all(|b| (0x21..=0x7e).contains(&b) && b != b',')
 }
 
 /// Splits `name=value` and checks the attribute name.
@@ -198,16 +208,22 @@ pub(crate) fn parse_server_first(text: &str) -> Result<ServerFirst, AuthError> {
     let mut parts = text.split(',');
     let first = parts.next();
     if first.is_some_and(|p| p.starts_with("m=")) {
-        return Err(AuthError::Malformed("server-first carries an unsupported extension"));
+        return Err(AuthError::Malformed(
+            "server-first carries an unsupported extension",
+        ));
     }
     let nonce = attribute(first, 'r', "server-first lacks r=")?;
     if !is_valid_nonce(nonce) {
-        return Err(AuthError::Malformed("server-first nonce has invalid characters"));
+        return Err(AuthError::Malformed(
+            "server-first nonce has invalid characters",
+        ));
     }
     let salt_b64 = attribute(parts.next(), 's', "server-first lacks s=")?;
     let salt = b64_decode(salt_b64, "server-first salt is not base64")?;
     if salt.is_empty() || salt.len() > MAX_SALT_LEN {
-        return Err(AuthError::Malformed("server-first salt length out of range"));
+        return Err(AuthError::Malformed(
+            "server-first salt length out of range",
+        ));
     }
     let iter_text = attribute(parts.next(), 'i', "server-first lacks i=")?;
     let iterations = parse_iterations(iter_text)?;

@@ -231,8 +231,7 @@ impl ScramClientFirst {
         ];
         let client_signature = hmac_sha256(stored_key.expose(), &auth_message);
         let proof = xor(client_key.expose(), &client_signature);
-        let expected_server_signature =
-            server_key.map(|k| hmac_sha256(k.expose(), &auth_message));
+        let expected_server_signature = server_key.map(|k| hmac_sha256(k.expose(), &auth_message));
         Ok(ScramClientFinal {
             message: format!("{without_proof},p={}", b64_encode(&proof)),
             expected_server_signature,

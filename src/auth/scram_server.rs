@@ -8,8 +8,8 @@
 //! [`AuthError::ProofMismatch`], whether the role is unknown (fake verifier), has no
 //! password, or the password is wrong, and no error carries a proof or key.
 
-use super::channel_binding::ChannelBinding;
 pub use super::channel_binding::tls_server_end_point;
+use super::channel_binding::ChannelBinding;
 use super::error::AuthError;
 use super::fake::FakeVerifiers;
 use super::scram::{
@@ -223,9 +223,9 @@ impl ScramServerFirst {
     /// Handles the client-final message: channel binding, nonce, then the proof.
     pub fn client_final(self, message: &[u8]) -> Result<ScramServerSuccess, AuthError> {
         let text = message_text(message, "SCRAM client-final message", MAX_CLIENT_FINAL)?;
-        let (without_proof, proof_b64) = text
-            .rsplit_once(",p=")
-            .ok_or(AuthError::Malformed("client-final lacks p= as last attribute"))?;
+        let (without_proof, proof_b64) = text.rsplit_once(",p=").ok_or(AuthError::Malformed(
+            "client-final lacks p= as last attribute",
+        ))?;
         let mut parts = without_proof.split(',');
         let cbind_b64 = attribute(parts.next(), 'c', "client-final lacks c=")?;
         let nonce = attribute(parts.next(), 'r', "client-final lacks r=")?;

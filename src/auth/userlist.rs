@@ -100,7 +100,8 @@ fn parse_line(line: &str) -> Result<Option<(String, String)>, &'static str> {
     if after_role.len() == rest.len() && !rest.is_empty() {
         return Err("expected whitespace after the role name");
     }
-    let (verifier, rest) = quoted(after_role).ok_or("expected a quoted verifier after the role name")??;
+    let (verifier, rest) =
+        quoted(after_role).ok_or("expected a quoted verifier after the role name")??;
     let rest = rest.trim_start();
     if !(rest.is_empty() || rest.starts_with(';') || rest.starts_with('#')) {
         return Err("unexpected text after the verifier");

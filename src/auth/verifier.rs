@@ -101,16 +101,18 @@ impl ScramVerifier {
     pub fn parse(text: &str) -> Result<Self, AuthError> {
         let rest = text
             .strip_prefix(SCRAM_PREFIX)
-            .ok_or(AuthError::InvalidVerifier("does not start with SCRAM-SHA-256$"))?;
+            .ok_or(AuthError::InvalidVerifier(
+                "does not start with SCRAM-SHA-256$",
+            ))?;
         let (params, keys) = rest
             .split_once('$')
             .ok_or(AuthError::InvalidVerifier("lacks the '$' before the keys"))?;
         let (iter_text, salt_b64) = params
             .split_once(':')
             .ok_or(AuthError::InvalidVerifier("lacks '<iterations>:<salt>'"))?;
-        let (stored_b64, server_b64) = keys
-            .split_once(':')
-            .ok_or(AuthError::InvalidVerifier("lacks '<StoredKey>:<ServerKey>'"))?;
+        let (stored_b64, server_b64) = keys.split_once(':').ok_or(AuthError::InvalidVerifier(
+            "lacks '<StoredKey>:<ServerKey>'",
+        ))?;
         let iterations = parse_iterations(iter_text)
             .map_err(|_| AuthError::InvalidVerifier("iteration count out of range"))?;
         let salt = scram::b64_decode(salt_b64, "")
@@ -319,6 +321,9 @@ mod tests {
     fn verify_password_against_scram_verifier() {
         let v = ScramVerifier::from_password(b"pencil", b"salty", 16).unwrap();
         assert!(v.verify_password(b"pencil").is_ok());
-        assert_eq!(v.verify_password(b"pencil!"), Err(AuthError::PasswordMismatch));
+        assert_eq!(
+            v.verify_password(b"pencil!"),
+            Err(AuthError::PasswordMismatch)
+        );
     }
 }
