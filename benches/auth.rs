@@ -3,6 +3,9 @@
 //! PostgreSQL's own (PBKDF2 with 4096 iterations runs on the *client*, not on us).
 //!
 //! Run: `cargo bench --bench auth`.
+//! Measured 2026-11-29 on the shared 2-core box under load average ~12 (upper bounds):
+//! server exchange 5.5 µs, pass-through client exchange 4.7 µs, one PBKDF2-4096
+//! verifier derivation 1.5 ms (the cost a password-based upstream login pays).
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use pgcloak::auth::{

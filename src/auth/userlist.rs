@@ -113,19 +113,16 @@ fn parse_line(line: &str) -> Result<Option<(String, String)>, &'static str> {
 fn quoted(text: &str) -> Option<Result<(String, &str), &'static str>> {
     let body = text.strip_prefix('"')?;
     let mut value = String::new();
-    let mut chars = body.char_indices();
+    let mut chars = body.char_indices().peekable();
     while let Some((i, c)) = chars.next() {
-        if c == '"' {
-            let after = body.get(i + 1..).unwrap_or_default();
-            if let Some(rest) = after.strip_prefix('"') {
-                value.push('"');
-                chars.next();
-                let _ = rest;
-            } else {
-                return Some(Ok((value, after)));
-            }
-        } else {
+        if c != '"' {
             value.push(c);
+        } else if chars.peek().is_some_and(|&(_, next)| next == '"') {
+            // `""` inside quotes is one literal quote.
+            value.push('"');
+            chars.next();
+        } else {
+            return Some(Ok((value, body.get(i + 1..).unwrap_or_default())));
         }
     }
     Some(Err("unterminated quoted field"))
