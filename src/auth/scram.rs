@@ -10,7 +10,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-use zeroize::{Zeroize, ZeroizeOnDrop};
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use super::error::AuthError;
 
@@ -66,13 +66,25 @@ pub(crate) fn ct_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// SaltedPassword := Hi(Normalize(password), salt, i).
-///
-/// The password is used as given: SASLprep is not applied, which matches PostgreSQL for
-/// every password that is printable ASCII (see the module report for the limit).
 pub(crate) fn salted_password(password: &[u8], salt: &[u8], iterations: u32) -> SecretKey {
+    let normalized = normalize_password(password);
     SecretKey(pbkdf2::pbkdf2_hmac_array::<Sha256, KEY_LEN>(
-        password, salt, iterations,
+        &normalized,
+        salt,
+        iterations,
     ))
+}
+
+/// Normalize(password) as PostgreSQL does it: SASLprep (RFC 4013) when the password is
+/// UTF-8 and SASLprep accepts it, otherwise the raw bytes.
+pub(crate) fn normalize_password(password: &[u8]) -> Zeroizing<Vec<u8>> {
+    let prepared = std::str::from_utf8(password)
+        .ok()
+        .and_then(|text| stringprep::saslprep(text).ok());
+    match prepared {
+        Some(text) => Zeroizing::new(text.as_bytes().to_vec()),
+        None => Zeroizing::new(password.to_vec()),
+    }
 }
 
 /// A 32-byte secret (SaltedPassword, ClientKey, StoredKey, ServerKey). Zeroized on drop,
@@ -277,6 +289,17 @@ mod tests {
         assert!(parse_iterations("+5").is_err());
         assert!(parse_iterations("99999999999").is_err());
         assert_eq!(parse_iterations("4096").unwrap(), 4096);
+    }
+
+    #[test]
+    fn passwords_are_saslprepped_like_postgres() {
+        // U+00AD (soft hyphen) maps to nothing; U+00A0 (no-break space) to a space.
+        assert_eq!(&*normalize_password("pen\u{AD}cil".as_bytes()), b"pencil");
+        assert_eq!(&*normalize_password("a\u{A0}b".as_bytes()), b"a b");
+        // Not UTF-8, or prohibited by SASLprep (control character): used raw.
+        assert_eq!(&*normalize_password(b"\xff\xfe"), b"\xff\xfe");
+        assert_eq!(&*normalize_password(b"a\x07b"), b"a\x07b");
+        assert_eq!(&*normalize_password(b"plain"), b"plain");
     }
 
     #[test]

@@ -65,7 +65,7 @@ impl std::fmt::Debug for PassThroughKey {
 /// What the upstream client authenticates with.
 #[derive(Clone)]
 pub enum ClientSecret {
-    /// A cleartext password (used as raw bytes, no SASLprep).
+    /// A cleartext password (SASLprepped like PostgreSQL does).
     Password(Zeroizing<Vec<u8>>),
     /// A ClientKey recovered from the client (SCRAM pass-through).
     PassThrough(PassThroughKey),

@@ -27,8 +27,8 @@ pub struct ScramVerifier {
 }
 
 impl ScramVerifier {
-    /// Derives the verifier PostgreSQL would store for `password` (used as raw bytes,
-    /// without SASLprep) with this salt and iteration count.
+    /// Derives the verifier PostgreSQL would store for `password` (SASLprepped when it
+    /// is valid UTF-8, as PostgreSQL does) with this salt and iteration count.
     pub fn from_password(password: &[u8], salt: &[u8], iterations: u32) -> Result<Self, AuthError> {
         if iterations == 0 || iterations > MAX_ITERATIONS {
             return Err(AuthError::IterationCount(iterations));
