@@ -4,3 +4,4 @@
 //! server, auth, catalog, observe) is thin and tested end to end against PostgreSQL.
 
 pub mod policy;
+pub mod sql;
