@@ -25,7 +25,8 @@ pub mod rewrite;
 pub mod scan;
 pub mod schema;
 
-pub use analyze::{analyze, AnalysisContext, DEFAULT_IN_LIST_CAP};
+pub use analyze::{analyze, analyze_with_fingerprint, AnalysisContext, DEFAULT_IN_LIST_CAP};
+pub use cache::{Analysis, AnalysisCache};
 pub use error::SqlError;
 pub use lexer::{split_statements, LiteralKind};
 pub use plan::*;
