@@ -7,9 +7,9 @@ mod sql_support;
 use pgcloak::sql::rewrite::rewrite;
 use pgcloak::sql::{analyze, fingerprint, literal_value, may_mention, AnalysisContext};
 use proptest::prelude::*;
+use sql_support::*;
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
-use sql_support::*;
 
 const TEMPLATES: [&str; 5] = [
     "SELECT abalance FROM pgbench_accounts WHERE aid = {n};",

@@ -6,9 +6,9 @@ mod sql_support;
 use pgcloak::policy::ColumnRef;
 use pgcloak::sql::rewrite::{rewrite, RewriteError};
 use pgcloak::sql::{fingerprint, StatementPlan};
+use sql_support::*;
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
-use sql_support::*;
 
 /// A stand-in cipher: the column number and the plaintext bytes, reversed.
 fn fake(c: ColumnRef, plain: &str) -> Result<Vec<u8>, String> {
@@ -18,7 +18,11 @@ fn fake(c: ColumnRef, plain: &str) -> Result<Vec<u8>, String> {
 }
 
 fn hex(c: ColumnRef, plain: &str) -> String {
-    fake(c, plain).unwrap().iter().map(|b| format!("{b:02x}")).collect()
+    fake(c, plain)
+        .unwrap()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn rewrite_with(sql: &str, plans: &[StatementPlan]) -> String {
@@ -86,7 +90,8 @@ fn cached_plan_applies_to_other_literal_values() {
     let f = fixture();
     let first = "select id from customers where phone = '1' and name = 'a' and national_id = '22'";
     let plans = f.plans(first);
-    let second = "select id from customers where phone = '1234567' and name = 'bob''s' and national_id = ''";
+    let second =
+        "select id from customers where phone = '1234567' and name = 'bob''s' and national_id = ''";
     assert_eq!(fingerprint(first).text, fingerprint(second).text);
     let out = rewrite_with(second, &plans);
     assert_eq!(
@@ -109,7 +114,10 @@ fn execute_arguments_are_encrypted_through_the_prepared_plan() {
     let exec = f.plan(sql).execute.unwrap();
     let (lits, _) = exec.bind(&prep.prepare.unwrap().statement).unwrap();
     let out = rewrite(sql, &fingerprint(sql), &lits, &mut fake).unwrap();
-    assert_eq!(out, format!("execute ins(5, '\\x{}'::bytea)", hex(PHONE, "555-0100")));
+    assert_eq!(
+        out,
+        format!("execute ins(5, '\\x{}'::bytea)", hex(PHONE, "555-0100"))
+    );
 }
 
 #[test]
@@ -117,8 +125,10 @@ fn encryption_failure_names_the_column() {
     let f = fixture();
     let sql = "insert into customers (phone) values ('x')";
     let plans = f.plans(sql);
-    let err = rewrite(sql, &fingerprint(sql), &plans[0].literals, &mut |_, _| Err::<Vec<u8>, _>("no key"))
-        .unwrap_err();
+    let err = rewrite(sql, &fingerprint(sql), &plans[0].literals, &mut |_, _| {
+        Err::<Vec<u8>, _>("no key")
+    })
+    .unwrap_err();
     assert!(matches!(err, RewriteError::Encrypt { column, .. } if column == PHONE));
 }
 

@@ -24,9 +24,9 @@ use sqlparser::ast::{
     CopyOption, CopySource, CopyTarget, Delete, Distinct, DuplicateTreatment, Expr, FromTable,
     Function, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, Ident, InTarget,
     Insert, JoinConstraint, JoinOperator, ObjectName, OnConflictAction, OnInsert, OrderBy,
-    OrderByKind, Query, Select, SelectItem, SelectItemQualifiedWildcardKind, SetExpr,
-    SetOperator, SetQuantifier, Statement, TableAlias, TableFactor, TableObject, TableWithJoins,
-    UnaryOperator, Update, UpdateTableFromKind, Value, ValueWithSpan, Visit,
+    OrderByKind, Query, Select, SelectItem, SelectItemQualifiedWildcardKind, SetExpr, SetOperator,
+    SetQuantifier, Statement, TableAlias, TableFactor, TableObject, TableWithJoins, UnaryOperator,
+    Update, UpdateTableFromKind, Value, ValueWithSpan, Visit,
 };
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
@@ -36,7 +36,9 @@ use super::ident::{decode_unicode_ident, normalize, object_name_parts};
 use super::lexer::{split_statements, Lexer, LiteralKind, TokKind};
 use super::lineage::{Found, RelColumns, Relation, Scope};
 use super::plan::*;
-use super::scan::{contains_word_anywhere, first_mention, fingerprint, Fingerprint, Mention, NameSet};
+use super::scan::{
+    contains_word_anywhere, fingerprint, first_mention, Fingerprint, Mention, NameSet,
+};
 use super::{Schema, SqlError};
 use crate::policy::{ColumnRef, Encryption, Policy, TableName};
 
@@ -84,14 +86,21 @@ pub fn analyze_with_fingerprint(
 
 type R<T> = Result<T, SqlError>;
 
-fn analyze_piece(sql: &str, range: Range<usize>, fp: &Fingerprint, ctx: &AnalysisContext<'_>) -> StatementPlan {
+fn analyze_piece(
+    sql: &str,
+    range: Range<usize>,
+    fp: &Fingerprint,
+    ctx: &AnalysisContext<'_>,
+) -> StatementPlan {
     let text = &sql[range.clone()];
     let mut plan = StatementPlan::new(
         StatementKind::Other,
         SqlPos::at(fp, range.start),
         SqlPos::at(fp, range.end),
     );
-    if !ctx.force_full_analysis && (ctx.names.is_empty() || first_mention(text, ctx.names, true).is_none()) {
+    if !ctx.force_full_analysis
+        && (ctx.names.is_empty() || first_mention(text, ctx.names, true).is_none())
+    {
         return plan;
     }
     if is_body_statement(text) {
@@ -198,8 +207,9 @@ fn decode_unicode_identifiers(text: &str) -> R<Cow<'_, str>> {
     let mut copied = 0;
     for (i, t) in toks.iter().enumerate() {
         let uescape = |j: usize| {
-            toks.get(j)
-                .is_some_and(|n| n.kind == TokKind::Word && text[n.span.clone()].eq_ignore_ascii_case("uescape"))
+            toks.get(j).is_some_and(|n| {
+                n.kind == TokKind::Word && text[n.span.clone()].eq_ignore_ascii_case("uescape")
+            })
         };
         match t.kind {
             TokKind::Literal(LiteralKind::UnicodeString) if uescape(i + 1) => {
@@ -329,7 +339,9 @@ impl<'a> Analyzer<'a> {
     }
 
     fn lost(&self) -> SqlError {
-        SqlError::unsupported("pgcloak could not locate a literal in the statement text; it was not sent")
+        SqlError::unsupported(
+            "pgcloak could not locate a literal in the statement text; it was not sent",
+        )
     }
 
     /// Classifies an expression as something that can be stored in or compared with
@@ -342,10 +354,14 @@ impl<'a> Analyzer<'a> {
                 op: UnaryOperator::Minus,
                 expr,
             } => match &**expr {
-                Expr::Value(v) if matches!(v.value, Value::Number(..)) => self.value_operand(v, true)?,
+                Expr::Value(v) if matches!(v.value, Value::Number(..)) => {
+                    self.value_operand(v, true)?
+                }
                 _ => Operand::Other,
             },
-            Expr::Identifier(i) if i.quote_style.is_none() && i.value.eq_ignore_ascii_case("default") => {
+            Expr::Identifier(i)
+                if i.quote_style.is_none() && i.value.eq_ignore_ascii_case("default") =>
+            {
                 Operand::Default
             }
             _ => Operand::Other,
@@ -377,7 +393,11 @@ impl<'a> Analyzer<'a> {
             Value::Boolean(b) => {
                 let word = if *b { "true" } else { "false" };
                 let end = start + word.len();
-                if !self.sql.get(start..end).is_some_and(|w| w.eq_ignore_ascii_case(word)) {
+                if !self
+                    .sql
+                    .get(start..end)
+                    .is_some_and(|w| w.eq_ignore_ascii_case(word))
+                {
                     return Err(self.lost());
                 }
                 Ok(Operand::Literal {
@@ -392,7 +412,11 @@ impl<'a> Analyzer<'a> {
             | Value::UnicodeStringLiteral(_)
             | Value::NationalStringLiteral(_) => {
                 let from = literal_start(start)?;
-                if let Ok(index) = self.fp.literals.binary_search_by_key(&start, |l| l.range.start) {
+                if let Ok(index) = self
+                    .fp
+                    .literals
+                    .binary_search_by_key(&start, |l| l.range.start)
+                {
                     if self.fp.literals[index].kind == LiteralKind::BitString {
                         return Err(self.lost());
                     }
@@ -411,7 +435,11 @@ impl<'a> Analyzer<'a> {
                     .filter(|t| t.kind == TokKind::Literal(LiteralKind::Number))
                     .ok_or_else(|| self.lost())?;
                 let digits = &self.sql[start..start + tok.span.end];
-                let text = if negate { format!("-{digits}") } else { digits.to_string() };
+                let text = if negate {
+                    format!("-{digits}")
+                } else {
+                    digits.to_string()
+                };
                 Ok(Operand::Literal {
                     start: self.pos(from),
                     end: self.pos(start + tok.span.end),
@@ -460,13 +488,18 @@ impl<'a> Analyzer<'a> {
                 statement,
             } => {
                 self.plan.kind = StatementKind::Prepare;
-                let fresh = StatementPlan::new(StatementKind::Other, self.plan.start, self.plan.end);
+                let fresh =
+                    StatementPlan::new(StatementKind::Other, self.plan.start, self.plan.end);
                 let outer = std::mem::replace(&mut self.plan, fresh);
                 let inner_result = self.statement(statement, text);
                 let mut inner = std::mem::replace(&mut self.plan, outer);
                 inner_result?;
                 if !data_types.is_empty() {
-                    if let Some(p) = inner.params.iter().find(|p| usize::from(p.index) <= data_types.len()) {
+                    if let Some(p) = inner
+                        .params
+                        .iter()
+                        .find(|p| usize::from(p.index) <= data_types.len())
+                    {
                         return Err(SqlError::unsupported(format!(
                             "PREPARE declares a type for ${}, which is stored in or compared with encrypted column {}; \
                              leave the parameter types out so PostgreSQL infers bytea",
@@ -491,13 +524,16 @@ impl<'a> Analyzer<'a> {
                 ..
             } if using.is_empty() && into.is_empty() => {
                 self.plan.kind = StatementKind::Execute;
-                let name = last_ident(name).ok_or_else(|| SqlError::unsupported("unsupported EXECUTE form"))?;
+                let name = last_ident(name)
+                    .ok_or_else(|| SqlError::unsupported("unsupported EXECUTE form"))?;
                 let mut args = Vec::new();
                 for p in parameters {
                     args.push(match self.operand(p)? {
                         Operand::Null => ExecuteArg::Null,
                         Operand::Param(n) => ExecuteArg::Param(n),
-                        Operand::Literal { start, end, value } => ExecuteArg::Literal { start, end, value },
+                        Operand::Literal { start, end, value } => {
+                            ExecuteArg::Literal { start, end, value }
+                        }
                         Operand::Default | Operand::Other => {
                             // The argument must not smuggle a protected column's value.
                             self.plain_expr(p, &Scope::default(), "an EXECUTE argument")?;
@@ -544,9 +580,18 @@ impl<'a> Analyzer<'a> {
         Ok(())
     }
 
-    fn target_relation(&mut self, name: &ObjectName, alias: Option<&Ident>) -> R<(TableName, Relation)> {
+    fn target_relation(
+        &mut self,
+        name: &ObjectName,
+        alias: Option<&Ident>,
+    ) -> R<(TableName, Relation)> {
         let table = self.resolve_table(name)?;
-        if self.ctx.schema.view_columns(&table).is_some_and(|v| v.iter().any(|(_, l)| *l != Lineage::Plain)) {
+        if self
+            .ctx
+            .schema
+            .view_columns(&table)
+            .is_some_and(|v| v.iter().any(|(_, l)| *l != Lineage::Plain))
+        {
             return Err(SqlError::unsupported(format!(
                 "writing through view {table}, which exposes encrypted columns, is not supported; write to its table"
             )));
@@ -567,7 +612,9 @@ impl<'a> Analyzer<'a> {
 
     fn insert(&mut self, ins: &Insert) -> R<Option<ResultShape>> {
         let TableObject::TableName(name) = &ins.table else {
-            return Err(SqlError::unsupported("INSERT into a table function is not supported by pgcloak"));
+            return Err(SqlError::unsupported(
+                "INSERT into a table function is not supported by pgcloak",
+            ));
         };
         let alias = ins.table_alias.as_ref().map(|a| &a.alias);
         let (table, rel) = self.target_relation(name, alias)?;
@@ -578,7 +625,10 @@ impl<'a> Analyzer<'a> {
             Some(
                 ins.columns
                     .iter()
-                    .map(|c| last_ident(c).ok_or_else(|| SqlError::unsupported("unsupported INSERT column")))
+                    .map(|c| {
+                        last_ident(c)
+                            .ok_or_else(|| SqlError::unsupported("unsupported INSERT column"))
+                    })
                     .collect::<R<_>>()?,
             )
         };
@@ -592,7 +642,9 @@ impl<'a> Analyzer<'a> {
         }
         let target_at = |i: usize| targets.as_ref().and_then(|t| t.get(i).copied().flatten());
         if !ins.assignments.is_empty() {
-            return Err(SqlError::unsupported("INSERT ... SET is not PostgreSQL syntax"));
+            return Err(SqlError::unsupported(
+                "INSERT ... SET is not PostgreSQL syntax",
+            ));
         }
         if let Some(src) = &ins.source {
             match &*src.body {
@@ -600,7 +652,9 @@ impl<'a> Analyzer<'a> {
                     for row in &values.rows {
                         for (i, e) in row.content.iter().enumerate() {
                             match target_at(i) {
-                                Some(c) => self.bind_value(c, e, &Scope::default(), "INSERT into")?,
+                                Some(c) => {
+                                    self.bind_value(c, e, &Scope::default(), "INSERT into")?
+                                }
                                 None => self.plain_expr(e, &Scope::default(), "an INSERT value")?,
                             }
                         }
@@ -613,7 +667,10 @@ impl<'a> Analyzer<'a> {
                     }
                     if shape.plain_tail {
                         let n = shape.columns.len();
-                        if targets.as_ref().is_some_and(|t| t.iter().skip(n).any(Option::is_some)) {
+                        if targets
+                            .as_ref()
+                            .is_some_and(|t| t.iter().skip(n).any(Option::is_some))
+                        {
                             return Err(SqlError::unsupported(format!(
                                 "INSERT ... SELECT * into protected table {table}: list the source columns"
                             )));
@@ -641,7 +698,9 @@ impl<'a> Analyzer<'a> {
                 }
             }
         } else if ins.on.is_some() {
-            return Err(SqlError::unsupported("ON DUPLICATE KEY is not PostgreSQL syntax"));
+            return Err(SqlError::unsupported(
+                "ON DUPLICATE KEY is not PostgreSQL syntax",
+            ));
         }
         match &ins.returning {
             Some(items) => {
@@ -656,7 +715,13 @@ impl<'a> Analyzer<'a> {
     }
 
     /// Storing a value of lineage `src` into column `target` (None: a plain column).
-    fn store_lineage(&mut self, target: Option<ColumnRef>, src: Lineage, table: &TableName, op: &str) -> R<()> {
+    fn store_lineage(
+        &mut self,
+        target: Option<ColumnRef>,
+        src: Lineage,
+        table: &TableName,
+        op: &str,
+    ) -> R<()> {
         match (target, src) {
             (None, Lineage::Plain) => Ok(()),
             (Some(c), Lineage::Encrypted(s)) if self.same_domain(c, s) => {
@@ -689,7 +754,8 @@ impl<'a> Analyzer<'a> {
     fn assignment(&mut self, table: &TableName, a: &Assignment, scope: &Scope<'_>) -> R<()> {
         match &a.target {
             AssignmentTarget::ColumnName(name) => {
-                let col = last_ident(name).ok_or_else(|| SqlError::unsupported("unsupported SET target"))?;
+                let col = last_ident(name)
+                    .ok_or_else(|| SqlError::unsupported("unsupported SET target"))?;
                 match self.policy().find(table, &col) {
                     Some(c) => self.bind_value(c, &a.value, scope, "UPDATE SET on"),
                     None => self.plain_expr(&a.value, scope, "an assignment to a plain column"),
@@ -697,7 +763,8 @@ impl<'a> Analyzer<'a> {
             }
             AssignmentTarget::Tuple(cols) => {
                 for name in cols {
-                    let col = last_ident(name).ok_or_else(|| SqlError::unsupported("unsupported SET target"))?;
+                    let col = last_ident(name)
+                        .ok_or_else(|| SqlError::unsupported("unsupported SET target"))?;
                     if let Some(c) = self.policy().find(table, &col) {
                         return Err(SqlError::unsupported(format!(
                             "multi-column SET (...) = ... on encrypted column {} is not supported; assign columns one by one",
@@ -770,7 +837,9 @@ impl<'a> Analyzer<'a> {
 
     fn update(&mut self, u: &Update) -> R<Option<ResultShape>> {
         let TableFactor::Table { name, alias, .. } = &u.table.relation else {
-            return Err(SqlError::unsupported("UPDATE of this relation kind is not supported by pgcloak"));
+            return Err(SqlError::unsupported(
+                "UPDATE of this relation kind is not supported by pgcloak",
+            ));
         };
         let (table, rel) = self.target_relation(name, alias.as_ref().map(|a| &a.name))?;
         let mut scope = Scope {
@@ -831,7 +900,11 @@ impl<'a> Analyzer<'a> {
         legacy: &[CopyLegacyOption],
     ) -> R<()> {
         let mut plan = CopyPlan {
-            direction: if to { CopyDirection::ToStdout } else { CopyDirection::FromStdin },
+            direction: if to {
+                CopyDirection::ToStdout
+            } else {
+                CopyDirection::FromStdin
+            },
             format: CopyFormat::Text,
             delimiter: None,
             null: None,
@@ -877,7 +950,10 @@ impl<'a> Analyzer<'a> {
             }
         }
         let (what, lineages, tail): (String, Vec<Lineage>, bool) = match source {
-            CopySource::Table { table_name, columns } => {
+            CopySource::Table {
+                table_name,
+                columns,
+            } => {
                 let table = self.resolve_table(table_name)?;
                 if !self.policy().is_protected_table(&table) {
                     return Ok(());
@@ -894,7 +970,11 @@ impl<'a> Analyzer<'a> {
                 };
                 let l = names
                     .iter()
-                    .map(|n| self.policy().find(&table, n).map_or(Lineage::Plain, Lineage::Encrypted))
+                    .map(|n| {
+                        self.policy()
+                            .find(&table, n)
+                            .map_or(Lineage::Plain, Lineage::Encrypted)
+                    })
                     .collect();
                 (format!("protected table {table}"), l, false)
             }
@@ -940,7 +1020,8 @@ impl<'a> Analyzer<'a> {
     // ---------------------------------------------------------------- relations
 
     fn resolve_table(&self, name: &ObjectName) -> R<TableName> {
-        let parts = object_name_parts(name).ok_or_else(|| SqlError::unsupported("unsupported table name form"))?;
+        let parts = object_name_parts(name)
+            .ok_or_else(|| SqlError::unsupported("unsupported table name form"))?;
         match parts.as_slice() {
             [name] => Ok(self.resolve_unqualified(name)),
             [schema, name] | [_, schema, name] => Ok(TableName::new(schema.clone(), name.clone())),
@@ -966,7 +1047,11 @@ impl<'a> Analyzer<'a> {
     }
 
     fn cte(&self, name: &str) -> Option<Vec<(String, Lineage)>> {
-        self.ctes.iter().rev().find(|(n, _)| n == name).map(|(_, c)| c.clone())
+        self.ctes
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .map(|(_, c)| c.clone())
     }
 
     fn table_with_joins(&mut self, twj: &TableWithJoins, scope: &mut Scope<'_>) -> R<()> {
@@ -995,18 +1080,25 @@ impl<'a> Analyzer<'a> {
             Some(JoinConstraint::Using(cols)) | Some(JoinConstraint::UsingAlias(cols, _)) => {
                 let n = scope.relations.len();
                 for c in cols {
-                    let name = last_ident(c).ok_or_else(|| SqlError::unsupported("unsupported USING column"))?;
+                    let name = last_ident(c)
+                        .ok_or_else(|| SqlError::unsupported("unsupported USING column"))?;
                     let left = Scope {
                         relations: scope.relations[..n.saturating_sub(1)].to_vec(),
                         parent: None,
                     }
                     .resolve(self.policy(), &name);
-                    let right = scope.relations.last().and_then(|r| r.lookup(self.policy(), &name)).map(
-                        |f| match f {
+                    let right = scope
+                        .relations
+                        .last()
+                        .and_then(|r| r.lookup(self.policy(), &name))
+                        .map(|f| match f {
                             Found::Certain(l) | Found::Maybe(l) => l,
-                        },
-                    );
-                    self.equal_columns(left.unwrap_or(Lineage::Plain), right.unwrap_or(Lineage::Plain), "JOIN USING")?;
+                        });
+                    self.equal_columns(
+                        left.unwrap_or(Lineage::Plain),
+                        right.unwrap_or(Lineage::Plain),
+                        "JOIN USING",
+                    )?;
                 }
                 Ok(())
             }
@@ -1046,11 +1138,13 @@ impl<'a> Analyzer<'a> {
                 self.plan.searched.extend([x, y]);
                 Ok(())
             }
-            (Lineage::Encrypted(x), _) | (_, Lineage::Encrypted(x)) => Err(SqlError::unsupported(format!(
+            (Lineage::Encrypted(x), _) | (_, Lineage::Encrypted(x)) => {
+                Err(SqlError::unsupported(format!(
                 "{op} compares encrypted column {} with a plain value; compare it with a literal, \
                  a parameter or a column of its key group",
                 self.name(x)
-            ))),
+            )))
+            }
             _ => Err(SqlError::unsupported(format!(
                 "{op}: a column's origin cannot be resolved in a statement over protected columns"
             ))),
@@ -1068,7 +1162,10 @@ impl<'a> Analyzer<'a> {
         )))
     }
 
-    fn alias_columns(alias: Option<&TableAlias>, mut cols: Vec<(String, Lineage)>) -> Vec<(String, Lineage)> {
+    fn alias_columns(
+        alias: Option<&TableAlias>,
+        mut cols: Vec<(String, Lineage)>,
+    ) -> Vec<(String, Lineage)> {
         if let Some(a) = alias {
             for (slot, def) in cols.iter_mut().zip(&a.columns) {
                 slot.0 = normalize(&def.name);
@@ -1079,24 +1176,32 @@ impl<'a> Analyzer<'a> {
 
     fn table_factor(&mut self, tf: &TableFactor, scope: &mut Scope<'_>) -> R<()> {
         match tf {
-            TableFactor::Table { name, alias, args, .. } => {
+            TableFactor::Table {
+                name, alias, args, ..
+            } => {
                 if args.is_some() {
                     self.fallback(tf, scope, "a table function argument")?;
                     scope.relations.push(Relation {
-                        visible: alias.as_ref().map_or_else(|| last_ident(name).unwrap_or_default(), |a| normalize(&a.name)),
+                        visible: alias.as_ref().map_or_else(
+                            || last_ident(name).unwrap_or_default(),
+                            |a| normalize(&a.name),
+                        ),
                         schema: None,
                         columns: RelColumns::Opaque,
                     });
                     return Ok(());
                 }
-                let parts = object_name_parts(name).ok_or_else(|| SqlError::unsupported("unsupported table name form"))?;
+                let parts = object_name_parts(name)
+                    .ok_or_else(|| SqlError::unsupported("unsupported table name form"))?;
                 if let [only] = parts.as_slice() {
                     if let Some(cols) = self.cte(only) {
                         if cols.iter().any(|(_, l)| *l != Lineage::Plain) {
                             self.plan.touches_policy = true;
                         }
                         scope.relations.push(Relation {
-                            visible: alias.as_ref().map_or_else(|| only.clone(), |a| normalize(&a.name)),
+                            visible: alias
+                                .as_ref()
+                                .map_or_else(|| only.clone(), |a| normalize(&a.name)),
                             schema: None,
                             columns: RelColumns::Known(Self::alias_columns(alias.as_ref(), cols)),
                         });
@@ -1104,7 +1209,9 @@ impl<'a> Analyzer<'a> {
                     }
                 }
                 let table = self.resolve_table(name)?;
-                let visible = alias.as_ref().map_or_else(|| table.name.clone(), |a| normalize(&a.name));
+                let visible = alias
+                    .as_ref()
+                    .map_or_else(|| table.name.clone(), |a| normalize(&a.name));
                 let schema = alias.is_none().then(|| table.schema.clone());
                 let columns = if let Some(v) = self.ctx.schema.view_columns(&table) {
                     if v.iter().any(|(_, l)| *l != Lineage::Plain) {
@@ -1173,7 +1280,10 @@ impl<'a> Analyzer<'a> {
                     .map(|c| (c.name.clone().unwrap_or_default(), c.lineage))
                     .collect();
                 scope.relations.push(Relation {
-                    visible: alias.as_ref().map(|a| normalize(&a.name)).unwrap_or_default(),
+                    visible: alias
+                        .as_ref()
+                        .map(|a| normalize(&a.name))
+                        .unwrap_or_default(),
                     schema: None,
                     columns: RelColumns::Known(Self::alias_columns(alias.as_ref(), cols)),
                 });
@@ -1203,7 +1313,10 @@ impl<'a> Analyzer<'a> {
                         }
                     }
                     scope.relations.push(Relation {
-                        visible: alias.as_ref().map(|a| normalize(&a.name)).unwrap_or_default(),
+                        visible: alias
+                            .as_ref()
+                            .map(|a| normalize(&a.name))
+                            .unwrap_or_default(),
                         schema: None,
                         columns: RelColumns::Known(Self::alias_columns(alias.as_ref(), cols)),
                     });
@@ -1217,7 +1330,9 @@ impl<'a> Analyzer<'a> {
                 let visible = match other {
                     TableFactor::Function { alias, .. }
                     | TableFactor::UNNEST { alias, .. }
-                    | TableFactor::TableFunction { alias, .. } => alias.as_ref().map(|a| normalize(&a.name)),
+                    | TableFactor::TableFunction { alias, .. } => {
+                        alias.as_ref().map(|a| normalize(&a.name))
+                    }
                     _ => None,
                 };
                 scope.relations.push(Relation {
@@ -1247,7 +1362,10 @@ impl<'a> Analyzer<'a> {
                     if let SetExpr::SetOperation { left, .. } = &*cte.query.body {
                         let seed = self.set_expr(left, outer)?;
                         let seed_cols = shape_cols(&seed);
-                        self.ctes.push((name.clone(), Self::alias_columns(Some(&cte.alias), seed_cols)));
+                        self.ctes.push((
+                            name.clone(),
+                            Self::alias_columns(Some(&cte.alias), seed_cols),
+                        ));
                     }
                 }
                 let shape = self.query(&cte.query, outer)?;
@@ -1299,7 +1417,10 @@ impl<'a> Analyzer<'a> {
                     _ => "a set operation",
                 };
                 let dedupe = !matches!(op, SetOperator::Union)
-                    || !matches!(set_quantifier, SetQuantifier::All | SetQuantifier::AllByName);
+                    || !matches!(
+                        set_quantifier,
+                        SetQuantifier::All | SetQuantifier::AllByName
+                    );
                 self.combine(l, r, opname, dedupe)
             }
             SetExpr::Values(values) => {
@@ -1319,8 +1440,14 @@ impl<'a> Analyzer<'a> {
                         None => cols,
                         Some(prev) => {
                             self.combine(
-                                ResultShape { columns: prev, plain_tail: false },
-                                ResultShape { columns: cols, plain_tail: false },
+                                ResultShape {
+                                    columns: prev,
+                                    plain_tail: false,
+                                },
+                                ResultShape {
+                                    columns: cols,
+                                    plain_tail: false,
+                                },
                                 "VALUES",
                                 false,
                             )?
@@ -1376,7 +1503,13 @@ impl<'a> Analyzer<'a> {
     }
 
     /// Combines the branches of UNION/INTERSECT/EXCEPT (or VALUES rows) column by column.
-    fn combine(&mut self, l: ResultShape, r: ResultShape, op: &str, dedupe: bool) -> R<ResultShape> {
+    fn combine(
+        &mut self,
+        l: ResultShape,
+        r: ResultShape,
+        op: &str,
+        dedupe: bool,
+    ) -> R<ResultShape> {
         if l.plain_tail != r.plain_tail && (l.has_encrypted() || r.has_encrypted()) {
             return Err(SqlError::unsupported(format!(
                 "{op} over protected columns with * needs explicit column lists"
@@ -1413,7 +1546,12 @@ impl<'a> Analyzer<'a> {
         })
     }
 
-    fn select(&mut self, s: &Select, outer: Option<&Scope<'_>>, order_by: Option<&OrderBy>) -> R<ResultShape> {
+    fn select(
+        &mut self,
+        s: &Select,
+        outer: Option<&Scope<'_>>,
+        order_by: Option<&OrderBy>,
+    ) -> R<ResultShape> {
         let mut scope = match outer {
             Some(p) => Scope::child(p),
             None => Scope::default(),
@@ -1505,7 +1643,12 @@ impl<'a> Analyzer<'a> {
     fn grouping(&mut self, e: &Expr, scope: &Scope<'_>, shape: &ResultShape, op: &str) -> R<()> {
         let l = match self.column_lineage(e, scope) {
             // An input column wins over an output name in GROUP BY.
-            Some(l) if !matches!(e, Expr::Identifier(_)) || scope.resolve(self.policy(), &ident_name(e)).is_some() => Some(l),
+            Some(l)
+                if !matches!(e, Expr::Identifier(_))
+                    || scope.resolve(self.policy(), &ident_name(e)).is_some() =>
+            {
+                Some(l)
+            }
             _ => Self::output_ref(e, shape),
         };
         match l {
@@ -1514,14 +1657,20 @@ impl<'a> Analyzer<'a> {
         }
     }
 
-    fn order_by_outputs(&mut self, ob: &OrderBy, shape: &ResultShape, scope: Option<&Scope<'_>>) -> R<()> {
+    fn order_by_outputs(
+        &mut self,
+        ob: &OrderBy,
+        shape: &ResultShape,
+        scope: Option<&Scope<'_>>,
+    ) -> R<()> {
         let OrderByKind::Expressions(list) = &ob.kind else {
             return Ok(());
         };
         for item in list {
             let e = &item.expr;
             // Output names and positions win in ORDER BY.
-            let l = Self::output_ref(e, shape).or_else(|| scope.and_then(|s| self.column_lineage(e, s)));
+            let l = Self::output_ref(e, shape)
+                .or_else(|| scope.and_then(|s| self.column_lineage(e, s)));
             match l {
                 Some(Lineage::Encrypted(c)) => {
                     return Err(SqlError::unsupported(format!(
@@ -1583,7 +1732,9 @@ impl<'a> Analyzer<'a> {
         for item in items {
             let (lineage, name) = match item {
                 SelectItem::UnnamedExpr(e) => (self.value(e, scope)?, Some(output_name(e))),
-                SelectItem::ExprWithAlias { expr, alias } => (self.value(expr, scope)?, Some(normalize(alias))),
+                SelectItem::ExprWithAlias { expr, alias } => {
+                    (self.value(expr, scope)?, Some(normalize(alias)))
+                }
                 SelectItem::ExprWithAliases { expr, aliases } => {
                     (self.value(expr, scope)?, aliases.first().map(normalize))
                 }
@@ -1646,7 +1797,9 @@ impl<'a> Analyzer<'a> {
     fn column_lineage(&mut self, e: &Expr, scope: &Scope<'_>) -> Option<Lineage> {
         let l = match e {
             Expr::Nested(inner) => return self.column_lineage(inner, scope),
-            Expr::Identifier(i) => scope.resolve(self.policy(), &normalize(i)).unwrap_or(Lineage::Plain),
+            Expr::Identifier(i) => scope
+                .resolve(self.policy(), &normalize(i))
+                .unwrap_or(Lineage::Plain),
             Expr::CompoundIdentifier(parts) => {
                 let n: Vec<String> = parts.iter().map(normalize).collect();
                 let found = match n.as_slice() {
@@ -1655,7 +1808,9 @@ impl<'a> Analyzer<'a> {
                         .resolve_qualified(self.policy(), Some(schema), rel, col)
                         // Or (composite) rel.col.field: field access on a column.
                         .or_else(|| scope.resolve_qualified(self.policy(), None, schema, rel)),
-                    [_, schema, rel, col] => scope.resolve_qualified(self.policy(), Some(schema), rel, col),
+                    [_, schema, rel, col] => {
+                        scope.resolve_qualified(self.policy(), Some(schema), rel, col)
+                    }
                     _ => None,
                 };
                 found.unwrap_or(Lineage::Unknown)
@@ -1781,12 +1936,18 @@ impl<'a> Analyzer<'a> {
                 }
             }
             _ if is_predicate(e) => self.predicate(e, scope),
-            Expr::BinaryOp { left, op: bop, right } => {
+            Expr::BinaryOp {
+                left,
+                op: bop,
+                right,
+            } => {
                 let name = format!("operator {bop}");
                 self.plain_expr(left, scope, &name)?;
                 self.plain_expr(right, scope, &name)
             }
-            Expr::UnaryOp { expr, op: uop } => self.plain_expr(expr, scope, &format!("operator {uop}")),
+            Expr::UnaryOp { expr, op: uop } => {
+                self.plain_expr(expr, scope, &format!("operator {uop}"))
+            }
             Expr::Cast { expr, .. } => self.plain_expr(expr, scope, "a cast"),
             Expr::Function(f) if is_count(f) => self.count(f, scope),
             Expr::Function(f) => {
@@ -1935,13 +2096,21 @@ impl<'a> Analyzer<'a> {
                 compare_op,
                 right,
             } => self.any_predicate(left, compare_op, right, scope, "ALL", BinaryOperator::NotEq),
-            Expr::Like { expr, pattern, .. } => self.reject_on_encrypted(&[expr, pattern], scope, "LIKE"),
-            Expr::ILike { expr, pattern, .. } => self.reject_on_encrypted(&[expr, pattern], scope, "ILIKE"),
+            Expr::Like { expr, pattern, .. } => {
+                self.reject_on_encrypted(&[expr, pattern], scope, "LIKE")
+            }
+            Expr::ILike { expr, pattern, .. } => {
+                self.reject_on_encrypted(&[expr, pattern], scope, "ILIKE")
+            }
             Expr::SimilarTo { expr, pattern, .. } => {
                 self.reject_on_encrypted(&[expr, pattern], scope, "SIMILAR TO")
             }
-            Expr::RLike { expr, pattern, .. } => self.reject_on_encrypted(&[expr, pattern], scope, "a regular expression match"),
-            Expr::Between { expr, low, high, .. } => self.reject_on_encrypted(&[expr, low, high], scope, "BETWEEN"),
+            Expr::RLike { expr, pattern, .. } => {
+                self.reject_on_encrypted(&[expr, pattern], scope, "a regular expression match")
+            }
+            Expr::Between {
+                expr, low, high, ..
+            } => self.reject_on_encrypted(&[expr, low, high], scope, "BETWEEN"),
             Expr::Exists { subquery, .. } => {
                 self.query(subquery, Some(scope))?;
                 Ok(())
@@ -1955,7 +2124,10 @@ impl<'a> Analyzer<'a> {
 
     fn reject_on_encrypted(&mut self, parts: &[&Expr], scope: &Scope<'_>, op: &str) -> R<()> {
         for p in parts {
-            if let Some(l) = self.column_lineage(p, scope).filter(|l| *l != Lineage::Plain) {
+            if let Some(l) = self
+                .column_lineage(p, scope)
+                .filter(|l| *l != Lineage::Plain)
+            {
                 return Err(self.op_error(l, op));
             }
             if let Some(l) = self.first_encrypted(p, scope) {
@@ -1972,12 +2144,13 @@ impl<'a> Analyzer<'a> {
         let lc = self.column_lineage(l, scope);
         let rc = self.column_lineage(r, scope);
         match (lc, rc) {
-            (Some(a @ Lineage::Encrypted(_)), Some(b)) | (Some(b), Some(a @ Lineage::Encrypted(_))) => {
-                self.equal_columns(a, b, op)
-            }
+            (Some(a @ Lineage::Encrypted(_)), Some(b))
+            | (Some(b), Some(a @ Lineage::Encrypted(_))) => self.equal_columns(a, b, op),
             (Some(Lineage::Encrypted(c)), None) => self.compare_value(c, r, scope, op),
             (None, Some(Lineage::Encrypted(c))) => self.compare_value(c, l, scope, op),
-            (Some(Lineage::Unknown), _) | (_, Some(Lineage::Unknown)) => Err(self.op_error(Lineage::Unknown, op)),
+            (Some(Lineage::Unknown), _) | (_, Some(Lineage::Unknown)) => {
+                Err(self.op_error(Lineage::Unknown, op))
+            }
             _ => {
                 // Neither side is a bare encrypted column; a subquery side may be one.
                 let sub = |e: &Expr| matches!(strip_nested(e), Expr::Subquery(_));
@@ -2024,9 +2197,15 @@ impl<'a> Analyzer<'a> {
             }
             (Some(Lineage::Encrypted(c)), InTarget::Subquery(q)) => {
                 let shape = self.query(q, Some(scope))?;
-                self.equal_columns(Lineage::Encrypted(c), single_lineage(&shape), "IN (subquery)")
+                self.equal_columns(
+                    Lineage::Encrypted(c),
+                    single_lineage(&shape),
+                    "IN (subquery)",
+                )
             }
-            (Some(l @ (Lineage::Encrypted(_) | Lineage::Unknown)), _) => Err(self.op_error(l, "IN")),
+            (Some(l @ (Lineage::Encrypted(_) | Lineage::Unknown)), _) => {
+                Err(self.op_error(l, "IN"))
+            }
             (_, InTarget::List(list)) => {
                 self.plain_expr(e, scope, "IN")?;
                 for x in list {

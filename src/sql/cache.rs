@@ -74,7 +74,9 @@ impl AnalysisCache {
     /// A cache holding up to `capacity` query strings (at least one).
     pub fn new(capacity: usize) -> AnalysisCache {
         AnalysisCache {
-            entries: Mutex::new(LruCache::new(NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN))),
+            entries: Mutex::new(LruCache::new(
+                NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN),
+            )),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         }
@@ -163,7 +165,10 @@ impl AnalysisCache {
 
     /// (hits, misses) since creation.
     pub fn stats(&self) -> (u64, u64) {
-        (self.hits.load(Ordering::Relaxed), self.misses.load(Ordering::Relaxed))
+        (
+            self.hits.load(Ordering::Relaxed),
+            self.misses.load(Ordering::Relaxed),
+        )
     }
 }
 

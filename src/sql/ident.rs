@@ -83,7 +83,10 @@ mod tests {
     #[test]
     fn unicode_identifier_escapes_decode() {
         assert_eq!(decode_unicode_ident(r"\0070hone").as_deref(), Some("phone"));
-        assert_eq!(decode_unicode_ident(r"\+000070hone").as_deref(), Some("phone"));
+        assert_eq!(
+            decode_unicode_ident(r"\+000070hone").as_deref(),
+            Some("phone")
+        );
         assert_eq!(decode_unicode_ident(r"a\\b").as_deref(), Some(r"a\b"));
         assert_eq!(decode_unicode_ident(r#"a""b"#).as_deref(), Some("a\"b"));
     }

@@ -188,7 +188,10 @@ impl<'a> Lexer<'a> {
             }
         }
         // Hex/octal/binary integers (PostgreSQL 16) and trailing junk stay one token.
-        while self.at(i).is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        while self
+            .at(i)
+            .is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_')
+        {
             i += 1;
         }
         self.pos = i;
@@ -402,9 +405,15 @@ mod tests {
     #[test]
     fn lexer_recognises_literal_forms() {
         let k = kinds(r"E'a\'b' 'it''s' U&'x' B'01' 1.5e3 $1 $q$ a;b $q$");
-        assert_eq!(k[0], (TokKind::Literal(LiteralKind::EscapeString), r"E'a\'b'"));
+        assert_eq!(
+            k[0],
+            (TokKind::Literal(LiteralKind::EscapeString), r"E'a\'b'")
+        );
         assert_eq!(k[1], (TokKind::Literal(LiteralKind::String), "'it''s'"));
-        assert_eq!(k[2], (TokKind::Literal(LiteralKind::UnicodeString), "U&'x'"));
+        assert_eq!(
+            k[2],
+            (TokKind::Literal(LiteralKind::UnicodeString), "U&'x'")
+        );
         assert_eq!(k[3], (TokKind::Literal(LiteralKind::BitString), "B'01'"));
         assert_eq!(k[4], (TokKind::Literal(LiteralKind::Number), "1.5e3"));
         assert_eq!(k[5], (TokKind::Param, "$1"));

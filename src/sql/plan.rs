@@ -64,7 +64,10 @@ impl SqlPos {
     /// The position of byte offset `abs` relative to the fingerprint's literals.
     pub fn at(fp: &Fingerprint, abs: usize) -> SqlPos {
         let k = fp.literals.partition_point(|l| l.range.end <= abs);
-        match k.checked_sub(1).and_then(|i| fp.literals.get(i).map(|l| (i, l))) {
+        match k
+            .checked_sub(1)
+            .and_then(|i| fp.literals.get(i).map(|l| (i, l)))
+        {
             Some((i, l)) => SqlPos {
                 after_literal: Some(i),
                 delta: abs - l.range.end,

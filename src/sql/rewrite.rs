@@ -11,6 +11,9 @@ use std::fmt::Write as _;
 use super::{literal_value, Fingerprint, LiteralAction, LiteralValue, SqlError};
 use crate::policy::ColumnRef;
 
+/// The encryption callback: ciphertext of a plaintext for a column.
+pub type EncryptFn<'a, E> = dyn FnMut(ColumnRef, &str) -> Result<Vec<u8>, E> + 'a;
+
 /// Why a rewrite failed.
 #[derive(Debug)]
 pub enum RewriteError<E> {
@@ -27,14 +30,17 @@ impl<E> From<SqlError> for RewriteError<E> {
 }
 
 /// The plaintext an action encrypts, as PostgreSQL would read the literal.
-pub fn action_plaintext(sql: &str, fp: &Fingerprint, action: &LiteralAction) -> Result<String, SqlError> {
+pub fn action_plaintext(
+    sql: &str,
+    fp: &Fingerprint,
+    action: &LiteralAction,
+) -> Result<String, SqlError> {
     match &action.value {
         LiteralValue::Fixed(s) => Ok(s.clone()),
         LiteralValue::Literal { index, negate } => {
-            let lit = fp
-                .literals
-                .get(*index)
-                .ok_or_else(|| SqlError::Value("statement does not match its analysis".to_string()))?;
+            let lit = fp.literals.get(*index).ok_or_else(|| {
+                SqlError::Value("statement does not match its analysis".to_string())
+            })?;
             let v = literal_value(sql, lit)?;
             Ok(if *negate { format!("-{v}") } else { v })
         }
@@ -48,14 +54,18 @@ pub fn rewrite<'p, E>(
     sql: &str,
     fp: &Fingerprint,
     actions: impl IntoIterator<Item = &'p LiteralAction>,
-    encrypt: &mut dyn FnMut(ColumnRef, &str) -> Result<Vec<u8>, E>,
+    encrypt: &mut EncryptFn<'_, E>,
 ) -> Result<String, RewriteError<E>> {
     let mismatch = || SqlError::Value("statement does not match its analysis".to_string());
     let mut spans = Vec::new();
     for a in actions {
         let start = a.start.resolve(fp).ok_or_else(mismatch)?;
         let end = a.end.resolve(fp).ok_or_else(mismatch)?;
-        if start > end || end > sql.len() || !sql.is_char_boundary(start) || !sql.is_char_boundary(end) {
+        if start > end
+            || end > sql.len()
+            || !sql.is_char_boundary(start)
+            || !sql.is_char_boundary(end)
+        {
             return Err(mismatch().into());
         }
         spans.push((start, end, a));

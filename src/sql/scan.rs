@@ -103,7 +103,11 @@ pub(crate) enum Mention {
 pub(crate) fn first_mention(sql: &str, names: &NameSet, distrust_words: bool) -> Option<Mention> {
     let bytes = sql.as_bytes();
     let mut lexer = Lexer::new(sql);
-    let name = |w: &[u8]| Some(Mention::Name(String::from_utf8_lossy(w).to_ascii_lowercase()));
+    let name = |w: &[u8]| {
+        Some(Mention::Name(
+            String::from_utf8_lossy(w).to_ascii_lowercase(),
+        ))
+    };
     for tok in lexer.by_ref() {
         let text = &bytes[tok.span.clone()];
         let content = &bytes[tok.content.clone()];
@@ -112,21 +116,24 @@ pub(crate) fn first_mention(sql: &str, names: &NameSet, distrust_words: bool) ->
                 if names.contains_word(text) {
                     name(text)
                 } else if distrust_words && is_distrusted_word(text) {
-                    Some(Mention::Distrusted(String::from_utf8_lossy(text).to_ascii_uppercase()))
+                    Some(Mention::Distrusted(
+                        String::from_utf8_lossy(text).to_ascii_uppercase(),
+                    ))
                 } else {
                     None
                 }
             }
             TokKind::QuotedIdent => {
                 let unquoted = unquote_ident(content);
-                names.contains_word(&unquoted).then(|| name(&unquoted)).flatten()
+                names
+                    .contains_word(&unquoted)
+                    .then(|| name(&unquoted))
+                    .flatten()
             }
             TokKind::UnicodeIdent | TokKind::Literal(LiteralKind::UnicodeString) => {
                 Some(Mention::Escaped)
             }
-            TokKind::Literal(LiteralKind::String) | TokKind::Dollar => {
-                body_mention(content, names)
-            }
+            TokKind::Literal(LiteralKind::String) | TokKind::Dollar => body_mention(content, names),
             TokKind::Literal(LiteralKind::EscapeString) => {
                 if content.contains(&b'\\') {
                     Some(Mention::Escaped)
@@ -441,14 +448,20 @@ mod tests {
 
     #[test]
     fn empty_name_set_never_mentions() {
-        assert!(!may_mention("select phone from customers", &NameSet::default()));
+        assert!(!may_mention(
+            "select phone from customers",
+            &NameSet::default()
+        ));
     }
 
     #[test]
     fn fingerprint_strips_literals_in_order() {
         let sql = "UPDATE a SET b = b + 12 WHERE c = 'x''y' AND d = E'\\n'";
         let fp = fingerprint(sql);
-        assert_eq!(fp.text, "UPDATE a SET b = b + \0n WHERE c = \0s AND d = \0e");
+        assert_eq!(
+            fp.text,
+            "UPDATE a SET b = b + \0n WHERE c = \0s AND d = \0e"
+        );
         assert_eq!(fp.literals.len(), 3);
         assert_eq!(&sql[fp.literals[1].range.clone()], "'x''y'");
         assert!(fp.cacheable);
@@ -465,7 +478,9 @@ mod tests {
     fn fingerprint_of_do_block_is_not_cacheable() {
         assert!(!fingerprint("do 'begin end'").cacheable);
         assert!(!fingerprint("copy t from stdin with (format 'csv')").cacheable);
-        assert!(!fingerprint("create function f() returns int as 'select 1' language sql").cacheable);
+        assert!(
+            !fingerprint("create function f() returns int as 'select 1' language sql").cacheable
+        );
     }
 
     #[test]

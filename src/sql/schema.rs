@@ -46,7 +46,12 @@ impl MemorySchema {
     }
 
     /// Adds a view with its resolved columns.
-    pub fn with_view(mut self, schema: &str, name: &str, columns: &[(&str, Lineage)]) -> MemorySchema {
+    pub fn with_view(
+        mut self,
+        schema: &str,
+        name: &str,
+        columns: &[(&str, Lineage)],
+    ) -> MemorySchema {
         self.views.insert(
             TableName::new(schema, name),
             columns.iter().map(|(c, l)| (c.to_string(), *l)).collect(),

@@ -17,6 +17,7 @@ pub struct Fixture {
     pub search_path: Vec<String>,
 }
 
+#[allow(clippy::too_many_arguments)]
 fn col(
     table: &str,
     column: &str,
@@ -58,11 +59,23 @@ pub const ACTIVE: ColumnRef = ColumnRef(6);
 pub fn fixture() -> Fixture {
     use Encryption::*;
     use LogicalType::*;
-    let app = [("crm_app", View::Plaintext), ("support_agent", View::Masked)];
+    let app = [
+        ("crm_app", View::Plaintext),
+        ("support_agent", View::Masked),
+    ];
     let policy = Policy::from_columns(
         7,
         vec![
-            col("customers", "phone", Text, Deterministic, Some("phones"), &app, View::Null, &["support_agent"]),
+            col(
+                "customers",
+                "phone",
+                Text,
+                Deterministic,
+                Some("phones"),
+                &app,
+                View::Null,
+                &["support_agent"],
+            ),
             col(
                 "customers",
                 "national_id",
@@ -73,11 +86,56 @@ pub fn fixture() -> Fixture {
                 View::Deny,
                 &[],
             ),
-            col("customers", "birth_date", Date, Randomized, None, &app, View::Null, &[]),
-            col("customers", "notes", Text, Randomized, None, &app, View::Null, &[]),
-            col("orders", "phone", Text, Deterministic, Some("phones"), &app, View::Null, &["support_agent"]),
-            col("accounts", "balance", Int4, Deterministic, None, &app, View::Null, &[]),
-            col("accounts", "active", Bool, Deterministic, None, &app, View::Null, &[]),
+            col(
+                "customers",
+                "birth_date",
+                Date,
+                Randomized,
+                None,
+                &app,
+                View::Null,
+                &[],
+            ),
+            col(
+                "customers",
+                "notes",
+                Text,
+                Randomized,
+                None,
+                &app,
+                View::Null,
+                &[],
+            ),
+            col(
+                "orders",
+                "phone",
+                Text,
+                Deterministic,
+                Some("phones"),
+                &app,
+                View::Null,
+                &["support_agent"],
+            ),
+            col(
+                "accounts",
+                "balance",
+                Int4,
+                Deterministic,
+                None,
+                &app,
+                View::Null,
+                &[],
+            ),
+            col(
+                "accounts",
+                "active",
+                Bool,
+                Deterministic,
+                None,
+                &app,
+                View::Null,
+                &[],
+            ),
         ],
     );
     let schema = MemorySchema::new()
@@ -88,12 +146,19 @@ pub fn fixture() -> Fixture {
         )
         .with_table("public", "orders", &["id", "customer_id", "phone", "total"])
         .with_table("public", "accounts", &["id", "balance", "active"])
-        .with_table("public", "pgbench_accounts", &["aid", "bid", "abalance", "filler"])
+        .with_table(
+            "public",
+            "pgbench_accounts",
+            &["aid", "bid", "abalance", "filler"],
+        )
         .with_table("app", "customers", &["id", "phone"])
         .with_view(
             "public",
             "customer_view",
-            &[("name", Lineage::Plain), ("phone", Lineage::Encrypted(PHONE))],
+            &[
+                ("name", Lineage::Plain),
+                ("phone", Lineage::Encrypted(PHONE)),
+            ],
         );
     let mut names = NameSet::from_policy(&policy);
     names.insert("customer_view");
@@ -140,7 +205,11 @@ impl Fixture {
     pub fn accepted(&self, sql: &str) -> StatementPlan {
         let p = self.plan(sql);
         if let Some(e) = &p.rejection {
-            panic!("unexpected rejection for {sql}: {} {}", e.sqlstate(), e.message());
+            panic!(
+                "unexpected rejection for {sql}: {} {}",
+                e.sqlstate(),
+                e.message()
+            );
         }
         p
     }
