@@ -647,3 +647,26 @@ fn delete_where_encrypts_predicate_literal() {
         Lineage::Encrypted(PHONE)
     );
 }
+
+#[test]
+fn whole_row_reference_to_protected_table_is_rejected() {
+    let f = fixture();
+    let (state, _) = f.rejection("select to_jsonb(c) from customers c");
+    assert_eq!(state, "0A000");
+    f.rejection("select row_to_json(c.*) from customers c");
+    f.accepted("select to_jsonb(a) from pgbench_accounts a");
+}
+
+#[test]
+fn statement_after_search_path_change_in_same_string_is_rejected() {
+    let f = fixture();
+    let plans =
+        f.plans("SET search_path = app; select id from customers where phone = 'x'; select 1");
+    assert!(plans[0].rejection.is_none());
+    assert!(plans[1].rejection.is_some());
+    assert!(plans[1].literals.is_empty());
+    assert!(plans[2].rejection.is_none());
+    let plans =
+        f.plans("select set_config('search_path', 'app', false); select phone from customers");
+    assert!(plans[1].rejection.is_some());
+}

@@ -78,10 +78,43 @@ pub fn analyze_with_fingerprint(
             "query string contains a NUL byte".to_string(),
         ));
     }
-    Ok(split_statements(sql)
-        .into_iter()
-        .map(|range| analyze_piece(sql, range, fp, ctx))
-        .collect())
+    let mut plans = Vec::new();
+    let mut path_changed = false;
+    for range in split_statements(sql) {
+        let text = &sql[range.clone()];
+        let mut plan = analyze_piece(sql, range, fp, ctx);
+        if path_changed
+            && plan.rejection.is_none()
+            && first_mention(text, ctx.names, true).is_some()
+        {
+            // Analysed under the session's search_path, which an earlier statement of
+            // this same string changes: names could resolve to other tables upstream.
+            plan.touches_policy = true;
+            plan.literals.clear();
+            plan.params.clear();
+            plan.rejection = Some(SqlError::unsupported(
+                "a statement that follows a search_path change in the same query string cannot be analysed; \
+                 send it as a separate query",
+            ));
+        }
+        path_changed |= changes_search_path(text);
+        plans.push(plan);
+    }
+    Ok(plans)
+}
+
+/// SET/RESET search_path, set_config('search_path', ...), RESET ALL, DISCARD ALL.
+fn changes_search_path(text: &str) -> bool {
+    if contains_word_anywhere(text, "search_path") {
+        return true;
+    }
+    let mut words = Lexer::new(text)
+        .filter(|t| !matches!(t.kind, TokKind::Space | TokKind::Comment))
+        .map_while(|t| (t.kind == TokKind::Word).then(|| text[t.span].to_ascii_lowercase()));
+    matches!(
+        (words.next().as_deref(), words.next().as_deref()),
+        (Some("reset" | "discard"), Some("all"))
+    )
 }
 
 type R<T> = Result<T, SqlError>;
@@ -1797,9 +1830,17 @@ impl<'a> Analyzer<'a> {
     fn column_lineage(&mut self, e: &Expr, scope: &Scope<'_>) -> Option<Lineage> {
         let l = match e {
             Expr::Nested(inner) => return self.column_lineage(inner, scope),
-            Expr::Identifier(i) => scope
-                .resolve(self.policy(), &normalize(i))
-                .unwrap_or(Lineage::Plain),
+            Expr::Identifier(i) => {
+                let name = normalize(i);
+                match scope.resolve(self.policy(), &name) {
+                    Some(l) => l,
+                    // A whole-row reference (`to_jsonb(c)`) to a relation with ciphertext.
+                    None => match scope.relation(None, &name) {
+                        Some(r) if r.may_hold_encrypted(self.policy()) => Lineage::Unknown,
+                        _ => Lineage::Plain,
+                    },
+                }
+            }
             Expr::CompoundIdentifier(parts) => {
                 let n: Vec<String> = parts.iter().map(normalize).collect();
                 let found = match n.as_slice() {
@@ -1952,6 +1993,26 @@ impl<'a> Analyzer<'a> {
             Expr::Function(f) if is_count(f) => self.count(f, scope),
             Expr::Function(f) => {
                 let name = format!("function {}()", f.name);
+                if let FunctionArguments::List(list) = &f.args {
+                    for a in &list.args {
+                        let (FunctionArg::Unnamed(FunctionArgExpr::QualifiedWildcard(q))
+                        | FunctionArg::Named {
+                            arg: FunctionArgExpr::QualifiedWildcard(q),
+                            ..
+                        }) = a
+                        else {
+                            continue;
+                        };
+                        let rel = object_name_parts(q).and_then(|p| match p.as_slice() {
+                            [r] => scope.relation(None, r).cloned(),
+                            [s, r] => scope.relation(Some(s), r).cloned(),
+                            _ => None,
+                        });
+                        if rel.is_none_or(|r| r.may_hold_encrypted(self.policy())) {
+                            return Err(self.op_error(Lineage::Unknown, &name));
+                        }
+                    }
+                }
                 self.fallback(f, scope, &name)
             }
             Expr::Case {

@@ -88,6 +88,15 @@ impl Relation {
         }
     }
 
+    /// Whether the relation may carry ciphertext (for whole-row references like `to_jsonb(c)`).
+    pub(crate) fn may_hold_encrypted(&self, policy: &Policy) -> bool {
+        match &self.columns {
+            RelColumns::Table { table, .. } => policy.is_protected_table(table),
+            RelColumns::Known(cols) => cols.iter().any(|(_, l)| *l != Lineage::Plain),
+            RelColumns::Opaque => false,
+        }
+    }
+
     /// Whether expanding `*` over this relation without a column list is harmless.
     pub(crate) fn is_plain_when_unknown(&self, policy: &Policy) -> bool {
         match &self.columns {
