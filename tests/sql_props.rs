@@ -159,3 +159,55 @@ proptest! {
         }
     }
 }
+
+/// Fragments that stress the lexer, the U& decoder and the parser.
+const NOISE: [&str; 24] = [
+    "'",
+    "\"",
+    "$$",
+    "$a$",
+    "U&\"",
+    "U&'",
+    "E'\\",
+    "\\",
+    "--",
+    "/*",
+    "*/",
+    ";",
+    "(",
+    ")",
+    ",",
+    "phone",
+    "customers",
+    "select",
+    "insert into",
+    "values",
+    "where",
+    "= $1",
+    "-",
+    "é",
+];
+
+proptest! {
+    #[test]
+    fn analysis_and_rewrite_never_panic_on_noise(
+        picks in proptest::collection::vec(0..NOISE.len(), 0..40),
+        seps in proptest::collection::vec(prop_oneof![Just(""), Just(" "), Just("\n")], 40),
+    ) {
+        let f = fixture();
+        let mut sql = String::new();
+        for (i, p) in picks.iter().enumerate() {
+            sql.push_str(NOISE[*p]);
+            sql.push_str(seps[i % seps.len()]);
+        }
+        let _ = may_mention(&sql, &f.names);
+        let fp = fingerprint(&sql);
+        for l in &fp.literals {
+            let _ = literal_value(&sql, l);
+        }
+        let plans = analyze(&sql, &f.ctx()).unwrap();
+        let _ = rewrite(&sql, &fp, plans.iter().flat_map(|p| p.literals.iter()), &mut |_, v| {
+            Ok::<_, ()>(v.as_bytes().to_vec())
+        });
+    }
+}

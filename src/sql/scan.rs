@@ -245,7 +245,9 @@ pub fn fingerprint(sql: &str) -> Fingerprint {
             _ => first_word = false,
         }
     }
-    if lexer.unterminated {
+    // The analysis of later statements depends on a search_path change, which may be
+    // spelled inside a literal (`set_config('search_path', ...)`).
+    if lexer.unterminated || contains_word_anywhere(sql, "search_path") {
         cacheable = false;
     }
     let mut text = String::with_capacity(sql.len());
@@ -472,6 +474,11 @@ mod tests {
         let a = fingerprint("select a, b from t order by 1");
         let b = fingerprint("select a, b from t order by 2");
         assert_ne!(a.text, b.text);
+    }
+
+    #[test]
+    fn fingerprint_of_search_path_change_is_not_cacheable() {
+        assert!(!fingerprint("select set_config('search_path', 'app', false); select 1").cacheable);
     }
 
     #[test]
