@@ -670,3 +670,53 @@ fn statement_after_search_path_change_in_same_string_is_rejected() {
         f.plans("select set_config('search_path', 'app', false); select phone from customers");
     assert!(plans[1].rejection.is_some());
 }
+
+#[test]
+fn table_function_beside_protected_table_keeps_lineage() {
+    let f = fixture();
+    let p = f.accepted("select phone, g from customers, generate_series(1, 3) g");
+    let l: Vec<_> = p
+        .result
+        .unwrap()
+        .columns
+        .iter()
+        .map(|c| c.lineage)
+        .collect();
+    assert_eq!(l, vec![Lineage::Encrypted(PHONE), Lineage::Plain]);
+    let (state, _) =
+        f.rejection("select u from customers c cross join lateral unnest(array[c.phone]) u");
+    assert_eq!(state, "0A000");
+}
+
+#[test]
+fn correlated_exists_within_key_group_is_allowed() {
+    let f = fixture();
+    let p = f.accepted(
+        "select c.id from customers c where exists (select 1 from orders o where o.phone = c.phone) \
+         and c.phone in (select phone from orders where phone = $1)",
+    );
+    assert_eq!(p.params[0].column, ORDER_PHONE);
+}
+
+#[test]
+fn data_modifying_cte_encrypts_and_returns_lineage() {
+    let f = fixture();
+    let sql = "with ins as (insert into customers (phone) values ('1') returning id, phone) select * from ins";
+    let p = f.accepted(sql);
+    assert_eq!(p.literals.len(), 1);
+    let l: Vec<_> = p
+        .result
+        .unwrap()
+        .columns
+        .iter()
+        .map(|c| c.lineage)
+        .collect();
+    assert_eq!(l, vec![Lineage::Plain, Lineage::Encrypted(PHONE)]);
+}
+
+#[test]
+fn select_into_copying_ciphertext_is_rejected() {
+    let f = fixture();
+    f.rejection("select phone into newtab from customers");
+    f.rejection("create table t2 as select * from customers");
+}

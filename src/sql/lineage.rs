@@ -19,7 +19,9 @@ pub(crate) enum RelColumns {
     },
     /// A subquery, CTE or view with a known output list.
     Known(Vec<(String, Lineage)>),
-    /// A table function or similar: any name resolves to Unknown.
+    /// A table function or similar. Its arguments are checked to carry no ciphertext, so
+    /// its columns are plain (a function that reads protected tables by itself is the
+    /// documented limit of a proxy that sees only SQL text).
     Opaque,
 }
 
@@ -66,7 +68,7 @@ impl Relation {
                     Some(Found::Certain(Lineage::Unknown))
                 }
             }
-            RelColumns::Opaque => Some(Found::Maybe(Lineage::Unknown)),
+            RelColumns::Opaque => Some(Found::Maybe(Lineage::Plain)),
         }
     }
 
@@ -101,8 +103,7 @@ impl Relation {
     pub(crate) fn is_plain_when_unknown(&self, policy: &Policy) -> bool {
         match &self.columns {
             RelColumns::Table { table, .. } => !policy.is_protected_table(table),
-            RelColumns::Known(_) => true,
-            RelColumns::Opaque => false,
+            RelColumns::Known(_) | RelColumns::Opaque => true,
         }
     }
 }
@@ -226,7 +227,7 @@ mod tests {
     }
 
     #[test]
-    fn opaque_relation_makes_name_unknown() {
+    fn uncertain_unknown_match_makes_name_unknown() {
         let l = merge([Found::Maybe(Lineage::Plain), Found::Maybe(Lineage::Unknown)].into_iter());
         assert_eq!(l, Some(Lineage::Unknown));
     }
