@@ -2,7 +2,8 @@
 //!
 //! Keyed by the statement text (or, for statements whose analysis cannot depend on
 //! literal values, the literal-stripped fingerprint), the parameter type OIDs, the
-//! search_path, the policy generation and the catalog generation, so an entry is
+//! search_path, the policy generation, the catalog generation and the IN-list cap
+//! (`force_full_analysis` only adds detail to plans), so an entry is
 //! never reused where the analysis could differ. A lookup allocates nothing: entries
 //! are found by a 64-bit hash and then compared field by field.
 //!
@@ -29,6 +30,7 @@ struct Entry {
     search_path: Box<[String]>,
     policy_generation: u64,
     schema_generation: u64,
+    in_list_cap: usize,
     plans: Arc<[StatementPlan]>,
 }
 
@@ -59,8 +61,17 @@ impl std::fmt::Debug for AnalysisCache {
     }
 }
 
-fn key_hash(text: &str, by_fp: bool, oids: &[u32], path: &[String], pg: u64, sg: u64) -> u64 {
+fn key_hash(
+    text: &str,
+    by_fp: bool,
+    oids: &[u32],
+    path: &[String],
+    pg: u64,
+    sg: u64,
+    cap: usize,
+) -> u64 {
     let mut h = DefaultHasher::new();
+    cap.hash(&mut h);
     text.hash(&mut h);
     by_fp.hash(&mut h);
     oids.hash(&mut h);
@@ -99,7 +110,8 @@ impl AnalysisCache {
         let text: &str = if by_fp { &fp.text } else { sql };
         let pg = ctx.policy.generation();
         let sg = ctx.schema.generation();
-        let h = key_hash(text, by_fp, param_oids, ctx.search_path, pg, sg);
+        let cap = ctx.in_list_cap;
+        let h = key_hash(text, by_fp, param_oids, ctx.search_path, pg, sg, cap);
         {
             let mut map = self.lock();
             if let Some(bucket) = map.get(&h) {
@@ -110,6 +122,7 @@ impl AnalysisCache {
                         && &*e.search_path == ctx.search_path
                         && e.policy_generation == pg
                         && e.schema_generation == sg
+                        && e.in_list_cap == cap
                 });
                 if let Some(e) = found {
                     let plans = Arc::clone(&e.plans);
@@ -132,6 +145,7 @@ impl AnalysisCache {
             search_path: ctx.search_path.into(),
             policy_generation: pg,
             schema_generation: sg,
+            in_list_cap: cap,
             plans: Arc::clone(&plans),
         };
         let mut map = self.lock();

@@ -8,6 +8,15 @@
 //! column through without understanding every reference to it (fail closed), and its
 //! errors never carry a value from the statement.
 //!
+//! Like PostgreSQL since 9.1 by default, the lexers here assume
+//! `standard_conforming_strings = on` (a backslash escapes only inside `E'...'`). A
+//! session where it is off must not use these plans: the session refuses to turn it off.
+//!
+//! Known limits, by design of a proxy that sees only SQL text: functions, procedures,
+//! triggers and rules defined directly on the database can read protected columns
+//! without naming them in the client's statement (DO blocks and bodies sent through
+//! pgcloak are checked); the 'F' (function call) message is the session's to refuse.
+//!
 //! - [`scan`]: the conservative fast path (`may_mention`) and the literal-stripped
 //!   fingerprint, without the parser.
 //! - [`analyze`]: the full analysis into [`StatementPlan`]s.
