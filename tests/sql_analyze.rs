@@ -720,3 +720,18 @@ fn select_into_copying_ciphertext_is_rejected() {
     f.rejection("select phone into newtab from customers");
     f.rejection("create table t2 as select * from customers");
 }
+
+#[test]
+fn copy_to_stdout_of_deny_column_gets_42501() {
+    let f = fixture();
+    let p = f.accepted("copy customers (id, national_id) to stdout");
+    assert_eq!(
+        p.authorize(&f.policy, &roles(&["crm_app"]))
+            .unwrap_err()
+            .sqlstate(),
+        "42501"
+    );
+    p.authorize(&f.policy, &roles(&["compliance"])).unwrap();
+    let p = f.accepted("copy customers (id, national_id) from stdin");
+    p.authorize(&f.policy, &roles(&["crm_app"])).unwrap();
+}

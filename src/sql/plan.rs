@@ -307,7 +307,8 @@ impl StatementPlan {
     }
 
     /// The role-dependent check, run per execution: search rights on every compared
-    /// column, and no `deny` column in the result (42501).
+    /// column, and no `deny` column in the result or a COPY TO stream (42501). For
+    /// EXECUTE, the session also authorizes the prepared statement's plan.
     pub fn authorize(&self, policy: &Policy, roles: &[RoleName]) -> Result<(), SqlError> {
         if let Some(e) = &self.rejection {
             return Err(e.clone());
@@ -326,17 +327,27 @@ impl StatementPlan {
                 )));
             }
         }
+        let mut returned: Vec<ColumnRef> = Vec::new();
         if let Some(shape) = &self.result {
-            for out in &shape.columns {
-                if let Lineage::Encrypted(c) = out.lineage {
-                    if policy.access_for(roles, c) == View::Deny {
-                        let col = policy.column(c);
-                        return Err(SqlError::Forbidden(format!(
-                            "permission denied to read column {}.{}",
-                            col.table, col.column
-                        )));
-                    }
-                }
+            returned.extend(shape.columns.iter().filter_map(|o| match o.lineage {
+                Lineage::Encrypted(c) => Some(c),
+                _ => None,
+            }));
+        }
+        if let Some(copy) = self
+            .copy
+            .as_ref()
+            .filter(|c| c.direction == CopyDirection::ToStdout)
+        {
+            returned.extend(copy.fields.iter().flatten().copied());
+        }
+        for c in returned {
+            if policy.access_for(roles, c) == View::Deny {
+                let col = policy.column(c);
+                return Err(SqlError::Forbidden(format!(
+                    "permission denied to read column {}.{}",
+                    col.table, col.column
+                )));
             }
         }
         if let Some(p) = &self.prepare {
