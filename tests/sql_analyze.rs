@@ -735,3 +735,40 @@ fn copy_to_stdout_of_deny_column_gets_42501() {
     let p = f.accepted("copy customers (id, national_id) from stdin");
     p.authorize(&f.policy, &roles(&["crm_app"])).unwrap();
 }
+
+#[test]
+fn national_and_unicode_string_literals_are_located() {
+    let f = fixture();
+    let sql = r"insert into customers (phone, notes) values (N'12', U&'\0033x')";
+    let p = f.accepted(sql);
+    assert_eq!(
+        literal_texts(sql, &p),
+        vec![(PHONE, "12".to_string()), (NOTES, "3x".to_string())]
+    );
+}
+
+#[test]
+fn uescape_is_refused() {
+    let f = fixture();
+    let (state, _) = f.rejection(r#"select U&"!0070hone" UESCAPE '!' from customers"#);
+    assert_eq!(state, "0A000");
+}
+
+#[test]
+fn unterminated_statement_naming_policy_column_is_rejected() {
+    let f = fixture();
+    let (state, _) = f.rejection("select phone from customers where name = 'abc");
+    assert_eq!(state, "42601");
+}
+
+#[test]
+fn cast_or_typed_literal_operand_is_rejected_with_advice() {
+    let f = fixture();
+    let (state, msg) = f.rejection("select id from customers where phone = '5'::text");
+    assert_eq!(state, "0A000");
+    assert!(
+        msg.contains("literal") && msg.contains("public.customers.phone"),
+        "{msg}"
+    );
+    f.rejection("insert into customers (birth_date) values (date '2020-01-01')");
+}
