@@ -13,5 +13,6 @@ pub mod observe;
 pub mod policy;
 pub mod server;
 pub mod session;
+pub mod sql;
 pub mod tls;
 pub mod wire;
