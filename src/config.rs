@@ -186,10 +186,12 @@ pub enum AuthMode {
 
 /// A password method pgcloak may ask a client for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
 pub enum ClientAuthMethod {
+    #[serde(rename = "scram-sha-256")]
     ScramSha256,
+    #[serde(rename = "md5")]
     Md5,
+    #[serde(rename = "password")]
     Password,
 }
 
