@@ -649,4 +649,31 @@ mod tests {
             load("upstream: { tls: disable }\ntls: { mode: optional, cert: a, key: b }\n").unwrap();
         assert!(!c.warnings().iter().any(|w| w.0.contains("channel binding")));
     }
+
+    #[test]
+    fn scram_mode_needs_a_verifier_source_and_scram_in_methods() {
+        let err = load("upstream: {}\nauth: { mode: scram }\n").unwrap_err();
+        assert!(err.to_string().contains("auth.file"), "{err}");
+        let c = load("upstream: {}\nauth: { mode: scram, file: users.txt }\n").unwrap();
+        assert_eq!(c.auth.mode, AuthMode::Scram);
+        assert_eq!(c.auth.methods, vec![ClientAuthMethod::ScramSha256]);
+        assert!(c.auth.query.contains("pg_authid"));
+        let c = load("upstream: {}\ncatalog: { user: pc }\nauth: { mode: scram, methods: [md5, scram-sha-256, password] }\n")
+            .unwrap();
+        assert_eq!(c.auth.methods.len(), 3);
+        let err =
+            load("upstream: {}\nauth: { mode: scram, file: u, methods: [md5] }\n").unwrap_err();
+        assert!(err.to_string().contains("scram-sha-256"), "{err}");
+        let err =
+            load("upstream: {}\nauth: { mode: scram, file: u, metods: [md5] }\n").unwrap_err();
+        assert!(err.to_string().starts_with("pgcloak.yaml:2:"), "{err}");
+    }
+
+    #[test]
+    fn scram_mode_without_a_fake_secret_warns() {
+        let c = load("upstream: {}\nauth: { mode: scram, file: u }\n").unwrap();
+        assert!(c.warnings().iter().any(|w| w.0.contains("fake_secret")));
+        let c = load("upstream: {}\nauth: { mode: scram, file: u, fake_secret_env: S }\n").unwrap();
+        assert!(!c.warnings().iter().any(|w| w.0.contains("fake_secret")));
+    }
 }

@@ -67,10 +67,11 @@ impl Shared {
         let upstream_tls = crate::tls::upstream_client_config(&config.upstream)?;
         let auth = match config.auth.mode {
             crate::config::AuthMode::Relay => None,
-            crate::config::AuthMode::Scram => Some(crate::session::auth_state::AuthState::new(
-                &config,
-                |k| std::env::var(k).ok(),
-            )?),
+            crate::config::AuthMode::Scram => {
+                Some(crate::session::auth_state::AuthState::new(&config, |k| {
+                    std::env::var(k).ok()
+                })?)
+            }
         };
         Ok(Shared {
             auth,

@@ -96,7 +96,10 @@ const UPSTREAM_SSL: &str = "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_p
 #[tokio::test]
 async fn psql_channel_binding_require_works_with_tls_on_both_legs() {
     let db = fresh_db("t_auth_psql").await;
-    let legs = [Proxy::client_tls("optional"), Proxy::upstream_tls("require")];
+    let legs = [
+        Proxy::client_tls("optional"),
+        Proxy::upstream_tls("require"),
+    ];
     let proxy = start_scram(Proxy::overrides(&legs)).await;
     let conninfo = format!(
         "{} sslmode=require channel_binding=require",
@@ -132,7 +135,10 @@ async fn tokio_postgres_logs_in_over_plain_and_tls_with_channel_binding() {
     ]))
     .await;
     let plain = try_connect(&proxy.app_config(&db)).await.unwrap();
-    let row = plain.query_one("SELECT current_user::text", &[]).await.unwrap();
+    let row = plain
+        .query_one("SELECT current_user::text", &[])
+        .await
+        .unwrap();
     assert_eq!(row.get::<_, String>(0), APP_USER);
 
     // tokio-postgres-rustls 0.13 cannot compute tls-server-end-point (it parses the whole
@@ -176,7 +182,11 @@ async fn raw_scram_login(
     initial.extend_from_slice(first.message());
     conn.send(&fe::frame(b'p', &initial)).await;
     let cont = conn.expect(b'R').await;
-    assert_eq!(&cont.body[..4], &11i32.to_be_bytes(), "expected SASLContinue");
+    assert_eq!(
+        &cont.body[..4],
+        &11i32.to_be_bytes(),
+        "expected SASLContinue"
+    );
     let server_first = String::from_utf8(cont.body[4..].to_vec()).unwrap();
     let fin = first.server_first(&cont.body[4..]).unwrap();
     let mut out = fe::frame(b'p', fin.message());
@@ -213,7 +223,9 @@ fn salt_and_iterations(server_first: &str) -> String {
 async fn wrong_password_unknown_role_and_no_password_are_refused_identically() {
     let db = fresh_db("t_auth_enum").await;
     // Role names of equal length, so the errors can be compared byte for byte.
-    cluster().create_role("auth_real", Some("real-Secret-pw1")).await;
+    cluster()
+        .create_role("auth_real", Some("real-Secret-pw1"))
+        .await;
     cluster().create_role("auth_none", None).await;
     let proxy = start_scram(json!({})).await;
     let port = proxy.port();
@@ -254,7 +266,9 @@ async fn wrong_password_unknown_role_and_no_password_are_refused_identically() {
         .lines()
         .filter(|l| l.contains("pgcloak::auth") && l.contains("authentication failed"))
         .collect();
-    assert!(failed.iter().any(|l| l.contains("auth_gone") && l.contains("127.0.0.1")));
+    assert!(failed
+        .iter()
+        .any(|l| l.contains("auth_gone") && l.contains("127.0.0.1")));
     assert!(!log.contains("p="), "a proof may have been logged:\n{log}");
     assert!(!log.contains("wrong-pw"));
 }
@@ -283,14 +297,19 @@ async fn oversized_sasl_message_ends_the_connection() {
 #[tokio::test]
 async fn auth_file_pins_identity_against_a_password_reset_in_postgres() {
     let db = fresh_db("t_auth_file").await;
-    cluster().create_role("pinned", Some("old-Secret-pw1")).await;
+    cluster()
+        .create_role("pinned", Some("old-Secret-pw1"))
+        .await;
     let admin = cluster().admin("postgres").await;
     admin
         .batch_execute(&format!("GRANT CONNECT ON DATABASE {db} TO pinned"))
         .await
         .unwrap();
     let row = admin
-        .query_one("SELECT rolpassword FROM pg_authid WHERE rolname = 'pinned'", &[])
+        .query_one(
+            "SELECT rolpassword FROM pg_authid WHERE rolname = 'pinned'",
+            &[],
+        )
         .await
         .unwrap();
     let verifier: String = row.get(0);
@@ -366,7 +385,10 @@ async fn md5_and_cleartext_upstreams_get_the_same_role() {
         let client = try_connect(&proxy.config(&db, role, LEGACY_PASSWORD))
             .await
             .unwrap_or_else(|e| panic!("{role}: {e:?}\n{}", proxy.log()));
-        let row = client.query_one("SELECT current_user::text", &[]).await.unwrap();
+        let row = client
+            .query_one("SELECT current_user::text", &[])
+            .await
+            .unwrap();
         assert_eq!(row.get::<_, String>(0), role);
     }
     let line = session_line(&proxy, MD5_USER);
@@ -379,7 +401,9 @@ async fn md5_and_cleartext_upstreams_get_the_same_role() {
 async fn upstream_refusal_reaches_the_client() {
     let db = fresh_db("t_auth_upref").await;
     // NOLOGIN: pgcloak verifies the password, PostgreSQL refuses the login itself.
-    cluster().create_role("auth_nologin", Some("nl-Secret-pw1")).await;
+    cluster()
+        .create_role("auth_nologin", Some("nl-Secret-pw1"))
+        .await;
     let admin = cluster().admin("postgres").await;
     admin
         .batch_execute("ALTER ROLE auth_nologin NOLOGIN")
@@ -391,7 +415,10 @@ async fn upstream_refusal_reaches_the_client() {
         .unwrap_err();
     let db_err = err.as_db_error().unwrap_or_else(|| panic!("{err:?}"));
     assert_eq!(db_err.code().code(), "28000");
-    assert!(db_err.message().contains("not permitted to log in"), "{db_err:?}");
+    assert!(
+        db_err.message().contains("not permitted to log in"),
+        "{db_err:?}"
+    );
 }
 
 #[tokio::test]
@@ -427,4 +454,95 @@ async fn trust_role_in_relay_mode_is_unauthenticated_unless_configured() {
     let proxy = start_scram(json!({})).await;
     let cfg = proxy.config(&db, TRUST_USER, "anything");
     assert_eq!(expect_sqlstate(try_connect(&cfg).await), "28P01");
+}
+
+/// Reads one backend message from `s`: (tag, body).
+async fn read_message<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> Option<(u8, Vec<u8>)> {
+    use tokio::io::AsyncReadExt;
+    let mut head = [0u8; 5];
+    s.read_exact(&mut head).await.ok()?;
+    let len = i32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+    let mut body = vec![0u8; len - 4];
+    s.read_exact(&mut body).await.ok()?;
+    Some((head[0], body))
+}
+
+#[tokio::test]
+async fn tls_client_claiming_no_plus_support_is_refused_as_a_downgrade() {
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let db = fresh_db("t_auth_downgrade").await;
+    let proxy = start_scram(Proxy::client_tls("optional")).await;
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", proxy.port()))
+        .await
+        .unwrap();
+    tcp.write_all(&fe::ssl_request()).await.unwrap();
+    let mut answer = [0u8; 1];
+    tcp.read_exact(&mut answer).await.unwrap();
+    assert_eq!(answer[0], b'S');
+    let connector =
+        tokio_rustls::TlsConnector::from(Arc::new(common::rustls_config(&cluster().tls.ca_cert)));
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = connector.connect(name, tcp).await.unwrap();
+    tls.write_all(&fe::startup(
+        fe::PROTOCOL_3_0,
+        &[("user", APP_USER), ("database", &db)],
+    ))
+    .await
+    .unwrap();
+    let (tag, body) = read_message(&mut tls).await.unwrap();
+    assert_eq!(tag, b'R');
+    assert_eq!(&body[4..], b"SCRAM-SHA-256-PLUS\0SCRAM-SHA-256\0\0");
+    // "y": the client claims it supports binding but the server did not offer it.
+    let data = b"y,,n=,r=downgradenonce123";
+    let mut initial = b"SCRAM-SHA-256\0".to_vec();
+    initial.extend_from_slice(&(data.len() as i32).to_be_bytes());
+    initial.extend_from_slice(data);
+    tls.write_all(&fe::frame(b'p', &initial)).await.unwrap();
+    let (tag, body) = read_message(&mut tls).await.unwrap();
+    assert_eq!(tag, b'E');
+    let text = String::from_utf8_lossy(&body);
+    assert!(text.contains("C28000"), "{text}");
+    assert!(text.contains("downgrade"), "{text}");
+    assert!(read_message(&mut tls).await.is_none(), "must be closed");
+}
+
+#[tokio::test]
+async fn auth_query_through_a_security_definer_function() {
+    let db = fresh_db("t_auth_definer").await;
+    cluster()
+        .create_role("pgcloak_fn", Some(CATALOG_PASSWORD))
+        .await;
+    let admin = cluster().admin("postgres").await;
+    admin
+        .batch_execute(
+            "CREATE SCHEMA IF NOT EXISTS pgcloak_lookup; \
+             CREATE OR REPLACE FUNCTION pgcloak_lookup.user_lookup(IN i_username text, \
+                 OUT uname text, OUT phash text) RETURNS record AS $$ \
+                 SELECT rolname::text, rolpassword::text FROM pg_catalog.pg_authid \
+                 WHERE rolname = i_username AND rolcanlogin $$ \
+             LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog; \
+             REVOKE ALL ON FUNCTION pgcloak_lookup.user_lookup(text) FROM public; \
+             GRANT USAGE ON SCHEMA pgcloak_lookup TO pgcloak_fn; \
+             GRANT EXECUTE ON FUNCTION pgcloak_lookup.user_lookup(text) TO pgcloak_fn;",
+        )
+        .await
+        .unwrap();
+    let proxy = Proxy::start_with_env(
+        json!({
+            "auth": {
+                "mode": "scram",
+                "query": "SELECT uname, phash FROM pgcloak_lookup.user_lookup($1)",
+                "fake_secret_env": "PGCLOAK_FAKE_SECRET",
+            },
+            "catalog": { "user": "pgcloak_fn", "password_env": "PGCLOAK_CATALOG_PW" },
+        }),
+        &ENV,
+    );
+    let client = try_connect(&proxy.app_config(&db))
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}\n{}", proxy.log()));
+    client.simple_query("SELECT 1").await.unwrap();
+    let bad = proxy.config(&db, APP_USER, "wrong");
+    assert_eq!(expect_sqlstate(try_connect(&bad).await), "28P01");
 }

@@ -29,7 +29,10 @@ async fn scram_proxy() -> Proxy {
         }),
         &[
             ("PGCLOAK_CATALOG_PW", CATALOG_PASSWORD),
-            ("PGCLOAK_FAKE_SECRET", "a-stable-fake-verifier-secret-for-tests"),
+            (
+                "PGCLOAK_FAKE_SECRET",
+                "a-stable-fake-verifier-secret-for-tests",
+            ),
         ],
     )
 }

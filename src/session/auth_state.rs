@@ -71,7 +71,7 @@ impl std::fmt::Debug for AuthState {
 
 enum VerifierSource {
     File(Userlist),
-    Query(QuerySource),
+    Query(Box<QuerySource>),
 }
 
 struct QuerySource {
@@ -113,7 +113,7 @@ impl AuthState {
                     .resolve_password(&env)
                     .map_err(|e| AuthSetupError::Catalog(e.to_string()))?
                     .map(Zeroizing::new);
-                VerifierSource::Query(QuerySource {
+                VerifierSource::Query(Box::new(QuerySource {
                     upstream: config.upstream.clone(),
                     catalog: catalog.clone(),
                     password,
@@ -124,7 +124,7 @@ impl AuthState {
                     cache: Mutex::new(LruCache::new(
                         NonZeroUsize::new(CACHE_CAPACITY).unwrap_or(NonZeroUsize::MIN),
                     )),
-                })
+                }))
             }
             (None, None) => {
                 return Err(AuthSetupError::Catalog(

@@ -116,9 +116,13 @@ pub(super) async fn terminate_auth(
 
 /// The method to ask this role's client for. An unknown role is treated like a role with a
 /// SCRAM verifier, so the choice never tells whether it exists.
-fn choose_method(auth: &AuthState, stored: Option<&Verifier>, tls: bool) -> ClientAuthMethod {
+fn choose_method(
+    methods: &[ClientAuthMethod],
+    stored: Option<&Verifier>,
+    tls: bool,
+) -> ClientAuthMethod {
     let is_md5 = matches!(stored, Some(Verifier::Md5(_)));
-    auth.methods
+    methods
         .iter()
         .copied()
         .find(|m| match m {
@@ -136,7 +140,7 @@ async fn verify_client(
     role: &str,
     stored: Option<&Verifier>,
 ) -> Result<Verified, Failure> {
-    match choose_method(auth, stored, client.is_tls()) {
+    match choose_method(&auth.methods, stored, client.is_tls()) {
         ClientAuthMethod::ScramSha256 => verify_scram(auth, client, rd, role, stored).await,
         ClientAuthMethod::Md5 => {
             let salt: [u8; 4] = rand::random();
@@ -153,7 +157,9 @@ async fn verify_client(
                 credentials: UpstreamCredentials {
                     role: role.to_owned(),
                     scram_key: None,
-                    password: auth.upstream_password(role).map(|p| p.as_bytes().to_vec().into()),
+                    password: auth
+                        .upstream_password(role)
+                        .map(|p| p.as_bytes().to_vec().into()),
                     md5,
                 },
                 server_final: None,
@@ -292,6 +298,24 @@ async fn read_password_message(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unknown_role_gets_the_method_of_a_scram_role_and_cleartext_needs_tls() {
+        use crate::auth::{Md5Verifier, ScramVerifier};
+        use ClientAuthMethod::*;
+        let scram = Verifier::Scram(ScramVerifier::from_password(b"pw", b"salt", 1).unwrap());
+        let md5 = Verifier::Md5(Md5Verifier::from_password(b"pw", "r"));
+        let all = [Md5, ScramSha256];
+        assert_eq!(choose_method(&all, None, false), ScramSha256);
+        assert_eq!(choose_method(&all, Some(&scram), false), ScramSha256);
+        assert_eq!(choose_method(&all, Some(&md5), false), Md5);
+        // md5 not allowed: the md5 role gets SCRAM (and fails), like PostgreSQL.
+        assert_eq!(choose_method(&[ScramSha256], Some(&md5), true), ScramSha256);
+        let cleartext_first = [Password, ScramSha256];
+        assert_eq!(choose_method(&cleartext_first, None, false), ScramSha256);
+        assert_eq!(choose_method(&cleartext_first, None, true), Password);
+        assert_eq!(choose_method(&cleartext_first, Some(&md5), true), Password);
+    }
 
     #[test]
     fn sasl_initial_response_is_parsed_and_bounded() {

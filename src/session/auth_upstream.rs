@@ -53,7 +53,8 @@ pub(super) async fn login_upstream(
     startup: &StartupMessage,
     creds: &UpstreamCredentials,
 ) -> Result<(UpstreamStream, Established), SessionError> {
-    let mut upstream = connect_upstream(&shared.config.upstream, shared.upstream_tls.as_ref()).await?;
+    let mut upstream =
+        connect_upstream(&shared.config.upstream, shared.upstream_tls.as_ref()).await?;
     upstream.write_all(&startup.encode_v30()).await?;
     upstream.flush().await?;
     let binding = upstream_binding(&upstream);
@@ -125,11 +126,10 @@ pub(super) async fn login_upstream(
                         message
                     }
                     AuthRequest::SaslContinue(data) => {
-                        let ScramState::First(first) = std::mem::replace(&mut scram, ScramState::Idle)
+                        let ScramState::First(first) =
+                            std::mem::replace(&mut scram, ScramState::Idle)
                         else {
-                            return Err(SessionError::UpstreamProtocol(
-                                "unexpected SASL continue",
-                            ));
+                            return Err(SessionError::UpstreamProtocol("unexpected SASL continue"));
                         };
                         let fin = first.server_first(&data).map_err(refuse)?;
                         let mut b = MessageBuilder::new(b'p');
@@ -139,7 +139,8 @@ pub(super) async fn login_upstream(
                         message
                     }
                     AuthRequest::SaslFinal(data) => {
-                        let ScramState::Final(fin) = std::mem::replace(&mut scram, ScramState::Idle)
+                        let ScramState::Final(fin) =
+                            std::mem::replace(&mut scram, ScramState::Idle)
                         else {
                             return Err(SessionError::UpstreamProtocol("unexpected SASL final"));
                         };
