@@ -546,3 +546,20 @@ async fn auth_query_through_a_security_definer_function() {
     let bad = proxy.config(&db, APP_USER, "wrong");
     assert_eq!(expect_sqlstate(try_connect(&bad).await), "28P01");
 }
+
+#[tokio::test]
+async fn cancel_works_for_a_session_authenticated_by_pgcloak() {
+    let db = fresh_db("t_auth_cancel").await;
+    let proxy = start_scram(json!({})).await;
+    let client = try_connect(&proxy.app_config(&db)).await.unwrap();
+    let token = client.cancel_token();
+    let sleeper = tokio::spawn(async move { client.simple_query("SELECT pg_sleep(30)").await });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    token.cancel_query(tokio_postgres::NoTls).await.unwrap();
+    let result = tokio::time::timeout(std::time::Duration::from_secs(10), sleeper)
+        .await
+        .expect("cancel did not reach upstream")
+        .unwrap();
+    let err = result.expect_err("the query must be cancelled");
+    assert_eq!(common::sqlstate(&err).as_deref(), Some("57014"));
+}
