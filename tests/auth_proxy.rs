@@ -563,3 +563,29 @@ async fn cancel_works_for_a_session_authenticated_by_pgcloak() {
     let err = result.expect_err("the query must be cancelled");
     assert_eq!(common::sqlstate(&err).as_deref(), Some("57014"));
 }
+
+#[tokio::test]
+async fn cleartext_is_asked_for_only_over_tls() {
+    let db = fresh_db("t_auth_cleartext").await;
+    let proxy = start_scram(Proxy::overrides(&[
+        Proxy::client_tls("optional"),
+        json!({ "auth": { "methods": ["password", "scram-sha-256"] } }),
+    ]))
+    .await;
+    let mut config = proxy.app_config(&db);
+    config.ssl_mode(SslMode::Require);
+    let tls = try_connect_tls(&config, &cluster().tls.ca_cert)
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}\n{}", proxy.log()));
+    // A round trip: the session's log line is written before its first query is relayed.
+    tls.simple_query("SELECT 1").await.unwrap();
+    let line = session_line(&proxy, APP_USER);
+    assert!(line.contains("auth_method=\"password\""), "{line}");
+    assert!(line.contains("tls=true"), "{line}");
+
+    let plain = try_connect(&proxy.app_config(&db)).await.unwrap();
+    plain.simple_query("SELECT 1").await.unwrap();
+    let line = session_line(&proxy, APP_USER);
+    assert!(line.contains("auth_method=\"scram-sha-256\""), "{line}");
+    assert!(line.contains("tls=false"), "{line}");
+}
