@@ -26,6 +26,12 @@ const ENV: [(&str, &str); 2] = [
 
 /// pgcloak's catalog role, allowed to read pg_authid (the documented explicit GRANT).
 async fn ensure_catalog_role() {
+    // Concurrent GRANTs on one catalog row fail ("tuple concurrently updated"): do it once.
+    static DONE: tokio::sync::Mutex<bool> = tokio::sync::Mutex::const_new(false);
+    let mut done = DONE.lock().await;
+    if *done {
+        return;
+    }
     cluster()
         .create_role(CATALOG_ROLE, Some(CATALOG_PASSWORD))
         .await;
@@ -34,6 +40,7 @@ async fn ensure_catalog_role() {
         .batch_execute(&format!("GRANT SELECT ON pg_authid TO {CATALOG_ROLE}"))
         .await
         .unwrap();
+    *done = true;
 }
 
 /// Overrides for terminated auth reading verifiers with the default auth.query.
