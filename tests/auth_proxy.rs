@@ -234,7 +234,8 @@ async fn wrong_password_unknown_role_and_no_password_are_refused_identically() {
         .create_role("auth_real", Some("real-Secret-pw1"))
         .await;
     cluster().create_role("auth_none", None).await;
-    let proxy = start_scram(json!({})).await;
+    // Five failures from one address: keep backoff out of this test.
+    let proxy = start_scram(json!({ "auth": { "backoff": { "threshold": 0 } } })).await;
     let port = proxy.port();
     let leak = "SELECT 'refused_connection_leak_marker'";
     let query = fe::query(leak);
@@ -595,4 +596,29 @@ async fn cleartext_is_asked_for_only_over_tls() {
     let line = session_line(&proxy, APP_USER);
     assert!(line.contains("auth_method=\"scram-sha-256\""), "{line}");
     assert!(line.contains("tls=false"), "{line}");
+}
+
+#[tokio::test]
+async fn auth_query_cache_is_dropped_when_upstream_refuses_a_stale_verifier() {
+    let db = fresh_db("t_auth_stale").await;
+    cluster()
+        .create_role("auth_rotate", Some("first-Secret-pw1"))
+        .await;
+    let proxy = start_scram(json!({ "auth": { "cache_secs": 300 } })).await;
+    let first = proxy.config(&db, "auth_rotate", "first-Secret-pw1");
+    try_connect(&first).await.unwrap();
+    let admin = cluster().admin("postgres").await;
+    admin
+        .batch_execute("ALTER ROLE auth_rotate PASSWORD 'second-Secret-pw1'")
+        .await
+        .unwrap();
+    let second = proxy.config(&db, "auth_rotate", "second-Secret-pw1");
+    // Within the TTL pgcloak still checks the cached (old) verifier...
+    assert_eq!(expect_sqlstate(try_connect(&second).await), "28P01");
+    // ...which upstream no longer holds: the login fails there, and the entry is dropped.
+    let err = try_connect(&first).await.unwrap_err();
+    assert_eq!(common::sqlstate(&err).as_deref(), Some("28000"), "{err:?}");
+    try_connect(&second)
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}\n{}", proxy.log()));
 }

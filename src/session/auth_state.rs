@@ -183,6 +183,14 @@ impl AuthState {
         }
     }
 
+    /// Drops a cached lookup (after upstream refused a login pgcloak accepted, the verifier
+    /// may have changed in the database).
+    pub(super) fn forget(&self, role: &str) {
+        if let VerifierSource::Query(q) = &self.source {
+            q.cache.lock().unwrap_or_else(|p| p.into_inner()).pop(role);
+        }
+    }
+
     /// The configured upstream password of `role`, if any.
     pub(super) fn upstream_password(&self, role: &str) -> Option<&Zeroizing<String>> {
         self.upstream_passwords.get(role)

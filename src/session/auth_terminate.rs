@@ -102,8 +102,8 @@ pub(super) async fn terminate_auth(
     auth.record_success(peer.ip());
     std::mem::swap(&mut client_rd.buf, &mut auth_rd.buf);
 
-    let (upstream, mut est) =
-        login_upstream(shared, client, upstream_rd, startup, &verified.credentials).await?;
+    let login = login_upstream(shared, client, upstream_rd, startup, &verified.credentials).await;
+    let (upstream, mut est) = login.inspect_err(|_| auth.forget(role))?;
     est.method = verified.method;
     let mut hello = Vec::with_capacity(128);
     if let Some(final_message) = &verified.server_final {
