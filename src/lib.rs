@@ -6,7 +6,9 @@
 pub mod auth;
 pub mod cancel;
 pub mod catalog;
+pub mod codec;
 pub mod config;
+pub mod crypto;
 pub mod demo;
 pub mod net;
 pub mod observe;
