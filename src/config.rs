@@ -64,6 +64,25 @@ pub struct Config {
     pub limits: Limits,
     #[serde(default)]
     pub log: LogConfig,
+    /// The policy file (which columns are protected). Without it pgcloak is a plain relay.
+    #[serde(default)]
+    pub policy: Option<PathBuf>,
+    /// Where the master keys come from (required with a policy).
+    #[serde(default)]
+    pub keys: Option<KeysConfig>,
+    /// Refuse to start when a protected column lacks its envelope CHECK constraint.
+    #[serde(default)]
+    pub strict: bool,
+}
+
+/// The keyring source: a file (mode 0600) or an environment variable holding its text.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeysConfig {
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+    #[serde(default)]
+    pub env: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -279,6 +298,9 @@ pub struct Limits {
     /// Time allowed from connect to the end of authentication.
     #[serde(default = "default_startup_timeout")]
     pub startup_timeout_secs: u64,
+    /// Longest IN (...) / = ANY($n) list accepted on an encrypted column.
+    #[serde(default = "default_in_list_cap")]
+    pub in_list_cap: usize,
 }
 
 impl Default for Limits {
@@ -286,6 +308,7 @@ impl Default for Limits {
         Limits {
             max_message_bytes: default_max_message_bytes(),
             startup_timeout_secs: default_startup_timeout(),
+            in_list_cap: default_in_list_cap(),
         }
     }
 }
@@ -339,6 +362,9 @@ fn default_max_message_bytes() -> usize {
 }
 fn default_startup_timeout() -> u64 {
     60
+}
+fn default_in_list_cap() -> usize {
+    100
 }
 fn default_log_level() -> String {
     "info".into()
@@ -474,6 +500,26 @@ impl Config {
         }
         if let Err(message) = self.auth.validate(self.catalog.as_ref()) {
             return Err(invalid("auth", message));
+        }
+        if self.policy.is_some() {
+            match &self.keys {
+                None => {
+                    return Err(invalid(
+                        "keys",
+                        "a policy needs keys: `keys: { file: config/keys/master.keys }` (or `env: VAR`); create one with `pgcloak keygen`".into(),
+                    ))
+                }
+                Some(k) if k.file.is_some() == k.env.is_some() => {
+                    return Err(invalid("keys", "set exactly one of `file` and `env`".into()))
+                }
+                _ => {}
+            }
+            if self.catalog.is_none() {
+                return Err(invalid(
+                    "catalog",
+                    "a policy needs the catalog connection (`catalog: { user: pgcloak, password_env: PGCLOAK_CATALOG_PASSWORD }`) to resolve protected columns".into(),
+                ));
+            }
         }
         if self.max_connections == 0 {
             return Err(invalid("max_connections", "must be at least 1".into()));

@@ -9,6 +9,7 @@ pub mod catalog;
 pub mod codec;
 pub mod config;
 pub mod crypto;
+pub mod datapath;
 pub mod demo;
 pub mod net;
 pub mod observe;

@@ -17,7 +17,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
+use arc_swap::ArcSwap;
+
 use crate::cancel::CancelMap;
+use crate::catalog::CatalogCache;
+use crate::crypto::{CipherSuite, Keyring};
+use crate::datapath::Protection;
+use crate::policy::Policy;
 use crate::config::{ClientTlsMode, Config};
 use crate::net::connect_upstream;
 use crate::tls::TlsError;
@@ -36,6 +42,12 @@ pub struct Shared {
     pub force_close: CancellationToken,
     /// `auth.mode: scram` state (verifiers, fake verifiers, failure backoff); None in relay mode.
     pub auth: Option<crate::session::auth_state::AuthState>,
+    /// The current policy + keys generation (None: no policy, plain relay).
+    pub protection: Option<Arc<ArcSwap<Protection>>>,
+    /// Schema and role memberships (present with a policy).
+    pub catalog: Option<Arc<CatalogCache>>,
+    /// Per database: the analyser's schema for the latest catalog snapshot.
+    pub schemas: std::sync::Mutex<std::collections::HashMap<String, Arc<crate::datapath::SessionSchema>>>,
 }
 
 #[derive(Debug, Error)]
@@ -44,6 +56,12 @@ pub enum ServerError {
     Tls(#[from] TlsError),
     #[error(transparent)]
     Auth(#[from] crate::session::auth_state::AuthSetupError),
+    #[error("{0}")]
+    Policy(String),
+    #[error("keys: {0}")]
+    Keys(String),
+    #[error("catalog: {0}")]
+    Catalog(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: String,
@@ -73,8 +91,25 @@ impl Shared {
                 })?)
             }
         };
+        let (protection, catalog) = match load_protection(&config, 1)? {
+            Some((prot, policy)) => {
+                let catalog_cfg = config.catalog.clone().ok_or_else(|| {
+                    ServerError::Catalog("a policy needs the `catalog` section".into())
+                })?;
+                let cache = CatalogCache::new(config.upstream.clone(), catalog_cfg, policy)
+                    .map_err(|e| ServerError::Catalog(e.to_string()))?;
+                (
+                    Some(Arc::new(ArcSwap::from_pointee(prot))),
+                    Some(Arc::new(cache)),
+                )
+            }
+            None => (None, None),
+        };
         Ok(Shared {
             auth,
+            protection,
+            catalog,
+            schemas: Default::default(),
             acceptor,
             upstream_tls,
             cancel: CancelMap::new(config.instance_id),
@@ -83,6 +118,34 @@ impl Shared {
             config,
         })
     }
+}
+
+/// Loads the policy and keyring named by the config into a [`Protection`].
+pub fn load_protection(
+    config: &Config,
+    generation: u64,
+) -> Result<Option<(Protection, Arc<Policy>)>, ServerError> {
+    let Some(policy_path) = &config.policy else {
+        return Ok(None);
+    };
+    let policy = Policy::load(policy_path, generation)
+        .map_err(|e| ServerError::Policy(e.to_string()))?;
+    let keys = config
+        .keys
+        .as_ref()
+        .ok_or_else(|| ServerError::Keys("a policy needs `keys`".into()))?;
+    let keyring = match (&keys.file, &keys.env) {
+        (Some(f), _) => Keyring::from_file(f),
+        (None, Some(v)) => Keyring::from_env(v),
+        (None, None) => return Err(ServerError::Keys("set `file` or `env`".into())),
+    }
+    .map_err(|e| ServerError::Keys(e.to_string()))?;
+    let policy = Arc::new(policy);
+    let suite = CipherSuite::new(&keyring, &policy).map_err(|e| ServerError::Keys(e.to_string()))?;
+    Ok(Some((
+        Protection::new(policy.clone(), suite, config.limits.in_list_cap),
+        policy,
+    )))
 }
 
 /// A bound listener, ready to serve.

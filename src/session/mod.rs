@@ -10,6 +10,7 @@ mod auth_terminate;
 mod auth_upstream;
 mod error;
 pub mod negotiate;
+mod protect;
 pub mod reader;
 pub mod relay;
 
@@ -152,7 +153,7 @@ async fn serve(
             .map_err(|_| SessionError::TooManyConnections)?;
         let mut client_rd = FrameReader::new(max_len);
         let mut upstream_rd = FrameReader::new(max_len);
-        let (upstream, est) = match &shared.auth {
+        let (mut upstream, est) = match &shared.auth {
             // auth.mode scram: pgcloak verifies the client, then logs in upstream as it.
             Some(auth) => {
                 auth_terminate::terminate_auth(
@@ -182,13 +183,35 @@ async fn serve(
                 (upstream, est)
             }
         };
-        Ok::<_, SessionError>((_permit, upstream, client_rd, upstream_rd, est))
+        let identity = Identity {
+            role: startup.user().to_string(),
+            database: startup.database().to_string(),
+            method: est.method,
+            authenticated: est.method.verified_by_password() || cfg.trust_upstream_identity,
+        };
+        let datapath = protect::setup(
+            shared,
+            &identity,
+            &est.parameters,
+            &mut upstream,
+            &mut upstream_rd,
+        )
+        .await?;
+        Ok::<_, SessionError>((
+            _permit,
+            upstream,
+            client_rd,
+            upstream_rd,
+            est,
+            identity,
+            datapath,
+        ))
     };
     let setup = match tokio::time::timeout(remaining, setup).await {
         Ok(r) => r,
         Err(_) => Err(SessionError::StartupTimeout),
     };
-    let (_permit, upstream, client_rd, upstream_rd, est) = match setup {
+    let (_permit, upstream, client_rd, upstream_rd, est, identity, datapath) = match setup {
         Ok(s) => s,
         Err(e) => {
             if let SessionError::AuthFailed { .. } = e {
@@ -200,13 +223,6 @@ async fn serve(
             }
             return Err(e);
         }
-    };
-
-    let identity = Identity {
-        role: startup.user().to_string(),
-        database: startup.database().to_string(),
-        method: est.method,
-        authenticated: est.method.verified_by_password() || cfg.trust_upstream_identity,
     };
 
     // Our own BackendKeyData replaces upstream's; the map remembers the real one.
@@ -238,9 +254,16 @@ async fn serve(
 
     let (mut client_r, mut client_w) = tokio::io::split(client);
     let (mut upstream_r, mut upstream_w) = tokio::io::split(upstream);
-    let mut frontend = FrontendRelay;
+    let (mut frontend, backend_inner): (Box<dyn MessageHandler + Send>, Box<dyn MessageHandler + Send>) =
+        match &datapath {
+            Some(dp) => (
+                Box::new(protect::FrontendData(dp.clone())),
+                Box::new(protect::BackendData(dp.clone())),
+            ),
+            None => (Box::new(FrontendRelay), Box::new(BackendRelay)),
+        };
     let mut backend = LastTag {
-        inner: BackendRelay,
+        inner: backend_inner,
         last: 0,
     };
     enum End {
@@ -304,6 +327,12 @@ const TERMINATE: [u8; 5] = [b'X', 0, 0, 0, 4];
 struct LastTag<H> {
     inner: H,
     last: u8,
+}
+
+impl<H: MessageHandler + ?Sized> MessageHandler for Box<H> {
+    fn on_message(&mut self, msg: &[u8], out: &mut BytesMut) -> Result<Flow, SessionError> {
+        (**self).on_message(msg, out)
+    }
 }
 
 impl<H: MessageHandler> MessageHandler for LastTag<H> {

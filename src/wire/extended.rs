@@ -18,15 +18,15 @@ fn utf8(bytes: &[u8], what: &'static str) -> Result<String, WireError> {
     String::from_utf8(bytes.to_vec()).map_err(|_| WireError::Malformed { what })
 }
 
-/// Query ('Q'): the SQL text.
-pub fn decode_query(msg: &[u8]) -> Result<String, WireError> {
+/// Query ('Q'): the SQL text, in the client's encoding.
+pub fn decode_query(msg: &[u8]) -> Result<&[u8], WireError> {
     let mut r = BodyReader::new(body(msg), "Query");
-    utf8(r.cstr()?, "Query")
+    r.cstr()
 }
 
-pub fn encode_query(sql: &str) -> Bytes {
+pub fn encode_query(sql: &[u8]) -> Bytes {
     let mut b = MessageBuilder::new(b'Q');
-    b.cstr(sql);
+    b.bytes(sql).u8(0);
     b.finish()
 }
 
@@ -34,7 +34,8 @@ pub fn encode_query(sql: &str) -> Bytes {
 #[derive(Clone, PartialEq, Eq)]
 pub struct Parse {
     pub name: String,
-    pub sql: String,
+    /// The statement text, in the client's encoding.
+    pub sql: Vec<u8>,
     pub param_types: Vec<u32>,
 }
 
@@ -52,7 +53,7 @@ impl Parse {
     pub fn decode(msg: &[u8]) -> Result<Parse, WireError> {
         let mut r = BodyReader::new(body(msg), "Parse");
         let name = utf8(r.cstr()?, "Parse")?;
-        let sql = utf8(r.cstr()?, "Parse")?;
+        let sql = r.cstr()?.to_vec();
         let n = r.i16()?;
         if n < 0 {
             return Err(WireError::Malformed { what: "Parse" });
@@ -70,7 +71,7 @@ impl Parse {
 
     pub fn encode(&self) -> Bytes {
         let mut b = MessageBuilder::new(b'P');
-        b.cstr(&self.name).cstr(&self.sql);
+        b.cstr(&self.name).bytes(&self.sql).u8(0);
         b.i16(self.param_types.len() as i16);
         for t in &self.param_types {
             b.i32(*t as i32);
@@ -417,7 +418,7 @@ mod tests {
     fn parse_round_trips() {
         let p = Parse {
             name: "".into(),
-            sql: "select $1".into(),
+            sql: b"select $1".to_vec(),
             param_types: vec![25],
         };
         assert_eq!(Parse::decode(&p.encode()).unwrap(), p);

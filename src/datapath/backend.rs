@@ -1,0 +1,490 @@
+//! Upstream → client: rewrite result descriptions and rows for the session's
+//! roles, drop the responses to injected messages, redact errors.
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+
+use super::values::{parse_bytea_text, render, reported_type};
+use super::{DataPath, DataPathError, Expect, Protection, ResultTransform};
+use crate::policy::{ColumnRef, LogicalType, TableName, View};
+use crate::session::relay::Flow;
+use crate::sql::Lineage;
+use crate::wire::extended::{
+    begin_data_row, decode_data_row, decode_error_fields, decode_parameter_description,
+    decode_row_description, encode_error_fields, encode_parameter_description,
+    encode_row_description, finish_message, put_value,
+};
+use crate::wire::messages::decode_parameter_status;
+use crate::wire::Frame;
+
+/// What to do with one column of the result set being relayed.
+#[derive(Debug, Clone, Copy)]
+struct ColumnAction {
+    col: ColumnRef,
+    view: View,
+    client_format: i16,
+    upstream_binary: bool,
+}
+
+/// The result set being relayed, resolved for this session's roles.
+#[derive(Debug, Default)]
+pub(super) struct ActiveResult {
+    actions: Vec<Option<ColumnAction>>,
+}
+
+impl ActiveResult {
+    fn is_passthrough(&self) -> bool {
+        self.actions.iter().all(Option::is_none)
+    }
+}
+
+impl DataPath {
+    /// Handles one upstream message, appending what goes to the client to `out`.
+    pub fn on_backend(&mut self, msg: &[u8], out: &mut BytesMut) -> Result<Flow, DataPathError> {
+        let tag = msg[0];
+        if self.swallow_until_ready {
+            if tag == b'Z' {
+                self.swallow_until_ready = false;
+                self.finish_cycle();
+                out.extend_from_slice(msg);
+            } else if tag == b'S' || tag == b'A' || tag == b'N' {
+                self.track_parameter(msg, tag);
+                out.extend_from_slice(msg);
+            }
+            return Ok(Flow::Continue);
+        }
+        let prot = self.protection.load_full();
+        let result = match tag {
+            b'S' => {
+                self.track_parameter(msg, tag);
+                out.extend_from_slice(msg);
+                Ok(())
+            }
+            b'1' | b'2' => {
+                if matches!(self.expect.front(), Some(Expect::Swallow(t)) if *t == tag) {
+                    self.expect.pop_front();
+                } else {
+                    out.extend_from_slice(msg);
+                }
+                Ok(())
+            }
+            b't' => self.on_parameter_description(&prot, msg, out),
+            b'T' => self.on_row_description(&prot, msg, out),
+            b'n' => {
+                if matches!(
+                    self.expect.front(),
+                    Some(Expect::DescribeStatement { .. } | Expect::DescribePortal { .. })
+                ) {
+                    self.expect.pop_front();
+                }
+                out.extend_from_slice(msg);
+                Ok(())
+            }
+            b'D' => self.on_data_row(&prot, msg, out),
+            b'C' | b'I' | b's' => {
+                self.active = None;
+                self.current_copy_out = None;
+                match self.expect.front_mut() {
+                    Some(Expect::Execute { .. }) => {
+                        self.expect.pop_front();
+                    }
+                    Some(Expect::Simple(stmts)) if tag != b's' => {
+                        stmts.pop_front();
+                    }
+                    _ => {}
+                }
+                out.extend_from_slice(msg);
+                Ok(())
+            }
+            b'E' => {
+                self.on_error(&prot, msg, out);
+                Ok(())
+            }
+            b'Z' => {
+                self.finish_cycle();
+                out.extend_from_slice(msg);
+                Ok(())
+            }
+            b'H' => {
+                let copy = match self.expect.front() {
+                    Some(Expect::Simple(stmts)) => stmts.front().and_then(|s| s.copy.clone()),
+                    Some(Expect::Execute { copy, .. }) => copy.clone(),
+                    _ => None,
+                };
+                self.current_copy_out = copy;
+                out.extend_from_slice(msg);
+                Ok(())
+            }
+            b'G' => {
+                if let Some(plan) = self.pending_copy_in.take() {
+                    self.copy_in = Some(super::copy::CopyIn::new(plan));
+                }
+                out.extend_from_slice(msg);
+                Ok(())
+            }
+            b'd' => match self.current_copy_out.clone() {
+                Some(plan) => super::copy::transform_copy_out_row(
+                    &prot,
+                    &self.codec,
+                    &self.roles,
+                    &plan,
+                    &msg[5..],
+                    out,
+                ),
+                None => {
+                    out.extend_from_slice(msg);
+                    Ok(())
+                }
+            },
+            _ => {
+                out.extend_from_slice(msg);
+                Ok(())
+            }
+        };
+        if let Err(e) = result {
+            // The client gets pgcloak's error instead of the rest of this cycle.
+            out.extend_from_slice(&e.to_pg().encode());
+            self.swallow_until_ready = true;
+            self.active = None;
+            self.current_copy_out = None;
+        }
+        Ok(Flow::Continue)
+    }
+
+    fn track_parameter(&mut self, msg: &[u8], tag: u8) {
+        if tag != b'S' {
+            return;
+        }
+        if let Ok((name, value)) = decode_parameter_status(&Frame::from_encoded(Bytes::copy_from_slice(msg))) {
+            // An unsupported setting only matters when a protected value is converted,
+            // and the conversion reports it then.
+            let _ = self.codec.update(&name, &value);
+        }
+    }
+
+    /// ReadyForQuery: the end of a Sync or simple-Query cycle.
+    fn finish_cycle(&mut self) {
+        self.active = None;
+        self.current_copy_out = None;
+        while let Some(e) = self.expect.pop_front() {
+            if matches!(e, Expect::Sync | Expect::Simple(_)) {
+                break;
+            }
+        }
+    }
+
+    fn on_parameter_description(
+        &mut self,
+        _prot: &Protection,
+        msg: &[u8],
+        out: &mut BytesMut,
+    ) -> Result<(), DataPathError> {
+        let Some(Expect::DescribeStatement { params, .. }) = self.expect.front() else {
+            out.extend_from_slice(msg);
+            return Ok(());
+        };
+        if params.is_empty() {
+            out.extend_from_slice(msg);
+            return Ok(());
+        }
+        let mut types = decode_parameter_description(msg)?;
+        let prot = self.protection.load_full();
+        for p in params {
+            let i = usize::from(p.index).saturating_sub(1);
+            if let Some(t) = types.get_mut(i) {
+                let ty = prot
+                    .policy
+                    .get(p.column)
+                    .map(|c| c.logical_type)
+                    .unwrap_or(p.logical_type);
+                *t = if p.array { array_oid(ty) } else { ty.oid() };
+            }
+        }
+        encode_parameter_description(&types, out);
+        Ok(())
+    }
+
+    fn on_row_description(
+        &mut self,
+        prot: &Protection,
+        msg: &[u8],
+        out: &mut BytesMut,
+    ) -> Result<(), DataPathError> {
+        let (transform, upstream_binary, pop) = match self.expect.front() {
+            Some(Expect::DescribeStatement { transform, .. }) => (transform.clone(), false, true),
+            Some(Expect::DescribePortal { transform }) => (transform.clone(), true, true),
+            Some(Expect::Simple(stmts)) => {
+                (stmts.front().and_then(|s| s.transform.clone()), false, false)
+            }
+            _ => (None, false, false),
+        };
+        if pop {
+            self.expect.pop_front();
+        }
+        let mut fields = decode_row_description(msg)?;
+        // Cross-check: a column RowDescription says comes from a protected table
+        // column must be one the analysis knows to be encrypted.
+        let shape_len = transform.as_ref().map_or(0, |t| t.shape.columns.len());
+        for (i, f) in fields.iter().enumerate() {
+            if f.table_oid == 0 {
+                continue;
+            }
+            if let Some(col) = self.schema.snapshot().column_at(f.table_oid, f.column_attr) {
+                let known = transform
+                    .as_ref()
+                    .and_then(|t| t.shape.columns.get(i))
+                    .map(|c| c.lineage == Lineage::Encrypted(col) || matches!(c.lineage, Lineage::Encrypted(_)));
+                if known != Some(true) {
+                    return Err(DataPathError::Refused(format!(
+                        "result column {} comes from protected column {} but pgcloak could not \
+                         follow it through the statement; select the column directly",
+                        String::from_utf8_lossy(&f.name),
+                        prot.policy.column(col).qualified_name()
+                    )));
+                }
+            }
+        }
+        let Some(transform) = transform else {
+            out.extend_from_slice(msg);
+            return Ok(());
+        };
+        if !transform.shape.has_encrypted() {
+            out.extend_from_slice(msg);
+            if !pop {
+                self.active = Some(Arc::new(ActiveResult::default()));
+            }
+            return Ok(());
+        }
+        if fields.len() < shape_len || (fields.len() > shape_len && !transform.shape.plain_tail) {
+            return Err(DataPathError::Refused(
+                "the server's result columns do not match pgcloak's analysis of the statement"
+                    .into(),
+            ));
+        }
+        let active = self.resolve_actions(prot, &transform, upstream_binary);
+        for (i, action) in active.actions.iter().enumerate() {
+            let Some(a) = action else { continue };
+            let f = &mut fields[i];
+            if f.type_oid != LogicalType::Bytea.oid() {
+                return Err(DataPathError::Refused(format!(
+                    "column {} is protected but the server returned it as type {}, not bytea; \
+                     the schema does not match the policy",
+                    prot.policy.column(a.col).qualified_name(),
+                    f.type_oid
+                )));
+            }
+            let ty = prot.policy.column(a.col).logical_type;
+            let (oid, len) = reported_type(ty, a.view);
+            f.type_oid = oid;
+            f.type_len = len;
+            f.type_mod = -1;
+            f.format = if pop && !upstream_binary { 0 } else { a.client_format };
+        }
+        encode_row_description(&fields, out);
+        if !pop {
+            self.active = Some(Arc::new(active));
+        }
+        Ok(())
+    }
+
+    fn resolve_actions(
+        &self,
+        prot: &Protection,
+        t: &ResultTransform,
+        upstream_binary: bool,
+    ) -> ActiveResult {
+        let actions = t
+            .shape
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| match c.lineage {
+                Lineage::Encrypted(col) => Some(ColumnAction {
+                    col,
+                    view: prot.policy.access_for(&self.roles, col),
+                    client_format: t
+                        .client_formats
+                        .as_ref()
+                        .and_then(|f| f.get(i).copied())
+                        .unwrap_or(0),
+                    upstream_binary,
+                }),
+                _ => None,
+            })
+            .collect();
+        ActiveResult { actions }
+    }
+
+    fn on_data_row(
+        &mut self,
+        prot: &Protection,
+        msg: &[u8],
+        out: &mut BytesMut,
+    ) -> Result<(), DataPathError> {
+        if self.active.is_none() {
+            if let Some(Expect::Execute {
+                transform: Some(t), ..
+            }) = self.expect.front()
+            {
+                let t = t.clone();
+                self.active = Some(Arc::new(self.resolve_actions(prot, &t, true)));
+            }
+        }
+        let Some(active) = self.active.clone() else {
+            out.extend_from_slice(msg);
+            return Ok(());
+        };
+        if active.is_passthrough() {
+            out.extend_from_slice(msg);
+            return Ok(());
+        }
+        let values = decode_data_row(msg)?;
+        if values.len() < active.actions.len() {
+            return Err(DataPathError::Refused(
+                "a result row does not match pgcloak's analysis of the statement".into(),
+            ));
+        }
+        let start = begin_data_row(out, values.len());
+        for (i, v) in values.iter().enumerate() {
+            let action = active.actions.get(i).copied().flatten();
+            match (action, v) {
+                (Some(a), Some(raw)) => {
+                    let envelope = if a.upstream_binary {
+                        std::borrow::Cow::Borrowed(*raw)
+                    } else {
+                        std::borrow::Cow::Owned(parse_bytea_text(raw).ok_or_else(|| {
+                            DataPathError::Refused(format!(
+                                "column {}: the server sent a value that is not bytea",
+                                prot.policy.column(a.col).qualified_name()
+                            ))
+                        })?)
+                    };
+                    let rendered = render(prot, &self.codec, a.col, a.view, &envelope, a.client_format)?;
+                    put_value(out, rendered.as_deref());
+                }
+                (_, v) => put_value(out, *v),
+            }
+        }
+        finish_message(out, start);
+        Ok(())
+    }
+
+    fn on_error(&mut self, prot: &Protection, msg: &[u8], out: &mut BytesMut) {
+        let injected = matches!(self.expect.front(), Some(Expect::InjectedError))
+            || matches!(self.expect.front(), Some(Expect::Simple(s)) if s.front().is_some_and(|st| st.injected_error));
+        if matches!(self.expect.front(), Some(Expect::InjectedError)) {
+            self.expect.pop_front();
+        }
+        self.active = None;
+        self.current_copy_out = None;
+        self.copy_in = None;
+        self.pending_copy_in = None;
+        // Error recovery: a simple Query skips its remaining statements; the
+        // extended protocol skips everything until Sync.
+        match self.expect.front_mut() {
+            Some(Expect::Simple(stmts)) => stmts.clear(),
+            _ => {
+                while let Some(front) = self.expect.front() {
+                    if matches!(front, Expect::Sync | Expect::Simple(_)) {
+                        break;
+                    }
+                    self.expect.pop_front();
+                }
+            }
+        }
+        let Ok(fields) = decode_error_fields(msg) else {
+            out.extend_from_slice(msg);
+            return;
+        };
+        let mut changed = false;
+        let fields: Vec<(u8, Bytes)> = if injected {
+            changed = true;
+            // pgcloak's own error, raised through a DO block: drop the PL/pgSQL noise.
+            fields
+                .into_iter()
+                .filter(|(c, _)| matches!(c, b'S' | b'V' | b'C' | b'M' | b'D' | b'H'))
+                .collect()
+        } else {
+            let table = field(&fields, b't');
+            let schema = field(&fields, b's');
+            let protected = match (schema, table) {
+                (Some(s), Some(t)) => prot.policy.is_protected_table(&TableName::new(s, t)),
+                _ => false,
+            };
+            if protected {
+                fields
+                    .into_iter()
+                    .map(|(c, v)| {
+                        if c == b'D' {
+                            changed = true;
+                            (c, redact_detail(&v))
+                        } else {
+                            (c, v)
+                        }
+                    })
+                    .collect()
+            } else {
+                fields
+            }
+        };
+        if changed {
+            encode_error_fields(b'E', &fields, out);
+        } else {
+            out.extend_from_slice(msg);
+        }
+    }
+}
+
+fn field(fields: &[(u8, Bytes)], code: u8) -> Option<String> {
+    fields
+        .iter()
+        .find(|(c, _)| *c == code)
+        .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+}
+
+/// Keeps the column list of a `Key (cols)=(values) ...` detail, drops the values.
+fn redact_detail(detail: &[u8]) -> Bytes {
+    let text = String::from_utf8_lossy(detail);
+    if let Some(rest) = text.strip_prefix("Key (") {
+        if let Some(end) = rest.find(")=(") {
+            return Bytes::from(format!("Key ({})=(redacted by pgcloak)", &rest[..end]));
+        }
+    }
+    Bytes::from_static(b"(detail redacted by pgcloak: it may contain a protected value)")
+}
+
+/// The array type OID for a logical type (ParameterDescription of `= ANY($n)`).
+fn array_oid(ty: LogicalType) -> u32 {
+    match ty {
+        LogicalType::Text => 1009,
+        LogicalType::Varchar => 1015,
+        LogicalType::Int2 => 1005,
+        LogicalType::Int4 => 1007,
+        LogicalType::Int8 => 1016,
+        LogicalType::Numeric => 1231,
+        LogicalType::Float8 => 1022,
+        LogicalType::Bool => 1000,
+        LogicalType::Date => 1182,
+        LogicalType::Timestamp => 1115,
+        LogicalType::Timestamptz => 1185,
+        LogicalType::Uuid => 2951,
+        LogicalType::Jsonb => 3807,
+        LogicalType::Bytea => 1001,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_details_keep_columns_and_drop_values() {
+        assert_eq!(
+            &redact_detail(b"Key (phone)=(\\x706301ab) already exists.")[..],
+            b"Key (phone)=(redacted by pgcloak)"
+        );
+        assert!(redact_detail(b"Failing row contains (1, secret).")
+            .starts_with(b"(detail redacted"));
+    }
+}

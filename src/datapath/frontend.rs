@@ -1,0 +1,668 @@
+//! Client → upstream: analyse, rewrite and refuse.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+
+use super::values::{encrypt_param, encrypt_text_literal};
+use super::{
+    DataPath, DataPathError, Expect, Portal, Prepared, Protection, ResultTransform,
+    SimpleStatement,
+};
+use crate::policy::LogicalType;
+use crate::session::relay::Flow;
+use crate::sql::rewrite::{rewrite, RewriteError};
+use crate::sql::{
+    may_mention, AnalysisContext, CopyDirection, Lineage, ResultShape, StatementKind,
+    StatementPlan,
+};
+use crate::wire::extended::{
+    decode_execute, decode_query, decode_target, encode_query, format_for, Bind, Parse, Target,
+};
+use crate::wire::WireError;
+
+/// bytea and bytea[] type OIDs, for parameters that carry ciphertext upstream.
+const BYTEA_OID: u32 = 17;
+const BYTEA_ARRAY_OID: u32 = 1001;
+/// Binary format code.
+const BINARY: i16 = 1;
+
+impl DataPath {
+    /// Handles one client message, appending what goes upstream to `out`.
+    pub fn on_frontend(&mut self, msg: &[u8], out: &mut BytesMut) -> Result<Flow, DataPathError> {
+        let tag = msg[0];
+        if self.discard_until_sync && tag != b'S' {
+            // PostgreSQL would skip these too, after the error we injected.
+            return Ok(Flow::Continue);
+        }
+        match tag {
+            b'Q' => self.on_query(msg, out)?,
+            b'P' => self.on_parse(msg, out)?,
+            b'B' => self.on_bind(msg, out)?,
+            b'D' => self.on_describe(msg, out)?,
+            b'E' => self.on_execute(msg, out)?,
+            b'C' => {
+                match decode_target(msg, "Close")? {
+                    Target::Statement(n) => {
+                        self.statements.remove(&n);
+                    }
+                    Target::Portal(n) => {
+                        self.portals.remove(&n);
+                    }
+                }
+                out.extend_from_slice(msg);
+            }
+            b'S' => {
+                self.discard_until_sync = false;
+                // Unnamed portals die at the end of the transaction; keep it simple
+                // and keep them: Bind always replaces them.
+                self.expect.push_back(Expect::Sync);
+                out.extend_from_slice(msg);
+            }
+            b'H' => out.extend_from_slice(msg),
+            b'd' => match &mut self.copy_in {
+                Some(c) => {
+                    let prot = self.protection.load();
+                    c.feed(&msg[5..], &prot, &self.codec, out)?;
+                }
+                None => out.extend_from_slice(msg),
+            },
+            b'c' => {
+                if let Some(mut c) = self.copy_in.take() {
+                    let prot = self.protection.load();
+                    c.finish(&prot, &self.codec, out)?;
+                }
+                out.extend_from_slice(msg);
+            }
+            b'f' => {
+                self.copy_in = None;
+                out.extend_from_slice(msg);
+            }
+            b'F' => {
+                let prot = self.protection.load_full();
+                if prot.is_empty() {
+                    out.extend_from_slice(msg);
+                } else {
+                    // A function call names a function by OID: pgcloak cannot see what it reads.
+                    let err = DataPathError::Refused(
+                        "pgcloak refuses the function-call ('F') protocol message while columns \
+                         are protected: it cannot tell which columns the function reads; use a \
+                         SELECT instead"
+                            .into(),
+                    );
+                    self.inject_simple_failure(&err, out);
+                }
+            }
+            b'X' => {
+                out.extend_from_slice(msg);
+                return Ok(Flow::Stop);
+            }
+            _ => out.extend_from_slice(msg),
+        }
+        Ok(Flow::Continue)
+    }
+
+    fn context<'a>(&'a self, prot: &'a Protection) -> AnalysisContext<'a> {
+        AnalysisContext {
+            policy: &prot.policy,
+            schema: self.schema.as_ref(),
+            search_path: &self.search_path,
+            names: &prot.names,
+            in_list_cap: prot.in_list_cap,
+            force_full_analysis: false,
+        }
+    }
+
+    /// Whether the statement text can be forwarded without analysis.
+    fn fast_path(prot: &Protection, sql: &str) -> bool {
+        prot.is_empty() || !may_mention(sql, &prot.names)
+    }
+
+    /// The client's SQL bytes as text (decoded from client_encoding).
+    fn decode_sql(&self, bytes: &[u8]) -> Result<String, DataPathError> {
+        self.codec
+            .client_encoding
+            .decode(LogicalType::Text, bytes)
+            .map(|c| c.into_owned())
+            .map_err(|e| DataPathError::codec("(statement text)", e))
+    }
+
+    /// Text back to the client's encoding, for upstream.
+    fn encode_sql(&self, text: &str) -> Result<Vec<u8>, DataPathError> {
+        self.codec
+            .client_encoding
+            .encode(LogicalType::Text, text)
+            .map(|c| c.into_owned())
+            .map_err(|e| DataPathError::codec("(statement text)", e))
+    }
+
+    fn on_query(&mut self, msg: &[u8], out: &mut BytesMut) -> Result<(), DataPathError> {
+        let raw = decode_query(msg)?;
+        let sql = match self.decode_sql(raw) {
+            Ok(s) => s,
+            Err(e) => {
+                self.inject_simple_failure(&e, out);
+                return Ok(());
+            }
+        };
+        let prot = self.protection.load_full();
+        if Self::fast_path(&prot, &sql) {
+            self.expect.push_back(Expect::Simple(VecDeque::new()));
+            out.extend_from_slice(msg);
+            return Ok(());
+        }
+        let analysis = match prot.cache.analyze(&sql, &[], &self.context(&prot)) {
+            Ok(a) => a,
+            Err(e) => {
+                self.inject_simple_failure(&DataPathError::Sql(e), out);
+                return Ok(());
+            }
+        };
+        let fp = &analysis.fingerprint;
+        let mut statements = VecDeque::new();
+        let mut actions = Vec::new();
+        let mut failure: Option<(usize, DataPathError)> = None;
+        for plan in analysis.plans.iter() {
+            let start = plan.start.resolve(fp).unwrap_or(0);
+            if let Err(e) = self.check_plan(&prot, plan) {
+                failure = Some((start, e));
+                break;
+            }
+            if plan.execute.is_some() {
+                failure = Some((
+                    start,
+                    DataPathError::Refused(
+                        "EXECUTE of a prepared statement on protected columns must be sent on \
+                         its own (not in a multi-statement string)"
+                            .into(),
+                    ),
+                ));
+                if analysis.plans.len() == 1 {
+                    failure = None;
+                }
+            }
+            actions.extend(plan.literals.iter());
+            statements.push_back(SimpleStatement {
+                transform: plan.result.clone().map(|shape| {
+                    Arc::new(ResultTransform {
+                        shape,
+                        client_formats: None,
+                    })
+                }),
+                copy: plan
+                    .copy
+                    .clone()
+                    .filter(|c| c.direction == CopyDirection::ToStdout)
+                    .map(Arc::new),
+                injected_error: false,
+            });
+            if let Some(c) = &plan.copy {
+                if c.direction == CopyDirection::FromStdin && c.fields.iter().any(Option::is_some)
+                {
+                    self.pending_copy_in = Some(Arc::new(c.clone()));
+                }
+            }
+            if let Some(p) = &plan.prepare {
+                self.sql_prepared.insert(p.name.clone(), p.statement.clone());
+            }
+        }
+        // EXECUTE name(args) alone: splice its literal arguments.
+        if analysis.plans.len() == 1 {
+            if let Some(ex) = &analysis.plans[0].execute {
+                match self.sql_prepared.get(&ex.name) {
+                    Some(prepared) => match ex.bind(prepared) {
+                        Ok((lits, params)) if params.is_empty() => {
+                            let text = self.rewrite_literals(&prot, &sql, fp, lits.iter())?;
+                            if let Some(st) = statements.front_mut() {
+                                st.transform = prepared.result.clone().map(|shape| {
+                                    Arc::new(ResultTransform {
+                                        shape,
+                                        client_formats: None,
+                                    })
+                                });
+                            }
+                            let bytes = self.encode_sql(&text)?;
+                            self.expect.push_back(Expect::Simple(statements));
+                            out.extend_from_slice(&encode_query(&bytes));
+                            return Ok(());
+                        }
+                        Ok(_) => {
+                            failure = Some((0, DataPathError::Refused("EXECUTE with $n parameters is not supported on protected columns".into())));
+                        }
+                        Err(e) => failure = Some((0, DataPathError::Sql(e))),
+                    },
+                    None if prot.is_empty() => {}
+                    None => {
+                        // Not prepared through this session's text: we cannot know what it writes.
+                        failure = Some((
+                            0,
+                            DataPathError::Refused(format!(
+                                "prepared statement \"{}\" was not prepared with PREPARE in this session, so pgcloak cannot check it",
+                                ex.name
+                            )),
+                        ));
+                    }
+                }
+            }
+        }
+        let text = match &failure {
+            None => self.rewrite_literals(&prot, &sql, fp, actions.into_iter())?,
+            Some((start, err)) => {
+                // Keep the statements before the refused one, rewritten, and make the
+                // server fail at the refused one: the implicit transaction aborts.
+                let keep: Vec<_> = analysis
+                    .plans
+                    .iter()
+                    .take_while(|p| p.start.resolve(fp).unwrap_or(0) < *start)
+                    .flat_map(|p| p.literals.iter())
+                    .collect();
+                let rewritten = self.rewrite_literals(&prot, &sql, fp, keep.into_iter())?;
+                let delta = rewritten.len() as isize - sql.len() as isize;
+                let cut = (*start as isize + delta).max(0) as usize;
+                let mut text = rewritten.get(..cut).unwrap_or("").to_string();
+                text.push_str(&raise_statement(err));
+                // Statements after the refused one never run, as in PostgreSQL.
+                let kept = statements.len().saturating_sub(1);
+                statements.truncate(kept);
+                statements.push_back(SimpleStatement {
+                    transform: None,
+                    copy: None,
+                    injected_error: true,
+                });
+                text
+            }
+        };
+        let bytes = self.encode_sql(&text)?;
+        self.expect.push_back(Expect::Simple(statements));
+        out.extend_from_slice(&encode_query(&bytes));
+        Ok(())
+    }
+
+    /// The role-dependent checks for one analysed statement.
+    fn check_plan(&self, prot: &Protection, plan: &StatementPlan) -> Result<(), DataPathError> {
+        plan.authorize(&prot.policy, &self.roles)?;
+        if plan.touches_policy {
+            for col in plan_columns(plan) {
+                if let Err(e) = self.schema.snapshot().location(col) {
+                    return Err(DataPathError::Refused(format!(
+                        "{e}; pgcloak refuses statements on it until the schema matches the policy"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn rewrite_literals<'p>(
+        &self,
+        prot: &Protection,
+        sql: &str,
+        fp: &crate::sql::Fingerprint,
+        actions: impl Iterator<Item = &'p crate::sql::LiteralAction>,
+    ) -> Result<String, DataPathError> {
+        let actions: Vec<_> = actions.collect();
+        if actions.is_empty() {
+            return Ok(sql.to_string());
+        }
+        let codec = &self.codec;
+        let mut enc = |col, text: &str| encrypt_text_literal(prot, codec, col, text);
+        rewrite(sql, fp, actions, &mut enc).map_err(|e| match e {
+            RewriteError::Sql(e) => DataPathError::Sql(e),
+            RewriteError::Encrypt { error, .. } => error,
+        })
+    }
+
+    fn on_parse(&mut self, msg: &[u8], out: &mut BytesMut) -> Result<(), DataPathError> {
+        let parse = Parse::decode(msg)?;
+        let prot = self.protection.load_full();
+        let sql = match self.decode_sql(&parse.sql) {
+            Ok(s) => s,
+            Err(e) => {
+                self.statements.remove(&parse.name);
+                self.inject_extended_failure(&e, &[b'1'], out);
+                return Ok(());
+            }
+        };
+        if Self::fast_path(&prot, &sql) {
+            self.statements.insert(
+                parse.name.clone(),
+                Prepared {
+                    generation: prot.generation(),
+                    plan: None,
+                },
+            );
+            out.extend_from_slice(msg);
+            return Ok(());
+        }
+        match self
+            .analyse_single(&prot, &sql, &parse.param_types)
+            .and_then(|(plan, text)| Ok((plan, self.encode_sql(&text)?)))
+        {
+            Ok((plan, text)) => {
+                let mut rewritten = parse.clone();
+                rewritten.sql = text;
+                for p in &plan.params {
+                    let i = usize::from(p.index).saturating_sub(1);
+                    if rewritten.param_types.len() <= i {
+                        rewritten.param_types.resize(i + 1, 0);
+                    }
+                    rewritten.param_types[i] = if p.array { BYTEA_ARRAY_OID } else { BYTEA_OID };
+                }
+                self.statements.insert(
+                    parse.name.clone(),
+                    Prepared {
+                        generation: prot.generation(),
+                        plan: Some(plan),
+                    },
+                );
+                if rewritten == parse {
+                    out.extend_from_slice(msg);
+                } else {
+                    out.extend_from_slice(&rewritten.encode());
+                }
+            }
+            Err(e) => {
+                self.statements.remove(&parse.name);
+                self.inject_extended_failure(&e, &[b'1'], out);
+            }
+        }
+        Ok(())
+    }
+
+    /// Analyses a one-statement text and rewrites its literals.
+    fn analyse_single(
+        &self,
+        prot: &Protection,
+        sql: &str,
+        param_types: &[u32],
+    ) -> Result<(Arc<StatementPlan>, String), DataPathError> {
+        let analysis = prot.cache.analyze(sql, param_types, &self.context(prot))?;
+        let plans: Vec<&StatementPlan> = analysis
+            .plans
+            .iter()
+            .filter(|p| !(p.kind == StatementKind::Other && !p.touches_policy && p.rejection.is_none() && p.result.is_none()) || analysis.plans.len() == 1)
+            .collect();
+        let [plan] = plans.as_slice() else {
+            return Err(DataPathError::Refused(
+                "a prepared statement must contain exactly one command".into(),
+            ));
+        };
+        self.check_plan(prot, plan)?;
+        if plan.execute.is_some() || plan.prepare.is_some() {
+            return Err(DataPathError::Refused(
+                "PREPARE/EXECUTE inside the extended protocol is not supported on protected columns".into(),
+            ));
+        }
+        if let Some(c) = &plan.copy {
+            if c.fields.iter().any(Option::is_some) {
+                return Err(DataPathError::Refused(
+                    "COPY of protected columns must use the simple query protocol".into(),
+                ));
+            }
+        }
+        let text = self.rewrite_literals(prot, sql, &analysis.fingerprint, plan.literals.iter())?;
+        Ok((Arc::new((*plan).clone()), text))
+    }
+
+    fn on_bind(&mut self, msg: &[u8], out: &mut BytesMut) -> Result<(), DataPathError> {
+        let prot = self.protection.load_full();
+        let mut bind = Bind::decode(msg)?;
+        let Some(prepared) = self.statements.get(&bind.statement).cloned() else {
+            // Unknown to us means unknown upstream too: let PostgreSQL report it.
+            self.portals.remove(&bind.portal);
+            out.extend_from_slice(msg);
+            return Ok(());
+        };
+        if prepared.generation != prot.generation() {
+            if let Err(e) = self.recheck_prepared(&prot, &bind.statement, &prepared) {
+                self.portals.remove(&bind.portal);
+                self.inject_extended_failure(&e, &[b'1', b'2'], out);
+                return Ok(());
+            }
+        }
+        let Some(plan) = &prepared.plan else {
+            self.portals.insert(
+                bind.portal.clone(),
+                Portal {
+                    transform: None,
+                    copy: None,
+                },
+            );
+            out.extend_from_slice(msg);
+            return Ok(());
+        };
+        let mut changed = false;
+        if !plan.params.is_empty() {
+            let n = bind.params.len();
+            let mut formats: Vec<i16> = (0..n).map(|i| bind.param_format(i)).collect();
+            for action in &plan.params {
+                let i = usize::from(action.index).saturating_sub(1);
+                let Some(slot) = bind.params.get_mut(i) else {
+                    continue;
+                };
+                let Some(value) = slot.as_ref() else {
+                    continue;
+                };
+                let encrypted = match encrypt_param(&prot, &self.codec, action, formats[i], value) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        self.portals.remove(&bind.portal);
+                        self.inject_extended_failure(&e, &[b'1', b'2'], out);
+                        return Ok(());
+                    }
+                };
+                *slot = Some(Bytes::from(encrypted));
+                formats[i] = BINARY;
+                changed = true;
+            }
+            bind.param_formats = formats;
+        }
+        let transform = plan.result.as_ref().map(|shape| {
+            let ncols = shape.columns.len();
+            let client: Vec<i16> = (0..ncols)
+                .map(|i| format_for(&bind.result_formats, i))
+                .collect();
+            Arc::new(ResultTransform {
+                shape: shape.clone(),
+                client_formats: Some(client),
+            })
+        });
+        if let Some(t) = &transform {
+            if t.shape.has_encrypted() {
+                // Ask upstream for raw envelopes on encrypted columns; keep the rest as asked.
+                let ncols = t.shape.columns.len();
+                let mut formats: Vec<i16> = (0..ncols)
+                    .map(|i| format_for(&bind.result_formats, i))
+                    .collect();
+                for (i, c) in t.shape.columns.iter().enumerate() {
+                    if matches!(c.lineage, Lineage::Encrypted(_)) {
+                        formats[i] = BINARY;
+                    }
+                }
+                if t.shape.plain_tail {
+                    // Unknown trailing columns: only a single format code can cover them.
+                    if bind.result_formats.len() > 1 {
+                        return self.refuse_bind(&bind.portal, "per-column result formats with SELECT * on a protected table", out);
+                    }
+                }
+                if !t.shape.plain_tail || formats.iter().all(|&f| f == format_for(&bind.result_formats, 0)) {
+                    bind.result_formats = formats;
+                    changed = true;
+                } else {
+                    return self.refuse_bind(&bind.portal, "mixed result formats with SELECT * on a protected table", out);
+                }
+            }
+        }
+        self.portals.insert(
+            bind.portal.clone(),
+            Portal {
+                transform,
+                copy: None,
+            },
+        );
+        if changed {
+            out.extend_from_slice(&bind.encode());
+        } else {
+            out.extend_from_slice(msg);
+        }
+        Ok(())
+    }
+
+    fn refuse_bind(&mut self, portal: &str, what: &str, out: &mut BytesMut) -> Result<(), DataPathError> {
+        self.portals.remove(portal);
+        let e = DataPathError::Refused(format!("pgcloak does not support {what}; list the columns"));
+        self.inject_extended_failure(&e, &[b'1', b'2'], out);
+        Ok(())
+    }
+
+    /// A statement analysed under an older policy generation: analyse it again and
+    /// refuse it if what it writes or returns would change.
+    fn recheck_prepared(
+        &mut self,
+        prot: &Protection,
+        name: &str,
+        prepared: &Prepared,
+    ) -> Result<(), DataPathError> {
+        let changed = || {
+            DataPathError::PlanChanged(format!(
+                "prepared statement \"{name}\" was analysed under an earlier policy; the policy \
+                 change alters what it writes or returns (cached plan must not change result \
+                 type); prepare it again"
+            ))
+        };
+        match &prepared.plan {
+            // A fast-path statement under a new policy cannot be re-read: its text is gone
+            // upstream-side and may now name a protected column. Refuse; the client re-prepares.
+            None if prot.is_empty() => {}
+            None => return Err(changed()),
+            Some(old) => {
+                let _ = old;
+                return Err(changed());
+            }
+        }
+        if let Some(p) = self.statements.get_mut(name) {
+            p.generation = prot.generation();
+        }
+        Ok(())
+    }
+
+    fn on_describe(&mut self, msg: &[u8], out: &mut BytesMut) -> Result<(), DataPathError> {
+        match decode_target(msg, "Describe")? {
+            Target::Statement(name) => {
+                let plan = self.statements.get(&name).and_then(|p| p.plan.clone());
+                if let Some(plan) = plan {
+                    self.expect.push_back(Expect::DescribeStatement {
+                        params: plan.params.clone(),
+                        transform: plan.result.clone().map(|shape| {
+                            Arc::new(ResultTransform {
+                                shape,
+                                client_formats: None,
+                            })
+                        }),
+                    });
+                } else {
+                    self.expect.push_back(Expect::DescribeStatement {
+                        params: Vec::new(),
+                        transform: None,
+                    });
+                }
+            }
+            Target::Portal(name) => {
+                let transform = self.portals.get(&name).and_then(|p| p.transform.clone());
+                self.expect.push_back(Expect::DescribePortal { transform });
+            }
+        }
+        out.extend_from_slice(msg);
+        Ok(())
+    }
+
+    fn on_execute(&mut self, msg: &[u8], out: &mut BytesMut) -> Result<(), DataPathError> {
+        let (portal, _) = decode_execute(msg)?;
+        let (transform, copy) = self
+            .portals
+            .get(&portal)
+            .map(|p| (p.transform.clone(), p.copy.clone()))
+            .unwrap_or((None, None));
+        self.expect.push_back(Expect::Execute { transform, copy });
+        out.extend_from_slice(msg);
+        Ok(())
+    }
+
+    /// Makes upstream fail at this point of a pipeline, with pgcloak's error: a
+    /// DO block that raises it, run through an injected Parse/Bind/Execute on the
+    /// unnamed statement. `swallow` lists the injected responses to drop (the
+    /// client's own message gets the error instead). Then discard until Sync.
+    fn inject_extended_failure(&mut self, err: &DataPathError, swallow: &[u8], out: &mut BytesMut) {
+        let parse = Parse {
+            name: String::new(),
+            sql: raise_statement(err).into_bytes(),
+            param_types: Vec::new(),
+        };
+        out.extend_from_slice(&parse.encode());
+        let bind = Bind {
+            portal: String::new(),
+            statement: String::new(),
+            param_formats: Vec::new(),
+            params: Vec::new(),
+            result_formats: Vec::new(),
+        };
+        out.extend_from_slice(&bind.encode());
+        out.extend_from_slice(&crate::wire::extended::encode_execute("", 0));
+        let _ = swallow;
+        self.expect.push_back(Expect::Swallow(b'1'));
+        self.expect.push_back(Expect::Swallow(b'2'));
+        self.expect.push_back(Expect::InjectedError);
+        self.discard_until_sync = true;
+    }
+
+    /// Makes upstream fail a simple Query (or function call) with pgcloak's error.
+    fn inject_simple_failure(&mut self, err: &DataPathError, out: &mut BytesMut) {
+        let mut st = VecDeque::new();
+        st.push_back(SimpleStatement {
+            transform: None,
+            copy: None,
+            injected_error: true,
+        });
+        self.expect.push_back(Expect::Simple(st));
+        out.extend_from_slice(&encode_query(raise_statement(err).as_bytes()));
+    }
+}
+
+/// Every policy column a plan refers to.
+fn plan_columns(plan: &StatementPlan) -> Vec<crate::policy::ColumnRef> {
+    let mut cols: Vec<_> = plan.literals.iter().map(|l| l.column).collect();
+    cols.extend(plan.params.iter().map(|p| p.column));
+    cols.extend(plan.searched.iter().copied());
+    if let Some(r) = &plan.result {
+        cols.extend(result_columns(r));
+    }
+    if let Some(c) = &plan.copy {
+        cols.extend(c.fields.iter().flatten().copied());
+    }
+    cols
+}
+
+fn result_columns(shape: &ResultShape) -> impl Iterator<Item = crate::policy::ColumnRef> + '_ {
+    shape.columns.iter().filter_map(|c| match c.lineage {
+        Lineage::Encrypted(col) => Some(col),
+        _ => None,
+    })
+}
+
+/// A statement that makes PostgreSQL raise pgcloak's error, with its SQLSTATE.
+/// The message holds column names and operations only, never a value.
+pub(crate) fn raise_statement(err: &DataPathError) -> String {
+    let quote = |s: &str| s.replace('\'', "''").replace("$pgcloak$", "$ pgcloak$");
+    format!(
+        "DO $pgcloak$BEGIN RAISE EXCEPTION USING ERRCODE = '{}', MESSAGE = '{}'; END$pgcloak$",
+        err.sqlstate(),
+        quote(&err.to_string())
+    )
+}
+
+impl From<DataPathError> for WireError {
+    fn from(_: DataPathError) -> WireError {
+        WireError::Malformed { what: "data path" }
+    }
+}

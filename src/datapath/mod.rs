@@ -1,0 +1,189 @@
+//! The data path: encrypt on the way in, decrypt or withhold on the way out.
+//!
+//! [`DataPath`] is one session's protocol state: its prepared statements and
+//! portals, the queue of what upstream will answer next, its codec context
+//! and its roles. The frontend half ([`DataPath::on_frontend`]) analyses and
+//! rewrites client messages; the backend half ([`DataPath::on_backend`])
+//! rewrites result descriptions and rows. Both are pure functions of the
+//! state and one message, with no I/O, so they are tested without sockets.
+//!
+//! It must never forward a statement that touches a protected column without
+//! understanding it, never send plaintext of a protected column upstream, and
+//! never hand ciphertext to a client as if it were the value.
+
+mod array;
+mod backend;
+mod copy;
+mod error;
+mod frontend;
+mod schema;
+mod values;
+
+pub use schema::SessionSchema;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+pub use error::DataPathError;
+
+use crate::codec::SessionContext;
+use crate::crypto::CipherSuite;
+use crate::policy::{Policy, RoleName};
+use crate::sql::{AnalysisCache, CopyPlan, NameSet, ParamAction, ResultShape, StatementPlan};
+
+/// Everything derived from one policy + keyring generation, shared by all sessions.
+pub struct Protection {
+    pub policy: Arc<Policy>,
+    pub suite: CipherSuite,
+    pub names: NameSet,
+    pub cache: AnalysisCache,
+    pub in_list_cap: usize,
+}
+
+impl Protection {
+    pub fn new(policy: Arc<Policy>, suite: CipherSuite, in_list_cap: usize) -> Protection {
+        let names = NameSet::from_policy(&policy);
+        Protection {
+            policy,
+            suite,
+            names,
+            cache: AnalysisCache::new(4096),
+            in_list_cap,
+        }
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.policy.generation()
+    }
+
+    /// Whether anything at all is protected.
+    pub fn is_empty(&self) -> bool {
+        self.policy.columns().is_empty()
+    }
+}
+
+/// What the session knows about a prepared statement (from its Parse).
+#[derive(Clone)]
+struct Prepared {
+    generation: u64,
+    /// None: the fast path proved the statement cannot touch a protected column.
+    plan: Option<Arc<StatementPlan>>,
+}
+
+/// What the session knows about a bound portal.
+#[derive(Clone)]
+struct Portal {
+    transform: Option<Arc<ResultTransform>>,
+    copy: Option<Arc<CopyPlan>>,
+}
+
+/// How to rewrite one result set: per result column, what to do.
+#[derive(Debug, Clone)]
+pub(crate) struct ResultTransform {
+    shape: ResultShape,
+    /// The formats the client asked for, per result column (extended protocol).
+    client_formats: Option<Vec<i16>>,
+}
+
+/// What upstream will answer next, in order. Only responses pgcloak must act on
+/// are queued; the rest pass through untouched.
+enum Expect {
+    /// A Describe of a statement: ParameterDescription, then RowDescription or NoData.
+    DescribeStatement {
+        params: Vec<ParamAction>,
+        transform: Option<Arc<ResultTransform>>,
+    },
+    /// A Describe of a portal: RowDescription or NoData.
+    DescribePortal {
+        transform: Option<Arc<ResultTransform>>,
+    },
+    /// An Execute: rows until CommandComplete, PortalSuspended, EmptyQuery or an error.
+    Execute {
+        transform: Option<Arc<ResultTransform>>,
+        copy: Option<Arc<CopyPlan>>,
+    },
+    /// A simple Query: its statements in order, until ReadyForQuery.
+    Simple(VecDeque<SimpleStatement>),
+    /// A response to a message pgcloak injected, to be dropped.
+    Swallow(u8),
+    /// The error raised by a statement pgcloak substituted: strip its PL/pgSQL context.
+    InjectedError,
+    /// A Sync: its ReadyForQuery ends error recovery.
+    Sync,
+}
+
+struct SimpleStatement {
+    transform: Option<Arc<ResultTransform>>,
+    copy: Option<Arc<CopyPlan>>,
+    injected_error: bool,
+}
+
+/// Per-session data-path state.
+pub struct DataPath {
+    protection: Arc<ArcSwap<Protection>>,
+    schema: Arc<SessionSchema>,
+    roles: Vec<RoleName>,
+    codec: SessionContext,
+    search_path: Vec<String>,
+    statements: HashMap<String, Prepared>,
+    portals: HashMap<String, Portal>,
+    /// SQL-level `PREPARE name AS ...` plans, for `EXECUTE name(...)`.
+    sql_prepared: HashMap<String, Box<StatementPlan>>,
+    expect: VecDeque<Expect>,
+    /// Client messages are dropped until Sync (after pgcloak refused one in a pipeline).
+    discard_until_sync: bool,
+    /// The COPY FROM STDIN stream being encrypted, if any.
+    copy_in: Option<copy::CopyIn>,
+    /// A COPY FROM STDIN plan waiting for the server's CopyInResponse.
+    pending_copy_in: Option<Arc<CopyPlan>>,
+    /// Backend: the result set being rewritten.
+    active: Option<Arc<backend::ActiveResult>>,
+    current_copy_out: Option<Arc<CopyPlan>>,
+    /// Backend: an error was sent for a result; drop the rest until ReadyForQuery.
+    swallow_until_ready: bool,
+}
+
+impl DataPath {
+    pub fn new(
+        protection: Arc<ArcSwap<Protection>>,
+        schema: Arc<SessionSchema>,
+        roles: Vec<RoleName>,
+        codec: SessionContext,
+        search_path: Vec<String>,
+    ) -> DataPath {
+        DataPath {
+            protection,
+            schema,
+            roles,
+            codec,
+            search_path,
+            statements: HashMap::new(),
+            portals: HashMap::new(),
+            sql_prepared: HashMap::new(),
+            expect: VecDeque::new(),
+            discard_until_sync: false,
+            copy_in: None,
+            pending_copy_in: None,
+            active: None,
+            current_copy_out: None,
+            swallow_until_ready: false,
+        }
+    }
+
+    /// The roles whose grants apply (empty: PUBLIC only).
+    pub fn roles(&self) -> &[RoleName] {
+        &self.roles
+    }
+
+    /// Replaces the schema (after a catalog refresh).
+    pub fn set_schema(&mut self, schema: Arc<SessionSchema>) {
+        self.schema = schema;
+    }
+
+    pub fn set_roles(&mut self, roles: Vec<RoleName>) {
+        self.roles = roles;
+    }
+}
+

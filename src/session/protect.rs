@@ -1,0 +1,153 @@
+//! Session setup for the data path: the session's schema snapshot, roles and
+//! search_path, and the handlers that run the data path in both pumps.
+
+use std::sync::{Arc, Mutex};
+
+use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
+
+use crate::datapath::{DataPath, DataPathError, SessionSchema};
+use crate::net::UpstreamStream;
+use crate::policy::RoleName;
+use crate::server::Shared;
+use crate::wire::extended::{decode_data_row, encode_query};
+use crate::wire::PgError;
+
+use super::reader::FrameReader;
+use super::relay::{Flow, MessageHandler};
+use super::{Identity, SessionError};
+
+/// Builds the session's data path, or None when no policy is configured.
+pub async fn setup(
+    shared: &Shared,
+    identity: &Identity,
+    parameters: &[(String, String)],
+    upstream: &mut UpstreamStream,
+    upstream_rd: &mut FrameReader,
+) -> Result<Option<Arc<Mutex<DataPath>>>, SessionError> {
+    let (Some(protection), Some(catalog)) = (&shared.protection, &shared.catalog) else {
+        return Ok(None);
+    };
+    let refuse = |what: &str, e: &dyn std::fmt::Display| {
+        SessionError::Refused(PgError::fatal(
+            "58000",
+            format!("pgcloak cannot {what} for database \"{}\": {e}", identity.database),
+        ))
+    };
+    let schema = catalog
+        .snapshot(&identity.database)
+        .await
+        .map_err(|e| refuse("read the schema", &e))?;
+    // Rights come only from authentication; an unverified session is PUBLIC.
+    let roles: Vec<RoleName> = if identity.authenticated {
+        catalog
+            .session_roles(&identity.database, &RoleName(identity.role.clone()))
+            .await
+            .map_err(|e| refuse("read role memberships", &e))?
+            .to_vec()
+    } else {
+        Vec::new()
+    };
+    let search_path = initial_search_path(upstream, upstream_rd).await?;
+    let mut codec = crate::codec::SessionContext::default();
+    for (name, value) in parameters {
+        let _ = codec.update(name, value);
+    }
+    let prot = protection.load_full();
+    let schema = shared_schema(shared, &identity.database, schema, &prot);
+    let dp = DataPath::new(
+        protection.clone(),
+        schema,
+        roles,
+        codec,
+        search_path,
+    );
+    Ok(Some(Arc::new(Mutex::new(dp))))
+}
+
+/// One [`SessionSchema`] per database and catalog snapshot, shared by its
+/// sessions so that they share analysis-cache entries too.
+fn shared_schema(
+    shared: &Shared,
+    database: &str,
+    snapshot: Arc<crate::catalog::SchemaSnapshot>,
+    prot: &crate::datapath::Protection,
+) -> Arc<SessionSchema> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    let mut map = shared.schemas.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(s) = map.get(database) {
+        if Arc::ptr_eq(s.snapshot(), &snapshot) && s.policy_generation() == prot.generation() {
+            return s.clone();
+        }
+    }
+    let s = Arc::new(SessionSchema::new(
+        snapshot,
+        prot,
+        NEXT.fetch_add(1, Ordering::Relaxed),
+    ));
+    map.insert(database.to_string(), s.clone());
+    s
+}
+
+/// Asks upstream for the session's effective search_path (`$user` expanded,
+/// implicit schemas included), on the session's own connection, before the
+/// client's first statement.
+async fn initial_search_path(
+    upstream: &mut UpstreamStream,
+    rd: &mut FrameReader,
+) -> Result<Vec<String>, SessionError> {
+    upstream
+        .write_all(&encode_query(
+            b"SELECT pg_catalog.unnest(pg_catalog.current_schemas(true))",
+        ))
+        .await?;
+    upstream.flush().await?;
+    let mut path = Vec::new();
+    loop {
+        let f = rd.next(upstream).await?.ok_or(SessionError::UpstreamGone)?;
+        match f.tag() {
+            b'D' => {
+                if let Ok(values) = decode_data_row(f.as_bytes()) {
+                    if let Some(Some(v)) = values.first() {
+                        path.push(String::from_utf8_lossy(v).into_owned());
+                    }
+                }
+            }
+            b'E' => {
+                return Err(SessionError::UpstreamProtocol(
+                    "could not read the session's search_path",
+                ))
+            }
+            b'Z' => break,
+            _ => {}
+        }
+    }
+    Ok(path)
+}
+
+/// The frontend pump's handler when the data path is on.
+pub struct FrontendData(pub Arc<Mutex<DataPath>>);
+
+impl MessageHandler for FrontendData {
+    fn on_message(&mut self, msg: &[u8], out: &mut BytesMut) -> Result<Flow, SessionError> {
+        let mut dp = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        dp.on_frontend(msg, out).map_err(SessionError::from)
+    }
+}
+
+/// The backend pump's handler when the data path is on.
+pub struct BackendData(pub Arc<Mutex<DataPath>>);
+
+impl MessageHandler for BackendData {
+    fn on_message(&mut self, msg: &[u8], out: &mut BytesMut) -> Result<Flow, SessionError> {
+        let mut dp = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        dp.on_backend(msg, out).map_err(SessionError::from)
+    }
+}
+
+impl From<DataPathError> for SessionError {
+    fn from(e: DataPathError) -> SessionError {
+        SessionError::Refused(PgError::fatal(e.sqlstate(), e.to_string()))
+    }
+}
