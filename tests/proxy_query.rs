@@ -584,3 +584,34 @@ async fn closed_statement_names_can_be_reused() {
     assert_eq!(tags(&msgs), "1312DC3Z");
     assert_eq!(msgs[4].data_row(), vec![Some("second".to_string())]);
 }
+
+#[tokio::test]
+async fn copy_fail_from_the_client_aborts_the_copy_and_keeps_the_session() {
+    let db = fresh_db("q_copy_fail").await;
+    let proxy = Proxy::start(json!({}));
+    let client = proxy.connect(&db).await;
+    client
+        .batch_execute("CREATE TABLE t (v int); GRANT ALL ON t TO trusty")
+        .await
+        .unwrap();
+    let mut conn = RawConn::connect(proxy.port()).await;
+    conn.startup_trust(TRUST_USER, &db).await;
+    conn.send(&fe::query("COPY t FROM STDIN")).await;
+    conn.expect(b'G').await;
+    conn.send(&fe::concat(&[
+        fe::frame(b'd', b"1\n2\n"),
+        fe::frame(b'f', b"client gave up\0"),
+    ]))
+    .await;
+    let err = conn.expect(b'E').await;
+    assert_eq!(
+        err.sqlstate().as_deref(),
+        Some("57014"),
+        "{:?}",
+        err.fields()
+    );
+    conn.expect(b'Z').await;
+    conn.send(&fe::query("SELECT count(*) FROM t")).await;
+    let msgs = conn.recv_until(b'Z').await;
+    assert_eq!(msgs[1].data_row(), vec![Some("0".to_string())]);
+}
