@@ -4,6 +4,7 @@
 //! server, auth, catalog, observe) is thin and tested end to end against PostgreSQL.
 
 pub mod cancel;
+pub mod catalog;
 pub mod config;
 pub mod demo;
 pub mod net;

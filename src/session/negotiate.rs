@@ -103,7 +103,8 @@ pub async fn negotiate(
                 let options = startup.protocol_options();
                 if startup.minor > 0 || !options.is_empty() {
                     // We speak 3.0 to upstream, so we answer for the server here.
-                    let msg = negotiate_protocol_version(0, &options);
+                    // PostgreSQL sends the full version number (major << 16 | minor), as libpq expects.
+                    let msg = negotiate_protocol_version(3 << 16, &options);
                     if let Err(e) = stream.write_all(&msg).await {
                         return Err((None, SessionError::Io(e)));
                     }

@@ -143,10 +143,10 @@ pub fn backend_key_data(pid: i32, secret: u32) -> Bytes {
     b.finish()
 }
 
-/// NegotiateProtocolVersion ('v'): we speak minor version 0 and none of the options.
-pub fn negotiate_protocol_version(newest_minor: i32, unsupported: &[String]) -> Bytes {
+/// NegotiateProtocolVersion ('v'): the newest version we speak (full number) and the options we do not.
+pub fn negotiate_protocol_version(newest_version: i32, unsupported: &[String]) -> Bytes {
     let mut b = MessageBuilder::new(b'v');
-    b.i32(newest_minor).i32(unsupported.len() as i32);
+    b.i32(newest_version).i32(unsupported.len() as i32);
     for o in unsupported {
         b.cstr(o);
     }

@@ -1,0 +1,326 @@
+//! [`CatalogCache`]: the latest schema snapshot per database and the role set per login,
+//! shared by all sessions.
+//!
+//! Reads are lock-free (arc-swap). A snapshot is reused while it is younger than
+//! `refresh_secs`, was resolved against the current policy generation, and its database
+//! was not invalidated since its load began; otherwise the next caller re-reads the catalog
+//! (one load per database at a time; concurrent callers wait for it). Invalidation bumps
+//! an epoch, so a load that started before the DDL it must reflect is never taken as fresh.
+//!
+//! Catalog connections are opened lazily, one per database, and reopened when lost. When
+//! a refresh fails, the caller gets the error and must refuse statements that touch policy
+//! columns (fail closed); the stale snapshot is not served.
+
+use std::collections::HashMap;
+use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+use lru::LruCache;
+use zeroize::Zeroizing;
+
+use crate::config::UpstreamConfig;
+use crate::policy::{Policy, RoleName};
+
+use super::config::CatalogConfig;
+use super::connect::CatalogConn;
+use super::constraints::MissingConstraint;
+use super::error::CatalogError;
+use super::schema::SchemaSnapshot;
+
+/// Runs `$call` on `$db`'s connection; if it fails because the connection was lost
+/// (server restart, idle timeout, terminated backend), reconnects and tries once more.
+/// A macro rather than a closure-taking method, so the futures stay `Send`.
+macro_rules! retry_once_if_lost {
+    ($cache:expr, $db:expr, $conn:ident => $call:expr) => {{
+        let mut retried = false;
+        loop {
+            let $conn = $cache.connection(&$db).await?;
+            match tokio::time::timeout(CATALOG_CALL_TIMEOUT, $call).await {
+                Err(_elapsed) => {
+                    // An unresponsive server or a black-holed connection: drop it, so the
+                    // next call starts afresh, and refuse rather than wait forever.
+                    $cache.forget_connection(&$db, &$conn).await;
+                    break Err(CatalogError::Query {
+                        database: $db.name.clone(),
+                        what: "catalog read",
+                        reason: format!("no answer within {CATALOG_CALL_TIMEOUT:?}"),
+                    });
+                }
+                Ok(Err(_)) if !retried && $conn.is_closed() => {
+                    $cache.forget_connection(&$db, &$conn).await;
+                    retried = true;
+                }
+                Ok(result) => break result,
+            }
+        }
+    }};
+}
+
+/// The longest one catalog read may take (the server's statement_timeout is the same, so
+/// this only fires when the server or the network stops answering).
+const CATALOG_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// At most this many logins' role sets are kept.
+const ROLE_CACHE_ENTRIES: usize = 10_000;
+
+struct Cached {
+    snapshot: Arc<SchemaSnapshot>,
+    epoch: u64,
+    at: Instant,
+}
+
+/// One database: its connection, its latest snapshot, its invalidation epoch.
+struct Database {
+    name: String,
+    conn: tokio::sync::Mutex<Option<Arc<CatalogConn>>>,
+    latest: ArcSwapOption<Cached>,
+    epoch: AtomicU64,
+    loading: tokio::sync::Mutex<()>,
+    last_used: AtomicU64,
+}
+
+struct RoleEntry {
+    roles: Arc<[RoleName]>,
+    at: Instant,
+}
+
+/// Schema snapshots per database and role sets per login, refreshed on a TTL, on
+/// [`CatalogCache::invalidate`] and on [`CatalogCache::reload`].
+pub struct CatalogCache {
+    upstream: UpstreamConfig,
+    config: CatalogConfig,
+    password: Option<Zeroizing<String>>,
+    ttl: Duration,
+    policy: ArcSwap<Policy>,
+    databases: Mutex<HashMap<String, Arc<Database>>>,
+    roles: Mutex<LruCache<RoleName, RoleEntry>>,
+    started: Instant,
+}
+
+impl std::fmt::Debug for CatalogCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CatalogCache")
+            .field("upstream", &self.upstream.display_addr())
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CatalogCache {
+    /// Builds the cache; reads the password (`password_env` or `password`) now, so a
+    /// missing variable is a startup error. Opens no connection yet.
+    pub fn new(
+        upstream: UpstreamConfig,
+        config: CatalogConfig,
+        policy: Arc<Policy>,
+    ) -> Result<CatalogCache, CatalogError> {
+        Self::with_env(upstream, config, policy, |k| std::env::var(k).ok())
+    }
+
+    /// [`CatalogCache::new`] with environment lookups through `env` (for tests).
+    pub fn with_env(
+        upstream: UpstreamConfig,
+        config: CatalogConfig,
+        policy: Arc<Policy>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<CatalogCache, CatalogError> {
+        config.validate()?;
+        let password = config.resolve_password(env)?.map(Zeroizing::new);
+        let ttl = Duration::from_secs(config.refresh_secs);
+        let entries = NonZeroUsize::new(ROLE_CACHE_ENTRIES).unwrap_or(NonZeroUsize::MIN);
+        Ok(CatalogCache {
+            upstream,
+            config,
+            password,
+            ttl,
+            policy: ArcSwap::new(policy),
+            databases: Mutex::new(HashMap::new()),
+            roles: Mutex::new(LruCache::new(entries)),
+            started: Instant::now(),
+        })
+    }
+
+    /// The policy generation snapshots are resolved against.
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy.load_full()
+    }
+
+    /// The schema snapshot of `database` for the current policy, re-read if stale.
+    /// The snapshot's [`SchemaSnapshot::policy_generation`] says which policy its
+    /// `ColumnRef`s belong to.
+    pub async fn snapshot(&self, database: &str) -> Result<Arc<SchemaSnapshot>, CatalogError> {
+        let db = self.database(database);
+        if let Some(s) = self.fresh(&db) {
+            return Ok(s);
+        }
+        let _loading = db.loading.lock().await;
+        if let Some(s) = self.fresh(&db) {
+            return Ok(s);
+        }
+        // A policy reload during the load makes the result stale at once: load again
+        // (bounded), so callers get a snapshot of the policy that is current.
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let epoch = db.epoch.load(Ordering::SeqCst);
+            let policy = self.policy.load_full();
+            let started = Instant::now();
+            let snapshot =
+                Arc::new(retry_once_if_lost!(self, db, conn => conn.load_snapshot(&policy))?);
+            db.latest.store(Some(Arc::new(Cached {
+                snapshot: snapshot.clone(),
+                epoch,
+                at: started,
+            })));
+            if attempts >= 3 || self.policy.load().generation() == policy.generation() {
+                return Ok(snapshot);
+            }
+        }
+    }
+
+    /// Forgets `database`'s snapshot: the next [`CatalogCache::snapshot`] re-reads the
+    /// catalog. Call it after relaying DDL (and again when its transaction commits).
+    pub fn invalidate(&self, database: &str) {
+        let db = self.lock_databases().get(database).cloned();
+        if let Some(db) = db {
+            db.epoch.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Forgets every login's cached role set (after relaying GRANT, REVOKE, ALTER ROLE...).
+    pub fn invalidate_roles(&self) {
+        self.lock_roles().clear();
+    }
+
+    /// Swaps in a new policy generation; every database is re-resolved on next use.
+    pub fn reload(&self, policy: Arc<Policy>) {
+        self.policy.store(policy);
+    }
+
+    /// The login role plus the roles it can use (see `roles.rs`), cached per login for
+    /// `refresh_secs`. `database` only picks the catalog connection (roles are cluster-wide).
+    pub async fn session_roles(
+        &self,
+        database: &str,
+        login: &RoleName,
+    ) -> Result<Arc<[RoleName]>, CatalogError> {
+        if let Some(e) = self.lock_roles().get(login) {
+            if e.at.elapsed() < self.ttl {
+                return Ok(e.roles.clone());
+            }
+        }
+        let db = self.database(database);
+        let roles: Arc<[RoleName]> =
+            retry_once_if_lost!(self, db, conn => conn.session_roles(login))?.into();
+        self.lock_roles().put(
+            login.clone(),
+            RoleEntry {
+                roles: roles.clone(),
+                at: Instant::now(),
+            },
+        );
+        Ok(roles)
+    }
+
+    /// Resolves the policy in every database listed in `catalog.databases`; Err lists every
+    /// column that does not resolve, in every database (the startup check).
+    pub async fn resolve_configured(&self) -> Result<(), Vec<CatalogError>> {
+        let mut problems = Vec::new();
+        for name in self.config.databases.clone() {
+            match self.snapshot(&name).await {
+                Ok(s) => problems.extend(s.problems().into_iter().cloned()),
+                Err(e) => problems.push(e),
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// The policy columns of `database` lacking a valid envelope CHECK constraint.
+    pub async fn check_constraints(
+        &self,
+        database: &str,
+    ) -> Result<Vec<MissingConstraint>, CatalogError> {
+        let db = self.database(database);
+        let policy = self.policy.load_full();
+        retry_once_if_lost!(self, db, conn => conn.check_constraints(&policy))
+    }
+
+    fn fresh(&self, db: &Database) -> Option<Arc<SchemaSnapshot>> {
+        let cached = db.latest.load_full()?;
+        let fresh = cached.epoch == db.epoch.load(Ordering::SeqCst)
+            && cached.snapshot.policy_generation() == self.policy.load().generation()
+            && cached.at.elapsed() < self.ttl;
+        fresh.then(|| cached.snapshot.clone())
+    }
+
+    /// The entry for `name`, created on first use; beyond `max_databases` the least
+    /// recently used one is dropped (its connection closes when no caller holds it).
+    fn database(&self, name: &str) -> Arc<Database> {
+        let now = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let mut map = self.lock_databases();
+        if let Some(db) = map.get(name) {
+            db.last_used.store(now, Ordering::Relaxed);
+            return db.clone();
+        }
+        while map.len() >= self.config.max_databases {
+            let oldest = map
+                .iter()
+                .min_by_key(|(_, d)| d.last_used.load(Ordering::Relaxed))
+                .map(|(k, _)| k.clone());
+            match oldest {
+                Some(k) => {
+                    map.remove(&k);
+                }
+                None => break,
+            }
+        }
+        let db = Arc::new(Database {
+            name: name.to_string(),
+            conn: tokio::sync::Mutex::new(None),
+            latest: ArcSwapOption::empty(),
+            epoch: AtomicU64::new(0),
+            loading: tokio::sync::Mutex::new(()),
+            last_used: AtomicU64::new(now),
+        });
+        map.insert(name.to_string(), db.clone());
+        db
+    }
+
+    async fn connection(&self, db: &Database) -> Result<Arc<CatalogConn>, CatalogError> {
+        let mut slot = db.conn.lock().await;
+        if let Some(c) = slot.as_ref() {
+            if !c.is_closed() {
+                return Ok(c.clone());
+            }
+        }
+        let password = self.password.as_ref().map(|p| p.as_str());
+        let conn =
+            Arc::new(CatalogConn::connect(&self.upstream, &self.config, password, &db.name).await?);
+        *slot = Some(conn.clone());
+        Ok(conn)
+    }
+
+    async fn forget_connection(&self, db: &Database, conn: &Arc<CatalogConn>) {
+        let mut slot = db.conn.lock().await;
+        if slot.as_ref().is_some_and(|c| Arc::ptr_eq(c, conn)) {
+            *slot = None;
+        }
+    }
+
+    // A poisoned lock only means another thread panicked while holding it; the maps stay
+    // consistent (every update is a single insert/remove), so keep going.
+    fn lock_databases(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Database>>> {
+        self.databases.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_roles(&self) -> std::sync::MutexGuard<'_, LruCache<RoleName, RoleEntry>> {
+        self.roles.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
