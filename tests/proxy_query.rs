@@ -615,3 +615,29 @@ async fn copy_fail_from_the_client_aborts_the_copy_and_keeps_the_session() {
     let msgs = conn.recv_until(b'Z').await;
     assert_eq!(msgs[1].data_row(), vec![Some("0".to_string())]);
 }
+
+#[tokio::test]
+async fn cluster_log_records_every_statement_that_reaches_postgres() {
+    // The harness promise later suites rely on to prove plaintext never reached the server.
+    let db = fresh_db("q_statement_log").await;
+    let proxy = Proxy::start(json!({}));
+    let offset = common::cluster().log_offset();
+    let client = proxy.connect(&db).await;
+    client
+        .simple_query("SELECT 'marker-simple-7f3a'")
+        .await
+        .unwrap();
+    client
+        .query("SELECT $1::text", &[&"marker-param-7f3a"])
+        .await
+        .unwrap();
+    let log = common::cluster().log_since(offset);
+    assert!(
+        log.contains("marker-simple-7f3a"),
+        "simple query missing from the log:\n{log}"
+    );
+    assert!(
+        log.contains("marker-param-7f3a"),
+        "bound parameter missing from the log:\n{log}"
+    );
+}
