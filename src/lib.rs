@@ -3,6 +3,7 @@
 //! The pure core (policy, crypto, codec, sql) has no I/O; the shell (wire, session,
 //! server, auth, catalog, observe) is thin and tested end to end against PostgreSQL.
 
+pub mod auth;
 pub mod cancel;
 pub mod catalog;
 pub mod config;
@@ -12,5 +13,6 @@ pub mod observe;
 pub mod policy;
 pub mod server;
 pub mod session;
+pub mod sql;
 pub mod tls;
 pub mod wire;

@@ -63,7 +63,27 @@ fn check(path: PathBuf) -> ExitCode {
         Err(code) => return code,
     };
     let mut ok = true;
-    if let Err(e) = pgcloak::server::Shared::new(cfg.clone()) {
+    // The userlist is checked on its own so that every bad line is reported as FILE:LINE.
+    if let Some(file) = &cfg.auth.file {
+        use pgcloak::auth::AuthError;
+        use pgcloak::session::auth_state::{load_userlist, AuthSetupError};
+        match load_userlist(file) {
+            Ok(_) => {}
+            Err(AuthSetupError::Userlist(AuthError::Userlist(problems))) => {
+                for p in problems {
+                    eprintln!("error: {p}");
+                }
+                ok = false;
+            }
+            Err(e) => {
+                eprintln!("error: {}: {e}", path.display());
+                ok = false;
+            }
+        }
+    }
+    if !ok {
+        // Shared::new would report the same userlist problems again.
+    } else if let Err(e) = pgcloak::server::Shared::new(cfg.clone()) {
         eprintln!("error: {}: {e}", path.display());
         ok = false;
     }

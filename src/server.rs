@@ -34,12 +34,16 @@ pub struct Shared {
     pub limiter: Arc<Semaphore>,
     /// Fired when the drain period is over: sessions still open close now.
     pub force_close: CancellationToken,
+    /// `auth.mode: scram` state (verifiers, fake verifiers, failure backoff); None in relay mode.
+    pub auth: Option<crate::session::auth_state::AuthState>,
 }
 
 #[derive(Debug, Error)]
 pub enum ServerError {
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error(transparent)]
+    Auth(#[from] crate::session::auth_state::AuthSetupError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: String,
@@ -61,7 +65,16 @@ impl Shared {
             }
         };
         let upstream_tls = crate::tls::upstream_client_config(&config.upstream)?;
+        let auth = match config.auth.mode {
+            crate::config::AuthMode::Relay => None,
+            crate::config::AuthMode::Scram => {
+                Some(crate::session::auth_state::AuthState::new(&config, |k| {
+                    std::env::var(k).ok()
+                })?)
+            }
+        };
         Ok(Shared {
+            auth,
             acceptor,
             upstream_tls,
             cancel: CancelMap::new(config.instance_id),

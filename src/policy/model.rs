@@ -98,6 +98,31 @@ impl LogicalType {
         }
     }
 
+    /// Parses a type name as written in the policy: the names above, plus the usual
+    /// PostgreSQL spellings (`integer`, `bigint`, `boolean`, `character varying`, ...).
+    /// Case-insensitive; surrounding whitespace is ignored.
+    pub fn from_name(name: &str) -> Option<LogicalType> {
+        let lower = name.trim().to_ascii_lowercase();
+        let t = match lower.as_str() {
+            "text" => LogicalType::Text,
+            "varchar" | "character varying" => LogicalType::Varchar,
+            "int2" | "smallint" => LogicalType::Int2,
+            "int4" | "int" | "integer" => LogicalType::Int4,
+            "int8" | "bigint" => LogicalType::Int8,
+            "numeric" | "decimal" => LogicalType::Numeric,
+            "float8" | "double precision" => LogicalType::Float8,
+            "bool" | "boolean" => LogicalType::Bool,
+            "date" => LogicalType::Date,
+            "timestamp" | "timestamp without time zone" => LogicalType::Timestamp,
+            "timestamptz" | "timestamp with time zone" => LogicalType::Timestamptz,
+            "uuid" => LogicalType::Uuid,
+            "jsonb" => LogicalType::Jsonb,
+            "bytea" => LogicalType::Bytea,
+            _ => return None,
+        };
+        Some(t)
+    }
+
     /// Whether text-like masks (keep_first, keep_last, email) can apply.
     pub fn is_textual(self) -> bool {
         matches!(self, LogicalType::Text | LogicalType::Varchar)
@@ -136,6 +161,20 @@ pub enum View {
 }
 
 impl View {
+    /// Every view, from most to least permissive (the order used in error messages).
+    pub const ALL: [View; 5] = [
+        View::Plaintext,
+        View::Masked,
+        View::Ciphertext,
+        View::Null,
+        View::Deny,
+    ];
+
+    /// Parses a view name as written in the policy (exact, lower case).
+    pub fn from_name(name: &str) -> Option<View> {
+        View::ALL.into_iter().find(|v| v.name() == name)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             View::Deny => "deny",
@@ -162,12 +201,43 @@ pub enum Mask {
     Pseudonym,
 }
 
+impl Mask {
+    /// Every mask name, in the order used in error messages.
+    pub const NAMES: [&'static str; 5] = ["keep_first", "keep_last", "email", "fixed", "pseudonym"];
+
+    /// The name used in policy YAML.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Mask::KeepFirst { .. } => "keep_first",
+            Mask::KeepLast { .. } => "keep_last",
+            Mask::Email => "email",
+            Mask::Fixed(_) => "fixed",
+            Mask::Pseudonym => "pseudonym",
+        }
+    }
+
+    /// Whether the mask can apply to values of `ty`. Character masks need text;
+    /// `fixed` and `pseudonym` ignore the value's shape. The masked value itself is
+    /// always reported to clients as `text`.
+    pub fn applies_to(&self, ty: LogicalType) -> bool {
+        match self {
+            Mask::KeepFirst { .. } | Mask::KeepLast { .. } | Mask::Email => ty.is_textual(),
+            Mask::Fixed(_) | Mask::Pseudonym => true,
+        }
+    }
+}
+
 /// A PostgreSQL role name, already normalised by identifier rules
 /// (unquoted names case-folded to lower case, quoted names kept).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RoleName(pub String);
 
 impl RoleName {
+    /// Normalises a role name as PostgreSQL would (see [`super::normalize_identifier`]).
+    pub fn from_sql(name: &str) -> RoleName {
+        RoleName(super::ident::normalize_identifier(name))
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -225,6 +295,17 @@ impl ColumnPolicy {
     pub fn crypto_domain(&self) -> &str {
         self.key_group.as_deref().unwrap_or(&self.id)
     }
+
+    /// `schema.table.column` with PostgreSQL quoting where needed, for messages.
+    pub fn qualified_name(&self) -> String {
+        use super::ident::quote_identifier as q;
+        format!(
+            "{}.{}.{}",
+            q(&self.table.schema),
+            q(&self.table.name),
+            q(&self.column)
+        )
+    }
 }
 
 /// One immutable generation of the policy.
@@ -233,24 +314,28 @@ pub struct Policy {
     pub(crate) generation: u64,
     pub(crate) columns: Vec<ColumnPolicy>,
     pub(crate) by_table: HashMap<TableName, Vec<ColumnRef>>,
-    pub(crate) by_name: HashMap<(TableName, String), ColumnRef>,
+    /// table -> column -> ref, nested so that `find` does not allocate.
+    pub(crate) by_table_column: HashMap<TableName, HashMap<String, ColumnRef>>,
 }
 
 impl Policy {
     /// Builds a policy from validated columns. Validation happens in the loader.
     pub fn from_columns(generation: u64, columns: Vec<ColumnPolicy>) -> Policy {
         let mut by_table: HashMap<TableName, Vec<ColumnRef>> = HashMap::new();
-        let mut by_name = HashMap::new();
+        let mut by_table_column: HashMap<TableName, HashMap<String, ColumnRef>> = HashMap::new();
         for (i, c) in columns.iter().enumerate() {
             let r = ColumnRef(i as u32);
             by_table.entry(c.table.clone()).or_default().push(r);
-            by_name.insert((c.table.clone(), c.column.clone()), r);
+            by_table_column
+                .entry(c.table.clone())
+                .or_default()
+                .insert(c.column.clone(), r);
         }
         Policy {
             generation,
             columns,
             by_table,
-            by_name,
+            by_table_column,
         }
     }
 
@@ -268,15 +353,35 @@ impl Policy {
         &self.columns
     }
 
+    /// The column a [`ColumnRef`] of this generation points at.
+    ///
+    /// # Panics
+    /// If `r` came from another generation with more columns. Code that may hold a
+    /// stale reference uses [`Policy::get`], which cannot panic.
     pub fn column(&self, r: ColumnRef) -> &ColumnPolicy {
         &self.columns[r.0 as usize]
     }
 
-    /// Looks a column up by normalised table and column name.
+    /// The column `r` points at, or `None` if `r` is not from this generation's range.
+    pub fn get(&self, r: ColumnRef) -> Option<&ColumnPolicy> {
+        self.columns.get(r.0 as usize)
+    }
+
+    /// Looks a column up by normalised table and column name (no allocation).
     pub fn find(&self, table: &TableName, column: &str) -> Option<ColumnRef> {
-        self.by_name
-            .get(&(table.clone(), column.to_string()))
-            .copied()
+        self.by_table_column.get(table)?.get(column).copied()
+    }
+
+    /// The columns whose ciphertexts share `domain` (a key group name or a column id).
+    pub fn columns_in_domain<'a>(
+        &'a self,
+        domain: &'a str,
+    ) -> impl Iterator<Item = ColumnRef> + 'a {
+        self.columns
+            .iter()
+            .enumerate()
+            .filter(move |(_, c)| c.crypto_domain() == domain)
+            .map(|(i, _)| ColumnRef(i as u32))
     }
 
     /// The sensitive columns of a table, if it has any.
@@ -290,11 +395,14 @@ impl Policy {
     }
 
     /// The most permissive view among the session's roles; PUBLIC only when none is listed.
+    /// A reference from another generation fails closed with [`View::Deny`].
     pub fn access_for<'a, I>(&self, roles: I, column: ColumnRef) -> View
     where
         I: IntoIterator<Item = &'a RoleName>,
     {
-        let c = self.column(column);
+        let Some(c) = self.get(column) else {
+            return View::Deny;
+        };
         roles
             .into_iter()
             .filter_map(|r| c.access.get(r).copied())
@@ -307,7 +415,9 @@ impl Policy {
     where
         I: IntoIterator<Item = &'a RoleName> + Clone,
     {
-        let c = self.column(column);
+        let Some(c) = self.get(column) else {
+            return false;
+        };
         if c.encryption != Encryption::Deterministic {
             return false;
         }
@@ -315,5 +425,79 @@ impl Policy {
             return true;
         }
         roles.into_iter().any(|r| c.search.contains(r))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn col(table: &str, column: &str) -> ColumnPolicy {
+        ColumnPolicy {
+            table: TableName::new("public", table),
+            column: column.into(),
+            id: format!("public.{table}.{column}"),
+            logical_type: LogicalType::Text,
+            encryption: Encryption::Deterministic,
+            key_group: None,
+            mask: None,
+            access: BTreeMap::new(),
+            public: View::Null,
+            search: BTreeSet::new(),
+        }
+    }
+
+    #[test]
+    fn type_names_round_trip_and_accept_postgres_spellings() {
+        for t in LogicalType::ALL {
+            assert_eq!(LogicalType::from_name(t.name()), Some(t));
+        }
+        assert_eq!(
+            LogicalType::from_name("Double Precision"),
+            Some(LogicalType::Float8)
+        );
+        assert_eq!(LogicalType::from_name("strin"), None);
+    }
+
+    #[test]
+    fn views_order_from_deny_to_plaintext() {
+        assert!(View::Deny < View::Null && View::Null < View::Ciphertext);
+        assert!(View::Ciphertext < View::Masked && View::Masked < View::Plaintext);
+        for v in View::ALL {
+            assert_eq!(View::from_name(v.name()), Some(v));
+        }
+        assert_eq!(View::from_name("Plaintext"), None);
+    }
+
+    #[test]
+    fn character_masks_need_text_and_the_others_do_not() {
+        let keep = Mask::KeepLast { n: 3, fill: '*' };
+        assert!(keep.applies_to(LogicalType::Varchar));
+        assert!(!keep.applies_to(LogicalType::Int4));
+        assert!(!Mask::Email.applies_to(LogicalType::Date));
+        assert!(Mask::Pseudonym.applies_to(LogicalType::Uuid));
+        assert!(Mask::Fixed("x".into()).applies_to(LogicalType::Jsonb));
+    }
+
+    #[test]
+    fn find_distinguishes_tables_and_columns() {
+        let p = Policy::from_columns(4, vec![col("a", "x"), col("b", "x"), col("a", "y")]);
+        let a = TableName::new("public", "a");
+        assert_eq!(p.find(&a, "y"), Some(ColumnRef(2)));
+        assert_eq!(
+            p.find(&TableName::new("public", "b"), "x"),
+            Some(ColumnRef(1))
+        );
+        assert_eq!(p.find(&TableName::new("other", "a"), "x"), None);
+        assert_eq!(p.table_columns(&a), &[ColumnRef(0), ColumnRef(2)]);
+        assert_eq!(p.column(ColumnRef(1)).qualified_name(), "public.b.x");
+    }
+
+    #[test]
+    fn crypto_domain_prefers_the_key_group() {
+        let mut c = col("a", "x");
+        assert_eq!(c.crypto_domain(), "public.a.x");
+        c.key_group = Some("emails".into());
+        assert_eq!(c.crypto_domain(), "emails");
     }
 }

@@ -5,6 +5,9 @@
 //! connection's own task. This module never logs message contents.
 
 mod auth_relay;
+pub mod auth_state;
+mod auth_terminate;
+mod auth_upstream;
 mod error;
 pub mod negotiate;
 pub mod reader;
@@ -147,14 +150,38 @@ async fn serve(
             .clone()
             .try_acquire_owned()
             .map_err(|_| SessionError::TooManyConnections)?;
-        let mut upstream = connect_upstream(&cfg.upstream, shared.upstream_tls.as_ref()).await?;
-        upstream.write_all(&startup.encode_v30()).await?;
-        upstream.flush().await?;
         let mut client_rd = FrameReader::new(max_len);
         let mut upstream_rd = FrameReader::new(max_len);
-        let est =
-            auth_relay::relay_auth(&mut client, &mut client_rd, &mut upstream, &mut upstream_rd)
+        let (upstream, est) = match &shared.auth {
+            // auth.mode scram: pgcloak verifies the client, then logs in upstream as it.
+            Some(auth) => {
+                auth_terminate::terminate_auth(
+                    auth,
+                    shared,
+                    &mut client,
+                    &mut client_rd,
+                    &mut upstream_rd,
+                    &startup,
+                    peer,
+                )
+                .await?
+            }
+            // auth.mode relay: upstream runs the exchange.
+            None => {
+                let mut upstream =
+                    connect_upstream(&cfg.upstream, shared.upstream_tls.as_ref()).await?;
+                upstream.write_all(&startup.encode_v30()).await?;
+                upstream.flush().await?;
+                let est = auth_relay::relay_auth(
+                    &mut client,
+                    &mut client_rd,
+                    &mut upstream,
+                    &mut upstream_rd,
+                )
                 .await?;
+                (upstream, est)
+            }
+        };
         Ok::<_, SessionError>((_permit, upstream, client_rd, upstream_rd, est))
     };
     let setup = match tokio::time::timeout(remaining, setup).await {

@@ -1,0 +1,211 @@
+//! Reading a policy file: YAML in, an immutable [`Policy`] or every error out.
+//!
+//! The only I/O in the policy module is the one `read_to_string` in [`Policy::load`].
+//! Syntax errors from serde-saphyr come out as `FILE:LINE:COL: PATH: message`
+//! like the rule violations found by `validate`.
+
+use std::path::Path;
+
+use super::error::{PolicyErrorKind, PolicyErrors};
+use super::model::Policy;
+use super::raw::{unknown_keys, KeyTree, RawPolicy};
+use super::validate::{validate, Report};
+
+impl Policy {
+    /// Reads and validates the policy file at `path` as generation `generation`.
+    pub fn load(path: &Path, generation: u64) -> Result<Policy, PolicyErrors> {
+        let file = path.display().to_string();
+        match std::fs::read_to_string(path) {
+            Ok(text) => Policy::load_str(&text, &file, generation),
+            Err(e) => {
+                let mut report = Report::new(&file);
+                report.push(
+                    PolicyErrorKind::Io,
+                    0,
+                    0,
+                    "",
+                    format!("cannot read the policy file: {e}"),
+                );
+                Err(PolicyErrors {
+                    errors: report.errors,
+                })
+            }
+        }
+    }
+
+    /// Validates policy YAML held in memory; `file` is the name used in errors.
+    pub fn load_str(text: &str, file: &str, generation: u64) -> Result<Policy, PolicyErrors> {
+        let mut report = Report::new(file);
+        if is_blank(text) {
+            report.push(
+                PolicyErrorKind::Invalid,
+                1,
+                1,
+                "",
+                "the policy file is empty; expected `version: 1` and a `tables:` map",
+            );
+            return Err(PolicyErrors {
+                errors: report.errors,
+            });
+        }
+        let raw: RawPolicy = match serde_saphyr::from_str(text) {
+            Ok(raw) => raw,
+            Err(e) => {
+                // The typed read stops at the first unknown key; list them all if that is the problem.
+                if let Ok(tree) = serde_saphyr::from_str::<KeyTree>(text) {
+                    let unknown = unknown_keys(&tree);
+                    if !unknown.is_empty() {
+                        for (key, path, message) in unknown {
+                            report.push(
+                                PolicyErrorKind::Syntax,
+                                key.referenced.line(),
+                                key.referenced.column(),
+                                path,
+                                message,
+                            );
+                        }
+                        return Err(PolicyErrors {
+                            errors: report.errors,
+                        });
+                    }
+                }
+                let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
+                let message = syntax_message(&e.without_snippet().to_string(), line, column);
+                report.push(
+                    PolicyErrorKind::Syntax,
+                    line,
+                    column,
+                    path_at(text, line, column),
+                    message,
+                );
+                return Err(PolicyErrors {
+                    errors: report.errors,
+                });
+            }
+        };
+        match validate(raw, &mut report) {
+            Some(columns) if report.errors.is_empty() => {
+                Ok(Policy::from_columns(generation, columns))
+            }
+            _ => {
+                let mut errors = report.errors;
+                errors.sort_by_key(|e| (e.line, e.column));
+                Err(PolicyErrors { errors })
+            }
+        }
+    }
+}
+
+/// True when the text holds nothing but blank lines, comments and document markers.
+fn is_blank(text: &str) -> bool {
+    text.lines().all(|l| {
+        let t = l.trim();
+        t.is_empty() || t.starts_with('#') || t == "---" || t == "..."
+    })
+}
+
+/// serde-saphyr appends " at line L, column C"; we print the position up front instead.
+fn syntax_message(full: &str, line: u64, column: u64) -> String {
+    let suffix = format!(" at line {line}, column {column}");
+    let message = full.strip_suffix(&suffix).unwrap_or(full);
+    // Reword the parser's developer-facing phrases for a DBA.
+    let message = message.replace(
+        ", set DuplicateKeyPolicy in Options if acceptable",
+        "; each key may appear only once",
+    );
+    match message.as_str() {
+        "expected mapping start" => "expected a mapping of `key: value` entries here".to_string(),
+        "expected string scalar" => "expected a single string value here".to_string(),
+        "invalid u64" => "expected a whole number (0 or more) here".to_string(),
+        _ => message,
+    }
+}
+
+/// A light second pass over block-style YAML: the dotted path of keys that
+/// encloses position (`line`, `column`). Flow mappings (`{a: b}`) are not entered.
+pub(crate) fn path_at(text: &str, line: u64, column: u64) -> String {
+    let mut stack: Vec<(usize, String)> = Vec::new();
+    for (i, l) in text.lines().enumerate() {
+        let n = i as u64 + 1;
+        if n > line {
+            break;
+        }
+        let indent = l.len() - l.trim_start_matches(' ').len();
+        let content = l.trim_start_matches(' ');
+        if content.is_empty() || content.starts_with('#') || content.starts_with('-') {
+            continue;
+        }
+        if n == line && (indent as u64) >= column {
+            break;
+        }
+        let Some(key) = key_of(content) else { continue };
+        while stack.last().is_some_and(|(d, _)| *d >= indent) {
+            stack.pop();
+        }
+        stack.push((indent, key));
+    }
+    stack
+        .into_iter()
+        .map(|(_, k)| k)
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+/// The key of a `key: value` line, without YAML quotes.
+fn key_of(content: &str) -> Option<String> {
+    let (raw, _) = if let Some(q @ ('"' | '\'')) = content.chars().next() {
+        let close = content.get(1..)?.find(q)? + 1;
+        let (k, rest) = content.split_at(close + 1);
+        rest.strip_prefix(':')?;
+        (k, rest)
+    } else {
+        let idx = content
+            .match_indices(':')
+            .find(|(i, _)| {
+                content
+                    .get(i + 1..)
+                    .is_some_and(|r| r.is_empty() || r.starts_with(' '))
+            })?
+            .0;
+        content.split_at(idx)
+    };
+    let raw = raw.trim();
+    let unquoted = raw
+        .strip_prefix('"')
+        .and_then(|r| r.strip_suffix('"'))
+        .map(|r| r.replace("\\\"", "\""))
+        .or_else(|| {
+            raw.strip_prefix('\'')
+                .and_then(|r| r.strip_suffix('\''))
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| raw.to_string());
+    Some(unquoted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_at_follows_indentation() {
+        let text = "version: 1\ntables:\n  public.customers:\n    phone:\n      typo: x\n";
+        assert_eq!(path_at(text, 5, 7), "tables.public.customers.phone.typo");
+        assert_eq!(path_at(text, 1, 10), "version");
+    }
+
+    #[test]
+    fn path_at_unquotes_keys() {
+        let text = "tables:\n  '\"My Schema\".\"T\"':\n    \"Phone\":\n      type: [\n";
+        assert_eq!(
+            path_at(text, 4, 13),
+            "tables.\"My Schema\".\"T\".Phone.type"
+        );
+    }
+
+    #[test]
+    fn blank_text_is_detected() {
+        assert!(is_blank("\n# only a comment\n---\n"));
+        assert!(!is_blank("version: 1"));
+    }
+}

@@ -1,0 +1,652 @@
+//! Turns the raw policy file into the model, collecting every rule it breaks.
+//!
+//! Each check reports the location of the value (or key) at fault, the key path
+//! and what would be valid, then carries on, so a DBA sees all mistakes at once.
+//! A policy is only built when nothing was reported. This module never panics.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde_saphyr::{Location, Spanned};
+
+use super::error::{PolicyError, PolicyErrorKind};
+use super::ident::{parse_qualified, parse_single};
+use super::model::{ColumnPolicy, Encryption, LogicalType, Mask, RoleName, TableName, View};
+use super::raw::{RawColumn, RawMask, RawMaskMap, RawPolicy, SpannedMap};
+
+/// The schema a bare table name belongs to.
+pub const DEFAULT_SCHEMA: &str = "public";
+
+/// Collects errors for one file.
+pub(crate) struct Report {
+    file: String,
+    pub(crate) errors: Vec<PolicyError>,
+}
+
+impl Report {
+    pub(crate) fn new(file: &str) -> Report {
+        Report {
+            file: file.to_string(),
+            errors: Vec::new(),
+        }
+    }
+
+    pub(crate) fn push(
+        &mut self,
+        kind: PolicyErrorKind,
+        line: u64,
+        column: u64,
+        path: impl Into<String>,
+        message: impl Into<String>,
+    ) {
+        self.errors.push(PolicyError {
+            kind,
+            file: self.file.clone(),
+            line,
+            column,
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+
+    fn invalid(&mut self, loc: Location, path: impl Into<String>, message: impl Into<String>) {
+        self.push(
+            PolicyErrorKind::Invalid,
+            loc.line(),
+            loc.column(),
+            path,
+            message,
+        );
+    }
+}
+
+fn type_names() -> String {
+    LogicalType::ALL.map(LogicalType::name).join(", ")
+}
+
+fn view_names() -> String {
+    View::ALL.map(View::name).join(", ")
+}
+
+/// Where each validated column came from, for cross-column checks.
+struct Origin {
+    path: String,
+    key: Location,
+    key_group: Option<Location>,
+}
+
+/// Validates `raw` into columns, or reports why not. `None` if anything was reported.
+pub(crate) fn validate(raw: RawPolicy, report: &mut Report) -> Option<Vec<ColumnPolicy>> {
+    let start = report.errors.len();
+    match &raw.version {
+        None => report.push(
+            PolicyErrorKind::Invalid,
+            1,
+            1,
+            "version",
+            "missing `version: 1` at the top of the file",
+        ),
+        Some(v) if v.value != 1 => report.invalid(
+            v.referenced,
+            "version",
+            format!("unsupported version {}, expected 1", v.value),
+        ),
+        Some(_) => {}
+    }
+
+    let mut columns = Vec::new();
+    let mut origins = Vec::new();
+    let mut tables_seen: HashMap<TableName, Location> = HashMap::new();
+    let mut columns_seen: HashMap<(TableName, String), Location> = HashMap::new();
+    for (table_key, table_columns) in raw.tables.unwrap_or_default().0 {
+        let table_path = format!("tables.{}", table_key.value);
+        let Some(table) = table_name(&table_key, &table_path, report) else {
+            continue;
+        };
+        if let Some(first) = tables_seen.get(&table) {
+            report.invalid(
+                table_key.referenced,
+                &table_path,
+                format!(
+                    "duplicate table {table} (first defined at line {}); list each table once",
+                    first.line()
+                ),
+            );
+        } else {
+            tables_seen.insert(table.clone(), table_key.referenced);
+        }
+        for (column_key, spec) in table_columns.0 {
+            let path = format!("{table_path}.{}", column_key.value);
+            let Ok(column) = parse_single(&column_key.value).map_err(|e| {
+                report.invalid(
+                    column_key.referenced,
+                    &path,
+                    format!("invalid column name: {e}"),
+                )
+            }) else {
+                continue;
+            };
+            let seen_key = (table.clone(), column.clone());
+            if let Some(first) = columns_seen.get(&seen_key) {
+                report.invalid(
+                    column_key.referenced,
+                    &path,
+                    format!(
+                        "duplicate column {table}.{column} (first defined at line {}); names are compared after case folding, quote them to keep case",
+                        first.line()
+                    ),
+                );
+                continue;
+            }
+            columns_seen.insert(seen_key, column_key.referenced);
+            if let Some(c) = column_policy(&table, column, &column_key, spec, &path, report) {
+                origins.push(Origin {
+                    path,
+                    key: column_key.referenced,
+                    key_group: c.1,
+                });
+                columns.push(c.0);
+            }
+        }
+    }
+    check_ids(&columns, &origins, report);
+    check_key_groups(&columns, &origins, report);
+    (report.errors.len() == start).then_some(columns)
+}
+
+fn table_name(key: &Spanned<String>, path: &str, report: &mut Report) -> Option<TableName> {
+    let parts = match parse_qualified(&key.value) {
+        Ok(p) => p,
+        Err(e) => {
+            report.invalid(key.referenced, path, format!("invalid table name: {e}"));
+            return None;
+        }
+    };
+    match <[String; 1]>::try_from(parts) {
+        Ok([name]) => Some(TableName::new(DEFAULT_SCHEMA, name)),
+        Err(parts) => match <[String; 2]>::try_from(parts) {
+            Ok([schema, name]) => Some(TableName::new(schema, name)),
+            Err(parts) => {
+                report.invalid(
+                    key.referenced,
+                    path,
+                    format!(
+                        "invalid table name: `{}` has {} parts, expected `table` or `schema.table`",
+                        key.value,
+                        parts.len()
+                    ),
+                );
+                None
+            }
+        },
+    }
+}
+
+/// Validates one column on its own. Returns the column and its key_group location.
+fn column_policy(
+    table: &TableName,
+    column: String,
+    key: &Spanned<String>,
+    spec: RawColumn,
+    path: &str,
+    report: &mut Report,
+) -> Option<(ColumnPolicy, Option<Location>)> {
+    let start = report.errors.len();
+
+    let logical_type = match &spec.ty {
+        None => {
+            report.invalid(
+                key.referenced,
+                format!("{path}.type"),
+                format!("missing `type`, expected one of {}", type_names()),
+            );
+            None
+        }
+        Some(t) => {
+            let parsed = LogicalType::from_name(&t.value);
+            if parsed.is_none() {
+                report.invalid(
+                    t.referenced,
+                    format!("{path}.type"),
+                    format!(
+                        "unknown type `{}`, expected one of {}",
+                        t.value,
+                        type_names()
+                    ),
+                );
+            }
+            parsed
+        }
+    };
+
+    let encryption = match &spec.encryption {
+        None => Encryption::Randomized,
+        Some(e) => {
+            match e.value.as_str() {
+                "randomized" => Encryption::Randomized,
+                "deterministic" => Encryption::Deterministic,
+                other => {
+                    report.invalid(
+                    e.referenced,
+                    format!("{path}.encryption"),
+                    format!("unknown encryption `{other}`, expected one of randomized, deterministic"),
+                );
+                    Encryption::Randomized
+                }
+            }
+        }
+    };
+    let deterministic = encryption == Encryption::Deterministic;
+
+    let id = match &spec.id {
+        None => format!("{}.{}.{}", table.schema, table.name, column),
+        Some(id) => {
+            if id.value.trim().is_empty() {
+                report.invalid(
+                    id.referenced,
+                    format!("{path}.id"),
+                    "column id must not be empty",
+                );
+            }
+            id.value.clone()
+        }
+    };
+
+    // An unknown encryption was already reported; do not pile rules on top of it.
+    let encryption_known = spec
+        .encryption
+        .as_ref()
+        .is_none_or(|e| matches!(e.value.as_str(), "randomized" | "deterministic"));
+    if let Some(g) = &spec.key_group {
+        let gpath = format!("{path}.key_group");
+        if g.value.trim().is_empty() {
+            report.invalid(g.referenced, &gpath, "key group name must not be empty");
+        } else if !deterministic && encryption_known {
+            report.invalid(
+                g.referenced,
+                &gpath,
+                format!(
+                    "key_group `{}` needs `encryption: deterministic`; key groups exist for equality joins, which randomized columns cannot do",
+                    g.value
+                ),
+            );
+        }
+    }
+
+    let mask = spec.mask.as_ref().and_then(|m| mask(m, path, report));
+    if let (Some(m), Some(t), Some(raw)) = (&mask, logical_type, &spec.mask) {
+        if !m.applies_to(t) {
+            report.invalid(
+                raw.referenced,
+                format!("{path}.mask"),
+                format!(
+                    "mask {} cannot apply to type {t}; keep_first, keep_last and email need text or varchar (use fixed or pseudonym)",
+                    m.name()
+                ),
+            );
+        }
+    }
+
+    let (access, public, masked_readers) = access(
+        spec.access.unwrap_or_default(),
+        spec.mask.is_some(),
+        path,
+        report,
+    );
+    if let (Some(raw), false) = (&spec.mask, masked_readers) {
+        report.invalid(
+            raw.referenced,
+            format!("{path}.mask"),
+            "mask is set but no role has `masked` access; grant `masked` to a role (or PUBLIC) or remove the mask",
+        );
+    }
+
+    let search = search(
+        spec.search.as_ref(),
+        !deterministic && encryption_known,
+        path,
+        report,
+    );
+
+    if report.errors.len() != start {
+        return None;
+    }
+    Some((
+        ColumnPolicy {
+            table: table.clone(),
+            column,
+            id,
+            logical_type: logical_type?,
+            encryption,
+            key_group: spec.key_group.as_ref().map(|g| g.value.clone()),
+            mask,
+            access,
+            public,
+            search,
+        },
+        spec.key_group.as_ref().map(|g| g.referenced),
+    ))
+}
+
+fn mask(raw: &Spanned<RawMask>, path: &str, report: &mut Report) -> Option<Mask> {
+    let mpath = format!("{path}.mask");
+    let at = raw.referenced;
+    match &raw.value {
+        RawMask::Name(name) => match name.as_str() {
+            "email" => Some(Mask::Email),
+            "pseudonym" => Some(Mask::Pseudonym),
+            "keep_first" | "keep_last" | "fixed" => {
+                report.invalid(
+                    at,
+                    mpath,
+                    format!(
+                        "mask `{name}` needs a value, e.g. mask: {{ {name}: {} }}",
+                        if name == "fixed" { "\"REDACTED\"" } else { "3" }
+                    ),
+                );
+                None
+            }
+            other => {
+                report.invalid(
+                    at,
+                    mpath,
+                    format!(
+                        "unknown mask `{other}`, expected one of {}",
+                        Mask::NAMES.join(", ")
+                    ),
+                );
+                None
+            }
+        },
+        RawMask::Map(m) => mask_map(m, at, &mpath, report),
+    }
+}
+
+fn mask_map(m: &RawMaskMap, at: Location, path: &str, report: &mut Report) -> Option<Mask> {
+    for (named, name) in [(&m.email, "email"), (&m.pseudonym, "pseudonym")] {
+        if let Some(v) = named {
+            report.invalid(
+                v.referenced,
+                format!("{path}.{name}"),
+                format!("write `mask: {name}` (a plain string), not a map"),
+            );
+            return None;
+        }
+    }
+    let chosen: Vec<&str> = [
+        (m.keep_first.is_some(), "keep_first"),
+        (m.keep_last.is_some(), "keep_last"),
+        (m.fixed.is_some(), "fixed"),
+    ]
+    .into_iter()
+    .filter_map(|(set, name)| set.then_some(name))
+    .collect();
+    match chosen.as_slice() {
+        [] => {
+            report.invalid(
+                at,
+                path,
+                "mask needs one of keep_first, keep_last or fixed (or write `mask: email` / `mask: pseudonym`)",
+            );
+            return None;
+        }
+        [_] => {}
+        [a, b, ..] => {
+            report.invalid(
+                at,
+                path,
+                format!("mask sets both `{a}` and `{b}`; choose one"),
+            );
+            return None;
+        }
+    }
+    let fill = match &m.fill {
+        None => '*',
+        Some(f) => {
+            if m.fixed.is_some() {
+                report.invalid(
+                    f.referenced,
+                    format!("{path}.fill"),
+                    "`fill` only applies to keep_first and keep_last",
+                );
+                return None;
+            }
+            let mut chars = f.value.chars();
+            match (chars.next(), chars.next()) {
+                (Some(c), None) => c,
+                _ => {
+                    report.invalid(
+                        f.referenced,
+                        format!("{path}.fill"),
+                        format!("fill must be exactly one character, got `{}`", f.value),
+                    );
+                    return None;
+                }
+            }
+        }
+    };
+    let count = |n: &Spanned<u64>, name: &str, report: &mut Report| match usize::try_from(n.value) {
+        Ok(v) => Some(v),
+        Err(_) => {
+            report.invalid(n.referenced, format!("{path}.{name}"), "count is too large");
+            None
+        }
+    };
+    if let Some(n) = &m.keep_first {
+        return Some(Mask::KeepFirst {
+            n: count(n, "keep_first", report)?,
+            fill,
+        });
+    }
+    if let Some(n) = &m.keep_last {
+        return Some(Mask::KeepLast {
+            n: count(n, "keep_last", report)?,
+            fill,
+        });
+    }
+    m.fixed.as_ref().map(|f| Mask::Fixed(f.value.clone()))
+}
+
+/// Returns (grants, PUBLIC fallback, whether anyone reads it masked).
+fn access(
+    raw: SpannedMap<Spanned<Option<String>>>,
+    has_mask: bool,
+    path: &str,
+    report: &mut Report,
+) -> (BTreeMap<RoleName, View>, View, bool) {
+    let mut grants = BTreeMap::new();
+    let mut public: Option<(View, Location)> = None;
+    let mut seen: HashMap<String, Location> = HashMap::new();
+    let mut masked_readers = false;
+    for (role_key, view) in raw.0 {
+        let rpath = format!("{path}.access.{}", role_key.value);
+        let role = match parse_single(&role_key.value) {
+            Ok(r) => r,
+            Err(e) => {
+                report.invalid(
+                    role_key.referenced,
+                    &rpath,
+                    format!("invalid role name: {e}"),
+                );
+                continue;
+            }
+        };
+        let is_public = role == "public";
+        if let Some(first) = seen.get(&role) {
+            let who = if is_public {
+                "PUBLIC".to_string()
+            } else {
+                format!("role {role}")
+            };
+            report.invalid(
+                role_key.referenced,
+                &rpath,
+                format!("{who} is listed twice (first at line {})", first.line()),
+            );
+            continue;
+        }
+        seen.insert(role.clone(), role_key.referenced);
+        let parsed = match view.value.as_deref() {
+            None => Some(View::Null),
+            Some(name) => View::from_name(name),
+        };
+        let Some(v) = parsed else {
+            report.invalid(
+                view.referenced,
+                &rpath,
+                format!(
+                    "unknown view `{}`, expected one of {}",
+                    view.value.as_deref().unwrap_or(""),
+                    view_names()
+                ),
+            );
+            continue;
+        };
+        if v == View::Masked {
+            masked_readers = true;
+            if !has_mask {
+                report.invalid(
+                    view.referenced,
+                    &rpath,
+                    "`masked` access needs a `mask` on this column, e.g. mask: { keep_last: 4 }",
+                );
+            }
+        }
+        if is_public {
+            public = Some((v, view.referenced));
+        } else {
+            grants.insert(RoleName(role), v);
+        }
+    }
+    (grants, public.map_or(View::Null, |p| p.0), masked_readers)
+}
+
+fn search(
+    raw: Option<&Spanned<Vec<Spanned<String>>>>,
+    randomized: bool,
+    path: &str,
+    report: &mut Report,
+) -> BTreeSet<RoleName> {
+    let mut roles = BTreeSet::new();
+    let Some(raw) = raw else {
+        return roles;
+    };
+    let spath = format!("{path}.search");
+    if !raw.value.is_empty() && randomized {
+        report.invalid(
+            raw.referenced,
+            &spath,
+            "search needs `encryption: deterministic`; a randomized column cannot be used in predicates",
+        );
+    }
+    for r in &raw.value {
+        match parse_single(&r.value) {
+            Ok(name) if name == "public" => report.invalid(
+                r.referenced,
+                &spath,
+                "PUBLIC cannot be granted search (an equality oracle for everyone); list the roles that may search",
+            ),
+            Ok(name) => {
+                roles.insert(RoleName(name));
+            }
+            Err(e) => report.invalid(r.referenced, &spath, format!("invalid role name: {e}")),
+        }
+    }
+    roles
+}
+
+fn check_ids(columns: &[ColumnPolicy], origins: &[Origin], report: &mut Report) {
+    let mut ids: HashMap<&str, usize> = HashMap::new();
+    for (i, c) in columns.iter().enumerate() {
+        let Some(o) = origins.get(i) else { continue };
+        match ids
+            .get(c.id.as_str())
+            .and_then(|&j| columns.get(j).zip(origins.get(j)))
+        {
+            Some((first, fo)) => report.invalid(
+                o.key,
+                format!("{}.id", o.path),
+                format!(
+                    "duplicate column id `{}`, already used by {} (line {}); ids must be unique",
+                    c.id,
+                    first.qualified_name(),
+                    fo.key.line()
+                ),
+            ),
+            None => {
+                ids.insert(c.id.as_str(), i);
+            }
+        }
+    }
+    // A key group named like another column's id would share that column's key and AAD.
+    for (i, c) in columns.iter().enumerate() {
+        let (Some(group), Some(o)) = (&c.key_group, origins.get(i)) else {
+            continue;
+        };
+        let clash = ids
+            .get(group.as_str())
+            .and_then(|&j| columns.get(j).zip(origins.get(j)))
+            .filter(|(other, _)| other.key_group.as_deref() != Some(group.as_str()));
+        if let Some((other, oo)) = clash {
+            report.invalid(
+                o.key_group.unwrap_or(o.key),
+                format!("{}.key_group", o.path),
+                format!(
+                    "key group name `{group}` is also the id of column {} (line {}); their ciphertexts would be interchangeable, rename one",
+                    other.qualified_name(),
+                    oo.key.line()
+                ),
+            );
+        }
+    }
+}
+
+fn check_key_groups(columns: &[ColumnPolicy], origins: &[Origin], report: &mut Report) {
+    let mut first_of: HashMap<&str, usize> = HashMap::new();
+    for (i, c) in columns.iter().enumerate() {
+        let Some(group) = c.key_group.as_deref() else {
+            continue;
+        };
+        let Some(&f) = first_of.get(group) else {
+            first_of.insert(group, i);
+            continue;
+        };
+        let (Some(first), Some(fo), Some(o)) = (columns.get(f), origins.get(f), origins.get(i))
+        else {
+            continue;
+        };
+        let mut differences = Vec::new();
+        if c.logical_type != first.logical_type {
+            differences.push(format!(
+                "type ({} vs {})",
+                c.logical_type, first.logical_type
+            ));
+        }
+        if c.access != first.access {
+            differences.push("access map".to_string());
+        }
+        if c.public != first.public {
+            differences.push(format!(
+                "PUBLIC fallback ({} vs {})",
+                c.public.name(),
+                first.public.name()
+            ));
+        }
+        if c.search != first.search {
+            differences.push("search grants".to_string());
+        }
+        if c.mask != first.mask {
+            differences.push("mask".to_string());
+        }
+        for what in differences {
+            report.invalid(
+                o.key_group.unwrap_or(o.key),
+                format!("{}.key_group", o.path),
+                format!(
+                    "key group `{group}`: {what} differs from {} (line {}); members of a key group must share type, access, PUBLIC fallback, search grants and mask, or ciphertext could be moved into a more permissive column",
+                    first.qualified_name(),
+                    fo.key.line()
+                ),
+            );
+        }
+    }
+}

@@ -1,0 +1,552 @@
+//! Expressions and predicates: what may be done with an encrypted column, and which
+//! operands get encrypted with its key.
+
+use super::*;
+
+impl Analyzer<'_> {
+    /// The lineage of a bare column reference (through parentheses), or `None` when
+    /// the expression is not one.
+    pub(super) fn column_lineage(&mut self, e: &Expr, scope: &Scope<'_>) -> Option<Lineage> {
+        let l = match e {
+            Expr::Nested(inner) => return self.column_lineage(inner, scope),
+            Expr::Identifier(i) => {
+                let name = normalize(i);
+                match scope.resolve(self.policy(), &name) {
+                    Some(l) => l,
+                    // A whole-row reference (`to_jsonb(c)`) to a relation with ciphertext.
+                    None => match scope.relation(None, &name) {
+                        Some(r) if r.may_hold_encrypted(self.policy()) => Lineage::Unknown,
+                        _ => Lineage::Plain,
+                    },
+                }
+            }
+            Expr::CompoundIdentifier(parts) => {
+                let n: Vec<String> = parts.iter().map(normalize).collect();
+                let found = match n.as_slice() {
+                    [rel, col] => scope.resolve_qualified(self.policy(), None, rel, col),
+                    [schema, rel, col] => scope
+                        .resolve_qualified(self.policy(), Some(schema), rel, col)
+                        // Or (composite) rel.col.field: field access on a column.
+                        .or_else(|| scope.resolve_qualified(self.policy(), None, schema, rel)),
+                    [_, schema, rel, col] => {
+                        scope.resolve_qualified(self.policy(), Some(schema), rel, col)
+                    }
+                    _ => None,
+                };
+                found.unwrap_or(Lineage::Unknown)
+            }
+            _ => return None,
+        };
+        if let Lineage::Encrypted(c) = l {
+            self.encrypted(c);
+        }
+        Some(l)
+    }
+
+    pub(super) fn first_encrypted(&mut self, e: &Expr, scope: &Scope<'_>) -> Option<Lineage> {
+        let mut found = None;
+        let mut idents: Vec<Expr> = Vec::new();
+        let _ = sqlparser::ast::visit_expressions(e, |x| {
+            if matches!(x, Expr::Identifier(_) | Expr::CompoundIdentifier(_)) {
+                idents.push(x.clone());
+            }
+            std::ops::ControlFlow::<()>::Continue(())
+        });
+        for x in idents {
+            if let Some(l) = self.column_lineage(&x, scope) {
+                if l != Lineage::Plain {
+                    found = Some(l);
+                    break;
+                }
+            }
+        }
+        found
+    }
+
+    pub(super) fn op_error(&self, l: Lineage, op: &str) -> SqlError {
+        match l {
+            Lineage::Encrypted(c) => SqlError::unsupported(format!(
+                "{op} over encrypted column {} is not supported: the database only sees ciphertext; \
+                 encrypted columns allow projection, IS [NOT] NULL, count(), and for deterministic columns \
+                 =, <>, IN, IS [NOT] DISTINCT FROM, GROUP BY, DISTINCT and joins in their key group",
+                self.name(c)
+            )),
+            _ => SqlError::unsupported(format!(
+                "{op}: a column's origin cannot be resolved in a statement over protected columns"
+            )),
+        }
+    }
+
+    /// The lineage of a value expression in a result column.
+    pub(super) fn value(&mut self, e: &Expr, scope: &Scope<'_>) -> R<Lineage> {
+        if let Some(l) = self.column_lineage(e, scope) {
+            return Ok(l);
+        }
+        match e {
+            Expr::Value(_) => Ok(Lineage::Plain),
+            Expr::Subquery(q) => {
+                let shape = self.query(q, Some(scope))?;
+                Ok(single_lineage(&shape))
+            }
+            Expr::Function(f) if is_count(f) => {
+                self.count(f, scope)?;
+                Ok(Lineage::Plain)
+            }
+            _ if is_predicate(e) => {
+                self.predicate(e, scope)?;
+                Ok(Lineage::Plain)
+            }
+            _ => {
+                self.plain_expr(e, scope, &describe_op(e))?;
+                Ok(Lineage::Plain)
+            }
+        }
+    }
+
+    pub(super) fn count(&mut self, f: &Function, scope: &Scope<'_>) -> R<()> {
+        let FunctionArguments::List(list) = &f.args else {
+            return self.fallback(f, scope, "count()");
+        };
+        if list.args.len() != 1 || !list.clauses.is_empty() {
+            return self.fallback(f, scope, "count()");
+        }
+        let distinct = matches!(list.duplicate_treatment, Some(DuplicateTreatment::Distinct));
+        match &list.args[0] {
+            FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => match self.column_lineage(e, scope) {
+                Some(Lineage::Encrypted(c)) => {
+                    if distinct {
+                        self.require_deterministic(c, "count(DISTINCT ...)")?;
+                        self.plan.searched.push(c);
+                    }
+                }
+                Some(Lineage::Unknown) => return Err(self.op_error(Lineage::Unknown, "count()")),
+                Some(Lineage::Plain) => {}
+                None => self.plain_expr(e, scope, "count()")?,
+            },
+            FunctionArg::Unnamed(FunctionArgExpr::Wildcard) => {}
+            _ => self.fallback(f, scope, "count()")?,
+        }
+        if let Some(filter) = &f.filter {
+            self.predicate(filter, scope)?;
+        }
+        if let Some(over) = &f.over {
+            self.fallback(over, scope, "a window clause")?;
+        }
+        Ok(())
+    }
+
+    /// An expression whose value must not involve an encrypted column (an operand of
+    /// an operator, a function argument, ...). Subqueries are analysed; their results
+    /// must be plain.
+    pub(super) fn plain_expr(&mut self, e: &Expr, scope: &Scope<'_>, op: &str) -> R<()> {
+        if let Some(l) = self.column_lineage(e, scope) {
+            return match l {
+                Lineage::Plain => Ok(()),
+                other => Err(self.op_error(other, op)),
+            };
+        }
+        match e {
+            Expr::Value(_) | Expr::TypedString(_) => Ok(()),
+            Expr::Nested(inner) => self.plain_expr(inner, scope, op),
+            Expr::Subquery(q) => {
+                let shape = self.query(q, Some(scope))?;
+                match single_lineage(&shape) {
+                    Lineage::Plain => Ok(()),
+                    other => Err(self.op_error(other, op)),
+                }
+            }
+            _ if is_predicate(e) => self.predicate(e, scope),
+            Expr::BinaryOp {
+                left,
+                op: bop,
+                right,
+            } => {
+                let name = format!("operator {bop}");
+                self.plain_expr(left, scope, &name)?;
+                self.plain_expr(right, scope, &name)
+            }
+            Expr::UnaryOp { expr, op: uop } => {
+                self.plain_expr(expr, scope, &format!("operator {uop}"))
+            }
+            Expr::Cast { expr, .. } => self.plain_expr(expr, scope, "a cast"),
+            Expr::Function(f) if is_count(f) => self.count(f, scope),
+            Expr::Function(f) => {
+                let name = format!("function {}()", f.name);
+                if let FunctionArguments::List(list) = &f.args {
+                    for a in &list.args {
+                        let (FunctionArg::Unnamed(FunctionArgExpr::QualifiedWildcard(q))
+                        | FunctionArg::Named {
+                            arg: FunctionArgExpr::QualifiedWildcard(q),
+                            ..
+                        }) = a
+                        else {
+                            continue;
+                        };
+                        let rel = object_name_parts(q).and_then(|p| match p.as_slice() {
+                            [r] => scope.relation(None, r).cloned(),
+                            [s, r] => scope.relation(Some(s), r).cloned(),
+                            _ => None,
+                        });
+                        if rel.is_none_or(|r| r.may_hold_encrypted(self.policy())) {
+                            return Err(self.op_error(Lineage::Unknown, &name));
+                        }
+                    }
+                }
+                self.fallback(f, scope, &name)
+            }
+            Expr::Case {
+                operand,
+                conditions,
+                else_result,
+                ..
+            } => {
+                if let Some(o) = operand {
+                    self.plain_expr(o, scope, "CASE")?;
+                }
+                for w in conditions {
+                    if operand.is_some() {
+                        self.plain_expr(&w.condition, scope, "CASE")?;
+                    } else {
+                        self.predicate(&w.condition, scope)?;
+                    }
+                    self.plain_expr(&w.result, scope, "CASE")?;
+                }
+                if let Some(e) = else_result {
+                    self.plain_expr(e, scope, "CASE")?;
+                }
+                Ok(())
+            }
+            Expr::Array(a) => {
+                for x in &a.elem {
+                    self.plain_expr(x, scope, "an ARRAY")?;
+                }
+                Ok(())
+            }
+            Expr::Tuple(list) => {
+                for x in list {
+                    self.plain_expr(x, scope, "a row constructor")?;
+                }
+                Ok(())
+            }
+            other => self.fallback(other, scope, op),
+        }
+    }
+
+    /// For anything not modelled: every column reference inside (subqueries included,
+    /// resolved conservatively against this scope) must be plain, and every subquery's
+    /// result must be plain.
+    pub(super) fn fallback<V: Visit>(&mut self, node: &V, scope: &Scope<'_>, op: &str) -> R<()> {
+        let mut queries: Vec<Query> = Vec::new();
+        let _ = sqlparser::ast::visit_expressions(node, |x| {
+            if let Expr::Subquery(q) | Expr::Exists { subquery: q, .. } = x {
+                queries.push((**q).clone());
+            }
+            if let Expr::In {
+                target: InTarget::Subquery(q),
+                ..
+            } = x
+            {
+                queries.push((**q).clone());
+            }
+            std::ops::ControlFlow::<()>::Continue(())
+        });
+        let mut idents: Vec<Expr> = Vec::new();
+        let _ = sqlparser::ast::visit_expressions(node, |x| {
+            if matches!(x, Expr::Identifier(_) | Expr::CompoundIdentifier(_)) {
+                idents.push(x.clone());
+            }
+            std::ops::ControlFlow::<()>::Continue(())
+        });
+        for x in &idents {
+            if let Some(l) = self.column_lineage(x, scope) {
+                if l != Lineage::Plain {
+                    return Err(self.op_error(l, op));
+                }
+            }
+        }
+        for q in &queries {
+            let shape = self.query(q, Some(scope))?;
+            if shape.columns.iter().any(|c| c.lineage != Lineage::Plain) {
+                let l = shape
+                    .columns
+                    .iter()
+                    .map(|c| c.lineage)
+                    .find(|l| *l != Lineage::Plain)
+                    .unwrap_or(Lineage::Unknown);
+                return Err(self.op_error(l, op));
+            }
+        }
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- predicates
+
+    pub(super) fn predicate(&mut self, e: &Expr, scope: &Scope<'_>) -> R<()> {
+        match e {
+            Expr::Nested(inner) => self.predicate(inner, scope),
+            Expr::BinaryOp {
+                left,
+                op: BinaryOperator::And | BinaryOperator::Or,
+                right,
+            } => {
+                self.predicate(left, scope)?;
+                self.predicate(right, scope)
+            }
+            Expr::UnaryOp {
+                op: UnaryOperator::Not,
+                expr,
+            } => self.predicate(expr, scope),
+            Expr::BinaryOp {
+                left,
+                op: op @ (BinaryOperator::Eq | BinaryOperator::NotEq),
+                right,
+            } => self.equality(left, right, scope, &op.to_string()),
+            Expr::IsDistinctFrom(l, r) => self.equality(l, r, scope, "IS DISTINCT FROM"),
+            Expr::IsNotDistinctFrom(l, r) => self.equality(l, r, scope, "IS NOT DISTINCT FROM"),
+            Expr::BinaryOp { left, op, right } => {
+                let name = format!("operator {op}");
+                for side in [left, right] {
+                    if let Some(l) = self.column_lineage(side, scope) {
+                        if l != Lineage::Plain {
+                            return Err(self.op_error(l, &name));
+                        }
+                    }
+                }
+                self.plain_expr(left, scope, &name)?;
+                self.plain_expr(right, scope, &name)
+            }
+            Expr::IsNull(x) | Expr::IsNotNull(x) => match self.column_lineage(x, scope) {
+                Some(_) => Ok(()),
+                None => self.plain_expr(x, scope, "IS NULL"),
+            },
+            Expr::In {
+                expr,
+                target,
+                negated: _,
+                ..
+            } => self.in_predicate(expr, target, scope),
+            Expr::AnyOp {
+                left,
+                compare_op,
+                right,
+                ..
+            } => self.any_predicate(left, compare_op, right, scope, "ANY", BinaryOperator::Eq),
+            Expr::AllOp {
+                left,
+                compare_op,
+                right,
+            } => self.any_predicate(left, compare_op, right, scope, "ALL", BinaryOperator::NotEq),
+            Expr::Like { expr, pattern, .. } => {
+                self.reject_on_encrypted(&[expr, pattern], scope, "LIKE")
+            }
+            Expr::ILike { expr, pattern, .. } => {
+                self.reject_on_encrypted(&[expr, pattern], scope, "ILIKE")
+            }
+            Expr::SimilarTo { expr, pattern, .. } => {
+                self.reject_on_encrypted(&[expr, pattern], scope, "SIMILAR TO")
+            }
+            Expr::RLike { expr, pattern, .. } => {
+                self.reject_on_encrypted(&[expr, pattern], scope, "a regular expression match")
+            }
+            Expr::Between {
+                expr, low, high, ..
+            } => self.reject_on_encrypted(&[expr, low, high], scope, "BETWEEN"),
+            Expr::Exists { subquery, .. } => {
+                self.query(subquery, Some(scope))?;
+                Ok(())
+            }
+            _ => match self.value(e, scope)? {
+                Lineage::Plain => Ok(()),
+                other => Err(self.op_error(other, "using a column as a condition")),
+            },
+        }
+    }
+
+    pub(super) fn reject_on_encrypted(
+        &mut self,
+        parts: &[&Expr],
+        scope: &Scope<'_>,
+        op: &str,
+    ) -> R<()> {
+        for p in parts {
+            if let Some(l) = self
+                .column_lineage(p, scope)
+                .filter(|l| *l != Lineage::Plain)
+            {
+                return Err(self.op_error(l, op));
+            }
+            if let Some(l) = self.first_encrypted(p, scope) {
+                return Err(self.op_error(l, op));
+            }
+        }
+        for p in parts {
+            self.plain_expr(p, scope, op)?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn equality(&mut self, l: &Expr, r: &Expr, scope: &Scope<'_>, op: &str) -> R<()> {
+        let lc = self.column_lineage(l, scope);
+        let rc = self.column_lineage(r, scope);
+        match (lc, rc) {
+            (Some(a @ Lineage::Encrypted(_)), Some(b))
+            | (Some(b), Some(a @ Lineage::Encrypted(_))) => self.equal_columns(a, b, op),
+            (Some(Lineage::Encrypted(c)), None) => self.compare_value(c, r, scope, op),
+            (None, Some(Lineage::Encrypted(c))) => self.compare_value(c, l, scope, op),
+            (Some(Lineage::Unknown), _) | (_, Some(Lineage::Unknown)) => {
+                Err(self.op_error(Lineage::Unknown, op))
+            }
+            _ => {
+                // Neither side is a bare encrypted column; a subquery side may be one.
+                let sub = |e: &Expr| matches!(strip_nested(e), Expr::Subquery(_));
+                if sub(l) || sub(r) {
+                    let ll = self.value(l, scope)?;
+                    let rl = self.value(r, scope)?;
+                    if ll != Lineage::Plain || rl != Lineage::Plain {
+                        return self.equal_columns(ll, rl, op);
+                    }
+                    return Ok(());
+                }
+                self.plain_expr(l, scope, op)?;
+                self.plain_expr(r, scope, op)
+            }
+        }
+    }
+
+    /// `col op value` with `col` encrypted: the value gets encrypted with col's key.
+    pub(super) fn compare_value(
+        &mut self,
+        c: ColumnRef,
+        value: &Expr,
+        scope: &Scope<'_>,
+        op: &str,
+    ) -> R<()> {
+        self.require_deterministic(c, op)?;
+        self.plan.searched.push(c);
+        self.bind_value(c, value, scope, &format!("{op} on"))
+    }
+
+    pub(super) fn in_predicate(&mut self, e: &Expr, target: &InTarget, scope: &Scope<'_>) -> R<()> {
+        let lineage = self.column_lineage(e, scope);
+        match (lineage, target) {
+            (Some(Lineage::Encrypted(c)), InTarget::List(list)) => {
+                self.require_deterministic(c, "IN")?;
+                if list.len() > self.ctx.in_list_cap {
+                    return Err(SqlError::unsupported(format!(
+                        "IN list of {} values on encrypted column {} exceeds the limit of {}; \
+                         split the query or use = ANY($1) with a smaller array",
+                        list.len(),
+                        self.name(c),
+                        self.ctx.in_list_cap
+                    )));
+                }
+                self.plan.searched.push(c);
+                for x in list {
+                    self.bind_value(c, x, scope, "IN on")?;
+                }
+                Ok(())
+            }
+            (Some(Lineage::Encrypted(c)), InTarget::Subquery(q)) => {
+                let shape = self.query(q, Some(scope))?;
+                self.equal_columns(
+                    Lineage::Encrypted(c),
+                    single_lineage(&shape),
+                    "IN (subquery)",
+                )
+            }
+            (Some(l @ (Lineage::Encrypted(_) | Lineage::Unknown)), _) => {
+                Err(self.op_error(l, "IN"))
+            }
+            (_, InTarget::List(list)) => {
+                self.plain_expr(e, scope, "IN")?;
+                for x in list {
+                    self.plain_expr(x, scope, "IN")?;
+                }
+                Ok(())
+            }
+            (_, InTarget::Subquery(q)) => {
+                self.plain_expr(e, scope, "IN")?;
+                let shape = self.query(q, Some(scope))?;
+                match single_lineage(&shape) {
+                    Lineage::Plain => Ok(()),
+                    other => Err(self.op_error(other, "IN (subquery)")),
+                }
+            }
+            (_, other) => {
+                self.plain_expr(e, scope, "IN")?;
+                if let InTarget::Unnest(x) = other {
+                    self.plain_expr(x, scope, "IN")?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    pub(super) fn any_predicate(
+        &mut self,
+        left: &Expr,
+        cmp: &BinaryOperator,
+        right: &Expr,
+        scope: &Scope<'_>,
+        what: &str,
+        allowed: BinaryOperator,
+    ) -> R<()> {
+        let op = format!("{cmp} {what}");
+        match self.column_lineage(left, scope) {
+            Some(Lineage::Encrypted(c)) => {
+                if *cmp != allowed {
+                    return Err(self.op_error(Lineage::Encrypted(c), &op));
+                }
+                self.require_deterministic(c, &op)?;
+                self.plan.searched.push(c);
+                match strip_nested(right) {
+                    Expr::Value(v) => match self.value_operand(v, false)? {
+                        Operand::Param(n) => self.param(c, n, true),
+                        Operand::Null => Ok(()),
+                        _ => Err(self.any_error(c, &op)),
+                    },
+                    Expr::Array(a) => {
+                        if a.elem.len() > self.ctx.in_list_cap {
+                            return Err(SqlError::unsupported(format!(
+                                "ARRAY of {} values on encrypted column {} exceeds the limit of {}",
+                                a.elem.len(),
+                                self.name(c),
+                                self.ctx.in_list_cap
+                            )));
+                        }
+                        for x in &a.elem {
+                            self.bind_value(c, x, scope, &format!("{op} on"))?;
+                        }
+                        Ok(())
+                    }
+                    Expr::Subquery(q) => {
+                        let shape = self.query(q, Some(scope))?;
+                        self.equal_columns(Lineage::Encrypted(c), single_lineage(&shape), &op)
+                    }
+                    _ => Err(self.any_error(c, &op)),
+                }
+            }
+            Some(Lineage::Unknown) => Err(self.op_error(Lineage::Unknown, &op)),
+            _ => {
+                self.plain_expr(left, scope, &op)?;
+                match strip_nested(right) {
+                    Expr::Subquery(q) => {
+                        let shape = self.query(q, Some(scope))?;
+                        match single_lineage(&shape) {
+                            Lineage::Plain => Ok(()),
+                            other => Err(self.op_error(other, &op)),
+                        }
+                    }
+                    other => self.plain_expr(other, scope, &op),
+                }
+            }
+        }
+    }
+
+    pub(super) fn any_error(&self, c: ColumnRef, op: &str) -> SqlError {
+        SqlError::unsupported(format!(
+            "{op} on encrypted column {} needs a $n array parameter or an ARRAY[...] of literals",
+            self.name(c)
+        ))
+    }
+}

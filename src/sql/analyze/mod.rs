@@ -1,0 +1,589 @@
+//! The full analysis: parse each statement and decide how it touches the policy.
+//!
+//! Owns the rules of issue 4 ("Predicates", "Reads", "Writes"): what may be done with
+//! an encrypted column, which literals and `$n` parameters get encrypted for which
+//! column, the lineage of every result column, and the refusals. It must never return
+//! a plan that forwards a statement touching a protected column it did not fully
+//! understand: anything unrecognised that refers to one is rejected.
+//!
+//! Plans are role-independent (they are cached across sessions); role checks run per
+//! execution through [`StatementPlan::authorize`]. Each statement of a query string is
+//! analysed on its own, so a rejection applies to one statement and the session can
+//! make upstream fail at exactly that point.
+//!
+//! Statements are split by [`split_statements`]; each piece is first checked by the
+//! conservative scanner, and only pieces that may mention a policy name are parsed.
+//! `U&"..."` identifiers are decoded before parsing (sqlparser does not know them),
+//! padded to the same byte length so every offset still refers to the client's text.
+
+mod exprs;
+mod queries;
+mod relations;
+mod statements;
+
+use std::borrow::Cow;
+use std::ops::Range;
+
+use sqlparser::ast::{
+    Assignment, AssignmentTarget, BinaryOperator, CopyLegacyCsvOption, CopyLegacyOption,
+    CopyOption, CopySource, CopyTarget, Delete, Distinct, DuplicateTreatment, Expr, FromTable,
+    Function, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, Ident, InTarget,
+    Insert, JoinConstraint, JoinOperator, ObjectName, OnConflictAction, OnInsert, OrderBy,
+    OrderByKind, Query, Select, SelectItem, SelectItemQualifiedWildcardKind, SetExpr, SetOperator,
+    SetQuantifier, Statement, TableAlias, TableFactor, TableObject, TableWithJoins, UnaryOperator,
+    Update, UpdateTableFromKind, Value, ValueWithSpan, Visit,
+};
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::parser::Parser;
+use sqlparser::tokenizer::Location;
+
+use super::ident::{decode_unicode_ident, normalize, object_name_parts};
+use super::lexer::{split_statements, Lexer, LiteralKind, TokKind};
+use super::lineage::{Found, RelColumns, Relation, Scope};
+use super::plan::*;
+use super::scan::{
+    contains_word_anywhere, fingerprint, first_mention, Fingerprint, Mention, NameSet,
+};
+use super::{Schema, SqlError};
+use crate::policy::{ColumnRef, Encryption, Policy, TableName};
+
+/// The default cap on IN lists and ARRAY[...] operands compared with an encrypted column.
+pub const DEFAULT_IN_LIST_CAP: usize = 100;
+
+/// Everything an analysis depends on (and therefore everything the cache key holds).
+pub struct AnalysisContext<'a> {
+    pub policy: &'a Policy,
+    pub schema: &'a dyn Schema,
+    /// The session's effective search_path, `$user` already expanded.
+    pub search_path: &'a [String],
+    /// Built from the same policy generation (and the catalog's view names).
+    pub names: &'a NameSet,
+    /// Maximum IN / ANY list length on an encrypted column.
+    pub in_list_cap: usize,
+    /// Parse every statement, even those the scanner says cannot mention a policy name
+    /// (for tests that check the scanner against the analyser, and for audits).
+    pub force_full_analysis: bool,
+}
+
+/// Analyses every statement of a query string. Each plan carries its own rejection
+/// (if any); `Err` is reserved for input that cannot be split into statements at all.
+pub fn analyze(sql: &str, ctx: &AnalysisContext<'_>) -> Result<Vec<StatementPlan>, SqlError> {
+    let fp = fingerprint(sql);
+    analyze_with_fingerprint(sql, &fp, ctx)
+}
+
+/// [`analyze`] with a fingerprint the caller already computed (for the cache).
+pub fn analyze_with_fingerprint(
+    sql: &str,
+    fp: &Fingerprint,
+    ctx: &AnalysisContext<'_>,
+) -> Result<Vec<StatementPlan>, SqlError> {
+    if sql.contains('\0') {
+        return Err(SqlError::Syntax(
+            "query string contains a NUL byte".to_string(),
+        ));
+    }
+    let mut plans = Vec::new();
+    let mut path_changed = false;
+    for range in split_statements(sql) {
+        let text = &sql[range.clone()];
+        let mut plan = analyze_piece(sql, range, fp, ctx);
+        if path_changed
+            && plan.rejection.is_none()
+            && first_mention(text, ctx.names, true).is_some()
+        {
+            // Analysed under the session's search_path, which an earlier statement of
+            // this same string changes: names could resolve to other tables upstream.
+            plan.touches_policy = true;
+            plan.literals.clear();
+            plan.params.clear();
+            plan.rejection = Some(SqlError::unsupported(
+                "a statement that follows a search_path change in the same query string cannot be analysed; \
+                 send it as a separate query",
+            ));
+        }
+        path_changed |= changes_search_path(text);
+        plans.push(plan);
+    }
+    Ok(plans)
+}
+
+/// SET/RESET search_path, set_config('search_path', ...), RESET ALL, DISCARD ALL.
+fn changes_search_path(text: &str) -> bool {
+    if contains_word_anywhere(text, "search_path") {
+        return true;
+    }
+    let mut words = Lexer::new(text)
+        .filter(|t| !matches!(t.kind, TokKind::Space | TokKind::Comment))
+        .map_while(|t| (t.kind == TokKind::Word).then(|| text[t.span].to_ascii_lowercase()));
+    matches!(
+        (words.next().as_deref(), words.next().as_deref()),
+        (Some("reset" | "discard"), Some("all"))
+    )
+}
+
+type R<T> = Result<T, SqlError>;
+
+fn analyze_piece(
+    sql: &str,
+    range: Range<usize>,
+    fp: &Fingerprint,
+    ctx: &AnalysisContext<'_>,
+) -> StatementPlan {
+    let text = &sql[range.clone()];
+    let mut plan = StatementPlan::new(
+        StatementKind::Other,
+        SqlPos::at(fp, range.start),
+        SqlPos::at(fp, range.end),
+    );
+    if !ctx.force_full_analysis
+        && (ctx.names.is_empty() || first_mention(text, ctx.names, true).is_none())
+    {
+        return plan;
+    }
+    if is_body_statement(text) {
+        plan.kind = StatementKind::Body;
+        if let Err(e) = check_body(text, ctx.names) {
+            plan.touches_policy = true;
+            plan.rejection = Some(e);
+        }
+        return plan;
+    }
+    let parse_text = match decode_unicode_identifiers(text) {
+        Ok(t) => t,
+        Err(e) => {
+            plan.touches_policy = true;
+            plan.rejection = Some(e);
+            return plan;
+        }
+    };
+    let parsed = Parser::parse_sql(&PostgreSqlDialect {}, &parse_text);
+    let stmt = match parsed {
+        Ok(mut v) if v.len() == 1 => v.pop(),
+        _ => None,
+    };
+    let Some(stmt) = stmt else {
+        // Unparseable: forward only if it certainly names nothing protected.
+        if let Some(m) = first_mention(text, ctx.names, false) {
+            plan.touches_policy = true;
+            plan.rejection = Some(SqlError::Syntax(format!(
+                "pgcloak could not parse a statement that {}; it was not sent",
+                describe_mention(&m)
+            )));
+        }
+        return plan;
+    };
+    let mut a = Analyzer {
+        ctx,
+        fp,
+        sql,
+        base: range.start,
+        line_starts: line_starts(&parse_text),
+        parse_text: &parse_text,
+        plan,
+        ctes: Vec::new(),
+    };
+    if let Err(e) = a.statement(&stmt, text) {
+        a.plan.touches_policy = true;
+        a.plan.literals.clear();
+        a.plan.params.clear();
+        a.plan.rejection = Some(e);
+    }
+    a.plan.literals.sort_by_key(|l| l.start);
+    a.plan.searched.sort();
+    a.plan.searched.dedup();
+    a.plan
+}
+
+fn describe_mention(m: &Mention) -> String {
+    match m {
+        Mention::Name(n) => format!("refers to the protected name \"{n}\""),
+        Mention::Distrusted(w) => format!("uses {w}"),
+        Mention::Escaped => "uses escapes that may spell a protected name".to_string(),
+        Mention::Unterminated => "has an unterminated quote, comment or body".to_string(),
+    }
+}
+
+/// DO blocks and CREATE FUNCTION/PROCEDURE: bodies pgcloak does not analyse.
+fn is_body_statement(text: &str) -> bool {
+    let mut words = Lexer::new(text)
+        .filter(|t| !matches!(t.kind, TokKind::Space | TokKind::Comment))
+        .map_while(|t| (t.kind == TokKind::Word).then(|| &text[t.span]));
+    match words.next() {
+        Some(w) if w.eq_ignore_ascii_case("do") => true,
+        Some(w) if w.eq_ignore_ascii_case("create") => words
+            .take(4)
+            .any(|w| w.eq_ignore_ascii_case("function") || w.eq_ignore_ascii_case("procedure")),
+        _ => false,
+    }
+}
+
+fn check_body(text: &str, names: &NameSet) -> R<()> {
+    if let Some(m) = first_mention(text, names, false) {
+        return Err(SqlError::unsupported(format!(
+            "a DO block or function body that {} cannot be analysed by pgcloak; \
+             define it directly on the database, or keep protected columns out of it",
+            describe_mention(&m)
+        )));
+    }
+    if contains_word_anywhere(text, "execute") {
+        return Err(SqlError::unsupported(
+            "a DO block or function body using dynamic SQL (EXECUTE) cannot be analysed by pgcloak \
+             while the policy protects columns; define it directly on the database",
+        ));
+    }
+    Ok(())
+}
+
+/// Replaces each `U&"..."` identifier by its decoded `"..."` form, padded with spaces to
+/// the same byte length, so offsets into the result are offsets into `text`.
+fn decode_unicode_identifiers(text: &str) -> R<Cow<'_, str>> {
+    let toks: Vec<_> = Lexer::new(text)
+        .filter(|t| !matches!(t.kind, TokKind::Space | TokKind::Comment))
+        .collect();
+    let mut out: Option<String> = None;
+    let mut copied = 0;
+    for (i, t) in toks.iter().enumerate() {
+        let uescape = |j: usize| {
+            toks.get(j).is_some_and(|n| {
+                n.kind == TokKind::Word && text[n.span.clone()].eq_ignore_ascii_case("uescape")
+            })
+        };
+        match t.kind {
+            TokKind::Literal(LiteralKind::UnicodeString) if uescape(i + 1) => {
+                return Err(SqlError::unsupported("UESCAPE is not supported by pgcloak"));
+            }
+            TokKind::UnicodeIdent => {
+                if uescape(i + 1) {
+                    return Err(SqlError::unsupported("UESCAPE is not supported by pgcloak"));
+                }
+                let decoded = decode_unicode_ident(&text[t.content.clone()]).ok_or_else(|| {
+                    SqlError::Syntax("invalid Unicode escape in a U&\"...\" identifier".to_string())
+                })?;
+                let requoted = format!("\"{}\"", decoded.replace('"', "\"\""));
+                let width = t.span.len();
+                if requoted.len() > width {
+                    return Err(SqlError::Syntax(
+                        "invalid Unicode escape in a U&\"...\" identifier".to_string(),
+                    ));
+                }
+                let o = out.get_or_insert_with(|| String::with_capacity(text.len()));
+                o.push_str(&text[copied..t.span.start]);
+                o.push_str(&requoted);
+                o.extend(std::iter::repeat_n(' ', width - requoted.len()));
+                copied = t.span.end;
+            }
+            _ => {}
+        }
+    }
+    Ok(match out {
+        Some(mut o) => {
+            o.push_str(&text[copied..]);
+            Cow::Owned(o)
+        }
+        None => Cow::Borrowed(text),
+    })
+}
+
+fn line_starts(text: &str) -> Vec<usize> {
+    let mut v = vec![0];
+    v.extend(text.match_indices('\n').map(|(i, _)| i + 1));
+    v
+}
+
+/// A value operand: what can be encrypted for a column.
+enum Operand {
+    Null,
+    Default,
+    Param(u16),
+    Literal {
+        start: SqlPos,
+        end: SqlPos,
+        value: LiteralValue,
+    },
+    Other,
+}
+
+fn col_name(policy: &Policy, c: ColumnRef) -> String {
+    let p = policy.column(c);
+    format!("{}.{}", p.table, p.column)
+}
+
+fn last_ident(name: &ObjectName) -> Option<String> {
+    object_name_parts(name).and_then(|mut v| v.pop())
+}
+
+fn join_constraint(op: &JoinOperator) -> Option<Option<&JoinConstraint>> {
+    match op {
+        JoinOperator::Join(c)
+        | JoinOperator::Inner(c)
+        | JoinOperator::Left(c)
+        | JoinOperator::LeftOuter(c)
+        | JoinOperator::Right(c)
+        | JoinOperator::RightOuter(c)
+        | JoinOperator::FullOuter(c)
+        | JoinOperator::CrossJoin(c) => Some(Some(c)),
+        _ => None,
+    }
+}
+
+struct Analyzer<'a> {
+    ctx: &'a AnalysisContext<'a>,
+    fp: &'a Fingerprint,
+    sql: &'a str,
+    /// Where the statement starts in `sql`.
+    base: usize,
+    line_starts: Vec<usize>,
+    parse_text: &'a str,
+    plan: StatementPlan,
+    /// Visible CTEs, innermost last.
+    ctes: Vec<(String, Vec<(String, super::Lineage)>)>,
+}
+
+use super::Lineage;
+
+impl<'a> Analyzer<'a> {
+    fn policy(&self) -> &'a Policy {
+        self.ctx.policy
+    }
+
+    fn name(&self, c: ColumnRef) -> String {
+        col_name(self.ctx.policy, c)
+    }
+
+    fn encrypted(&mut self, c: ColumnRef) {
+        self.plan.touches_policy = true;
+        let _ = c;
+    }
+
+    // ---------------------------------------------------------------- positions
+
+    /// Byte offset in the query string of a sqlparser location.
+    fn abs(&self, loc: Location) -> Option<usize> {
+        let line = usize::try_from(loc.line).ok()?.checked_sub(1)?;
+        let col = usize::try_from(loc.column).ok()?.checked_sub(1)?;
+        let start = *self.line_starts.get(line)?;
+        let rest = self.parse_text.get(start..)?;
+        let off = match rest.char_indices().nth(col) {
+            Some((i, _)) => i,
+            None if rest.chars().count() == col => rest.len(),
+            None => return None,
+        };
+        Some(self.base + start + off)
+    }
+
+    fn pos(&self, abs: usize) -> SqlPos {
+        SqlPos::at(self.fp, abs)
+    }
+
+    fn lost(&self) -> SqlError {
+        SqlError::unsupported(
+            "pgcloak could not locate a literal in the statement text; it was not sent",
+        )
+    }
+
+    /// Classifies an expression as something that can be stored in or compared with
+    /// an encrypted column.
+    fn operand(&self, e: &Expr) -> R<Operand> {
+        Ok(match e {
+            Expr::Nested(inner) => self.operand(inner)?,
+            Expr::Value(v) => self.value_operand(v, false)?,
+            Expr::UnaryOp {
+                op: UnaryOperator::Minus,
+                expr,
+            } => match &**expr {
+                Expr::Value(v) if matches!(v.value, Value::Number(..)) => {
+                    self.value_operand(v, true)?
+                }
+                _ => Operand::Other,
+            },
+            Expr::Identifier(i)
+                if i.quote_style.is_none() && i.value.eq_ignore_ascii_case("default") =>
+            {
+                Operand::Default
+            }
+            _ => Operand::Other,
+        })
+    }
+
+    fn value_operand(&self, v: &ValueWithSpan, negate: bool) -> R<Operand> {
+        let start = self.abs(v.span.start).ok_or_else(|| self.lost())?;
+        let literal_start = |start: usize| -> R<usize> {
+            if !negate {
+                return Ok(start);
+            }
+            // The minus sign precedes the number (sqlparser's span covers only the number).
+            let before = self.sql.get(..start).ok_or_else(|| self.lost())?;
+            let trimmed = before.trim_end_matches([' ', '\t', '\n', '\r']);
+            if trimmed.ends_with('-') {
+                Ok(trimmed.len() - 1)
+            } else {
+                Err(self.lost())
+            }
+        };
+        match &v.value {
+            Value::Null => Ok(Operand::Null),
+            Value::Placeholder(p) => Ok(p
+                .strip_prefix('$')
+                .and_then(|n| n.parse::<u16>().ok())
+                .filter(|n| *n > 0)
+                .map_or(Operand::Other, Operand::Param)),
+            Value::Boolean(b) => {
+                let word = if *b { "true" } else { "false" };
+                let end = start + word.len();
+                if !self
+                    .sql
+                    .get(start..end)
+                    .is_some_and(|w| w.eq_ignore_ascii_case(word))
+                {
+                    return Err(self.lost());
+                }
+                Ok(Operand::Literal {
+                    start: self.pos(start),
+                    end: self.pos(end),
+                    value: LiteralValue::Fixed(word.to_string()),
+                })
+            }
+            Value::Number(..)
+            | Value::SingleQuotedString(_)
+            | Value::EscapedStringLiteral(_)
+            | Value::UnicodeStringLiteral(_)
+            | Value::NationalStringLiteral(_) => {
+                let from = literal_start(start)?;
+                if let Ok(index) = self
+                    .fp
+                    .literals
+                    .binary_search_by_key(&start, |l| l.range.start)
+                {
+                    if self.fp.literals[index].kind == LiteralKind::BitString {
+                        return Err(self.lost());
+                    }
+                    return Ok(Operand::Literal {
+                        start: self.pos(from),
+                        end: SqlPos {
+                            after_literal: Some(index),
+                            delta: 0,
+                        },
+                        value: LiteralValue::Literal { index, negate },
+                    });
+                }
+                // A number the fingerprint kept (statements with ORDER/GROUP BY).
+                let tok = Lexer::new(self.sql.get(start..).ok_or_else(|| self.lost())?)
+                    .next()
+                    .filter(|t| t.kind == TokKind::Literal(LiteralKind::Number))
+                    .ok_or_else(|| self.lost())?;
+                let digits = &self.sql[start..start + tok.span.end];
+                let text = if negate {
+                    format!("-{digits}")
+                } else {
+                    digits.to_string()
+                };
+                Ok(Operand::Literal {
+                    start: self.pos(from),
+                    end: self.pos(start + tok.span.end),
+                    value: LiteralValue::Fixed(text.replace('_', "")),
+                })
+            }
+            _ => Ok(Operand::Other),
+        }
+    }
+}
+
+fn strip_nested(e: &Expr) -> &Expr {
+    match e {
+        Expr::Nested(inner) => strip_nested(inner),
+        other => other,
+    }
+}
+
+fn single_lineage(shape: &ResultShape) -> Lineage {
+    match shape.columns.as_slice() {
+        [one] if !shape.plain_tail => one.lineage,
+        [] if shape.plain_tail => Lineage::Plain,
+        _ => Lineage::Unknown,
+    }
+}
+
+fn shape_cols(shape: &ResultShape) -> Vec<(String, Lineage)> {
+    shape
+        .columns
+        .iter()
+        .map(|c| (c.name.clone().unwrap_or_default(), c.lineage))
+        .collect()
+}
+
+fn ident_name(e: &Expr) -> String {
+    match e {
+        Expr::Identifier(i) => normalize(i),
+        _ => String::new(),
+    }
+}
+
+fn is_count(f: &Function) -> bool {
+    f.name.0.len() == 1 && last_ident(&f.name).is_some_and(|n| n == "count")
+}
+
+fn is_predicate(e: &Expr) -> bool {
+    matches!(
+        e,
+        Expr::BinaryOp {
+            op: BinaryOperator::And
+                | BinaryOperator::Or
+                | BinaryOperator::Eq
+                | BinaryOperator::NotEq
+                | BinaryOperator::Lt
+                | BinaryOperator::LtEq
+                | BinaryOperator::Gt
+                | BinaryOperator::GtEq,
+            ..
+        } | Expr::UnaryOp {
+            op: UnaryOperator::Not,
+            ..
+        } | Expr::IsDistinctFrom(..)
+            | Expr::IsNotDistinctFrom(..)
+            | Expr::IsNull(_)
+            | Expr::IsNotNull(_)
+            | Expr::In { .. }
+            | Expr::AnyOp { .. }
+            | Expr::AllOp { .. }
+            | Expr::Like { .. }
+            | Expr::ILike { .. }
+            | Expr::SimilarTo { .. }
+            | Expr::RLike { .. }
+            | Expr::Between { .. }
+            | Expr::Exists { .. }
+    )
+}
+
+fn describe_op(e: &Expr) -> String {
+    match e {
+        Expr::Function(f) => format!("function {}()", f.name),
+        Expr::Cast { .. } => "a cast".to_string(),
+        Expr::BinaryOp { op, .. } => format!("operator {op}"),
+        Expr::UnaryOp { op, .. } => format!("operator {op}"),
+        Expr::Case { .. } => "CASE".to_string(),
+        _ => "an expression".to_string(),
+    }
+}
+
+/// The column name PostgreSQL reports for an unaliased result expression.
+fn output_name(e: &Expr) -> String {
+    match e {
+        Expr::Identifier(i) => normalize(i),
+        Expr::CompoundIdentifier(parts) => parts.last().map(normalize).unwrap_or_default(),
+        Expr::Nested(inner) => output_name(inner),
+        Expr::Function(f) => last_ident(&f.name).unwrap_or_default(),
+        Expr::Cast { expr, .. } => output_name(expr),
+        _ => "?column?".to_string(),
+    }
+}
+
+/// The first one or two words of a statement, upper-cased (for messages; never a literal).
+fn first_words(text: &str) -> String {
+    Lexer::new(text)
+        .filter(|t| !matches!(t.kind, TokKind::Space | TokKind::Comment))
+        .take(2)
+        .map_while(|t| (t.kind == TokKind::Word).then(|| text[t.span].to_ascii_uppercase()))
+        .collect::<Vec<_>>()
+        .join(" ")
+}

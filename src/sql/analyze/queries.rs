@@ -1,0 +1,459 @@
+//! Queries: CTEs, set operations, SELECT clauses (projection, GROUP BY, DISTINCT,
+//! ORDER BY) and the lineage of result columns.
+
+use super::*;
+
+impl Analyzer<'_> {
+    pub(super) fn query(&mut self, q: &Query, outer: Option<&Scope<'_>>) -> R<ResultShape> {
+        let mark = self.ctes.len();
+        let result = self.query_inner(q, outer);
+        self.ctes.truncate(mark);
+        result
+    }
+
+    pub(super) fn query_inner(&mut self, q: &Query, outer: Option<&Scope<'_>>) -> R<ResultShape> {
+        if let Some(with) = &q.with {
+            for cte in &with.cte_tables {
+                let name = normalize(&cte.alias.name);
+                if with.recursive {
+                    if let SetExpr::SetOperation { left, .. } = &*cte.query.body {
+                        let seed = self.set_expr(left, outer)?;
+                        let seed_cols = shape_cols(&seed);
+                        self.ctes.push((
+                            name.clone(),
+                            Self::alias_columns(Some(&cte.alias), seed_cols),
+                        ));
+                    }
+                }
+                let shape = self.query(&cte.query, outer)?;
+                let cols = Self::alias_columns(Some(&cte.alias), shape_cols(&shape));
+                if with.recursive {
+                    if let Some(seed) = self.ctes.iter().rev().find(|(n, _)| *n == name) {
+                        if seed.1.iter().map(|c| c.1).ne(cols.iter().map(|c| c.1)) {
+                            return Err(SqlError::unsupported(format!(
+                                "recursive CTE {name} mixes encrypted and plain values in one column"
+                            )));
+                        }
+                    }
+                }
+                self.ctes.push((name, cols));
+            }
+        }
+        let shape = match &*q.body {
+            SetExpr::Select(s) => self.select(s, outer, q.order_by.as_ref())?,
+            other => {
+                let shape = self.set_expr(other, outer)?;
+                if let Some(ob) = &q.order_by {
+                    self.order_by_outputs(ob, &shape, None)?;
+                }
+                shape
+            }
+        };
+        if let Some(l) = &q.limit_clause {
+            self.fallback(l, &Scope::default(), "LIMIT/OFFSET")?;
+        }
+        Ok(shape)
+    }
+
+    pub(super) fn set_expr(&mut self, body: &SetExpr, outer: Option<&Scope<'_>>) -> R<ResultShape> {
+        match body {
+            SetExpr::Select(s) => self.select(s, outer, None),
+            SetExpr::Query(q) => self.query(q, outer),
+            SetExpr::SetOperation {
+                left,
+                op,
+                set_quantifier,
+                right,
+            } => {
+                let l = self.set_expr(left, outer)?;
+                let r = self.set_expr(right, outer)?;
+                let opname = match op {
+                    SetOperator::Union => "UNION",
+                    SetOperator::Intersect => "INTERSECT",
+                    SetOperator::Except => "EXCEPT",
+                    _ => "a set operation",
+                };
+                let dedupe = !matches!(op, SetOperator::Union)
+                    || !matches!(
+                        set_quantifier,
+                        SetQuantifier::All | SetQuantifier::AllByName
+                    );
+                self.combine(l, r, opname, dedupe)
+            }
+            SetExpr::Values(values) => {
+                let scope = Scope::default();
+                let scope_ref = outer.unwrap_or(&scope);
+                let mut shape: Option<Vec<OutputColumn>> = None;
+                for row in &values.rows {
+                    let mut cols = Vec::new();
+                    for (i, e) in row.content.iter().enumerate() {
+                        let l = self.value(e, scope_ref)?;
+                        cols.push(OutputColumn {
+                            name: Some(format!("column{}", i + 1)),
+                            lineage: l,
+                        });
+                    }
+                    shape = Some(match shape {
+                        None => cols,
+                        Some(prev) => {
+                            self.combine(
+                                ResultShape {
+                                    columns: prev,
+                                    plain_tail: false,
+                                },
+                                ResultShape {
+                                    columns: cols,
+                                    plain_tail: false,
+                                },
+                                "VALUES",
+                                false,
+                            )?
+                            .columns
+                        }
+                    });
+                }
+                Ok(ResultShape {
+                    columns: shape.unwrap_or_default(),
+                    plain_tail: false,
+                })
+            }
+            SetExpr::Insert(Statement::Insert(ins)) => Ok(self.insert(ins)?.unwrap_or_default()),
+            SetExpr::Update(Statement::Update(u)) => Ok(self.update(u)?.unwrap_or_default()),
+            SetExpr::Delete(Statement::Delete(d)) => Ok(self.delete(d)?.unwrap_or_default()),
+            SetExpr::Table(t) => {
+                let name = t
+                    .table_name
+                    .as_ref()
+                    .ok_or_else(|| SqlError::unsupported("TABLE without a name"))?;
+                let mut parts = Vec::new();
+                if let Some(s) = &t.schema_name {
+                    parts.push(s.clone());
+                }
+                parts.push(name.clone());
+                let obj = ObjectName::from(parts);
+                let mut scope = match outer {
+                    Some(p) => Scope::child(p),
+                    None => Scope::default(),
+                };
+                self.table_factor(
+                    &TableFactor::Table {
+                        name: obj,
+                        alias: None,
+                        args: None,
+                        with_hints: Vec::new(),
+                        version: None,
+                        with_ordinality: false,
+                        partitions: Vec::new(),
+                        json_path: None,
+                        sample: None,
+                        index_directives: Vec::new(),
+                        inheritance: None,
+                    },
+                    &mut scope,
+                )?;
+                self.wildcard(&scope.relations, &mut ResultShape::default())
+            }
+            _ => Err(SqlError::unsupported(
+                "this query form is not supported by pgcloak in a statement over protected columns",
+            )),
+        }
+    }
+
+    /// Combines the branches of UNION/INTERSECT/EXCEPT (or VALUES rows) column by column.
+    pub(super) fn combine(
+        &mut self,
+        l: ResultShape,
+        r: ResultShape,
+        op: &str,
+        dedupe: bool,
+    ) -> R<ResultShape> {
+        if l.plain_tail != r.plain_tail && (l.has_encrypted() || r.has_encrypted()) {
+            return Err(SqlError::unsupported(format!(
+                "{op} over protected columns with * needs explicit column lists"
+            )));
+        }
+        let mut cols = Vec::new();
+        for (a, b) in l.columns.iter().zip(&r.columns) {
+            let lineage = match (a.lineage, b.lineage) {
+                (Lineage::Plain, Lineage::Plain) => Lineage::Plain,
+                (Lineage::Encrypted(x), Lineage::Encrypted(y)) if self.same_domain(x, y) => {
+                    if dedupe {
+                        self.require_deterministic(x, op)?;
+                        self.plan.searched.extend([x, y]);
+                    }
+                    Lineage::Encrypted(x)
+                }
+                (Lineage::Encrypted(x), _) | (_, Lineage::Encrypted(x)) => {
+                    return Err(SqlError::unsupported(format!(
+                        "{op} combines encrypted column {} with values of another origin; \
+                         each branch must return the same encrypted column (or its key group)",
+                        self.name(x)
+                    )))
+                }
+                _ => Lineage::Unknown,
+            };
+            cols.push(OutputColumn {
+                name: a.name.clone(),
+                lineage,
+            });
+        }
+        Ok(ResultShape {
+            columns: cols,
+            plain_tail: l.plain_tail && r.plain_tail,
+        })
+    }
+
+    pub(super) fn select(
+        &mut self,
+        s: &Select,
+        outer: Option<&Scope<'_>>,
+        order_by: Option<&OrderBy>,
+    ) -> R<ResultShape> {
+        let mut scope = match outer {
+            Some(p) => Scope::child(p),
+            None => Scope::default(),
+        };
+        for twj in &s.from {
+            self.table_with_joins(twj, &mut scope)?;
+        }
+        let shape = self.projection(&s.projection, &scope)?;
+        if s.into.is_some() && shape.has_encrypted() {
+            return Err(SqlError::unsupported(
+                "SELECT INTO would copy ciphertext of protected columns into a new table; this is not supported",
+            ));
+        }
+        if let Some(w) = &s.selection {
+            self.predicate(w, &scope)?;
+        }
+        match &s.group_by {
+            GroupByExpr::Expressions(exprs, _) => {
+                for e in exprs {
+                    self.grouping(e, &scope, &shape, "GROUP BY")?;
+                }
+            }
+            GroupByExpr::All(_) => {
+                for c in shape.columns.clone() {
+                    self.group_lineage(c.lineage, "GROUP BY")?;
+                }
+            }
+        }
+        if let Some(h) = &s.having {
+            self.predicate(h, &scope)?;
+        }
+        match &s.distinct {
+            Some(Distinct::Distinct) => {
+                for c in shape.columns.clone() {
+                    self.group_lineage(c.lineage, "DISTINCT")?;
+                }
+            }
+            Some(Distinct::On(exprs)) => {
+                for e in exprs {
+                    self.grouping(e, &scope, &shape, "DISTINCT ON")?;
+                }
+            }
+            _ => {}
+        }
+        if !s.named_window.is_empty() {
+            self.fallback(&s.named_window, &scope, "a window definition")?;
+        }
+        if let Some(ob) = order_by {
+            self.order_by_outputs(ob, &shape, Some(&scope))?;
+        }
+        Ok(shape)
+    }
+
+    pub(super) fn group_lineage(&mut self, l: Lineage, op: &str) -> R<()> {
+        match l {
+            Lineage::Plain => Ok(()),
+            Lineage::Encrypted(c) => {
+                self.require_deterministic(c, op)?;
+                self.plan.searched.push(c);
+                Ok(())
+            }
+            Lineage::Unknown => Err(SqlError::unsupported(format!(
+                "{op}: a column's origin cannot be resolved in a statement over protected columns"
+            ))),
+        }
+    }
+
+    pub(super) fn output_ref(e: &Expr, shape: &ResultShape) -> Option<Lineage> {
+        match e {
+            Expr::Value(v) => match &v.value {
+                Value::Number(n, _) => {
+                    let i: usize = n.parse().ok()?;
+                    shape.columns.get(i.checked_sub(1)?).map(|c| c.lineage)
+                }
+                _ => None,
+            },
+            Expr::Identifier(i) => {
+                let n = normalize(i);
+                shape
+                    .columns
+                    .iter()
+                    .find(|c| c.name.as_deref() == Some(n.as_str()))
+                    .map(|c| c.lineage)
+            }
+            _ => None,
+        }
+    }
+
+    pub(super) fn grouping(
+        &mut self,
+        e: &Expr,
+        scope: &Scope<'_>,
+        shape: &ResultShape,
+        op: &str,
+    ) -> R<()> {
+        let l = match self.column_lineage(e, scope) {
+            // An input column wins over an output name in GROUP BY.
+            Some(l)
+                if !matches!(e, Expr::Identifier(_))
+                    || scope.resolve(self.policy(), &ident_name(e)).is_some() =>
+            {
+                Some(l)
+            }
+            _ => Self::output_ref(e, shape),
+        };
+        match l {
+            Some(l) => self.group_lineage(l, op),
+            None => self.plain_expr(e, scope, op),
+        }
+    }
+
+    pub(super) fn order_by_outputs(
+        &mut self,
+        ob: &OrderBy,
+        shape: &ResultShape,
+        scope: Option<&Scope<'_>>,
+    ) -> R<()> {
+        let OrderByKind::Expressions(list) = &ob.kind else {
+            return Ok(());
+        };
+        for item in list {
+            let e = &item.expr;
+            // Output names and positions win in ORDER BY.
+            let l = Self::output_ref(e, shape)
+                .or_else(|| scope.and_then(|s| self.column_lineage(e, s)));
+            match l {
+                Some(Lineage::Encrypted(c)) => {
+                    return Err(SqlError::unsupported(format!(
+                        "ORDER BY on encrypted column {} is not supported: ciphertext order is meaningless; \
+                         sort on a plain column or in the application",
+                        self.name(c)
+                    )))
+                }
+                Some(Lineage::Unknown) => {
+                    return Err(SqlError::unsupported(
+                        "ORDER BY: a column's origin cannot be resolved in a statement over protected columns",
+                    ))
+                }
+                Some(Lineage::Plain) => {}
+                None => match scope {
+                    Some(s) => self.plain_expr(e, s, "ORDER BY")?,
+                    None => self.plain_expr(e, &Scope::default(), "ORDER BY")?,
+                },
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn wildcard(
+        &mut self,
+        relations: &[Relation],
+        shape: &mut ResultShape,
+    ) -> R<ResultShape> {
+        for r in relations {
+            match r.expand(self.policy()) {
+                Some(cols) => {
+                    for (name, lineage) in cols {
+                        if shape.plain_tail && lineage != Lineage::Plain {
+                            return Err(SqlError::unsupported(
+                                "* over protected columns after a table of unknown columns; list the columns",
+                            ));
+                        }
+                        if !shape.plain_tail {
+                            shape.columns.push(OutputColumn {
+                                name: Some(name),
+                                lineage,
+                            });
+                        }
+                    }
+                }
+                None if r.is_plain_when_unknown(self.policy()) => shape.plain_tail = true,
+                None => {
+                    let what = match &r.columns {
+                        RelColumns::Table { table, .. } => format!("protected table {table}"),
+                        _ => "a table function".to_string(),
+                    };
+                    return Err(SqlError::unsupported(format!(
+                        "cannot expand * over {what}: its columns are unknown; list the columns"
+                    )));
+                }
+            }
+        }
+        Ok(shape.clone())
+    }
+
+    pub(super) fn projection(&mut self, items: &[SelectItem], scope: &Scope<'_>) -> R<ResultShape> {
+        let mut shape = ResultShape::default();
+        for item in items {
+            let (lineage, name) = match item {
+                SelectItem::UnnamedExpr(e) => (self.value(e, scope)?, Some(output_name(e))),
+                SelectItem::ExprWithAlias { expr, alias } => {
+                    (self.value(expr, scope)?, Some(normalize(alias)))
+                }
+                SelectItem::ExprWithAliases { expr, aliases } => {
+                    (self.value(expr, scope)?, aliases.first().map(normalize))
+                }
+                SelectItem::Wildcard(_) => {
+                    shape = self.wildcard(&scope.relations, &mut shape)?;
+                    continue;
+                }
+                SelectItem::QualifiedWildcard(kind, _) => {
+                    let rel = match kind {
+                        SelectItemQualifiedWildcardKind::ObjectName(n) => {
+                            let parts = object_name_parts(n)
+                                .ok_or_else(|| SqlError::unsupported("unsupported qualified *"))?;
+                            match parts.as_slice() {
+                                [r] => scope.relation(None, r).cloned(),
+                                [s, r] => scope.relation(Some(s), r).cloned(),
+                                _ => None,
+                            }
+                        }
+                        SelectItemQualifiedWildcardKind::Expr(_) => None,
+                    };
+                    match rel {
+                        Some(r) => {
+                            shape = self.wildcard(std::slice::from_ref(&r), &mut shape)?;
+                        }
+                        None => {
+                            if self.plan.touches_policy {
+                                return Err(SqlError::unsupported(
+                                    "cannot resolve a qualified * in a statement over protected columns",
+                                ));
+                            }
+                            shape.plain_tail = true;
+                        }
+                    }
+                    continue;
+                }
+            };
+            if shape.plain_tail {
+                if lineage != Lineage::Plain {
+                    return Err(SqlError::unsupported(
+                        "a protected column after * over a table of unknown columns; list the columns",
+                    ));
+                }
+                continue;
+            }
+            shape.columns.push(OutputColumn { name, lineage });
+        }
+        if self.plan.touches_policy && shape.columns.iter().any(|c| c.lineage == Lineage::Unknown) {
+            return Err(SqlError::unsupported(
+                "a result column's origin cannot be resolved in a statement over protected columns; \
+                 pgcloak will not return what could be ciphertext",
+            ));
+        }
+        Ok(shape)
+    }
+}

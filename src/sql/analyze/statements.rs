@@ -1,0 +1,582 @@
+//! Statements: INSERT, UPDATE, DELETE, COPY, PREPARE, EXECUTE, EXPLAIN, and the
+//! refusal of statement kinds that cannot be analysed.
+
+use super::*;
+
+impl Analyzer<'_> {
+    pub(super) fn statement(&mut self, stmt: &Statement, text: &str) -> R<()> {
+        match stmt {
+            Statement::Query(q) => {
+                self.plan.kind = StatementKind::Select;
+                let shape = self.query(q, None)?;
+                self.plan.result = Some(shape);
+            }
+            Statement::Insert(ins) => {
+                self.plan.kind = StatementKind::Insert;
+                self.plan.result = self.insert(ins)?;
+            }
+            Statement::Update(u) => {
+                self.plan.kind = StatementKind::Update;
+                self.plan.result = self.update(u)?;
+            }
+            Statement::Delete(d) => {
+                self.plan.kind = StatementKind::Delete;
+                self.plan.result = self.delete(d)?;
+            }
+            Statement::Copy {
+                source,
+                to,
+                target,
+                options,
+                legacy_options,
+                ..
+            } => {
+                self.plan.kind = StatementKind::Copy;
+                self.copy(source, *to, target, options, legacy_options)?;
+            }
+            Statement::Prepare {
+                name,
+                data_types,
+                statement,
+            } => {
+                self.plan.kind = StatementKind::Prepare;
+                let fresh =
+                    StatementPlan::new(StatementKind::Other, self.plan.start, self.plan.end);
+                let outer = std::mem::replace(&mut self.plan, fresh);
+                let inner_result = self.statement(statement, text);
+                let mut inner = std::mem::replace(&mut self.plan, outer);
+                inner_result?;
+                if !data_types.is_empty() {
+                    if let Some(p) = inner
+                        .params
+                        .iter()
+                        .find(|p| usize::from(p.index) <= data_types.len())
+                    {
+                        return Err(SqlError::unsupported(format!(
+                            "PREPARE declares a type for ${}, which is stored in or compared with encrypted column {}; \
+                             leave the parameter types out so PostgreSQL infers bytea",
+                            p.index,
+                            self.name(p.column)
+                        )));
+                    }
+                }
+                self.plan.touches_policy = inner.touches_policy;
+                self.plan.literals.append(&mut inner.literals);
+                self.plan.prepare = Some(PreparePlan {
+                    name: normalize(name),
+                    statement: Box::new(inner),
+                });
+            }
+            Statement::Execute {
+                name: Some(name),
+                parameters,
+                immediate: false,
+                using,
+                into,
+                ..
+            } if using.is_empty() && into.is_empty() => {
+                self.plan.kind = StatementKind::Execute;
+                let name = last_ident(name)
+                    .ok_or_else(|| SqlError::unsupported("unsupported EXECUTE form"))?;
+                let mut args = Vec::new();
+                for p in parameters {
+                    args.push(match self.operand(p)? {
+                        Operand::Null => ExecuteArg::Null,
+                        Operand::Param(n) => ExecuteArg::Param(n),
+                        Operand::Literal { start, end, value } => {
+                            ExecuteArg::Literal { start, end, value }
+                        }
+                        Operand::Default | Operand::Other => {
+                            // The argument must not smuggle a protected column's value.
+                            self.plain_expr(p, &Scope::default(), "an EXECUTE argument")?;
+                            ExecuteArg::Expression
+                        }
+                    });
+                }
+                self.plan.execute = Some(ExecutePlan { name, args });
+            }
+            Statement::Explain { statement, .. } => {
+                self.plan.kind = StatementKind::Explain;
+                self.statement(statement, text)?;
+                self.plan.kind = StatementKind::Explain;
+                self.plan.result = Some(ResultShape {
+                    columns: vec![OutputColumn {
+                        name: Some("QUERY PLAN".to_string()),
+                        lineage: Lineage::Plain,
+                    }],
+                    plain_tail: false,
+                });
+            }
+            Statement::Truncate { .. }
+            | Statement::Grant { .. }
+            | Statement::Revoke { .. }
+            | Statement::Drop { .. }
+            | Statement::Analyze { .. }
+            | Statement::StartTransaction { .. }
+            | Statement::Commit { .. }
+            | Statement::Rollback { .. }
+            | Statement::Deallocate { .. } => {
+                // They move no values; forwarding them is safe.
+            }
+            _ => {
+                if let Some(m) = first_mention(text, self.ctx.names, false) {
+                    let what = first_words(text);
+                    return Err(SqlError::unsupported(format!(
+                        "{what} statements that {} are not supported by pgcloak; \
+                         run them directly on the database",
+                        describe_mention(&m)
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn target_relation(
+        &mut self,
+        name: &ObjectName,
+        alias: Option<&Ident>,
+    ) -> R<(TableName, Relation)> {
+        let table = self.resolve_table(name)?;
+        if self
+            .ctx
+            .schema
+            .view_columns(&table)
+            .is_some_and(|v| v.iter().any(|(_, l)| *l != Lineage::Plain))
+        {
+            return Err(SqlError::unsupported(format!(
+                "writing through view {table}, which exposes encrypted columns, is not supported; write to its table"
+            )));
+        }
+        if self.policy().is_protected_table(&table) {
+            self.plan.touches_policy = true;
+        }
+        let rel = Relation {
+            visible: alias.map_or_else(|| table.name.clone(), normalize),
+            schema: alias.is_none().then(|| table.schema.clone()),
+            columns: RelColumns::Table {
+                table: table.clone(),
+                names: self.ctx.schema.table_columns(&table),
+            },
+        };
+        Ok((table, rel))
+    }
+
+    pub(super) fn insert(&mut self, ins: &Insert) -> R<Option<ResultShape>> {
+        let TableObject::TableName(name) = &ins.table else {
+            return Err(SqlError::unsupported(
+                "INSERT into a table function is not supported by pgcloak",
+            ));
+        };
+        let alias = ins.table_alias.as_ref().map(|a| &a.alias);
+        let (table, rel) = self.target_relation(name, alias)?;
+        let protected = self.policy().is_protected_table(&table);
+        let target_names: Option<Vec<String>> = if ins.columns.is_empty() {
+            self.ctx.schema.table_columns(&table)
+        } else {
+            Some(
+                ins.columns
+                    .iter()
+                    .map(|c| {
+                        last_ident(c)
+                            .ok_or_else(|| SqlError::unsupported("unsupported INSERT column"))
+                    })
+                    .collect::<R<_>>()?,
+            )
+        };
+        let targets: Option<Vec<Option<ColumnRef>>> = target_names
+            .as_ref()
+            .map(|v| v.iter().map(|n| self.policy().find(&table, n)).collect());
+        if targets.is_none() && protected {
+            return Err(SqlError::unsupported(format!(
+                "INSERT into protected table {table} needs a column list (the catalog does not know its columns)"
+            )));
+        }
+        let target_at = |i: usize| targets.as_ref().and_then(|t| t.get(i).copied().flatten());
+        if !ins.assignments.is_empty() {
+            return Err(SqlError::unsupported(
+                "INSERT ... SET is not PostgreSQL syntax",
+            ));
+        }
+        if let Some(src) = &ins.source {
+            match &*src.body {
+                SetExpr::Values(values) if src.with.is_none() && src.order_by.is_none() => {
+                    for row in &values.rows {
+                        for (i, e) in row.content.iter().enumerate() {
+                            match target_at(i) {
+                                Some(c) => {
+                                    self.bind_value(c, e, &Scope::default(), "INSERT into")?
+                                }
+                                None => self.plain_expr(e, &Scope::default(), "an INSERT value")?,
+                            }
+                        }
+                    }
+                }
+                _ => {
+                    let shape = self.query(src, None)?;
+                    for (i, out) in shape.columns.iter().enumerate() {
+                        self.store_lineage(target_at(i), out.lineage, &table, "INSERT ... SELECT")?;
+                    }
+                    if shape.plain_tail {
+                        let n = shape.columns.len();
+                        if targets
+                            .as_ref()
+                            .is_some_and(|t| t.iter().skip(n).any(Option::is_some))
+                        {
+                            return Err(SqlError::unsupported(format!(
+                                "INSERT ... SELECT * into protected table {table}: list the source columns"
+                            )));
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(OnInsert::OnConflict(oc)) = &ins.on {
+            if let OnConflictAction::DoUpdate(du) = &oc.action {
+                let excluded = Relation {
+                    visible: "excluded".to_string(),
+                    schema: None,
+                    columns: rel.columns.clone(),
+                };
+                let scope = Scope {
+                    relations: vec![rel.clone(), excluded],
+                    parent: None,
+                };
+                for a in &du.assignments {
+                    self.assignment(&table, a, &scope)?;
+                }
+                if let Some(sel) = &du.selection {
+                    self.predicate(sel, &scope)?;
+                }
+            }
+        } else if ins.on.is_some() {
+            return Err(SqlError::unsupported(
+                "ON DUPLICATE KEY is not PostgreSQL syntax",
+            ));
+        }
+        match &ins.returning {
+            Some(items) => {
+                let scope = Scope {
+                    relations: vec![rel],
+                    parent: None,
+                };
+                Ok(Some(self.projection(items, &scope)?))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Storing a value of lineage `src` into column `target` (None: a plain column).
+    pub(super) fn store_lineage(
+        &mut self,
+        target: Option<ColumnRef>,
+        src: Lineage,
+        table: &TableName,
+        op: &str,
+    ) -> R<()> {
+        match (target, src) {
+            (None, Lineage::Plain) => Ok(()),
+            (Some(c), Lineage::Encrypted(s)) if self.same_domain(c, s) => {
+                self.encrypted(c);
+                Ok(())
+            }
+            (Some(c), _) => Err(SqlError::unsupported(format!(
+                "{op} into encrypted column {} needs its source to be the same encrypted column or its key group; \
+                 use VALUES with literals or parameters",
+                self.name(c)
+            ))),
+            (None, Lineage::Encrypted(s)) => Err(SqlError::unsupported(format!(
+                "{op} would store ciphertext of {} in a plain column of {table}",
+                self.name(s)
+            ))),
+            (None, Lineage::Unknown) => Err(SqlError::unsupported(format!(
+                "{op} into {table}: a source column's origin cannot be resolved"
+            ))),
+        }
+    }
+
+    pub(super) fn same_domain(&self, a: ColumnRef, b: ColumnRef) -> bool {
+        let (pa, pb) = (self.policy().column(a), self.policy().column(b));
+        a == b
+            || (pa.crypto_domain() == pb.crypto_domain()
+                && pa.logical_type == pb.logical_type
+                && pa.encryption == pb.encryption)
+    }
+
+    pub(super) fn assignment(
+        &mut self,
+        table: &TableName,
+        a: &Assignment,
+        scope: &Scope<'_>,
+    ) -> R<()> {
+        match &a.target {
+            AssignmentTarget::ColumnName(name) => {
+                let col = last_ident(name)
+                    .ok_or_else(|| SqlError::unsupported("unsupported SET target"))?;
+                match self.policy().find(table, &col) {
+                    Some(c) => self.bind_value(c, &a.value, scope, "UPDATE SET on"),
+                    None => self.plain_expr(&a.value, scope, "an assignment to a plain column"),
+                }
+            }
+            AssignmentTarget::Tuple(cols) => {
+                for name in cols {
+                    let col = last_ident(name)
+                        .ok_or_else(|| SqlError::unsupported("unsupported SET target"))?;
+                    if let Some(c) = self.policy().find(table, &col) {
+                        return Err(SqlError::unsupported(format!(
+                            "multi-column SET (...) = ... on encrypted column {} is not supported; assign columns one by one",
+                            self.name(c)
+                        )));
+                    }
+                }
+                self.plain_expr(&a.value, scope, "an assignment to a plain column")
+            }
+        }
+    }
+
+    /// A value stored into (or compared with) encrypted column `c`.
+    pub(super) fn bind_value(
+        &mut self,
+        c: ColumnRef,
+        e: &Expr,
+        scope: &Scope<'_>,
+        op: &str,
+    ) -> R<()> {
+        self.encrypted(c);
+        match self.operand(e)? {
+            Operand::Null | Operand::Default => Ok(()),
+            Operand::Literal { start, end, value } => {
+                self.plan.literals.push(LiteralAction {
+                    column: c,
+                    start,
+                    end,
+                    value,
+                });
+                Ok(())
+            }
+            Operand::Param(n) => self.param(c, n, false),
+            Operand::Other => {
+                let src = match self.column_lineage(e, scope) {
+                    Some(l) => Some(l),
+                    None => match strip_nested(e) {
+                        Expr::Subquery(q) => Some(single_lineage(&self.query(q, Some(scope))?)),
+                        _ => None,
+                    },
+                };
+                match src {
+                    Some(Lineage::Encrypted(s)) if self.same_domain(c, s) => Ok(()),
+                    _ => Err(SqlError::unsupported(format!(
+                        "{op} encrypted column {} needs a literal, a $n parameter, NULL or DEFAULT \
+                         (or the same encrypted column); expressions cannot be encrypted",
+                        self.name(c)
+                    ))),
+                }
+            }
+        }
+    }
+
+    pub(super) fn param(&mut self, c: ColumnRef, index: u16, array: bool) -> R<()> {
+        let logical_type = self.policy().column(c).logical_type;
+        if let Some(prev) = self.plan.params.iter().find(|p| p.index == index) {
+            if self.same_domain(prev.column, c) && prev.array == array {
+                return Ok(());
+            }
+            return Err(SqlError::unsupported(format!(
+                "parameter ${index} is used with encrypted columns {} and {}, which need different keys or types; \
+                 use separate parameters",
+                self.name(prev.column),
+                self.name(c)
+            )));
+        }
+        self.plan.params.push(ParamAction {
+            index,
+            column: c,
+            logical_type,
+            array,
+        });
+        self.plan.params.sort_by_key(|p| p.index);
+        Ok(())
+    }
+
+    pub(super) fn update(&mut self, u: &Update) -> R<Option<ResultShape>> {
+        let TableFactor::Table { name, alias, .. } = &u.table.relation else {
+            return Err(SqlError::unsupported(
+                "UPDATE of this relation kind is not supported by pgcloak",
+            ));
+        };
+        let (table, rel) = self.target_relation(name, alias.as_ref().map(|a| &a.name))?;
+        let mut scope = Scope {
+            relations: vec![rel],
+            parent: None,
+        };
+        for j in &u.table.joins {
+            self.join(j, &mut scope)?;
+        }
+        if let Some(from) = &u.from {
+            let list = match from {
+                UpdateTableFromKind::BeforeSet(v) | UpdateTableFromKind::AfterSet(v) => v,
+            };
+            for twj in list {
+                self.table_with_joins(twj, &mut scope)?;
+            }
+        }
+        for a in &u.assignments {
+            self.assignment(&table, a, &scope)?;
+        }
+        if let Some(sel) = &u.selection {
+            self.predicate(sel, &scope)?;
+        }
+        match &u.returning {
+            Some(items) => Ok(Some(self.projection(items, &scope)?)),
+            None => Ok(None),
+        }
+    }
+
+    pub(super) fn delete(&mut self, d: &Delete) -> R<Option<ResultShape>> {
+        let from = match &d.from {
+            FromTable::WithFromKeyword(v) | FromTable::WithoutKeyword(v) => v,
+        };
+        let mut scope = Scope::default();
+        for twj in from {
+            self.table_with_joins(twj, &mut scope)?;
+        }
+        if let Some(using) = &d.using {
+            for twj in using {
+                self.table_with_joins(twj, &mut scope)?;
+            }
+        }
+        if let Some(sel) = &d.selection {
+            self.predicate(sel, &scope)?;
+        }
+        match &d.returning {
+            Some(items) => Ok(Some(self.projection(items, &scope)?)),
+            None => Ok(None),
+        }
+    }
+
+    pub(super) fn copy(
+        &mut self,
+        source: &CopySource,
+        to: bool,
+        target: &CopyTarget,
+        options: &[CopyOption],
+        legacy: &[CopyLegacyOption],
+    ) -> R<()> {
+        let mut plan = CopyPlan {
+            direction: if to {
+                CopyDirection::ToStdout
+            } else {
+                CopyDirection::FromStdin
+            },
+            format: CopyFormat::Text,
+            delimiter: None,
+            null: None,
+            quote: None,
+            escape: None,
+            header: false,
+            fields: Vec::new(),
+            plain_tail: false,
+        };
+        let mut binary = false;
+        for o in options {
+            match o {
+                CopyOption::Format(f) => match normalize(f).as_str() {
+                    "csv" => plan.format = CopyFormat::Csv,
+                    "text" => plan.format = CopyFormat::Text,
+                    _ => binary = true,
+                },
+                CopyOption::Delimiter(c) => plan.delimiter = Some(*c),
+                CopyOption::Null(s) => plan.null = Some(s.clone()),
+                CopyOption::Header(h) => plan.header = *h,
+                CopyOption::Quote(c) => plan.quote = Some(*c),
+                CopyOption::Escape(c) => plan.escape = Some(*c),
+                _ => {}
+            }
+        }
+        for o in legacy {
+            match o {
+                CopyLegacyOption::Binary => binary = true,
+                CopyLegacyOption::Csv(csv) => {
+                    plan.format = CopyFormat::Csv;
+                    for c in csv {
+                        match c {
+                            CopyLegacyCsvOption::Header => plan.header = true,
+                            CopyLegacyCsvOption::Quote(q) => plan.quote = Some(*q),
+                            CopyLegacyCsvOption::Escape(e) => plan.escape = Some(*e),
+                            _ => {}
+                        }
+                    }
+                }
+                CopyLegacyOption::Delimiter(c) => plan.delimiter = Some(*c),
+                CopyLegacyOption::Null(s) => plan.null = Some(s.clone()),
+                _ => {}
+            }
+        }
+        let (what, lineages, tail): (String, Vec<Lineage>, bool) = match source {
+            CopySource::Table {
+                table_name,
+                columns,
+            } => {
+                let table = self.resolve_table(table_name)?;
+                if !self.policy().is_protected_table(&table) {
+                    return Ok(());
+                }
+                self.plan.touches_policy = true;
+                let names: Vec<String> = if columns.is_empty() {
+                    self.ctx.schema.table_columns(&table).ok_or_else(|| {
+                        SqlError::unsupported(format!(
+                            "COPY of protected table {table} needs a column list (the catalog does not know its columns)"
+                        ))
+                    })?
+                } else {
+                    columns.iter().map(normalize).collect()
+                };
+                let l = names
+                    .iter()
+                    .map(|n| {
+                        self.policy()
+                            .find(&table, n)
+                            .map_or(Lineage::Plain, Lineage::Encrypted)
+                    })
+                    .collect();
+                (format!("protected table {table}"), l, false)
+            }
+            CopySource::Query(q) => {
+                let shape = self.query(q, None)?;
+                if !self.plan.touches_policy {
+                    return Ok(());
+                }
+                (
+                    "a query over protected columns".to_string(),
+                    shape.columns.iter().map(|c| c.lineage).collect(),
+                    shape.plain_tail,
+                )
+            }
+        };
+        if binary {
+            return Err(SqlError::unsupported(format!(
+                "binary COPY of {what} is not supported by pgcloak; use FORMAT text or csv"
+            )));
+        }
+        if !matches!(target, CopyTarget::Stdin | CopyTarget::Stdout) {
+            return Err(SqlError::unsupported(format!(
+                "COPY of {what} to or from a server file or program is not supported (pgcloak could not encrypt \
+                 or decrypt it); use COPY ... FROM STDIN or TO STDOUT"
+            )));
+        }
+        for l in lineages {
+            plan.fields.push(match l {
+                Lineage::Plain => None,
+                Lineage::Encrypted(c) => Some(c),
+                Lineage::Unknown => {
+                    return Err(SqlError::unsupported(format!(
+                        "COPY of {what}: a column's origin cannot be resolved"
+                    )))
+                }
+            });
+        }
+        plan.plain_tail = tail;
+        self.plan.copy = Some(plan);
+        Ok(())
+    }
+}

@@ -1,0 +1,358 @@
+//! What the analysis decides about one statement: the [`StatementPlan`].
+//!
+//! Plans are role-independent so that one cached analysis serves every session with
+//! the same policy generation, search_path and statement shape. The few role-dependent
+//! decisions (search rights, `deny` columns) are a cheap check at execution time:
+//! [`StatementPlan::authorize`]. Plans refer to literals by their index in the query
+//! string's [`Fingerprint`](super::Fingerprint) (and to other text by an offset from the
+//! previous literal), so a plan cached for one set of literal values applies to another.
+//! Plans never hold a client's literal value, except a keyword-like constant (`true`)
+//! or an unstripped number, which `Debug` redacts.
+
+use std::fmt;
+use std::ops::Range;
+
+use super::{Fingerprint, SqlError};
+use crate::policy::{ColumnRef, Encryption, LogicalType, Policy, RoleName, View};
+
+/// Where a result column's value comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Lineage {
+    /// Not an encrypted column: forward as is.
+    Plain,
+    /// The ciphertext of this policy column (or of a member of its key group).
+    Encrypted(ColumnRef),
+    /// Could not be resolved statically.
+    Unknown,
+}
+
+/// One column of a statement's result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputColumn {
+    /// The column name as PostgreSQL would report it, when it is evident.
+    pub name: Option<String>,
+    pub lineage: Lineage,
+}
+
+/// The shape of a result set.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResultShape {
+    pub columns: Vec<OutputColumn>,
+    /// An unknown number of plain columns follows `columns` (from `*` over a table
+    /// whose columns the catalog does not know and that has no policy column).
+    pub plain_tail: bool,
+}
+
+impl ResultShape {
+    /// Whether any result column is encrypted.
+    pub fn has_encrypted(&self) -> bool {
+        self.columns
+            .iter()
+            .any(|c| matches!(c.lineage, Lineage::Encrypted(_)))
+    }
+}
+
+/// A position in the query string that survives a change of literal values: the end
+/// of literal `after_literal` (or the start of the text) plus `delta` bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SqlPos {
+    pub after_literal: Option<usize>,
+    pub delta: usize,
+}
+
+impl SqlPos {
+    /// The position of byte offset `abs` relative to the fingerprint's literals.
+    pub fn at(fp: &Fingerprint, abs: usize) -> SqlPos {
+        let k = fp.literals.partition_point(|l| l.range.end <= abs);
+        match k
+            .checked_sub(1)
+            .and_then(|i| fp.literals.get(i).map(|l| (i, l)))
+        {
+            Some((i, l)) => SqlPos {
+                after_literal: Some(i),
+                delta: abs - l.range.end,
+            },
+            None => SqlPos {
+                after_literal: None,
+                delta: abs,
+            },
+        }
+    }
+
+    /// The byte offset in the text `fp` was computed from.
+    pub fn resolve(self, fp: &Fingerprint) -> Option<usize> {
+        match self.after_literal {
+            None => Some(self.delta),
+            Some(i) => fp.literals.get(i)?.range.end.checked_add(self.delta),
+        }
+    }
+}
+
+/// The text a replacement encrypts.
+#[derive(Clone, PartialEq, Eq)]
+pub enum LiteralValue {
+    /// The fingerprint literal with this index, negated if a unary minus preceded it.
+    Literal { index: usize, negate: bool },
+    /// A constant fixed by the statement's shape (`true`, or a number the fingerprint kept).
+    Fixed(String),
+}
+
+impl fmt::Debug for LiteralValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LiteralValue::Literal { index, negate } => f
+                .debug_struct("Literal")
+                .field("index", index)
+                .field("negate", negate)
+                .finish(),
+            LiteralValue::Fixed(_) => f.write_str("Fixed(<redacted>)"),
+        }
+    }
+}
+
+/// A piece of the client's SQL to replace with ciphertext of `column`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiteralAction {
+    pub column: ColumnRef,
+    pub start: SqlPos,
+    pub end: SqlPos,
+    pub value: LiteralValue,
+}
+
+/// How a `$n` parameter must be treated at Bind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParamAction {
+    /// 1-based parameter number.
+    pub index: u16,
+    pub column: ColumnRef,
+    /// The type to report in ParameterDescription.
+    pub logical_type: LogicalType,
+    /// The parameter is an array (`= ANY($1)`): encrypt each element.
+    pub array: bool,
+}
+
+/// What kind of statement this is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatementKind {
+    Select,
+    Insert,
+    Update,
+    Delete,
+    Copy,
+    Prepare,
+    Execute,
+    Explain,
+    CreateView,
+    CreateTableAs,
+    /// A DO block or function/procedure definition that names nothing protected.
+    Body,
+    /// Anything else; it touches no policy column and is forwarded untouched.
+    Other,
+}
+
+/// COPY direction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyDirection {
+    FromStdin,
+    ToStdout,
+}
+
+/// COPY data format (binary is refused on protected tables).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyFormat {
+    Text,
+    Csv,
+}
+
+/// How to transform a COPY stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopyPlan {
+    pub direction: CopyDirection,
+    pub format: CopyFormat,
+    pub delimiter: Option<char>,
+    pub null: Option<String>,
+    pub quote: Option<char>,
+    pub escape: Option<char>,
+    pub header: bool,
+    /// For each field of a row, the policy column it holds, if any.
+    pub fields: Vec<Option<ColumnRef>>,
+    /// Fields after `fields` of unknown number, all plain.
+    pub plain_tail: bool,
+}
+
+/// `PREPARE name AS statement`: what EXECUTE will need.
+#[derive(Debug, Clone)]
+pub struct PreparePlan {
+    /// Normalised statement name.
+    pub name: String,
+    pub statement: Box<StatementPlan>,
+}
+
+/// One argument of `EXECUTE name(...)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExecuteArg {
+    /// A literal (or negated number, or keyword constant) between these positions.
+    Literal {
+        start: SqlPos,
+        end: SqlPos,
+        value: LiteralValue,
+    },
+    Param(u16),
+    Null,
+    /// Anything else (an expression); refused where the parameter is encrypted.
+    Expression,
+}
+
+/// `EXECUTE name(args)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecutePlan {
+    pub name: String,
+    pub args: Vec<ExecuteArg>,
+}
+
+impl ExecutePlan {
+    /// Maps the arguments onto the prepared statement's parameter actions: literal
+    /// arguments become ciphertext splices, `$n` arguments become Bind actions.
+    pub fn bind(
+        &self,
+        prepared: &StatementPlan,
+    ) -> Result<(Vec<LiteralAction>, Vec<ParamAction>), SqlError> {
+        let mut lits = Vec::new();
+        let mut params = Vec::new();
+        for p in &prepared.params {
+            let arg = self
+                .args
+                .get(usize::from(p.index).saturating_sub(1))
+                .ok_or_else(|| {
+                    SqlError::unsupported(format!(
+                        "EXECUTE {} is missing parameter ${}",
+                        self.name, p.index
+                    ))
+                })?;
+            match arg {
+                ExecuteArg::Literal { start, end, value } if !p.array => {
+                    lits.push(LiteralAction {
+                        column: p.column,
+                        start: *start,
+                        end: *end,
+                        value: value.clone(),
+                    });
+                }
+                ExecuteArg::Param(n) => params.push(ParamAction { index: *n, ..*p }),
+                ExecuteArg::Null => {}
+                _ => {
+                    return Err(SqlError::unsupported(format!(
+                        "EXECUTE {}: parameter ${} is stored in an encrypted column; pass a plain literal or a parameter",
+                        self.name, p.index
+                    )))
+                }
+            }
+        }
+        Ok((lits, params))
+    }
+}
+
+/// The analysis of one statement of a query string.
+#[derive(Debug, Clone)]
+pub struct StatementPlan {
+    pub kind: StatementKind,
+    /// Where the statement starts and ends in the query string (see [`Self::range`]).
+    pub start: SqlPos,
+    pub end: SqlPos,
+    /// Whether the statement refers to any protected table, view or column.
+    pub touches_policy: bool,
+    /// Literals to replace with ciphertext, in text order.
+    pub literals: Vec<LiteralAction>,
+    /// `$n` parameters to encrypt at Bind, by parameter number.
+    pub params: Vec<ParamAction>,
+    /// The result set, if the statement returns rows.
+    pub result: Option<ResultShape>,
+    /// Columns compared for equality (predicates, joins, GROUP BY, DISTINCT): the
+    /// session needs a search right on each.
+    pub searched: Vec<ColumnRef>,
+    pub copy: Option<CopyPlan>,
+    pub prepare: Option<PreparePlan>,
+    pub execute: Option<ExecutePlan>,
+    /// Set when the statement must not be sent: the session substitutes an error.
+    pub rejection: Option<SqlError>,
+}
+
+impl StatementPlan {
+    pub(crate) fn new(kind: StatementKind, start: SqlPos, end: SqlPos) -> StatementPlan {
+        StatementPlan {
+            kind,
+            start,
+            end,
+            touches_policy: false,
+            literals: Vec::new(),
+            params: Vec::new(),
+            result: None,
+            searched: Vec::new(),
+            copy: None,
+            prepare: None,
+            execute: None,
+            rejection: None,
+        }
+    }
+
+    /// The statement's byte range in the query string `fp` was computed from.
+    pub fn range(&self, fp: &Fingerprint) -> Option<Range<usize>> {
+        Some(self.start.resolve(fp)?..self.end.resolve(fp)?)
+    }
+
+    /// Whether the statement can be forwarded byte for byte (nothing to encrypt and
+    /// nothing to refuse; results may still need decryption).
+    pub fn is_untouched(&self) -> bool {
+        self.literals.is_empty() && self.rejection.is_none() && self.execute.is_none()
+    }
+
+    /// The role-dependent check, run per execution: search rights on every compared
+    /// column, and no `deny` column in the result or a COPY TO stream (42501). For
+    /// EXECUTE, the session also authorizes the prepared statement's plan.
+    pub fn authorize(&self, policy: &Policy, roles: &[RoleName]) -> Result<(), SqlError> {
+        if let Some(e) = &self.rejection {
+            return Err(e.clone());
+        }
+        for &c in &self.searched {
+            if !policy.may_search(roles, c) {
+                let col = policy.column(c);
+                let why = if col.encryption == Encryption::Deterministic {
+                    "comparing it reveals equality; ask for a search grant in the policy"
+                } else {
+                    "it is randomized"
+                };
+                return Err(SqlError::Forbidden(format!(
+                    "permission denied to search column {}.{}: {why}",
+                    col.table, col.column
+                )));
+            }
+        }
+        let mut returned: Vec<ColumnRef> = Vec::new();
+        if let Some(shape) = &self.result {
+            returned.extend(shape.columns.iter().filter_map(|o| match o.lineage {
+                Lineage::Encrypted(c) => Some(c),
+                _ => None,
+            }));
+        }
+        if let Some(copy) = self
+            .copy
+            .as_ref()
+            .filter(|c| c.direction == CopyDirection::ToStdout)
+        {
+            returned.extend(copy.fields.iter().flatten().copied());
+        }
+        for c in returned {
+            if policy.access_for(roles, c) == View::Deny {
+                let col = policy.column(c);
+                return Err(SqlError::Forbidden(format!(
+                    "permission denied to read column {}.{}",
+                    col.table, col.column
+                )));
+            }
+        }
+        if let Some(p) = &self.prepare {
+            p.statement.authorize(policy, roles)?;
+        }
+        Ok(())
+    }
+}

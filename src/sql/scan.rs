@@ -1,0 +1,511 @@
+//! The fast path: decide without the parser whether a statement could refer to a
+//! policy table, column or view ([`may_mention`]), and compute a literal-stripped
+//! [`fingerprint`] that keys the analysis cache.
+//!
+//! `may_mention` may say "yes" too often (that costs a parse) but must never say "no"
+//! for a statement that touches a protected column. It therefore distrusts everything
+//! it cannot read plainly: any `U&` identifier or string, escape strings with
+//! backslashes, bodies (`$$...$$` and string literals are scanned as SQL text too), and
+//! any statement with the words DO, FUNCTION, PROCEDURE, EXECUTE or CALL (dynamic SQL
+//! and prepared statements hide names from a text scan).
+
+use std::collections::HashSet;
+use std::hash::{Hash, Hasher};
+use std::ops::Range;
+
+use super::lexer::{Lexer, LiteralKind, TokKind};
+use crate::policy::Policy;
+
+/// Every name a statement must mention to touch a protected column: policy table
+/// names, column names and the names of views over them. Built once per policy
+/// (and catalog) generation. Names are stored ASCII-lower-cased; matching is
+/// case-insensitive, which is conservative for quoted mixed-case names.
+#[derive(Debug, Clone, Default)]
+pub struct NameSet {
+    names: HashSet<Box<[u8]>>,
+    max_len: usize,
+}
+
+/// Words that send a statement to the full analyser whatever names it contains.
+const DISTRUSTED_WORDS: [&str; 5] = ["do", "function", "procedure", "execute", "call"];
+
+impl NameSet {
+    /// The table and column names of every policy column.
+    pub fn from_policy(policy: &Policy) -> NameSet {
+        let mut set = NameSet::default();
+        for c in policy.columns() {
+            set.insert(&c.table.name);
+            set.insert(&c.column);
+        }
+        set
+    }
+
+    /// Adds one name (a view over a protected table, for instance).
+    pub fn insert(&mut self, name: &str) {
+        let lower = name.to_ascii_lowercase().into_bytes().into_boxed_slice();
+        self.max_len = self.max_len.max(lower.len());
+        self.names.insert(lower);
+    }
+
+    /// Whether the name (any case) is in the set.
+    pub fn contains(&self, name: &str) -> bool {
+        self.contains_word(name.as_bytes())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
+    /// Case-insensitive membership without allocating.
+    fn contains_word(&self, word: &[u8]) -> bool {
+        if word.is_empty() || word.len() > self.max_len {
+            return false;
+        }
+        let mut buf = [0u8; 64];
+        if word.len() <= buf.len() {
+            let lower = &mut buf[..word.len()];
+            lower.copy_from_slice(word);
+            lower.make_ascii_lowercase();
+            self.names.contains(&*lower)
+        } else {
+            self.names.contains(word.to_ascii_lowercase().as_slice())
+        }
+    }
+}
+
+fn is_distrusted_word(word: &[u8]) -> bool {
+    DISTRUSTED_WORDS
+        .iter()
+        .any(|d| word.eq_ignore_ascii_case(d.as_bytes()))
+}
+
+/// Whether `sql` could refer to a policy table, column or view. False only when it
+/// certainly cannot; see the module docs for what is distrusted.
+pub fn may_mention(sql: &str, names: &NameSet) -> bool {
+    !names.is_empty() && first_mention(sql, names, true).is_some()
+}
+
+/// Why a text may refer to a protected name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Mention {
+    /// This policy name (lower-cased) appears.
+    Name(String),
+    /// A word that hides names (DO, EXECUTE, ...).
+    Distrusted(String),
+    /// An escape (`U&`, backslash) that could spell a name.
+    Escaped,
+    /// A quote, comment or body runs to the end of the text.
+    Unterminated,
+}
+
+/// The first reason `sql` may refer to a protected name. With `distrust_words`, the
+/// words DO, FUNCTION, PROCEDURE, EXECUTE and CALL count as reasons too.
+pub(crate) fn first_mention(sql: &str, names: &NameSet, distrust_words: bool) -> Option<Mention> {
+    let bytes = sql.as_bytes();
+    let mut lexer = Lexer::new(sql);
+    let name = |w: &[u8]| {
+        Some(Mention::Name(
+            String::from_utf8_lossy(w).to_ascii_lowercase(),
+        ))
+    };
+    for tok in lexer.by_ref() {
+        let text = &bytes[tok.span.clone()];
+        let content = &bytes[tok.content.clone()];
+        let hit = match tok.kind {
+            TokKind::Word => {
+                if names.contains_word(text) {
+                    name(text)
+                } else if distrust_words && is_distrusted_word(text) {
+                    Some(Mention::Distrusted(
+                        String::from_utf8_lossy(text).to_ascii_uppercase(),
+                    ))
+                } else {
+                    None
+                }
+            }
+            TokKind::QuotedIdent => {
+                let unquoted = unquote_ident(content);
+                names
+                    .contains_word(&unquoted)
+                    .then(|| name(&unquoted))
+                    .flatten()
+            }
+            TokKind::UnicodeIdent | TokKind::Literal(LiteralKind::UnicodeString) => {
+                Some(Mention::Escaped)
+            }
+            TokKind::Literal(LiteralKind::String) | TokKind::Dollar => body_mention(content, names),
+            TokKind::Literal(LiteralKind::EscapeString) => {
+                if content.contains(&b'\\') {
+                    Some(Mention::Escaped)
+                } else {
+                    body_mention(content, names)
+                }
+            }
+            TokKind::Literal(LiteralKind::BitString | LiteralKind::Number)
+            | TokKind::Space
+            | TokKind::Comment
+            | TokKind::Param
+            | TokKind::Semicolon
+            | TokKind::Punct => None,
+        };
+        if hit.is_some() {
+            return hit;
+        }
+    }
+    lexer.unterminated.then_some(Mention::Unterminated)
+}
+
+/// Whether the text, bodies included, contains the word (case-insensitive).
+pub(crate) fn contains_word_anywhere(sql: &str, word: &str) -> bool {
+    sql.as_bytes()
+        .split(|b| !(b.is_ascii_alphanumeric() || *b == b'_' || *b == b'$' || *b >= 0x80))
+        .any(|w| w.eq_ignore_ascii_case(word.as_bytes()))
+}
+
+/// A string or dollar body may be SQL (a function body): scan it as text, and
+/// distrust anything that could spell a name through escapes.
+fn body_mention(body: &[u8], names: &NameSet) -> Option<Mention> {
+    if body.contains(&b'\\') || body.windows(2).any(|w| w.eq_ignore_ascii_case(b"u&")) {
+        return Some(Mention::Escaped);
+    }
+    body.split(|b| !(b.is_ascii_alphanumeric() || *b == b'_' || *b == b'$' || *b >= 0x80))
+        .find(|w| names.contains_word(w))
+        .map(|w| Mention::Name(String::from_utf8_lossy(w).to_ascii_lowercase()))
+}
+
+fn unquote_ident(content: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(content.len());
+    let mut i = 0;
+    while let Some(&b) = content.get(i) {
+        out.push(b);
+        i += if b == b'"' { 2 } else { 1 };
+    }
+    out
+}
+
+/// One literal found by the fingerprint scanner, in statement order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiteralSpan {
+    /// Byte range of the whole literal token (prefix and quotes included).
+    pub range: Range<usize>,
+    pub kind: LiteralKind,
+}
+
+/// A literal-stripped form of a query string.
+///
+/// Two statements that differ only in the values of their string and numeric literals
+/// have equal `text`. Dollar-quoted bodies are kept verbatim (they may be function
+/// bodies, and the analysis depends on them). When the analysis could depend on a
+/// literal's value (DO, CREATE FUNCTION/PROCEDURE, COPY options, positional
+/// `ORDER BY 1`), the fingerprint is marked not `cacheable` or the numbers are kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fingerprint {
+    /// The statement with each stripped literal replaced by `\0` and a kind letter
+    /// (a NUL byte cannot occur in a PostgreSQL query string).
+    pub text: String,
+    /// The stripped literals, in order. Plans refer to literals by index in this list.
+    pub literals: Vec<LiteralSpan>,
+    /// Whether analysis results keyed by `text` may be reused for other literal values.
+    pub cacheable: bool,
+}
+
+impl Fingerprint {
+    /// A 64-bit hash of the normalised text (for metrics and quick comparisons).
+    pub fn hash64(&self) -> u64 {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.text.hash(&mut h);
+        h.finish()
+    }
+}
+
+/// Computes the fingerprint of a query string (one or several statements).
+pub fn fingerprint(sql: &str) -> Fingerprint {
+    // First pass: words that decide what may be stripped.
+    let mut keep_numbers = false;
+    let mut cacheable = true;
+    let mut first_word = true;
+    let mut lexer = Lexer::new(sql);
+    for tok in lexer.by_ref() {
+        match tok.kind {
+            TokKind::Word => {
+                let w = &sql[tok.span.clone()];
+                if first_word && (w.eq_ignore_ascii_case("do") || w.eq_ignore_ascii_case("copy")) {
+                    cacheable = false;
+                }
+                if w.eq_ignore_ascii_case("function") || w.eq_ignore_ascii_case("procedure") {
+                    cacheable = false;
+                }
+                if w.eq_ignore_ascii_case("order") || w.eq_ignore_ascii_case("group") {
+                    keep_numbers = true;
+                }
+                first_word = false;
+            }
+            TokKind::Semicolon => first_word = true,
+            TokKind::Space | TokKind::Comment => {}
+            _ => first_word = false,
+        }
+    }
+    // The analysis of later statements depends on a search_path change, which may be
+    // spelled inside a literal (`set_config('search_path', ...)`).
+    if lexer.unterminated || contains_word_anywhere(sql, "search_path") {
+        cacheable = false;
+    }
+    let mut text = String::with_capacity(sql.len());
+    let mut literals = Vec::new();
+    let mut copied = 0usize;
+    for tok in Lexer::new(sql) {
+        let TokKind::Literal(kind) = tok.kind else {
+            continue;
+        };
+        if kind == LiteralKind::Number && keep_numbers {
+            continue;
+        }
+        text.push_str(&sql[copied..tok.span.start]);
+        text.push('\0');
+        text.push(kind.tag());
+        copied = tok.span.end;
+        literals.push(LiteralSpan {
+            range: tok.span,
+            kind,
+        });
+    }
+    text.push_str(&sql[copied..]);
+    Fingerprint {
+        text,
+        literals,
+        cacheable,
+    }
+}
+
+/// The value of a literal as PostgreSQL would read it (quotes removed, escapes
+/// decoded). The error never contains the literal.
+pub fn literal_value(sql: &str, lit: &LiteralSpan) -> Result<String, super::SqlError> {
+    let bad = |what: &str| super::SqlError::Value(format!("cannot decode {what} literal"));
+    let raw = sql.get(lit.range.clone()).ok_or_else(|| bad("a"))?;
+    match lit.kind {
+        LiteralKind::Number => Ok(raw.replace('_', "")),
+        LiteralKind::String => {
+            let body = raw
+                .strip_prefix(['n', 'N'])
+                .unwrap_or(raw)
+                .strip_prefix('\'')
+                .and_then(|s| s.strip_suffix('\''))
+                .ok_or_else(|| bad("a string"))?;
+            Ok(body.replace("''", "'"))
+        }
+        LiteralKind::EscapeString => {
+            let body = raw
+                .get(2..raw.len().saturating_sub(1))
+                .ok_or_else(|| bad("an escape string"))?;
+            decode_escape_string(body).ok_or_else(|| bad("an escape string"))
+        }
+        LiteralKind::UnicodeString => {
+            let body = raw
+                .get(3..raw.len().saturating_sub(1))
+                .ok_or_else(|| bad("a Unicode string"))?;
+            let unquoted = body.replace("''", "'");
+            // Same escape rules as U&"..." identifiers (doubled quotes already removed).
+            super::ident::decode_unicode_ident(&unquoted.replace('"', "\"\""))
+                .ok_or_else(|| bad("a Unicode string"))
+        }
+        LiteralKind::BitString => Err(super::SqlError::unsupported(
+            "bit-string literals cannot be stored in an encrypted column; use a string literal",
+        )),
+    }
+}
+
+fn decode_escape_string(body: &str) -> Option<String> {
+    let mut out: Vec<u8> = Vec::with_capacity(body.len());
+    let b = body.as_bytes();
+    let mut i = 0;
+    while let Some(&c) = b.get(i) {
+        i += 1;
+        if c == b'\'' {
+            // A doubled quote.
+            if b.get(i) == Some(&b'\'') {
+                i += 1;
+            }
+            out.push(b'\'');
+            continue;
+        }
+        if c != b'\\' {
+            out.push(c);
+            continue;
+        }
+        let e = *b.get(i)?;
+        i += 1;
+        match e {
+            b'b' => out.push(8),
+            b'f' => out.push(12),
+            b'n' => out.push(b'\n'),
+            b'r' => out.push(b'\r'),
+            b't' => out.push(b'\t'),
+            b'0'..=b'7' => {
+                let mut v = u32::from(e - b'0');
+                for _ in 0..2 {
+                    match b.get(i) {
+                        Some(d @ b'0'..=b'7') => {
+                            v = v * 8 + u32::from(d - b'0');
+                            i += 1;
+                        }
+                        _ => break,
+                    }
+                }
+                out.push(u8::try_from(v).ok()?);
+            }
+            b'x' => {
+                let mut v = 0u32;
+                let mut n = 0;
+                while n < 2 {
+                    match b.get(i).and_then(|d| (*d as char).to_digit(16)) {
+                        Some(d) => {
+                            v = v * 16 + d;
+                            i += 1;
+                            n += 1;
+                        }
+                        None => break,
+                    }
+                }
+                if n == 0 {
+                    out.push(b'x');
+                } else {
+                    out.push(u8::try_from(v).ok()?);
+                }
+            }
+            b'u' | b'U' => {
+                let n = if e == b'u' { 4 } else { 8 };
+                let hex = body.get(i..i + n)?;
+                let ch = char::from_u32(u32::from_str_radix(hex, 16).ok()?)?;
+                i += n;
+                let mut buf = [0u8; 4];
+                out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
+            }
+            other => out.push(other),
+        }
+    }
+    let s = String::from_utf8(out).ok()?;
+    (!s.contains('\0')).then_some(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names() -> NameSet {
+        let mut n = NameSet::default();
+        for w in ["customers", "phone", "national_id"] {
+            n.insert(w);
+        }
+        n
+    }
+
+    #[test]
+    fn plain_pgbench_statement_cannot_mention() {
+        let sql = "SELECT abalance FROM pgbench_accounts WHERE aid = 48213;";
+        assert!(!may_mention(sql, &names()));
+    }
+
+    #[test]
+    fn column_name_is_caught_in_any_case() {
+        assert!(may_mention("select PHONE from t", &names()));
+        assert!(may_mention("select \"Phone\" from t", &names()));
+        assert!(may_mention("select x from public.Customers", &names()));
+    }
+
+    #[test]
+    fn unicode_escaped_column_name_is_caught() {
+        assert!(may_mention(r#"select U&"\0070hone" from t"#, &names()));
+        assert!(may_mention(r#"select u&"x" from t"#, &names()));
+    }
+
+    #[test]
+    fn dollar_body_naming_column_is_caught() {
+        assert!(may_mention("select $x$ select phone $x$", &names()));
+        assert!(may_mention("select 'phone'", &names()));
+    }
+
+    #[test]
+    fn do_block_is_always_sent_to_the_analyser() {
+        assert!(may_mention("DO $$ begin perform 1; end $$", &names()));
+        assert!(may_mention("execute stmt1('x')", &names()));
+    }
+
+    #[test]
+    fn escape_string_with_backslash_is_distrusted() {
+        assert!(may_mention(r"select E'\x70hone'", &names()));
+        assert!(!may_mention(r"select E'hello'", &names()));
+    }
+
+    #[test]
+    fn unterminated_input_is_distrusted() {
+        assert!(may_mention("select 'abc", &names()));
+        assert!(may_mention("select 1 /* abc", &names()));
+    }
+
+    #[test]
+    fn comments_do_not_count() {
+        assert!(!may_mention("select 1 -- phone\n", &names()));
+        assert!(!may_mention("select 1 /* phone */", &names()));
+    }
+
+    #[test]
+    fn empty_name_set_never_mentions() {
+        assert!(!may_mention(
+            "select phone from customers",
+            &NameSet::default()
+        ));
+    }
+
+    #[test]
+    fn fingerprint_strips_literals_in_order() {
+        let sql = "UPDATE a SET b = b + 12 WHERE c = 'x''y' AND d = E'\\n'";
+        let fp = fingerprint(sql);
+        assert_eq!(
+            fp.text,
+            "UPDATE a SET b = b + \0n WHERE c = \0s AND d = \0e"
+        );
+        assert_eq!(fp.literals.len(), 3);
+        assert_eq!(&sql[fp.literals[1].range.clone()], "'x''y'");
+        assert!(fp.cacheable);
+    }
+
+    #[test]
+    fn fingerprint_keeps_positional_order_by_numbers() {
+        let a = fingerprint("select a, b from t order by 1");
+        let b = fingerprint("select a, b from t order by 2");
+        assert_ne!(a.text, b.text);
+    }
+
+    #[test]
+    fn fingerprint_of_search_path_change_is_not_cacheable() {
+        assert!(!fingerprint("select set_config('search_path', 'app', false); select 1").cacheable);
+    }
+
+    #[test]
+    fn fingerprint_of_do_block_is_not_cacheable() {
+        assert!(!fingerprint("do 'begin end'").cacheable);
+        assert!(!fingerprint("copy t from stdin with (format 'csv')").cacheable);
+        assert!(
+            !fingerprint("create function f() returns int as 'select 1' language sql").cacheable
+        );
+    }
+
+    #[test]
+    fn literal_values_decode() {
+        let sql = r"select 'it''s', E'a\tb\x41\101\u00e9', N'n', U&'\0070x', 1_000";
+        let fp = fingerprint(sql);
+        let v: Vec<String> = fp
+            .literals
+            .iter()
+            .map(|l| literal_value(sql, l).unwrap())
+            .collect();
+        assert_eq!(v, vec!["it's", "a\tbAAé", "n", "px", "1000"]);
+    }
+
+    #[test]
+    fn escape_string_producing_nul_is_refused() {
+        let sql = r"select E'\0'";
+        let fp = fingerprint(sql);
+        assert!(literal_value(sql, &fp.literals[0]).is_err());
+    }
+}
