@@ -280,3 +280,35 @@ async fn many_abrupt_disconnects_do_not_disturb_the_proxy() {
             || std::path::Path::new(&format!("/proc/{}", proxy.pid().unwrap())).exists()
     );
 }
+
+#[tokio::test]
+async fn startup_packet_over_10000_bytes_gets_fatal_and_close() {
+    let db = fresh_db("b_startup_too_long").await;
+    let proxy = Proxy::start(json!({}));
+    let mut conn = RawConn::connect(proxy.port()).await;
+    let huge = "x".repeat(20_000);
+    let _ = conn
+        .try_send(&fe::startup(
+            fe::PROTOCOL_3_0,
+            &[("user", TRUST_USER), ("application_name", &huge)],
+        ))
+        .await;
+    expect_fatal_and_close(&mut conn).await;
+    assert_still_serving(&proxy, &db).await;
+}
+
+#[tokio::test]
+async fn repeated_negotiation_requests_are_refused() {
+    // PostgreSQL accepts one SSLRequest and one GSSENCRequest per connection; a repeat is a
+    // protocol violation (and an endless negotiation loop would hold a connection slot).
+    let db = fresh_db("b_double_negotiation").await;
+    let proxy = Proxy::start(json!({}));
+    for request in [fe::ssl_request(), fe::gssenc_request()] {
+        let mut conn = RawConn::connect(proxy.port()).await;
+        conn.send(&request).await;
+        assert_eq!(conn.recv_byte().await, Some(b'N'));
+        let _ = conn.try_send(&request).await;
+        expect_closed_maybe_fatal(&mut conn).await;
+    }
+    assert_still_serving(&proxy, &db).await;
+}

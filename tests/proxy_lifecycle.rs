@@ -372,3 +372,46 @@ async fn upstream_over_unix_socket_serves_queries() {
         .get(0);
     assert_eq!(addr, None);
 }
+
+#[tokio::test]
+async fn silent_client_is_dropped_after_the_startup_timeout() {
+    let proxy = Proxy::start(json!({ "limits": { "startup_timeout_secs": 1 } }));
+    let mut conn = RawConn::connect(proxy.port()).await;
+    let started = Instant::now();
+    let bytes = conn
+        .read_to_eof(Duration::from_secs(4))
+        .await
+        .expect("a silent client was kept past the startup timeout");
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "dropped before the timeout"
+    );
+    if !bytes.is_empty() {
+        assert_eq!(bytes[0], b'E', "unexpected bytes: {bytes:?}");
+    }
+}
+
+#[tokio::test]
+async fn message_over_max_message_bytes_is_refused_and_smaller_ones_pass() {
+    let db = fresh_db("l_max_message").await;
+    let proxy = Proxy::start(json!({ "limits": { "max_message_bytes": 1 << 20 } }));
+    let client = proxy.connect(&db).await;
+    let small = "x".repeat(512 * 1024);
+    let n: i32 = client
+        .query_one("SELECT length($1::text)", &[&small])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 512 * 1024);
+    let big = "x".repeat(2 << 20);
+    let result = tokio::time::timeout(
+        HANG_TIMEOUT,
+        client.query_one("SELECT length($1::text)", &[&big]),
+    )
+    .await
+    .expect("oversized message hung the session");
+    assert!(result.is_err(), "a 2 MiB message passed a 1 MiB limit");
+    // Other sessions are unaffected.
+    let other = proxy.connect(&db).await;
+    other.simple_query("SELECT 1").await.unwrap();
+}

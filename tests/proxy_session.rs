@@ -248,3 +248,56 @@ async fn json_log_lines_are_json_objects() {
         assert!(value.is_object(), "not a JSON object: {line}");
     }
 }
+
+#[tokio::test]
+async fn unknown_protocol_options_are_listed_once_in_negotiate_protocol_version() {
+    let db = fresh_db("s_pq_options").await;
+    let proxy = Proxy::start(json!({}));
+    for version in [fe::PROTOCOL_3_0, fe::PROTOCOL_3_2] {
+        let mut conn = RawConn::connect(proxy.port()).await;
+        conn.send(&fe::startup(
+            version,
+            &[
+                ("user", TRUST_USER),
+                ("database", &db),
+                ("_pq_.pgcloak_test_option", "on"),
+            ],
+        ))
+        .await;
+        let first = conn.expect(b'v').await;
+        let mut body = first.body.clone();
+        assert_eq!(body.get_u32(), fe::PROTOCOL_3_0);
+        assert_eq!(body.get_i32(), 1, "one unrecognized option");
+        assert_eq!(&body[..], b"_pq_.pgcloak_test_option\0");
+        let msgs = conn.expect_startup_ok().await;
+        assert!(
+            msgs.iter().all(|m| m.tag != b'v'),
+            "a second NegotiateProtocolVersion: {msgs:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn long_but_legal_startup_packet_is_accepted() {
+    let db = fresh_db("s_long_startup").await;
+    let proxy = Proxy::start(json!({}));
+    let mut conn = RawConn::connect(proxy.port()).await;
+    let long_name = "n".repeat(4000);
+    let options = format!("-c search_path={}", "s".repeat(4000));
+    conn.send(&fe::startup(
+        fe::PROTOCOL_3_0,
+        &[
+            ("user", TRUST_USER),
+            ("database", &db),
+            ("application_name", &long_name),
+            ("options", &options),
+        ],
+    ))
+    .await;
+    conn.expect_startup_ok().await;
+    conn.send(&fe::query("SELECT length(current_setting('search_path'))"))
+        .await;
+    let msgs = conn.recv_until(b'Z').await;
+    let row = msgs.iter().find(|m| m.tag == b'D').unwrap().data_row();
+    assert_eq!(row, vec![Some("4000".to_string())]);
+}

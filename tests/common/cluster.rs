@@ -376,6 +376,28 @@ impl Cluster {
         fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
+    /// The current end of the server log, to read only what a test caused with [`Cluster::log_since`].
+    pub fn log_offset(&self) -> u64 {
+        fs::metadata(&self.log_path).map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// What the server logged after `offset` (other tests' lines may be interleaved).
+    pub fn log_since(&self, offset: u64) -> String {
+        let bytes = fs::read(&self.log_path).unwrap_or_default();
+        String::from_utf8_lossy(bytes.get(offset as usize..).unwrap_or_default()).into_owned()
+    }
+
+    /// A fresh directory under the cluster's root (removed at exit) for a test's own files.
+    pub fn scratch_dir(&self, name: &str) -> PathBuf {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let dir = self.root.join(format!("scratch-{name}-{nanos}"));
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
     /// Creates (or resets the password of) a login role.
     pub async fn create_role(&self, name: &str, password: Option<&str>) {
         assert_identifier(name);
