@@ -4,7 +4,9 @@
 #[path = "support/crypto_fixture.rs"]
 mod fixture;
 
-use pgcloak::codec::{binary_to_canonical, canonical_to_binary, canonical_to_text, text_to_canonical, SessionContext};
+use pgcloak::codec::{
+    binary_to_canonical, canonical_to_binary, canonical_to_text, text_to_canonical, SessionContext,
+};
 use pgcloak::crypto::CipherSuite;
 use pgcloak::policy::{ColumnRef, Encryption, LogicalType, Policy};
 use proptest::prelude::*;
@@ -17,8 +19,22 @@ fn ctx(pairs: &[(&str, &str)]) -> SessionContext {
     c
 }
 
-const ZONES: [&str; 6] = ["UTC", "Asia/Ho_Chi_Minh", "America/New_York", "Europe/Paris", "Australia/Lord_Howe", "<+05:30>-05:30"];
-const STYLES: [&str; 6] = ["ISO, MDY", "ISO, DMY", "SQL, MDY", "SQL, DMY", "Postgres, DMY", "German, DMY"];
+const ZONES: [&str; 6] = [
+    "UTC",
+    "Asia/Ho_Chi_Minh",
+    "America/New_York",
+    "Europe/Paris",
+    "Australia/Lord_Howe",
+    "<+05:30>-05:30",
+];
+const STYLES: [&str; 6] = [
+    "ISO, MDY",
+    "ISO, DMY",
+    "SQL, MDY",
+    "SQL, DMY",
+    "Postgres, DMY",
+    "German, DMY",
+];
 
 /// PostgreSQL's timestamp range within chrono's (µs since 2000-01-01).
 fn micros() -> impl Strategy<Value = i64> {
@@ -144,7 +160,13 @@ fn typed_policy() -> Policy {
     let mut cols = Vec::new();
     for ty in LogicalType::ALL {
         for enc in [Encryption::Randomized, Encryption::Deterministic] {
-            cols.push(fixture::column("t", &format!("{}_{:?}", ty.name(), enc), ty, enc, None));
+            cols.push(fixture::column(
+                "t",
+                &format!("{}_{:?}", ty.name(), enc),
+                ty,
+                enc,
+                None,
+            ));
         }
     }
     Policy::from_columns(1, cols)
@@ -156,25 +178,48 @@ fn sample(ty: LogicalType, n: i32) -> (String, Vec<u8>) {
         Text | Varchar => (format!("Nguyễn {n}"), format!("Nguyễn {n}").into_bytes()),
         Int2 => {
             let x = n as i16;
-            (format!("{}{:03}", if x < 0 { "-" } else { "" }, x.unsigned_abs()), x.to_be_bytes().to_vec())
+            (
+                format!("{}{:03}", if x < 0 { "-" } else { "" }, x.unsigned_abs()),
+                x.to_be_bytes().to_vec(),
+            )
         }
         Int4 => (format!("{n:+}"), n.to_be_bytes().to_vec()),
         Int8 => (format!(" {n} "), i64::from(n).to_be_bytes().to_vec()),
         Numeric => (format!("{n}.000"), {
-            let canon = text_to_canonical(Numeric, n.to_string().as_bytes(), &SessionContext::default()).unwrap();
+            let canon = text_to_canonical(
+                Numeric,
+                n.to_string().as_bytes(),
+                &SessionContext::default(),
+            )
+            .unwrap();
             canonical_to_binary(Numeric, &canon, &SessionContext::default()).unwrap()
         }),
-        Float8 => (format!("{}e0", f64::from(n)), f64::from(n).to_be_bytes().to_vec()),
-        Bool => (if n % 2 == 0 { "yes" } else { "off" }.into(), vec![u8::from(n % 2 == 0)]),
+        Float8 => (
+            format!("{}e0", f64::from(n)),
+            f64::from(n).to_be_bytes().to_vec(),
+        ),
+        Bool => (
+            if n % 2 == 0 { "yes" } else { "off" }.into(),
+            vec![u8::from(n % 2 == 0)],
+        ),
         Date => ("2000-01-01".into(), 0i32.to_be_bytes().to_vec()),
-        Timestamp => ("2000-01-01 00:00:01".into(), 1_000_000i64.to_be_bytes().to_vec()),
-        Timestamptz => ("2000-01-01 07:00:01+07".into(), 1_000_000i64.to_be_bytes().to_vec()),
+        Timestamp => (
+            "2000-01-01 00:00:01".into(),
+            1_000_000i64.to_be_bytes().to_vec(),
+        ),
+        Timestamptz => (
+            "2000-01-01 07:00:01+07".into(),
+            1_000_000i64.to_be_bytes().to_vec(),
+        ),
         Uuid => ("{00000000-0000-0000-0000-00000000002A}".into(), {
             let mut b = [0u8; 16];
             b[15] = 42;
             b.to_vec()
         }),
-        Jsonb => (format!("{{\"n\" : {n}, \"a\": [ ]}}"), format!("\x01{{\"a\":[],\"n\":{n}}}").into_bytes()),
+        Jsonb => (
+            format!("{{\"n\" : {n}, \"a\": [ ]}}"),
+            format!("\x01{{\"a\":[],\"n\":{n}}}").into_bytes(),
+        ),
         Bytea => ("\\xDEAD".into(), vec![0xde, 0xad]),
     }
 }
@@ -201,5 +246,25 @@ proptest! {
             prop_assert_eq!(&pt, &from_text);
             prop_assert_eq!(canonical_to_binary(ty, &pt, &c).unwrap().len(), canonical_to_binary(ty, &from_bin, &c).unwrap().len());
         }
+    }
+}
+
+proptest! {
+    #[test]
+    fn arbitrary_bytes_never_panic_in_any_direction(
+        bytes in proptest::collection::vec(any::<u8>(), 0..40),
+        t in 0usize..14, z in 0usize..6, s in 0usize..6,
+    ) {
+        let ty = LogicalType::ALL[t];
+        let c = ctx(&[("TimeZone", ZONES[z]), ("DateStyle", STYLES[s]), ("client_encoding", "WIN1258")]);
+        let _ = text_to_canonical(ty, &bytes, &c);
+        let _ = binary_to_canonical(ty, &bytes, &c);
+        let _ = canonical_to_text(ty, &bytes, &c);
+        let _ = canonical_to_binary(ty, &bytes, &c);
+    }
+
+    #[test]
+    fn date_like_strings_never_panic(s in "[0-9a-zA-Z:/.+ -]{0,30}", t in 8usize..11) {
+        let _ = text_to_canonical(LogicalType::ALL[t], s.as_bytes(), &SessionContext::default());
     }
 }

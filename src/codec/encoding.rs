@@ -37,7 +37,8 @@ impl ClientEncoding {
             .filter(|c| *c != '_' && *c != '-')
             .collect::<String>()
             .to_ascii_uppercase();
-        let rs = |name: &'static str, encoding: &'static Encoding| ClientEncoding::Rs { name, encoding };
+        let rs =
+            |name: &'static str, encoding: &'static Encoding| ClientEncoding::Rs { name, encoding };
         match key.as_str() {
             "UTF8" | "UNICODE" | "SQLASCII" => ClientEncoding::Utf8,
             "LATIN1" | "ISO88591" => ClientEncoding::Latin1,
@@ -94,12 +95,20 @@ impl ClientEncoding {
         let bad = || CodecError::text(ty, "not valid in the client encoding");
         if bytes.is_ascii() && !matches!(self, ClientEncoding::Unsupported(_)) {
             // Every supported encoding is ASCII-compatible.
-            return std::str::from_utf8(bytes).map(Cow::Borrowed).map_err(|_| bad());
+            return std::str::from_utf8(bytes)
+                .map(Cow::Borrowed)
+                .map_err(|_| bad());
         }
         match self {
-            ClientEncoding::Utf8 => std::str::from_utf8(bytes).map(Cow::Borrowed).map_err(|_| bad()),
-            ClientEncoding::Latin1 => Ok(Cow::Owned(bytes.iter().map(|&b| char::from(b)).collect())),
-            ClientEncoding::Latin5 => Ok(Cow::Owned(bytes.iter().map(|&b| latin5_char(b)).collect())),
+            ClientEncoding::Utf8 => std::str::from_utf8(bytes)
+                .map(Cow::Borrowed)
+                .map_err(|_| bad()),
+            ClientEncoding::Latin1 => {
+                Ok(Cow::Owned(bytes.iter().map(|&b| char::from(b)).collect()))
+            }
+            ClientEncoding::Latin5 => {
+                Ok(Cow::Owned(bytes.iter().map(|&b| latin5_char(b)).collect()))
+            }
             ClientEncoding::Rs { encoding, .. } => encoding
                 .decode_without_bom_handling_and_without_replacement(bytes)
                 .ok_or_else(bad),
@@ -169,12 +178,21 @@ impl ClientEncoding {
         for mask in subsets {
             let mut head = String::new();
             head.push(*base);
-            head.extend(marks.iter().enumerate().filter(|(i, _)| mask & (1 << i) != 0).map(|(_, m)| *m));
+            head.extend(
+                marks
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| mask & (1 << i) != 0)
+                    .map(|(_, m)| *m),
+            );
             let head: String = head.nfc().collect();
             let Some(mut out) = self.encode_exact(&head) else {
                 continue;
             };
-            let rest = marks.iter().enumerate().filter(|(i, _)| mask & (1 << i) == 0);
+            let rest = marks
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| mask & (1 << i) == 0);
             let mut ok = true;
             for (_, m) in rest {
                 match self.encode_exact(m.encode_utf8(&mut buf)) {
