@@ -13,7 +13,10 @@ use pgcloak::crypto::CipherSuite;
 
 fn envelopes(c: &mut Criterion) {
     let suite = CipherSuite::new(&fixture::keyring(), &fixture::policy()).unwrap();
-    for (scheme, col) in [("randomized", fixture::EMAIL), ("deterministic", fixture::PHONE)] {
+    for (scheme, col) in [
+        ("randomized", fixture::EMAIL),
+        ("deterministic", fixture::PHONE),
+    ] {
         let mut g = c.benchmark_group(format!("envelope/{scheme}"));
         for size in [16usize, 64, 1024, 16 * 1024] {
             let pt = vec![0x5au8; size];
@@ -35,7 +38,13 @@ fn envelopes(c: &mut Criterion) {
         g.finish();
     }
     let mut g = c.benchmark_group("pseudonym");
-    g.bench_function("64", |b| b.iter(|| suite.pseudonym(fixture::PHONE, black_box(&[7u8; 64])).unwrap()));
+    g.bench_function("64", |b| {
+        b.iter(|| {
+            suite
+                .pseudonym(fixture::PHONE, black_box(&[7u8; 64]))
+                .unwrap()
+        })
+    });
     g.finish();
 }
 

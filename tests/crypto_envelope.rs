@@ -23,7 +23,10 @@ fn randomized_column_seals_with_active_key_and_random_nonce() {
     let h = peek_header(&a).unwrap();
     assert_eq!(h.scheme, Scheme::Randomized);
     assert_eq!(h.key_id, 2);
-    assert_eq!(h.column_tag, pgcloak::crypto::column_tag("public.customers.email"));
+    assert_eq!(
+        h.column_tag,
+        pgcloak::crypto::column_tag("public.customers.email")
+    );
     assert_eq!(s.decrypt(EMAIL, &a).unwrap(), b"alice@example.com");
 }
 
@@ -35,7 +38,10 @@ fn deterministic_column_is_pinned_and_repeatable() {
     assert_eq!(a, b);
     let h = peek_header(&a).unwrap();
     assert_eq!(h.scheme, Scheme::Deterministic);
-    assert_eq!(h.key_id, 1, "deterministic columns stay on the pinned key, not the active one");
+    assert_eq!(
+        h.key_id, 1,
+        "deterministic columns stay on the pinned key, not the active one"
+    );
     assert_ne!(a, s.encrypt(PHONE, b"+84 912 345 679").unwrap());
 }
 
@@ -46,7 +52,10 @@ fn key_group_members_share_ciphertexts() {
     let b = s.encrypt(PARTNER_ID, b"079123456789").unwrap();
     assert_eq!(a, b);
     assert_eq!(s.decrypt(PARTNER_ID, &a).unwrap(), b"079123456789");
-    assert_eq!(s.columns_with_tag(peek_header(&a).unwrap().column_tag), &[NATIONAL_ID, PARTNER_ID]);
+    assert_eq!(
+        s.columns_with_tag(peek_header(&a).unwrap().column_tag),
+        &[NATIONAL_ID, PARTNER_ID]
+    );
 }
 
 #[test]
@@ -66,14 +75,25 @@ fn explicit_pin_overrides_deterministic_default() {
 fn old_key_still_opens_after_rotation_and_missing_key_is_typed() {
     let mut keys = BTreeMap::new();
     keys.insert(1, key(1));
-    let old = CipherSuite::new(&Keyring::from_parts(1, 1, BTreeMap::new(), keys).unwrap(), &policy()).unwrap();
+    let old = CipherSuite::new(
+        &Keyring::from_parts(1, 1, BTreeMap::new(), keys).unwrap(),
+        &policy(),
+    )
+    .unwrap();
     let env = old.encrypt(EMAIL, b"x").unwrap();
     assert_eq!(suite().decrypt(EMAIL, &env).unwrap(), b"x");
 
     let mut keys = BTreeMap::new();
     keys.insert(2, key(2));
-    let only2 = CipherSuite::new(&Keyring::from_parts(2, 2, BTreeMap::new(), keys).unwrap(), &policy()).unwrap();
-    assert_eq!(only2.decrypt(EMAIL, &env), Err(CryptoError::UnknownKeyId(1)));
+    let only2 = CipherSuite::new(
+        &Keyring::from_parts(2, 2, BTreeMap::new(), keys).unwrap(),
+        &policy(),
+    )
+    .unwrap();
+    assert_eq!(
+        only2.decrypt(EMAIL, &env),
+        Err(CryptoError::UnknownKeyId(1))
+    );
     assert_eq!(CryptoError::UnknownKeyId(1).sqlstate(), "F0000");
 }
 
@@ -81,10 +101,16 @@ fn old_key_still_opens_after_rotation_and_missing_key_is_typed() {
 fn garbage_is_not_an_envelope() {
     let s = suite();
     assert_eq!(s.decrypt(EMAIL, b""), Err(CryptoError::NotAnEnvelope));
-    assert_eq!(s.decrypt(EMAIL, b"hello world"), Err(CryptoError::NotAnEnvelope));
+    assert_eq!(
+        s.decrypt(EMAIL, b"hello world"),
+        Err(CryptoError::NotAnEnvelope)
+    );
     let mut env = s.encrypt(EMAIL, b"v").unwrap();
     env[2] = 9;
-    assert_eq!(s.decrypt(EMAIL, &env), Err(CryptoError::UnsupportedVersion(9)));
+    assert_eq!(
+        s.decrypt(EMAIL, &env),
+        Err(CryptoError::UnsupportedVersion(9))
+    );
     env[2] = 1;
     env[3] = 7;
     assert_eq!(s.decrypt(EMAIL, &env), Err(CryptoError::UnknownScheme(7)));
@@ -109,13 +135,20 @@ fn pseudonym_is_stable_per_domain_and_survives_rotation() {
     assert_eq!(t, s.pseudonym(PHONE, b"0912").unwrap());
     assert_ne!(t, s.pseudonym(PHONE, b"0913").unwrap());
     assert_ne!(t, s.pseudonym(EMAIL, b"0912").unwrap());
-    assert_eq!(s.pseudonym(NATIONAL_ID, b"1").unwrap(), s.pseudonym(PARTNER_ID, b"1").unwrap());
+    assert_eq!(
+        s.pseudonym(NATIONAL_ID, b"1").unwrap(),
+        s.pseudonym(PARTNER_ID, b"1").unwrap()
+    );
     // A new active key (3) leaves pseudonyms alone: they use the deterministic key.
     let mut keys = BTreeMap::new();
     keys.insert(1, key(1));
     keys.insert(2, key(2));
     keys.insert(3, key(3));
-    let rotated = CipherSuite::new(&Keyring::from_parts(3, 1, BTreeMap::new(), keys).unwrap(), &policy()).unwrap();
+    let rotated = CipherSuite::new(
+        &Keyring::from_parts(3, 1, BTreeMap::new(), keys).unwrap(),
+        &policy(),
+    )
+    .unwrap();
     assert_eq!(rotated.pseudonym(PHONE, b"0912").unwrap(), t);
 }
 
@@ -183,4 +216,11 @@ proptest! {
         env[8..12].copy_from_slice(&tag);
         prop_assert_eq!(s.decrypt(BIRTH, &env), Err(CryptoError::AuthenticationFailed));
     }
+}
+
+#[test]
+fn cipher_suite_can_be_shared_across_session_tasks() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<CipherSuite>();
+    assert_send_sync::<Keyring>();
 }

@@ -17,14 +17,20 @@ use pgcloak::policy::ColumnRef;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-const PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors/envelope_v1.json");
+const PATH: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/vectors/envelope_v1.json"
+);
 
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 fn unhex(s: &str) -> Vec<u8> {
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
 }
 
 fn lp(domain: &str) -> Vec<u8> {
@@ -66,10 +72,24 @@ fn regenerate_vectors() {
     let suite = CipherSuite::new(&fixture::keyring(), &fixture::policy()).unwrap();
     let mut cases: Vec<Value> = CASES
         .iter()
-        .map(|(col, domain, pt)| case_json(&suite, *col, domain, pt, &suite.encrypt(*col, pt.as_bytes()).unwrap()))
+        .map(|(col, domain, pt)| {
+            case_json(
+                &suite,
+                *col,
+                domain,
+                pt,
+                &suite.encrypt(*col, pt.as_bytes()).unwrap(),
+            )
+        })
         .collect();
     let env = suite.encrypt(fixture::EMAIL, b"alice@example.com").unwrap();
-    cases.push(case_json(&suite, fixture::EMAIL, "public.customers.email", "alice@example.com", &env));
+    cases.push(case_json(
+        &suite,
+        fixture::EMAIL,
+        "public.customers.email",
+        "alice@example.com",
+        &env,
+    ));
     let doc = json!({
         "format": "pgcloak envelope v1 (docs/format.md)",
         "master_keys": { "1": hex(&[1u8; 32]), "2": hex(&[2u8; 32]) },
@@ -94,14 +114,26 @@ fn known_answer_vectors_hold() {
         // Independent recomputation from the documented primitives.
         let prk = hkdf::Hkdf::<Sha256>::new(None, &master);
         let mut enc = [0u8; 32];
-        prk.expand(&[b"pgcloak v1 enc".as_slice(), &lp(domain)].concat(), &mut enc).unwrap();
+        prk.expand(
+            &[b"pgcloak v1 enc".as_slice(), &lp(domain)].concat(),
+            &mut enc,
+        )
+        .unwrap();
         let mut nk = [0u8; 32];
-        prk.expand(&[b"pgcloak v1 nonce".as_slice(), &lp(domain)].concat(), &mut nk).unwrap();
+        prk.expand(
+            &[b"pgcloak v1 nonce".as_slice(), &lp(domain)].concat(),
+            &mut nk,
+        )
+        .unwrap();
         assert_eq!(hex(&enc), c["enc_key"], "case {i}");
         assert_eq!(hex(&nk), c["nonce_key"], "case {i}");
         let tag = Sha256::digest(domain.as_bytes());
         assert_eq!(hex(&tag[..4]), c["column_tag"], "case {i}");
-        let scheme = if c["scheme"] == "deterministic" { 2u8 } else { 1 };
+        let scheme = if c["scheme"] == "deterministic" {
+            2u8
+        } else {
+            1
+        };
         let mut aad = vec![b'p', b'c', 1, scheme];
         aad.extend_from_slice(&key_id.to_be_bytes());
         aad.extend_from_slice(&tag[..4]);
@@ -111,21 +143,39 @@ fn known_answer_vectors_hold() {
             let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&nk).unwrap();
             mac.update(&aad);
             mac.update(pt);
-            assert_eq!(&mac.finalize().into_bytes()[..24], nonce.as_slice(), "case {i}");
+            assert_eq!(
+                &mac.finalize().into_bytes()[..24],
+                nonce.as_slice(),
+                "case {i}"
+            );
         }
         let aead = XChaCha20Poly1305::new(&enc.into());
         let mut body = pt.to_vec();
         let t = aead
-            .encrypt_inout_detached(&XNonce::try_from(nonce.as_slice()).unwrap(), &aad, body.as_mut_slice().into())
+            .encrypt_inout_detached(
+                &XNonce::try_from(nonce.as_slice()).unwrap(),
+                &aad,
+                body.as_mut_slice().into(),
+            )
             .unwrap();
         let expected = [&aad[..12], &nonce, &body, t.as_slice()].concat();
         assert_eq!(hex(&expected), c["envelope"], "case {i}");
         // And through pgcloak's API.
-        let col = [fixture::PHONE, fixture::PHONE, fixture::NATIONAL_ID, fixture::PARTNER_ID, fixture::EMAIL][i];
+        let col = [
+            fixture::PHONE,
+            fixture::PHONE,
+            fixture::NATIONAL_ID,
+            fixture::PARTNER_ID,
+            fixture::EMAIL,
+        ][i];
         assert_eq!(suite.decrypt(col, &env).unwrap(), pt, "case {i}");
         if scheme == 2 {
             assert_eq!(suite.encrypt(col, pt).unwrap(), env, "case {i}");
         }
-        assert_eq!(suite.pseudonym(col, pt).unwrap(), c["pseudonym"], "case {i}");
+        assert_eq!(
+            suite.pseudonym(col, pt).unwrap(),
+            c["pseudonym"],
+            "case {i}"
+        );
     }
 }

@@ -6,7 +6,10 @@
 //! `0044-03-15 BC`, `infinity`, `-infinity`. Relative words (`now`, `today`) are
 //! refused: their meaning depends on when they are evaluated.
 
-use chrono::{Datelike, Duration, FixedOffset, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, Offset, TimeZone, Timelike};
+use chrono::{
+    Datelike, Duration, FixedOffset, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, Offset,
+    TimeZone, Timelike,
+};
 use chrono_tz::{OffsetName, Tz};
 
 use super::context::{DateOrder, DateOutputStyle, SessionContext, SessionTimeZone};
@@ -27,8 +30,23 @@ enum Zone {
     Named(Tz),
 }
 
-const MONTHS: [&str; 12] = ["january", "february", "march", "april", "may", "june", "july", "august", "september", "october", "november", "december"];
-const MONTH_ABBR: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+const MONTHS: [&str; 12] = [
+    "january",
+    "february",
+    "march",
+    "april",
+    "may",
+    "june",
+    "july",
+    "august",
+    "september",
+    "october",
+    "november",
+    "december",
+];
+const MONTH_ABBR: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
 const DAY_ABBR: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
 
 fn month_of(word: &str) -> Option<u32> {
@@ -36,7 +54,10 @@ fn month_of(word: &str) -> Option<u32> {
         return None;
     }
     let word = if word == "sept" { "sep" } else { word };
-    MONTHS.iter().position(|m| m.starts_with(word)).map(|i| i as u32 + 1)
+    MONTHS
+        .iter()
+        .position(|m| m.starts_with(word))
+        .map(|i| i as u32 + 1)
 }
 
 /// PostgreSQL's lower bound (4713 BC) and chrono's upper bound, with a year to spare
@@ -47,13 +68,18 @@ fn in_range(t: NaiveDateTime) -> bool {
 
 fn checked(ty: LogicalType, v: Stamp) -> Result<Stamp, CodecError> {
     match v {
-        Stamp::At(t) if !in_range(t) => Err(CodecError::range(ty, "date/time value out of the supported range")),
+        Stamp::At(t) if !in_range(t) => Err(CodecError::range(
+            ty,
+            "date/time value out of the supported range",
+        )),
         v => Ok(v),
     }
 }
 
 fn epoch2000() -> NaiveDateTime {
-    NaiveDate::from_ymd_opt(2000, 1, 1).unwrap_or_default().and_time(NaiveTime::MIN)
+    NaiveDate::from_ymd_opt(2000, 1, 1)
+        .unwrap_or_default()
+        .and_time(NaiveTime::MIN)
 }
 
 enum Field {
@@ -99,12 +125,17 @@ fn parse_unchecked(ty: LogicalType, s: &str, ctx: &SessionContext) -> Result<Sta
     let mut zone: Option<Zone> = None;
     let mut bc = false;
     let mut meridiem: Option<bool> = None; // Some(true) = pm
-    for tok in spaced.split([' ', '\t', '\n', '\r', ',']).filter(|t| !t.is_empty()) {
+    for tok in spaced
+        .split([' ', '\t', '\n', '\r', ','])
+        .filter(|t| !t.is_empty())
+    {
         if tok.contains(':') && tok.as_bytes().first().is_some_and(u8::is_ascii_digit) {
             if time.is_some() {
                 return Err(syntax("more than one time of day"));
             }
-            let split = tok.find(|c: char| c == '+' || c == '-' || c.is_ascii_alphabetic()).unwrap_or(tok.len());
+            let split = tok
+                .find(|c: char| c == '+' || c == '-' || c.is_ascii_alphabetic())
+                .unwrap_or(tok.len());
             let (t, z) = tok.split_at(split);
             time = Some(parse_time(t).ok_or_else(|| syntax("invalid time of day"))?);
             if !z.is_empty() {
@@ -134,11 +165,20 @@ fn parse_unchecked(ty: LogicalType, s: &str, ctx: &SessionContext) -> Result<Sta
                     }
                 }
                 if date_parts.is_empty() {
-                    if DAY_ABBR.iter().any(|d| tok.starts_with(&d.to_ascii_lowercase())) && tok.len() <= 9 {
+                    if DAY_ABBR
+                        .iter()
+                        .any(|d| tok.starts_with(&d.to_ascii_lowercase()))
+                        && tok.len() <= 9
+                    {
                         continue; // a day name, as in Postgres-style output; ignored like PostgreSQL does
                     }
-                    zone = Some(parse_zone(tok).ok_or_else(|| syntax("unrecognised word in date/time"))?);
-                } else if date_parts.len() == 1 && fields.is_empty() && matches!(&date_parts[0], Field::Num(n) if n.len() == 8) {
+                    zone = Some(
+                        parse_zone(tok).ok_or_else(|| syntax("unrecognised word in date/time"))?,
+                    );
+                } else if date_parts.len() == 1
+                    && fields.is_empty()
+                    && matches!(&date_parts[0], Field::Num(n) if n.len() == 8)
+                {
                     if let Some(Field::Num(n)) = date_parts.pop() {
                         fields.push(Field::Num(n[..4].to_string()));
                         fields.push(Field::Num(n[4..6].to_string()));
@@ -151,7 +191,8 @@ fn parse_unchecked(ty: LogicalType, s: &str, ctx: &SessionContext) -> Result<Sta
         }
     }
 
-    let (y, m, d) = resolve_date(&fields, ctx.datestyle.order).ok_or_else(|| syntax("expected a date such as 2026-03-14"))?;
+    let (y, m, d) = resolve_date(&fields, ctx.datestyle.order)
+        .ok_or_else(|| syntax("expected a date such as 2026-03-14"))?;
     let year = match (bc, y) {
         (_, 0) => return Err(range()),
         (true, y) => 1 - y,
@@ -180,7 +221,10 @@ fn parse_unchecked(ty: LogicalType, s: &str, ctx: &SessionContext) -> Result<Sta
     }
     let offset = Duration::seconds(i64::from(h) * 3600 + i64::from(mi) * 60 + i64::from(sec))
         + Duration::microseconds(micro.into());
-    let local = date.and_time(NaiveTime::MIN).checked_add_signed(offset).ok_or_else(range)?;
+    let local = date
+        .and_time(NaiveTime::MIN)
+        .checked_add_signed(offset)
+        .ok_or_else(range)?;
     if !in_range(local) {
         return Err(range());
     }
@@ -195,7 +239,9 @@ fn parse_unchecked(ty: LogicalType, s: &str, ctx: &SessionContext) -> Result<Sta
         None => match &ctx.timezone {
             SessionTimeZone::Named(tz) => Zone::Named(*tz),
             SessionTimeZone::Fixed(off) => Zone::Fixed(*off),
-            SessionTimeZone::Unsupported(n) => return Err(CodecError::UnsupportedTimeZone(n.clone())),
+            SessionTimeZone::Unsupported(n) => {
+                return Err(CodecError::UnsupportedTimeZone(n.clone()))
+            }
         },
     };
     to_utc(local, &zone).map(Stamp::At).ok_or_else(range)
@@ -205,7 +251,15 @@ fn resolve_date(fields: &[Field], order: DateOrder) -> Option<(i32, u32, u32)> {
     let year = |s: &str| -> Option<i32> {
         let y: i32 = s.parse().ok()?;
         // Two-digit years: 70..99 -> 19xx, 00..69 -> 20xx, as PostgreSQL reads them.
-        Some(if s.len() <= 2 { if y < 70 { y + 2000 } else { y + 1900 } } else { y })
+        Some(if s.len() <= 2 {
+            if y < 70 {
+                y + 2000
+            } else {
+                y + 1900
+            }
+        } else {
+            y
+        })
     };
     let num = |s: &str| s.parse::<u32>().ok();
     match fields {
@@ -275,7 +329,8 @@ fn parse_zone(z: &str) -> Option<Zone> {
             [h, m, s] if all(h) && all(m) && all(s) && h.len() <= 2 => (h, m, s),
             _ => return None,
         };
-        let secs = h.parse::<i32>().ok()? * 3600 + m.parse::<i32>().ok()? * 60 + s.parse::<i32>().ok()?;
+        let secs =
+            h.parse::<i32>().ok()? * 3600 + m.parse::<i32>().ok()? * 60 + s.parse::<i32>().ok()?;
         if secs > 15 * 3600 + 59 * 60 + 59 {
             return None;
         }
@@ -321,14 +376,22 @@ fn from_binary_unchecked(ty: LogicalType, b: &[u8]) -> Result<Stamp, CodecError>
         return Ok(match days {
             i32::MAX => Stamp::PosInf,
             i32::MIN => Stamp::NegInf,
-            d => Stamp::At(epoch2000().checked_add_signed(Duration::days(d.into())).ok_or_else(range)?),
+            d => Stamp::At(
+                epoch2000()
+                    .checked_add_signed(Duration::days(d.into()))
+                    .ok_or_else(range)?,
+            ),
         });
     }
     let micros = i64::from_be_bytes(b.try_into().map_err(|_| wrong())?);
     Ok(match micros {
         i64::MAX => Stamp::PosInf,
         i64::MIN => Stamp::NegInf,
-        us => Stamp::At(epoch2000().checked_add_signed(Duration::microseconds(us)).ok_or_else(range)?),
+        us => Stamp::At(
+            epoch2000()
+                .checked_add_signed(Duration::microseconds(us))
+                .ok_or_else(range)?,
+        ),
     })
 }
 
@@ -338,7 +401,9 @@ pub(crate) fn to_binary(ty: LogicalType, v: Stamp) -> Result<Vec<u8>, CodecError
         let days = match v {
             Stamp::PosInf => i32::MAX,
             Stamp::NegInf => i32::MIN,
-            Stamp::At(t) => i32::try_from((t.date() - epoch2000().date()).num_days()).map_err(|_| corrupt())?,
+            Stamp::At(t) => {
+                i32::try_from((t.date() - epoch2000().date()).num_days()).map_err(|_| corrupt())?
+            }
         };
         return Ok(days.to_be_bytes().to_vec());
     }
@@ -381,7 +446,13 @@ fn iso_offset(secs: i32) -> String {
 }
 
 /// Formats in a DateStyle. `zone` is (offset seconds east, abbreviation) for timestamptz.
-fn format(ty: LogicalType, v: Stamp, style: DateOutputStyle, order: DateOrder, zone: Option<(i32, String)>) -> String {
+fn format(
+    ty: LogicalType,
+    v: Stamp,
+    style: DateOutputStyle,
+    order: DateOrder,
+    zone: Option<(i32, String)>,
+) -> String {
     let t = match v {
         Stamp::PosInf => return "infinity".into(),
         Stamp::NegInf => return "-infinity".into(),
@@ -410,11 +481,20 @@ fn format(ty: LogicalType, v: Stamp, style: DateOutputStyle, order: DateOrder, z
     };
     match style {
         DateOutputStyle::Iso => format!("{date} {time}{}{era}", zone_txt(true)),
-        DateOutputStyle::Sql | DateOutputStyle::German => format!("{date} {time}{}{era}", zone_txt(false)),
+        DateOutputStyle::Sql | DateOutputStyle::German => {
+            format!("{date} {time}{}{era}", zone_txt(false))
+        }
         DateOutputStyle::Postgres => {
-            let wd = DAY_ABBR.get(t.weekday().num_days_from_monday() as usize).copied().unwrap_or("");
+            let wd = DAY_ABBR
+                .get(t.weekday().num_days_from_monday() as usize)
+                .copied()
+                .unwrap_or("");
             let mon = MONTH_ABBR.get(m as usize - 1).copied().unwrap_or("");
-            let dm = if dmy { format!("{d:02} {mon}") } else { format!("{mon} {d:02}") };
+            let dm = if dmy {
+                format!("{d:02} {mon}")
+            } else {
+                format!("{mon} {d:02}")
+            };
             format!("{wd} {dm} {time} {y:04}{}{era}", zone_txt(false))
         }
     }
@@ -427,7 +507,11 @@ pub(crate) fn canonical(ty: LogicalType, v: Stamp) -> String {
 }
 
 /// The text PostgreSQL would send to this session.
-pub(crate) fn session_text(ty: LogicalType, v: Stamp, ctx: &SessionContext) -> Result<String, CodecError> {
+pub(crate) fn session_text(
+    ty: LogicalType,
+    v: Stamp,
+    ctx: &SessionContext,
+) -> Result<String, CodecError> {
     let ds = ctx.datestyle;
     if ty != LogicalType::Timestamptz {
         return Ok(format(ty, v, ds.output, ds.order, None));
@@ -442,11 +526,19 @@ pub(crate) fn session_text(ty: LogicalType, v: Stamp, ctx: &SessionContext) -> R
             (dt.naive_local(), dt.offset().fix().local_minus_utc(), abbr)
         }
         SessionTimeZone::Fixed(off) => {
-            let local = shift(utc, off.local_minus_utc()).ok_or_else(|| CodecError::range(ty, "date/time value out of the supported range"))?;
+            let local = shift(utc, off.local_minus_utc()).ok_or_else(|| {
+                CodecError::range(ty, "date/time value out of the supported range")
+            })?;
             (local, off.local_minus_utc(), String::new())
         }
         SessionTimeZone::Unsupported(n) => return Err(CodecError::UnsupportedTimeZone(n.clone())),
     };
     // Abbreviations like "+07" are just offsets; PostgreSQL prints those numerically too.
-    Ok(format(ty, Stamp::At(local), ds.output, ds.order, Some((off, abbr))))
+    Ok(format(
+        ty,
+        Stamp::At(local),
+        ds.output,
+        ds.order,
+        Some((off, abbr)),
+    ))
 }

@@ -37,7 +37,8 @@ impl ClientEncoding {
             .filter(|c| *c != '_' && *c != '-')
             .collect::<String>()
             .to_ascii_uppercase();
-        let rs = |name: &'static str, encoding: &'static Encoding| ClientEncoding::Rs { name, encoding };
+        let rs =
+            |name: &'static str, encoding: &'static Encoding| ClientEncoding::Rs { name, encoding };
         match key.as_str() {
             "UTF8" | "UNICODE" | "SQLASCII" => ClientEncoding::Utf8,
             "LATIN1" | "ISO88591" => ClientEncoding::Latin1,
@@ -94,12 +95,20 @@ impl ClientEncoding {
         let bad = || CodecError::text(ty, "not valid in the client encoding");
         if bytes.is_ascii() && !matches!(self, ClientEncoding::Unsupported(_)) {
             // Every supported encoding is ASCII-compatible.
-            return std::str::from_utf8(bytes).map(Cow::Borrowed).map_err(|_| bad());
+            return std::str::from_utf8(bytes)
+                .map(Cow::Borrowed)
+                .map_err(|_| bad());
         }
         match self {
-            ClientEncoding::Utf8 => std::str::from_utf8(bytes).map(Cow::Borrowed).map_err(|_| bad()),
-            ClientEncoding::Latin1 => Ok(Cow::Owned(bytes.iter().map(|&b| char::from(b)).collect())),
-            ClientEncoding::Latin5 => Ok(Cow::Owned(bytes.iter().map(|&b| latin5_char(b)).collect())),
+            ClientEncoding::Utf8 => std::str::from_utf8(bytes)
+                .map(Cow::Borrowed)
+                .map_err(|_| bad()),
+            ClientEncoding::Latin1 => {
+                Ok(Cow::Owned(bytes.iter().map(|&b| char::from(b)).collect()))
+            }
+            ClientEncoding::Latin5 => {
+                Ok(Cow::Owned(bytes.iter().map(|&b| latin5_char(b)).collect()))
+            }
             ClientEncoding::Rs { encoding, .. } => encoding
                 .decode_without_bom_handling_and_without_replacement(bytes)
                 .ok_or_else(bad),
@@ -153,21 +162,39 @@ impl ClientEncoding {
         }
     }
 
-    /// `ễ` = `e` + U+0302 + U+0303: try the longest precomposed prefix that the
-    /// encoding has (`ê`), then the remaining combining marks one by one.
+    /// `ộ` = `o` + U+0323 + U+0302: find a precomposed letter the encoding has (`ô`)
+    /// made of the base and some of the marks, then the other marks one by one.
+    /// Subsets with more marks are tried first.
     fn encode_decomposed(&self, c: char) -> Option<Vec<u8>> {
         let parts: Vec<char> = c.nfd().collect();
-        if parts.len() < 2 {
+        let (base, marks) = parts.split_first()?;
+        if marks.is_empty() || marks.len() > 4 {
             return None;
         }
-        for k in (1..parts.len()).rev() {
-            let head: String = parts.iter().take(k).collect::<String>().nfc().collect();
+        let n = marks.len();
+        let mut subsets: Vec<u32> = (0..(1u32 << n)).collect();
+        subsets.sort_by_key(|m| std::cmp::Reverse(m.count_ones()));
+        let mut buf = [0u8; 4];
+        for mask in subsets {
+            let mut head = String::new();
+            head.push(*base);
+            head.extend(
+                marks
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| mask & (1 << i) != 0)
+                    .map(|(_, m)| *m),
+            );
+            let head: String = head.nfc().collect();
             let Some(mut out) = self.encode_exact(&head) else {
                 continue;
             };
+            let rest = marks
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| mask & (1 << i) == 0);
             let mut ok = true;
-            let mut buf = [0u8; 4];
-            for m in parts.iter().skip(k) {
+            for (_, m) in rest {
                 match self.encode_exact(m.encode_utf8(&mut buf)) {
                     Some(b) => out.extend_from_slice(&b),
                     None => {

@@ -48,7 +48,10 @@ pub enum CodecError {
     UnsupportedSetting(String),
     /// A decrypted value is not in canonical form: stored data is corrupt (XX001).
     #[error("stored value of type {ty}{} is not in canonical form", in_column(.column))]
-    CorruptCanonical { ty: LogicalType, column: Option<String> },
+    CorruptCanonical {
+        ty: LogicalType,
+        column: Option<String>,
+    },
 }
 
 fn in_column(c: &Option<String>) -> String {

@@ -135,7 +135,8 @@ impl Parser<'_> {
                 return Err(err("invalid JSON number"));
             }
         }
-        let text = std::str::from_utf8(self.s.get(start..self.i).unwrap_or(&[])).map_err(|_| err("invalid JSON number"))?;
+        let text = std::str::from_utf8(self.s.get(start..self.i).unwrap_or(&[]))
+            .map_err(|_| err("invalid JSON number"))?;
         let n = Numeric::parse_text(text).map_err(|e| match e {
             CodecError::OutOfRange { reason, .. } => CodecError::range(TY, reason),
             _ => err("invalid JSON number"),
@@ -144,7 +145,10 @@ impl Parser<'_> {
     }
 
     fn hex4(&mut self) -> Result<u32, CodecError> {
-        let h = self.s.get(self.i..self.i + 4).ok_or(err("truncated \\u escape"))?;
+        let h = self
+            .s
+            .get(self.i..self.i + 4)
+            .ok_or(err("truncated \\u escape"))?;
         let s = std::str::from_utf8(h).map_err(|_| err("invalid \\u escape"))?;
         if !s.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(err("invalid \\u escape"));
@@ -245,7 +249,11 @@ fn write(out: &mut String, v: Json) {
         }
         Json::Object(mut members) => {
             // Stable sort keeps input order among equal keys; the last one wins.
-            members.sort_by(|a, b| a.0.len().cmp(&b.0.len()).then_with(|| a.0.as_bytes().cmp(b.0.as_bytes())));
+            members.sort_by(|a, b| {
+                a.0.len()
+                    .cmp(&b.0.len())
+                    .then_with(|| a.0.as_bytes().cmp(b.0.as_bytes()))
+            });
             let mut kept: Vec<(String, Json)> = Vec::with_capacity(members.len());
             for m in members {
                 match kept.last_mut() {
@@ -269,7 +277,10 @@ fn write(out: &mut String, v: Json) {
 
 /// Parses JSON text and returns the canonical jsonb text.
 pub(crate) fn canonical_json(s: &str) -> Result<String, CodecError> {
-    let mut p = Parser { s: s.as_bytes(), i: 0 };
+    let mut p = Parser {
+        s: s.as_bytes(),
+        i: 0,
+    };
     let v = p.value(0)?;
     p.ws();
     if p.i != p.s.len() {

@@ -25,12 +25,20 @@ pub use error::CodecError;
 use crate::policy::LogicalType;
 
 /// Text-format input (as the client sent it) to canonical plaintext.
-pub fn text_to_canonical(ty: LogicalType, bytes: &[u8], ctx: &SessionContext) -> Result<Vec<u8>, CodecError> {
+pub fn text_to_canonical(
+    ty: LogicalType,
+    bytes: &[u8],
+    ctx: &SessionContext,
+) -> Result<Vec<u8>, CodecError> {
     let s = ctx.client_encoding.decode(ty, bytes)?;
     Ok(canonical_from_str(ty, &s, ctx)?.into_bytes())
 }
 
-fn canonical_from_str(ty: LogicalType, s: &str, ctx: &SessionContext) -> Result<String, CodecError> {
+fn canonical_from_str(
+    ty: LogicalType,
+    s: &str,
+    ctx: &SessionContext,
+) -> Result<String, CodecError> {
     use LogicalType::*;
     Ok(match ty {
         Text | Varchar => scalar::canonical_text(ty, s)?,
@@ -51,28 +59,42 @@ fn bool_canonical(b: bool) -> String {
 
 /// Binary-format input to canonical plaintext. `ctx` matters for text/varchar and
 /// jsonb, whose binary forms are text in the client encoding.
-pub fn binary_to_canonical(ty: LogicalType, bytes: &[u8], ctx: &SessionContext) -> Result<Vec<u8>, CodecError> {
+pub fn binary_to_canonical(
+    ty: LogicalType,
+    bytes: &[u8],
+    ctx: &SessionContext,
+) -> Result<Vec<u8>, CodecError> {
     use LogicalType::*;
     let as_binary_error = |e: CodecError| match e {
-        CodecError::InvalidText { ty, column, reason } => CodecError::InvalidBinary { ty, column, reason },
+        CodecError::InvalidText { ty, column, reason } => {
+            CodecError::InvalidBinary { ty, column, reason }
+        }
         other => other,
     };
     let s = match ty {
         Text | Varchar => {
-            let s = ctx.client_encoding.decode(ty, bytes).map_err(as_binary_error)?;
+            let s = ctx
+                .client_encoding
+                .decode(ty, bytes)
+                .map_err(as_binary_error)?;
             scalar::canonical_text(ty, &s).map_err(as_binary_error)?
         }
         Int2 | Int4 | Int8 => number::int_from_binary(ty, bytes)?.to_string(),
         Numeric => numeric::Numeric::from_binary(bytes)?.to_canonical(),
         Float8 => number::canonical_float(number::float_from_binary(bytes)?),
         Bool => bool_canonical(scalar::bool_from_binary(bytes)?),
-        Date | Timestamp | Timestamptz => datetime::canonical(ty, datetime::from_binary(ty, bytes)?),
+        Date | Timestamp | Timestamptz => {
+            datetime::canonical(ty, datetime::from_binary(ty, bytes)?)
+        }
         Uuid => scalar::uuid_from_binary(bytes)?.hyphenated().to_string(),
         Jsonb => {
             let Some((&1, body)) = bytes.split_first() else {
                 return Err(CodecError::binary(ty, "unsupported jsonb binary version"));
             };
-            let s = ctx.client_encoding.decode(ty, body).map_err(as_binary_error)?;
+            let s = ctx
+                .client_encoding
+                .decode(ty, body)
+                .map_err(as_binary_error)?;
             json::canonical_json(&s).map_err(as_binary_error)?
         }
         Bytea => scalar::hex_bytea(bytes),
@@ -91,7 +113,11 @@ fn reparse<T>(ty: LogicalType, r: Result<T, CodecError>) -> Result<T, CodecError
 
 /// Canonical plaintext to the text PostgreSQL itself would send this session
 /// (client encoding, DateStyle, TimeZone).
-pub fn canonical_to_text(ty: LogicalType, canonical: &[u8], ctx: &SessionContext) -> Result<Vec<u8>, CodecError> {
+pub fn canonical_to_text(
+    ty: LogicalType,
+    canonical: &[u8],
+    ctx: &SessionContext,
+) -> Result<Vec<u8>, CodecError> {
     use LogicalType::*;
     let s = canonical_str(ty, canonical)?;
     let utc = SessionContext::default();
@@ -117,7 +143,11 @@ pub fn canonical_to_text(ty: LogicalType, canonical: &[u8], ctx: &SessionContext
 }
 
 /// Canonical plaintext to PostgreSQL's binary format for the type.
-pub fn canonical_to_binary(ty: LogicalType, canonical: &[u8], ctx: &SessionContext) -> Result<Vec<u8>, CodecError> {
+pub fn canonical_to_binary(
+    ty: LogicalType,
+    canonical: &[u8],
+    ctx: &SessionContext,
+) -> Result<Vec<u8>, CodecError> {
     use LogicalType::*;
     let s = canonical_str(ty, canonical)?;
     let utc = SessionContext::default();
@@ -132,7 +162,9 @@ pub fn canonical_to_binary(ty: LogicalType, canonical: &[u8], ctx: &SessionConte
         Numeric => reparse(ty, numeric::Numeric::parse_text(s))?.to_binary(),
         Float8 => reparse(ty, number::parse_float(s))?.to_be_bytes().to_vec(),
         Bool => vec![u8::from(reparse(ty, scalar::parse_bool(s))?)],
-        Date | Timestamp | Timestamptz => datetime::to_binary(ty, reparse(ty, datetime::parse(ty, s, &utc))?)?,
+        Date | Timestamp | Timestamptz => {
+            datetime::to_binary(ty, reparse(ty, datetime::parse(ty, s, &utc))?)?
+        }
         Uuid => reparse(ty, scalar::parse_uuid(s))?.as_bytes().to_vec(),
         Bytea => reparse(ty, scalar::parse_bytea(s))?,
     })

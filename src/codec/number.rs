@@ -36,7 +36,11 @@ pub(crate) fn parse_int(ty: LogicalType, s: &str) -> Result<i64, CodecError> {
         Some("0b") => (2, &body[2..]),
         _ => (10, body),
     };
-    if digits.is_empty() || digits.starts_with('_') || digits.ends_with('_') || digits.contains("__") {
+    if digits.is_empty()
+        || digits.starts_with('_')
+        || digits.ends_with('_')
+        || digits.contains("__")
+    {
         return Err(syntax());
     }
     let (lo, hi) = int_bounds(ty);
@@ -70,8 +74,14 @@ pub(crate) fn int_from_binary(ty: LogicalType, b: &[u8]) -> Result<i64, CodecErr
 pub(crate) fn int_to_binary(ty: LogicalType, v: i64) -> Result<Vec<u8>, CodecError> {
     let corrupt = || CodecError::corrupt(ty);
     Ok(match ty {
-        LogicalType::Int2 => i16::try_from(v).map_err(|_| corrupt())?.to_be_bytes().to_vec(),
-        LogicalType::Int4 => i32::try_from(v).map_err(|_| corrupt())?.to_be_bytes().to_vec(),
+        LogicalType::Int2 => i16::try_from(v)
+            .map_err(|_| corrupt())?
+            .to_be_bytes()
+            .to_vec(),
+        LogicalType::Int4 => i32::try_from(v)
+            .map_err(|_| corrupt())?
+            .to_be_bytes()
+            .to_vec(),
         _ => v.to_be_bytes().to_vec(),
     })
 }
@@ -87,18 +97,32 @@ pub(crate) fn parse_float(s: &str) -> Result<f64, CodecError> {
         if word == "nan" && lower != "nan" {
             return Err(CodecError::text(ty, "expected a number"));
         }
-        return lower.parse::<f64>().map_err(|_| CodecError::text(ty, "expected a number"));
+        return lower
+            .parse::<f64>()
+            .map_err(|_| CodecError::text(ty, "expected a number"));
     }
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit() || matches!(b, b'+' | b'-' | b'.' | b'e' | b'E')) {
+    if s.is_empty()
+        || !s
+            .bytes()
+            .all(|b| b.is_ascii_digit() || matches!(b, b'+' | b'-' | b'.' | b'e' | b'E'))
+    {
         return Err(CodecError::text(ty, "expected a number"));
     }
-    let v: f64 = s.parse().map_err(|_| CodecError::text(ty, "expected a number"))?;
+    let v: f64 = s
+        .parse()
+        .map_err(|_| CodecError::text(ty, "expected a number"))?;
     if v.is_infinite() {
-        return Err(CodecError::range(ty, "value out of range for double precision"));
+        return Err(CodecError::range(
+            ty,
+            "value out of range for double precision",
+        ));
     }
     let mantissa = lower.split('e').next().unwrap_or("");
     if v == 0.0 && mantissa.bytes().any(|b| (b'1'..=b'9').contains(&b)) {
-        return Err(CodecError::range(ty, "value out of range for double precision"));
+        return Err(CodecError::range(
+            ty,
+            "value out of range for double precision",
+        ));
     }
     Ok(v)
 }
@@ -110,10 +134,18 @@ pub(crate) fn format_float(v: f64) -> String {
         return "NaN".into();
     }
     if v.is_infinite() {
-        return if v > 0.0 { "Infinity".into() } else { "-Infinity".into() };
+        return if v > 0.0 {
+            "Infinity".into()
+        } else {
+            "-Infinity".into()
+        };
     }
     if v == 0.0 {
-        return if v.is_sign_negative() { "-0".into() } else { "0".into() };
+        return if v.is_sign_negative() {
+            "-0".into()
+        } else {
+            "0".into()
+        };
     }
     let sci = format!("{v:e}"); // e.g. "-1.2345e-7", shortest round-trip digits
     let (mant, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
@@ -126,7 +158,11 @@ pub(crate) fn format_float(v: f64) -> String {
     if !(-4..15).contains(&exp) {
         let frac = digits.get(1..).unwrap_or("");
         let head = digits.get(..1).unwrap_or("0");
-        let dot = if frac.is_empty() { String::new() } else { format!(".{frac}") };
+        let dot = if frac.is_empty() {
+            String::new()
+        } else {
+            format!(".{frac}")
+        };
         let esign = if exp < 0 { '-' } else { '+' };
         return format!("{sign}{head}{dot}e{esign}{:02}", exp.abs());
     }

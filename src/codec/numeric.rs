@@ -41,7 +41,10 @@ impl Numeric {
         }
         if -exp > MAX_FRAC_DIGITS {
             // PostgreSQL rounds to its maximum display scale; we refuse instead of rounding.
-            return Err(CodecError::range(TY, "too many digits after the decimal point"));
+            return Err(CodecError::range(
+                TY,
+                "too many digits after the decimal point",
+            ));
         }
         Ok(Numeric::Finite {
             neg,
@@ -77,7 +80,12 @@ impl Numeric {
             None => (body, 0),
         };
         let (ip, fp) = mant.split_once('.').unwrap_or((mant, ""));
-        let ok_part = |p: &str| !p.starts_with('_') && !p.ends_with('_') && !p.contains("__") && p.bytes().all(|b| b.is_ascii_digit() || b == b'_');
+        let ok_part = |p: &str| {
+            !p.starts_with('_')
+                && !p.ends_with('_')
+                && !p.contains("__")
+                && p.bytes().all(|b| b.is_ascii_digit() || b == b'_')
+        };
         if (ip.is_empty() && fp.is_empty()) || !ok_part(ip) || !ok_part(fp) {
             return Err(syntax());
         }

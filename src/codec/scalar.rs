@@ -18,7 +18,10 @@ pub(crate) fn parse_bool(s: &str) -> Result<bool, CodecError> {
     } else if prefix_of("false", 1) || prefix_of("no", 1) || prefix_of("off", 2) || w == "0" {
         Ok(false)
     } else {
-        Err(CodecError::text(LogicalType::Bool, "expected true or false"))
+        Err(CodecError::text(
+            LogicalType::Bool,
+            "expected true or false",
+        ))
     }
 }
 
@@ -26,7 +29,10 @@ pub(crate) fn bool_from_binary(b: &[u8]) -> Result<bool, CodecError> {
     match b {
         [0] => Ok(false),
         [1] => Ok(true),
-        _ => Err(CodecError::binary(LogicalType::Bool, "expected one byte, 0 or 1")),
+        _ => Err(CodecError::binary(
+            LogicalType::Bool,
+            "expected one byte, 0 or 1",
+        )),
     }
 }
 
@@ -64,7 +70,8 @@ pub(crate) fn parse_uuid(s: &str) -> Result<uuid::Uuid, CodecError> {
 }
 
 pub(crate) fn uuid_from_binary(b: &[u8]) -> Result<uuid::Uuid, CodecError> {
-    uuid::Uuid::from_slice(b).map_err(|_| CodecError::binary(LogicalType::Uuid, "expected 16 bytes"))
+    uuid::Uuid::from_slice(b)
+        .map_err(|_| CodecError::binary(LogicalType::Uuid, "expected 16 bytes"))
 }
 
 pub(crate) fn hex_bytea(b: &[u8]) -> String {
@@ -84,9 +91,13 @@ pub(crate) fn parse_bytea(s: &str) -> Result<Vec<u8>, CodecError> {
     let ty = LogicalType::Bytea;
     if let Some(hex) = s.strip_prefix("\\x").or_else(|| s.strip_prefix("\\X")) {
         let mut out = Vec::with_capacity(hex.len() / 2);
-        let mut it = hex.chars().filter(|c| !matches!(c, ' ' | '\t' | '\n' | '\r'));
+        let mut it = hex
+            .chars()
+            .filter(|c| !matches!(c, ' ' | '\t' | '\n' | '\r'));
         while let Some(h) = it.next() {
-            let l = it.next().ok_or(CodecError::text(ty, "odd number of hexadecimal digits"))?;
+            let l = it
+                .next()
+                .ok_or(CodecError::text(ty, "odd number of hexadecimal digits"))?;
             let (Some(h), Some(l)) = (h.to_digit(16), l.to_digit(16)) else {
                 return Err(CodecError::text(ty, "invalid hexadecimal digit"));
             };

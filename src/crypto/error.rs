@@ -19,7 +19,9 @@ pub enum CryptoError {
     #[error("envelope was encrypted with key id {0}, which is not in the keyring")]
     UnknownKeyId(u32),
     /// The envelope's column tag belongs to another column or key group.
-    #[error("envelope belongs to another column (column tag {found:08x}, expected {expected:08x})")]
+    #[error(
+        "envelope belongs to another column (column tag {found:08x}, expected {expected:08x})"
+    )]
     WrongColumn { expected: u32, found: u32 },
     /// The Poly1305 tag did not verify: the envelope was corrupted or tampered with.
     #[error("envelope failed authentication (corrupted, tampered with, or moved)")]

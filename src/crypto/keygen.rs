@@ -32,7 +32,11 @@ pub enum KeygenOutcome {
 pub fn keygen(existing: Option<&str>) -> Result<Zeroizing<String>, CryptoError> {
     let ring = match existing {
         None => Keyring::generate()?,
-        Some(text) => Keyring::parse(text, "<existing keyring>")?.with_new_active_key()?.0,
+        Some(text) => {
+            Keyring::parse(text, "<existing keyring>")?
+                .with_new_active_key()?
+                .0
+        }
     };
     Ok(ring.to_text())
 }

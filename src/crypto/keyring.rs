@@ -119,7 +119,11 @@ impl Keyring {
     /// labels errors.
     pub fn parse(text: &str, source_name: &str) -> Result<Keyring, CryptoError> {
         if text.trim().is_empty() {
-            return Err(CryptoError::keyring(source_name, None, "the keyring is empty"));
+            return Err(CryptoError::keyring(
+                source_name,
+                None,
+                "the keyring is empty",
+            ));
         }
         let mut opts = serde_saphyr::Options::default();
         // Snippets would quote the input, and the input holds keys.
@@ -178,7 +182,11 @@ impl Keyring {
     fn validate(&self, source: &str, text: Option<&str>) -> Result<(), CryptoError> {
         let line = |section: Option<&str>, key: &str| text.and_then(|t| find_line(t, section, key));
         if self.keys.is_empty() {
-            return Err(CryptoError::keyring(source, line(None, "keys"), "the keyring holds no key"));
+            return Err(CryptoError::keyring(
+                source,
+                line(None, "keys"),
+                "the keyring holds no key",
+            ));
         }
         if self.keys.contains_key(&0) {
             return Err(CryptoError::keyring(
@@ -329,7 +337,9 @@ fn find_line(text: &str, section: Option<&str>, key: &str) -> Option<u64> {
         let t = line.trim_start();
         if let Some(sec) = section {
             if !indented && !t.is_empty() && !t.starts_with('#') {
-                in_section = t.strip_prefix(sec).is_some_and(|r| r.trim_start().starts_with(':'));
+                in_section = t
+                    .strip_prefix(sec)
+                    .is_some_and(|r| r.trim_start().starts_with(':'));
                 continue;
             }
         }
@@ -338,7 +348,11 @@ fn find_line(text: &str, section: Option<&str>, key: &str) -> Option<u64> {
         }
         let t = t.trim_start_matches(['"', '\'']);
         if let Some(rest) = t.strip_prefix(key) {
-            if rest.trim_start_matches(['"', '\'']).trim_start().starts_with(':') {
+            if rest
+                .trim_start_matches(['"', '\''])
+                .trim_start()
+                .starts_with(':')
+            {
                 return Some(i as u64 + 1);
             }
         }
@@ -365,6 +379,10 @@ pub(crate) fn read_private_file(path: &Path) -> Result<Zeroizing<String>, Crypto
     f.read_to_end(&mut bytes).map_err(io)?;
     match std::str::from_utf8(&bytes) {
         Ok(s) => Ok(Zeroizing::new(s.to_string())),
-        Err(_) => Err(CryptoError::keyring(&shown, None, "the keyring is not valid UTF-8")),
+        Err(_) => Err(CryptoError::keyring(
+            &shown,
+            None,
+            "the keyring is not valid UTF-8",
+        )),
     }
 }

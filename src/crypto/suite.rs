@@ -111,13 +111,12 @@ impl CipherSuite {
                 Scheme::Deterministic => det_id,
             };
             let find = |id: u32, purpose: &str| {
-                all.iter()
-                    .find(|k| k.key_id == id)
-                    .cloned()
-                    .ok_or_else(|| CryptoError::MissingKey {
+                all.iter().find(|k| k.key_id == id).cloned().ok_or_else(|| {
+                    CryptoError::MissingKey {
                         key_id: id,
                         purpose: format!("{purpose} of {domain}"),
-                    })
+                    }
+                })
             };
             let write = find(write_id, "encryption")?;
             let det_master = keyring.key(det_id).ok_or_else(|| CryptoError::MissingKey {
@@ -242,7 +241,11 @@ impl CipherSuite {
 
     /// A keyed, stable token for a canonical value: equal values of one domain give
     /// equal tokens; the value cannot be recovered. 16 base64url characters.
-    pub fn pseudonym(&self, col: ColumnRef, canonical_plaintext: &[u8]) -> Result<String, CryptoError> {
+    pub fn pseudonym(
+        &self,
+        col: ColumnRef,
+        canonical_plaintext: &[u8],
+    ) -> Result<String, CryptoError> {
         let c = self.column(col)?;
         let mut mac = c.pseudonym_mac.clone();
         mac.update(canonical_plaintext);

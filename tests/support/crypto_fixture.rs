@@ -53,8 +53,20 @@ pub fn policy() -> Policy {
         vec![
             column("customers", "email", Text, Randomized, None),
             column("customers", "phone", Text, Deterministic, None),
-            column("customers", "national_id", Text, Deterministic, Some("people")),
-            column("partners", "national_id", Text, Deterministic, Some("people")),
+            column(
+                "customers",
+                "national_id",
+                Text,
+                Deterministic,
+                Some("people"),
+            ),
+            column(
+                "partners",
+                "national_id",
+                Text,
+                Deterministic,
+                Some("people"),
+            ),
             column("customers", "birth_date", Date, Randomized, None),
         ],
     )
