@@ -117,6 +117,15 @@ impl DataPath {
                 Ok(())
             }
             b'G' => {
+                // COPY FROM STDIN started: PostgreSQL ignores every Sync the client
+                // sent after the statement that started it, until CopyDone/CopyFail.
+                self.server_copy_in = true;
+                let mut first = true;
+                self.expect.retain(|e| {
+                    let keep = first || !matches!(e, Expect::Sync);
+                    first = false;
+                    keep
+                });
                 if let Some(plan) = self.pending_copy_in.take() {
                     self.copy_in = Some(super::copy::CopyIn::new(plan));
                 }

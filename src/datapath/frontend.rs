@@ -55,9 +55,10 @@ impl DataPath {
             }
             b'S' => {
                 self.discard_until_sync = false;
-                // Unnamed portals die at the end of the transaction; keep it simple
-                // and keep them: Bind always replaces them.
-                self.expect.push_back(Expect::Sync);
+                // PostgreSQL ignores Sync during COPY FROM STDIN: it answers nothing.
+                if !self.server_copy_in {
+                    self.expect.push_back(Expect::Sync);
+                }
                 out.extend_from_slice(msg);
             }
             b'H' => out.extend_from_slice(msg),
@@ -69,6 +70,7 @@ impl DataPath {
                 None => out.extend_from_slice(msg),
             },
             b'c' => {
+                self.server_copy_in = false;
                 if let Some(mut c) = self.copy_in.take() {
                     let prot = self.protection.load();
                     c.finish(&prot, &self.codec, out)?;
@@ -76,6 +78,7 @@ impl DataPath {
                 out.extend_from_slice(msg);
             }
             b'f' => {
+                self.server_copy_in = false;
                 self.copy_in = None;
                 out.extend_from_slice(msg);
             }
@@ -394,13 +397,6 @@ impl DataPath {
                 "PREPARE/EXECUTE inside the extended protocol is not supported on protected columns".into(),
             ));
         }
-        if let Some(c) = &plan.copy {
-            if c.fields.iter().any(Option::is_some) {
-                return Err(DataPathError::Refused(
-                    "COPY of protected columns must use the simple query protocol".into(),
-                ));
-            }
-        }
         let text = self.rewrite_literals(prot, sql, &analysis.fingerprint, plan.literals.iter())?;
         Ok((Arc::new((*plan).clone()), text))
     }
@@ -498,7 +494,7 @@ impl DataPath {
             bind.portal.clone(),
             Portal {
                 transform,
-                copy: None,
+                copy: plan.copy.clone().map(Arc::new),
             },
         );
         if changed {
@@ -584,7 +580,19 @@ impl DataPath {
             .get(&portal)
             .map(|p| (p.transform.clone(), p.copy.clone()))
             .unwrap_or((None, None));
-        self.expect.push_back(Expect::Execute { transform, copy });
+        let copy_out = match copy {
+            Some(c) if c.direction == CopyDirection::FromStdin => {
+                if c.fields.iter().any(Option::is_some) {
+                    self.pending_copy_in = Some(c);
+                }
+                None
+            }
+            other => other,
+        };
+        self.expect.push_back(Expect::Execute {
+            transform,
+            copy: copy_out,
+        });
         out.extend_from_slice(msg);
         Ok(())
     }

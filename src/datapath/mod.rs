@@ -136,6 +136,8 @@ pub struct DataPath {
     discard_until_sync: bool,
     /// The COPY FROM STDIN stream being encrypted, if any.
     copy_in: Option<copy::CopyIn>,
+    /// The server is in COPY FROM STDIN mode: it ignores Sync until CopyDone/CopyFail.
+    server_copy_in: bool,
     /// A COPY FROM STDIN plan waiting for the server's CopyInResponse.
     pending_copy_in: Option<Arc<CopyPlan>>,
     /// Backend: the result set being rewritten.
@@ -165,6 +167,7 @@ impl DataPath {
             expect: VecDeque::new(),
             discard_until_sync: false,
             copy_in: None,
+            server_copy_in: false,
             pending_copy_in: None,
             active: None,
             current_copy_out: None,
