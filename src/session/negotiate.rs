@@ -57,13 +57,29 @@ pub async fn negotiate(
         ClientStream::Plain(tcp)
     };
 
+    // PostgreSQL accepts at most one SSLRequest and one GSSENCRequest per connection.
+    let mut ssl_seen = false;
+    let mut gss_seen = false;
     loop {
         let packet = match read_startup_packet(&mut stream).await {
             Ok(p) => p,
             Err(e) => return Err((Some(stream), SessionError::Wire(e))),
         };
         match packet {
+            StartupPacket::SslRequest if ssl_seen => {
+                return Err((
+                    Some(stream),
+                    SessionError::Protocol("duplicate SSLRequest"),
+                ));
+            }
+            StartupPacket::GssEncRequest if gss_seen => {
+                return Err((
+                    Some(stream),
+                    SessionError::Protocol("duplicate GSSENCRequest"),
+                ));
+            }
             StartupPacket::SslRequest => {
+                ssl_seen = true;
                 let ClientStream::Plain(mut tcp) = stream else {
                     return Err((
                         Some(stream),
@@ -91,6 +107,7 @@ pub async fn negotiate(
                 stream = ClientStream::Tls(Box::new(tls));
             }
             StartupPacket::GssEncRequest => {
+                gss_seen = true;
                 if let Err(e) = stream.write_all(b"N").await {
                     return Err((None, SessionError::Io(e)));
                 }
