@@ -25,10 +25,15 @@ enum Command {
         #[arg(long, short, default_value = "config/pgcloak.yaml")]
         config: PathBuf,
     },
-    /// Validate the configuration and exit (non-zero on errors).
+    /// Validate the configuration, policy and keys and exit (non-zero on errors).
     Check {
         #[arg(long, short, default_value = "config/pgcloak.yaml")]
         config: PathBuf,
+        /// Also check the policy against the live schema: every column exists and is
+        /// bytea, and carries the envelope CHECK constraint (the DDL for missing ones
+        /// is printed). Names the databases to check (default: catalog.databases).
+        #[arg(long, num_args = 0..)]
+        database: Option<Vec<String>>,
     },
     /// Start a throwaway PostgreSQL with pgcloak in front of it, until Ctrl-C.
     Demo {
@@ -45,7 +50,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config } => serve(config),
-        Command::Check { config } => check(config),
+        Command::Check { config, database } => check(config, database),
         Command::Demo { port, keep } => demo(port, keep),
     }
 }
@@ -57,7 +62,7 @@ fn load_config(path: &std::path::Path) -> Result<Config, ExitCode> {
     })
 }
 
-fn check(path: PathBuf) -> ExitCode {
+fn check(path: PathBuf, databases: Option<Vec<String>>) -> ExitCode {
     let cfg = match load_config(&path) {
         Ok(c) => c,
         Err(code) => return code,
@@ -81,20 +86,72 @@ fn check(path: PathBuf) -> ExitCode {
             }
         }
     }
+    let mut missing_constraints = false;
     if !ok {
         // Shared::new would report the same userlist problems again.
-    } else if let Err(e) = pgcloak::server::Shared::new(cfg.clone()) {
-        eprintln!("error: {}: {e}", path.display());
-        ok = false;
+    } else {
+        match pgcloak::server::Shared::new(cfg.clone()) {
+            Err(e) => {
+                eprintln!("error: {}: {e}", path.display());
+                ok = false;
+            }
+            Ok(shared) => {
+                if let Some(dbs) = databases {
+                    let dbs = if dbs.is_empty() {
+                        cfg.catalog
+                            .as_ref()
+                            .map(|c| c.databases.clone())
+                            .unwrap_or_default()
+                    } else {
+                        dbs
+                    };
+                    if shared.protection.is_none() {
+                        eprintln!("error: {}: --database needs a `policy`", path.display());
+                        ok = false;
+                    } else if dbs.is_empty() {
+                        eprintln!(
+                            "error: {}: name the databases (--database NAME) or list them in catalog.databases",
+                            path.display()
+                        );
+                        ok = false;
+                    } else {
+                        let found = match tokio::runtime::Builder::new_current_thread()
+                            .enable_all()
+                            .build()
+                        {
+                            Ok(rt) => rt.block_on(pgcloak::server::check_databases(&shared, &dbs)),
+                            Err(e) => {
+                                eprintln!("error: cannot start the runtime: {e}");
+                                return ExitCode::FAILURE;
+                            }
+                        };
+                        for e in &found.errors {
+                            eprintln!("error: {e}");
+                            ok = false;
+                        }
+                        for (what, ddl) in &found.missing_constraints {
+                            eprintln!("warning: {what}; add it with:\n    {ddl}");
+                            missing_constraints = true;
+                        }
+                    }
+                }
+            }
+        }
     }
     for w in cfg.warnings() {
         eprintln!("warning: {}: {}", path.display(), w.0);
     }
-    if ok {
+    if !ok {
+        ExitCode::from(2)
+    } else if missing_constraints {
+        println!(
+            "{}: OK, but protected columns lack their envelope CHECK constraint (see above)",
+            path.display()
+        );
+        ExitCode::from(1)
+    } else {
         println!("{}: OK", path.display());
         ExitCode::SUCCESS
-    } else {
-        ExitCode::from(2)
     }
 }
 

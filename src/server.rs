@@ -148,6 +148,46 @@ pub fn load_protection(
     )))
 }
 
+/// What `check --database` (and startup) found in the live schema.
+#[derive(Default)]
+pub struct DatabaseCheck {
+    /// Policy columns that do not resolve (missing, not bytea, ...): fatal.
+    pub errors: Vec<String>,
+    /// Protected columns without the envelope CHECK constraint, with the DDL to add it.
+    pub missing_constraints: Vec<(String, String)>,
+}
+
+/// Checks the policy against each database's live schema.
+pub async fn check_databases(shared: &Shared, databases: &[String]) -> DatabaseCheck {
+    let mut out = DatabaseCheck::default();
+    let Some(catalog) = &shared.catalog else {
+        return out;
+    };
+    for db in databases {
+        match catalog.snapshot(db).await {
+            Ok(snap) => {
+                for p in snap.problems() {
+                    out.errors.push(format!("database {db}: {p}"));
+                }
+            }
+            Err(e) => {
+                out.errors.push(format!("database {db}: {e}"));
+                continue;
+            }
+        }
+        match catalog.check_constraints(db).await {
+            Ok(missing) => {
+                for m in missing {
+                    out.missing_constraints
+                        .push((format!("database {db}: {}", m.describe()), m.ddl()));
+                }
+            }
+            Err(e) => out.errors.push(format!("database {db}: {e}")),
+        }
+    }
+    out
+}
+
 /// A bound listener, ready to serve.
 pub struct Server {
     listener: TcpListener,
@@ -158,6 +198,29 @@ impl Server {
     pub async fn bind(config: Config) -> Result<Server, ServerError> {
         let addr = config.listen.clone();
         let shared = Arc::new(Shared::new(config)?);
+        // A policy column that does not resolve in a configured database is a startup
+        // error; a missing envelope CHECK constraint is a warning (an error with `strict`).
+        let databases = shared
+            .config
+            .catalog
+            .as_ref()
+            .map(|c| c.databases.clone())
+            .unwrap_or_default();
+        if shared.protection.is_some() && !databases.is_empty() {
+            let found = check_databases(&shared, &databases).await;
+            if !found.errors.is_empty() {
+                return Err(ServerError::Catalog(found.errors.join("; ")));
+            }
+            for (what, ddl) in &found.missing_constraints {
+                warn!(target: "pgcloak::policy", problem = %what, fix = %ddl, "protected column lacks its envelope CHECK constraint");
+            }
+            if shared.config.strict && !found.missing_constraints.is_empty() {
+                return Err(ServerError::Catalog(format!(
+                    "strict: {} protected column(s) lack the envelope CHECK constraint; run `pgcloak check --database` for the DDL",
+                    found.missing_constraints.len()
+                )));
+            }
+        }
         let listener = TcpListener::bind(&addr)
             .await
             .map_err(|source| ServerError::Bind { addr, source })?;
