@@ -35,6 +35,13 @@ enum Command {
         #[arg(long, num_args = 0..)]
         database: Option<Vec<String>>,
     },
+    /// Print a new keyring, or with --file create one (mode 0600) or append a new
+    /// active key to it. Deterministic columns stay pinned to their key.
+    Keygen {
+        /// The keyring file to create or extend (default: print a new keyring).
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
     /// Start a throwaway PostgreSQL with pgcloak in front of it, until Ctrl-C.
     Demo {
         /// Port pgcloak listens on (default: a free one).
@@ -52,6 +59,7 @@ fn main() -> ExitCode {
         Command::Serve { config } => serve(config),
         Command::Check { config, database } => check(config, database),
         Command::Demo { port, keep } => demo(port, keep),
+        Command::Keygen { file } => keygen(file),
     }
 }
 
@@ -215,5 +223,48 @@ fn demo(port: Option<u16>, keep: bool) -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn keygen(file: Option<PathBuf>) -> ExitCode {
+    use pgcloak::crypto::{keygen, keygen_to_file, KeygenOutcome, KEYRING_LOSS_WARNING};
+    match file {
+        None => match keygen(None) {
+            Ok(text) => {
+                print!("{}", text.as_str());
+                eprintln!("{KEYRING_LOSS_WARNING}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Some(path) => match keygen_to_file(&path) {
+            Ok(KeygenOutcome::Created { key_id }) => {
+                eprintln!(
+                    "created {} (mode 0600) with key {key_id}, active.\n{KEYRING_LOSS_WARNING}",
+                    path.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Ok(KeygenOutcome::Appended {
+                key_id,
+                previous_active,
+                deterministic_key_id,
+            }) => {
+                eprintln!(
+                    "added key {key_id} to {} and made it active (was {previous_active}). \
+                     Randomized columns use it now; deterministic columns stay on key \
+                     {deterministic_key_id} until re-encrypted.\n{KEYRING_LOSS_WARNING}",
+                    path.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }

@@ -22,7 +22,11 @@ async fn setup(name: &str, trust_identity: bool) -> (String, Proxy, tempfile::Te
         ))
         .await
         .unwrap();
-    for (r, inherit) in [("member", "INHERIT"), ("noinherit", "NOINHERIT"), ("outsider", "INHERIT")] {
+    for (r, inherit) in [
+        ("member", "INHERIT"),
+        ("noinherit", "NOINHERIT"),
+        ("outsider", "INHERIT"),
+    ] {
         let role = format!("{name}_{r}");
         c.create_role(&role, Some(PW)).await;
         admin
@@ -88,14 +92,22 @@ async fn group_membership_grants_plaintext_but_noinherit_does_not() {
     let member = common::connect(&proxy.config(&db, "ar_groups_member", PW)).await;
     assert_eq!(ssn(&member).await.as_deref(), Some("123-45-6789"));
     let noinherit = common::connect(&proxy.config(&db, "ar_groups_noinherit", PW)).await;
-    assert_eq!(ssn(&noinherit).await, None, "NOINHERIT membership granted plaintext");
+    assert_eq!(
+        ssn(&noinherit).await,
+        None,
+        "NOINHERIT membership granted plaintext"
+    );
     // SET ROLE to the group is allowed by PostgreSQL for a member, but pgcloak's
     // rights come from the login, not from SET ROLE.
     noinherit
         .batch_execute("SET ROLE ar_groups_readers")
         .await
         .unwrap();
-    assert_eq!(ssn(&noinherit).await, None, "SET ROLE added decryption rights");
+    assert_eq!(
+        ssn(&noinherit).await,
+        None,
+        "SET ROLE added decryption rights"
+    );
     // A role that cannot use the group: PostgreSQL refuses SET ROLE, pgcloak grants nothing.
     let outsider = common::connect(&proxy.config(&db, "ar_groups_outsider", PW)).await;
     let err = outsider.batch_execute("SET ROLE ar_groups_readers").await;
@@ -112,7 +124,11 @@ async fn group_membership_grants_plaintext_but_noinherit_does_not() {
 async fn a_role_admitted_by_trust_is_public_unless_configured() {
     let (db, proxy, _dir) = setup("ar_trust", false).await;
     let trusty = common::connect(&proxy.config(&db, TRUST_USER, "")).await;
-    assert_eq!(ssn(&trusty).await, None, "a trust-admitted role got plaintext");
+    assert_eq!(
+        ssn(&trusty).await,
+        None,
+        "a trust-admitted role got plaintext"
+    );
     drop(proxy);
     let (db, proxy, _dir) = setup("ar_trust2", true).await;
     let trusty = common::connect(&proxy.config(&db, TRUST_USER, "")).await;

@@ -165,7 +165,9 @@ impl DataPath {
         if tag != b'S' {
             return;
         }
-        if let Ok((name, value)) = decode_parameter_status(&Frame::from_encoded(Bytes::copy_from_slice(msg))) {
+        if let Ok((name, value)) =
+            decode_parameter_status(&Frame::from_encoded(Bytes::copy_from_slice(msg)))
+        {
             // An unsupported setting only matters when a protected value is converted,
             // and the conversion reports it then.
             let _ = self.codec.update(&name, &value);
@@ -223,9 +225,11 @@ impl DataPath {
         let (transform, upstream_binary, pop) = match self.expect.front() {
             Some(Expect::DescribeStatement { transform, .. }) => (transform.clone(), false, true),
             Some(Expect::DescribePortal { transform }) => (transform.clone(), true, true),
-            Some(Expect::Simple(stmts)) => {
-                (stmts.front().and_then(|s| s.transform.clone()), false, false)
-            }
+            Some(Expect::Simple(stmts)) => (
+                stmts.front().and_then(|s| s.transform.clone()),
+                false,
+                false,
+            ),
             _ => (None, false, false),
         };
         if pop {
@@ -243,7 +247,10 @@ impl DataPath {
                 let known = transform
                     .as_ref()
                     .and_then(|t| t.shape.columns.get(i))
-                    .map(|c| c.lineage == Lineage::Encrypted(col) || matches!(c.lineage, Lineage::Encrypted(_)));
+                    .map(|c| {
+                        c.lineage == Lineage::Encrypted(col)
+                            || matches!(c.lineage, Lineage::Encrypted(_))
+                    });
                 if known != Some(true) {
                     return Err(DataPathError::Refused(format!(
                         "result column {} comes from protected column {} but pgcloak could not \
@@ -288,7 +295,11 @@ impl DataPath {
             f.type_oid = oid;
             f.type_len = len;
             f.type_mod = -1;
-            f.format = if pop && !upstream_binary { 0 } else { a.client_format };
+            f.format = if pop && !upstream_binary {
+                0
+            } else {
+                a.client_format
+            };
         }
         encode_row_description(&fields, out);
         if !pop {
@@ -369,7 +380,8 @@ impl DataPath {
                             ))
                         })?)
                     };
-                    let rendered = render(prot, &self.codec, a.col, a.view, &envelope, a.client_format)?;
+                    let rendered =
+                        render(prot, &self.codec, a.col, a.view, &envelope, a.client_format)?;
                     put_value(out, rendered.as_deref());
                 }
                 (_, v) => put_value(out, *v),
@@ -493,7 +505,8 @@ mod tests {
             &redact_detail(b"Key (phone)=(\\x706301ab) already exists.")[..],
             b"Key (phone)=(redacted by pgcloak)"
         );
-        assert!(redact_detail(b"Failing row contains (1, secret).")
-            .starts_with(b"(detail redacted"));
+        assert!(
+            redact_detail(b"Failing row contains (1, secret).").starts_with(b"(detail redacted")
+        );
     }
 }

@@ -7,15 +7,13 @@ use bytes::{Bytes, BytesMut};
 
 use super::values::{encrypt_param, encrypt_text_literal};
 use super::{
-    DataPath, DataPathError, Expect, Portal, Prepared, Protection, ResultTransform,
-    SimpleStatement,
+    DataPath, DataPathError, Expect, Portal, Prepared, Protection, ResultTransform, SimpleStatement,
 };
 use crate::policy::LogicalType;
 use crate::session::relay::Flow;
 use crate::sql::rewrite::{rewrite, RewriteError};
 use crate::sql::{
-    may_mention, AnalysisContext, CopyDirection, Lineage, ResultShape, StatementKind,
-    StatementPlan,
+    may_mention, AnalysisContext, CopyDirection, Lineage, ResultShape, StatementKind, StatementPlan,
 };
 use crate::wire::extended::{
     decode_execute, decode_query, decode_target, encode_query, format_for, Bind, Parse, Target,
@@ -201,13 +199,13 @@ impl DataPath {
                 injected_error: false,
             });
             if let Some(c) = &plan.copy {
-                if c.direction == CopyDirection::FromStdin && c.fields.iter().any(Option::is_some)
-                {
+                if c.direction == CopyDirection::FromStdin && c.fields.iter().any(Option::is_some) {
                     self.pending_copy_in = Some(Arc::new(c.clone()));
                 }
             }
             if let Some(p) = &plan.prepare {
-                self.sql_prepared.insert(p.name.clone(), p.statement.clone());
+                self.sql_prepared
+                    .insert(p.name.clone(), p.statement.clone());
             }
         }
         // EXECUTE name(args) alone: splice its literal arguments.
@@ -384,7 +382,13 @@ impl DataPath {
         let plans: Vec<&StatementPlan> = analysis
             .plans
             .iter()
-            .filter(|p| !(p.kind == StatementKind::Other && !p.touches_policy && p.rejection.is_none() && p.result.is_none()) || analysis.plans.len() == 1)
+            .filter(|p| {
+                !(p.kind == StatementKind::Other
+                    && !p.touches_policy
+                    && p.rejection.is_none()
+                    && p.result.is_none())
+                    || analysis.plans.len() == 1
+            })
             .collect();
         let [plan] = plans.as_slice() else {
             return Err(DataPathError::Refused(
@@ -479,14 +483,26 @@ impl DataPath {
                 if t.shape.plain_tail {
                     // Unknown trailing columns: only a single format code can cover them.
                     if bind.result_formats.len() > 1 {
-                        return self.refuse_bind(&bind.portal, "per-column result formats with SELECT * on a protected table", out);
+                        return self.refuse_bind(
+                            &bind.portal,
+                            "per-column result formats with SELECT * on a protected table",
+                            out,
+                        );
                     }
                 }
-                if !t.shape.plain_tail || formats.iter().all(|&f| f == format_for(&bind.result_formats, 0)) {
+                if !t.shape.plain_tail
+                    || formats
+                        .iter()
+                        .all(|&f| f == format_for(&bind.result_formats, 0))
+                {
                     bind.result_formats = formats;
                     changed = true;
                 } else {
-                    return self.refuse_bind(&bind.portal, "mixed result formats with SELECT * on a protected table", out);
+                    return self.refuse_bind(
+                        &bind.portal,
+                        "mixed result formats with SELECT * on a protected table",
+                        out,
+                    );
                 }
             }
         }
@@ -505,9 +521,15 @@ impl DataPath {
         Ok(())
     }
 
-    fn refuse_bind(&mut self, portal: &str, what: &str, out: &mut BytesMut) -> Result<(), DataPathError> {
+    fn refuse_bind(
+        &mut self,
+        portal: &str,
+        what: &str,
+        out: &mut BytesMut,
+    ) -> Result<(), DataPathError> {
         self.portals.remove(portal);
-        let e = DataPathError::Refused(format!("pgcloak does not support {what}; list the columns"));
+        let e =
+            DataPathError::Refused(format!("pgcloak does not support {what}; list the columns"));
         self.inject_extended_failure(&e, &[b'1', b'2'], out);
         Ok(())
     }

@@ -189,4 +189,3 @@ impl DataPath {
         self.roles = roles;
     }
 }
-
