@@ -238,3 +238,39 @@ fn regex_like_phone(text: &str) -> Option<String> {
         .then(|| String::from_utf8_lossy(w).into_owned())
     })
 }
+
+/// The shipped config/pgcloak.yaml and config/policy.yaml pass `pgcloak check` once a
+/// keyring exists and the catalog password is in the environment; without the keyring,
+/// check fails and names the file.
+#[test]
+fn shipped_config_passes_check_once_a_keyring_exists() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config");
+    std::fs::create_dir_all(config.join("keys")).unwrap();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    for f in ["pgcloak.yaml", "policy.yaml"] {
+        std::fs::copy(repo.join(f), config.join(f)).unwrap();
+    }
+    let check = || {
+        Command::new(env!("CARGO_BIN_EXE_pgcloak"))
+            .args(["check", "--config", "config/pgcloak.yaml"])
+            .current_dir(dir.path())
+            .env("PGCLOAK_CATALOG_PASSWORD", "not-used-by-check")
+            .output()
+            .unwrap()
+    };
+    let out = check();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("master.keys"), "{err}");
+
+    pgcloak::crypto::keygen_to_file(&config.join("keys/master.keys")).unwrap();
+    let out = check();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("OK"));
+}
