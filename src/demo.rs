@@ -360,7 +360,9 @@ fn db_error(e: tokio_postgres::Error) -> String {
 /// Loads the customers through pgcloak with COPY, so they are stored encrypted.
 async fn load_customers(proxy_port: u16, rows: &[Customer]) -> Result<(), DemoError> {
     let app = connect(
-        &format!("host=127.0.0.1 port={proxy_port} user=crm_app password={DEMO_PASSWORD} dbname=crm"),
+        &format!(
+            "host=127.0.0.1 port={proxy_port} user=crm_app password={DEMO_PASSWORD} dbname=crm"
+        ),
         "connect to pgcloak as crm_app",
     )
     .await?;
@@ -421,7 +423,9 @@ async fn self_check(proxy_port: u16, phone: &str) -> Result<Checked, DemoError> 
 }
 
 fn search_sql(phone: &str) -> String {
-    format!("SELECT id, full_name, phone, email, loyalty_tier FROM customers WHERE phone = '{phone}'")
+    format!(
+        "SELECT id, full_name, phone, email, loyalty_tier FROM customers WHERE phone = '{phone}'"
+    )
 }
 
 /// LIKE on an encrypted column cannot be answered on ciphertexts: refused with 0A000.
@@ -515,7 +519,8 @@ pub async fn run_demo(port: Option<u16>, keep: bool) -> Result<(), DemoError> {
     });
     let config_dir = shipped_config_dir()?;
     let policy_path = config_dir.join("policy.yaml");
-    let policy = Policy::load(&policy_path, 1).map_err(|e| step("config/policy.yaml")(e.to_string()))?;
+    let policy =
+        Policy::load(&policy_path, 1).map_err(|e| step("config/policy.yaml")(e.to_string()))?;
 
     let root = TempRoot {
         path: std::env::temp_dir().join(format!("pgcloak-demo-{}", std::process::id())),
@@ -589,7 +594,10 @@ pub async fn run_demo(port: Option<u16>, keep: bool) -> Result<(), DemoError> {
         root.path.join("keys/master.keys").display(),
         cluster.dir.join("postgres.log").display()
     );
-    println!("PostgreSQL data directory: {}", cluster.data_dir().display());
+    println!(
+        "PostgreSQL data directory: {}",
+        cluster.data_dir().display()
+    );
     println!();
     print!(
         "{}",

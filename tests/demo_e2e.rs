@@ -141,7 +141,10 @@ fn demo_prints_working_commands_and_cleans_up_on_ctrl_c() {
         "search",
         "refused",
     ] {
-        assert!(commands.contains_key(tag), "no [{tag}] command in:\n{output}");
+        assert!(
+            commands.contains_key(tag),
+            "no [{tag}] command in:\n{output}"
+        );
     }
     let temp_dir = lines
         .iter()
@@ -175,14 +178,20 @@ fn demo_prints_working_commands_and_cleans_up_on_ctrl_c() {
     let (ok, agent) = run_printed(&commands["support_agent"].1);
     assert!(ok, "{agent}");
     assert!(agent.contains("*******"), "{agent}");
-    assert!(regex_like_phone(&agent).is_none(), "a plaintext phone: {agent}");
+    assert!(
+        regex_like_phone(&agent).is_none(),
+        "a plaintext phone: {agent}"
+    );
     assert!(agent.contains("(5 rows)"), "{agent}");
 
     // Marketing and auditor commands run; the auditor sees envelopes.
     let (ok, mkt) = run_printed(&commands["marketing"].1);
     assert!(ok, "{mkt}");
     assert!(regex_like_phone(&mkt).is_none(), "{mkt}");
-    assert!(!mkt.contains('@'), "marketing sees an e-mail address: {mkt}");
+    assert!(
+        !mkt.contains('@'),
+        "marketing sees an e-mail address: {mkt}"
+    );
     let (ok, aud) = run_printed(&commands["auditor"].1);
     assert!(ok, "{aud}");
     assert!(aud.contains("\\x706301"), "{aud}");
@@ -191,7 +200,10 @@ fn demo_prints_working_commands_and_cleans_up_on_ctrl_c() {
     let (ok, direct) = run_printed(&commands["direct"].1);
     assert!(ok, "{direct}");
     assert!(direct.contains("\\x706301"), "{direct}");
-    assert!(regex_like_phone(&direct).is_none(), "plaintext in the database: {direct}");
+    assert!(
+        regex_like_phone(&direct).is_none(),
+        "plaintext in the database: {direct}"
+    );
     assert!(!direct.contains(&plain_phone));
 
     // The equality search finds one customer and shows the last three digits.

@@ -101,7 +101,13 @@ const PREFIXES: &[&str] = &[
     "077", "078", "079", "081", "082", "083", "084", "085", "086", "088", "089", "090", "091",
     "093", "094", "096", "097", "098", "099",
 ];
-const DOMAINS: &[&str] = &["gmail.com", "yahoo.com.vn", "outlook.com", "icloud.com", "fpt.vn"];
+const DOMAINS: &[&str] = &[
+    "gmail.com",
+    "yahoo.com.vn",
+    "outlook.com",
+    "icloud.com",
+    "fpt.vn",
+];
 /// (province, CCCD province code, a district in it)
 const PLACES: &[(&str, &str, &str)] = &[
     ("TP. Hồ Chí Minh", "079", "Quận 1"),
@@ -185,10 +191,10 @@ pub fn customers(count: usize, seed: u64) -> Vec<Customer> {
         let month = 1 + rng.below(12);
         let day = 1 + rng.below(28);
         let female = middle == "Thị" || rng.below(2) == 1;
-        let (province, code, district) = rng
-            .pick(PLACES)
-            .copied()
-            .unwrap_or(("Hà Nội", "001", "Quận Hoàn Kiếm"));
+        let (province, code, district) =
+            rng.pick(PLACES)
+                .copied()
+                .unwrap_or(("Hà Nội", "001", "Quận Hoàn Kiếm"));
         // CCCD: province code, century+sex digit, two-digit birth year, six digits.
         let century_sex = match (year >= 2000, female) {
             (false, false) => 0,
@@ -241,13 +247,20 @@ mod tests {
         assert_eq!(ids.len(), 2000);
         for c in &a {
             assert_eq!(c.phone.len(), 10);
-            assert!(["03", "05", "07", "08", "09"].contains(&&c.phone[..2]), "{}", c.phone);
+            assert!(
+                ["03", "05", "07", "08", "09"].contains(&&c.phone[..2]),
+                "{}",
+                c.phone
+            );
             assert_eq!(c.national_id.len(), 12);
             assert!(c.national_id.bytes().all(|b| b.is_ascii_digit()));
             assert!(c.email.is_ascii() && c.email.contains('@'));
             assert_eq!(c.copy_line().matches('\t').count(), 8);
             assert!(!c.copy_line().contains('\\'));
         }
-        assert!(a.iter().any(|c| !c.full_name.is_ascii()), "names carry diacritics");
+        assert!(
+            a.iter().any(|c| !c.full_name.is_ascii()),
+            "names carry diacritics"
+        );
     }
 }
