@@ -1,5 +1,10 @@
-//! tracing setup: text for humans, JSON (one object per line) for pipelines.
-//! `RUST_LOG`, when set, overrides the configured level/filter.
+//! tracing setup: text for humans, JSON (one object per line, fields flattened:
+//! `timestamp`, `level`, `target`, `message`, then the event's own fields) for
+//! pipelines. Levels: `log.level` plus per-target `log.levels`; `RUST_LOG`, when
+//! set, overrides both.
+//!
+//! Targets: `pgcloak::session`, `::auth`, `::sql`, `::crypto`, `::policy`,
+//! `::catalog`, `::admin`, `::audit`.
 
 use tracing_subscriber::EnvFilter;
 
@@ -9,7 +14,7 @@ pub fn init(cfg: &LogConfig) {
     let filter = std::env::var("RUST_LOG")
         .ok()
         .and_then(|v| EnvFilter::try_new(v).ok())
-        .or_else(|| EnvFilter::try_new(&cfg.level).ok())
+        .or_else(|| EnvFilter::try_new(cfg.filter_directive()).ok())
         .unwrap_or_else(|| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

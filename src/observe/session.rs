@@ -1,0 +1,271 @@
+//! Per-session accounting, kept in a task-local so the data path reports its
+//! decisions with one-line calls and no extra state of its own.
+//!
+//! [`scope`] wraps a connection's task: it counts the connection, and at the end
+//! emits the session's decryption counts to the audit trail. Statement cycles
+//! (first client message to ReadyForQuery) give the latency split: time in
+//! pgcloak's handlers versus the rest (upstream and the network).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use tracing::{debug, warn};
+
+use super::{audit, fingerprint, metrics};
+use crate::datapath::DataPathError;
+use crate::policy::{ColumnPolicy, Policy, View};
+use crate::sql::{Fingerprint, Lineage, StatementKind, StatementPlan};
+
+/// Process-wide settings read once from the config.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Settings {
+    pub slow_statement: Option<Duration>,
+    pub log_statements: bool,
+}
+
+static SETTINGS: OnceLock<Settings> = OnceLock::new();
+
+pub fn init(settings: Settings) {
+    let _ = SETTINGS.set(settings);
+}
+
+fn settings() -> Settings {
+    SETTINGS.get().copied().unwrap_or_default()
+}
+
+#[derive(Default)]
+struct SessionObs {
+    client: String,
+    role: Option<String>,
+    /// Values sent in plaintext or masked, per (column, view), for the whole session.
+    values_out: HashMap<(String, &'static str), u64>,
+    /// Values withheld (masked, null, deny, ciphertext) in the current cycle.
+    withheld: HashMap<(String, &'static str), u64>,
+    fingerprint: Option<String>,
+    cycle_start: Option<Instant>,
+    handler: Duration,
+}
+
+tokio::task_local! {
+    static SESSION: Arc<Mutex<SessionObs>>;
+}
+
+fn with<R>(f: impl FnOnce(&mut SessionObs) -> R) -> Option<R> {
+    SESSION
+        .try_with(|s| f(&mut s.lock().unwrap_or_else(|p| p.into_inner())))
+        .ok()
+}
+
+/// Runs one connection's task with its accounting.
+pub async fn scope<F: Future<Output = ()>>(peer: SocketAddr, fut: F) {
+    metrics::connection_opened();
+    let obs = SessionObs {
+        client: peer.to_string(),
+        ..Default::default()
+    };
+    let cell = Arc::new(Mutex::new(obs));
+    SESSION.scope(cell.clone(), fut).await;
+    metrics::connection_closed();
+    let obs = std::mem::take(&mut *cell.lock().unwrap_or_else(|p| p.into_inner()));
+    if let Some(role) = &obs.role {
+        let mut counts: Vec<_> = obs
+            .values_out
+            .into_iter()
+            .map(|((c, v), n)| (c, v, n))
+            .collect();
+        counts.sort();
+        audit::session_values(role, &obs.client, counts);
+    }
+}
+
+/// A session passed authentication (called by the session once it is open).
+pub fn session_opened(role: &str, database: &str, auth_method: &str, verified: bool) {
+    let client = with(|s| {
+        s.role = Some(role.to_string());
+        s.client.clone()
+    })
+    .unwrap_or_default();
+    audit::session_opened(role, database, &client, auth_method, verified);
+}
+
+/// A session ended with an error (`SessionError::label()`).
+pub fn session_error(cause: &'static str) {
+    metrics::connection_error(cause);
+}
+
+/// One value encrypted for `col`.
+pub fn encrypted(col: &ColumnPolicy) {
+    metrics::value_encrypted(col.qualified_name());
+}
+
+/// One protected value leaves for the client under `view`.
+pub fn decrypted_or_withheld(col: &ColumnPolicy, view: View) {
+    let name = col.qualified_name();
+    let v = view.name();
+    metrics::value_out(name.clone(), v);
+    with(|s| {
+        if matches!(view, View::Plaintext | View::Masked) {
+            *s.values_out.entry((name.clone(), v)).or_default() += 1;
+        }
+        if view != View::Plaintext {
+            *s.withheld.entry((name, v)).or_default() += 1;
+        }
+    });
+}
+
+/// A statement forwarded without analysis (it cannot name a protected column).
+pub fn statement_fast_path(sql: &str) {
+    metrics::statement("unanalysed", "passthrough");
+    let st = settings();
+    if st.slow_statement.is_some() || st.log_statements {
+        let fp = crate::sql::fingerprint(sql);
+        note_statement(&fp, &["unanalysed"], &[], st);
+    }
+}
+
+/// A statement the analyser planned (`plans` in order).
+pub fn statement_analysed(fp: &Fingerprint, plans: &[StatementPlan], policy: &Policy) {
+    let mut kinds = Vec::with_capacity(plans.len());
+    let mut tables: Vec<String> = Vec::new();
+    for p in plans {
+        let kind = kind_label(p.kind);
+        metrics::statement(kind, "analysed");
+        kinds.push(kind);
+        for col in plan_columns(p) {
+            if let Some(c) = policy.get(col) {
+                let t = c.table.to_string();
+                if !tables.contains(&t) {
+                    tables.push(t);
+                }
+            }
+        }
+    }
+    tables.sort();
+    note_statement(fp, &kinds, &tables, settings());
+}
+
+fn note_statement(fp: &Fingerprint, kinds: &[&str], tables: &[String], st: Settings) {
+    let id = fingerprint::fingerprint(&fp.text, kinds, tables);
+    if st.log_statements {
+        debug!(target: "pgcloak::sql", fingerprint = %id, kind = kinds.join(","),
+            tables = tables.join(","), statement = %fingerprint::redacted(&fp.text), "statement");
+    }
+    with(|s| s.fingerprint = Some(id));
+}
+
+/// pgcloak refused a statement or a result (fail closed).
+pub fn rejected(err: &DataPathError) {
+    let reason = reason_label(err);
+    metrics::rejection(reason);
+    let (role, fp) = with(|s| (s.role.clone(), s.fingerprint.clone())).unwrap_or_default();
+    audit::rejected(
+        role.as_deref().unwrap_or(""),
+        reason,
+        err.sqlstate(),
+        fp.as_deref(),
+    );
+}
+
+/// Time spent handling one client message.
+pub fn frontend_done(started: Instant) {
+    let spent = started.elapsed();
+    with(|s| {
+        s.cycle_start.get_or_insert(started);
+        s.handler += spent;
+    });
+}
+
+/// Time spent handling one upstream message; ReadyForQuery ends the cycle.
+pub fn backend_done(started: Instant, tag: u8) {
+    let spent = started.elapsed();
+    with(|s| s.handler += spent);
+    if tag == b'Z' {
+        cycle_end();
+    }
+}
+
+/// The end of a statement cycle: latency split, slow log, withholding events.
+pub fn cycle_end() {
+    let Some((start, handler, fp, role, withheld)) = with(|s| {
+        let start = s.cycle_start.take()?;
+        let handler = std::mem::take(&mut s.handler);
+        Some((
+            start,
+            handler,
+            s.fingerprint.clone(),
+            s.role.clone(),
+            std::mem::take(&mut s.withheld),
+        ))
+    })
+    .flatten() else {
+        return;
+    };
+    let total = start.elapsed();
+    let upstream = total.saturating_sub(handler);
+    metrics::latency(handler.as_secs_f64(), upstream.as_secs_f64());
+    if let Some(limit) = settings().slow_statement {
+        if total >= limit {
+            warn!(target: "pgcloak::sql", fingerprint = fp.as_deref().unwrap_or(""),
+                total_ms = total.as_secs_f64() * 1e3, pgcloak_ms = handler.as_secs_f64() * 1e3,
+                upstream_ms = upstream.as_secs_f64() * 1e3, "slow statement");
+        }
+    }
+    let role = role.unwrap_or_default();
+    let mut withheld: Vec<_> = withheld.into_iter().collect();
+    withheld.sort();
+    for ((col, view), n) in withheld {
+        audit::withheld(&role, &col, view, n, fp.as_deref());
+    }
+}
+
+fn kind_label(k: StatementKind) -> &'static str {
+    match k {
+        StatementKind::Select => "select",
+        StatementKind::Insert => "insert",
+        StatementKind::Update => "update",
+        StatementKind::Delete => "delete",
+        StatementKind::Copy => "copy",
+        StatementKind::Prepare => "prepare",
+        StatementKind::Execute => "execute",
+        StatementKind::Explain => "explain",
+        StatementKind::CreateView => "create_view",
+        StatementKind::CreateTableAs => "create_table_as",
+        StatementKind::Body => "body",
+        StatementKind::Other => "other",
+    }
+}
+
+fn reason_label(e: &DataPathError) -> &'static str {
+    match e {
+        DataPathError::Sql(_) => "unsupported_sql",
+        DataPathError::Codec { .. } => "invalid_value",
+        DataPathError::Crypto { .. } => "crypto",
+        DataPathError::Refused(_) => "refused",
+        DataPathError::Forbidden(_) => "denied",
+        DataPathError::PlanChanged(_) => "plan_changed",
+        DataPathError::Wire(_) => "malformed",
+    }
+}
+
+fn plan_columns(plan: &StatementPlan) -> impl Iterator<Item = crate::policy::ColumnRef> + '_ {
+    let result = plan.result.iter().flat_map(|r| {
+        r.columns.iter().filter_map(|c| match c.lineage {
+            Lineage::Encrypted(col) => Some(col),
+            _ => None,
+        })
+    });
+    plan.literals
+        .iter()
+        .map(|l| l.column)
+        .chain(plan.params.iter().map(|p| p.column))
+        .chain(plan.searched.iter().copied())
+        .chain(result)
+        .chain(
+            plan.copy
+                .iter()
+                .flat_map(|c| c.fields.iter().flatten().copied()),
+        )
+}
