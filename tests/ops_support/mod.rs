@@ -35,7 +35,7 @@ tables:
       type: text
       encryption: deterministic
       mask: {{ keep_last: 3 }}
-      access: {{ {p}_app: plaintext, {p}_agent: {agent_view} }}
+      access: {{ {p}_app: plaintext, {p}_agent: "{agent_view}", PUBLIC: masked }}
     national_id:
       type: text
       encryption: deterministic
