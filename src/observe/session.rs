@@ -240,6 +240,7 @@ fn kind_label(k: StatementKind) -> &'static str {
 
 fn reason_label(e: &DataPathError) -> &'static str {
     match e {
+        DataPathError::Sql(e) if e.sqlstate() == "42501" => "denied",
         DataPathError::Sql(_) => "unsupported_sql",
         DataPathError::Codec { .. } => "invalid_value",
         DataPathError::Crypto { .. } => "crypto",
