@@ -100,13 +100,13 @@ pub fn rejection(reason: &'static str) {
     counter!(REJECTIONS, "reason" => reason).increment(1);
 }
 
-pub fn value_encrypted(column: String) {
-    counter!(VALUES_ENCRYPTED, "column" => column).increment(1);
+pub fn value_encrypted(column: String, n: u64) {
+    counter!(VALUES_ENCRYPTED, "column" => column).increment(n);
 }
 
-/// One protected value sent to a client, by the view it got.
-pub fn value_out(column: String, view: &'static str) {
-    counter!(VALUES_DECRYPTED, "column" => column, "view" => view).increment(1);
+/// Protected values sent to a client, by the view they got.
+pub fn value_out(column: String, view: &'static str, n: u64) {
+    counter!(VALUES_DECRYPTED, "column" => column, "view" => view).increment(n);
 }
 
 pub fn latency(proxy_secs: f64, upstream_secs: f64) {

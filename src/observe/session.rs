@@ -16,7 +16,7 @@ use tracing::{debug, warn};
 
 use super::{audit, fingerprint, metrics};
 use crate::datapath::DataPathError;
-use crate::policy::{ColumnPolicy, Policy, View};
+use crate::policy::{ColumnRef, Policy, View};
 use crate::sql::{Fingerprint, Lineage, StatementKind, StatementPlan};
 
 /// Process-wide settings read once from the config.
@@ -45,6 +45,11 @@ struct SessionObs {
     /// Values withheld (masked, null, deny, ciphertext) in the current cycle.
     withheld: HashMap<(String, &'static str), u64>,
     fingerprint: Option<String>,
+    /// Per-cycle value counts keyed by (policy generation, column index, view),
+    /// flushed to the metrics and the session totals at the end of the cycle, so
+    /// the per-value cost is one hash-map increment.
+    pending_out: HashMap<(u64, u32, View), (String, u64)>,
+    pending_encrypted: HashMap<(u64, u32), (String, u64)>,
     cycle_start: Option<Instant>,
     handler: Duration,
 }
@@ -69,7 +74,8 @@ pub async fn scope<F: Future<Output = ()>>(peer: SocketAddr, fut: F) {
     let cell = Arc::new(Mutex::new(obs));
     SESSION.scope(cell.clone(), fut).await;
     metrics::connection_closed();
-    let obs = std::mem::take(&mut *cell.lock().unwrap_or_else(|p| p.into_inner()));
+    let mut obs = std::mem::take(&mut *cell.lock().unwrap_or_else(|p| p.into_inner()));
+    flush_values(&mut obs);
     if let Some(role) = &obs.role {
         let mut counts: Vec<_> = obs
             .values_out
@@ -96,24 +102,54 @@ pub fn session_error(cause: &'static str) {
     metrics::connection_error(cause);
 }
 
+fn name_of(policy: &Policy, col: ColumnRef) -> String {
+    policy
+        .get(col)
+        .map(|c| c.qualified_name())
+        .unwrap_or_else(|| "(unknown)".into())
+}
+
 /// One value encrypted for `col`.
-pub fn encrypted(col: &ColumnPolicy) {
-    metrics::value_encrypted(col.qualified_name());
+pub fn encrypted(policy: &Policy, col: ColumnRef) {
+    let counted = with(|s| {
+        s.pending_encrypted
+            .entry((policy.generation(), col.0))
+            .or_insert_with(|| (name_of(policy, col), 0))
+            .1 += 1;
+    });
+    if counted.is_none() {
+        metrics::value_encrypted(name_of(policy, col), 1);
+    }
 }
 
 /// One protected value leaves for the client under `view`.
-pub fn decrypted_or_withheld(col: &ColumnPolicy, view: View) {
-    let name = col.qualified_name();
-    let v = view.name();
-    metrics::value_out(name.clone(), v);
-    with(|s| {
+pub fn decrypted_or_withheld(policy: &Policy, col: ColumnRef, view: View) {
+    let counted = with(|s| {
+        s.pending_out
+            .entry((policy.generation(), col.0, view))
+            .or_insert_with(|| (name_of(policy, col), 0))
+            .1 += 1;
+    });
+    if counted.is_none() {
+        metrics::value_out(name_of(policy, col), view.name(), 1);
+    }
+}
+
+/// Moves the cycle's value counts into the metrics and the session totals.
+fn flush_values(s: &mut SessionObs) {
+    for (_, (name, n)) in s.pending_encrypted.drain() {
+        metrics::value_encrypted(name, n);
+    }
+    for ((_, _, view), (name, n)) in s.pending_out.drain() {
+        let v = view.name();
+        metrics::value_out(name.clone(), v, n);
         if matches!(view, View::Plaintext | View::Masked) {
-            *s.values_out.entry((name.clone(), v)).or_default() += 1;
+            *s.values_out.entry((name.clone(), v)).or_default() += n;
         }
         if view != View::Plaintext {
-            *s.withheld.entry((name, v)).or_default() += 1;
+            *s.withheld.entry((name, v)).or_default() += n;
         }
-    });
+    }
 }
 
 /// A statement forwarded without analysis (it cannot name a protected column).
@@ -190,6 +226,7 @@ pub fn backend_done(started: Instant, tag: u8) {
 /// The end of a statement cycle: latency split, slow log, withholding events.
 pub fn cycle_end() {
     let Some((start, handler, fp, role, withheld)) = with(|s| {
+        flush_values(s);
         let start = s.cycle_start.take()?;
         let handler = std::mem::take(&mut s.handler);
         Some((
