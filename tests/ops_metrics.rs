@@ -174,3 +174,33 @@ async fn readyz_follows_upstream_reachability() {
     assert_eq!(http_get(admin_port, "/nope").0, 404);
     drop(proxy);
 }
+
+#[tokio::test]
+async fn readyz_is_false_while_draining() {
+    let admin_port = common::cluster::free_port();
+    let db = common::fresh_db("ops_drain").await;
+    let mut proxy = common::Proxy::start(json!({
+        "admin": { "listen": format!("127.0.0.1:{admin_port}") },
+        "shutdown_timeout_secs": 5,
+    }));
+    let client = proxy.connect(&db).await;
+    assert_eq!(http_get(admin_port, "/readyz").0, 200);
+    let pid = proxy.pid().unwrap();
+    // SAFETY: signalling our own child process by pid.
+    unsafe {
+        libc::kill(pid as libc::pid_t, libc::SIGTERM);
+    }
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let (status, body) = loop {
+        let r = http_get(admin_port, "/readyz");
+        if r.0 != 200 || Instant::now() > deadline {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status, 503);
+    assert!(body.contains("draining"), "{body}");
+    assert_eq!(http_get(admin_port, "/healthz").0, 200);
+    drop(client);
+    assert!(proxy.terminate(Duration::from_secs(10)).is_some());
+}

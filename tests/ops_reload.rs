@@ -223,3 +223,64 @@ async fn policy_rewritten_20_times_under_pgbench_never_applies_an_invalid_versio
     assert!(log.contains("txet"), "{log}");
     assert_eq!(log.matches("\"event\":\"reload\"").count(), 20, "{log}");
 }
+
+fn sighup(f: &OpsFixture) {
+    let pid = f.proxy.pid().expect("proxy pid");
+    // SAFETY: signalling our own child process by pid.
+    unsafe {
+        libc::kill(pid as libc::pid_t, libc::SIGHUP);
+    }
+}
+
+async fn wait_reloads(f: &OpsFixture, want: (f64, f64)) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while reloads(f) != want {
+        assert!(
+            Instant::now() < deadline,
+            "reloads {:?}, want {want:?}",
+            reloads(f)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn sighup_reloads_and_a_broken_keyring_keeps_the_current_generation() {
+    let f = OpsFixture::new("ops_sighup", json!({ "reload_poll_ms": 0 })).await;
+    let app = f.client("app").await;
+    app.batch_execute("INSERT INTO customers (id, phone) VALUES (1, '0911000001')")
+        .await
+        .unwrap();
+    let agent = f.client("agent").await;
+    assert_eq!(phone_seen_by(&agent).await.as_deref(), Some("*******001"));
+
+    // With polling off, a file change alone does nothing.
+    std::fs::write(&f.policy_path, policy(&f.prefix, "plaintext")).unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(reloads(&f), (0.0, 0.0));
+    assert_eq!(phone_seen_by(&agent).await.as_deref(), Some("*******001"));
+    sighup(&f);
+    wait_reloads(&f, (1.0, 0.0)).await;
+    assert_eq!(phone_seen_by(&agent).await.as_deref(), Some("0911000001"));
+    assert_eq!(f.scrape().get("pgcloak_policy_generation"), 2.0);
+
+    // A keyring that does not parse: refused, generation 2 stays in force.
+    let keys = f.dir.path().join("master.keys");
+    std::fs::write(&keys, "not a keyring\n").unwrap();
+    sighup(&f);
+    wait_reloads(&f, (1.0, 1.0)).await;
+    assert_eq!(f.scrape().get("pgcloak_policy_generation"), 2.0);
+    assert_eq!(f.scrape().get("pgcloak_last_reload_success"), 0.0);
+    assert_eq!(phone_seen_by(&agent).await.as_deref(), Some("0911000001"));
+    let row = app
+        .query_one("SELECT phone FROM customers WHERE id = 1", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        row.get::<_, Option<String>>(0).as_deref(),
+        Some("0911000001")
+    );
+    let log = f.proxy.log();
+    assert!(log.contains("\"trigger\":\"sighup\""), "{log}");
+    assert_eq!(f.get("/readyz").0, 200, "the old generation is still valid");
+}
