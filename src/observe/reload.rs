@@ -78,6 +78,17 @@ fn stamp(path: &PathBuf) -> Stamp {
 /// Watches SIGHUP and the files until `shutdown` fires.
 pub async fn watch(shared: Arc<Shared>, shutdown: CancellationToken) {
     if shared.protection.is_none() {
+        // No policy: nothing to reload, but SIGHUP must not kill the process.
+        #[cfg(unix)]
+        if let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        {
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = hup.recv() => info!(target: LOG, "SIGHUP: no policy configured, nothing to reload"),
+                }
+            }
+        }
         return;
     }
     if let Some(p) = &shared.protection {
