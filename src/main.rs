@@ -206,6 +206,7 @@ fn demo(port: Option<u16>, keep: bool) -> ExitCode {
     pgcloak::observe::log::init(&pgcloak::config::LogConfig {
         format: pgcloak::config::LogFormat::Text,
         level: "warn".into(),
+        ..Default::default()
     });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -152,6 +152,7 @@ impl DataPath {
             }
         };
         if let Err(e) = result {
+            crate::observe::rejected(&e);
             // The client gets pgcloak's error instead of the rest of this cycle.
             out.extend_from_slice(&e.to_pg().encode());
             self.swallow_until_ready = true;

@@ -91,6 +91,7 @@ pub async fn run(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
                     end, "session closed"
                 ),
                 Err(e) => {
+                    crate::observe::session_error(e.label());
                     let level_warn = matches!(
                         e,
                         SessionError::Upstream(_) | SessionError::UpstreamProtocol(_)
@@ -251,6 +252,7 @@ async fn serve(
         auth_method = identity.method.name(), authenticated = identity.authenticated,
         tls = client.is_tls(), upstream_tls = upstream.is_tls(), "session opened"
     );
+    crate::observe::session_opened(&identity.role, &identity.database, identity.method.name(), identity.authenticated);
 
     let (mut client_r, mut client_w) = tokio::io::split(client);
     let (mut upstream_r, mut upstream_w) = tokio::io::split(upstream);

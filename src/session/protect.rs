@@ -128,8 +128,11 @@ pub struct FrontendData(pub Arc<Mutex<DataPath>>);
 
 impl MessageHandler for FrontendData {
     fn on_message(&mut self, msg: &[u8], out: &mut BytesMut) -> Result<Flow, SessionError> {
+        let started = std::time::Instant::now();
         let mut dp = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        dp.on_frontend(msg, out).map_err(SessionError::from)
+        let r = dp.on_frontend(msg, out).map_err(SessionError::from);
+        crate::observe::frontend_done(started);
+        r
     }
 }
 
@@ -138,8 +141,11 @@ pub struct BackendData(pub Arc<Mutex<DataPath>>);
 
 impl MessageHandler for BackendData {
     fn on_message(&mut self, msg: &[u8], out: &mut BytesMut) -> Result<Flow, SessionError> {
+        let started = std::time::Instant::now();
         let mut dp = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        dp.on_backend(msg, out).map_err(SessionError::from)
+        let r = dp.on_backend(msg, out).map_err(SessionError::from);
+        crate::observe::backend_done(started, msg[0]);
+        r
     }
 }
 
