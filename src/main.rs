@@ -55,6 +55,27 @@ enum Command {
         #[arg(long)]
         drop_ciphertext: bool,
     },
+    /// Re-encrypt columns under the active key, online; switches deterministic pins.
+    Reencrypt {
+        #[command(flatten)]
+        args: LifecycleArgs,
+    },
+    /// Key management.
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysAction {
+    /// Which key ids the stored values of each policy column reference.
+    Status {
+        #[arg(long, short, default_value = "config/pgcloak.yaml")]
+        config: PathBuf,
+        #[arg(long)]
+        database: String,
+    },
 }
 
 #[derive(clap::Args)]
@@ -95,6 +116,10 @@ fn main() -> ExitCode {
             args,
             drop_ciphertext,
         } => lifecycle(pgcloak::lifecycle::Kind::Decrypt, args, drop_ciphertext),
+        Command::Reencrypt { args } => lifecycle(pgcloak::lifecycle::Kind::Reencrypt, args, true),
+        Command::Keys {
+            action: KeysAction::Status { config, database },
+        } => keys_status(config, database),
     }
 }
 
@@ -205,6 +230,29 @@ fn demo(port: Option<u16>, keep: bool) -> ExitCode {
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+fn keys_status(config: PathBuf, database: String) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(pgcloak::lifecycle::keys_status(&config, &database)) {
+        Ok(report) => {
+            print!("{}", report.render());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code())
         }
     }
 }

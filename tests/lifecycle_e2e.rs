@@ -564,3 +564,130 @@ async fn types(c: &Client) -> Vec<(String, String, bool)> {
     .map(|r| (r.get(0), r.get(1), r.get(2)))
     .collect()
 }
+
+async fn shadow_present(d: &Client) -> bool {
+    d.query_one(
+        "SELECT count(*) FROM pg_attribute WHERE attrelid = 'accounts'::regclass \
+         AND attname = 'phone_pgcloak_new' AND NOT attisdropped",
+        &[],
+    )
+    .await
+    .unwrap()
+    .get::<_, i64>(0)
+        > 0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reencrypt_under_equality_search_finds_every_row_and_moves_the_pin() {
+    let n = rows().min(5_000);
+    let w = World::new("lc_rotate", n, "text").await;
+    let d = w.direct().await;
+    let expected = snapshot(&d).await;
+    w.run_ok(&["encrypt", "--drop-plaintext"]);
+    let keys_path = w.dir.path().join("master.keys");
+    let before = w.run_ok(&["keys", "status"]);
+    assert!(before.contains("key 1 (active): referenced by public.accounts.phone, public.accounts.birth, public.accounts.score"), "{before}");
+
+    // Rotate: a new active key; the deterministic column stays pinned to key 1 for now.
+    let old = pgcloak::crypto::Keyring::from_file(&keys_path).unwrap();
+    let (rotated, new_id) = old.with_new_active_key().unwrap();
+    std::fs::write(&keys_path, rotated.to_text().as_bytes()).unwrap();
+    let proxy = w.proxy();
+    let phones: Vec<(i32, String)> = expected
+        .iter()
+        .filter_map(|(id, v)| v[0].clone().map(|p| (*id, p)))
+        .collect();
+
+    // Equality searches through pgcloak while reencrypt runs. A search that completed
+    // while the shadow column still existed ran wholly before the cut-over; each must
+    // find its row.
+    let stop = Arc::new(AtomicBool::new(false));
+    let searcher = {
+        let app = w.app(&proxy).await;
+        let d2 = w.direct().await;
+        let phones = phones.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let (mut checked, mut i) = (0u64, 0usize);
+            while !stop.load(Ordering::SeqCst) {
+                let (id, phone) = &phones[(i * 7919) % phones.len()];
+                i += 1;
+                let rows = app
+                    .query("SELECT id FROM accounts WHERE phone = $1", &[phone])
+                    .await
+                    .unwrap();
+                let found = rows.iter().any(|r| r.get::<_, i32>(0) == *id);
+                if shadow_present(&d2).await {
+                    assert!(
+                        found,
+                        "row {id} missed by an equality search during reencrypt"
+                    );
+                    checked += 1;
+                }
+            }
+            checked
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let out = tokio::task::spawn_blocking({
+        let mut cmd = w.command(&[
+            "reencrypt",
+            "--batch-size",
+            "250",
+            "--max-rows-per-sec",
+            "4000",
+        ]);
+        move || cmd.output().unwrap()
+    })
+    .await
+    .unwrap();
+    stop.store(true, Ordering::SeqCst);
+    let checked = searcher.await.unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(
+        checked > 10,
+        "only {checked} searches ran during the backfill"
+    );
+    eprintln!("reencrypt: {checked} equality searches during the backfill\n{text}");
+
+    // The pin moved with the data.
+    let after_keys = pgcloak::crypto::Keyring::from_file(&keys_path).unwrap();
+    let phone_col = "public.accounts.phone";
+    assert_eq!(after_keys.deterministic_key_id(phone_col), new_id);
+    let status = w.run_ok(&["keys", "status"]);
+    assert!(
+        status.contains("key 1: referenced by no stored value"),
+        "{status}"
+    );
+    assert!(
+        status.contains(&format!(
+            "phone: deterministic writes with key {new_id}; key {new_id}: "
+        )),
+        "{status}"
+    );
+
+    // Running instances pick the pin up on reload; this proxy cannot reload its keyring
+    // yet, so it is restarted (docs/lifecycle.md).
+    drop(proxy);
+    let proxy = w.proxy();
+    let app = w.app(&proxy).await;
+    assert_eq!(snapshot(&app).await, expected);
+    for (id, phone) in phones.iter().step_by(50) {
+        let rows = app
+            .query("SELECT id FROM accounts WHERE phone = $1", &[phone])
+            .await
+            .unwrap();
+        assert!(
+            rows.iter().any(|r| r.get::<_, i32>(0) == *id),
+            "row {id} missed after rotation"
+        );
+    }
+    // A rerun finds nothing left to do.
+    let again = w.run_ok(&["reencrypt"]);
+    assert_eq!(again.matches("already done").count(), 3, "{again}");
+}

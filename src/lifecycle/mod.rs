@@ -11,11 +11,14 @@
 mod engine;
 pub mod error;
 mod inspect;
+mod keys_status;
 pub mod plan;
+mod rotate;
 mod run;
 mod transform;
 
 pub use engine::{Pace, RunStats};
 pub use error::LifecycleError;
+pub use keys_status::{keys_status, ColumnKeys, KeysStatus};
 pub use plan::Kind;
 pub use run::{run, select, ColumnOutcome, Options, Outcome};

@@ -427,7 +427,10 @@ mod tests {
             sql.contains("WHERE (t.\"id\", t.\"region\") > ($1::text::integer, $2::text::text)"),
             "{sql}"
         );
-        assert!(sql.contains("ORDER BY t.\"id\", t.\"region\" LIMIT 500"), "{sql}");
+        assert!(
+            sql.contains("ORDER BY t.\"id\", t.\"region\" LIMIT 500"),
+            "{sql}"
+        );
         assert!(sql.contains("t.phone::text"), "{sql}");
         assert!(sql.contains("\"Customers\""), "{sql}");
     }

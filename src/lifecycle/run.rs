@@ -55,6 +55,8 @@ pub enum Outcome {
 pub struct Context {
     pub policy: Policy,
     pub keyring: Keyring,
+    /// Where the keyring was read from, when it is a file (reencrypt writes pins there).
+    pub keys_file: Option<PathBuf>,
     pub suite: CipherSuite,
     pub conn: CatalogConn,
 }
@@ -105,6 +107,7 @@ pub async fn open(config: &std::path::Path, database: &str) -> Result<Context, L
     Ok(Context {
         policy,
         keyring,
+        keys_file: keys.file.clone(),
         suite,
         conn,
     })
@@ -143,9 +146,12 @@ pub async fn run(kind: Kind, opts: &Options) -> Result<Vec<ColumnOutcome>, Lifec
             "no policy column matches --table/--column".to_string(),
         ));
     }
+    if kind == Kind::Reencrypt {
+        return super::rotate::reencrypt(&ctx, &cols, opts).await;
+    }
     let mut out = Vec::new();
     for col in cols {
-        out.push(convert_column(&ctx, kind, col, opts).await?);
+        out.push(convert_column(&ctx, &ctx.suite, kind, col, opts).await?);
     }
     Ok(out)
 }
@@ -157,8 +163,9 @@ async fn original_type(client: &Client, key: &str) -> Option<String> {
     row.try_get::<_, Option<String>>(0).ok()?
 }
 
-async fn convert_column(
+pub(crate) async fn convert_column(
     ctx: &Context,
+    suite: &CipherSuite,
     kind: Kind,
     col: ColumnRef,
     opts: &Options,
@@ -255,7 +262,8 @@ async fn convert_column(
         pk,
         target_type,
         not_null: facts.not_null,
-        drop_old: opts.drop_old,
+        // Envelopes under a retired key are of no use once re-sealed.
+        drop_old: opts.drop_old || kind == Kind::Reencrypt,
     };
     if !resuming
         && !opts.drop_old
@@ -275,7 +283,7 @@ async fn convert_column(
     }
     let transform = Transform {
         kind,
-        suite: &ctx.suite,
+        suite,
         column: col,
         logical: cp.logical_type,
         deterministic: cp.encryption == Encryption::Deterministic,
