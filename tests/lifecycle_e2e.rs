@@ -584,6 +584,10 @@ async fn reencrypt_under_equality_search_finds_every_row_and_moves_the_pin() {
     let d = w.direct().await;
     let expected = snapshot(&d).await;
     w.run_ok(&["encrypt", "--drop-plaintext"]);
+    // UNIQUE on the deterministic ciphertext: rebuilt on the re-encrypted column.
+    d.batch_execute("CREATE UNIQUE INDEX accounts_phone_key ON accounts (phone)")
+        .await
+        .unwrap();
     let keys_path = w.dir.path().join("master.keys");
     let before = w.run_ok(&["keys", "status"]);
     assert!(before.contains("key 1 (active): referenced by public.accounts.phone, public.accounts.birth, public.accounts.score"), "{before}");
@@ -687,6 +691,29 @@ async fn reencrypt_under_equality_search_finds_every_row_and_moves_the_pin() {
             "row {id} missed after rotation"
         );
     }
+    // UNIQUE still holds, now over envelopes under the new key.
+    let unique: Vec<String> = d
+        .query(
+            "SELECT pg_get_indexdef(indexrelid) FROM pg_index WHERE indrelid = 'accounts'::regclass \
+             AND indisunique AND NOT indisprimary",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(unique.len(), 1, "{unique:?}");
+    assert!(unique[0].contains("accounts_phone_key"), "{unique:?}");
+    let (_, dup) = &phones[0];
+    let err = app
+        .execute(
+            "INSERT INTO accounts (id, name, phone) VALUES (-1, 'dup', $1)",
+            &[dup],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(common::sqlstate(&err).as_deref(), Some("23505"), "{err:?}");
     // A rerun finds nothing left to do.
     let again = w.run_ok(&["reencrypt"]);
     assert_eq!(again.matches("already done").count(), 3, "{again}");

@@ -30,6 +30,12 @@ pub struct Dependents {
     pub views: Vec<String>,
     /// A valid envelope CHECK on the column.
     pub envelope_check: Option<(String, bool)>,
+    /// Statements that recreate the indexes and UNIQUE/exclusion constraints of the
+    /// table that use the column (by name, so they apply to the converted column).
+    pub rebuild: Vec<String>,
+    /// Constraints that cannot be recreated on an envelope column (foreign keys,
+    /// checks, the primary key).
+    pub not_rebuildable: Vec<String>,
 }
 
 const COLUMN_SQL: &str = "\
@@ -46,13 +52,16 @@ JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
 WHERE i.indrelid = $1::int8::oid AND i.indisprimary ORDER BY k.ord";
 
 const INDEXES_SQL: &str = "\
-SELECT DISTINCT ic.relname::text FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid \
+SELECT ic.relname::text, pg_get_indexdef(i.indexrelid), \
+       EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid) \
+FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid \
 WHERE i.indrelid = $1::int8::oid AND ($2::int2 = ANY(i.indkey::int2[]) OR EXISTS ( \
   SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = i.indexrelid \
   AND d.refobjid = i.indrelid AND d.refobjsubid = $2::int2)) ORDER BY 1";
 
 const CONSTRAINTS_SQL: &str = "\
-SELECT k.conname::text, pg_get_constraintdef(k.oid), k.convalidated, k.contype::text \
+SELECT k.conname::text, pg_get_constraintdef(k.oid), k.convalidated, k.contype::text, \
+       k.conrelid = $1::int8::oid \
 FROM pg_constraint k WHERE (k.conrelid = $1::int8::oid AND $2::int2 = ANY(k.conkey)) \
    OR (k.confrelid = $1::int8::oid AND $2::int2 = ANY(k.confkey)) ORDER BY 1";
 
@@ -144,7 +153,13 @@ pub async fn dependents(
         .await
         .map_err(err)?
     {
-        d.indexes.push(r.try_get(0).map_err(err)?);
+        let name: String = r.try_get(0).map_err(err)?;
+        let def: String = r.try_get(1).map_err(err)?;
+        let owned: bool = r.try_get(2).map_err(err)?;
+        if !owned {
+            d.rebuild.push(def);
+        }
+        d.indexes.push(name);
     }
     for r in client
         .query(CONSTRAINTS_SQL, &[&relid, &facts.attnum])
@@ -155,11 +170,21 @@ pub async fn dependents(
         let def: String = r.try_get(1).map_err(err)?;
         let valid: bool = r.try_get(2).map_err(err)?;
         let kind: String = r.try_get(3).map_err(err)?;
+        let own: bool = r.try_get(4).map_err(err)?;
         if kind == "c" && is_envelope_check(&def, column) {
             d.envelope_check = Some((name, valid));
-        } else {
-            d.constraints.push(name);
+            continue;
         }
+        if own && (kind == "u" || kind == "x") {
+            d.rebuild.push(format!(
+                "ALTER TABLE {} ADD CONSTRAINT {} {def}",
+                crate::catalog::ident::quote_qualified(&table.schema, &table.name),
+                crate::catalog::ident::quote_ident(&name)
+            ));
+        } else {
+            d.not_rebuildable.push(name.clone());
+        }
+        d.constraints.push(name);
     }
     for r in client
         .query(VIEWS_SQL, &[&relid, &facts.attnum])
@@ -172,6 +197,32 @@ pub async fn dependents(
 }
 
 impl Dependents {
+    /// For re-encryption: indexes and UNIQUE constraints are rebuilt at cut-over (the
+    /// column stays an envelope column of the same key domain); anything else refuses.
+    pub fn rebuild_refusal(&self, column: &str) -> Option<LifecycleError> {
+        if !self.not_rebuildable.is_empty() {
+            return Some(LifecycleError::Refused {
+                column: column.to_string(),
+                reason: format!(
+                    "it is used by constraint(s) {} that cannot be rebuilt on the new column",
+                    self.not_rebuildable.join(", ")
+                ),
+                fix: "drop them, rerun, then recreate them".to_string(),
+            });
+        }
+        self.view_refusal(column)
+    }
+
+    fn view_refusal(&self, column: &str) -> Option<LifecycleError> {
+        (!self.views.is_empty()).then(|| LifecycleError::Refused {
+            column: column.to_string(),
+            reason: format!("view(s) {} use it", self.views.join(", ")),
+            fix: "drop the views, rerun, then recreate them (they would keep reading the \
+                  replaced column)"
+                .to_string(),
+        })
+    }
+
     /// The refusal for anything that uses the column, naming each object.
     pub fn refusal(&self, column: &str, deterministic: bool) -> Option<LifecycleError> {
         if !self.indexes.is_empty() || !self.constraints.is_empty() {
@@ -196,15 +247,6 @@ impl Dependents {
                 fix: fix.to_string(),
             });
         }
-        if !self.views.is_empty() {
-            return Some(LifecycleError::Refused {
-                column: column.to_string(),
-                reason: format!("view(s) {} use it", self.views.join(", ")),
-                fix: "drop the views, rerun, then recreate them (they would keep reading the \
-                      replaced column)"
-                    .to_string(),
-            });
-        }
-        None
+        self.view_refusal(column)
     }
 }

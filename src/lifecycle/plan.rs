@@ -70,6 +70,8 @@ pub struct Job {
     pub not_null: bool,
     /// Drop the replaced column at cut-over instead of keeping it renamed.
     pub drop_old: bool,
+    /// Indexes and constraints recreated on the converted column at cut-over.
+    pub rebuild: Vec<String>,
 }
 
 impl Job {
@@ -320,6 +322,9 @@ impl Job {
             ));
         }
         v.push(format!("ALTER TABLE {t} RENAME COLUMN {shadow} TO {col}"));
+        // Dropping the old column dropped its indexes; the same definitions (by column
+        // name) now apply to the converted column.
+        v.extend(self.rebuild.iter().cloned());
         if self.target_type == "bytea" && self.kind != Kind::Decrypt {
             // NOT VALID keeps the lock short; it is validated right after the commit.
             v.push(format!(
@@ -381,6 +386,7 @@ mod tests {
             },
             not_null: false,
             drop_old: false,
+            rebuild: Vec::new(),
         }
     }
 

@@ -240,7 +240,12 @@ pub(crate) async fn convert_column(
         });
     }
     if !resuming {
-        if let Some(e) = deps.refusal(&name, cp.encryption == Encryption::Deterministic) {
+        let refusal = if kind == Kind::Reencrypt {
+            deps.rebuild_refusal(&name)
+        } else {
+            deps.refusal(&name, cp.encryption == Encryption::Deterministic)
+        };
+        if let Some(e) = refusal {
             return Err(e);
         }
         if facts.has_default {
@@ -264,6 +269,11 @@ pub(crate) async fn convert_column(
         not_null: facts.not_null,
         // Envelopes under a retired key are of no use once re-sealed.
         drop_old: opts.drop_old || kind == Kind::Reencrypt,
+        rebuild: if kind == Kind::Reencrypt {
+            deps.rebuild.clone()
+        } else {
+            Vec::new()
+        },
     };
     if !resuming
         && !opts.drop_old
