@@ -48,6 +48,16 @@ pub enum LifecycleError {
 impl LifecycleError {
     pub(crate) fn db(what: &'static str, target: &str, e: &tokio_postgres::Error) -> Self {
         let reason = match e.as_db_error() {
+            // Data exceptions and integrity violations can quote the offending value
+            // (`invalid input syntax for type integer: "..."`): keep only the SQLSTATE.
+            Some(db)
+                if db.code().code().starts_with("22") || db.code().code().starts_with("23") =>
+            {
+                format!(
+                    "the server rejected a value ({}; message withheld: it may quote the value)",
+                    db.code().code()
+                )
+            }
             Some(db) => format!("{} ({})", db.message(), db.code().code()),
             None => e.to_string(),
         };
