@@ -51,6 +51,67 @@ enum Command {
         #[arg(long)]
         keep: bool,
     },
+    /// Encrypt the policy's plaintext columns in place, online (docs/lifecycle.md).
+    Encrypt {
+        #[command(flatten)]
+        args: LifecycleArgs,
+        /// Drop the plaintext column at cut-over instead of keeping it as <col>_plaintext.
+        #[arg(long)]
+        drop_plaintext: bool,
+    },
+    /// Convert encrypted columns back to plain columns of their type, online.
+    Decrypt {
+        #[command(flatten)]
+        args: LifecycleArgs,
+        /// Drop the encrypted column at cut-over instead of keeping it as <col>_ciphertext.
+        #[arg(long)]
+        drop_ciphertext: bool,
+    },
+    /// Re-encrypt columns under the active key, online; switches deterministic pins.
+    Reencrypt {
+        #[command(flatten)]
+        args: LifecycleArgs,
+    },
+    /// Key management.
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysAction {
+    /// Which key ids the stored values of each policy column reference.
+    Status {
+        #[arg(long, short, default_value = "config/pgcloak.yaml")]
+        config: PathBuf,
+        #[arg(long)]
+        database: String,
+    },
+}
+
+#[derive(clap::Args)]
+struct LifecycleArgs {
+    #[arg(long, short, default_value = "config/pgcloak.yaml")]
+    config: PathBuf,
+    /// The database to convert.
+    #[arg(long)]
+    database: String,
+    /// Only this table (`table` or `schema.table`).
+    #[arg(long)]
+    table: Option<String>,
+    /// Only this column.
+    #[arg(long)]
+    column: Option<String>,
+    /// Print the plan and its DDL; change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Rows per batch (each batch is one short transaction).
+    #[arg(long, default_value_t = 1000)]
+    batch_size: usize,
+    /// Throttle the backfill to at most this many rows per second (0 = unlimited).
+    #[arg(long, default_value_t = 0)]
+    max_rows_per_sec: u64,
 }
 
 fn main() -> ExitCode {
@@ -60,6 +121,18 @@ fn main() -> ExitCode {
         Command::Check { config, database } => check(config, database),
         Command::Demo { port, keep } => demo(port, keep),
         Command::Keygen { file } => keygen(file),
+        Command::Encrypt {
+            args,
+            drop_plaintext,
+        } => lifecycle(pgcloak::lifecycle::Kind::Encrypt, args, drop_plaintext),
+        Command::Decrypt {
+            args,
+            drop_ciphertext,
+        } => lifecycle(pgcloak::lifecycle::Kind::Decrypt, args, drop_ciphertext),
+        Command::Reencrypt { args } => lifecycle(pgcloak::lifecycle::Kind::Reencrypt, args, true),
+        Command::Keys {
+            action: KeysAction::Status { config, database },
+        } => keys_status(config, database),
     }
 }
 
@@ -267,5 +340,78 @@ fn keygen(file: Option<PathBuf>) -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+    }
+}
+
+fn keys_status(config: PathBuf, database: String) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(pgcloak::lifecycle::keys_status(&config, &database)) {
+        Ok(report) => {
+            print!("{}", report.render());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+fn lifecycle(kind: pgcloak::lifecycle::Kind, args: LifecycleArgs, drop_old: bool) -> ExitCode {
+    use pgcloak::lifecycle::{Options, Outcome};
+    let opts = Options {
+        config: args.config,
+        database: args.database,
+        table: args.table,
+        column: args.column,
+        dry_run: args.dry_run,
+        batch_size: args.batch_size,
+        max_rows_per_sec: args.max_rows_per_sec,
+        drop_old,
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(pgcloak::lifecycle::run(kind, &opts)) {
+        Ok(outcomes) => {
+            for o in outcomes {
+                match o.state {
+                    Outcome::AlreadyDone => println!("{}: already done", o.column),
+                    Outcome::Planned => {}
+                    Outcome::Converted => println!(
+                        "{}: {} done: {} rows backfilled in {:.2} s ({:.0} rows/s), \
+                         {} caught up, cut-over {:.0} ms",
+                        o.column,
+                        kind.name(),
+                        o.stats.backfilled,
+                        o.stats.backfill_time.as_secs_f64(),
+                        o.stats.rows_per_sec(),
+                        o.stats.caught_up,
+                        o.stats.cutover_time.as_secs_f64() * 1000.0
+                    ),
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code())
+        }
     }
 }

@@ -1,0 +1,383 @@
+//! The command-line entry points: load the proxy config, policy and keyring, connect
+//! with the catalog login, pick the policy columns, decide each column's state from
+//! the schema and the progress table, and run (or, with `--dry-run`, print) the plan.
+
+use std::path::PathBuf;
+
+use tokio_postgres::Client;
+
+use crate::catalog::{CatalogConn, CatalogError};
+use crate::codec::SessionContext;
+use crate::config::Config;
+use crate::crypto::{CipherSuite, Keyring};
+use crate::policy::{
+    normalize_identifier, ColumnRef, Encryption, LogicalType, Policy, DEFAULT_SCHEMA,
+};
+
+use super::engine::{Engine, Pace, RunStats};
+use super::error::LifecycleError;
+use super::inspect;
+use super::plan::{Job, Kind, SCHEMA};
+use super::transform::Transform;
+
+/// Options shared by `encrypt`, `decrypt` and `reencrypt`.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub config: PathBuf,
+    pub database: String,
+    /// `table` or `schema.table`.
+    pub table: Option<String>,
+    pub column: Option<String>,
+    pub dry_run: bool,
+    pub batch_size: usize,
+    /// 0 = unlimited.
+    pub max_rows_per_sec: u64,
+    /// Drop the replaced column at cut-over instead of keeping it renamed.
+    pub drop_old: bool,
+}
+
+/// What happened to one column.
+#[derive(Debug, Clone)]
+pub struct ColumnOutcome {
+    pub column: String,
+    pub state: Outcome,
+    pub stats: RunStats,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Converted,
+    AlreadyDone,
+    Planned,
+}
+
+/// Everything loaded from the config.
+pub struct Context {
+    pub policy: Policy,
+    pub keyring: Keyring,
+    /// Where the keyring was read from, when it is a file (reencrypt writes pins there).
+    pub keys_file: Option<PathBuf>,
+    pub suite: CipherSuite,
+    pub conn: CatalogConn,
+}
+
+impl Context {
+    pub fn client(&self) -> &Client {
+        &self.conn.client
+    }
+}
+
+/// Loads config, policy and keys and opens the session the tool works in.
+pub async fn open(config: &std::path::Path, database: &str) -> Result<Context, LifecycleError> {
+    let cfg = Config::load(config).map_err(|e| LifecycleError::Setup(e.to_string()))?;
+    let policy_path = cfg.policy.as_ref().ok_or_else(|| {
+        LifecycleError::Setup(format!("{}: no policy configured", config.display()))
+    })?;
+    let policy = Policy::load(policy_path, 1).map_err(|e| LifecycleError::Setup(e.to_string()))?;
+    let keys = cfg.keys.as_ref().ok_or_else(|| {
+        LifecycleError::Setup(format!("{}: no keys configured", config.display()))
+    })?;
+    let keyring = match (&keys.file, &keys.env) {
+        (Some(f), _) => Keyring::from_file(f),
+        (None, Some(v)) => Keyring::from_env(v),
+        (None, None) => return Err(LifecycleError::Setup("keys: needs file or env".to_string())),
+    }
+    .map_err(|e| LifecycleError::Setup(e.to_string()))?;
+    let suite =
+        CipherSuite::new(&keyring, &policy).map_err(|e| LifecycleError::Setup(e.to_string()))?;
+    let catalog = cfg.catalog.clone().unwrap_or_default();
+    let password = catalog.resolve_password(|k| std::env::var(k).ok())?;
+    let conn = CatalogConn::connect(&cfg.upstream, &catalog, password.as_deref(), database).await?;
+    // The codec context the values are read and written in; no statement timeout for
+    // long backfills.
+    conn.client
+        .batch_execute(
+            "SET statement_timeout = 0; SET client_encoding = 'UTF8'; \
+             SET DateStyle = 'ISO, MDY'; SET TimeZone = 'UTC'; SET bytea_output = 'hex'; \
+             SET extra_float_digits = 1; SET IntervalStyle = 'postgres'",
+        )
+        .await
+        .map_err(|e| {
+            LifecycleError::Catalog(CatalogError::Connect {
+                database: database.to_string(),
+                target: cfg.upstream.display_addr(),
+                reason: e.to_string(),
+            })
+        })?;
+    Ok(Context {
+        policy,
+        keyring,
+        keys_file: keys.file.clone(),
+        suite,
+        conn,
+    })
+}
+
+/// The policy columns selected by `--table` / `--column`.
+pub fn select(policy: &Policy, table: Option<&str>, column: Option<&str>) -> Vec<ColumnRef> {
+    let wanted_table = table.map(|t| {
+        let parts: Vec<String> = t.split('.').map(normalize_identifier).collect();
+        match parts.as_slice() {
+            [s, n] => (s.clone(), n.clone()),
+            _ => (DEFAULT_SCHEMA.to_string(), normalize_identifier(t)),
+        }
+    });
+    let wanted_column = column.map(normalize_identifier);
+    policy
+        .columns()
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| {
+            wanted_table
+                .as_ref()
+                .is_none_or(|(s, n)| &c.table.schema == s && &c.table.name == n)
+                && wanted_column.as_ref().is_none_or(|w| &c.column == w)
+        })
+        .map(|(i, _)| ColumnRef(i as u32))
+        .collect()
+}
+
+/// `pgcloak encrypt` / `decrypt` / `reencrypt` over the selected columns.
+pub async fn run(kind: Kind, opts: &Options) -> Result<Vec<ColumnOutcome>, LifecycleError> {
+    let ctx = open(&opts.config, &opts.database).await?;
+    let cols = select(&ctx.policy, opts.table.as_deref(), opts.column.as_deref());
+    if cols.is_empty() {
+        return Err(LifecycleError::Setup(
+            "no policy column matches --table/--column".to_string(),
+        ));
+    }
+    if kind == Kind::Reencrypt {
+        return super::rotate::reencrypt(&ctx, &cols, opts).await;
+    }
+    let mut out = Vec::new();
+    for col in cols {
+        out.push(convert_column(&ctx, &ctx.suite, kind, col, opts).await?);
+    }
+    Ok(out)
+}
+
+async fn original_type(client: &Client, key: &str) -> Option<String> {
+    let sql = format!("SELECT original_type FROM {SCHEMA}.progress WHERE job = $1");
+    // The progress table may not exist yet: that simply means "unknown".
+    let row = client.query_opt(&sql, &[&key]).await.ok()??;
+    row.try_get::<_, Option<String>>(0).ok()?
+}
+
+pub(crate) async fn convert_column(
+    ctx: &Context,
+    suite: &CipherSuite,
+    kind: Kind,
+    col: ColumnRef,
+    opts: &Options,
+) -> Result<ColumnOutcome, LifecycleError> {
+    let client = ctx.client();
+    let cp = ctx.policy.column(col);
+    let name = cp.qualified_name();
+    let outcome = |state| ColumnOutcome {
+        column: name.clone(),
+        state,
+        stats: RunStats::default(),
+    };
+    let Some(facts) = inspect::column(client, &cp.table, &cp.column).await? else {
+        return Err(LifecycleError::Refused {
+            column: name.clone(),
+            reason: "the table or column does not exist in this database".into(),
+            fix: "check --database and the policy".into(),
+        });
+    };
+    let resuming = inspect::shadow_exists(client, &cp.table, &cp.column).await?;
+    let deps = inspect::dependents(client, &cp.table, &cp.column, &facts).await?;
+    let is_bytea = facts.type_oid == LogicalType::Bytea.oid();
+    let encrypted_now =
+        is_bytea && (cp.logical_type != LogicalType::Bytea || deps.envelope_check.is_some());
+    let encrypt_key = format!(
+        "encrypt:{}.{}.{}",
+        cp.table.schema, cp.table.name, cp.column
+    );
+    let (target_type, original) = match kind {
+        Kind::Encrypt => {
+            if !resuming && encrypted_now {
+                finish_constraint(client, &cp.table, &cp.column, &deps).await?;
+                return Ok(outcome(Outcome::AlreadyDone));
+            }
+            if !resuming && facts.type_oid != cp.logical_type.oid() {
+                return Err(LifecycleError::Refused {
+                    column: name,
+                    reason: format!(
+                        "its type {} is not the policy type {} (supported: {})",
+                        facts.sql_type,
+                        cp.logical_type,
+                        LogicalType::ALL.map(|t| t.name()).join(", ")
+                    ),
+                    fix: "convert the column to a supported type, or set the policy type to \
+                          match it"
+                        .into(),
+                });
+            }
+            ("bytea".to_string(), facts.sql_type.clone())
+        }
+        Kind::Decrypt | Kind::Reencrypt => {
+            if !resuming && !encrypted_now {
+                return Ok(outcome(Outcome::AlreadyDone));
+            }
+            let t = if kind == Kind::Decrypt {
+                original_type(client, &encrypt_key)
+                    .await
+                    .unwrap_or_else(|| cp.logical_type.name().to_string())
+            } else {
+                "bytea".to_string()
+            };
+            (t, facts.sql_type.clone())
+        }
+    };
+    let pk = inspect::primary_key(client, &cp.table, facts.relid).await?;
+    if pk.is_empty() {
+        return Err(LifecycleError::Refused {
+            column: name,
+            reason: format!("table {} has no primary key", cp.table),
+            fix: "add a primary key (the backfill pages through it and the change log records it)"
+                .into(),
+        });
+    }
+    if !resuming {
+        let refusal = if kind == Kind::Reencrypt {
+            deps.rebuild_refusal(&name)
+        } else {
+            deps.refusal(&name, cp.encryption == Encryption::Deterministic)
+        };
+        if let Some(e) = refusal {
+            return Err(e);
+        }
+        if facts.has_default {
+            return Err(LifecycleError::Refused {
+                column: name,
+                reason: "it has a column default, which would be stored unconverted".into(),
+                fix: "drop the default (ALTER TABLE .. ALTER COLUMN .. DROP DEFAULT); the \
+                      application or pgcloak supplies values"
+                    .into(),
+            });
+        }
+    }
+    let job = Job {
+        kind,
+        table: cp.table.clone(),
+        column: cp.column.clone(),
+        relid: facts.relid,
+        attnum: facts.attnum,
+        pk,
+        target_type,
+        not_null: facts.not_null,
+        // Envelopes under a retired key are of no use once re-sealed.
+        drop_old: opts.drop_old || kind == Kind::Reencrypt,
+        rebuild: if kind == Kind::Reencrypt {
+            deps.rebuild.clone()
+        } else {
+            Vec::new()
+        },
+    };
+    if !resuming
+        && !opts.drop_old
+        && inspect::column(client, &cp.table, &job.retired())
+            .await?
+            .is_some()
+    {
+        return Err(LifecycleError::Refused {
+            column: name,
+            reason: format!("column {} already exists", job.retired()),
+            fix: "drop or rename it, or pass --drop-plaintext".into(),
+        });
+    }
+    if opts.dry_run {
+        print_plan(&job, resuming);
+        return Ok(outcome(Outcome::Planned));
+    }
+    let transform = Transform {
+        kind,
+        suite,
+        column: col,
+        logical: cp.logical_type,
+        deterministic: cp.encryption == Encryption::Deterministic,
+        name: name.clone(),
+        ctx: SessionContext::default(),
+    };
+    let engine = Engine {
+        client,
+        job: &job,
+        transform: &transform,
+        pace: Pace {
+            batch_size: opts.batch_size,
+            max_rows_per_sec: opts.max_rows_per_sec,
+        },
+    };
+    let total = count_rows(client, &job).await?;
+    let mut stats = RunStats::default();
+    engine.setup(&original, !resuming).await?;
+    engine.backfill(total, &mut stats).await?;
+    engine.cutover(&mut stats).await?;
+    Ok(ColumnOutcome {
+        column: name,
+        state: Outcome::Converted,
+        stats,
+    })
+}
+
+async fn count_rows(client: &Client, job: &Job) -> Result<u64, LifecycleError> {
+    let row = client
+        .query_one(
+            &format!("SELECT count(*) FROM {}", job.qualified_table()),
+            &[],
+        )
+        .await
+        .map_err(|e| LifecycleError::db("counting rows", &job.display_column(), &e))?;
+    let n: i64 = row
+        .try_get(0)
+        .map_err(|e| LifecycleError::db("counting rows", &job.display_column(), &e))?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
+/// A finished encrypt whose NOT VALID constraint was not validated yet (killed right
+/// after the cut-over) is validated now.
+async fn finish_constraint(
+    client: &Client,
+    table: &crate::policy::TableName,
+    column: &str,
+    deps: &inspect::Dependents,
+) -> Result<(), LifecycleError> {
+    if let Some((name, false)) = &deps.envelope_check {
+        let sql = format!(
+            "ALTER TABLE {} VALIDATE CONSTRAINT {}",
+            crate::catalog::ident::quote_qualified(&table.schema, &table.name),
+            crate::catalog::ident::quote_ident(name)
+        );
+        client
+            .batch_execute(&sql)
+            .await
+            .map_err(|e| LifecycleError::db("validating the envelope constraint", column, &e))?;
+    }
+    Ok(())
+}
+
+fn print_plan(job: &Job, resuming: bool) {
+    println!(
+        "-- {} {} ({})",
+        job.kind.name(),
+        job.display_column(),
+        if resuming { "resume" } else { "new" }
+    );
+    println!("-- 1. setup (one transaction)");
+    for s in job.setup_sql() {
+        println!("{s};");
+    }
+    println!(
+        "-- 2. backfill in batches, each with its progress row: \n{};",
+        job.write_sql()
+    );
+    println!("-- 3. catch up the change log {}", job.change_log());
+    println!("-- 4. cut-over (one transaction): LOCK TABLE {} IN ACCESS EXCLUSIVE MODE; final catch-up; check:\n{};", job.qualified_table(), job.unconverted_sql());
+    for s in job.cutover_sql() {
+        println!("{s};");
+    }
+    if let Some(v) = job.validate_sql() {
+        println!("-- 5. after the commit\n{v};");
+    }
+}
