@@ -136,7 +136,12 @@ pub(super) fn decode_text_array(
 
 /// Encodes a one-dimensional binary bytea[].
 pub(super) fn encode_binary_bytea_array(elems: &[Option<Vec<u8>>]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(20 + elems.iter().map(|e| 4 + e.as_ref().map_or(0, Vec::len)).sum::<usize>());
+    let mut out = Vec::with_capacity(
+        20 + elems
+            .iter()
+            .map(|e| 4 + e.as_ref().map_or(0, Vec::len))
+            .sum::<usize>(),
+    );
     let has_null = elems.iter().any(Option::is_none);
     out.extend_from_slice(&1i32.to_be_bytes());
     out.extend_from_slice(&i32::from(has_null).to_be_bytes());

@@ -28,9 +28,11 @@ struct ColumnAction {
 }
 
 /// The result set being relayed, resolved for this session's roles.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(super) struct ActiveResult {
     actions: Vec<Option<ColumnAction>>,
+    /// The generation the actions' column references index (None: passthrough).
+    prot: Option<Arc<Protection>>,
 }
 
 impl ActiveResult {
@@ -81,7 +83,7 @@ impl DataPath {
                 out.extend_from_slice(msg);
                 Ok(())
             }
-            b'D' => self.on_data_row(&prot, msg, out),
+            b'D' => self.on_data_row(msg, out),
             b'C' | b'I' | b's' => {
                 self.active = None;
                 self.current_copy_out = None;
@@ -126,18 +128,18 @@ impl DataPath {
                     first = false;
                     keep
                 });
-                if let Some(plan) = self.pending_copy_in.take() {
-                    self.copy_in = Some(super::copy::CopyIn::new(plan));
+                if let Some(stream) = self.pending_copy_in.take() {
+                    self.copy_in = Some((super::copy::CopyIn::new(stream.plan), stream.prot));
                 }
                 out.extend_from_slice(msg);
                 Ok(())
             }
             b'd' => match self.current_copy_out.clone() {
-                Some(plan) => super::copy::transform_copy_out_row(
-                    &prot,
+                Some(stream) => super::copy::transform_copy_out_row(
+                    &stream.prot,
                     &self.codec,
                     &self.roles,
-                    &plan,
+                    &stream.plan,
                     &msg[5..],
                     out,
                 ),
@@ -165,7 +167,9 @@ impl DataPath {
         if tag != b'S' {
             return;
         }
-        if let Ok((name, value)) = decode_parameter_status(&Frame::from_encoded(Bytes::copy_from_slice(msg))) {
+        if let Ok((name, value)) =
+            decode_parameter_status(&Frame::from_encoded(Bytes::copy_from_slice(msg)))
+        {
             // An unsupported setting only matters when a protected value is converted,
             // and the conversion reports it then.
             let _ = self.codec.update(&name, &value);
@@ -189,7 +193,12 @@ impl DataPath {
         msg: &[u8],
         out: &mut BytesMut,
     ) -> Result<(), DataPathError> {
-        let Some(Expect::DescribeStatement { params, .. }) = self.expect.front() else {
+        let Some(Expect::DescribeStatement {
+            params,
+            prot: Some(prot),
+            ..
+        }) = self.expect.front()
+        else {
             out.extend_from_slice(msg);
             return Ok(());
         };
@@ -198,7 +207,6 @@ impl DataPath {
             return Ok(());
         }
         let mut types = decode_parameter_description(msg)?;
-        let prot = self.protection.load_full();
         for p in params {
             let i = usize::from(p.index).saturating_sub(1);
             if let Some(t) = types.get_mut(i) {
@@ -223,9 +231,11 @@ impl DataPath {
         let (transform, upstream_binary, pop) = match self.expect.front() {
             Some(Expect::DescribeStatement { transform, .. }) => (transform.clone(), false, true),
             Some(Expect::DescribePortal { transform }) => (transform.clone(), true, true),
-            Some(Expect::Simple(stmts)) => {
-                (stmts.front().and_then(|s| s.transform.clone()), false, false)
-            }
+            Some(Expect::Simple(stmts)) => (
+                stmts.front().and_then(|s| s.transform.clone()),
+                false,
+                false,
+            ),
             _ => (None, false, false),
         };
         if pop {
@@ -243,7 +253,10 @@ impl DataPath {
                 let known = transform
                     .as_ref()
                     .and_then(|t| t.shape.columns.get(i))
-                    .map(|c| c.lineage == Lineage::Encrypted(col) || matches!(c.lineage, Lineage::Encrypted(_)));
+                    .map(|c| {
+                        c.lineage == Lineage::Encrypted(col)
+                            || matches!(c.lineage, Lineage::Encrypted(_))
+                    });
                 if known != Some(true) {
                     return Err(DataPathError::Refused(format!(
                         "result column {} comes from protected column {} but pgcloak could not \
@@ -258,6 +271,7 @@ impl DataPath {
             out.extend_from_slice(msg);
             return Ok(());
         };
+        let prot = &*transform.prot;
         if !transform.shape.has_encrypted() {
             out.extend_from_slice(msg);
             if !pop {
@@ -271,7 +285,7 @@ impl DataPath {
                     .into(),
             ));
         }
-        let active = self.resolve_actions(prot, &transform, upstream_binary);
+        let active = self.resolve_actions(&transform, upstream_binary);
         for (i, action) in active.actions.iter().enumerate() {
             let Some(a) = action else { continue };
             let f = &mut fields[i];
@@ -288,7 +302,11 @@ impl DataPath {
             f.type_oid = oid;
             f.type_len = len;
             f.type_mod = -1;
-            f.format = if pop && !upstream_binary { 0 } else { a.client_format };
+            f.format = if pop && !upstream_binary {
+                0
+            } else {
+                a.client_format
+            };
         }
         encode_row_description(&fields, out);
         if !pop {
@@ -297,12 +315,8 @@ impl DataPath {
         Ok(())
     }
 
-    fn resolve_actions(
-        &self,
-        prot: &Protection,
-        t: &ResultTransform,
-        upstream_binary: bool,
-    ) -> ActiveResult {
+    fn resolve_actions(&self, t: &ResultTransform, upstream_binary: bool) -> ActiveResult {
+        let prot = &t.prot;
         let actions = t
             .shape
             .columns
@@ -322,32 +336,30 @@ impl DataPath {
                 _ => None,
             })
             .collect();
-        ActiveResult { actions }
+        ActiveResult {
+            actions,
+            prot: Some(t.prot.clone()),
+        }
     }
 
-    fn on_data_row(
-        &mut self,
-        prot: &Protection,
-        msg: &[u8],
-        out: &mut BytesMut,
-    ) -> Result<(), DataPathError> {
+    fn on_data_row(&mut self, msg: &[u8], out: &mut BytesMut) -> Result<(), DataPathError> {
         if self.active.is_none() {
             if let Some(Expect::Execute {
                 transform: Some(t), ..
             }) = self.expect.front()
             {
                 let t = t.clone();
-                self.active = Some(Arc::new(self.resolve_actions(prot, &t, true)));
+                self.active = Some(Arc::new(self.resolve_actions(&t, true)));
             }
         }
         let Some(active) = self.active.clone() else {
             out.extend_from_slice(msg);
             return Ok(());
         };
-        if active.is_passthrough() {
+        let Some(prot) = active.prot.as_deref().filter(|_| !active.is_passthrough()) else {
             out.extend_from_slice(msg);
             return Ok(());
-        }
+        };
         let values = decode_data_row(msg)?;
         if values.len() < active.actions.len() {
             return Err(DataPathError::Refused(
@@ -369,7 +381,8 @@ impl DataPath {
                             ))
                         })?)
                     };
-                    let rendered = render(prot, &self.codec, a.col, a.view, &envelope, a.client_format)?;
+                    let rendered =
+                        render(prot, &self.codec, a.col, a.view, &envelope, a.client_format)?;
                     put_value(out, rendered.as_deref());
                 }
                 (_, v) => put_value(out, *v),
@@ -493,7 +506,8 @@ mod tests {
             &redact_detail(b"Key (phone)=(\\x706301ab) already exists.")[..],
             b"Key (phone)=(redacted by pgcloak)"
         );
-        assert!(redact_detail(b"Failing row contains (1, secret).")
-            .starts_with(b"(detail redacted"));
+        assert!(
+            redact_detail(b"Failing row contains (1, secret).").starts_with(b"(detail redacted")
+        );
     }
 }

@@ -143,10 +143,12 @@ fn put_copy_data(out: &mut BytesMut, payload: &[u8]) {
 }
 
 fn delimiter(plan: &CopyPlan) -> u8 {
-    plan.delimiter.map(|c| c as u8).unwrap_or(match plan.format {
-        CopyFormat::Text => b'\t',
-        CopyFormat::Csv => b',',
-    })
+    plan.delimiter
+        .map(|c| c as u8)
+        .unwrap_or(match plan.format {
+            CopyFormat::Text => b'\t',
+            CopyFormat::Csv => b',',
+        })
 }
 
 fn quote(plan: &CopyPlan) -> u8 {
@@ -248,13 +250,19 @@ fn split_fields<'a>(row: &'a [u8], plan: &CopyPlan) -> Result<Vec<Field<'a>>, Da
         }
         if at_end || b == d {
             let raw = &row[start.min(row.len())..i.min(row.len())];
-            fields.push(if raw == null { Field::Null(raw) } else { Field::Value(raw) });
+            fields.push(if raw == null {
+                Field::Null(raw)
+            } else {
+                Field::Value(raw)
+            });
             start = i + 1;
         }
         i += 1;
     }
     if in_quotes {
-        return Err(DataPathError::Refused("unterminated CSV quoted field in COPY data".into()));
+        return Err(DataPathError::Refused(
+            "unterminated CSV quoted field in COPY data".into(),
+        ));
     }
     Ok(fields)
 }
@@ -380,7 +388,9 @@ fn encode_field(value: &[u8], plan: &CopyPlan, out: &mut Vec<u8>) {
             let e = escape(plan);
             let needs = value.is_empty()
                 || value == null_marker(plan)
-                || value.iter().any(|&b| b == d || b == q || b == b'\n' || b == b'\r');
+                || value
+                    .iter()
+                    .any(|&b| b == d || b == q || b == b'\n' || b == b'\r');
             if !needs {
                 out.extend_from_slice(value);
                 return;

@@ -13,7 +13,10 @@ pub enum DataPathError {
     #[error(transparent)]
     Sql(#[from] SqlError),
     #[error("{message}")]
-    Codec { message: String, sqlstate: &'static str },
+    Codec {
+        message: String,
+        sqlstate: &'static str,
+    },
     #[error("column {column}: {message}")]
     Crypto {
         column: String,
