@@ -57,6 +57,8 @@ impl DataPath {
             return Ok(Flow::Continue);
         }
         let prot = self.protection.load_full();
+        // A failure mid-message must not leave half a rewritten row in `out`.
+        let mark = out.len();
         let result = match tag {
             b'S' => {
                 self.track_parameter(msg, tag);
@@ -155,6 +157,7 @@ impl DataPath {
         };
         if let Err(e) = result {
             // The client gets pgcloak's error instead of the rest of this cycle.
+            out.truncate(mark);
             out.extend_from_slice(&e.to_pg().encode());
             self.swallow_until_ready = true;
             self.active = None;
