@@ -211,3 +211,5 @@ impl DataPath {
 mod recheck_tests;
 #[cfg(test)]
 mod testkit;
+#[cfg(test)]
+mod view_props;
