@@ -314,7 +314,7 @@ impl DataPath {
             Ok(s) => Arc::from(s),
             Err(e) => {
                 self.statements.remove(&parse.name);
-                self.inject_extended_failure(&e, &[b'1'], out);
+                self.inject_extended_failure(&e, b"1", out);
                 return Ok(());
             }
         };
@@ -365,7 +365,7 @@ impl DataPath {
             }
             Err(e) => {
                 self.statements.remove(&parse.name);
-                self.inject_extended_failure(&e, &[b'1'], out);
+                self.inject_extended_failure(&e, b"1", out);
             }
         }
         Ok(())
@@ -454,7 +454,7 @@ impl DataPath {
                 }
                 Err(e) => {
                     self.portals.remove(&bind.portal);
-                    self.inject_extended_failure(&e, &[b'1', b'2'], out);
+                    self.inject_extended_failure(&e, b"12", out);
                     return Ok(());
                 }
             }
@@ -489,7 +489,7 @@ impl DataPath {
                     Ok(v) => v,
                     Err(e) => {
                         self.portals.remove(&bind.portal);
-                        self.inject_extended_failure(&e, &[b'1', b'2'], out);
+                        self.inject_extended_failure(&e, b"12", out);
                         return Ok(());
                     }
                 };
@@ -567,7 +567,7 @@ impl DataPath {
         self.portals.remove(portal);
         let e =
             DataPathError::Refused(format!("pgcloak does not support {what}; list the columns"));
-        self.inject_extended_failure(&e, &[b'1', b'2'], out);
+        self.inject_extended_failure(&e, b"12", out);
         Ok(())
     }
 
