@@ -21,11 +21,11 @@ use arc_swap::ArcSwap;
 
 use crate::cancel::CancelMap;
 use crate::catalog::CatalogCache;
-use crate::config::{ClientTlsMode, Config};
 use crate::crypto::{CipherSuite, Keyring};
 use crate::datapath::Protection;
-use crate::net::connect_upstream;
 use crate::policy::Policy;
+use crate::config::{ClientTlsMode, Config};
+use crate::net::connect_upstream;
 use crate::tls::TlsError;
 use crate::wire::messages::cancel_request;
 
@@ -47,8 +47,7 @@ pub struct Shared {
     /// Schema and role memberships (present with a policy).
     pub catalog: Option<Arc<CatalogCache>>,
     /// Per database: the analyser's schema for the latest catalog snapshot.
-    pub schemas:
-        std::sync::Mutex<std::collections::HashMap<String, Arc<crate::datapath::SessionSchema>>>,
+    pub schemas: std::sync::Mutex<std::collections::HashMap<String, Arc<crate::datapath::SessionSchema>>>,
 }
 
 #[derive(Debug, Error)]
@@ -129,8 +128,8 @@ pub fn load_protection(
     let Some(policy_path) = &config.policy else {
         return Ok(None);
     };
-    let policy =
-        Policy::load(policy_path, generation).map_err(|e| ServerError::Policy(e.to_string()))?;
+    let policy = Policy::load(policy_path, generation)
+        .map_err(|e| ServerError::Policy(e.to_string()))?;
     let keys = config
         .keys
         .as_ref()
@@ -142,8 +141,7 @@ pub fn load_protection(
     }
     .map_err(|e| ServerError::Keys(e.to_string()))?;
     let policy = Arc::new(policy);
-    let suite =
-        CipherSuite::new(&keyring, &policy).map_err(|e| ServerError::Keys(e.to_string()))?;
+    let suite = CipherSuite::new(&keyring, &policy).map_err(|e| ServerError::Keys(e.to_string()))?;
     Ok(Some((
         Protection::new(policy.clone(), suite, config.limits.in_list_cap),
         policy,

@@ -254,16 +254,14 @@ async fn serve(
 
     let (mut client_r, mut client_w) = tokio::io::split(client);
     let (mut upstream_r, mut upstream_w) = tokio::io::split(upstream);
-    let (mut frontend, backend_inner): (
-        Box<dyn MessageHandler + Send>,
-        Box<dyn MessageHandler + Send>,
-    ) = match &datapath {
-        Some(dp) => (
-            Box::new(protect::FrontendData(dp.clone())),
-            Box::new(protect::BackendData(dp.clone())),
-        ),
-        None => (Box::new(FrontendRelay), Box::new(BackendRelay)),
-    };
+    let (mut frontend, backend_inner): (Box<dyn MessageHandler + Send>, Box<dyn MessageHandler + Send>) =
+        match &datapath {
+            Some(dp) => (
+                Box::new(protect::FrontendData(dp.clone())),
+                Box::new(protect::BackendData(dp.clone())),
+            ),
+            None => (Box::new(FrontendRelay), Box::new(BackendRelay)),
+        };
     let mut backend = LastTag {
         inner: backend_inner,
         last: 0,

@@ -31,10 +31,7 @@ pub async fn setup(
     let refuse = |what: &str, e: &dyn std::fmt::Display| {
         SessionError::Refused(PgError::fatal(
             "58000",
-            format!(
-                "pgcloak cannot {what} for database \"{}\": {e}",
-                identity.database
-            ),
+            format!("pgcloak cannot {what} for database \"{}\": {e}", identity.database),
         ))
     };
     let schema = catalog
@@ -58,7 +55,13 @@ pub async fn setup(
     }
     let prot = protection.load_full();
     let schema = shared_schema(shared, &identity.database, schema, &prot);
-    let dp = DataPath::new(protection.clone(), schema, roles, codec, search_path);
+    let dp = DataPath::new(
+        protection.clone(),
+        schema,
+        roles,
+        codec,
+        search_path,
+    );
     Ok(Some(Arc::new(Mutex::new(dp))))
 }
 
