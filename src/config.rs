@@ -73,6 +73,53 @@ pub struct Config {
     /// Refuse to start when a protected column lacks its envelope CHECK constraint.
     #[serde(default)]
     pub strict: bool,
+    // ---- operations (owned by src/observe; see docs/operations.md "Operations") ----
+    /// The admin HTTP listener (/metrics, /healthz, /readyz); off when absent.
+    #[serde(default)]
+    pub admin: Option<AdminConfig>,
+    /// The audit trail: `pgcloak::audit` log target, or its own file.
+    #[serde(default)]
+    pub audit: AuditConfig,
+    /// Statements slower than this (end to end) are logged with pgcloak's and upstream's share.
+    #[serde(default)]
+    pub slow_statement_ms: Option<u64>,
+    /// Other instances of the fleet: instance id -> address (host:port) of their client listener,
+    /// to forward a CancelRequest for a session they own.
+    #[serde(default)]
+    pub peers: std::collections::BTreeMap<u8, String>,
+    /// How often the policy and keyring files are checked for changes (0: only SIGHUP).
+    #[serde(default = "default_reload_poll_ms")]
+    pub reload_poll_ms: u64,
+    // ---- end of operations ----
+}
+
+/// `admin:`: where the admin HTTP endpoint listens (keep it off the client network).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    pub listen: String,
+}
+
+/// `audit:`: where audit events go and how statements are fingerprinted.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Append JSON lines to this file instead of the `pgcloak::audit` log target.
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+    /// Environment variable holding the statement-fingerprint key (random per process if unset,
+    /// so fingerprints only compare within one process lifetime).
+    #[serde(default)]
+    pub fingerprint_key_env: Option<String>,
+}
+
+/// `log.statements`: whether a literal-free form of each analysed statement is logged at debug.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StatementLog {
+    #[default]
+    Off,
+    Redacted,
 }
 
 /// The keyring source: a file (mode 0600) or an environment variable holding its text.
@@ -320,6 +367,11 @@ pub struct LogConfig {
     pub format: LogFormat,
     #[serde(default = "default_log_level")]
     pub level: String,
+    /// Per-target levels, e.g. `{ pgcloak::sql: debug }` (added to `level`).
+    #[serde(default)]
+    pub levels: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub statements: StatementLog,
 }
 
 impl Default for LogConfig {
@@ -327,7 +379,20 @@ impl Default for LogConfig {
         LogConfig {
             format: LogFormat::Text,
             level: default_log_level(),
+            levels: Default::default(),
+            statements: StatementLog::Off,
         }
+    }
+}
+
+impl LogConfig {
+    /// The tracing filter directive: `level` plus each `target=level` of `levels`.
+    pub fn filter_directive(&self) -> String {
+        let mut d = self.level.clone();
+        for (target, level) in &self.levels {
+            d.push_str(&format!(",{target}={level}"));
+        }
+        d
     }
 }
 
@@ -365,6 +430,9 @@ fn default_startup_timeout() -> u64 {
 }
 fn default_in_list_cap() -> usize {
     100
+}
+fn default_reload_poll_ms() -> u64 {
+    1000
 }
 fn default_log_level() -> String {
     "info".into()
@@ -529,6 +597,36 @@ impl Config {
                 "limits.max_message_bytes",
                 "must be at least 8192".into(),
             ));
+        }
+        if let Some(a) = &self.admin {
+            if a.listen.parse::<std::net::SocketAddr>().is_err() {
+                return Err(invalid(
+                    "admin.listen",
+                    format!("`{}` is not an address such as 127.0.0.1:9930", a.listen),
+                ));
+            }
+        }
+        for (id, addr) in &self.peers {
+            if *id == self.instance_id {
+                return Err(invalid(
+                    "peers",
+                    format!("instance id {id} is this instance's own `instance_id`"),
+                ));
+            }
+            if addr.rsplit_once(':').is_none_or(|(_, p)| p.parse::<u16>().is_err()) {
+                return Err(invalid(
+                    "peers",
+                    format!("peer {id}: `{addr}` is not host:port"),
+                ));
+            }
+        }
+        for (target, level) in &self.log.levels {
+            if tracing_subscriber::EnvFilter::try_new(format!("{target}={level}")).is_err() {
+                return Err(invalid(
+                    "log.levels",
+                    format!("`{target}: {level}` is not a target and level"),
+                ));
+            }
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return Err(invalid(
@@ -712,6 +810,27 @@ mod tests {
         assert!(err.to_string().contains("scram-sha-256"), "{err}");
         let err =
             load("upstream: {}\nauth: { mode: scram, file: u, metods: [md5] }\n").unwrap_err();
+        assert!(err.to_string().starts_with("pgcloak.yaml:2:"), "{err}");
+    }
+
+    #[test]
+    fn operations_sections_parse_and_validate() {
+        let c = load(
+            "upstream: {}\ninstance_id: 1\nadmin: { listen: 127.0.0.1:9930 }\n\
+             log: { levels: { pgcloak::sql: debug }, statements: redacted }\n\
+             audit: { file: /tmp/a.jsonl }\nslow_statement_ms: 200\npeers: { 2: 127.0.0.1:6433 }\n",
+        )
+        .unwrap();
+        assert_eq!(c.admin.unwrap().listen, "127.0.0.1:9930");
+        assert_eq!(c.log.statements, StatementLog::Redacted);
+        assert_eq!(c.log.filter_directive(), "info,pgcloak::sql=debug");
+        assert_eq!(c.slow_statement_ms, Some(200));
+        assert_eq!(c.peers.get(&2).unwrap(), "127.0.0.1:6433");
+        let err = load("upstream: {}\ninstance_id: 2\npeers: { 2: 127.0.0.1:1 }\n").unwrap_err();
+        assert!(err.to_string().contains("own `instance_id`"), "{err}");
+        let err = load("upstream: {}\nadmin: { listen: nowhere }\n").unwrap_err();
+        assert!(err.to_string().contains("admin.listen"), "{err}");
+        let err = load("upstream: {}\nlog: { statements: raw }\n").unwrap_err();
         assert!(err.to_string().starts_with("pgcloak.yaml:2:"), "{err}");
     }
 

@@ -25,10 +25,22 @@ enum Command {
         #[arg(long, short, default_value = "config/pgcloak.yaml")]
         config: PathBuf,
     },
-    /// Validate the configuration and exit (non-zero on errors).
+    /// Validate the configuration, policy and keys and exit (non-zero on errors).
     Check {
         #[arg(long, short, default_value = "config/pgcloak.yaml")]
         config: PathBuf,
+        /// Also check the policy against the live schema: every column exists and is
+        /// bytea, and carries the envelope CHECK constraint (the DDL for missing ones
+        /// is printed). Names the databases to check (default: catalog.databases).
+        #[arg(long, num_args = 0..)]
+        database: Option<Vec<String>>,
+    },
+    /// Print a new keyring, or with --file create one (mode 0600) or append a new
+    /// active key to it. Deterministic columns stay pinned to their key.
+    Keygen {
+        /// The keyring file to create or extend (default: print a new keyring).
+        #[arg(long)]
+        file: Option<PathBuf>,
     },
     /// Start a throwaway PostgreSQL with pgcloak in front of it, until Ctrl-C.
     Demo {
@@ -45,8 +57,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config } => serve(config),
-        Command::Check { config } => check(config),
+        Command::Check { config, database } => check(config, database),
         Command::Demo { port, keep } => demo(port, keep),
+        Command::Keygen { file } => keygen(file),
     }
 }
 
@@ -57,7 +70,7 @@ fn load_config(path: &std::path::Path) -> Result<Config, ExitCode> {
     })
 }
 
-fn check(path: PathBuf) -> ExitCode {
+fn check(path: PathBuf, databases: Option<Vec<String>>) -> ExitCode {
     let cfg = match load_config(&path) {
         Ok(c) => c,
         Err(code) => return code,
@@ -81,20 +94,72 @@ fn check(path: PathBuf) -> ExitCode {
             }
         }
     }
+    let mut missing_constraints = false;
     if !ok {
         // Shared::new would report the same userlist problems again.
-    } else if let Err(e) = pgcloak::server::Shared::new(cfg.clone()) {
-        eprintln!("error: {}: {e}", path.display());
-        ok = false;
+    } else {
+        match pgcloak::server::Shared::new(cfg.clone()) {
+            Err(e) => {
+                eprintln!("error: {}: {e}", path.display());
+                ok = false;
+            }
+            Ok(shared) => {
+                if let Some(dbs) = databases {
+                    let dbs = if dbs.is_empty() {
+                        cfg.catalog
+                            .as_ref()
+                            .map(|c| c.databases.clone())
+                            .unwrap_or_default()
+                    } else {
+                        dbs
+                    };
+                    if shared.protection.is_none() {
+                        eprintln!("error: {}: --database needs a `policy`", path.display());
+                        ok = false;
+                    } else if dbs.is_empty() {
+                        eprintln!(
+                            "error: {}: name the databases (--database NAME) or list them in catalog.databases",
+                            path.display()
+                        );
+                        ok = false;
+                    } else {
+                        let found = match tokio::runtime::Builder::new_current_thread()
+                            .enable_all()
+                            .build()
+                        {
+                            Ok(rt) => rt.block_on(pgcloak::server::check_databases(&shared, &dbs)),
+                            Err(e) => {
+                                eprintln!("error: cannot start the runtime: {e}");
+                                return ExitCode::FAILURE;
+                            }
+                        };
+                        for e in &found.errors {
+                            eprintln!("error: {e}");
+                            ok = false;
+                        }
+                        for (what, ddl) in &found.missing_constraints {
+                            eprintln!("warning: {what}; add it with:\n    {ddl}");
+                            missing_constraints = true;
+                        }
+                    }
+                }
+            }
+        }
     }
     for w in cfg.warnings() {
         eprintln!("warning: {}: {}", path.display(), w.0);
     }
-    if ok {
+    if !ok {
+        ExitCode::from(2)
+    } else if missing_constraints {
+        println!(
+            "{}: OK, but protected columns lack their envelope CHECK constraint (see above)",
+            path.display()
+        );
+        ExitCode::from(1)
+    } else {
         println!("{}: OK", path.display());
         ExitCode::SUCCESS
-    } else {
-        ExitCode::from(2)
     }
 }
 
@@ -141,6 +206,7 @@ fn demo(port: Option<u16>, keep: bool) -> ExitCode {
     pgcloak::observe::log::init(&pgcloak::config::LogConfig {
         format: pgcloak::config::LogFormat::Text,
         level: "warn".into(),
+        ..Default::default()
     });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -158,5 +224,48 @@ fn demo(port: Option<u16>, keep: bool) -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn keygen(file: Option<PathBuf>) -> ExitCode {
+    use pgcloak::crypto::{keygen, keygen_to_file, KeygenOutcome, KEYRING_LOSS_WARNING};
+    match file {
+        None => match keygen(None) {
+            Ok(text) => {
+                print!("{}", text.as_str());
+                eprintln!("{KEYRING_LOSS_WARNING}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Some(path) => match keygen_to_file(&path) {
+            Ok(KeygenOutcome::Created { key_id }) => {
+                eprintln!(
+                    "created {} (mode 0600) with key {key_id}, active.\n{KEYRING_LOSS_WARNING}",
+                    path.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Ok(KeygenOutcome::Appended {
+                key_id,
+                previous_active,
+                deterministic_key_id,
+            }) => {
+                eprintln!(
+                    "added key {key_id} to {} and made it active (was {previous_active}). \
+                     Randomized columns use it now; deterministic columns stay on key \
+                     {deterministic_key_id} until re-encrypted.\n{KEYRING_LOSS_WARNING}",
+                    path.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }

@@ -21,11 +21,11 @@ use arc_swap::ArcSwap;
 
 use crate::cancel::CancelMap;
 use crate::catalog::CatalogCache;
+use crate::config::{ClientTlsMode, Config};
 use crate::crypto::{CipherSuite, Keyring};
 use crate::datapath::Protection;
-use crate::policy::Policy;
-use crate::config::{ClientTlsMode, Config};
 use crate::net::connect_upstream;
+use crate::policy::Policy;
 use crate::tls::TlsError;
 use crate::wire::messages::cancel_request;
 
@@ -48,6 +48,8 @@ pub struct Shared {
     pub catalog: Option<Arc<CatalogCache>>,
     /// Per database: the analyser's schema for the latest catalog snapshot.
     pub schemas: std::sync::Mutex<std::collections::HashMap<String, Arc<crate::datapath::SessionSchema>>>,
+    /// Readiness inputs (draining, upstream reachability) for the admin endpoint.
+    pub health: crate::observe::admin::Health,
 }
 
 #[derive(Debug, Error)]
@@ -115,6 +117,7 @@ impl Shared {
             cancel: CancelMap::new(config.instance_id),
             limiter: Arc::new(Semaphore::new(config.max_connections)),
             force_close: CancellationToken::new(),
+            health: Default::default(),
             config,
         })
     }
@@ -128,8 +131,8 @@ pub fn load_protection(
     let Some(policy_path) = &config.policy else {
         return Ok(None);
     };
-    let policy = Policy::load(policy_path, generation)
-        .map_err(|e| ServerError::Policy(e.to_string()))?;
+    let policy =
+        Policy::load(policy_path, generation).map_err(|e| ServerError::Policy(e.to_string()))?;
     let keys = config
         .keys
         .as_ref()
@@ -141,27 +144,114 @@ pub fn load_protection(
     }
     .map_err(|e| ServerError::Keys(e.to_string()))?;
     let policy = Arc::new(policy);
-    let suite = CipherSuite::new(&keyring, &policy).map_err(|e| ServerError::Keys(e.to_string()))?;
+    let suite =
+        CipherSuite::new(&keyring, &policy).map_err(|e| ServerError::Keys(e.to_string()))?;
     Ok(Some((
         Protection::new(policy.clone(), suite, config.limits.in_list_cap),
         policy,
     )))
 }
 
+/// What `check --database` (and startup) found in the live schema.
+#[derive(Default)]
+pub struct DatabaseCheck {
+    /// Policy columns that do not resolve (missing, not bytea, ...): fatal.
+    pub errors: Vec<String>,
+    /// Protected columns without the envelope CHECK constraint, with the DDL to add it.
+    pub missing_constraints: Vec<(String, String)>,
+}
+
+/// Checks the policy against each database's live schema.
+pub async fn check_databases(shared: &Shared, databases: &[String]) -> DatabaseCheck {
+    let mut out = DatabaseCheck::default();
+    let Some(catalog) = &shared.catalog else {
+        return out;
+    };
+    for db in databases {
+        match catalog.snapshot(db).await {
+            Ok(snap) => {
+                for p in snap.problems() {
+                    out.errors.push(format!("database {db}: {p}"));
+                }
+            }
+            Err(e) => {
+                out.errors.push(format!("database {db}: {e}"));
+                continue;
+            }
+        }
+        match catalog.check_constraints(db).await {
+            Ok(missing) => {
+                for m in missing {
+                    out.missing_constraints
+                        .push((format!("database {db}: {}", m.describe()), m.ddl()));
+                }
+            }
+            Err(e) => out.errors.push(format!("database {db}: {e}")),
+        }
+    }
+    out
+}
+
 /// A bound listener, ready to serve.
 pub struct Server {
     listener: TcpListener,
     shared: Arc<Shared>,
+    /// The admin HTTP listener (`admin.listen`), if configured.
+    admin: Option<TcpListener>,
 }
 
 impl Server {
     pub async fn bind(config: Config) -> Result<Server, ServerError> {
         let addr = config.listen.clone();
         let shared = Arc::new(Shared::new(config)?);
+        // A policy column that does not resolve in a configured database is a startup
+        // error; a missing envelope CHECK constraint is a warning (an error with `strict`).
+        let databases = shared
+            .config
+            .catalog
+            .as_ref()
+            .map(|c| c.databases.clone())
+            .unwrap_or_default();
+        if shared.protection.is_some() && !databases.is_empty() {
+            let found = check_databases(&shared, &databases).await;
+            if !found.errors.is_empty() {
+                return Err(ServerError::Catalog(found.errors.join("; ")));
+            }
+            for (what, ddl) in &found.missing_constraints {
+                warn!(target: "pgcloak::policy", problem = %what, fix = %ddl, "protected column lacks its envelope CHECK constraint");
+            }
+            if shared.config.strict && !found.missing_constraints.is_empty() {
+                return Err(ServerError::Catalog(format!(
+                    "strict: {} protected column(s) lack the envelope CHECK constraint; run `pgcloak check --database` for the DDL",
+                    found.missing_constraints.len()
+                )));
+            }
+        }
         let listener = TcpListener::bind(&addr)
             .await
             .map_err(|source| ServerError::Bind { addr, source })?;
-        Ok(Server { listener, shared })
+        // ---- operations: metrics, audit, admin listener ----
+        crate::observe::init(&shared.config).map_err(ServerError::Policy)?;
+        let admin = match &shared.config.admin {
+            Some(a) => Some(TcpListener::bind(&a.listen).await.map_err(|source| {
+                ServerError::Bind {
+                    addr: a.listen.clone(),
+                    source,
+                }
+            })?),
+            None => None,
+        };
+        // ---- end of operations ----
+        Ok(Server {
+            listener,
+            shared,
+            admin,
+        })
+    }
+
+    /// The admin listener's address, if one is configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     pub fn local_addr(&self) -> Option<SocketAddr> {
@@ -169,8 +259,17 @@ impl Server {
     }
 
     /// Serves until `shutdown` fires, then drains.
-    pub async fn run(self, shutdown: CancellationToken) {
+    pub async fn run(mut self, shutdown: CancellationToken) {
         let tracker = TaskTracker::new();
+        // ---- operations: admin endpoint and live reload run until the process ends ----
+        let ops_stop = CancellationToken::new();
+        if let Some(admin) = self.admin.take() {
+            info!(target: "pgcloak::admin", listen = ?admin.local_addr().ok(), "admin endpoint listening");
+            tokio::spawn(crate::observe::admin::serve(admin, self.shared.clone(), ops_stop.clone()));
+        }
+        tokio::spawn(crate::observe::reload::watch(self.shared.clone(), ops_stop.clone()));
+        let _ops_guard = ops_stop.drop_guard();
+        // ---- end of operations ----
         let mut backoff = Duration::from_millis(5);
         info!(target: LOG, listen = ?self.local_addr(), upstream = %self.shared.config.upstream.display_addr(), "pgcloak listening");
         loop {
@@ -180,7 +279,7 @@ impl Server {
                     Ok((tcp, peer)) => {
                         backoff = Duration::from_millis(5);
                         let shared = self.shared.clone();
-                        tracker.spawn(crate::session::run(tcp, peer, shared));
+                        tracker.spawn(crate::observe::scope(peer, crate::session::run(tcp, peer, shared)));
                     }
                     Err(e) => {
                         // Out of file descriptors and similar: back off instead of spinning.
@@ -192,6 +291,7 @@ impl Server {
             }
         }
         drop(self.listener);
+        self.shared.health.set_draining();
         tracker.close();
         let open = tracker.len();
         let timeout = Duration::from_secs(self.shared.config.shutdown_timeout_secs);
@@ -208,6 +308,15 @@ impl Server {
 /// Sends a client's CancelRequest to the upstream backend of the session it names.
 /// As PostgreSQL does, nothing is ever answered to the requester.
 pub async fn forward_cancel(shared: &Shared, pid: i32, secret: &[u8]) {
+    // ---- operations: a session owned by a peer instance ----
+    let owner = CancelMap::instance_of(pid);
+    if owner != shared.config.instance_id {
+        if let Some(addr) = shared.config.peers.get(&owner) {
+            forward_cancel_to_peer(addr, owner, pid, secret).await;
+            return;
+        }
+    }
+    // ---- end of operations ----
     let Some(key) = shared.cancel.lookup(pid, secret) else {
         debug!(target: LOG, instance = CancelMap::instance_of(pid), "cancel request for no known session");
         return;
@@ -226,6 +335,26 @@ pub async fn forward_cancel(shared: &Shared, pid: i32, secret: &[u8]) {
             debug!(target: LOG, "cancel request forwarded");
         }
         Err(e) => warn!(target: LOG, error = %e, "could not forward cancel request"),
+    }
+}
+
+/// Passes a CancelRequest on, unchanged, to the peer instance that owns the session.
+async fn forward_cancel_to_peer(addr: &str, owner: u8, pid: i32, secret: &[u8]) {
+    let connect = tokio::net::TcpStream::connect(addr);
+    match tokio::time::timeout(Duration::from_secs(5), connect).await {
+        Ok(Ok(mut peer)) => {
+            let _ = peer.write_all(&cancel_request(pid, secret)).await;
+            let _ = peer.flush().await;
+            let mut sink = [0u8; 64];
+            let _ = tokio::time::timeout(
+                Duration::from_secs(5),
+                tokio::io::AsyncReadExt::read(&mut peer, &mut sink),
+            )
+            .await;
+            debug!(target: LOG, peer = owner, "cancel request forwarded to peer instance");
+        }
+        Ok(Err(e)) => warn!(target: LOG, peer = owner, error = %e, "could not forward cancel request to peer"),
+        Err(_) => warn!(target: LOG, peer = owner, "timed out forwarding cancel request to peer"),
     }
 }
 

@@ -196,15 +196,19 @@ async fn writes_store_ciphertext_and_each_role_reads_its_view() {
     assert_eq!(row.get::<_, Option<String>>(0), None);
     assert_eq!(row.get::<_, Option<String>>(1), None);
     // deny: national_id for PUBLIC.
-    let err = nobody
-        .query("SELECT national_id FROM customers", &[])
-        .await;
+    let err = nobody.query("SELECT national_id FROM customers", &[]).await;
     assert_eq!(expect_sqlstate(err), "42501");
 
     // The server never saw a sentinel or the phone number.
     let log = cluster().log();
-    assert!(!log.contains("SENTINEL"), "a sentinel reached the server log");
-    assert!(!log.contains(phone), "the phone number reached the server log");
+    assert!(
+        !log.contains("SENTINEL"),
+        "a sentinel reached the server log"
+    );
+    assert!(
+        !log.contains(phone),
+        "the phone number reached the server log"
+    );
 }
 
 #[tokio::test]
@@ -220,12 +224,17 @@ async fn deterministic_equality_works_for_searchers_only() {
         .unwrap();
     }
     let row = app
-        .query_one("SELECT id FROM customers WHERE phone = $1", &[&"0901000002"])
+        .query_one(
+            "SELECT id FROM customers WHERE phone = $1",
+            &[&"0901000002"],
+        )
         .await
         .unwrap();
     assert_eq!(row.get::<_, i32>(0), 2);
     let rows = app
-        .simple_query("SELECT id FROM customers WHERE phone IN ('0901000001', '0901000003') ORDER BY id")
+        .simple_query(
+            "SELECT id FROM customers WHERE phone IN ('0901000001', '0901000003') ORDER BY id",
+        )
         .await
         .unwrap();
     let ids: Vec<&str> = rows
@@ -239,24 +248,37 @@ async fn deterministic_equality_works_for_searchers_only() {
     // The agent has a search grant: finds the row, sees the mask.
     let agent = f.client("agent").await;
     let row = agent
-        .query_one("SELECT id, phone FROM customers WHERE phone = '0901000003'", &[])
+        .query_one(
+            "SELECT id, phone FROM customers WHERE phone = '0901000003'",
+            &[],
+        )
         .await
         .unwrap();
     assert_eq!(row.get::<_, String>(1), "*******003");
     // The auditor has no search grant: equality is an oracle.
     let auditor = f.client("auditor").await;
     let err = auditor
-        .query("SELECT id FROM customers WHERE phone = $1", &[&"0901000003"])
+        .query(
+            "SELECT id FROM customers WHERE phone = $1",
+            &[&"0901000003"],
+        )
         .await;
     assert_eq!(expect_sqlstate(err), "42501");
     // A unique violation does not echo the value.
     let err = app
-        .execute("INSERT INTO customers (id, phone) VALUES (9, '0901000001')", &[])
+        .execute(
+            "INSERT INTO customers (id, phone) VALUES (9, '0901000001')",
+            &[],
+        )
         .await
         .unwrap_err();
     let db = err.as_db_error().unwrap();
     assert_eq!(db.code().code(), "23505");
-    assert!(!db.detail().unwrap_or("").contains("\\x"), "{:?}", db.detail());
+    assert!(
+        !db.detail().unwrap_or("").contains("\\x"),
+        "{:?}",
+        db.detail()
+    );
 }
 
 #[tokio::test]
@@ -298,7 +320,10 @@ async fn unsupported_operations_are_refused_before_the_server() {
     }
     let log = cluster().log();
     let tail = &log[mark.min(log.len())..];
-    assert!(!tail.contains("LIKE '09%'"), "a refused statement reached the server");
+    assert!(
+        !tail.contains("LIKE '09%'"),
+        "a refused statement reached the server"
+    );
     // The session is still usable.
     app.simple_query("SELECT 1").await.unwrap();
 }
@@ -321,7 +346,10 @@ async fn a_refusal_mid_string_aborts_the_earlier_statements() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(n, 0, "the INSERT before the refused statement was committed");
+    assert_eq!(
+        n, 0,
+        "the INSERT before the refused statement was committed"
+    );
 }
 
 #[tokio::test]

@@ -156,6 +156,7 @@ impl DataPath {
             }
         };
         if let Err(e) = result {
+            crate::observe::rejected(&e);
             // The client gets pgcloak's error instead of the rest of this cycle.
             out.truncate(mark);
             out.extend_from_slice(&e.to_pg().encode());

@@ -114,6 +114,7 @@ impl CopyIn {
                     let c = prot.policy.column(col);
                     let canonical = codec::text_to_canonical(c.logical_type, &value, ctx)
                         .map_err(|e| DataPathError::codec(&c.qualified_name(), e))?;
+                    crate::observe::encrypted(&prot.policy, col);
                     let env = prot
                         .suite
                         .encrypt(col, &canonical)

@@ -149,6 +149,7 @@ impl DataPath {
         };
         let prot = self.protection.load_full();
         if Self::fast_path(&prot, &sql) {
+            crate::observe::statement_fast_path(&sql);
             self.expect.push_back(Expect::Simple(VecDeque::new()));
             out.extend_from_slice(msg);
             return Ok(());
@@ -164,6 +165,7 @@ impl DataPath {
             }
         };
         let fp = &analysis.fingerprint;
+        crate::observe::statement_analysed(fp, &analysis.plans, &prot.policy);
         let mut statements = VecDeque::new();
         let mut actions = Vec::new();
         let mut failure: Option<(usize, DataPathError)> = None;
@@ -243,6 +245,7 @@ impl DataPath {
         let text = match &failure {
             None => self.rewrite_literals(&prot, &sql, fp, actions.into_iter())?,
             Some((start, err)) => {
+                crate::observe::rejected(err);
                 // Keep the statements before the refused one, rewritten, and make the
                 // server fail at the refused one: the implicit transaction aborts.
                 let keep: Vec<_> = analysis
@@ -381,6 +384,7 @@ impl DataPath {
         param_types: &[u32],
     ) -> Result<Option<(Arc<StatementPlan>, String)>, DataPathError> {
         if Self::fast_path(prot, sql) {
+            crate::observe::statement_fast_path(sql);
             return Ok(None);
         }
         self.analyse_single(prot, sql, param_types).map(Some)
@@ -408,6 +412,7 @@ impl DataPath {
     ) -> Result<(Arc<StatementPlan>, String), DataPathError> {
         self.check_schema(prot)?;
         let analysis = prot.cache.analyze(sql, param_types, &self.context(prot))?;
+        crate::observe::statement_analysed(&analysis.fingerprint, &analysis.plans, &prot.policy);
         let plans: Vec<&StatementPlan> = analysis
             .plans
             .iter()
@@ -659,6 +664,7 @@ impl DataPath {
     /// unnamed statement. `swallow` lists the injected responses to drop (the
     /// client's own message gets the error instead). Then discard until Sync.
     fn inject_extended_failure(&mut self, err: &DataPathError, swallow: &[u8], out: &mut BytesMut) {
+        crate::observe::rejected(err);
         let parse = Parse {
             name: String::new(),
             sql: raise_statement(err).into_bytes(),
@@ -683,6 +689,7 @@ impl DataPath {
 
     /// Makes upstream fail a simple Query (or function call) with pgcloak's error.
     fn inject_simple_failure(&mut self, err: &DataPathError, out: &mut BytesMut) {
+        crate::observe::rejected(err);
         let mut st = VecDeque::new();
         st.push_back(SimpleStatement {
             transform: None,

@@ -20,6 +20,7 @@ pub(super) fn encrypt_text_literal(
     utf8_ctx.client_encoding = codec::ClientEncoding::Utf8;
     let canonical = codec::text_to_canonical(c.logical_type, text.as_bytes(), &utf8_ctx)
         .map_err(|e| DataPathError::codec(&c.qualified_name(), e))?;
+    crate::observe::encrypted(&prot.policy, col);
     prot.suite
         .encrypt(col, &canonical)
         .map_err(|e| DataPathError::crypto(&c.qualified_name(), e))
@@ -43,6 +44,7 @@ pub(super) fn encrypt_param(
             codec::text_to_canonical(c.logical_type, v, ctx)
         }
         .map_err(|e| DataPathError::codec(&name, e))?;
+        crate::observe::encrypted(&prot.policy, action.column);
         prot.suite
             .encrypt(action.column, &canonical)
             .map_err(|e| DataPathError::crypto(&name, e))
@@ -88,6 +90,7 @@ pub(super) fn render(
 ) -> Result<Option<Vec<u8>>, DataPathError> {
     let c = prot.policy.column(col);
     let name = || c.qualified_name();
+    crate::observe::decrypted_or_withheld(&prot.policy, col, view);
     match view {
         View::Null => Ok(None),
         View::Deny => Err(DataPathError::Forbidden(format!(

@@ -1,16 +1,37 @@
-//! tracing setup: text for humans, JSON (one object per line) for pipelines.
-//! `RUST_LOG`, when set, overrides the configured level/filter.
+//! tracing setup: text for humans, JSON (one object per line, fields flattened:
+//! `timestamp`, `level`, `target`, `message`, then the event's own fields) for
+//! pipelines. Levels: `log.level` plus per-target `log.levels`; `RUST_LOG`, when
+//! set, overrides both.
+//!
+//! Targets: `pgcloak::session`, `::auth`, `::sql`, `::crypto`, `::policy`,
+//! `::catalog`, `::admin`, `::audit`.
+
+//!
+//! Third-party crates that log raw SQL or parameters at debug (sqlparser echoes
+//! every statement and literal it parses; tokio-postgres logs queries and
+//! parameters) are capped whatever the configuration says: a debug level must
+//! never turn the log into a copy of the data.
 
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogConfig, LogFormat};
 
-pub fn init(cfg: &LogConfig) {
-    let filter = std::env::var("RUST_LOG")
+/// Caps appended after the operator's directives (a later directive for the same
+/// target replaces an earlier one).
+pub const LEAK_CAPS: &str = "sqlparser=off,tokio_postgres=info,postgres_protocol=info";
+
+/// The effective filter: `RUST_LOG` or the config, then [`LEAK_CAPS`].
+pub fn directive(cfg: &LogConfig) -> String {
+    let base = std::env::var("RUST_LOG")
         .ok()
-        .and_then(|v| EnvFilter::try_new(v).ok())
-        .or_else(|| EnvFilter::try_new(&cfg.level).ok())
-        .unwrap_or_else(|| EnvFilter::new("info"));
+        .filter(|v| EnvFilter::try_new(v).is_ok())
+        .unwrap_or_else(|| cfg.filter_directive());
+    format!("{base},{LEAK_CAPS}")
+}
+
+pub fn init(cfg: &LogConfig) {
+    let filter = EnvFilter::try_new(directive(cfg))
+        .unwrap_or_else(|_| EnvFilter::new(format!("info,{LEAK_CAPS}")));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

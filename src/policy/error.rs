@@ -37,8 +37,10 @@ pub struct PolicyError {
 }
 
 impl PolicyError {
+    /// One line, always: control characters that came from the file (a key with
+    /// a newline in it, say) are escaped so each error stays on its own line.
     fn render(&self) -> String {
-        if self.path.is_empty() {
+        let line = if self.path.is_empty() {
             format!(
                 "{}:{}:{}: {}",
                 self.file, self.line, self.column, self.message
@@ -48,6 +50,19 @@ impl PolicyError {
                 "{}:{}:{}: {}: {}",
                 self.file, self.line, self.column, self.path, self.message
             )
+        };
+        if line.chars().any(char::is_control) {
+            line.chars()
+                .flat_map(|c| {
+                    if c.is_control() {
+                        c.escape_default().collect::<Vec<_>>()
+                    } else {
+                        vec![c]
+                    }
+                })
+                .collect()
+        } else {
+            line
         }
     }
 

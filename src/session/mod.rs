@@ -91,6 +91,7 @@ pub async fn run(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
                     end, "session closed"
                 ),
                 Err(e) => {
+                    crate::observe::session_error(e.label());
                     let level_warn = matches!(
                         e,
                         SessionError::Upstream(_) | SessionError::UpstreamProtocol(_)
@@ -251,17 +252,20 @@ async fn serve(
         auth_method = identity.method.name(), authenticated = identity.authenticated,
         tls = client.is_tls(), upstream_tls = upstream.is_tls(), "session opened"
     );
+    crate::observe::session_opened(&identity.role, &identity.database, identity.method.name(), identity.authenticated);
 
     let (mut client_r, mut client_w) = tokio::io::split(client);
     let (mut upstream_r, mut upstream_w) = tokio::io::split(upstream);
-    let (mut frontend, backend_inner): (Box<dyn MessageHandler + Send>, Box<dyn MessageHandler + Send>) =
-        match &datapath {
-            Some(dp) => (
-                Box::new(protect::FrontendData(dp.clone())),
-                Box::new(protect::BackendData(dp.clone())),
-            ),
-            None => (Box::new(FrontendRelay), Box::new(BackendRelay)),
-        };
+    let (mut frontend, backend_inner): (
+        Box<dyn MessageHandler + Send>,
+        Box<dyn MessageHandler + Send>,
+    ) = match &datapath {
+        Some(dp) => (
+            Box::new(protect::FrontendData(dp.clone())),
+            Box::new(protect::BackendData(dp.clone())),
+        ),
+        None => (Box::new(FrontendRelay), Box::new(BackendRelay)),
+    };
     let mut backend = LastTag {
         inner: backend_inner,
         last: 0,

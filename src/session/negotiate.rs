@@ -67,10 +67,7 @@ pub async fn negotiate(
         };
         match packet {
             StartupPacket::SslRequest if ssl_seen => {
-                return Err((
-                    Some(stream),
-                    SessionError::Protocol("duplicate SSLRequest"),
-                ));
+                return Err((Some(stream), SessionError::Protocol("duplicate SSLRequest")));
             }
             StartupPacket::GssEncRequest if gss_seen => {
                 return Err((

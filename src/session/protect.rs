@@ -31,7 +31,10 @@ pub async fn setup(
     let refuse = |what: &str, e: &dyn std::fmt::Display| {
         SessionError::Refused(PgError::fatal(
             "58000",
-            format!("pgcloak cannot {what} for database \"{}\": {e}", identity.database),
+            format!(
+                "pgcloak cannot {what} for database \"{}\": {e}",
+                identity.database
+            ),
         ))
     };
     let schema = catalog
@@ -55,13 +58,7 @@ pub async fn setup(
     }
     let prot = protection.load_full();
     let schema = shared_schema(shared, &identity.database, schema, &prot);
-    let dp = DataPath::new(
-        protection.clone(),
-        schema,
-        roles,
-        codec,
-        search_path,
-    );
+    let dp = DataPath::new(protection.clone(), schema, roles, codec, search_path);
     Ok(Some(Arc::new(Mutex::new(dp))))
 }
 
@@ -131,8 +128,11 @@ pub struct FrontendData(pub Arc<Mutex<DataPath>>);
 
 impl MessageHandler for FrontendData {
     fn on_message(&mut self, msg: &[u8], out: &mut BytesMut) -> Result<Flow, SessionError> {
+        let started = std::time::Instant::now();
         let mut dp = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        dp.on_frontend(msg, out).map_err(SessionError::from)
+        let r = dp.on_frontend(msg, out).map_err(SessionError::from);
+        crate::observe::frontend_done(started);
+        r
     }
 }
 
@@ -141,8 +141,11 @@ pub struct BackendData(pub Arc<Mutex<DataPath>>);
 
 impl MessageHandler for BackendData {
     fn on_message(&mut self, msg: &[u8], out: &mut BytesMut) -> Result<Flow, SessionError> {
+        let started = std::time::Instant::now();
         let mut dp = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        dp.on_backend(msg, out).map_err(SessionError::from)
+        let r = dp.on_backend(msg, out).map_err(SessionError::from);
+        crate::observe::backend_done(started, msg[0]);
+        r
     }
 }
 

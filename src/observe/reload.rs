@@ -1,0 +1,133 @@
+//! Live reload of the policy and keyring: on SIGHUP, or when either file's
+//! modification time or size changes (polled every `reload_poll_ms`, with a short
+//! debounce). The new version is read, validated and swapped in atomically; an
+//! invalid one leaves the current generation in force and is reported with its
+//! file:line on `pgcloak::policy`, in the audit trail and in the metrics.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+
+use super::{audit, metrics};
+use crate::datapath::Protection;
+use crate::policy::ColumnRef;
+use crate::server::{load_protection, Shared};
+
+const LOG: &str = "pgcloak::policy";
+/// Time for a writer to finish a file after its first change is seen.
+const DEBOUNCE: Duration = Duration::from_millis(150);
+
+/// Publishes the generation in force and the key ids its columns write with.
+pub fn publish(prot: &Protection) {
+    let mut keys: Vec<(u32, usize)> = Vec::new();
+    for i in 0..prot.policy.columns().len() {
+        if let Ok(id) = prot.suite.write_key_id(ColumnRef(i as u32)) {
+            match keys.iter_mut().find(|(k, _)| *k == id) {
+                Some((_, n)) => *n += 1,
+                None => keys.push((id, 1)),
+            }
+        }
+    }
+    metrics::policy_in_force(prot.generation(), &keys);
+}
+
+/// Re-reads and validates the policy and keyring; swaps them in when valid.
+/// Returns the generation in force afterwards, or the validation error.
+pub fn reload_now(shared: &Shared, trigger: &str) -> Result<u64, String> {
+    let Some(current) = &shared.protection else {
+        return Err("no policy configured".into());
+    };
+    let old = current.load_full();
+    let old_gen = old.generation();
+    match load_protection(&shared.config, old_gen + 1) {
+        Ok(Some((prot, policy))) => {
+            let new_gen = prot.generation();
+            let (hits, misses) = old.cache.stats();
+            metrics::cache_retired(hits, misses);
+            publish(&prot);
+            current.store(Arc::new(prot));
+            if let Some(catalog) = &shared.catalog {
+                catalog.reload(policy);
+            }
+            metrics::reload_result(true);
+            audit::reload(trigger, old_gen, Some(new_gen), None);
+            info!(target: LOG, trigger, old_generation = old_gen, new_generation = new_gen, "policy and keyring reloaded");
+            Ok(new_gen)
+        }
+        Ok(None) => Err("no policy configured".into()),
+        Err(e) => {
+            let msg = e.to_string();
+            metrics::reload_result(false);
+            audit::reload(trigger, old_gen, None, Some(&msg));
+            error!(target: LOG, trigger, generation = old_gen, error = %msg, "invalid policy or keyring: keeping the current generation");
+            Err(msg)
+        }
+    }
+}
+
+type Stamp = Option<(SystemTime, u64)>;
+
+fn stamp(path: &PathBuf) -> Stamp {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
+
+/// Watches SIGHUP and the files until `shutdown` fires.
+pub async fn watch(shared: Arc<Shared>, shutdown: CancellationToken) {
+    if shared.protection.is_none() {
+        // No policy: nothing to reload, but SIGHUP must not kill the process.
+        #[cfg(unix)]
+        if let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        {
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = hup.recv() => info!(target: LOG, "SIGHUP: no policy configured, nothing to reload"),
+                }
+            }
+        }
+        return;
+    }
+    if let Some(p) = &shared.protection {
+        publish(&p.load());
+    }
+    let mut files: Vec<PathBuf> = shared.config.policy.iter().cloned().collect();
+    if let Some(f) = shared.config.keys.as_ref().and_then(|k| k.file.clone()) {
+        files.push(f);
+    }
+    let mut stamps: Vec<Stamp> = files.iter().map(stamp).collect();
+    let poll = Duration::from_millis(shared.config.reload_poll_ms.max(50));
+    let polling = shared.config.reload_poll_ms > 0;
+    #[cfg(unix)]
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    loop {
+        #[cfg(unix)]
+        let hup_recv = async {
+            match hup.as_mut() {
+                Some(h) => {
+                    h.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let hup_recv = std::future::pending::<()>();
+        let trigger = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = hup_recv => "sighup",
+            _ = tokio::time::sleep(poll), if polling => {
+                let now: Vec<Stamp> = files.iter().map(stamp).collect();
+                if now == stamps {
+                    continue;
+                }
+                tokio::time::sleep(DEBOUNCE).await;
+                "file_change"
+            }
+        };
+        stamps = files.iter().map(stamp).collect();
+        let _ = reload_now(&shared, trigger);
+    }
+}
