@@ -171,7 +171,10 @@ tables:
 fn a_schema_that_no_longer_fits_fails_closed() {
     let g1 = protection(GEN1, 1);
     let (mut dp, swap) = session(&g1, &["r"]);
-    front(&mut dp, &[parse("s1", "INSERT INTO t (id, a) VALUES ($1, $2)")]);
+    front(
+        &mut dp,
+        &[parse("s1", "INSERT INTO t (id, a) VALUES ($1, $2)")],
+    );
     let gen2 = "version: 1
 tables:
   public.t:
@@ -189,7 +192,10 @@ tables:
 fn a_reload_of_access_rights_follows_without_a_new_snapshot() {
     let g1 = protection(GEN1, 1);
     let (mut dp, swap) = session(&g1, &["r"]);
-    front(&mut dp, &[parse("s1", "INSERT INTO t (id, a) VALUES ($1, $2)")]);
+    front(
+        &mut dp,
+        &[parse("s1", "INSERT INTO t (id, a) VALUES ($1, $2)")],
+    );
     let gen2 = "version: 1
 tables:
   public.t:
@@ -201,5 +207,10 @@ tables:
     assert_eq!(upstream.len(), 1, "{upstream:?}");
     let sent = Bind::decode(&upstream[0].1).unwrap();
     let a2 = g2.policy.find(&TableName::new("public", "t"), "a").unwrap();
-    assert_eq!(g2.suite.decrypt(a2, sent.params[1].as_ref().unwrap()).unwrap(), b"follow-me");
+    assert_eq!(
+        g2.suite
+            .decrypt(a2, sent.params[1].as_ref().unwrap())
+            .unwrap(),
+        b"follow-me"
+    );
 }
