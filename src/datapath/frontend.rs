@@ -148,6 +148,7 @@ impl DataPath {
             }
         };
         let prot = self.protection.load_full();
+        self.follow_generation(&prot);
         if Self::fast_path(&prot, &sql) {
             crate::observe::statement_fast_path(&sql);
             self.expect.push_back(Expect::Simple(VecDeque::new()));
@@ -322,6 +323,7 @@ impl DataPath {
             }
         };
         let param_types: Arc<[u32]> = Arc::from(parse.param_types.as_slice());
+        self.follow_generation(&prot);
         let planned = self
             .plan_statement(&prot, &sql, &param_types)
             .and_then(|p| match p {
@@ -390,6 +392,16 @@ impl DataPath {
         self.analyse_single(prot, sql, param_types).map(Some)
     }
 
+    /// After a policy reload: re-resolves the session's schema for the new
+    /// generation when the snapshot still fits it (see [`super::SessionSchema::for_generation`]).
+    fn follow_generation(&mut self, prot: &Protection) {
+        if self.schema.policy_generation() != prot.generation() {
+            if let Some(s) = self.schema.for_generation(prot) {
+                self.schema = Arc::new(s);
+            }
+        }
+    }
+
     /// Refuses analysis against a schema resolved for another policy generation:
     /// its column references would point at other columns.
     fn check_schema(&self, prot: &Protection) -> Result<(), DataPathError> {
@@ -451,6 +463,7 @@ impl DataPath {
             return Ok(());
         };
         if prepared.prot.generation() != current.generation() {
+            self.follow_generation(&current);
             match self.recheck_prepared(&current, &bind.statement, &prepared) {
                 Ok(fresh) => {
                     self.statements

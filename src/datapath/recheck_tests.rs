@@ -168,15 +168,49 @@ tables:
 }
 
 #[test]
-fn a_stale_schema_fails_closed() {
+fn a_schema_that_no_longer_fits_fails_closed() {
     let g1 = protection(GEN1, 1);
     let (mut dp, swap) = session(&g1, &["r"]);
     front(
         &mut dp,
         &[parse("s1", "INSERT INTO t (id, a) VALUES ($1, $2)")],
     );
-    swap.store(protection(GEN1, 2));
-    // No schema for generation 2 yet: refuse rather than resolve columns by stale indexes.
+    let gen2 = "version: 1
+tables:
+  public.t:
+    b: { type: text, access: { r: plaintext } }
+    a: { type: text, encryption: deterministic, access: { r: plaintext } }
+";
+    swap.store(protection(gen2, 2));
+    // The policy's column list changed and no snapshot for it was given: refuse
+    // rather than resolve columns by stale indexes.
     let upstream = front(&mut dp, &[bind("s1", &["1", "stale-secret"])]);
     assert_refused(&upstream, "0A000", "stale-secret");
+}
+
+#[test]
+fn a_reload_of_access_rights_follows_without_a_new_snapshot() {
+    let g1 = protection(GEN1, 1);
+    let (mut dp, swap) = session(&g1, &["r"]);
+    front(
+        &mut dp,
+        &[parse("s1", "INSERT INTO t (id, a) VALUES ($1, $2)")],
+    );
+    let gen2 = "version: 1
+tables:
+  public.t:
+    a: { type: text, encryption: deterministic, access: { r: plaintext, s: masked }, mask: { keep_last: 1 } }
+";
+    let g2 = protection(gen2, 2);
+    swap.store(g2.clone());
+    let upstream = front(&mut dp, &[bind("s1", &["1", "follow-me"])]);
+    assert_eq!(upstream.len(), 1, "{upstream:?}");
+    let sent = Bind::decode(&upstream[0].1).unwrap();
+    let a2 = g2.policy.find(&TableName::new("public", "t"), "a").unwrap();
+    assert_eq!(
+        g2.suite
+            .decrypt(a2, sent.params[1].as_ref().unwrap())
+            .unwrap(),
+        b"follow-me"
+    );
 }
