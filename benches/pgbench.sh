@@ -12,8 +12,16 @@
 # removes everything on exit. Needs PostgreSQL and pgbouncer installed (Debian packages);
 # run as root (server processes run as the postgres user) or as a user that can run initdb.
 #
+# Encrypted mode (MODES=encrypted, or add it to MODES): a custom script, INSERT of three
+# values plus SELECT by deterministic equality, on a table whose 3 columns are encrypted
+# (2 deterministic, 1 randomized) through a pgcloak with a policy, against the same script
+# on an identical plaintext table through that pgcloak and directly. Target (DESIGN.md):
+# encrypted >= 0.85x plaintext-through-pgcloak. ENC_PROTOCOL (default prepared) is the
+# pgbench -M mode of that script; each contender has its own table, preloaded alike.
+#
 # Usage: benches/pgbench.sh            (ROUNDS=5 DURATION=10 CLIENTS=8 SCALE=10 by default)
 #        ROUNDS=3 DURATION=5 benches/pgbench.sh
+#        MODES=encrypted benches/pgbench.sh
 #        PGCLOAK_BIN=target/release/pgcloak benches/pgbench.sh   (skip the release build)
 set -euo pipefail
 
@@ -23,6 +31,8 @@ CLIENTS=${CLIENTS:-8}
 THREADS=${THREADS:-2}
 SCALE=${SCALE:-10}
 MODES=${MODES:-"simple extended prepared"}
+ENC_PROTOCOL=${ENC_PROTOCOL:-prepared}
+ENC_ROWS=${ENC_ROWS:-50000}
 PASSWORD="bench-Secret-pw1"
 
 cd "$(dirname "$0")/.."
@@ -54,10 +64,12 @@ free_port() {
 WORK=$(mktemp -d /tmp/pgcloak-bench-XXXXXX)
 chmod 755 "$WORK"
 PGCLOAK_PID=""
+ENC_PID=""
 
 cleanup() {
     set +e
     [ -n "$PGCLOAK_PID" ] && kill "$PGCLOAK_PID" 2>/dev/null && wait "$PGCLOAK_PID" 2>/dev/null
+    [ -n "$ENC_PID" ] && kill "$ENC_PID" 2>/dev/null && wait "$ENC_PID" 2>/dev/null
     [ -f "$WORK/bouncer/pgbouncer.pid" ] && kill "$(cat "$WORK/bouncer/pgbouncer.pid")" 2>/dev/null
     [ -f "$WORK/data/postmaster.pid" ] && as_postgres "$PG_BIN/pg_ctl" stop -m immediate -D "$WORK/data" -s >/dev/null 2>&1
     rm -rf "$WORK"
@@ -164,7 +176,8 @@ RESULTS="$WORK/rounds.tsv"
 TARGETS=(direct pgbouncer pgcloak)
 declare -A PORT=([direct]=$PG_PORT [pgbouncer]=$BOUNCER_PORT [pgcloak]=$PGCLOAK_PORT)
 
-for mode in $MODES; do
+PASS_MODES=$(tr ' ' '\n' <<<"$MODES" | grep -vx encrypted | tr '\n' ' ' || true)
+for mode in $PASS_MODES; do
     for round in $(seq 1 "$ROUNDS"); do
         declare -A TPS=()
         cpu_us=""
@@ -197,6 +210,7 @@ done
 col() { awk -F'\t' -v m="$1" -v c="$2" '$1 == m { print $c }' "$RESULTS"; }
 ratio() { awk -F'\t' -v m="$1" -v a="$2" -v b="$3" '$1 == m { printf "%.3f\n", $a / $b }' "$RESULTS"; }
 
+if [ -n "${PASS_MODES// /}" ]; then
 echo
 echo "## pgbench -S, scale $SCALE, $CLIENTS clients, ${DURATION}s x $ROUNDS interleaved rounds per mode"
 echo
@@ -215,4 +229,122 @@ echo
 echo '```'
 printf 'mode\tround\tdirect\tpgbouncer\tpgcloak\tpgcloak_cpu_us_per_txn\n'
 cat "$RESULTS"
+echo '```'
+fi
+
+# --- encrypted workload ----------------------------------------------------------------
+case " $MODES " in *" encrypted "*) ;; *) exit 0 ;; esac
+
+# Three identical tables: one per contender, so each grows by its own inserts only.
+for t in people_direct people_plain; do
+    psql_admin -d bench -c "CREATE TABLE $t (id bigserial PRIMARY KEY, phone text, email text, nid text);
+        CREATE INDEX ON $t (phone); GRANT ALL ON $t, ${t}_id_seq TO bench;
+        INSERT INTO $t (phone, email, nid) SELECT g, g, g FROM generate_series(1, $ENC_ROWS) g"
+done
+psql_admin -d bench -c "CREATE TABLE people_enc (id bigserial PRIMARY KEY, phone bytea, email bytea, nid bytea);
+    CREATE INDEX ON people_enc (phone); GRANT ALL ON people_enc, people_enc_id_seq TO bench;"
+
+umask 077
+printf 'version: 1\nactive: 1\ndeterministic: 1\nkeys:\n  1: "%s"\n' "$(head -c 32 /dev/urandom | base64)" >"$WORK/master.keys"
+umask 022
+cat >"$WORK/policy.yaml" <<POLICY
+version: 1
+tables:
+  public.people_enc:
+    phone: { type: text, encryption: deterministic, access: { bench: plaintext } }
+    nid: { type: text, encryption: deterministic, access: { bench: plaintext } }
+    email: { type: text, access: { bench: plaintext } }
+POLICY
+ENC_PORT=$(free_port)
+cat >"$WORK/pgcloak-enc.yaml" <<YAML
+listen: 127.0.0.1:$ENC_PORT
+instance_id: 2
+upstream: { host: 127.0.0.1, port: $PG_PORT, tls: disable }
+tls: { mode: disabled }
+auth: { mode: relay }
+max_connections: 100
+log: { format: text, level: warn }
+policy: $WORK/policy.yaml
+keys: { file: $WORK/master.keys }
+catalog: { user: postgres, password_env: PGCLOAK_CATALOG_PASSWORD }
+YAML
+PGCLOAK_CATALOG_PASSWORD=$PASSWORD "$PGCLOAK_BIN" serve --config "$WORK/pgcloak-enc.yaml" 2>"$WORK/pgcloak-enc.log" &
+ENC_PID=$!
+wait_port "$ENC_PORT" || { cat "$WORK/pgcloak-enc.log" >&2; exit 1; }
+
+# The encrypted table is loaded through pgcloak (COPY FROM STDIN, encrypted in flight).
+seq 1 "$ENC_ROWS" | awk '{ print $1 "\t" $1 "\t" $1 }' |
+    "$PG_BIN/psql" -h 127.0.0.1 -p "$ENC_PORT" -U bench -d bench -X -q -v ON_ERROR_STOP=1 \
+        -c "COPY people_enc (phone, email, nid) FROM STDIN"
+loaded=$(psql_admin -d bench -At -c "SELECT count(*) FROM people_enc WHERE substring(phone from 1 for 2) = 'pc'::bytea")
+[ "$loaded" = "$ENC_ROWS" ] || { echo "people_enc holds $loaded envelopes, expected $ENC_ROWS" >&2; exit 1; }
+
+for t in people_direct people_plain people_enc; do
+    cat >"$WORK/$t.sql" <<SQL
+\set k random(1, $ENC_ROWS)
+INSERT INTO $t (phone, email, nid) VALUES (:k, :k, :k);
+SELECT id, phone, email, nid FROM $t WHERE phone = :k;
+SQL
+done
+
+enc_cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$ENC_PID/stat"; }
+
+run_script() {
+    local port=$1 script=$2 out
+    out=$("$PG_BIN/pgbench" -h 127.0.0.1 -p "$port" -U bench -n -M "$ENC_PROTOCOL" -f "$script" \
+        -c "$CLIENTS" -j "$THREADS" -T "$DURATION" bench 2>&1) || { echo "$out" >&2; exit 1; }
+    local tps txns failed
+    tps=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' <<<"$out")
+    txns=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' <<<"$out")
+    failed=$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' <<<"$out")
+    echo "$tps $txns ${failed:-0}"
+}
+
+ENC_RESULTS="$WORK/enc_rounds.tsv"
+: >"$ENC_RESULTS"
+ENC_TARGETS=(direct plain enc)
+declare -A ENC_PORT_OF=([direct]=$PG_PORT [plain]=$ENC_PORT [enc]=$ENC_PORT)
+declare -A ENC_TABLE=([direct]=people_direct [plain]=people_plain [enc]=people_enc)
+for round in $(seq 1 "$ROUNDS"); do
+    declare -A TPS=() CPU=()
+    for i in 0 1 2; do
+        target=${ENC_TARGETS[$(((i + round) % 3))]}
+        before=$(enc_cpu_ticks)
+        read -r tps txns failed < <(run_script "${ENC_PORT_OF[$target]}" "$WORK/${ENC_TABLE[$target]}.sql") || true
+        after=$(enc_cpu_ticks)
+        if [ -z "${tps:-}" ] || [ -z "${txns:-}" ]; then
+            echo "encrypted $target round $round: pgbench failed" >&2
+            exit 1
+        fi
+        if [ "$failed" != 0 ]; then
+            echo "encrypted $target round $round: $failed failed transactions" >&2
+            exit 1
+        fi
+        TPS[$target]=$tps
+        CPU[$target]=$(awk -v d=$((after - before)) -v t="$txns" -v hz="$CLK_TCK" 'BEGIN { printf "%.2f", d * 1e6 / hz / t }')
+        echo "mode=encrypted round=$round target=$target tps=$tps txns=$txns" >&2
+    done
+    printf 'encrypted\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "${TPS[direct]}" "${TPS[plain]}" "${TPS[enc]}" \
+        "${CPU[plain]}" "${CPU[enc]}" >>"$ENC_RESULTS"
+    unset TPS CPU
+done
+
+# The encrypted table holds only envelopes after the run, too.
+bad=$(psql_admin -d bench -At -c "SELECT count(*) FROM people_enc WHERE substring(phone from 1 for 2) <> 'pc'::bytea OR substring(email from 1 for 2) <> 'pc'::bytea")
+[ "$bad" = 0 ] || { echo "people_enc holds $bad rows that are not envelopes" >&2; exit 1; }
+
+ecol() { awk -F'\t' -v c="$1" '{ print $c }' "$ENC_RESULTS"; }
+eratio() { awk -F'\t' -v a="$1" -v b="$2" '{ printf "%.3f\n", $a / $b }' "$ENC_RESULTS"; }
+echo
+echo "## Encrypted workload: INSERT + SELECT by deterministic equality, 3 encrypted columns, -M $ENC_PROTOCOL, $CLIENTS clients, ${DURATION}s x $ROUNDS interleaved rounds, $ENC_ROWS preloaded rows"
+echo
+echo "| direct tps (plain table) | pgcloak tps (plain table) | pgcloak tps (encrypted) | encrypted/plain via pgcloak | encrypted/direct | pgcloak CPU µs/txn plain | pgcloak CPU µs/txn encrypted |"
+echo "|---:|---:|---:|---:|---:|---:|---:|"
+printf '| %.0f | %.0f | %.0f | %.2f | %.2f | %.1f | %.1f |\n' \
+    "$(ecol 3 | median)" "$(ecol 4 | median)" "$(ecol 5 | median)" \
+    "$(eratio 5 4 | median)" "$(eratio 5 3 | median)" "$(ecol 6 | median)" "$(ecol 7 | median)"
+echo
+echo '```'
+printf 'mode\tround\tdirect\tpgcloak_plain\tpgcloak_encrypted\tcpu_us_plain\tcpu_us_encrypted\n'
+cat "$ENC_RESULTS"
 echo '```'

@@ -4,7 +4,6 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
 
 use common::{cluster, expect_sqlstate, fresh_db, Proxy, SUPERUSER, SUPERUSER_PASSWORD};
 use serde_json::json;

@@ -28,9 +28,11 @@ struct ColumnAction {
 }
 
 /// The result set being relayed, resolved for this session's roles.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(super) struct ActiveResult {
     actions: Vec<Option<ColumnAction>>,
+    /// The generation the actions' column references index (None: passthrough).
+    prot: Option<Arc<Protection>>,
 }
 
 impl ActiveResult {
@@ -55,6 +57,8 @@ impl DataPath {
             return Ok(Flow::Continue);
         }
         let prot = self.protection.load_full();
+        // A failure mid-message must not leave half a rewritten row in `out`.
+        let mark = out.len();
         let result = match tag {
             b'S' => {
                 self.track_parameter(msg, tag);
@@ -81,7 +85,7 @@ impl DataPath {
                 out.extend_from_slice(msg);
                 Ok(())
             }
-            b'D' => self.on_data_row(&prot, msg, out),
+            b'D' => self.on_data_row(msg, out),
             b'C' | b'I' | b's' => {
                 self.active = None;
                 self.current_copy_out = None;
@@ -126,18 +130,18 @@ impl DataPath {
                     first = false;
                     keep
                 });
-                if let Some(plan) = self.pending_copy_in.take() {
-                    self.copy_in = Some(super::copy::CopyIn::new(plan));
+                if let Some(stream) = self.pending_copy_in.take() {
+                    self.copy_in = Some((super::copy::CopyIn::new(stream.plan), stream.prot));
                 }
                 out.extend_from_slice(msg);
                 Ok(())
             }
             b'd' => match self.current_copy_out.clone() {
-                Some(plan) => super::copy::transform_copy_out_row(
-                    &prot,
+                Some(stream) => super::copy::transform_copy_out_row(
+                    &stream.prot,
                     &self.codec,
                     &self.roles,
-                    &plan,
+                    &stream.plan,
                     &msg[5..],
                     out,
                 ),
@@ -154,6 +158,7 @@ impl DataPath {
         if let Err(e) = result {
             crate::observe::rejected(&e);
             // The client gets pgcloak's error instead of the rest of this cycle.
+            out.truncate(mark);
             out.extend_from_slice(&e.to_pg().encode());
             self.swallow_until_ready = true;
             self.active = None;
@@ -192,7 +197,12 @@ impl DataPath {
         msg: &[u8],
         out: &mut BytesMut,
     ) -> Result<(), DataPathError> {
-        let Some(Expect::DescribeStatement { params, .. }) = self.expect.front() else {
+        let Some(Expect::DescribeStatement {
+            params,
+            prot: Some(prot),
+            ..
+        }) = self.expect.front()
+        else {
             out.extend_from_slice(msg);
             return Ok(());
         };
@@ -201,7 +211,6 @@ impl DataPath {
             return Ok(());
         }
         let mut types = decode_parameter_description(msg)?;
-        let prot = self.protection.load_full();
         for p in params {
             let i = usize::from(p.index).saturating_sub(1);
             if let Some(t) = types.get_mut(i) {
@@ -266,6 +275,7 @@ impl DataPath {
             out.extend_from_slice(msg);
             return Ok(());
         };
+        let prot = &*transform.prot;
         if !transform.shape.has_encrypted() {
             out.extend_from_slice(msg);
             if !pop {
@@ -279,7 +289,7 @@ impl DataPath {
                     .into(),
             ));
         }
-        let active = self.resolve_actions(prot, &transform, upstream_binary);
+        let active = self.resolve_actions(&transform, upstream_binary);
         for (i, action) in active.actions.iter().enumerate() {
             let Some(a) = action else { continue };
             let f = &mut fields[i];
@@ -309,12 +319,8 @@ impl DataPath {
         Ok(())
     }
 
-    fn resolve_actions(
-        &self,
-        prot: &Protection,
-        t: &ResultTransform,
-        upstream_binary: bool,
-    ) -> ActiveResult {
+    fn resolve_actions(&self, t: &ResultTransform, upstream_binary: bool) -> ActiveResult {
+        let prot = &t.prot;
         let actions = t
             .shape
             .columns
@@ -334,32 +340,30 @@ impl DataPath {
                 _ => None,
             })
             .collect();
-        ActiveResult { actions }
+        ActiveResult {
+            actions,
+            prot: Some(t.prot.clone()),
+        }
     }
 
-    fn on_data_row(
-        &mut self,
-        prot: &Protection,
-        msg: &[u8],
-        out: &mut BytesMut,
-    ) -> Result<(), DataPathError> {
+    fn on_data_row(&mut self, msg: &[u8], out: &mut BytesMut) -> Result<(), DataPathError> {
         if self.active.is_none() {
             if let Some(Expect::Execute {
                 transform: Some(t), ..
             }) = self.expect.front()
             {
                 let t = t.clone();
-                self.active = Some(Arc::new(self.resolve_actions(prot, &t, true)));
+                self.active = Some(Arc::new(self.resolve_actions(&t, true)));
             }
         }
         let Some(active) = self.active.clone() else {
             out.extend_from_slice(msg);
             return Ok(());
         };
-        if active.is_passthrough() {
+        let Some(prot) = active.prot.as_deref().filter(|_| !active.is_passthrough()) else {
             out.extend_from_slice(msg);
             return Ok(());
-        }
+        };
         let values = decode_data_row(msg)?;
         if values.len() < active.actions.len() {
             return Err(DataPathError::Refused(

@@ -7,13 +7,15 @@ use bytes::{Bytes, BytesMut};
 
 use super::values::{encrypt_param, encrypt_text_literal};
 use super::{
-    DataPath, DataPathError, Expect, Portal, Prepared, Protection, ResultTransform, SimpleStatement,
+    CopyStream, DataPath, DataPathError, Expect, Portal, Prepared, Protection, ResultTransform,
+    SimpleStatement,
 };
 use crate::policy::LogicalType;
 use crate::session::relay::Flow;
 use crate::sql::rewrite::{rewrite, RewriteError};
 use crate::sql::{
-    may_mention, AnalysisContext, CopyDirection, Lineage, ResultShape, StatementKind, StatementPlan,
+    may_mention, AnalysisContext, CopyDirection, CopyPlan, Lineage, ResultShape, StatementKind,
+    StatementPlan,
 };
 use crate::wire::extended::{
     decode_execute, decode_query, decode_target, encode_query, format_for, Bind, Parse, Target,
@@ -61,16 +63,14 @@ impl DataPath {
             }
             b'H' => out.extend_from_slice(msg),
             b'd' => match &mut self.copy_in {
-                Some(c) => {
-                    let prot = self.protection.load();
-                    c.feed(&msg[5..], &prot, &self.codec, out)?;
+                Some((c, prot)) => {
+                    c.feed(&msg[5..], prot, &self.codec, out)?;
                 }
                 None => out.extend_from_slice(msg),
             },
             b'c' => {
                 self.server_copy_in = false;
-                if let Some(mut c) = self.copy_in.take() {
-                    let prot = self.protection.load();
+                if let Some((mut c, prot)) = self.copy_in.take() {
                     c.finish(&prot, &self.codec, out)?;
                 }
                 out.extend_from_slice(msg);
@@ -148,16 +148,20 @@ impl DataPath {
             }
         };
         let prot = self.protection.load_full();
+        self.follow_generation(&prot);
         if Self::fast_path(&prot, &sql) {
             crate::observe::statement_fast_path(&sql);
             self.expect.push_back(Expect::Simple(VecDeque::new()));
             out.extend_from_slice(msg);
             return Ok(());
         }
-        let analysis = match prot.cache.analyze(&sql, &[], &self.context(&prot)) {
+        let analysis = match self
+            .check_schema(&prot)
+            .and_then(|()| Ok(prot.cache.analyze(&sql, &[], &self.context(&prot))?))
+        {
             Ok(a) => a,
             Err(e) => {
-                self.inject_simple_failure(&DataPathError::Sql(e), out);
+                self.inject_simple_failure(&e, out);
                 return Ok(());
             }
         };
@@ -187,22 +191,17 @@ impl DataPath {
             }
             actions.extend(plan.literals.iter());
             statements.push_back(SimpleStatement {
-                transform: plan.result.clone().map(|shape| {
-                    Arc::new(ResultTransform {
-                        shape,
-                        client_formats: None,
-                    })
-                }),
+                transform: transform_for(&prot, plan.result.as_ref(), None),
                 copy: plan
                     .copy
                     .clone()
                     .filter(|c| c.direction == CopyDirection::ToStdout)
-                    .map(Arc::new),
+                    .map(|c| copy_stream(&prot, c)),
                 injected_error: false,
             });
             if let Some(c) = &plan.copy {
                 if c.direction == CopyDirection::FromStdin && c.fields.iter().any(Option::is_some) {
-                    self.pending_copy_in = Some(Arc::new(c.clone()));
+                    self.pending_copy_in = Some(copy_stream(&prot, c.clone()));
                 }
             }
             if let Some(p) = &plan.prepare {
@@ -218,12 +217,7 @@ impl DataPath {
                         Ok((lits, params)) if params.is_empty() => {
                             let text = self.rewrite_literals(&prot, &sql, fp, lits.iter())?;
                             if let Some(st) = statements.front_mut() {
-                                st.transform = prepared.result.clone().map(|shape| {
-                                    Arc::new(ResultTransform {
-                                        shape,
-                                        client_formats: None,
-                                    })
-                                });
+                                st.transform = transform_for(&prot, prepared.result.as_ref(), None);
                             }
                             let bytes = self.encode_sql(&text)?;
                             self.expect.push_back(Expect::Simple(statements));
@@ -320,31 +314,36 @@ impl DataPath {
     fn on_parse(&mut self, msg: &[u8], out: &mut BytesMut) -> Result<(), DataPathError> {
         let parse = Parse::decode(msg)?;
         let prot = self.protection.load_full();
-        let sql = match self.decode_sql(&parse.sql) {
-            Ok(s) => s,
+        let sql: Arc<str> = match self.decode_sql(&parse.sql) {
+            Ok(s) => Arc::from(s),
             Err(e) => {
                 self.statements.remove(&parse.name);
-                self.inject_extended_failure(&e, &[b'1'], out);
+                self.inject_extended_failure(&e, b"1", out);
                 return Ok(());
             }
         };
-        if Self::fast_path(&prot, &sql) {
-            crate::observe::statement_fast_path(&sql);
-            self.statements.insert(
-                parse.name.clone(),
-                Prepared {
-                    generation: prot.generation(),
-                    plan: None,
-                },
-            );
-            out.extend_from_slice(msg);
-            return Ok(());
-        }
-        match self
-            .analyse_single(&prot, &sql, &parse.param_types)
-            .and_then(|(plan, text)| Ok((plan, self.encode_sql(&text)?)))
-        {
-            Ok((plan, text)) => {
+        let param_types: Arc<[u32]> = Arc::from(parse.param_types.as_slice());
+        self.follow_generation(&prot);
+        let planned = self
+            .plan_statement(&prot, &sql, &param_types)
+            .and_then(|p| match p {
+                None => Ok(None),
+                Some((plan, text)) => Ok(Some((plan, self.encode_sql(&text)?))),
+            });
+        match planned {
+            Ok(None) => {
+                self.statements.insert(
+                    parse.name.clone(),
+                    Prepared {
+                        prot,
+                        plan: None,
+                        sql,
+                        param_types,
+                    },
+                );
+                out.extend_from_slice(msg);
+            }
+            Ok(Some((plan, text))) => {
                 let mut rewritten = parse.clone();
                 rewritten.sql = text;
                 for p in &plan.params {
@@ -357,8 +356,10 @@ impl DataPath {
                 self.statements.insert(
                     parse.name.clone(),
                     Prepared {
-                        generation: prot.generation(),
+                        prot,
                         plan: Some(plan),
+                        sql,
+                        param_types,
                     },
                 );
                 if rewritten == parse {
@@ -369,10 +370,49 @@ impl DataPath {
             }
             Err(e) => {
                 self.statements.remove(&parse.name);
-                self.inject_extended_failure(&e, &[b'1'], out);
+                self.inject_extended_failure(&e, b"1", out);
             }
         }
         Ok(())
+    }
+
+    /// The fast path or the full analysis of one prepared statement under `prot`:
+    /// None when its text cannot touch a protected column, else its plan and the
+    /// text to send upstream.
+    fn plan_statement(
+        &self,
+        prot: &Protection,
+        sql: &str,
+        param_types: &[u32],
+    ) -> Result<Option<(Arc<StatementPlan>, String)>, DataPathError> {
+        if Self::fast_path(prot, sql) {
+            crate::observe::statement_fast_path(sql);
+            return Ok(None);
+        }
+        self.analyse_single(prot, sql, param_types).map(Some)
+    }
+
+    /// After a policy reload: re-resolves the session's schema for the new
+    /// generation when the snapshot still fits it (see [`super::SessionSchema::for_generation`]).
+    fn follow_generation(&mut self, prot: &Protection) {
+        if self.schema.policy_generation() != prot.generation() {
+            if let Some(s) = self.schema.for_generation(prot) {
+                self.schema = Arc::new(s);
+            }
+        }
+    }
+
+    /// Refuses analysis against a schema resolved for another policy generation:
+    /// its column references would point at other columns.
+    fn check_schema(&self, prot: &Protection) -> Result<(), DataPathError> {
+        if self.schema.policy_generation() == prot.generation() {
+            return Ok(());
+        }
+        Err(DataPathError::Refused(format!(
+            "pgcloak has not yet resolved the database schema for policy generation {}; \
+             statements on protected columns are refused until it has, retry shortly",
+            prot.generation()
+        )))
     }
 
     /// Analyses a one-statement text and rewrites its literals.
@@ -382,6 +422,7 @@ impl DataPath {
         sql: &str,
         param_types: &[u32],
     ) -> Result<(Arc<StatementPlan>, String), DataPathError> {
+        self.check_schema(prot)?;
         let analysis = prot.cache.analyze(sql, param_types, &self.context(prot))?;
         crate::observe::statement_analysed(&analysis.fingerprint, &analysis.plans, &prot.policy);
         let plans: Vec<&StatementPlan> = analysis
@@ -403,7 +444,9 @@ impl DataPath {
         self.check_plan(prot, plan)?;
         if plan.execute.is_some() || plan.prepare.is_some() {
             return Err(DataPathError::Refused(
-                "PREPARE/EXECUTE inside the extended protocol is not supported on protected columns".into(),
+                "PREPARE/EXECUTE inside the extended protocol is not supported on protected \
+                 columns"
+                    .into(),
             ));
         }
         let text = self.rewrite_literals(prot, sql, &analysis.fingerprint, plan.literals.iter())?;
@@ -411,21 +454,31 @@ impl DataPath {
     }
 
     fn on_bind(&mut self, msg: &[u8], out: &mut BytesMut) -> Result<(), DataPathError> {
-        let prot = self.protection.load_full();
+        let current = self.protection.load_full();
         let mut bind = Bind::decode(msg)?;
-        let Some(prepared) = self.statements.get(&bind.statement).cloned() else {
+        let Some(mut prepared) = self.statements.get(&bind.statement).cloned() else {
             // Unknown to us means unknown upstream too: let PostgreSQL report it.
             self.portals.remove(&bind.portal);
             out.extend_from_slice(msg);
             return Ok(());
         };
-        if prepared.generation != prot.generation() {
-            if let Err(e) = self.recheck_prepared(&prot, &bind.statement, &prepared) {
-                self.portals.remove(&bind.portal);
-                self.inject_extended_failure(&e, &[b'1', b'2'], out);
-                return Ok(());
+        if prepared.prot.generation() != current.generation() {
+            self.follow_generation(&current);
+            match self.recheck_prepared(&current, &bind.statement, &prepared) {
+                Ok(fresh) => {
+                    self.statements
+                        .insert(bind.statement.clone(), fresh.clone());
+                    prepared = fresh;
+                }
+                Err(e) => {
+                    self.portals.remove(&bind.portal);
+                    self.inject_extended_failure(&e, b"12", out);
+                    return Ok(());
+                }
             }
         }
+        // From here on, the generation the plan's column references index.
+        let prot = prepared.prot.clone();
         let Some(plan) = &prepared.plan else {
             self.portals.insert(
                 bind.portal.clone(),
@@ -449,29 +502,28 @@ impl DataPath {
                 let Some(value) = slot.as_ref() else {
                     continue;
                 };
-                let encrypted = match encrypt_param(&prot, &self.codec, action, formats[i], value) {
+                let format = formats.get(i).copied().unwrap_or(0);
+                let encrypted = match encrypt_param(&prot, &self.codec, action, format, value) {
                     Ok(v) => v,
                     Err(e) => {
                         self.portals.remove(&bind.portal);
-                        self.inject_extended_failure(&e, &[b'1', b'2'], out);
+                        self.inject_extended_failure(&e, b"12", out);
                         return Ok(());
                     }
                 };
                 *slot = Some(Bytes::from(encrypted));
-                formats[i] = BINARY;
+                if let Some(f) = formats.get_mut(i) {
+                    *f = BINARY;
+                }
                 changed = true;
             }
             bind.param_formats = formats;
         }
-        let transform = plan.result.as_ref().map(|shape| {
-            let ncols = shape.columns.len();
-            let client: Vec<i16> = (0..ncols)
+        let transform = plan.result.as_ref().and_then(|shape| {
+            let client: Vec<i16> = (0..shape.columns.len())
                 .map(|i| format_for(&bind.result_formats, i))
                 .collect();
-            Arc::new(ResultTransform {
-                shape: shape.clone(),
-                client_formats: Some(client),
-            })
+            transform_for(&prot, Some(shape), Some(client))
         });
         if let Some(t) = &transform {
             if t.shape.has_encrypted() {
@@ -485,15 +537,13 @@ impl DataPath {
                         formats[i] = BINARY;
                     }
                 }
-                if t.shape.plain_tail {
+                if t.shape.plain_tail && bind.result_formats.len() > 1 {
                     // Unknown trailing columns: only a single format code can cover them.
-                    if bind.result_formats.len() > 1 {
-                        return self.refuse_bind(
-                            &bind.portal,
-                            "per-column result formats with SELECT * on a protected table",
-                            out,
-                        );
-                    }
+                    return self.refuse_bind(
+                        &bind.portal,
+                        "per-column result formats with SELECT * on a protected table",
+                        out,
+                    );
                 }
                 if !t.shape.plain_tail
                     || formats
@@ -515,7 +565,7 @@ impl DataPath {
             bind.portal.clone(),
             Portal {
                 transform,
-                copy: plan.copy.clone().map(Arc::new),
+                copy: plan.copy.clone().map(|c| copy_stream(&prot, c)),
             },
         );
         if changed {
@@ -535,61 +585,59 @@ impl DataPath {
         self.portals.remove(portal);
         let e =
             DataPathError::Refused(format!("pgcloak does not support {what}; list the columns"));
-        self.inject_extended_failure(&e, &[b'1', b'2'], out);
+        self.inject_extended_failure(&e, b"12", out);
         Ok(())
     }
 
-    /// A statement analysed under an older policy generation: analyse it again and
-    /// refuse it if what it writes or returns would change.
+    /// A statement analysed under an older policy generation: analyse its text
+    /// again under `current`. Upstream keeps the statement as it was parsed (its
+    /// text, literals and parameter types), so the new plan is accepted only when
+    /// it means the same: the same parameters and literals encrypted for the same
+    /// columns, the same result columns decrypted. Otherwise it fails like
+    /// PostgreSQL's "cached plan must not change result type".
     fn recheck_prepared(
-        &mut self,
-        prot: &Protection,
+        &self,
+        current: &Arc<Protection>,
         name: &str,
         prepared: &Prepared,
-    ) -> Result<(), DataPathError> {
-        let changed = || {
-            DataPathError::PlanChanged(format!(
-                "prepared statement \"{name}\" was analysed under an earlier policy; the policy \
-                 change alters what it writes or returns (cached plan must not change result \
-                 type); prepare it again"
-            ))
-        };
-        match &prepared.plan {
-            // A fast-path statement under a new policy cannot be re-read: its text is gone
-            // upstream-side and may now name a protected column. Refuse; the client re-prepares.
-            None if prot.is_empty() => {}
-            None => return Err(changed()),
-            Some(old) => {
-                let _ = old;
-                return Err(changed());
-            }
+    ) -> Result<Prepared, DataPathError> {
+        let fresh = self.plan_statement(current, &prepared.sql, &prepared.param_types)?;
+        let old = super::meaning::PlanMeaning::of(&prepared.prot, prepared.plan.as_deref());
+        let new = super::meaning::PlanMeaning::of(current, fresh.as_ref().map(|(p, _)| &**p));
+        if old != new {
+            return Err(DataPathError::PlanChanged(format!(
+                "prepared statement \"{name}\" was analysed under an earlier policy, and the \
+                 policy change alters what it encrypts or returns (cached plan must not change \
+                 result type); prepare it again"
+            )));
         }
-        if let Some(p) = self.statements.get_mut(name) {
-            p.generation = prot.generation();
-        }
-        Ok(())
+        Ok(Prepared {
+            prot: current.clone(),
+            plan: fresh.map(|(p, _)| p),
+            sql: prepared.sql.clone(),
+            param_types: prepared.param_types.clone(),
+        })
     }
 
     fn on_describe(&mut self, msg: &[u8], out: &mut BytesMut) -> Result<(), DataPathError> {
         match decode_target(msg, "Describe")? {
             Target::Statement(name) => {
-                let plan = self.statements.get(&name).and_then(|p| p.plan.clone());
-                if let Some(plan) = plan {
-                    self.expect.push_back(Expect::DescribeStatement {
+                let described = self
+                    .statements
+                    .get(&name)
+                    .and_then(|p| Some((p.plan.clone()?, p.prot.clone())));
+                self.expect.push_back(match described {
+                    Some((plan, prot)) => Expect::DescribeStatement {
                         params: plan.params.clone(),
-                        transform: plan.result.clone().map(|shape| {
-                            Arc::new(ResultTransform {
-                                shape,
-                                client_formats: None,
-                            })
-                        }),
-                    });
-                } else {
-                    self.expect.push_back(Expect::DescribeStatement {
+                        transform: transform_for(&prot, plan.result.as_ref(), None),
+                        prot: Some(prot),
+                    },
+                    None => Expect::DescribeStatement {
                         params: Vec::new(),
+                        prot: None,
                         transform: None,
-                    });
-                }
+                    },
+                });
             }
             Target::Portal(name) => {
                 let transform = self.portals.get(&name).and_then(|p| p.transform.clone());
@@ -608,8 +656,8 @@ impl DataPath {
             .map(|p| (p.transform.clone(), p.copy.clone()))
             .unwrap_or((None, None));
         let copy_out = match copy {
-            Some(c) if c.direction == CopyDirection::FromStdin => {
-                if c.fields.iter().any(Option::is_some) {
+            Some(c) if c.plan.direction == CopyDirection::FromStdin => {
+                if c.plan.fields.iter().any(Option::is_some) {
                     self.pending_copy_in = Some(c);
                 }
                 None
@@ -663,6 +711,28 @@ impl DataPath {
         });
         self.expect.push_back(Expect::Simple(st));
         out.extend_from_slice(&encode_query(raise_statement(err).as_bytes()));
+    }
+}
+
+/// The result transform of a shape, bound to the generation its column references index.
+fn transform_for(
+    prot: &Arc<Protection>,
+    shape: Option<&ResultShape>,
+    client_formats: Option<Vec<i16>>,
+) -> Option<Arc<ResultTransform>> {
+    shape.map(|shape| {
+        Arc::new(ResultTransform {
+            shape: shape.clone(),
+            client_formats,
+            prot: prot.clone(),
+        })
+    })
+}
+
+fn copy_stream(prot: &Arc<Protection>, plan: CopyPlan) -> CopyStream {
+    CopyStream {
+        plan: Arc::new(plan),
+        prot: prot.clone(),
     }
 }
 

@@ -16,6 +16,7 @@ mod backend;
 mod copy;
 mod error;
 mod frontend;
+mod meaning;
 mod schema;
 mod values;
 
@@ -67,24 +68,39 @@ impl Protection {
 /// What the session knows about a prepared statement (from its Parse).
 #[derive(Clone)]
 struct Prepared {
-    generation: u64,
+    /// The generation the plan was made under: its [`ColumnRef`](crate::policy::ColumnRef)s
+    /// index this policy, and a newer generation re-analyses the text at Bind.
+    prot: Arc<Protection>,
     /// None: the fast path proved the statement cannot touch a protected column.
     plan: Option<Arc<StatementPlan>>,
+    /// The client's statement text (decoded) and parameter types, for re-analysis.
+    sql: Arc<str>,
+    param_types: Arc<[u32]>,
 }
 
 /// What the session knows about a bound portal.
 #[derive(Clone)]
 struct Portal {
     transform: Option<Arc<ResultTransform>>,
-    copy: Option<Arc<CopyPlan>>,
+    copy: Option<CopyStream>,
+}
+
+/// A COPY plan with the protection generation whose column references it holds.
+#[derive(Clone)]
+pub(crate) struct CopyStream {
+    pub(crate) plan: Arc<CopyPlan>,
+    pub(crate) prot: Arc<Protection>,
 }
 
 /// How to rewrite one result set: per result column, what to do.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct ResultTransform {
     shape: ResultShape,
     /// The formats the client asked for, per result column (extended protocol).
     client_formats: Option<Vec<i16>>,
+    /// The generation `shape`'s column references index: a reload between the
+    /// analysis and the rows never makes them point at another column.
+    prot: Arc<Protection>,
 }
 
 /// What upstream will answer next, in order. Only responses pgcloak must act on
@@ -93,6 +109,7 @@ enum Expect {
     /// A Describe of a statement: ParameterDescription, then RowDescription or NoData.
     DescribeStatement {
         params: Vec<ParamAction>,
+        prot: Option<Arc<Protection>>,
         transform: Option<Arc<ResultTransform>>,
     },
     /// A Describe of a portal: RowDescription or NoData.
@@ -102,7 +119,7 @@ enum Expect {
     /// An Execute: rows until CommandComplete, PortalSuspended, EmptyQuery or an error.
     Execute {
         transform: Option<Arc<ResultTransform>>,
-        copy: Option<Arc<CopyPlan>>,
+        copy: Option<CopyStream>,
     },
     /// A simple Query: its statements in order, until ReadyForQuery.
     Simple(VecDeque<SimpleStatement>),
@@ -116,7 +133,7 @@ enum Expect {
 
 struct SimpleStatement {
     transform: Option<Arc<ResultTransform>>,
-    copy: Option<Arc<CopyPlan>>,
+    copy: Option<CopyStream>,
     injected_error: bool,
 }
 
@@ -135,14 +152,14 @@ pub struct DataPath {
     /// Client messages are dropped until Sync (after pgcloak refused one in a pipeline).
     discard_until_sync: bool,
     /// The COPY FROM STDIN stream being encrypted, if any.
-    copy_in: Option<copy::CopyIn>,
+    copy_in: Option<(copy::CopyIn, Arc<Protection>)>,
     /// The server is in COPY FROM STDIN mode: it ignores Sync until CopyDone/CopyFail.
     server_copy_in: bool,
     /// A COPY FROM STDIN plan waiting for the server's CopyInResponse.
-    pending_copy_in: Option<Arc<CopyPlan>>,
+    pending_copy_in: Option<CopyStream>,
     /// Backend: the result set being rewritten.
     active: Option<Arc<backend::ActiveResult>>,
-    current_copy_out: Option<Arc<CopyPlan>>,
+    current_copy_out: Option<CopyStream>,
     /// Backend: an error was sent for a result; drop the rest until ReadyForQuery.
     swallow_until_ready: bool,
 }
@@ -189,3 +206,10 @@ impl DataPath {
         self.roles = roles;
     }
 }
+
+#[cfg(test)]
+mod recheck_tests;
+#[cfg(test)]
+mod testkit;
+#[cfg(test)]
+mod view_props;

@@ -40,6 +40,30 @@ impl SessionSchema {
         }
     }
 
+    /// The same snapshot re-resolved for a newer policy generation, when every
+    /// policy column of `prot` is the column the snapshot resolved at that index
+    /// (a reload that changed access maps, masks or search rights). None when the
+    /// column list changed: the snapshot's references would point at other
+    /// columns, and statements on protected columns must wait for a new snapshot.
+    pub fn for_generation(&self, prot: &Protection) -> Option<SessionSchema> {
+        let snap = &self.snapshot;
+        let columns = prot.policy.columns();
+        if columns.len() != snap.locations.len() {
+            return None;
+        }
+        for (c, loc) in columns.iter().zip(&snap.locations) {
+            let loc = loc.as_ref().ok()?;
+            let table = snap.table(loc.table_oid)?;
+            let attr = table.attributes.iter().find(|a| a.attnum == loc.attnum)?;
+            if table.name != c.table || attr.name != c.column {
+                return None;
+            }
+        }
+        // Same snapshot, same schema generation: the analysis cache key still
+        // differs by policy generation.
+        Some(SessionSchema::new(snap.clone(), prot, self.generation))
+    }
+
     pub fn policy_generation(&self) -> u64 {
         self.policy_generation
     }
