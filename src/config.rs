@@ -613,7 +613,10 @@ impl Config {
                     format!("instance id {id} is this instance's own `instance_id`"),
                 ));
             }
-            if addr.rsplit_once(':').is_none_or(|(_, p)| p.parse::<u16>().is_err()) {
+            if addr
+                .rsplit_once(':')
+                .is_none_or(|(_, p)| p.parse::<u16>().is_err())
+            {
                 return Err(invalid(
                     "peers",
                     format!("peer {id}: `{addr}` is not host:port"),

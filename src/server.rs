@@ -47,7 +47,8 @@ pub struct Shared {
     /// Schema and role memberships (present with a policy).
     pub catalog: Option<Arc<CatalogCache>>,
     /// Per database: the analyser's schema for the latest catalog snapshot.
-    pub schemas: std::sync::Mutex<std::collections::HashMap<String, Arc<crate::datapath::SessionSchema>>>,
+    pub schemas:
+        std::sync::Mutex<std::collections::HashMap<String, Arc<crate::datapath::SessionSchema>>>,
     /// Readiness inputs (draining, upstream reachability) for the admin endpoint.
     pub health: crate::observe::admin::Health,
 }
@@ -232,15 +233,16 @@ impl Server {
             .map_err(|source| ServerError::Bind { addr, source })?;
         // ---- operations: metrics, audit, admin listener ----
         crate::observe::init(&shared.config).map_err(ServerError::Policy)?;
-        let admin = match &shared.config.admin {
-            Some(a) => Some(TcpListener::bind(&a.listen).await.map_err(|source| {
-                ServerError::Bind {
-                    addr: a.listen.clone(),
-                    source,
-                }
-            })?),
-            None => None,
-        };
+        let admin =
+            match &shared.config.admin {
+                Some(a) => Some(TcpListener::bind(&a.listen).await.map_err(|source| {
+                    ServerError::Bind {
+                        addr: a.listen.clone(),
+                        source,
+                    }
+                })?),
+                None => None,
+            };
         // ---- end of operations ----
         Ok(Server {
             listener,
@@ -265,9 +267,16 @@ impl Server {
         let ops_stop = CancellationToken::new();
         if let Some(admin) = self.admin.take() {
             info!(target: "pgcloak::admin", listen = ?admin.local_addr().ok(), "admin endpoint listening");
-            tokio::spawn(crate::observe::admin::serve(admin, self.shared.clone(), ops_stop.clone()));
+            tokio::spawn(crate::observe::admin::serve(
+                admin,
+                self.shared.clone(),
+                ops_stop.clone(),
+            ));
         }
-        tokio::spawn(crate::observe::reload::watch(self.shared.clone(), ops_stop.clone()));
+        tokio::spawn(crate::observe::reload::watch(
+            self.shared.clone(),
+            ops_stop.clone(),
+        ));
         let _ops_guard = ops_stop.drop_guard();
         // ---- end of operations ----
         let mut backoff = Duration::from_millis(5);
@@ -353,7 +362,9 @@ async fn forward_cancel_to_peer(addr: &str, owner: u8, pid: i32, secret: &[u8]) 
             .await;
             debug!(target: LOG, peer = owner, "cancel request forwarded to peer instance");
         }
-        Ok(Err(e)) => warn!(target: LOG, peer = owner, error = %e, "could not forward cancel request to peer"),
+        Ok(Err(e)) => {
+            warn!(target: LOG, peer = owner, error = %e, "could not forward cancel request to peer")
+        }
         Err(_) => warn!(target: LOG, peer = owner, "timed out forwarding cancel request to peer"),
     }
 }

@@ -20,7 +20,15 @@ fn key(name: &str, labels: &str) -> String {
 async fn scrape_deltas_match_a_known_workload() {
     let f = OpsFixture::new("ops_metrics", json!({})).await;
     assert_eq!(f.get("/healthz").0, 200);
-    let before = f.scrape();
+    // The harness's readiness probe is a connection too: let it finish before the baseline.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let before = loop {
+        let m = f.scrape();
+        if m.get("pgcloak_connections_active") == 0.0 || Instant::now() > deadline {
+            break m;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     {
         let app = f.client("app").await;
         for (id, phone) in [(1, "0911000001"), (2, "0911000002"), (3, "0911000003")] {

@@ -252,7 +252,12 @@ async fn serve(
         auth_method = identity.method.name(), authenticated = identity.authenticated,
         tls = client.is_tls(), upstream_tls = upstream.is_tls(), "session opened"
     );
-    crate::observe::session_opened(&identity.role, &identity.database, identity.method.name(), identity.authenticated);
+    crate::observe::session_opened(
+        &identity.role,
+        &identity.database,
+        identity.method.name(),
+        identity.authenticated,
+    );
 
     let (mut client_r, mut client_w) = tokio::io::split(client);
     let (mut upstream_r, mut upstream_w) = tokio::io::split(upstream);
