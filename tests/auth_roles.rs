@@ -64,7 +64,7 @@ async fn setup(name: &str, trust_identity: bool) -> (String, Proxy, tempfile::Te
         json!({
             "policy": dir.path().join("policy.yaml"),
             "keys": { "file": dir.path().join("master.keys") },
-            "catalog": { "user": SUPERUSER, "password_env": "PGCLOAK_CATALOG_PASSWORD" },
+            "catalog": { "user": SUPERUSER, "password_env": "PGCLOAK_CATALOG_PASSWORD", "refresh_secs": 1 },
             "trust_upstream_identity": trust_identity,
         }),
         &[("PGCLOAK_CATALOG_PASSWORD", SUPERUSER_PASSWORD)],
@@ -133,4 +133,40 @@ async fn a_role_admitted_by_trust_is_public_unless_configured() {
     let (db, proxy, _dir) = setup("ar_trust2", true).await;
     let trusty = common::connect(&proxy.config(&db, TRUST_USER, "")).await;
     assert_eq!(ssn(&trusty).await.as_deref(), Some("123-45-6789"));
+}
+
+#[tokio::test]
+async fn membership_changes_reach_open_sessions_on_the_catalog_ttl() {
+    let (db, proxy, _dir) = setup("ar_ttl", false).await;
+    let outsider = common::connect(&proxy.config(&db, "ar_ttl_outsider", PW)).await;
+    assert_eq!(ssn(&outsider).await, None);
+    let admin = cluster().admin("postgres").await;
+    admin
+        .batch_execute("GRANT ar_ttl_readers TO ar_ttl_outsider")
+        .await
+        .unwrap();
+    // refresh_secs is 1: the open session picks the grant up without reconnecting.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if ssn(&outsider).await.as_deref() == Some("123-45-6789") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the grant never reached the open session"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    admin
+        .batch_execute("REVOKE ar_ttl_readers FROM ar_ttl_outsider")
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while ssn(&outsider).await.is_some() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the revoke never reached the open session"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }

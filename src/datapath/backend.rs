@@ -87,6 +87,10 @@ impl DataPath {
             }
             b'D' => self.on_data_row(msg, out),
             b'C' | b'I' | b's' => {
+                if tag == b'C' && changes_schema_or_roles(&msg[5..]) {
+                    // DDL or a GRANT went through: the session refreshes its catalog view.
+                    self.catalog_changed.notify_one();
+                }
                 self.active = None;
                 self.current_copy_out = None;
                 match self.expect.front_mut() {
@@ -467,6 +471,21 @@ fn field(fields: &[(u8, Bytes)], code: u8) -> Option<String> {
         .iter()
         .find(|(c, _)| *c == code)
         .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+}
+
+/// Whether a CommandComplete tag reports a change to the schema or to role memberships.
+fn changes_schema_or_roles(tag: &[u8]) -> bool {
+    [
+        &b"CREATE"[..],
+        b"ALTER",
+        b"DROP",
+        b"COMMENT",
+        b"GRANT",
+        b"REVOKE",
+        b"SELECT INTO",
+    ]
+    .iter()
+    .any(|p| tag.starts_with(p))
 }
 
 /// Keeps the column list of a `Key (cols)=(values) ...` detail, drops the values.

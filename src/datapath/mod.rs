@@ -139,6 +139,8 @@ struct SimpleStatement {
 
 /// Per-session data-path state.
 pub struct DataPath {
+    /// Woken when DDL or a GRANT passes through, so the session refreshes its catalog view.
+    catalog_changed: Arc<tokio::sync::Notify>,
     protection: Arc<ArcSwap<Protection>>,
     schema: Arc<SessionSchema>,
     roles: Vec<RoleName>,
@@ -173,6 +175,7 @@ impl DataPath {
         search_path: Vec<String>,
     ) -> DataPath {
         DataPath {
+            catalog_changed: Arc::new(tokio::sync::Notify::new()),
             protection,
             schema,
             roles,
@@ -200,6 +203,11 @@ impl DataPath {
     /// Replaces the schema (after a catalog refresh).
     pub fn set_schema(&mut self, schema: Arc<SessionSchema>) {
         self.schema = schema;
+    }
+
+    /// Notified when DDL or a GRANT/REVOKE went through this session.
+    pub fn catalog_changed(&self) -> Arc<tokio::sync::Notify> {
+        self.catalog_changed.clone()
     }
 
     pub fn set_roles(&mut self, roles: Vec<RoleName>) {

@@ -280,8 +280,15 @@ async fn serve(
         Upstream(Result<PumpEnd, SessionError>),
         Shutdown,
     }
+    let refresh = async {
+        match &datapath {
+            Some(dp) => protect::refresh_loop(shared, &identity, dp.clone()).await,
+            None => std::future::pending().await,
+        }
+    };
     let end = tokio::select! {
         r = pump(&mut client_r, client_rd.buf, &mut upstream_w, &mut frontend, max_len, &mut stats.from_client) => End::Client(r),
+        _ = refresh => End::Shutdown,
         r = pump(&mut upstream_r, upstream_rd.buf, &mut client_w, &mut backend, max_len, &mut stats.from_upstream) => End::Upstream(r),
         _ = shared.force_close.cancelled() => End::Shutdown,
     };

@@ -62,6 +62,64 @@ pub async fn setup(
     Ok(Some(Arc::new(Mutex::new(dp))))
 }
 
+/// Keeps a session's view of the catalog current: on the catalog TTL, after DDL or a
+/// GRANT went through the session, and after a policy reload. Never returns; it runs
+/// beside the session's two pumps and ends with them. A failed refresh keeps the last
+/// view (statements on columns it cannot resolve are refused by the data path).
+pub async fn refresh_loop(shared: &Shared, identity: &Identity, dp: Arc<Mutex<DataPath>>) {
+    let (Some(protection), Some(catalog)) = (&shared.protection, &shared.catalog) else {
+        return std::future::pending().await;
+    };
+    let ttl = std::time::Duration::from_secs(
+        shared
+            .config
+            .catalog
+            .as_ref()
+            .map(|c| c.refresh_secs)
+            .unwrap_or(30)
+            .max(1),
+    );
+    let changed = dp
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .catalog_changed();
+    let mut generation = protection.load().generation();
+    let mut last = tokio::time::Instant::now();
+    loop {
+        let ddl = tokio::select! {
+            _ = changed.notified() => true,
+            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => false,
+        };
+        let reloaded = protection.load().generation() != generation;
+        if !(ddl || reloaded || last.elapsed() >= ttl) {
+            continue;
+        }
+        if ddl {
+            catalog.invalidate(&identity.database);
+            catalog.invalidate_roles();
+        }
+        let prot = protection.load_full();
+        generation = prot.generation();
+        last = tokio::time::Instant::now();
+        if let Ok(snapshot) = catalog.snapshot(&identity.database).await {
+            let schema = shared_schema(shared, &identity.database, snapshot, &prot);
+            dp.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .set_schema(schema);
+        }
+        if identity.authenticated {
+            if let Ok(roles) = catalog
+                .session_roles(&identity.database, &RoleName(identity.role.clone()))
+                .await
+            {
+                dp.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .set_roles(roles.to_vec());
+            }
+        }
+    }
+}
+
 /// One [`SessionSchema`] per database and catalog snapshot, shared by its
 /// sessions so that they share analysis-cache entries too.
 fn shared_schema(
