@@ -196,16 +196,10 @@ fn check(path: PathBuf, databases: Option<Vec<String>>) -> ExitCode {
                         );
                         ok = false;
                     } else {
-                        let found = match tokio::runtime::Builder::new_current_thread()
-                            .enable_all()
-                            .build()
-                        {
-                            Ok(rt) => rt.block_on(pgcloak::server::check_databases(&shared, &dbs)),
-                            Err(e) => {
-                                eprintln!("error: cannot start the runtime: {e}");
-                                return ExitCode::FAILURE;
-                            }
+                        let Some(rt) = runtime(false) else {
+                            return ExitCode::FAILURE;
                         };
+                        let found = rt.block_on(pgcloak::server::check_databases(&shared, &dbs));
                         for e in &found.errors {
                             eprintln!("error: {e}");
                             ok = false;
@@ -245,15 +239,8 @@ fn serve(path: PathBuf) -> ExitCode {
     for w in cfg.warnings() {
         tracing::warn!(target: "pgcloak::session", "{}", w.0);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = runtime(true) else {
+        return ExitCode::FAILURE;
     };
     runtime.block_on(async move {
         let server = match pgcloak::server::Server::bind(cfg).await {
@@ -281,15 +268,8 @@ fn demo(port: Option<u16>, keep: bool) -> ExitCode {
         level: "warn".into(),
         ..Default::default()
     });
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = runtime(true) else {
+        return ExitCode::FAILURE;
     };
     match runtime.block_on(pgcloak::demo::run_demo(port, keep)) {
         Ok(()) => ExitCode::SUCCESS,
@@ -344,15 +324,8 @@ fn keygen(file: Option<PathBuf>) -> ExitCode {
 }
 
 fn keys_status(config: PathBuf, database: String) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = runtime(false) else {
+        return ExitCode::FAILURE;
     };
     match runtime.block_on(pgcloak::lifecycle::keys_status(&config, &database)) {
         Ok(report) => {
@@ -378,15 +351,8 @@ fn lifecycle(kind: pgcloak::lifecycle::Kind, args: LifecycleArgs, drop_old: bool
         max_rows_per_sec: args.max_rows_per_sec,
         drop_old,
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = runtime(false) else {
+        return ExitCode::FAILURE;
     };
     match runtime.block_on(pgcloak::lifecycle::run(kind, &opts)) {
         Ok(outcomes) => {
@@ -412,6 +378,22 @@ fn lifecycle(kind: pgcloak::lifecycle::Kind, args: LifecycleArgs, drop_old: bool
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+/// A tokio runtime for one command, or None after printing why it could not start.
+fn runtime(multi_thread: bool) -> Option<tokio::runtime::Runtime> {
+    let mut builder = if multi_thread {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    match builder.enable_all().build() {
+        Ok(rt) => Some(rt),
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            None
         }
     }
 }

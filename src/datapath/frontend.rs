@@ -20,7 +20,6 @@ use crate::sql::{
 use crate::wire::extended::{
     decode_execute, decode_query, decode_target, encode_query, format_for, Bind, Parse, Target,
 };
-use crate::wire::WireError;
 
 /// bytea and bytea[] type OIDs, for parameters that carry ciphertext upstream.
 const BYTEA_OID: u32 = 17;
@@ -318,7 +317,7 @@ impl DataPath {
             Ok(s) => Arc::from(s),
             Err(e) => {
                 self.statements.remove(&parse.name);
-                self.inject_extended_failure(&e, b"1", out);
+                self.inject_extended_failure(&e, out);
                 return Ok(());
             }
         };
@@ -370,7 +369,7 @@ impl DataPath {
             }
             Err(e) => {
                 self.statements.remove(&parse.name);
-                self.inject_extended_failure(&e, b"1", out);
+                self.inject_extended_failure(&e, out);
             }
         }
         Ok(())
@@ -472,7 +471,7 @@ impl DataPath {
                 }
                 Err(e) => {
                     self.portals.remove(&bind.portal);
-                    self.inject_extended_failure(&e, b"12", out);
+                    self.inject_extended_failure(&e, out);
                     return Ok(());
                 }
             }
@@ -507,7 +506,7 @@ impl DataPath {
                     Ok(v) => v,
                     Err(e) => {
                         self.portals.remove(&bind.portal);
-                        self.inject_extended_failure(&e, b"12", out);
+                        self.inject_extended_failure(&e, out);
                         return Ok(());
                     }
                 };
@@ -585,7 +584,7 @@ impl DataPath {
         self.portals.remove(portal);
         let e =
             DataPathError::Refused(format!("pgcloak does not support {what}; list the columns"));
-        self.inject_extended_failure(&e, b"12", out);
+        self.inject_extended_failure(&e, out);
         Ok(())
     }
 
@@ -674,9 +673,9 @@ impl DataPath {
 
     /// Makes upstream fail at this point of a pipeline, with pgcloak's error: a
     /// DO block that raises it, run through an injected Parse/Bind/Execute on the
-    /// unnamed statement. `swallow` lists the injected responses to drop (the
-    /// client's own message gets the error instead). Then discard until Sync.
-    fn inject_extended_failure(&mut self, err: &DataPathError, swallow: &[u8], out: &mut BytesMut) {
+    /// unnamed statement. The injected ParseComplete and BindComplete are dropped, so
+    /// the client's own message gets the error instead. Then discard until Sync.
+    fn inject_extended_failure(&mut self, err: &DataPathError, out: &mut BytesMut) {
         crate::observe::rejected(err);
         let parse = Parse {
             name: String::new(),
@@ -693,7 +692,6 @@ impl DataPath {
         };
         out.extend_from_slice(&bind.encode());
         out.extend_from_slice(&crate::wire::extended::encode_execute("", 0));
-        let _ = swallow;
         self.expect.push_back(Expect::Swallow(b'1'));
         self.expect.push_back(Expect::Swallow(b'2'));
         self.expect.push_back(Expect::InjectedError);
@@ -766,10 +764,4 @@ pub(crate) fn raise_statement(err: &DataPathError) -> String {
         err.sqlstate(),
         quote(&err.to_string())
     )
-}
-
-impl From<DataPathError> for WireError {
-    fn from(_: DataPathError) -> WireError {
-        WireError::Malformed { what: "data path" }
-    }
 }
