@@ -35,7 +35,7 @@ pub use constraints::{ConstraintProblem, MissingConstraint};
 pub use error::CatalogError;
 pub use refresh::CatalogCache;
 pub use schema::{
-    Attribute, ColumnLocation, DependentView, NamedRelation, Oid, ProtectedTable, RelKind,
-    SchemaSnapshot,
+    Attribute, ColumnLocation, DependentView, NamedRelation, Oid, ProtectedTable, ReachSet,
+    RelKind, SchemaSnapshot,
 };
 pub use search_path::{parse_search_path, NameResolution};

@@ -128,6 +128,38 @@ pub struct SchemaSnapshot {
     /// Every relation (in any schema, temporary ones included) whose name is the name of a
     /// protected table or dependent view.
     pub(crate) same_named: HashMap<String, Vec<NamedRelation>>,
+    /// Every relation and user function that can reach a protected column (see
+    /// [`ReachSet`]); filled by the loader, empty in snapshots built without it.
+    pub(crate) reach: ReachSet,
+}
+
+/// What in one database can reach a protected column: the input of the analyser's
+/// fast path (a statement naming none of these, and no SQL-executing built-in, cannot
+/// reach protected data) and of its relation checks.
+#[derive(Debug, Clone, Default)]
+pub struct ReachSet {
+    /// (schema, relation name) -> how it reaches.
+    pub relations: HashMap<(String, String), crate::sql::RelationReach>,
+    /// Function or procedure name -> the schemas holding a reaching one of that name.
+    pub functions: HashMap<String, Vec<String>>,
+}
+
+impl ReachSet {
+    /// How `schema.name` reaches a protected column, if it does.
+    pub fn relation(&self, schema: &str, name: &str) -> Option<crate::sql::RelationReach> {
+        self.relations
+            .get(&(schema.to_string(), name.to_string()))
+            .copied()
+    }
+
+    /// Whether a reaching function named `name` exists (in `schema`, or anywhere).
+    pub fn function(&self, schema: Option<&str>, name: &str) -> bool {
+        match (self.functions.get(name), schema) {
+            (None, _) => false,
+            (Some(_), None) => true,
+            (Some(schemas), Some(s)) => schemas.iter().any(|x| x == s),
+        }
+    }
 }
 
 impl SchemaSnapshot {
@@ -173,7 +205,19 @@ impl SchemaSnapshot {
             by_attribute,
             views,
             same_named,
+            reach: ReachSet::default(),
         }
+    }
+
+    /// The same snapshot with its reach set (the loader computes it last).
+    pub fn with_reach(mut self, reach: ReachSet) -> SchemaSnapshot {
+        self.reach = reach;
+        self
+    }
+
+    /// Every relation and function that can reach a protected column.
+    pub fn reach(&self) -> &ReachSet {
+        &self.reach
     }
 
     pub fn database(&self) -> &str {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use crate::catalog::SchemaSnapshot;
 use crate::policy::TableName;
-use crate::sql::{analyze, AnalysisContext, Lineage, Schema};
+use crate::sql::{analyze, AnalysisContext, Lineage, RelationReach, Schema};
 
 use super::Protection;
 
@@ -106,6 +106,14 @@ impl Schema for SessionSchema {
 
     fn generation(&self) -> u64 {
         self.generation
+    }
+
+    fn relation_reach(&self, schema: &str, name: &str) -> Option<RelationReach> {
+        self.snapshot.reach().relation(schema, name)
+    }
+
+    fn function_reaches(&self, schema: Option<&str>, name: &str) -> bool {
+        self.snapshot.reach().function(schema, name)
     }
 }
 

@@ -40,4 +40,4 @@ pub use error::SqlError;
 pub use lexer::{split_statements, LiteralKind};
 pub use plan::*;
 pub use scan::{fingerprint, literal_value, may_mention, Fingerprint, LiteralSpan, NameSet};
-pub use schema::{MemorySchema, Schema};
+pub use schema::{MemorySchema, RelationReach, Schema, SessionReach};

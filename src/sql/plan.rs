@@ -119,6 +119,60 @@ pub struct LiteralAction {
     pub value: LiteralValue,
 }
 
+/// SQL that runs inside the server where pgcloak cannot see what it reads. A plan that
+/// holds any of these runs only for a session that cannot reach protected data at all
+/// ([`super::SessionReach`]), or when the policy's `functions.allow` names the function.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Opaque {
+    /// A built-in that executes SQL or reads stored values (the `*_to_xml` family,
+    /// `ts_stat`, ...), by its name in the catalogue of [`super::builtins`].
+    Builtin(&'static str),
+    /// A user-defined function or procedure whose body can reach a protected relation
+    /// or runs dynamic SQL (`schema.name` when the statement qualified it, else `name`).
+    Function(String),
+    /// A DO block (or similar) that runs dynamic SQL (`EXECUTE`) or calls a reaching function.
+    DynamicSql,
+    /// SQL `EXECUTE name` of a prepared statement pgcloak did not see prepared.
+    UnknownPrepared(String),
+}
+
+/// A role-independent replacement of a span of the client's text, applied with the
+/// literal splices (for example an unqualified relation name replaced by the
+/// schema-qualified name the analysis resolved it to, so that upstream reads exactly
+/// the relation that was analysed whatever the session's search_path really is).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TextEdit {
+    pub start: SqlPos,
+    pub end: SqlPos,
+    /// Never a client value: an identifier or fixed SQL.
+    pub text: String,
+}
+
+/// A select-list item that reads a protected column, for the role-dependent rewrite:
+/// a role whose view of the column is `null` holds no SELECT privilege on it (the
+/// database-side guard), so the item is sent as `NULL::bytea AS "name"` instead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Projection {
+    /// `col`, `t.col` or `col AS x` at the top level of a select list (span: the item).
+    Column {
+        start: SqlPos,
+        end: SqlPos,
+        column: ColumnRef,
+        /// The output name PostgreSQL reports for the item.
+        output_name: String,
+    },
+    /// `*` or `t.*` expanding over a protected relation (span: the star item). Each
+    /// expanded column with its policy column, if any, in output order.
+    Star {
+        start: SqlPos,
+        end: SqlPos,
+        /// The qualifier to prefix expanded columns with (alias or relation as written),
+        /// already quoted as SQL.
+        qualifier: Option<String>,
+        columns: Vec<(String, Option<ColumnRef>)>,
+    },
+}
+
 /// How a `$n` parameter must be treated at Bind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ParamAction {
@@ -275,6 +329,12 @@ pub struct StatementPlan {
     pub execute: Option<ExecutePlan>,
     /// Set when the statement must not be sent: the session substitutes an error.
     pub rejection: Option<SqlError>,
+    /// SQL inside the server that pgcloak cannot see into (checked per session).
+    pub opaque: Vec<Opaque>,
+    /// Role-independent text replacements (schema qualification), in text order.
+    pub edits: Vec<TextEdit>,
+    /// Select-list items on protected columns, for the role-dependent NULL rewrite.
+    pub projections: Vec<Projection>,
 }
 
 impl StatementPlan {
@@ -292,6 +352,9 @@ impl StatementPlan {
             prepare: None,
             execute: None,
             rejection: None,
+            opaque: Vec::new(),
+            edits: Vec::new(),
+            projections: Vec::new(),
         }
     }
 
@@ -303,7 +366,10 @@ impl StatementPlan {
     /// Whether the statement can be forwarded byte for byte (nothing to encrypt and
     /// nothing to refuse; results may still need decryption).
     pub fn is_untouched(&self) -> bool {
-        self.literals.is_empty() && self.rejection.is_none() && self.execute.is_none()
+        self.literals.is_empty()
+            && self.edits.is_empty()
+            && self.rejection.is_none()
+            && self.execute.is_none()
     }
 
     /// The role-dependent check, run per execution: search rights on every compared

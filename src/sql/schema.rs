@@ -21,6 +21,18 @@ pub trait Schema {
     fn generation(&self) -> u64 {
         0
     }
+    /// Whether (and how) the relation `schema.name` can reach a protected column.
+    /// `schema` may be `pg_temp`. None: it cannot.
+    fn relation_reach(&self, schema: &str, name: &str) -> Option<RelationReach> {
+        let _ = (schema, name);
+        None
+    }
+    /// Whether a user-defined function or procedure of this name (in `schema`, or in any
+    /// schema when None) can reach a protected relation or runs dynamic SQL.
+    fn function_reaches(&self, schema: Option<&str>, name: &str) -> bool {
+        let _ = (schema, name);
+        false
+    }
 }
 
 /// A fixed, in-memory schema.
@@ -81,4 +93,33 @@ impl Schema for MemorySchema {
     fn generation(&self) -> u64 {
         self.generation
     }
+}
+
+/// How a relation can reach a protected column (computed by the catalog from
+/// pg_class, pg_inherits, pg_depend, pg_rewrite, pg_trigger, pg_policy and pg_attrdef).
+/// A relation that is absent from the reach set cannot reach one, whatever its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RelationReach {
+    /// Holds policy columns itself, or is a partition / inheritance child of a table that does.
+    Protected,
+    /// A view or materialized view reading one, directly or through other views or
+    /// functions (its lineage comes from its definition).
+    View,
+    /// An inheritance parent or partitioned ancestor of a protected table: reading it
+    /// returns the protected child's rows.
+    Ancestor,
+    /// Its rules, triggers, row-security policies, defaults or generated columns call
+    /// something that reaches a protected column.
+    Indirect,
+}
+
+/// What the catalog says a session's roles can reach (not part of a plan: plans are
+/// role-independent; this is checked per execution).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SessionReach {
+    /// The session's login role, or any role it can become (`pg_has_role(.., 'MEMBER')`,
+    /// superuser, owner), holds a privilege on a protected column, on a reaching view, or
+    /// EXECUTE on a reaching SECURITY DEFINER function. When false, SQL pgcloak cannot
+    /// see into (dynamic SQL, SQL-executing built-ins) cannot reach protected data and runs.
+    pub can_reach_protected: bool,
 }
