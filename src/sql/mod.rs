@@ -24,6 +24,7 @@
 //! - [`cache`]: the LRU analysis cache.
 
 pub mod analyze;
+pub mod builtins;
 pub mod cache;
 mod error;
 mod ident;
