@@ -45,6 +45,10 @@ impl DataPath {
     /// Handles one upstream message, appending what goes to the client to `out`.
     pub fn on_backend(&mut self, msg: &[u8], out: &mut BytesMut) -> Result<Flow, DataPathError> {
         let tag = msg[0];
+        if self.awaiting_search_path() {
+            self.on_search_path_reply(msg, out);
+            return Ok(Flow::Continue);
+        }
         if self.swallow_until_ready {
             if tag == b'Z' {
                 self.swallow_until_ready = false;
@@ -192,6 +196,10 @@ impl DataPath {
             if matches!(e, Expect::Sync | Expect::Simple(_)) {
                 break;
             }
+        }
+        if self.expect.is_empty() {
+            // Everything the client sent is answered: no parsed COPY can still be waiting.
+            self.copy_settled();
         }
     }
 

@@ -36,7 +36,15 @@ impl DataPath {
             return Ok(Flow::Continue);
         }
         match tag {
-            b'Q' => self.on_query(msg, out)?,
+            b'Q' => {
+                // A search_path refresh held back by a COPY goes first.
+                self.copy_settled();
+                self.inject_search_path_query(out);
+                let raw = decode_query(msg)?;
+                self.note_resolution_change(raw, false);
+                self.on_query(msg, out)?;
+                self.refresh_after_query(raw, out);
+            }
             b'P' => self.on_parse(msg, out)?,
             b'B' => self.on_bind(msg, out)?,
             b'D' => self.on_describe(msg, out)?,
@@ -59,6 +67,7 @@ impl DataPath {
                     self.expect.push_back(Expect::Sync);
                 }
                 out.extend_from_slice(msg);
+                self.inject_search_path_query(out);
             }
             b'H' => out.extend_from_slice(msg),
             b'd' => match &mut self.copy_in {
@@ -69,6 +78,7 @@ impl DataPath {
             },
             b'c' => {
                 self.server_copy_in = false;
+                self.copy_settled();
                 if let Some((mut c, prot)) = self.copy_in.take() {
                     c.finish(&prot, &self.codec, out)?;
                 }
@@ -76,19 +86,22 @@ impl DataPath {
             }
             b'f' => {
                 self.server_copy_in = false;
+                self.copy_settled();
                 self.copy_in = None;
                 out.extend_from_slice(msg);
             }
             b'F' => {
                 let prot = self.protection.load_full();
-                if prot.is_empty() {
+                if prot.is_empty() || !self.reach.can_reach_protected {
+                    // Nothing this session's roles may touch is protected: whatever the
+                    // function reads, it cannot be a protected column.
                     out.extend_from_slice(msg);
                 } else {
                     // A function call names a function by OID: pgcloak cannot see what it reads.
                     let err = DataPathError::Refused(
-                        "pgcloak refuses the function-call ('F') protocol message while columns \
-                         are protected: it cannot tell which columns the function reads; use a \
-                         SELECT instead"
+                        "pgcloak refuses the function-call ('F') protocol message for a session \
+                         whose roles can reach protected columns: it cannot tell which columns \
+                         the function reads; use a SELECT instead"
                             .into(),
                     );
                     self.inject_simple_failure(&err, out);
@@ -211,8 +224,17 @@ impl DataPath {
         // EXECUTE name(args) alone: splice its literal arguments.
         if analysis.plans.len() == 1 {
             if let Some(ex) = &analysis.plans[0].execute {
-                match self.sql_prepared.get(&ex.name) {
-                    Some(prepared) => match ex.bind(prepared) {
+                // PREPARE through this session's text, or a protocol-level Parse (drivers
+                // prepare with Parse and some run the statement with SQL EXECUTE).
+                let known: Option<Option<Arc<StatementPlan>>> = self
+                    .sql_prepared
+                    .get(&ex.name)
+                    .map(|p| Some(Arc::new((**p).clone())))
+                    .or_else(|| self.statements.get(&ex.name).map(|p| p.plan.clone()));
+                match known {
+                    // Prepared by Parse, and the fast path proved it touches nothing protected.
+                    Some(None) => {}
+                    Some(Some(prepared)) => match ex.bind(&prepared) {
                         Ok((lits, params)) if params.is_empty() => {
                             let text = self.rewrite_literals(&prot, &sql, fp, lits.iter())?;
                             if let Some(st) = statements.front_mut() {
@@ -228,13 +250,13 @@ impl DataPath {
                         }
                         Err(e) => failure = Some((0, DataPathError::Sql(e))),
                     },
-                    None if prot.is_empty() => {}
+                    None if prot.is_empty() || !self.reach.can_reach_protected => {}
                     None => {
                         // Not prepared through this session's text: we cannot know what it writes.
                         failure = Some((
                             0,
                             DataPathError::Refused(format!(
-                                "prepared statement \"{}\" was not prepared with PREPARE in this session, so pgcloak cannot check it",
+                                "prepared statement \"{}\" was not prepared through pgcloak in this session, so pgcloak cannot check what it reads or writes",
                                 ex.name
                             )),
                         ));
@@ -312,6 +334,7 @@ impl DataPath {
 
     fn on_parse(&mut self, msg: &[u8], out: &mut BytesMut) -> Result<(), DataPathError> {
         let parse = Parse::decode(msg)?;
+        self.note_resolution_change(&parse.sql, true);
         let prot = self.protection.load_full();
         let sql: Arc<str> = match self.decode_sql(&parse.sql) {
             Ok(s) => Arc::from(s),

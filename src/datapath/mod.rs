@@ -17,6 +17,7 @@ mod copy;
 mod error;
 mod frontend;
 mod meaning;
+mod resolution;
 mod schema;
 mod values;
 
@@ -32,7 +33,9 @@ pub use error::DataPathError;
 use crate::codec::SessionContext;
 use crate::crypto::CipherSuite;
 use crate::policy::{Policy, RoleName};
-use crate::sql::{AnalysisCache, CopyPlan, NameSet, ParamAction, ResultShape, StatementPlan};
+use crate::sql::{
+    AnalysisCache, CopyPlan, NameSet, ParamAction, ResultShape, SessionReach, StatementPlan,
+};
 
 /// Everything derived from one policy + keyring generation, shared by all sessions.
 pub struct Protection {
@@ -129,6 +132,10 @@ enum Expect {
     InjectedError,
     /// A Sync: its ReadyForQuery ends error recovery.
     Sync,
+    /// pgcloak's own `current_schemas(true)` query, injected after a statement that may
+    /// change name resolution: every reply up to its ReadyForQuery is consumed, and the
+    /// schemas it lists become the session's search_path (unless it failed).
+    SearchPath { schemas: Vec<String>, failed: bool },
 }
 
 struct SimpleStatement {
@@ -164,6 +171,17 @@ pub struct DataPath {
     current_copy_out: Option<CopyStream>,
     /// Backend: an error was sent for a result; drop the rest until ReadyForQuery.
     swallow_until_ready: bool,
+    /// What the session's roles can reach (decides whether opaque SQL may run).
+    reach: SessionReach,
+    /// A statement that may change name resolution went upstream: re-read the
+    /// search_path at the next point where a query may be injected.
+    path_refresh_due: bool,
+    /// Name resolution changed inside the current transaction: its end may undo it.
+    path_changed_in_transaction: bool,
+    /// A parsed statement may start COPY FROM STDIN: inject nothing until it settles.
+    copy_may_run: bool,
+    /// How many injected search_path reads are unanswered (statements wait for zero).
+    path_reads: tokio::sync::watch::Sender<u32>,
 }
 
 impl DataPath {
@@ -192,7 +210,29 @@ impl DataPath {
             active: None,
             current_copy_out: None,
             swallow_until_ready: false,
+            reach: SessionReach {
+                can_reach_protected: true,
+            },
+            path_refresh_due: false,
+            path_changed_in_transaction: false,
+            copy_may_run: false,
+            path_reads: tokio::sync::watch::Sender::new(0),
         }
+    }
+
+    /// What the session's roles can reach, from the catalog (conservative until set).
+    pub fn set_reach(&mut self, reach: SessionReach) {
+        self.reach = reach;
+    }
+
+    /// The count of unanswered search_path reads, to wait on.
+    pub fn path_reads(&self) -> tokio::sync::watch::Receiver<u32> {
+        self.path_reads.subscribe()
+    }
+
+    /// The session's effective search_path as pgcloak last read it.
+    pub fn search_path(&self) -> &[String] {
+        &self.search_path
     }
 
     /// The roles whose grants apply (empty: PUBLIC only).

@@ -266,7 +266,7 @@ async fn serve(
         Box<dyn MessageHandler + Send>,
     ) = match &datapath {
         Some(dp) => (
-            Box::new(protect::FrontendData(dp.clone())),
+            Box::new(protect::FrontendData::new(dp.clone())),
             Box::new(protect::BackendData(dp.clone())),
         ),
         None => (Box::new(FrontendRelay), Box::new(BackendRelay)),
@@ -348,6 +348,10 @@ struct LastTag<H> {
 impl<H: MessageHandler + ?Sized> MessageHandler for Box<H> {
     fn on_message(&mut self, msg: &[u8], out: &mut BytesMut) -> Result<Flow, SessionError> {
         (**self).on_message(msg, out)
+    }
+
+    fn gate(&self, msg: &[u8]) -> Option<tokio::sync::watch::Receiver<u32>> {
+        (**self).gate(msg)
     }
 }
 

@@ -51,6 +51,12 @@ pub async fn setup(
     } else {
         Vec::new()
     };
+    // What PostgreSQL lets the login role touch: privileges hold for the real role
+    // whether or not pgcloak verified it.
+    let reach = catalog
+        .session_reach(&identity.database, &RoleName(identity.role.clone()))
+        .await
+        .map_err(|e| refuse("read what the session's roles can reach", &e))?;
     let search_path = initial_search_path(upstream, upstream_rd).await?;
     let mut codec = crate::codec::SessionContext::default();
     for (name, value) in parameters {
@@ -58,7 +64,8 @@ pub async fn setup(
     }
     let prot = protection.load_full();
     let schema = shared_schema(shared, &identity.database, schema, &prot);
-    let dp = DataPath::new(protection.clone(), schema, roles, codec, search_path);
+    let mut dp = DataPath::new(protection.clone(), schema, roles, codec, search_path);
+    dp.set_reach(reach);
     Ok(Some(Arc::new(Mutex::new(dp))))
 }
 
@@ -106,6 +113,14 @@ pub async fn refresh_loop(shared: &Shared, identity: &Identity, dp: Arc<Mutex<Da
             dp.lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .set_schema(schema);
+        }
+        if let Ok(reach) = catalog
+            .session_reach(&identity.database, &RoleName(identity.role.clone()))
+            .await
+        {
+            dp.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .set_reach(reach);
         }
         if identity.authenticated {
             if let Ok(roles) = catalog
@@ -182,15 +197,34 @@ async fn initial_search_path(
 }
 
 /// The frontend pump's handler when the data path is on.
-pub struct FrontendData(pub Arc<Mutex<DataPath>>);
+pub struct FrontendData {
+    dp: Arc<Mutex<DataPath>>,
+    /// Outstanding search_path reads: a statement waits for them (see [`MessageHandler::gate`]).
+    path_reads: tokio::sync::watch::Receiver<u32>,
+}
+
+impl FrontendData {
+    pub fn new(dp: Arc<Mutex<DataPath>>) -> FrontendData {
+        let path_reads = dp.lock().unwrap_or_else(|p| p.into_inner()).path_reads();
+        FrontendData { dp, path_reads }
+    }
+}
 
 impl MessageHandler for FrontendData {
     fn on_message(&mut self, msg: &[u8], out: &mut BytesMut) -> Result<Flow, SessionError> {
         let started = std::time::Instant::now();
-        let mut dp = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut dp = self.dp.lock().unwrap_or_else(|p| p.into_inner());
         let r = dp.on_frontend(msg, out).map_err(SessionError::from);
         crate::observe::frontend_done(started);
         r
+    }
+
+    fn gate(&self, msg: &[u8]) -> Option<tokio::sync::watch::Receiver<u32>> {
+        // Only statement texts depend on how names resolve.
+        if !matches!(msg.first(), Some(b'Q' | b'P')) || *self.path_reads.borrow() == 0 {
+            return None;
+        }
+        Some(self.path_reads.clone())
     }
 }
 

@@ -33,7 +33,19 @@ pub trait MessageHandler {
     /// `msg` is one whole message (tag, length, body). Append what should be
     /// sent on to `out`: usually `msg` itself, byte for byte.
     fn on_message(&mut self, msg: &[u8], out: &mut BytesMut) -> Result<Flow, SessionError>;
+
+    /// Before `msg` is handled: a count that must drop to zero first (the data path's
+    /// outstanding search_path reads, which decide how the statement's names resolve).
+    /// The pump writes what it holds, then waits, at most [`GATE_TIMEOUT`].
+    fn gate(&self, msg: &[u8]) -> Option<tokio::sync::watch::Receiver<u32>> {
+        let _ = msg;
+        None
+    }
 }
+
+/// How long a gated message waits before it is handled anyway (the data path then
+/// analyses it under what it knows, and schema-qualified rewriting keeps that safe).
+pub const GATE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// How a pump ended.
 #[derive(Debug)]
@@ -88,6 +100,14 @@ where
             if rbuf.len() - pos < total {
                 need = total - (rbuf.len() - pos);
                 break;
+            }
+            if let Some(mut gate) = handler.gate(&rbuf[pos..pos + total]) {
+                if !wbuf.is_empty() {
+                    writer.write_all(&wbuf).await?;
+                    writer.flush().await?;
+                    wbuf.clear();
+                }
+                let _ = tokio::time::timeout(GATE_TIMEOUT, gate.wait_for(|n| *n == 0)).await;
             }
             let flow = handler.on_message(&rbuf[pos..pos + total], &mut wbuf)?;
             pos += total;

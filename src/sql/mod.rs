@@ -34,6 +34,7 @@ pub mod plan;
 pub mod rewrite;
 pub mod scan;
 pub mod schema;
+pub mod session_state;
 
 pub use analyze::{analyze, analyze_with_fingerprint, AnalysisContext, DEFAULT_IN_LIST_CAP};
 pub use cache::{Analysis, AnalysisCache};

@@ -1,0 +1,152 @@
+//! Which statements can change what an unqualified name means for the rest of the
+//! session, so that the data path re-reads the session's effective search_path
+//! (`current_schemas(true)`) after them.
+//!
+//! This is a conservative text test, not an analysis: it may say "yes" too often (an
+//! extra catalog-free query on the session's own connection), never "no" for a statement
+//! that changes the search_path by SET, SET LOCAL, RESET, RESET ALL, DISCARD ALL,
+//! `set_config()` (also inside DO and function bodies sent through pgcloak), SET ROLE /
+//! SET SESSION AUTHORIZATION (`$user`), CREATE/DROP/ALTER SCHEMA (a `$user` schema
+//! appearing) or a temporary table (the session's `pg_temp_N` appearing). A transaction
+//! end (COMMIT, ROLLBACK, ROLLBACK TO, RELEASE, ABORT, END, PREPARE TRANSACTION) can
+//! undo such a change, so it counts only after one in the same session
+//! ([`ResolutionChange::AtTransactionEnd`]).
+//!
+//! What it cannot see: a function defined directly in the database that calls
+//! `set_config('search_path', ...)`. The analysis does not depend on it being complete:
+//! every unqualified reference to a name that some reaching relation carries is sent
+//! schema-qualified as analysed (see [`super::TextEdit`]), so a stale search_path can
+//! only make pgcloak pick another relation than PostgreSQL would, never send plaintext
+//! to a protected one.
+
+use super::lexer::{Lexer, TokKind};
+
+/// What a statement text may do to name resolution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResolutionChange {
+    /// Nothing: names keep their meaning.
+    None,
+    /// It may change the search_path, `$user` or the temporary schema now.
+    Now,
+    /// It ends (part of) a transaction: an earlier change in it may be undone.
+    AtTransactionEnd,
+}
+
+const CHANGE_WORDS: &[&str] = &[
+    "reset",
+    "discard",
+    "role",
+    "authorization",
+    "temp",
+    "temporary",
+    "schema",
+];
+
+const END_WORDS: &[&str] = &["commit", "rollback", "abort", "end", "release", "prepare"];
+
+/// Classifies a statement text (one or several statements).
+pub fn resolution_change(sql: &str) -> ResolutionChange {
+    let lower_contains = |needle: &str| {
+        sql.as_bytes()
+            .windows(needle.len())
+            .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
+    };
+    // Anywhere, even inside a string or a body: set_config('search_path', ...).
+    if lower_contains("search_path") || lower_contains("set_config") {
+        return ResolutionChange::Now;
+    }
+    let mut end = false;
+    for tok in Lexer::new(sql) {
+        if tok.kind != TokKind::Word {
+            continue;
+        }
+        let word = &sql.as_bytes()[tok.span.clone()];
+        let is = |list: &[&str]| list.iter().any(|w| word.eq_ignore_ascii_case(w.as_bytes()));
+        if is(CHANGE_WORDS) {
+            return ResolutionChange::Now;
+        }
+        end |= is(END_WORDS);
+    }
+    if end {
+        ResolutionChange::AtTransactionEnd
+    } else {
+        ResolutionChange::None
+    }
+}
+
+/// Whether the text may start COPY FROM STDIN (the server then accepts only copy
+/// messages, so nothing may be injected right after it).
+pub fn may_start_copy(sql: &str) -> bool {
+    Lexer::new(sql).any(|t| {
+        t.kind == TokKind::Word && sql.as_bytes()[t.span.clone()].eq_ignore_ascii_case(b"copy")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn search_path_changes_in_every_spelling_are_seen() {
+        for sql in [
+            "SET search_path = public",
+            "set SEARCH_PATH to app, public",
+            "SET LOCAL search_path TO pg_catalog",
+            "SET SESSION search_path = \"$user\"",
+            "RESET search_path",
+            "RESET ALL",
+            "DISCARD ALL",
+            "SELECT pg_catalog.set_config('search_path', 'evil', false)",
+            "SELECT set_config('search_' || 'path', 'x', false)",
+            "DO $$BEGIN PERFORM set_config('search_path', 'x', false); END$$",
+            "SET ROLE app",
+            "RESET ROLE",
+            "SET SESSION AUTHORIZATION alice",
+            "CREATE SCHEMA alice",
+            "CREATE TEMP TABLE customers (phone text)",
+            "CREATE TEMPORARY TABLE t (a int)",
+            "ALTER SCHEMA a RENAME TO b",
+            "SELECT 1; SET search_path = x",
+        ] {
+            assert_eq!(resolution_change(sql), ResolutionChange::Now, "{sql}");
+        }
+    }
+
+    #[test]
+    fn transaction_ends_are_reported_as_such() {
+        for sql in [
+            "COMMIT",
+            "ROLLBACK",
+            "rollback to savepoint s1",
+            "RELEASE s1",
+            "ABORT",
+            "END",
+            "PREPARE TRANSACTION 'x'",
+        ] {
+            assert_eq!(
+                resolution_change(sql),
+                ResolutionChange::AtTransactionEnd,
+                "{sql}"
+            );
+        }
+    }
+
+    #[test]
+    fn ordinary_statements_change_nothing() {
+        for sql in [
+            "SELECT * FROM customers WHERE phone = $1",
+            "INSERT INTO t VALUES ('role')",
+            "UPDATE t SET a = 1 -- reset",
+            "SELECT pg_temp_3.f()",
+        ] {
+            assert_eq!(resolution_change(sql), ResolutionChange::None, "{sql}");
+        }
+    }
+
+    #[test]
+    fn copy_is_recognised() {
+        assert!(may_start_copy("copy t from stdin"));
+        assert!(may_start_copy("SET x = 1; COPY t FROM STDIN"));
+        assert!(!may_start_copy("SELECT 'copy'"));
+    }
+}

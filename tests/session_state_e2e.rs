@@ -1,0 +1,233 @@
+//! Session state that changes what a name means: pgcloak follows the search_path however
+//! it is set (startup options, SET, SET LOCAL, RESET, set_config, ROLLBACK of a SET,
+//! DISCARD ALL) in the simple and the extended protocol, so a protected table reached by
+//! an unqualified name always gets ciphertext, and a same-named plain table in another
+//! schema gets what the client wrote. The invariant checked every time: the plaintext
+//! sentinel never reaches PostgreSQL (its log holds every statement).
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+
+use common::{cluster, fresh_db, Proxy, SUPERUSER, SUPERUSER_PASSWORD};
+use serde_json::json;
+use tokio_postgres::Client;
+
+const PW: &str = "Role-Secret-pw1";
+
+struct Fixture {
+    db: String,
+    role: String,
+    proxy: Proxy,
+    _dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    async fn new(name: &str) -> Fixture {
+        let db = fresh_db(name).await;
+        let c = cluster();
+        let role = format!("{name}_app");
+        c.create_role(&role, Some(PW)).await;
+        c.admin(&db)
+            .await
+            .batch_execute(&format!(
+                "CREATE TABLE public.customers (id int PRIMARY KEY, phone bytea);
+                 CREATE SCHEMA other;
+                 CREATE TABLE other.customers (id int PRIMARY KEY, phone text);
+                 GRANT USAGE ON SCHEMA other TO {role};
+                 GRANT ALL ON public.customers, other.customers TO {role};"
+            ))
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let policy = format!(
+            "version: 1\ntables:\n  public.customers:\n    phone:\n      type: text\n      \
+             encryption: deterministic\n      access: {{ {role}: plaintext }}\n"
+        );
+        let policy_path = dir.path().join("policy.yaml");
+        std::fs::write(&policy_path, policy).unwrap();
+        let keys_path = dir.path().join("master.keys");
+        let keys = pgcloak::crypto::keygen(None).unwrap();
+        std::fs::write(&keys_path, keys.as_bytes()).unwrap();
+        std::fs::set_permissions(&keys_path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let proxy = Proxy::start_with_env(
+            json!({
+                "policy": policy_path,
+                "keys": { "file": keys_path },
+                "catalog": { "user": SUPERUSER, "password_env": "PGCLOAK_CATALOG_PASSWORD" },
+            }),
+            &[("PGCLOAK_CATALOG_PASSWORD", SUPERUSER_PASSWORD)],
+        );
+        Fixture {
+            db,
+            role,
+            proxy,
+            _dir: dir,
+        }
+    }
+
+    async fn client_with_options(&self, options: Option<&str>) -> Client {
+        let mut cfg = self.proxy.config(&self.db, &self.role, PW);
+        if let Some(o) = options {
+            cfg.options(o);
+        }
+        common::connect(&cfg).await
+    }
+
+    /// Where the row with this id landed: "public" (as an envelope), "other" (as text).
+    async fn landed(&self, id: i32) -> Vec<&'static str> {
+        let direct = cluster().admin(&self.db).await;
+        let mut out = Vec::new();
+        if let Some(row) = direct
+            .query_opt("SELECT phone FROM public.customers WHERE id = $1", &[&id])
+            .await
+            .unwrap()
+        {
+            let v: Vec<u8> = row.get(0);
+            assert_eq!(&v[..3], b"pc\x01", "public.customers holds a non-envelope");
+            out.push("public");
+        }
+        if let Some(row) = direct
+            .query_opt("SELECT phone FROM other.customers WHERE id = $1", &[&id])
+            .await
+            .unwrap()
+        {
+            // The plain table holds exactly what the client wrote, never an envelope.
+            assert_eq!(row.get::<_, String>(0), "plain", "other.customers row {id}");
+            out.push("other");
+        }
+        out
+    }
+}
+
+fn sentinel(id: i32) -> String {
+    format!("09{id:08}")
+}
+
+/// Inserts row `id` with its sentinel phone by an unqualified name, simple protocol.
+async fn insert_simple(c: &Client, id: i32) {
+    c.batch_execute(&format!(
+        "INSERT INTO customers (id, phone) VALUES ({id}, '{}')",
+        sentinel(id)
+    ))
+    .await
+    .unwrap();
+}
+
+/// The same through the extended protocol with a parameter.
+async fn insert_extended(c: &Client, id: i32) {
+    c.execute(
+        "INSERT INTO customers (id, phone) VALUES ($1, $2)",
+        &[&id, &sentinel(id)],
+    )
+    .await
+    .unwrap();
+}
+
+fn assert_no_plaintext_in_server_log(mark: u64, ids: &[i32]) {
+    let log = cluster().log_since(mark);
+    for id in ids {
+        assert!(
+            !log.contains(&sentinel(*id)),
+            "plaintext of row {id} reached the server log"
+        );
+    }
+}
+
+#[tokio::test]
+async fn set_after_startup_options_is_followed() {
+    let f = Fixture::new("ss_startup").await;
+    let mark = cluster().log_offset();
+    let c = f
+        .client_with_options(Some("-c search_path=pg_catalog"))
+        .await;
+    c.batch_execute("SET search_path = public").await.unwrap();
+    insert_simple(&c, 1).await;
+    insert_extended(&c, 2).await;
+    assert_eq!(f.landed(1).await, ["public"]);
+    assert_eq!(f.landed(2).await, ["public"]);
+    // Reading back through the same unqualified name decrypts.
+    let row = c
+        .query_one("SELECT phone FROM customers WHERE id = 2", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), sentinel(2));
+    assert_no_plaintext_in_server_log(mark, &[1, 2]);
+}
+
+#[tokio::test]
+async fn every_way_of_changing_the_path_is_followed() {
+    let f = Fixture::new("ss_spellings").await;
+    let mark = cluster().log_offset();
+    let c = f.client_with_options(None).await;
+    // Into the plain same-named table: the client's text reaches it as written.
+    c.batch_execute("SET search_path = other, public")
+        .await
+        .unwrap();
+    c.batch_execute("INSERT INTO customers (id, phone) VALUES (100, 'plain')")
+        .await
+        .unwrap();
+    assert_eq!(f.landed(100).await, ["other"]);
+    // RESET: back to the default path, the protected table.
+    c.batch_execute("RESET search_path").await.unwrap();
+    insert_simple(&c, 1).await;
+    assert_eq!(f.landed(1).await, ["public"]);
+    // set_config in a SELECT, then back with SET in lower case.
+    c.batch_execute("SELECT pg_catalog.set_config('search_path', 'other', false)")
+        .await
+        .unwrap();
+    c.batch_execute("INSERT INTO customers (id, phone) VALUES (101, 'plain')")
+        .await
+        .unwrap();
+    assert_eq!(f.landed(101).await, ["other"]);
+    c.batch_execute("set SEARCH_PATH to \"$user\", public")
+        .await
+        .unwrap();
+    insert_extended(&c, 2).await;
+    assert_eq!(f.landed(2).await, ["public"]);
+    // SET LOCAL ends with its transaction.
+    c.batch_execute("BEGIN; SET LOCAL search_path = other; COMMIT")
+        .await
+        .unwrap();
+    insert_simple(&c, 3).await;
+    assert_eq!(f.landed(3).await, ["public"]);
+    // A SET undone by ROLLBACK.
+    c.batch_execute("BEGIN").await.unwrap();
+    c.batch_execute("SET search_path = other").await.unwrap();
+    c.batch_execute("ROLLBACK").await.unwrap();
+    insert_extended(&c, 4).await;
+    assert_eq!(f.landed(4).await, ["public"]);
+    // A SET undone by ROLLBACK TO SAVEPOINT.
+    c.batch_execute("BEGIN; SAVEPOINT s").await.unwrap();
+    c.batch_execute("SET search_path = other").await.unwrap();
+    c.batch_execute("ROLLBACK TO SAVEPOINT s").await.unwrap();
+    insert_simple(&c, 5).await;
+    c.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(f.landed(5).await, ["public"]);
+    // DISCARD ALL resets to the session default.
+    c.batch_execute("SET search_path = other").await.unwrap();
+    c.batch_execute("DISCARD ALL").await.unwrap();
+    insert_extended(&c, 6).await;
+    assert_eq!(f.landed(6).await, ["public"]);
+    assert_no_plaintext_in_server_log(mark, &[1, 2, 3, 4, 5, 6]);
+}
+
+#[tokio::test]
+async fn a_statement_pipelined_behind_a_set_waits_for_the_new_path() {
+    let f = Fixture::new("ss_pipeline").await;
+    let mark = cluster().log_offset();
+    let c = f.client_with_options(Some("-c search_path=other")).await;
+    // tokio-postgres pipelines requests issued together: the INSERT is on the wire
+    // before the SET's answer comes back.
+    let id = 7;
+    let phone = sentinel(id);
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&id, &phone];
+    let (set, insert) = tokio::join!(
+        c.simple_query("SET search_path = public"),
+        c.execute("INSERT INTO customers (id, phone) VALUES ($1, $2)", &params)
+    );
+    set.unwrap();
+    insert.unwrap();
+    assert_eq!(f.landed(id).await, ["public"]);
+    assert_no_plaintext_in_server_log(mark, &[id]);
+}
