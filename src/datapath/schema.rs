@@ -8,13 +8,16 @@ use std::sync::Arc;
 
 use crate::catalog::SchemaSnapshot;
 use crate::policy::TableName;
-use crate::sql::{analyze, AnalysisContext, Lineage, RelationReach, Schema};
+use crate::sql::{analyze, AnalysisContext, Lineage, NameSet, RelationReach, Schema};
 
 use super::Protection;
 
 /// [`Schema`] over a catalog snapshot, with view lineage precomputed.
 pub struct SessionSchema {
     snapshot: Arc<SchemaSnapshot>,
+    /// The fast path's names: everything in this database that can reach a protected
+    /// column (relations, views, functions), plus the policy's own names.
+    names: NameSet,
     views: HashMap<TableName, Vec<(String, Lineage)>>,
     generation: u64,
     policy_generation: u64,
@@ -32,8 +35,10 @@ impl SessionSchema {
             let _ = builder.view_columns(&v.name);
         }
         let views = builder.memo.into_inner();
+        let names = reach_names(&snapshot, prot);
         SessionSchema {
             snapshot,
+            names,
             views,
             generation,
             policy_generation: prot.generation(),
@@ -71,6 +76,31 @@ impl SessionSchema {
     pub fn snapshot(&self) -> &Arc<SchemaSnapshot> {
         &self.snapshot
     }
+
+    /// The names a statement must contain to reach a protected column here.
+    pub fn names(&self) -> &NameSet {
+        &self.names
+    }
+}
+
+/// The policy's names plus every relation, view and function the catalog found that
+/// can reach a protected column.
+fn reach_names(snapshot: &SchemaSnapshot, prot: &Protection) -> NameSet {
+    let mut names = prot.names.clone();
+    let reach = snapshot.reach();
+    for (_, name) in reach.relations.keys() {
+        names.insert(name);
+    }
+    for name in reach.functions.keys() {
+        names.insert(name);
+    }
+    for v in snapshot.views() {
+        names.insert(&v.name.name);
+    }
+    for t in snapshot.tables() {
+        names.insert(&t.name.name);
+    }
+    names
 }
 
 fn table_exists(snapshot: &SchemaSnapshot, schema: &str, name: &str) -> bool {
