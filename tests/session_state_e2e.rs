@@ -35,7 +35,8 @@ impl Fixture {
                  CREATE SCHEMA other;
                  CREATE TABLE other.customers (id int PRIMARY KEY, phone text);
                  GRANT USAGE ON SCHEMA other TO {role};
-                 GRANT ALL ON public.customers, other.customers TO {role};"
+                 CREATE TABLE public.notes (k int, name text);
+                 GRANT ALL ON public.customers, other.customers, public.notes TO {role};"
             ))
             .await
             .unwrap();
@@ -230,4 +231,36 @@ async fn a_statement_pipelined_behind_a_set_waits_for_the_new_path() {
     insert.unwrap();
     assert_eq!(f.landed(id).await, ["public"]);
     assert_no_plaintext_in_server_log(mark, &[id]);
+}
+
+#[tokio::test]
+async fn sql_prepare_and_execute_of_plain_statements_run_with_a_policy_in_force() {
+    let f = Fixture::new("ss_prepare").await;
+    let c = f.client_with_options(None).await;
+    c.batch_execute("PREPARE ins(int, text) AS INSERT INTO notes VALUES ($1, $2)")
+        .await
+        .unwrap();
+    c.batch_execute("EXECUTE ins(1, 'one')").await.unwrap();
+    c.batch_execute("prepare \"Q\" as select count(*) from notes; execute \"Q\"")
+        .await
+        .unwrap();
+    let rows = c.simple_query("EXECUTE \"Q\"").await.unwrap();
+    let tokio_postgres::SimpleQueryMessage::Row(r) = &rows[1] else {
+        panic!("no row: {rows:?}")
+    };
+    assert_eq!(r.get(0), Some("1"));
+    // After DEALLOCATE, PostgreSQL itself reports the unknown statement.
+    c.batch_execute("DEALLOCATE ins").await.unwrap();
+    let err = c.batch_execute("EXECUTE ins(2, 'two')").await;
+    assert_eq!(common::expect_sqlstate(err), "26000");
+    // A PREPARE over the protected table is planned: EXECUTE encrypts its literal.
+    let mark = cluster().log_offset();
+    c.batch_execute("PREPARE p AS INSERT INTO customers VALUES ($1, $2)")
+        .await
+        .unwrap();
+    c.batch_execute(&format!("EXECUTE p(9, '{}')", sentinel(9)))
+        .await
+        .unwrap();
+    assert_eq!(f.landed(9).await, ["public"]);
+    assert_no_plaintext_in_server_log(mark, &[9]);
 }

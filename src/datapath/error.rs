@@ -31,6 +31,10 @@ pub enum DataPathError {
     PlanChanged(String),
     #[error(transparent)]
     Wire(#[from] WireError),
+    /// `EXECUTE name` of a statement this session never prepared through pgcloak: every
+    /// way of preparing one passes through it, so PostgreSQL would not know it either.
+    #[error("prepared statement \"{0}\" does not exist")]
+    UnknownPrepared(String),
 }
 
 impl DataPathError {
@@ -60,6 +64,7 @@ impl DataPathError {
             DataPathError::Forbidden(_) => "42501",
             DataPathError::PlanChanged(_) => "0A000",
             DataPathError::Wire(w) => w.sqlstate(),
+            DataPathError::UnknownPrepared(_) => "26000",
         }
     }
 

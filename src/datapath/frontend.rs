@@ -42,6 +42,7 @@ impl DataPath {
                 self.inject_search_path_query(out);
                 let raw = decode_query(msg)?;
                 self.note_resolution_change(raw, false);
+                self.note_prepared_changes(raw);
                 self.on_query(msg, out)?;
                 self.refresh_after_query(raw, out);
             }
@@ -127,6 +128,40 @@ impl DataPath {
         }
     }
 
+    /// What the session knows of a prepared statement by name: from SQL PREPARE through
+    /// this session (planned, or known to touch nothing protected), or from a Parse.
+    /// `Some(None)`: it touches nothing protected. None: pgcloak never saw it prepared.
+    fn prepared_plan(&self, name: &str) -> Option<Option<Arc<StatementPlan>>> {
+        self.sql_prepared
+            .get(name)
+            .map(|p| Some(Arc::new((**p).clone())))
+            .or_else(|| self.statements.get(name).map(|p| p.plan.clone()))
+            .or_else(|| self.plain_prepared.contains(name).then_some(None))
+    }
+
+    /// Follows SQL-level PREPARE / DEALLOCATE / DISCARD ALL, so that `EXECUTE name` of a
+    /// statement pgcloak saw prepared is known (a PREPARE that touches a protected column
+    /// is planned by the analysis and recorded in `sql_prepared` afterwards).
+    fn note_prepared_changes(&mut self, raw: &[u8]) {
+        use crate::sql::session_state::{prepared_changes, PreparedChange};
+        for change in prepared_changes(&String::from_utf8_lossy(raw)) {
+            match change {
+                PreparedChange::Prepare(name) => {
+                    self.sql_prepared.remove(&name);
+                    self.plain_prepared.insert(name);
+                }
+                PreparedChange::Deallocate(name) => {
+                    self.sql_prepared.remove(&name);
+                    self.plain_prepared.remove(&name);
+                }
+                PreparedChange::DeallocateAll => {
+                    self.sql_prepared.clear();
+                    self.plain_prepared.clear();
+                }
+            }
+        }
+    }
+
     /// Whether the statement text can be forwarded without analysis: nothing is
     /// protected, or it names nothing that can reach a protected column.
     fn fast_path(&self, prot: &Protection, sql: &str) -> bool {
@@ -197,7 +232,11 @@ impl DataPath {
                 failure = Some((start, e));
                 break;
             }
-            if plan.execute.is_some() {
+            let plain_execute = plan
+                .execute
+                .as_ref()
+                .is_some_and(|ex| matches!(self.prepared_plan(&ex.name), Some(None)));
+            if plan.execute.is_some() && !plain_execute {
                 failure = Some((
                     start,
                     DataPathError::Refused(
@@ -235,12 +274,7 @@ impl DataPath {
             if let Some(ex) = &analysis.plans[0].execute {
                 // PREPARE through this session's text, or a protocol-level Parse (drivers
                 // prepare with Parse and some run the statement with SQL EXECUTE).
-                let known: Option<Option<Arc<StatementPlan>>> = self
-                    .sql_prepared
-                    .get(&ex.name)
-                    .map(|p| Some(Arc::new((**p).clone())))
-                    .or_else(|| self.statements.get(&ex.name).map(|p| p.plan.clone()));
-                match known {
+                match self.prepared_plan(&ex.name) {
                     // Prepared by Parse, and the fast path proved it touches nothing protected.
                     Some(None) => {}
                     Some(Some(prepared)) => match ex.bind(&prepared) {
@@ -261,14 +295,9 @@ impl DataPath {
                     },
                     None if prot.is_empty() || !self.reach.can_reach_protected => {}
                     None => {
-                        // Not prepared through this session's text: we cannot know what it writes.
-                        failure = Some((
-                            0,
-                            DataPathError::Refused(format!(
-                                "prepared statement \"{}\" was not prepared through pgcloak in this session, so pgcloak cannot check what it reads or writes",
-                                ex.name
-                            )),
-                        ));
+                        // Never prepared through pgcloak: answer as PostgreSQL would, without
+                        // letting a statement pgcloak cannot check run.
+                        failure = Some((0, DataPathError::UnknownPrepared(ex.name.clone())));
                     }
                 }
             }

@@ -157,6 +157,8 @@ pub struct DataPath {
     portals: HashMap<String, Portal>,
     /// SQL-level `PREPARE name AS ...` plans, for `EXECUTE name(...)`.
     sql_prepared: HashMap<String, Box<StatementPlan>>,
+    /// SQL-level `PREPARE name AS ...` of statements that touch nothing protected.
+    plain_prepared: std::collections::HashSet<String>,
     expect: VecDeque<Expect>,
     /// Client messages are dropped until Sync (after pgcloak refused one in a pipeline).
     discard_until_sync: bool,
@@ -202,6 +204,7 @@ impl DataPath {
             statements: HashMap::new(),
             portals: HashMap::new(),
             sql_prepared: HashMap::new(),
+            plain_prepared: std::collections::HashSet::new(),
             expect: VecDeque::new(),
             discard_until_sync: false,
             copy_in: None,

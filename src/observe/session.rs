@@ -285,6 +285,7 @@ fn reason_label(e: &DataPathError) -> &'static str {
         DataPathError::Forbidden(_) => "denied",
         DataPathError::PlanChanged(_) => "plan_changed",
         DataPathError::Wire(_) => "malformed",
+        DataPathError::UnknownPrepared(_) => "unknown_prepared",
     }
 }
 

@@ -150,3 +150,93 @@ mod tests {
         assert!(!may_start_copy("SELECT 'copy'"));
     }
 }
+
+/// What a statement does to the session's SQL-level prepared statements.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PreparedChange {
+    /// `PREPARE name ...`: the normalised name.
+    Prepare(String),
+    /// `DEALLOCATE [PREPARE] name`.
+    Deallocate(String),
+    /// `DEALLOCATE [PREPARE] ALL` or `DISCARD ALL`.
+    DeallocateAll,
+}
+
+/// The prepared-statement changes of a query string, statement by statement. Names are
+/// normalised like identifiers (unquoted folded to lower case, `""` unescaped).
+pub fn prepared_changes(sql: &str) -> Vec<PreparedChange> {
+    let quick = |w: &str| {
+        sql.as_bytes()
+            .windows(w.len())
+            .any(|x| x.eq_ignore_ascii_case(w.as_bytes()))
+    };
+    if !(quick("prepare") || quick("deallocate") || quick("discard")) {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for range in super::lexer::split_statements(sql) {
+        let text = &sql[range];
+        let mut toks = Lexer::new(text)
+            .filter(|t| !matches!(t.kind, TokKind::Space | TokKind::Comment))
+            .map(|t| {
+                let raw = &text[t.span.clone()];
+                match t.kind {
+                    TokKind::QuotedIdent => (true, text[t.content.clone()].replace("\"\"", "\"")),
+                    _ => (false, raw.to_ascii_lowercase()),
+                }
+            });
+        let first = toks.next();
+        let word = |t: &Option<(bool, String)>, w: &str| matches!(t, Some((false, s)) if s == w);
+        if word(&first, "prepare") {
+            match toks.next() {
+                // PREPARE TRANSACTION 'gid' is two-phase commit, not a statement.
+                Some((false, s)) if s == "transaction" => {}
+                Some((_, name)) => out.push(PreparedChange::Prepare(name)),
+                None => {}
+            }
+        } else if word(&first, "deallocate") {
+            let mut next = toks.next();
+            if word(&next, "prepare") {
+                next = toks.next();
+            }
+            match next {
+                Some((false, s)) if s == "all" => out.push(PreparedChange::DeallocateAll),
+                Some((_, name)) => out.push(PreparedChange::Deallocate(name)),
+                None => {}
+            }
+        } else if word(&first, "discard") && word(&toks.next(), "all") {
+            out.push(PreparedChange::DeallocateAll);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod prepared_tests {
+    use super::*;
+
+    #[test]
+    fn prepare_and_deallocate_are_read_in_every_spelling() {
+        assert_eq!(
+            prepared_changes("PREPARE foo(int) AS SELECT $1"),
+            vec![PreparedChange::Prepare("foo".into())]
+        );
+        assert_eq!(
+            prepared_changes("prepare \"Foo\"\"x\" as select 1; DEALLOCATE Bar"),
+            vec![
+                PreparedChange::Prepare("Foo\"x".into()),
+                PreparedChange::Deallocate("bar".into())
+            ]
+        );
+        assert_eq!(
+            prepared_changes("/* c */ DEALLOCATE PREPARE ALL"),
+            vec![PreparedChange::DeallocateAll]
+        );
+        assert_eq!(
+            prepared_changes("discard all"),
+            vec![PreparedChange::DeallocateAll]
+        );
+        assert_eq!(prepared_changes("PREPARE TRANSACTION 'x'"), vec![]);
+        assert_eq!(prepared_changes("SELECT 'prepare x'"), vec![]);
+    }
+}
