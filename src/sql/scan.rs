@@ -573,9 +573,50 @@ mod tests {
     }
 
     #[test]
-    fn dollar_body_naming_column_is_caught() {
-        assert!(may_mention("select $x$ select phone $x$", &names()));
-        assert!(may_mention("select 'phone'", &names()));
+    fn strings_are_data_except_in_bodies() {
+        // Issue 11: a literal holding a protected name reaches nothing.
+        assert!(!may_mention("select $x$ select phone $x$", &names()));
+        assert!(!may_mention("select 'phone'", &names()));
+        assert!(!may_mention("select U&'\\0070hone'", &names()));
+        // Bodies of DO blocks and function definitions are SQL that will run.
+        assert!(may_mention(
+            "create function f() returns int as $x$ select phone from t $x$ language sql",
+            &names()
+        ));
+        assert!(may_mention(
+            "CREATE OR REPLACE PROCEDURE p() AS 'delete from customers' LANGUAGE sql",
+            &names()
+        ));
+        let m = first_mention("do 'begin perform phone(); end'", &names(), false);
+        assert_eq!(m, Some(Mention::Name("phone".to_string(), NameKind::Relation)));
+        // ... and only in their own statement.
+        assert!(!may_mention(
+            "create function f() returns int as 'select 1' language sql; select 'phone'",
+            &NameSet::default()
+        ));
+        let m = first_mention(
+            "create function f() returns int as 'select 1' language sql; select 'phone'",
+            &names(),
+            false,
+        );
+        assert_eq!(m, None);
+    }
+
+    #[test]
+    fn escaped_bodies_are_decoded_or_distrusted() {
+        let m = first_mention(r"do E'begin perform \x70hone; end'", &names(), false);
+        assert_eq!(m, Some(Mention::Name("phone".to_string(), NameKind::Relation)));
+        let m = first_mention(r#"do $$ begin perform U&"\0070hone"; end $$"#, &names(), false);
+        assert_eq!(m, Some(Mention::Escaped));
+    }
+
+    #[test]
+    fn name_kinds_are_reported() {
+        let mut n = names();
+        n.insert_kind("leak", NameKind::Function);
+        let m = first_mention("select leak()", &n, false);
+        assert_eq!(m, Some(Mention::Name("leak".to_string(), NameKind::Function)));
+        assert!(n.is_relation("Customers") && !n.is_relation("leak"));
     }
 
     #[test]
@@ -585,8 +626,8 @@ mod tests {
     }
 
     #[test]
-    fn escape_string_with_backslash_is_distrusted() {
-        assert!(may_mention(r"select E'\x70hone'", &names()));
+    fn escape_string_outside_a_body_is_data() {
+        assert!(!may_mention(r"select E'\x70hone'", &names()));
         assert!(!may_mention(r"select E'hello'", &names()));
     }
 
