@@ -466,7 +466,7 @@ fn every_unknown_key_is_reported_at_once() {
     assert_eq!(
         errors(yaml),
         [
-            "policy.yaml:2:1: colour: unknown field `colour`, expected one of version, tables",
+            "policy.yaml:2:1: colour: unknown field `colour`, expected one of version, tables, functions",
             "policy.yaml:7:7: tables.t.a.acess: unknown field `acess`, expected one of type, encryption, id, key_group, mask, access, search",
             "policy.yaml:10:29: tables.t.b.mask.fil: unknown field `fil`, expected one of keep_first, keep_last, fill, fixed, email, pseudonym",
         ]
@@ -478,7 +478,7 @@ fn every_unknown_key_is_reported_at_once() {
 #[test]
 fn allowed_functions_load_normalised() {
     let p = load(
-        "version: 1\nfunctions:\n  allow: [public.safe_report, Query_To_Xml, \"App\".\"Report\", pg_stats]\n",
+        "version: 1\nfunctions:\n  allow: [public.safe_report, Query_To_Xml, '\"App\".\"Report\"', pg_stats]\n",
     );
     assert!(p.function_allowed("public.safe_report"));
     assert!(p.function_allowed("query_to_xml"));

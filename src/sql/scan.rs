@@ -215,10 +215,13 @@ pub(crate) enum Mention {
 
 /// Tracks whether the current statement is a DO block or CREATE FUNCTION/PROCEDURE,
 /// whose string and dollar-quoted literals are SQL that will run.
+/// In a CREATE FUNCTION/PROCEDURE, only strings after `AS` are the body (argument
+/// defaults before it are data); in a DO block every string is.
 #[derive(Default)]
 struct BodyState {
     words: u8,
     create: bool,
+    definition: bool,
     body: bool,
 }
 
@@ -231,6 +234,8 @@ impl BodyState {
             && self.words <= 4
             && (w.eq_ignore_ascii_case(b"function") || w.eq_ignore_ascii_case(b"procedure"))
         {
+            self.definition = true;
+        } else if self.definition && w.eq_ignore_ascii_case(b"as") {
             self.body = true;
         }
         self.words = self.words.saturating_add(1);
