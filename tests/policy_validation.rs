@@ -488,7 +488,12 @@ fn allowed_functions_load_normalised() {
     assert!(!p.function_allowed("schema_to_xml"));
     assert_eq!(
         p.allowed_functions().collect::<Vec<_>>(),
-        vec!["App.Report", "pg_stats", "public.safe_report", "query_to_xml"]
+        vec![
+            "App.Report",
+            "pg_stats",
+            "public.safe_report",
+            "query_to_xml"
+        ]
     );
     let none = load("version: 1\nfunctions: {}\n");
     assert!(!none.function_allowed("query_to_xml"));
@@ -524,7 +529,10 @@ fn duplicate_allowed_function_names_the_first_line() {
 #[test]
 fn malformed_allowed_function_names_are_rejected() {
     for (name, want) in [
-        ("a.b.c", "invalid function name: expected schema.function or a built-in's bare name"),
+        (
+            "a.b.c",
+            "invalid function name: expected schema.function or a built-in's bare name",
+        ),
         ("\"\"", "invalid function name:"),
         ("public.", "invalid function name:"),
     ] {

@@ -116,7 +116,10 @@ fn statements_reaching_nothing_pass_the_fast_path_whatever_they_name() {
     ] {
         assert!(!may_mention(sql, &r.fx.names), "fast path sent {sql}");
         let p = r.plan(sql);
-        assert!(p.is_untouched() && !p.touches_policy && p.opaque.is_empty(), "{sql}");
+        assert!(
+            p.is_untouched() && !p.touches_policy && p.opaque.is_empty(),
+            "{sql}"
+        );
     }
 }
 
@@ -350,7 +353,11 @@ fn a_temp_table_first_in_the_path_is_what_gets_pinned() {
 
 #[test]
 fn a_same_named_table_earlier_in_the_path_is_pinned_and_not_protected() {
-    for path in [&["app", "public"][..], &["app"][..], &["pg_catalog", "app", "public"][..]] {
+    for path in [
+        &["app", "public"][..],
+        &["app"][..],
+        &["pg_catalog", "app", "public"][..],
+    ] {
         let r = reach().with_path(path);
         let sql = "SELECT phone FROM customers WHERE phone = '0912'";
         let p = r.accepted(sql);
@@ -375,13 +382,16 @@ fn an_unresolvable_reaching_name_is_refused_as_undefined() {
         assert!(msg.contains("\"orders\""), "{msg}");
     }
     // A name nothing reaching carries is PostgreSQL's to report.
-    reach().with_path(&["nowhere"]).accepted("select * from nothing_here");
+    reach()
+        .with_path(&["nowhere"])
+        .accepted("select * from nothing_here");
 }
 
 #[test]
 fn a_search_path_change_refuses_only_later_reaching_statements() {
     let r = reach();
-    let plans = r.plans("SET search_path = app; SELECT 1 FROM pgbench_accounts; select 'customers'");
+    let plans =
+        r.plans("SET search_path = app; SELECT 1 FROM pgbench_accounts; select 'customers'");
     assert!(plans.iter().all(|p| p.rejection.is_none()));
     let plans = r.plans("SET search_path = app; SELECT name FROM customers");
     assert!(plans[1].rejection.is_some());
@@ -392,12 +402,9 @@ fn a_search_path_change_refuses_only_later_reaching_statements() {
 // ------------------------------------------------------------------- opaque SQL
 
 fn allowing(r: &Reach, names: &[&str]) -> pgcloak::policy::Policy {
-    r.fx.policy.clone().with_allowed_functions(
-        names
-            .iter()
-            .map(|s| s.to_string())
-            .collect::<BTreeSet<_>>(),
-    )
+    r.fx.policy
+        .clone()
+        .with_allowed_functions(names.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>())
 }
 
 #[test]
@@ -518,7 +525,10 @@ fn execute_of_an_unknown_prepared_statement_is_opaque() {
     let mut p = r.accepted("EXECUTE mystery(1, 'x')");
     p.authorize_opaque(&r.fx.policy, REACHES).unwrap();
     p.mark_unknown_prepared();
-    assert_eq!(p.opaque, vec![Opaque::UnknownPrepared("mystery".to_string())]);
+    assert_eq!(
+        p.opaque,
+        vec![Opaque::UnknownPrepared("mystery".to_string())]
+    );
     let e = p.authorize_opaque(&r.fx.policy, REACHES).unwrap_err();
     assert!(e.message().contains("mystery"));
     p.authorize_opaque(&r.fx.policy, CANNOT_REACH).unwrap();
@@ -535,6 +545,12 @@ fn analysis_context_keeps_working_with_a_reach_name_set() {
         in_list_cap: DEFAULT_IN_LIST_CAP,
         force_full_analysis: true,
     };
-    let plans = analyze("select 'phone'; CREATE TABLE people(k int, name text)", &ctx).unwrap();
-    assert!(plans.iter().all(|p| p.rejection.is_none() && p.is_untouched()));
+    let plans = analyze(
+        "select 'phone'; CREATE TABLE people(k int, name text)",
+        &ctx,
+    )
+    .unwrap();
+    assert!(plans
+        .iter()
+        .all(|p| p.rejection.is_none() && p.is_untouched()));
 }

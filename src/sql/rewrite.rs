@@ -79,11 +79,7 @@ pub fn rewrite_with_edits<'p, E>(
     let splices = actions
         .into_iter()
         .map(|a| (a.start, a.end, Splice::Literal(a)))
-        .chain(
-            edits
-                .into_iter()
-                .map(|e| (e.start, e.end, Splice::Edit(e))),
-        );
+        .chain(edits.into_iter().map(|e| (e.start, e.end, Splice::Edit(e))));
     for (start, end, splice) in splices {
         let start = start.resolve(fp).ok_or_else(mismatch)?;
         let end = end.resolve(fp).ok_or_else(mismatch)?;

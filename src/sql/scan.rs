@@ -593,7 +593,10 @@ mod tests {
             &names()
         ));
         let m = first_mention("do 'begin perform phone(); end'", &names(), false);
-        assert_eq!(m, Some(Mention::Name("phone".to_string(), NameKind::Relation)));
+        assert_eq!(
+            m,
+            Some(Mention::Name("phone".to_string(), NameKind::Relation))
+        );
         // ... and only in their own statement.
         assert!(!may_mention(
             "create function f() returns int as 'select 1' language sql; select 'phone'",
@@ -610,8 +613,15 @@ mod tests {
     #[test]
     fn escaped_bodies_are_decoded_or_distrusted() {
         let m = first_mention(r"do E'begin perform \x70hone; end'", &names(), false);
-        assert_eq!(m, Some(Mention::Name("phone".to_string(), NameKind::Relation)));
-        let m = first_mention(r#"do $$ begin perform U&"\0070hone"; end $$"#, &names(), false);
+        assert_eq!(
+            m,
+            Some(Mention::Name("phone".to_string(), NameKind::Relation))
+        );
+        let m = first_mention(
+            r#"do $$ begin perform U&"\0070hone"; end $$"#,
+            &names(),
+            false,
+        );
         assert_eq!(m, Some(Mention::Escaped));
     }
 
@@ -620,7 +630,10 @@ mod tests {
         let mut n = names();
         n.insert_kind("leak", NameKind::Function);
         let m = first_mention("select leak()", &n, false);
-        assert_eq!(m, Some(Mention::Name("leak".to_string(), NameKind::Function)));
+        assert_eq!(
+            m,
+            Some(Mention::Name("leak".to_string(), NameKind::Function))
+        );
         assert!(n.is_relation("Customers") && !n.is_relation("leak"));
     }
 

@@ -12,7 +12,11 @@
 //! make upstream fail at exactly that point.
 //!
 //! Statements are split by [`split_statements`]; each piece is first checked by the
-//! conservative scanner, and only pieces that may mention a policy name are parsed.
+//! conservative scanner, and only pieces that may reach a protected column are parsed.
+//! A parsed statement gets a pre-pass over sqlparser's visitor (every relation and
+//! function reference, wherever it is): function calls are classified as
+//! [`Opaque`] or not, and relation references the value analysis did not walk are
+//! resolved, pinned and checked afterwards (see `relations.rs`).
 //! `U&"..."` identifiers are decoded before parsing (sqlparser does not know them),
 //! padded to the same byte length so every offset still refers to the client's text.
 
@@ -47,8 +51,8 @@ use super::scan::{
     NameKind, NameSet,
 };
 use super::{Schema, SqlError};
-use relations::{NameKey, Refs};
 use crate::policy::{ColumnRef, Encryption, Policy, TableName};
+use relations::{NameKey, Refs};
 
 /// The default cap on IN lists and ARRAY[...] operands compared with an encrypted column.
 pub const DEFAULT_IN_LIST_CAP: usize = 100;

@@ -64,7 +64,9 @@ impl Visitor for Refs {
     fn pre_visit_table_factor(&mut self, tf: &TableFactor) -> ControlFlow<()> {
         match tf {
             TableFactor::Table {
-                name, args: Some(_), ..
+                name,
+                args: Some(_),
+                ..
             }
             | TableFactor::Function { name, .. } => {
                 self.table_functions.extend(name_key(name));
@@ -308,7 +310,8 @@ impl Analyzer<'_> {
         let relations = std::mem::take(&mut self.refs.relations);
         for name in &relations {
             let key = name_key(name);
-            if key.is_some_and(|k| self.seen.contains(&k) || self.refs.table_functions.contains(&k)) {
+            if key.is_some_and(|k| self.seen.contains(&k) || self.refs.table_functions.contains(&k))
+            {
                 continue;
             }
             let parts = object_name_parts(name)
