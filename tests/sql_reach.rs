@@ -554,3 +554,30 @@ fn analysis_context_keeps_working_with_a_reach_name_set() {
         .iter()
         .all(|p| p.rejection.is_none() && p.is_untouched()));
 }
+
+#[test]
+fn prepare_and_explain_are_pinned_and_checked_too() {
+    let r = reach();
+    assert_eq!(
+        r.upstream("PREPARE q AS SELECT name FROM customers WHERE phone = $1"),
+        "PREPARE q AS SELECT name FROM \"public\".\"customers\" WHERE phone = $1"
+    );
+    assert_eq!(
+        r.upstream("explain select name from orders"),
+        "explain select name from \"public\".\"orders\""
+    );
+    r.rejection("EXPLAIN SELECT * FROM all_customers");
+    r.rejection("prepare w as insert into audit_log values (1, 'x')");
+    let p = r.accepted("PREPARE z AS SELECT leak_fn()");
+    assert!(p.authorize_opaque(&r.fx.policy, REACHES).is_err());
+}
+
+#[test]
+fn the_table_shorthand_is_refused_only_on_reaching_names() {
+    // sqlparser does not read `TABLE name` at the top level: refused when it reaches.
+    let r = reach();
+    r.rejection("TABLE customers");
+    r.rejection("TABLE public.cv_renamed");
+    let p = r.accepted("table pgbench_accounts");
+    assert!(p.is_untouched());
+}
