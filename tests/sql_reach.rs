@@ -581,3 +581,31 @@ fn the_table_shorthand_is_refused_only_on_reaching_names() {
     let p = r.accepted("table pgbench_accounts");
     assert!(p.is_untouched());
 }
+
+#[test]
+fn an_expanded_search_path_searches_the_temp_schema_where_it_is_listed() {
+    // current_schemas(true) after `SET search_path = public, pg_temp`.
+    let schema = reach_schema()
+        .with_table("pg_temp_3", "customers", &["id", "phone"])
+        .with_table("pg_temp", "customers", &["id", "phone"]);
+    let r = reach()
+        .with_schema(schema.clone())
+        .with_path(&["pg_catalog", "public", "pg_temp_3"]);
+    let sql = "select phone from customers where phone = '1'";
+    let p = r.accepted(sql);
+    assert_eq!(p.literals.len(), 1);
+    assert_eq!(
+        apply(sql, &p),
+        "select phone from \"public\".\"customers\" where phone = '\\x01'::bytea"
+    );
+    // The default order: the session's temp schema first.
+    let r = reach()
+        .with_schema(schema)
+        .with_path(&["pg_temp_3", "pg_catalog", "public"]);
+    let p = r.accepted(sql);
+    assert!(p.literals.is_empty());
+    assert_eq!(
+        apply(sql, &p),
+        "select phone from \"pg_temp_3\".\"customers\" where phone = '1'"
+    );
+}

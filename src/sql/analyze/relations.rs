@@ -97,6 +97,10 @@ impl Visitor for Refs {
     }
 }
 
+fn is_digits(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
+}
+
 /// `"name"` with inner quotes doubled.
 pub(super) fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
@@ -151,7 +155,13 @@ impl Analyzer<'_> {
     /// temp table, a refresh the catalog has not seen).
     pub(super) fn resolve_unqualified(&self, name: &str) -> R<TableName> {
         let path = self.ctx.search_path;
-        let listed = |s: &str| path.iter().any(|p| p == s);
+        // current_schemas(true) spells the session's temp schema `pg_temp_N`, at the
+        // place PostgreSQL searches it.
+        let listed = |s: &str| {
+            path.iter().any(|p| {
+                p == s || (s == "pg_temp" && p.strip_prefix("pg_temp_").is_some_and(is_digits))
+            })
+        };
         let implicit = ["pg_temp", "pg_catalog"].into_iter().filter(|s| !listed(s));
         for schema in implicit.chain(path.iter().map(String::as_str)) {
             if self.relation_exists(schema, name) {
