@@ -42,7 +42,7 @@ fn unknown_column_key_names_the_valid_keys() {
 fn unknown_top_level_key_is_rejected() {
     assert_eq!(
         one_error("version: 1\nversoin: 1\ntables: {}\n"),
-        "policy.yaml:2:1: versoin: unknown field `versoin`, expected one of version, tables"
+        "policy.yaml:2:1: versoin: unknown field `versoin`, expected one of version, tables, functions"
     );
 }
 
@@ -466,9 +466,83 @@ fn every_unknown_key_is_reported_at_once() {
     assert_eq!(
         errors(yaml),
         [
-            "policy.yaml:2:1: colour: unknown field `colour`, expected one of version, tables",
+            "policy.yaml:2:1: colour: unknown field `colour`, expected one of version, tables, functions",
             "policy.yaml:7:7: tables.t.a.acess: unknown field `acess`, expected one of type, encryption, id, key_group, mask, access, search",
             "policy.yaml:10:29: tables.t.b.mask.fil: unknown field `fil`, expected one of keep_first, keep_last, fill, fixed, email, pseudonym",
         ]
     );
+}
+
+// ------------------------------------------------------------- functions.allow
+
+#[test]
+fn allowed_functions_load_normalised() {
+    let p = load(
+        "version: 1\nfunctions:\n  allow: [public.safe_report, Query_To_Xml, '\"App\".\"Report\"', pg_stats]\n",
+    );
+    assert!(p.function_allowed("public.safe_report"));
+    assert!(p.function_allowed("query_to_xml"));
+    assert!(p.function_allowed("App.Report"));
+    assert!(p.function_allowed("pg_stats"));
+    assert!(!p.function_allowed("safe_report"));
+    assert!(!p.function_allowed("schema_to_xml"));
+    assert_eq!(
+        p.allowed_functions().collect::<Vec<_>>(),
+        vec![
+            "App.Report",
+            "pg_stats",
+            "public.safe_report",
+            "query_to_xml"
+        ]
+    );
+    let none = load("version: 1\nfunctions: {}\n");
+    assert!(!none.function_allowed("query_to_xml"));
+    let empty = load("version: 1\nfunctions:\n  allow: []\n");
+    assert_eq!(empty.allowed_functions().count(), 0);
+}
+
+#[test]
+fn unknown_functions_key_is_rejected() {
+    assert_eq!(
+        one_error("version: 1\nfunctions:\n  alow: [query_to_xml]\n"),
+        "policy.yaml:3:3: functions.alow: unknown field `alow`, expected one of allow"
+    );
+}
+
+#[test]
+fn bare_allowed_function_must_be_a_catalogued_builtin() {
+    let e = one_error("version: 1\nfunctions:\n  allow:\n    - safe_report\n");
+    assert!(
+        e.starts_with("policy.yaml:4:7: functions.allow[0]: `safe_report` is not a catalogued built-in; qualify a user function with its schema (public.safe_report), or use one of query_to_xml,"),
+        "{e}"
+    );
+}
+
+#[test]
+fn duplicate_allowed_function_names_the_first_line() {
+    assert_eq!(
+        one_error("version: 1\nfunctions:\n  allow:\n    - public.f\n    - PUBLIC.F\n"),
+        "policy.yaml:5:7: functions.allow[1]: duplicate function public.f (first listed at line 4); list each function once"
+    );
+}
+
+#[test]
+fn malformed_allowed_function_names_are_rejected() {
+    for (name, want) in [
+        (
+            "a.b.c",
+            "invalid function name: expected schema.function or a built-in's bare name",
+        ),
+        ("\"\"", "invalid function name:"),
+        ("public.", "invalid function name:"),
+    ] {
+        let yaml = format!("version: 1\nfunctions:\n  allow:\n    - '{name}'\n");
+        let e = one_error(&yaml);
+        assert!(
+            e.starts_with("policy.yaml:4:7: functions.allow[0]: ") && e.contains(want),
+            "{name}: {e}"
+        );
+    }
+    let e = one_error("version: 1\nfunctions:\n  allow: public.f\n");
+    assert!(e.contains("functions.allow"), "{e}");
 }

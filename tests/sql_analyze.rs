@@ -493,7 +493,16 @@ fn do_block_naming_policy_column_is_rejected() {
     let (state, msg) = f.rejection("DO $$ BEGIN UPDATE customers SET phone = 'x'; END $$");
     assert_eq!(state, "0A000");
     assert!(msg.contains("DO block"), "{msg}");
-    let (_, msg) = f.rejection("DO $$ BEGIN EXECUTE 'select ' || 'pho' || 'ne'; END $$");
+    // Issue 11: dynamic SQL is opaque, refused per session (not by name in the text).
+    let p = f.accepted("DO $$ BEGIN EXECUTE 'select ' || 'pho' || 'ne'; END $$");
+    assert_eq!(p.opaque, vec![pgcloak::sql::Opaque::DynamicSql]);
+    let reaching = pgcloak::sql::SessionReach {
+        can_reach_protected: true,
+    };
+    let msg = p
+        .authorize_opaque(&f.policy, reaching)
+        .unwrap_err()
+        .to_string();
     assert!(msg.contains("dynamic SQL"), "{msg}");
     let p = f.plan("DO $$ BEGIN RAISE NOTICE 'hello'; END $$");
     assert!(p.rejection.is_none());

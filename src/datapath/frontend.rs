@@ -12,7 +12,7 @@ use super::{
 };
 use crate::policy::LogicalType;
 use crate::session::relay::Flow;
-use crate::sql::rewrite::{rewrite, RewriteError};
+use crate::sql::rewrite::{rewrite_with_edits, RewriteError};
 use crate::sql::{
     may_mention, AnalysisContext, CopyDirection, CopyPlan, Lineage, ResultShape, StatementKind,
     StatementPlan,
@@ -279,7 +279,13 @@ impl DataPath {
                     Some(None) => {}
                     Some(Some(prepared)) => match ex.bind(&prepared) {
                         Ok((lits, params)) if params.is_empty() => {
-                            let text = self.rewrite_literals(&prot, &sql, fp, lits.iter())?;
+                            let text = self.rewrite_literals(
+                                &prot,
+                                &sql,
+                                fp,
+                                lits.iter(),
+                                analysis.plans[0].edits.iter(),
+                            )?;
                             if let Some(st) = statements.front_mut() {
                                 st.transform = transform_for(&prot, prepared.result.as_ref(), None);
                             }
@@ -303,18 +309,30 @@ impl DataPath {
             }
         }
         let text = match &failure {
-            None => self.rewrite_literals(&prot, &sql, fp, actions.into_iter())?,
+            None => self.rewrite_literals(
+                &prot,
+                &sql,
+                fp,
+                actions.into_iter(),
+                analysis.plans.iter().flat_map(|p| p.edits.iter()),
+            )?,
             Some((start, err)) => {
                 crate::observe::rejected(err);
                 // Keep the statements before the refused one, rewritten, and make the
                 // server fail at the refused one: the implicit transaction aborts.
-                let keep: Vec<_> = analysis
-                    .plans
-                    .iter()
-                    .take_while(|p| p.start.resolve(fp).unwrap_or(0) < *start)
-                    .flat_map(|p| p.literals.iter())
-                    .collect();
-                let rewritten = self.rewrite_literals(&prot, &sql, fp, keep.into_iter())?;
+                let kept_plans = || {
+                    analysis
+                        .plans
+                        .iter()
+                        .take_while(|p| p.start.resolve(fp).unwrap_or(0) < *start)
+                };
+                let rewritten = self.rewrite_literals(
+                    &prot,
+                    &sql,
+                    fp,
+                    kept_plans().flat_map(|p| p.literals.iter()),
+                    kept_plans().flat_map(|p| p.edits.iter()),
+                )?;
                 let delta = rewritten.len() as isize - sql.len() as isize;
                 let cut = (*start as isize + delta).max(0) as usize;
                 let mut text = rewritten.get(..cut).unwrap_or("").to_string();
@@ -339,6 +357,7 @@ impl DataPath {
     /// The role-dependent checks for one analysed statement.
     fn check_plan(&self, prot: &Protection, plan: &StatementPlan) -> Result<(), DataPathError> {
         plan.authorize(&prot.policy, &self.roles)?;
+        plan.authorize_opaque(&prot.policy, self.reach)?;
         if plan.touches_policy {
             for col in plan_columns(plan) {
                 if let Err(e) = self.schema.snapshot().location(col) {
@@ -351,20 +370,24 @@ impl DataPath {
         Ok(())
     }
 
+    /// The text to send upstream: literal splices (encrypted) and the analysis' text
+    /// edits (schema qualification) applied to the client's text.
     fn rewrite_literals<'p>(
         &self,
         prot: &Protection,
         sql: &str,
         fp: &crate::sql::Fingerprint,
         actions: impl Iterator<Item = &'p crate::sql::LiteralAction>,
+        edits: impl Iterator<Item = &'p crate::sql::TextEdit>,
     ) -> Result<String, DataPathError> {
         let actions: Vec<_> = actions.collect();
-        if actions.is_empty() {
+        let edits: Vec<_> = edits.collect();
+        if actions.is_empty() && edits.is_empty() {
             return Ok(sql.to_string());
         }
         let codec = &self.codec;
         let mut enc = |col, text: &str| encrypt_text_literal(prot, codec, col, text);
-        rewrite(sql, fp, actions, &mut enc).map_err(|e| match e {
+        rewrite_with_edits(sql, fp, actions, edits, &mut enc).map_err(|e| match e {
             RewriteError::Sql(e) => DataPathError::Sql(e),
             RewriteError::Encrypt { error, .. } => error,
         })
@@ -509,7 +532,13 @@ impl DataPath {
                     .into(),
             ));
         }
-        let text = self.rewrite_literals(prot, sql, &analysis.fingerprint, plan.literals.iter())?;
+        let text = self.rewrite_literals(
+            prot,
+            sql,
+            &analysis.fingerprint,
+            plan.literals.iter(),
+            plan.edits.iter(),
+        )?;
         Ok((Arc::new((*plan).clone()), text))
     }
 

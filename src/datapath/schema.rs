@@ -83,24 +83,20 @@ impl SessionSchema {
     }
 }
 
-/// The policy's names plus every relation, view and function the catalog found that
-/// can reach a protected column.
+/// The fast path's names for this snapshot: the policy's tables plus every relation,
+/// view and function the catalog found that can reach a protected column, and the
+/// built-ins catalogue (see [`NameSet::from_reach`]). Column names are not in it: a
+/// statement that names no reaching relation cannot reach a protected column.
 fn reach_names(snapshot: &SchemaSnapshot, prot: &Protection) -> NameSet {
-    let mut names = prot.names.clone();
     let reach = snapshot.reach();
-    for (_, name) in reach.relations.keys() {
-        names.insert(name);
-    }
-    for name in reach.functions.keys() {
-        names.insert(name);
-    }
-    for v in snapshot.views() {
-        names.insert(&v.name.name);
-    }
-    for t in snapshot.tables() {
-        names.insert(&t.name.name);
-    }
-    names
+    let relations = reach
+        .relations
+        .keys()
+        .map(|(_, name)| name.as_str())
+        .chain(snapshot.views().iter().map(|v| v.name.name.as_str()))
+        .chain(snapshot.tables().iter().map(|t| t.name.name.as_str()));
+    let functions = reach.functions.keys().map(String::as_str);
+    NameSet::from_reach(&prot.policy, relations, functions)
 }
 
 fn table_exists(snapshot: &SchemaSnapshot, schema: &str, name: &str) -> bool {

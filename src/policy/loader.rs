@@ -9,7 +9,7 @@ use std::path::Path;
 use super::error::{PolicyErrorKind, PolicyErrors};
 use super::model::Policy;
 use super::raw::{unknown_keys, KeyTree, RawPolicy};
-use super::validate::{validate, Report};
+use super::validate::{validate, validate_functions, Report};
 
 impl Policy {
     /// Reads and validates the policy file at `path` as generation `generation`.
@@ -83,9 +83,11 @@ impl Policy {
                 });
             }
         };
+        let mut raw = raw;
+        let allowed = validate_functions(raw.functions.take(), &mut report);
         match validate(raw, &mut report) {
             Some(columns) if report.errors.is_empty() => {
-                Ok(Policy::from_columns(generation, columns))
+                Ok(Policy::from_columns(generation, columns).with_allowed_functions(allowed))
             }
             _ => {
                 let mut errors = report.errors;

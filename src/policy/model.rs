@@ -316,6 +316,8 @@ pub struct Policy {
     pub(crate) by_table: HashMap<TableName, Vec<ColumnRef>>,
     /// table -> column -> ref, nested so that `find` does not allocate.
     pub(crate) by_table_column: HashMap<TableName, HashMap<String, ColumnRef>>,
+    /// `functions.allow`: normalised `schema.name` or a built-in's bare name.
+    pub(crate) allowed_functions: BTreeSet<String>,
 }
 
 impl Policy {
@@ -323,8 +325,18 @@ impl Policy {
     /// or `name` for a built-in): the DBA vouches that calling it reveals nothing the
     /// caller may not see, so pgcloak lets it run although it cannot see into it.
     pub fn function_allowed(&self, qualified_name: &str) -> bool {
-        let _ = qualified_name;
-        false
+        self.allowed_functions.contains(qualified_name)
+    }
+
+    /// The policy with this `functions.allow` list (normalised names).
+    pub fn with_allowed_functions(mut self, names: BTreeSet<String>) -> Policy {
+        self.allowed_functions = names;
+        self
+    }
+
+    /// The `functions.allow` list, sorted (for `pgcloak check`).
+    pub fn allowed_functions(&self) -> impl Iterator<Item = &str> {
+        self.allowed_functions.iter().map(String::as_str)
     }
 
     /// Builds a policy from validated columns. Validation happens in the loader.
@@ -344,6 +356,7 @@ impl Policy {
             columns,
             by_table,
             by_table_column,
+            allowed_functions: BTreeSet::new(),
         }
     }
 

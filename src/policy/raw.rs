@@ -18,6 +18,14 @@ use serde_saphyr::Spanned;
 pub(crate) struct RawPolicy {
     pub version: Option<Spanned<u64>>,
     pub tables: Option<SpannedMap<SpannedMap<RawColumn>>>,
+    pub functions: Option<Spanned<RawFunctions>>,
+}
+
+/// `functions: { allow: [public.safe_report, query_to_xml] }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawFunctions {
+    pub allow: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 /// One column's specification.
@@ -173,7 +181,8 @@ impl<'de> Deserialize<'de> for KeyTree {
 }
 
 /// The keys each struct above accepts, in declaration order (kept in step by a test).
-pub(crate) const POLICY_KEYS: &[&str] = &["version", "tables"];
+pub(crate) const POLICY_KEYS: &[&str] = &["version", "tables", "functions"];
+pub(crate) const FUNCTIONS_KEYS: &[&str] = &["allow"];
 pub(crate) const COLUMN_KEYS: &[&str] = &[
     "type",
     "encryption",
@@ -196,6 +205,11 @@ pub(crate) const MASK_KEYS: &[&str] = &[
 pub(crate) fn unknown_keys(tree: &KeyTree) -> Vec<(&Spanned<String>, String, String)> {
     let mut out = Vec::new();
     check_keys(tree, "", POLICY_KEYS, &mut out);
+    for (key, functions) in &tree.0 {
+        if key.value == "functions" {
+            check_keys(functions, "functions", FUNCTIONS_KEYS, &mut out);
+        }
+    }
     for (key, tables) in &tree.0 {
         if key.value != "tables" {
             continue;
@@ -261,5 +275,9 @@ mod tests {
         assert_eq!(fields_of::<RawPolicy>("bogus: 1\n"), POLICY_KEYS.join(", "));
         assert_eq!(fields_of::<RawColumn>("bogus: 1\n"), COLUMN_KEYS.join(", "));
         assert_eq!(fields_of::<RawMaskMap>("bogus: 1\n"), MASK_KEYS.join(", "));
+        assert_eq!(
+            fields_of::<RawFunctions>("bogus: 1\n"),
+            FUNCTIONS_KEYS.join(", ")
+        );
     }
 }

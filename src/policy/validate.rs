@@ -11,7 +11,7 @@ use serde_saphyr::{Location, Spanned};
 use super::error::{PolicyError, PolicyErrorKind};
 use super::ident::{parse_qualified, parse_single};
 use super::model::{ColumnPolicy, Encryption, LogicalType, Mask, RoleName, TableName, View};
-use super::raw::{RawColumn, RawMask, RawMaskMap, RawPolicy, SpannedMap};
+use super::raw::{RawColumn, RawFunctions, RawMask, RawMaskMap, RawPolicy, SpannedMap};
 
 /// The schema a bare table name belongs to.
 pub const DEFAULT_SCHEMA: &str = "public";
@@ -151,6 +151,70 @@ pub(crate) fn validate(raw: RawPolicy, report: &mut Report) -> Option<Vec<Column
     check_ids(&columns, &origins, report);
     check_key_groups(&columns, &origins, report);
     (report.errors.len() == start).then_some(columns)
+}
+
+/// `functions.allow`: each entry is `schema.name` (a user function or procedure) or a
+/// bare name from the built-ins catalogue, listed once. Returns the normalised names.
+pub(crate) fn validate_functions(
+    raw: Option<Spanned<RawFunctions>>,
+    report: &mut Report,
+) -> BTreeSet<String> {
+    let mut allowed = BTreeSet::new();
+    let Some(list) = raw.and_then(|f| f.value.allow) else {
+        return allowed;
+    };
+    let mut seen: HashMap<String, Location> = HashMap::new();
+    for (i, entry) in list.value.into_iter().enumerate() {
+        let path = format!("functions.allow[{i}]");
+        let name = match parse_qualified(&entry.value) {
+            Ok(parts) => match parts.as_slice() {
+                [bare] if crate::sql::builtins::is_catalogued(bare) => bare.clone(),
+                [bare] => {
+                    report.invalid(
+                        entry.referenced,
+                        &path,
+                        format!(
+                            "`{bare}` is not a catalogued built-in; qualify a user function with its schema \
+                             (public.{bare}), or use one of {}",
+                            crate::sql::builtins::catalogue().collect::<Vec<_>>().join(", ")
+                        ),
+                    );
+                    continue;
+                }
+                [schema, function] => format!("{schema}.{function}"),
+                _ => {
+                    report.invalid(
+                        entry.referenced,
+                        &path,
+                        "invalid function name: expected schema.function or a built-in's bare name",
+                    );
+                    continue;
+                }
+            },
+            Err(e) => {
+                report.invalid(
+                    entry.referenced,
+                    &path,
+                    format!("invalid function name: {e}"),
+                );
+                continue;
+            }
+        };
+        if let Some(first) = seen.get(&name) {
+            report.invalid(
+                entry.referenced,
+                &path,
+                format!(
+                    "duplicate function {name} (first listed at line {}); list each function once",
+                    first.line()
+                ),
+            );
+            continue;
+        }
+        seen.insert(name.clone(), entry.referenced);
+        allowed.insert(name);
+    }
+    allowed
 }
 
 fn table_name(key: &Spanned<String>, path: &str, report: &mut Report) -> Option<TableName> {

@@ -58,3 +58,17 @@ pub fn value_exposing_relation(name: &str) -> Option<&'static str> {
         .copied()
         .find(|f| f.eq_ignore_ascii_case(name))
 }
+
+/// Every catalogued name (functions, then relations): what `functions.allow` accepts
+/// as a bare name.
+pub fn catalogue() -> impl Iterator<Item = &'static str> {
+    SQL_EXECUTING_FUNCTIONS
+        .iter()
+        .chain(VALUE_EXPOSING_RELATIONS)
+        .copied()
+}
+
+/// Whether a (normalised) name is in the catalogue.
+pub fn is_catalogued(name: &str) -> bool {
+    catalogue().any(|c| c == name)
+}

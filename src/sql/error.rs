@@ -21,6 +21,10 @@ pub enum SqlError {
     /// A value could not be encrypted for a column (SQLSTATE 22000 class).
     #[error("{0}")]
     Value(String),
+    /// An unqualified relation name pgcloak cannot resolve while a relation of that
+    /// name reaches protected columns (SQLSTATE 42P01, undefined_table).
+    #[error("{0}")]
+    UndefinedTable(String),
 }
 
 impl SqlError {
@@ -31,6 +35,7 @@ impl SqlError {
             SqlError::Syntax(_) => "42601",
             SqlError::Forbidden(_) => "42501",
             SqlError::Value(_) => "22000",
+            SqlError::UndefinedTable(_) => "42P01",
         }
     }
 
@@ -40,7 +45,8 @@ impl SqlError {
             SqlError::Unsupported(m)
             | SqlError::Syntax(m)
             | SqlError::Forbidden(m)
-            | SqlError::Value(m) => m,
+            | SqlError::Value(m)
+            | SqlError::UndefinedTable(m) => m,
         }
     }
 

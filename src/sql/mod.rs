@@ -12,16 +12,26 @@
 //! `standard_conforming_strings = on` (a backslash escapes only inside `E'...'`). A
 //! session where it is off must not use these plans: the session refuses to turn it off.
 //!
-//! Known limits, by design of a proxy that sees only SQL text: functions, procedures,
-//! triggers and rules defined directly on the database can read protected columns
-//! without naming them in the client's statement (DO blocks and bodies sent through
-//! pgcloak are checked); the 'F' (function call) message is the session's to refuse.
+//! Decisions are made by **reachability**, not by names in the text: the catalog's
+//! reach set (through [`Schema::relation_reach`] and [`Schema::function_reaches`]) says
+//! which relations and functions can reach a protected column. A statement that names
+//! none of them passes untouched whatever identifiers or strings it holds
+//! ([`scan`]). One that does is analysed: every unqualified reference to a reaching
+//! name is pinned to the schema-qualified relation it resolved to ([`TextEdit`]);
+//! inheritance/partition parents need ONLY; relations whose rules, triggers, policies
+//! or defaults reach a protected column take no writes. SQL pgcloak cannot see into
+//! (the built-ins catalogue of [`builtins`], reaching user functions, DO blocks running
+//! dynamic SQL, EXECUTE of an unknown prepared statement) is [`Opaque`]: it runs only
+//! for sessions whose roles cannot reach protected data, or when the policy's
+//! `functions.allow` names it ([`StatementPlan::authorize_opaque`]).
 //!
 //! - [`scan`]: the conservative fast path (`may_mention`) and the literal-stripped
 //!   fingerprint, without the parser.
 //! - [`analyze`]: the full analysis into [`StatementPlan`]s.
 //! - [`rewrite`]: splicing ciphertext into the client's SQL text.
 //! - [`cache`]: the LRU analysis cache.
+//! - [`builtins`]: the catalogue of SQL-executing built-ins and value-exposing catalog
+//!   relations (kept in step with docs/policy.md and docs/security.md).
 
 pub mod analyze;
 pub mod builtins;
@@ -41,5 +51,7 @@ pub use cache::{Analysis, AnalysisCache};
 pub use error::SqlError;
 pub use lexer::{split_statements, LiteralKind};
 pub use plan::*;
-pub use scan::{fingerprint, literal_value, may_mention, Fingerprint, LiteralSpan, NameSet};
+pub use scan::{
+    fingerprint, literal_value, may_mention, Fingerprint, LiteralSpan, NameKind, NameSet,
+};
 pub use schema::{MemorySchema, RelationReach, Schema, SessionReach};

@@ -12,7 +12,7 @@
 use std::fmt;
 use std::ops::Range;
 
-use super::{Fingerprint, SqlError};
+use super::{Fingerprint, SessionReach, SqlError};
 use crate::policy::{ColumnRef, Encryption, LogicalType, Policy, RoleName, View};
 
 /// Where a result column's value comes from.
@@ -370,6 +370,64 @@ impl StatementPlan {
             && self.edits.is_empty()
             && self.rejection.is_none()
             && self.execute.is_none()
+    }
+
+    /// Marks an SQL `EXECUTE name` whose statement the session did not see prepared
+    /// (so its plan is unknown): it then runs only where opaque SQL may
+    /// ([`Self::authorize_opaque`]).
+    pub fn mark_unknown_prepared(&mut self) {
+        if let Some(name) = self.execute.as_ref().map(|e| e.name.clone()) {
+            let o = Opaque::UnknownPrepared(name);
+            if !self.opaque.contains(&o) {
+                self.opaque.push(o);
+            }
+        }
+    }
+
+    /// The per-session check of SQL pgcloak cannot see into: each [`Opaque`] item runs
+    /// only when the session's roles cannot reach protected data at all, or when the
+    /// policy's `functions.allow` names the function (42501 otherwise, naming the
+    /// function and why; never a value).
+    pub fn authorize_opaque(&self, policy: &Policy, reach: SessionReach) -> Result<(), SqlError> {
+        if !reach.can_reach_protected {
+            return Ok(());
+        }
+        let denied = |what: String| {
+            Err(SqlError::Forbidden(format!(
+                "permission denied: {what}; this session's roles can reach protected columns, so pgcloak \
+                 refuses SQL it cannot see into (a DBA can allow a named function in the policy's functions.allow)"
+            )))
+        };
+        for o in &self.opaque {
+            match o {
+                Opaque::Builtin(name) if !policy.function_allowed(name) => {
+                    return denied(format!(
+                        "{name} runs SQL or reads stored values inside the server, where pgcloak cannot see what it touches"
+                    ));
+                }
+                Opaque::Function(name) if !policy.function_allowed(name) => {
+                    return denied(format!(
+                        "function {name} can read protected relations or runs dynamic SQL inside the server"
+                    ));
+                }
+                Opaque::DynamicSql => {
+                    return denied(
+                        "a DO block that runs dynamic SQL (EXECUTE) or calls a function reaching protected data"
+                            .to_string(),
+                    );
+                }
+                Opaque::UnknownPrepared(name) => {
+                    return denied(format!(
+                        "EXECUTE {name} runs a statement pgcloak did not see prepared, so it was not analysed"
+                    ));
+                }
+                Opaque::Builtin(_) | Opaque::Function(_) => {}
+            }
+        }
+        if let Some(p) = &self.prepare {
+            p.statement.authorize_opaque(policy, reach)?;
+        }
+        Ok(())
     }
 
     /// The role-dependent check, run per execution: search rights on every compared

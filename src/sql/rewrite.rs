@@ -8,7 +8,7 @@
 
 use std::fmt::Write as _;
 
-use super::{literal_value, Fingerprint, LiteralAction, LiteralValue, SqlError};
+use super::{literal_value, Fingerprint, LiteralAction, LiteralValue, SqlError, TextEdit};
 use crate::policy::ColumnRef;
 
 /// The encryption callback: ciphertext of a plaintext for a column.
@@ -56,11 +56,33 @@ pub fn rewrite<'p, E>(
     actions: impl IntoIterator<Item = &'p LiteralAction>,
     encrypt: &mut EncryptFn<'_, E>,
 ) -> Result<String, RewriteError<E>> {
+    rewrite_with_edits(sql, fp, actions, [], encrypt)
+}
+
+/// One replacement: a literal to encrypt or a fixed text edit.
+enum Splice<'p> {
+    Literal(&'p LiteralAction),
+    Edit(&'p TextEdit),
+}
+
+/// [`rewrite`] that also applies the plans' role-independent [`TextEdit`]s (schema
+/// qualification of relation names). Spans must not overlap.
+pub fn rewrite_with_edits<'p, E>(
+    sql: &str,
+    fp: &Fingerprint,
+    actions: impl IntoIterator<Item = &'p LiteralAction>,
+    edits: impl IntoIterator<Item = &'p TextEdit>,
+    encrypt: &mut EncryptFn<'_, E>,
+) -> Result<String, RewriteError<E>> {
     let mismatch = || SqlError::Value("statement does not match its analysis".to_string());
     let mut spans = Vec::new();
-    for a in actions {
-        let start = a.start.resolve(fp).ok_or_else(mismatch)?;
-        let end = a.end.resolve(fp).ok_or_else(mismatch)?;
+    let splices = actions
+        .into_iter()
+        .map(|a| (a.start, a.end, Splice::Literal(a)))
+        .chain(edits.into_iter().map(|e| (e.start, e.end, Splice::Edit(e))));
+    for (start, end, splice) in splices {
+        let start = start.resolve(fp).ok_or_else(mismatch)?;
+        let end = end.resolve(fp).ok_or_else(mismatch)?;
         if start > end
             || end > sql.len()
             || !sql.is_char_boundary(start)
@@ -68,26 +90,31 @@ pub fn rewrite<'p, E>(
         {
             return Err(mismatch().into());
         }
-        spans.push((start, end, a));
+        spans.push((start, end, splice));
     }
     spans.sort_by_key(|s| s.0);
     let mut out = String::with_capacity(sql.len() + spans.len() * 96);
     let mut copied = 0;
-    for (start, end, a) in spans {
+    for (start, end, splice) in spans {
         if start < copied {
             return Err(mismatch().into());
         }
-        let plaintext = action_plaintext(sql, fp, a)?;
-        let ct = encrypt(a.column, &plaintext).map_err(|error| RewriteError::Encrypt {
-            column: a.column,
-            error,
-        })?;
         out.push_str(&sql[copied..start]);
-        out.push_str("'\\x");
-        for b in &ct {
-            let _ = write!(out, "{b:02x}");
+        match splice {
+            Splice::Edit(e) => out.push_str(&e.text),
+            Splice::Literal(a) => {
+                let plaintext = action_plaintext(sql, fp, a)?;
+                let ct = encrypt(a.column, &plaintext).map_err(|error| RewriteError::Encrypt {
+                    column: a.column,
+                    error,
+                })?;
+                out.push_str("'\\x");
+                for b in &ct {
+                    let _ = write!(out, "{b:02x}");
+                }
+                out.push_str("'::bytea");
+            }
         }
-        out.push_str("'::bytea");
         copied = end;
     }
     out.push_str(&sql[copied..]);

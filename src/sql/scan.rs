@@ -1,75 +1,190 @@
-//! The fast path: decide without the parser whether a statement could refer to a
-//! policy table, column or view ([`may_mention`]), and compute a literal-stripped
-//! [`fingerprint`] that keys the analysis cache.
+//! The fast path: decide without the parser whether a statement could reach a
+//! protected column ([`may_mention`]), and compute a literal-stripped [`fingerprint`]
+//! that keys the analysis cache.
+//!
+//! # What the fast path looks for
+//!
+//! The [`NameSet`] holds the names a statement must contain to reach protected data:
+//! - the names of every *reaching* relation (the catalog's reach set: protected tables,
+//!   their partitions and inheritance children and parents, views reading them, and
+//!   relations whose rules, triggers, policies or defaults reach them);
+//! - the names of user functions and procedures that reach one (or run dynamic SQL);
+//! - the built-ins catalogue of [`super::builtins`] (SQL-executing functions such as
+//!   `query_to_xml`, and value-exposing catalog relations such as `pg_stats`);
+//! - the words that hide names: DO, EXECUTE and CALL.
+//!
+//! Column names are NOT in it (when the catalog's reach set exists): a column can only
+//! be reached through a relation, so `CREATE TABLE people(k int, name text)` passes
+//! even when a protected column is called `name`. [`NameSet::from_policy`] is the
+//! conservative fallback for when no reach set exists yet: policy tables and columns.
+//!
+//! Ordinary string literals are data, not SQL: `'customers'` or `E'\x70hone'` name
+//! nothing. Only strings that are SQL which will run are scanned as SQL text: the
+//! bodies of DO blocks and of CREATE FUNCTION / PROCEDURE. (Arguments of SQL-executing
+//! built-ins need no scan: the built-in's own name sends the statement to the analyser,
+//! which marks it [`Opaque`](super::Opaque).) Inside a body, a `U&"..."` identifier is
+//! distrusted (it could spell a name); an `E'...'` body is decoded before the scan.
 //!
 //! `may_mention` may say "yes" too often (that costs a parse) but must never say "no"
-//! for a statement that touches a protected column. It therefore distrusts everything
-//! it cannot read plainly: any `U&` identifier or string, escape strings with
-//! backslashes, bodies (`$$...$$` and string literals are scanned as SQL text too), and
-//! any statement with the words DO, FUNCTION, PROCEDURE, EXECUTE or CALL (dynamic SQL
-//! and prepared statements hide names from a text scan).
+//! for a statement that reaches a protected column. A statement that names nothing in
+//! the set passes untouched whatever identifiers or strings it holds.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::ops::Range;
 
+use super::builtins;
 use super::lexer::{Lexer, LiteralKind, TokKind};
 use crate::policy::Policy;
 
-/// Every name a statement must mention to touch a protected column: policy table
-/// names, column names and the names of views over them. Built once per policy
-/// (and catalog) generation. Names are stored ASCII-lower-cased; matching is
-/// case-insensitive, which is conservative for quoted mixed-case names.
+/// What a name in the [`NameSet`] stands for (a name may be several things).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NameKind {
+    /// A reaching relation (table, view, parent, ...), or a policy table.
+    Relation,
+    /// A policy column name (only in the [`NameSet::from_policy`] fallback).
+    Column,
+    /// A user function or procedure that reaches protected data.
+    Function,
+    /// A catalogued SQL-executing built-in or value-exposing catalog relation.
+    Builtin,
+}
+
+impl NameKind {
+    fn bit(self) -> u8 {
+        match self {
+            NameKind::Relation => 1,
+            NameKind::Column => 2,
+            NameKind::Function => 4,
+            NameKind::Builtin => 8,
+        }
+    }
+
+    /// The most telling kind among `bits` (relations first: they decide refusals).
+    fn from_bits(bits: u8) -> NameKind {
+        [
+            NameKind::Relation,
+            NameKind::Column,
+            NameKind::Function,
+            NameKind::Builtin,
+        ]
+        .into_iter()
+        .find(|k| bits & k.bit() != 0)
+        .unwrap_or(NameKind::Relation)
+    }
+}
+
+/// Every name a statement must contain to reach a protected column (see the module
+/// docs). Built once per policy and catalog generation. Names are stored
+/// ASCII-lower-cased; matching is case-insensitive, which is conservative for quoted
+/// mixed-case names.
 #[derive(Debug, Clone, Default)]
 pub struct NameSet {
-    names: HashSet<Box<[u8]>>,
+    names: HashMap<Box<[u8]>, u8>,
     max_len: usize,
 }
 
 /// Words that send a statement to the full analyser whatever names it contains.
-const DISTRUSTED_WORDS: [&str; 5] = ["do", "function", "procedure", "execute", "call"];
+const DISTRUSTED_WORDS: [&str; 3] = ["do", "execute", "call"];
 
 impl NameSet {
-    /// The table and column names of every policy column.
+    /// The conservative fallback when the catalog has no reach set: the table and
+    /// column names of every policy column (a view keeping a column's name is caught;
+    /// one renaming it is not, which is why the reach set exists), and the built-ins.
     pub fn from_policy(policy: &Policy) -> NameSet {
         let mut set = NameSet::default();
         for c in policy.columns() {
             set.insert(&c.table.name);
-            set.insert(&c.column);
+            set.insert_kind(&c.column, NameKind::Column);
+        }
+        if !set.is_empty() {
+            set.insert_builtins();
         }
         set
     }
 
-    /// Adds one name (a view over a protected table, for instance).
+    /// The fast-path set of one database snapshot: the names of every reaching
+    /// relation (unqualified; the catalog's reach set, which includes the protected
+    /// tables), the policy's own tables (the catalog may be a refresh behind), the
+    /// names of reaching user functions and procedures, and the built-ins catalogue.
+    /// Empty when nothing is protected (then every statement passes the fast path).
+    pub fn from_reach<'a>(
+        policy: &Policy,
+        relations: impl IntoIterator<Item = &'a str>,
+        functions: impl IntoIterator<Item = &'a str>,
+    ) -> NameSet {
+        let mut set = NameSet::default();
+        for c in policy.columns() {
+            set.insert(&c.table.name);
+        }
+        for r in relations {
+            set.insert(r);
+        }
+        if set.is_empty() {
+            return set;
+        }
+        for f in functions {
+            set.insert_kind(f, NameKind::Function);
+        }
+        set.insert_builtins();
+        set
+    }
+
+    fn insert_builtins(&mut self) {
+        for f in builtins::SQL_EXECUTING_FUNCTIONS
+            .iter()
+            .chain(builtins::VALUE_EXPOSING_RELATIONS)
+        {
+            self.insert_kind(f, NameKind::Builtin);
+        }
+    }
+
+    /// Adds one relation name (a view over a protected table, for instance).
     pub fn insert(&mut self, name: &str) {
+        self.insert_kind(name, NameKind::Relation);
+    }
+
+    /// Adds one name of the given kind.
+    pub fn insert_kind(&mut self, name: &str, kind: NameKind) {
         let lower = name.to_ascii_lowercase().into_bytes().into_boxed_slice();
         self.max_len = self.max_len.max(lower.len());
-        self.names.insert(lower);
+        *self.names.entry(lower).or_insert(0) |= kind.bit();
     }
 
     /// Whether the name (any case) is in the set.
     pub fn contains(&self, name: &str) -> bool {
-        self.contains_word(name.as_bytes())
+        self.kind_of(name.as_bytes()).is_some()
+    }
+
+    /// Whether the name (any case) is a reaching relation's (or policy table's) name.
+    pub fn is_relation(&self, name: &str) -> bool {
+        self.bits_of(name.as_bytes()) & NameKind::Relation.bit() != 0
     }
 
     pub fn is_empty(&self) -> bool {
         self.names.is_empty()
     }
 
-    /// Case-insensitive membership without allocating.
-    fn contains_word(&self, word: &[u8]) -> bool {
+    fn kind_of(&self, word: &[u8]) -> Option<NameKind> {
+        let bits = self.bits_of(word);
+        (bits != 0).then(|| NameKind::from_bits(bits))
+    }
+
+    /// Case-insensitive lookup without allocating.
+    fn bits_of(&self, word: &[u8]) -> u8 {
         if word.is_empty() || word.len() > self.max_len {
-            return false;
+            return 0;
         }
         let mut buf = [0u8; 64];
-        if word.len() <= buf.len() {
+        let found = if word.len() <= buf.len() {
             let lower = &mut buf[..word.len()];
             lower.copy_from_slice(word);
             lower.make_ascii_lowercase();
-            self.names.contains(&*lower)
+            self.names.get(&*lower)
         } else {
-            self.names.contains(word.to_ascii_lowercase().as_slice())
-        }
+            self.names.get(word.to_ascii_lowercase().as_slice())
+        };
+        found.copied().unwrap_or(0)
     }
 }
 
@@ -79,73 +194,117 @@ fn is_distrusted_word(word: &[u8]) -> bool {
         .any(|d| word.eq_ignore_ascii_case(d.as_bytes()))
 }
 
-/// Whether `sql` could refer to a policy table, column or view. False only when it
-/// certainly cannot; see the module docs for what is distrusted.
+/// Whether `sql` could reach a protected column. False only when it certainly
+/// cannot; see the module docs for what is looked for.
 pub fn may_mention(sql: &str, names: &NameSet) -> bool {
     !names.is_empty() && first_mention(sql, names, true).is_some()
 }
 
-/// Why a text may refer to a protected name.
+/// Why a text may reach a protected column.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Mention {
-    /// This policy name (lower-cased) appears.
-    Name(String),
-    /// A word that hides names (DO, EXECUTE, ...).
+    /// This name (lower-cased) of the set appears, standing for this kind.
+    Name(String, NameKind),
+    /// A word that hides names (DO, EXECUTE, CALL).
     Distrusted(String),
-    /// An escape (`U&`, backslash) that could spell a name.
+    /// An escape (`U&` identifier) that could spell a name.
     Escaped,
     /// A quote, comment or body runs to the end of the text.
     Unterminated,
 }
 
-/// The first reason `sql` may refer to a protected name. With `distrust_words`, the
-/// words DO, FUNCTION, PROCEDURE, EXECUTE and CALL count as reasons too.
+/// Tracks whether the current statement is a DO block or CREATE FUNCTION/PROCEDURE,
+/// whose string and dollar-quoted literals are SQL that will run.
+/// In a CREATE FUNCTION/PROCEDURE, only strings after `AS` are the body (argument
+/// defaults before it are data); in a DO block every string is.
+#[derive(Default)]
+struct BodyState {
+    words: u8,
+    create: bool,
+    definition: bool,
+    body: bool,
+}
+
+impl BodyState {
+    fn word(&mut self, w: &[u8]) {
+        if self.words == 0 {
+            self.body = w.eq_ignore_ascii_case(b"do");
+            self.create = w.eq_ignore_ascii_case(b"create");
+        } else if self.create
+            && self.words <= 4
+            && (w.eq_ignore_ascii_case(b"function") || w.eq_ignore_ascii_case(b"procedure"))
+        {
+            self.definition = true;
+        } else if self.definition && w.eq_ignore_ascii_case(b"as") {
+            self.body = true;
+        }
+        self.words = self.words.saturating_add(1);
+    }
+}
+
+/// The first reason `sql` may reach a protected column. With `distrust_words`, the
+/// words DO, EXECUTE and CALL count as reasons too. Literals count only in the bodies
+/// of DO blocks and CREATE FUNCTION / PROCEDURE statements.
 pub(crate) fn first_mention(sql: &str, names: &NameSet, distrust_words: bool) -> Option<Mention> {
+    first_mention_with(sql, names, distrust_words, |_| true)
+}
+
+/// [`first_mention`] restricted to names of the kinds `accept` takes.
+pub(crate) fn first_mention_with(
+    sql: &str,
+    names: &NameSet,
+    distrust_words: bool,
+    accept: impl Fn(NameKind) -> bool,
+) -> Option<Mention> {
     let bytes = sql.as_bytes();
     let mut lexer = Lexer::new(sql);
+    let mut state = BodyState::default();
     let name = |w: &[u8]| {
-        Some(Mention::Name(
-            String::from_utf8_lossy(w).to_ascii_lowercase(),
-        ))
+        names
+            .kind_of(w)
+            .filter(|k| accept(*k))
+            .map(|k| Mention::Name(String::from_utf8_lossy(w).to_ascii_lowercase(), k))
     };
     for tok in lexer.by_ref() {
         let text = &bytes[tok.span.clone()];
         let content = &bytes[tok.content.clone()];
         let hit = match tok.kind {
             TokKind::Word => {
-                if names.contains_word(text) {
-                    name(text)
-                } else if distrust_words && is_distrusted_word(text) {
-                    Some(Mention::Distrusted(
-                        String::from_utf8_lossy(text).to_ascii_uppercase(),
-                    ))
-                } else {
-                    None
-                }
+                state.word(text);
+                name(text).or_else(|| {
+                    (distrust_words && is_distrusted_word(text)).then(|| {
+                        Mention::Distrusted(String::from_utf8_lossy(text).to_ascii_uppercase())
+                    })
+                })
             }
             TokKind::QuotedIdent => {
-                let unquoted = unquote_ident(content);
-                names
-                    .contains_word(&unquoted)
-                    .then(|| name(&unquoted))
-                    .flatten()
+                state.words = state.words.saturating_add(1);
+                name(&unquote_ident(content))
             }
-            TokKind::UnicodeIdent | TokKind::Literal(LiteralKind::UnicodeString) => {
-                Some(Mention::Escaped)
+            TokKind::UnicodeIdent => Some(Mention::Escaped),
+            TokKind::Literal(LiteralKind::UnicodeString) => state.body.then_some(Mention::Escaped),
+            TokKind::Literal(LiteralKind::String) | TokKind::Dollar if state.body => {
+                body_mention(content, &name)
             }
-            TokKind::Literal(LiteralKind::String) | TokKind::Dollar => body_mention(content, names),
-            TokKind::Literal(LiteralKind::EscapeString) => {
-                if content.contains(&b'\\') {
-                    Some(Mention::Escaped)
-                } else {
-                    body_mention(content, names)
+            TokKind::Literal(LiteralKind::EscapeString) if state.body => {
+                let lit = LiteralSpan {
+                    range: tok.span.clone(),
+                    kind: LiteralKind::EscapeString,
+                };
+                match literal_value(sql, &lit) {
+                    Ok(decoded) => body_mention(decoded.as_bytes(), &name),
+                    Err(_) => Some(Mention::Escaped),
                 }
             }
-            TokKind::Literal(LiteralKind::BitString | LiteralKind::Number)
+            TokKind::Semicolon => {
+                state = BodyState::default();
+                None
+            }
+            TokKind::Literal(_)
+            | TokKind::Dollar
             | TokKind::Space
             | TokKind::Comment
             | TokKind::Param
-            | TokKind::Semicolon
             | TokKind::Punct => None,
         };
         if hit.is_some() {
@@ -162,15 +321,15 @@ pub(crate) fn contains_word_anywhere(sql: &str, word: &str) -> bool {
         .any(|w| w.eq_ignore_ascii_case(word.as_bytes()))
 }
 
-/// A string or dollar body may be SQL (a function body): scan it as text, and
-/// distrust anything that could spell a name through escapes.
-fn body_mention(body: &[u8], names: &NameSet) -> Option<Mention> {
-    if body.contains(&b'\\') || body.windows(2).any(|w| w.eq_ignore_ascii_case(b"u&")) {
+/// A body that will run as SQL: scan it as text. A `U&"..."` identifier inside could
+/// spell a name; strings inside it are the body's own data (dynamic SQL built from them
+/// needs EXECUTE, which the analyser treats as opaque).
+fn body_mention(body: &[u8], name: &impl Fn(&[u8]) -> Option<Mention>) -> Option<Mention> {
+    if body.windows(3).any(|w| w.eq_ignore_ascii_case(b"u&\"")) {
         return Some(Mention::Escaped);
     }
     body.split(|b| !(b.is_ascii_alphanumeric() || *b == b'_' || *b == b'$' || *b >= 0x80))
-        .find(|w| names.contains_word(w))
-        .map(|w| Mention::Name(String::from_utf8_lossy(w).to_ascii_lowercase()))
+        .find_map(name)
 }
 
 fn unquote_ident(content: &[u8]) -> Vec<u8> {
@@ -419,9 +578,63 @@ mod tests {
     }
 
     #[test]
-    fn dollar_body_naming_column_is_caught() {
-        assert!(may_mention("select $x$ select phone $x$", &names()));
-        assert!(may_mention("select 'phone'", &names()));
+    fn strings_are_data_except_in_bodies() {
+        // Issue 11: a literal holding a protected name reaches nothing.
+        assert!(!may_mention("select $x$ select phone $x$", &names()));
+        assert!(!may_mention("select 'phone'", &names()));
+        assert!(!may_mention("select U&'\\0070hone'", &names()));
+        // Bodies of DO blocks and function definitions are SQL that will run.
+        assert!(may_mention(
+            "create function f() returns int as $x$ select phone from t $x$ language sql",
+            &names()
+        ));
+        assert!(may_mention(
+            "CREATE OR REPLACE PROCEDURE p() AS 'delete from customers' LANGUAGE sql",
+            &names()
+        ));
+        let m = first_mention("do 'begin perform phone(); end'", &names(), false);
+        assert_eq!(
+            m,
+            Some(Mention::Name("phone".to_string(), NameKind::Relation))
+        );
+        // ... and only in their own statement.
+        assert!(!may_mention(
+            "create function f() returns int as 'select 1' language sql; select 'phone'",
+            &NameSet::default()
+        ));
+        let m = first_mention(
+            "create function f() returns int as 'select 1' language sql; select 'phone'",
+            &names(),
+            false,
+        );
+        assert_eq!(m, None);
+    }
+
+    #[test]
+    fn escaped_bodies_are_decoded_or_distrusted() {
+        let m = first_mention(r"do E'begin perform \x70hone; end'", &names(), false);
+        assert_eq!(
+            m,
+            Some(Mention::Name("phone".to_string(), NameKind::Relation))
+        );
+        let m = first_mention(
+            r#"do $$ begin perform U&"\0070hone"; end $$"#,
+            &names(),
+            false,
+        );
+        assert_eq!(m, Some(Mention::Escaped));
+    }
+
+    #[test]
+    fn name_kinds_are_reported() {
+        let mut n = names();
+        n.insert_kind("leak", NameKind::Function);
+        let m = first_mention("select leak()", &n, false);
+        assert_eq!(
+            m,
+            Some(Mention::Name("leak".to_string(), NameKind::Function))
+        );
+        assert!(n.is_relation("Customers") && !n.is_relation("leak"));
     }
 
     #[test]
@@ -431,8 +644,8 @@ mod tests {
     }
 
     #[test]
-    fn escape_string_with_backslash_is_distrusted() {
-        assert!(may_mention(r"select E'\x70hone'", &names()));
+    fn escape_string_outside_a_body_is_data() {
+        assert!(!may_mention(r"select E'\x70hone'", &names()));
         assert!(!may_mention(r"select E'hello'", &names()));
     }
 

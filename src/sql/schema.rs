@@ -41,6 +41,10 @@ pub struct MemorySchema {
     pub tables: HashMap<TableName, Vec<String>>,
     pub views: HashMap<TableName, Vec<(String, Lineage)>>,
     pub generation: u64,
+    /// The reach set: relations that can reach a protected column, and how.
+    pub reach: HashMap<TableName, RelationReach>,
+    /// Reaching user functions: name -> the schemas holding one of that name.
+    pub functions: HashMap<String, Vec<String>>,
 }
 
 impl MemorySchema {
@@ -54,6 +58,21 @@ impl MemorySchema {
             TableName::new(schema, name),
             columns.iter().map(|c| c.to_string()).collect(),
         );
+        self
+    }
+
+    /// Marks `schema.name` as reaching a protected column in this way.
+    pub fn with_reach(mut self, schema: &str, name: &str, reach: RelationReach) -> MemorySchema {
+        self.reach.insert(TableName::new(schema, name), reach);
+        self
+    }
+
+    /// Adds a user function or procedure `schema.name` that reaches protected data.
+    pub fn with_reaching_function(mut self, schema: &str, name: &str) -> MemorySchema {
+        self.functions
+            .entry(name.to_string())
+            .or_default()
+            .push(schema.to_string());
         self
     }
 
@@ -92,6 +111,16 @@ impl Schema for MemorySchema {
 
     fn generation(&self) -> u64 {
         self.generation
+    }
+
+    fn relation_reach(&self, schema: &str, name: &str) -> Option<RelationReach> {
+        self.reach.get(&TableName::new(schema, name)).copied()
+    }
+
+    fn function_reaches(&self, schema: Option<&str>, name: &str) -> bool {
+        self.functions
+            .get(name)
+            .is_some_and(|schemas| schema.is_none_or(|s| schemas.iter().any(|x| x == s)))
     }
 }
 

@@ -12,7 +12,11 @@
 //! make upstream fail at exactly that point.
 //!
 //! Statements are split by [`split_statements`]; each piece is first checked by the
-//! conservative scanner, and only pieces that may mention a policy name are parsed.
+//! conservative scanner, and only pieces that may reach a protected column are parsed.
+//! A parsed statement gets a pre-pass over sqlparser's visitor (every relation and
+//! function reference, wherever it is): function calls are classified as
+//! [`Opaque`] or not, and relation references the value analysis did not walk are
+//! resolved, pinned and checked afterwards (see `relations.rs`).
 //! `U&"..."` identifiers are decoded before parsing (sqlparser does not know them),
 //! padded to the same byte length so every offset still refers to the client's text.
 
@@ -22,6 +26,7 @@ mod relations;
 mod statements;
 
 use std::borrow::Cow;
+use std::collections::HashSet;
 use std::ops::Range;
 
 use sqlparser::ast::{
@@ -42,10 +47,12 @@ use super::lexer::{split_statements, Lexer, LiteralKind, TokKind};
 use super::lineage::{Found, RelColumns, Relation, Scope};
 use super::plan::*;
 use super::scan::{
-    contains_word_anywhere, fingerprint, first_mention, Fingerprint, Mention, NameSet,
+    contains_word_anywhere, fingerprint, first_mention, first_mention_with, Fingerprint, Mention,
+    NameKind, NameSet,
 };
 use super::{Schema, SqlError};
 use crate::policy::{ColumnRef, Encryption, Policy, TableName};
+use relations::{NameKey, Refs};
 
 /// The default cap on IN lists and ARRAY[...] operands compared with an encrypted column.
 pub const DEFAULT_IN_LIST_CAP: usize = 100;
@@ -90,7 +97,7 @@ pub fn analyze_with_fingerprint(
         let mut plan = analyze_piece(sql, range, fp, ctx);
         if path_changed
             && plan.rejection.is_none()
-            && first_mention(text, ctx.names, true).is_some()
+            && (plan.touches_policy || first_mention(text, ctx.names, false).is_some())
         {
             // Analysed under the session's search_path, which an earlier statement of
             // this same string changes: names could resolve to other tables upstream.
@@ -141,11 +148,18 @@ fn analyze_piece(
     {
         return plan;
     }
-    if is_body_statement(text) {
+    if let Some(body) = body_statement(text) {
         plan.kind = StatementKind::Body;
-        if let Err(e) = check_body(text, ctx.names) {
-            plan.touches_policy = true;
-            plan.rejection = Some(e);
+        match check_body(text, body, ctx.names) {
+            Ok(None) => {}
+            Ok(Some(o)) => {
+                plan.touches_policy = true;
+                plan.opaque.push(o);
+            }
+            Err(e) => {
+                plan.touches_policy = true;
+                plan.rejection = Some(e);
+            }
         }
         return plan;
     }
@@ -182,8 +196,16 @@ fn analyze_piece(
         parse_text: &parse_text,
         plan,
         ctes: Vec::new(),
+        refs: Refs::collect(&stmt),
+        seen: HashSet::new(),
+        writing: false,
+        passthrough: false,
     };
-    if let Err(e) = a.statement(&stmt, text) {
+    a.classify_functions();
+    let analysed = a
+        .statement(&stmt, text)
+        .and_then(|()| a.uncovered_relations());
+    if let Err(e) = analysed {
         a.plan.touches_policy = true;
         a.plan.literals.clear();
         a.plan.params.clear();
@@ -197,42 +219,58 @@ fn analyze_piece(
 
 fn describe_mention(m: &Mention) -> String {
     match m {
-        Mention::Name(n) => format!("refers to the protected name \"{n}\""),
+        Mention::Name(n, NameKind::Function | NameKind::Builtin) => {
+            format!("calls \"{n}\", which can reach protected data")
+        }
+        Mention::Name(n, _) => format!("refers to \"{n}\", which can reach protected columns"),
         Mention::Distrusted(w) => format!("uses {w}"),
         Mention::Escaped => "uses escapes that may spell a protected name".to_string(),
         Mention::Unterminated => "has an unterminated quote, comment or body".to_string(),
     }
 }
 
+/// A statement whose body is SQL pgcloak does not parse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Body {
+    /// `DO ...`: the body runs now.
+    Do,
+    /// `CREATE [OR REPLACE] FUNCTION/PROCEDURE ...`: the body runs later, when called.
+    Create,
+}
+
 /// DO blocks and CREATE FUNCTION/PROCEDURE: bodies pgcloak does not analyse.
-fn is_body_statement(text: &str) -> bool {
+fn body_statement(text: &str) -> Option<Body> {
     let mut words = Lexer::new(text)
         .filter(|t| !matches!(t.kind, TokKind::Space | TokKind::Comment))
         .map_while(|t| (t.kind == TokKind::Word).then(|| &text[t.span]));
     match words.next() {
-        Some(w) if w.eq_ignore_ascii_case("do") => true,
+        Some(w) if w.eq_ignore_ascii_case("do") => Some(Body::Do),
         Some(w) if w.eq_ignore_ascii_case("create") => words
             .take(4)
-            .any(|w| w.eq_ignore_ascii_case("function") || w.eq_ignore_ascii_case("procedure")),
-        _ => false,
+            .any(|w| w.eq_ignore_ascii_case("function") || w.eq_ignore_ascii_case("procedure"))
+            .then_some(Body::Create),
+        _ => None,
     }
 }
 
-fn check_body(text: &str, names: &NameSet) -> R<()> {
-    if let Some(m) = first_mention(text, names, false) {
+/// A body naming a reaching relation is refused (plaintext of a protected column could
+/// be inside it, and it would go upstream and into the server's logs). Otherwise a
+/// definition passes (creating runs nothing); a DO block that runs dynamic SQL or calls
+/// a reaching function or built-in is [`Opaque::DynamicSql`].
+fn check_body(text: &str, body: Body, names: &NameSet) -> R<Option<Opaque>> {
+    let relation = |k: NameKind| matches!(k, NameKind::Relation | NameKind::Column);
+    if let Some(m) = first_mention_with(text, names, false, relation) {
         return Err(SqlError::unsupported(format!(
             "a DO block or function body that {} cannot be analysed by pgcloak; \
-             define it directly on the database, or keep protected columns out of it",
+             define it directly on the database, or keep protected relations out of it",
             describe_mention(&m)
         )));
     }
-    if contains_word_anywhere(text, "execute") {
-        return Err(SqlError::unsupported(
-            "a DO block or function body using dynamic SQL (EXECUTE) cannot be analysed by pgcloak \
-             while the policy protects columns; define it directly on the database",
-        ));
+    if body == Body::Create {
+        return Ok(None);
     }
-    Ok(())
+    let calls = first_mention_with(text, names, false, |k| !relation(k)).is_some();
+    Ok((calls || contains_word_anywhere(text, "execute")).then_some(Opaque::DynamicSql))
 }
 
 /// Replaces each `U&"..."` identifier by its decoded `"..."` form, padded with spaces to
@@ -338,6 +376,14 @@ struct Analyzer<'a> {
     plan: StatementPlan,
     /// Visible CTEs, innermost last.
     ctes: Vec<(String, Vec<(String, super::Lineage)>)>,
+    /// Every relation and function reference of the statement (the pre-pass).
+    refs: Refs,
+    /// Relation references the analysis resolved (or found to be CTEs).
+    seen: HashSet<NameKey>,
+    /// The relation being resolved is written to (INSERT, UPDATE, DELETE, COPY FROM).
+    writing: bool,
+    /// The statement moves no values (TRUNCATE, GRANT, DROP, ...).
+    passthrough: bool,
 }
 
 use super::Lineage;

@@ -1,34 +1,354 @@
 //! FROM items: resolving table names through search_path, CTEs and views, joins,
 //! and the relations each query level can see.
 
+use std::collections::HashSet;
+use std::ops::ControlFlow;
+
+use sqlparser::ast::{TableInheritance, Visitor};
+
 use super::*;
+use crate::sql::builtins;
+use crate::sql::RelationReach;
+
+/// A relation or function name's place in the statement: its first identifier's start
+/// (sqlparser's line and column). None for names sqlparser gave no span (synthesised).
+pub(super) type NameKey = (u64, u64);
+
+pub(super) fn name_key(name: &ObjectName) -> Option<NameKey> {
+    let first = name.0.first()?.as_ident()?;
+    let start = first.span.start;
+    (start.line > 0).then_some((start.line, start.column))
+}
+
+/// What the pre-pass finds anywhere in a parsed statement (sqlparser's visitor sees
+/// every relation and function reference, including places the analysis of values
+/// never walks).
+#[derive(Default)]
+pub(super) struct Refs {
+    /// Every relation reference, in visit order.
+    pub relations: Vec<ObjectName>,
+    /// Relation names written with ONLY.
+    pub only: HashSet<NameKey>,
+    /// Table-function names (sqlparser visits them as relations too).
+    pub table_functions: HashSet<NameKey>,
+    /// Every function or procedure call.
+    pub functions: Vec<ObjectName>,
+    /// Every CTE name the statement defines (at any level).
+    pub ctes: HashSet<String>,
+}
+
+impl Refs {
+    pub(super) fn collect(stmt: &Statement) -> Refs {
+        let mut refs = Refs::default();
+        let _ = stmt.visit(&mut refs);
+        refs
+    }
+}
+
+impl Visitor for Refs {
+    type Break = ();
+
+    fn pre_visit_query(&mut self, q: &Query) -> ControlFlow<()> {
+        if let Some(w) = &q.with {
+            self.ctes
+                .extend(w.cte_tables.iter().map(|c| normalize(&c.alias.name)));
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_relation(&mut self, r: &ObjectName) -> ControlFlow<()> {
+        self.relations.push(r.clone());
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_table_factor(&mut self, tf: &TableFactor) -> ControlFlow<()> {
+        match tf {
+            TableFactor::Table {
+                name,
+                args: Some(_),
+                ..
+            }
+            | TableFactor::Function { name, .. } => {
+                self.table_functions.extend(name_key(name));
+                self.functions.push(name.clone());
+            }
+            TableFactor::Table {
+                name,
+                inheritance: Some(TableInheritance::Only { .. }),
+                ..
+            } => self.only.extend(name_key(name)),
+            _ => {}
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
+        if let Expr::Function(f) = e {
+            self.functions.push(f.name.clone());
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_statement(&mut self, s: &Statement) -> ControlFlow<()> {
+        if let Statement::Call(f) = s {
+            self.functions.push(f.name.clone());
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+fn is_digits(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// `"name"` with inner quotes doubled.
+pub(super) fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
 
 impl Analyzer<'_> {
-    pub(super) fn resolve_table(&self, name: &ObjectName) -> R<TableName> {
+    /// Resolves a relation reference (not a CTE) to the relation PostgreSQL would use,
+    /// pins an unqualified reaching name to it with a [`TextEdit`], and applies the
+    /// reach rules (ancestors need ONLY, indirect relations take no writes).
+    pub(super) fn resolve_table(&mut self, name: &ObjectName) -> R<TableName> {
         let parts = object_name_parts(name)
             .ok_or_else(|| SqlError::unsupported("unsupported table name form"))?;
-        match parts.as_slice() {
-            [name] => Ok(self.resolve_unqualified(name)),
-            [schema, name] | [_, schema, name] => Ok(TableName::new(schema.clone(), name.clone())),
-            _ => Err(SqlError::unsupported("unsupported table name form")),
+        let key = name_key(name);
+        if let Some(k) = key {
+            self.seen.insert(k);
         }
+        let table = match parts.as_slice() {
+            [n] => {
+                let t = self.resolve_unqualified(n)?;
+                self.qualify(name, &t)?;
+                t
+            }
+            [schema, n] | [_, schema, n] => TableName::new(schema.clone(), n.clone()),
+            _ => return Err(SqlError::unsupported("unsupported table name form")),
+        };
+        let only = key.is_some_and(|k| self.refs.only.contains(&k));
+        self.check_reach(&table, only)?;
+        Ok(table)
+    }
+
+    /// Whether a relation `schema.name` is known to exist: the catalog says so, the
+    /// policy names it (the catalog may be a refresh behind), it is in the reach set,
+    /// or it is a catalogued value-exposing catalog relation.
+    fn relation_exists(&self, schema: &str, name: &str) -> bool {
+        self.ctx.schema.table_exists(schema, name)
+            || self
+                .policy()
+                .is_protected_table(&TableName::new(schema, name))
+            || self.ctx.schema.relation_reach(schema, name).is_some()
+            || (schema == "pg_catalog" && builtins::value_exposing_relation(name).is_some())
+    }
+
+    /// Whether some relation of this name, in any schema, can reach a protected column.
+    pub(super) fn reaching_candidate(&self, name: &str) -> bool {
+        self.ctx.names.is_relation(name)
+            || self.policy().columns().iter().any(|c| c.table.name == name)
     }
 
     /// PostgreSQL's lookup: pg_temp, then pg_catalog (unless listed), then search_path.
-    /// A schema "contains" a table if the catalog says so or the policy names it there
-    /// (a policy table is known to exist; the catalog may be a refresh behind).
-    pub(super) fn resolve_unqualified(&self, name: &str) -> TableName {
+    /// A name found nowhere while a reaching relation of that name exists is refused:
+    /// pgcloak cannot tell which relation PostgreSQL would use (another session's
+    /// temp table, a refresh the catalog has not seen).
+    pub(super) fn resolve_unqualified(&self, name: &str) -> R<TableName> {
         let path = self.ctx.search_path;
-        let listed = |s: &str| path.iter().any(|p| p == s);
+        // current_schemas(true) spells the session's temp schema `pg_temp_N`, at the
+        // place PostgreSQL searches it.
+        let listed = |s: &str| {
+            path.iter().any(|p| {
+                p == s || (s == "pg_temp" && p.strip_prefix("pg_temp_").is_some_and(is_digits))
+            })
+        };
         let implicit = ["pg_temp", "pg_catalog"].into_iter().filter(|s| !listed(s));
         for schema in implicit.chain(path.iter().map(String::as_str)) {
-            let t = TableName::new(schema, name);
-            if self.ctx.schema.table_exists(schema, name) || self.policy().is_protected_table(&t) {
-                return t;
+            if self.relation_exists(schema, name) {
+                return Ok(TableName::new(schema, name));
             }
         }
-        // Not found: PostgreSQL will fail; name it in the first path schema.
-        TableName::new(path.first().map_or("public", String::as_str), name)
+        if self.reaching_candidate(name) {
+            return Err(SqlError::UndefinedTable(format!(
+                "relation \"{name}\" is not in the session's search_path ({}), but a relation of that name \
+                 can reach protected columns; pgcloak refuses to guess which one PostgreSQL would use: \
+                 qualify it with its schema",
+                path.join(", ")
+            )));
+        }
+        // Not found and nothing reaching: PostgreSQL will decide; name it in the first path schema.
+        Ok(TableName::new(
+            path.first().map_or("public", String::as_str),
+            name,
+        ))
+    }
+
+    /// Replaces an unqualified reference whose name some reaching relation carries by
+    /// the schema-qualified relation it resolved to, so upstream reads exactly what was
+    /// analysed whatever the session's real search_path is.
+    fn qualify(&mut self, name: &ObjectName, table: &TableName) -> R<()> {
+        if !self.reaching_candidate(&table.name) {
+            return Ok(());
+        }
+        let ident = name.0.first().and_then(|p| p.as_ident());
+        let span = ident.and_then(|i| Some((self.abs(i.span.start)?, self.abs(i.span.end)?)));
+        let Some((start, end)) = span.filter(|(s, e)| s < e) else {
+            return Err(SqlError::unsupported(format!(
+                "pgcloak could not locate the reference to relation {table} in the statement; \
+                 write it schema-qualified"
+            )));
+        };
+        let (start, end) = (self.pos(start), self.pos(end));
+        if self.plan.edits.iter().any(|e| e.start == start) {
+            return Ok(());
+        }
+        self.plan.edits.push(TextEdit {
+            start,
+            end,
+            text: format!(
+                "{}.{}",
+                quote_ident(&table.schema),
+                quote_ident(&table.name)
+            ),
+        });
+        Ok(())
+    }
+
+    /// The reach rules for one resolved relation.
+    fn check_reach(&mut self, table: &TableName, only: bool) -> R<()> {
+        if table.schema == "pg_catalog" {
+            if let Some(b) = builtins::value_exposing_relation(&table.name) {
+                self.opaque(Opaque::Builtin(b));
+            }
+        }
+        let protected = self.policy().is_protected_table(table);
+        let reach = if protected {
+            Some(RelationReach::Protected)
+        } else {
+            self.ctx.schema.relation_reach(&table.schema, &table.name)
+        };
+        let Some(reach) = reach else {
+            return Ok(());
+        };
+        self.plan.touches_policy = true;
+        if self.passthrough {
+            // TRUNCATE, GRANT, DROP, ...: they move no values.
+            return Ok(());
+        }
+        match reach {
+            RelationReach::Protected if !protected => Err(SqlError::unsupported(format!(
+                "relation {table} is a partition or inheritance child of a protected table; pgcloak analyses \
+                 protected columns through the table the policy names: use that table"
+            ))),
+            RelationReach::Protected => Ok(()),
+            RelationReach::View => {
+                if self.ctx.schema.view_columns(table).is_none() {
+                    return Err(SqlError::unsupported(format!(
+                        "view {table} reads protected columns, but pgcloak does not know the origin of its columns; \
+                         query the protected table, or wait for the catalog refresh"
+                    )));
+                }
+                Ok(())
+            }
+            RelationReach::Ancestor if only => Ok(()),
+            RelationReach::Ancestor => Err(SqlError::unsupported(format!(
+                "relation {table} is an inheritance or partition parent of a protected table: without ONLY it \
+                 reads or changes the protected rows, which pgcloak cannot analyse through it; write ONLY {table}, \
+                 or use the protected table itself"
+            ))),
+            RelationReach::Indirect if self.writing => Err(SqlError::unsupported(format!(
+                "writing to {table} is refused: its rules, triggers, row-security policies or defaults reach a \
+                 protected column, where pgcloak cannot encrypt or check the values"
+            ))),
+            RelationReach::Indirect => Ok(()),
+        }
+    }
+
+    pub(super) fn opaque(&mut self, o: Opaque) {
+        if !self.plan.opaque.contains(&o) {
+            self.plan.opaque.push(o);
+        }
+    }
+
+    /// Every function call of the statement: a catalogued built-in or a reaching user
+    /// function makes the plan opaque (checked per session by `authorize_opaque`).
+    pub(super) fn classify_functions(&mut self) {
+        let names = std::mem::take(&mut self.refs.functions);
+        for name in &names {
+            if let Some(o) = self.classify_function(name) {
+                self.plan.touches_policy = true;
+                self.opaque(o);
+            }
+        }
+        self.refs.functions = names;
+    }
+
+    fn classify_function(&self, name: &ObjectName) -> Option<Opaque> {
+        let parts = object_name_parts(name)?;
+        let (schema, fname) = match parts.as_slice() {
+            [f] => (None, f),
+            [s, f] | [_, s, f] => (Some(s.as_str()), f),
+            _ => return None,
+        };
+        // Whatever the schema: an extension's dblink lives in public, and a user
+        // function shadowing a catalogued name is treated as it.
+        if let Some(b) = builtins::sql_executing_function(fname) {
+            return Some(Opaque::Builtin(b));
+        }
+        let reaches = |s: Option<&str>| self.ctx.schema.function_reaches(s, fname);
+        match schema {
+            Some(s) => reaches(Some(s)).then(|| Opaque::Function(format!("{s}.{fname}"))),
+            None => {
+                let path = self.ctx.search_path;
+                let implicit = (!path.iter().any(|p| p == "pg_catalog")).then_some("pg_catalog");
+                let found = implicit
+                    .into_iter()
+                    .chain(path.iter().map(String::as_str))
+                    .find(|s| reaches(Some(s)));
+                match found {
+                    Some(s) => Some(Opaque::Function(format!("{s}.{fname}"))),
+                    None => reaches(None).then(|| Opaque::Function(fname.clone())),
+                }
+            }
+        }
+    }
+
+    /// Relation references the analysis of values did not walk (sqlparser's visitor
+    /// saw them): pin and check them; one that reaches a protected column in a
+    /// statement moving values is refused, since its use was not analysed.
+    pub(super) fn uncovered_relations(&mut self) -> R<()> {
+        let relations = std::mem::take(&mut self.refs.relations);
+        for name in &relations {
+            let key = name_key(name);
+            if key.is_some_and(|k| self.seen.contains(&k) || self.refs.table_functions.contains(&k))
+            {
+                continue;
+            }
+            let parts = object_name_parts(name)
+                .ok_or_else(|| SqlError::unsupported("unsupported table name form"))?;
+            if let [only] = parts.as_slice() {
+                if self.refs.ctes.contains(only) {
+                    if self.reaching_candidate(only) {
+                        return Err(SqlError::unsupported(format!(
+                            "\"{only}\" is both a CTE of this statement and the name of a relation that reaches \
+                             protected columns, in a place pgcloak cannot tell them apart; rename the CTE"
+                        )));
+                    }
+                    continue;
+                }
+            }
+            let before = self.plan.touches_policy;
+            self.plan.touches_policy = false;
+            let table = self.resolve_table(name)?;
+            let reaches = self.plan.touches_policy;
+            self.plan.touches_policy |= before;
+            if reaches && !self.passthrough {
+                return Err(SqlError::unsupported(format!(
+                    "pgcloak could not analyse how this statement uses {table}, which reaches protected columns"
+                )));
+            }
+        }
+        Ok(())
     }
 
     pub(super) fn cte(&self, name: &str) -> Option<Vec<(String, Lineage)>> {
@@ -184,6 +504,7 @@ impl Analyzer<'_> {
                     .ok_or_else(|| SqlError::unsupported("unsupported table name form"))?;
                 if let [only] = parts.as_slice() {
                     if let Some(cols) = self.cte(only) {
+                        self.seen.extend(name_key(name));
                         if cols.iter().any(|(_, l)| *l != Lineage::Plain) {
                             self.plan.touches_policy = true;
                         }

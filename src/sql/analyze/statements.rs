@@ -62,6 +62,11 @@ impl Analyzer<'_> {
                 }
                 self.plan.touches_policy = inner.touches_policy;
                 self.plan.literals.append(&mut inner.literals);
+                // Qualification edits apply to the PREPARE text itself.
+                self.plan.edits.append(&mut inner.edits);
+                for o in &inner.opaque {
+                    self.opaque(o.clone());
+                }
                 self.plan.prepare = Some(PreparePlan {
                     name: normalize(name),
                     statement: Box::new(inner),
@@ -116,10 +121,15 @@ impl Analyzer<'_> {
             | Statement::Commit { .. }
             | Statement::Rollback { .. }
             | Statement::Deallocate { .. } => {
-                // They move no values; forwarding them is safe.
+                // They move no values; forwarding them is safe (their relation names
+                // are still pinned by the pass over uncovered references).
+                self.passthrough = true;
             }
             _ => {
-                if let Some(m) = first_mention(text, self.ctx.names, false) {
+                // Function calls were classified by the pre-pass; a reaching relation
+                // named here is used in a way pgcloak does not analyse.
+                let relation = |k: NameKind| matches!(k, NameKind::Relation | NameKind::Column);
+                if let Some(m) = first_mention_with(text, self.ctx.names, false, relation) {
                     let what = first_words(text);
                     return Err(SqlError::unsupported(format!(
                         "{what} statements that {} are not supported by pgcloak; \
@@ -137,7 +147,10 @@ impl Analyzer<'_> {
         name: &ObjectName,
         alias: Option<&Ident>,
     ) -> R<(TableName, Relation)> {
-        let table = self.resolve_table(name)?;
+        self.writing = true;
+        let table = self.resolve_table(name);
+        self.writing = false;
+        let table = table?;
         if self
             .ctx
             .schema
@@ -438,7 +451,13 @@ impl Analyzer<'_> {
         };
         let mut scope = Scope::default();
         for twj in from {
-            self.table_with_joins(twj, &mut scope)?;
+            self.writing = true;
+            let done = self.table_factor(&twj.relation, &mut scope);
+            self.writing = false;
+            done?;
+            for j in &twj.joins {
+                self.join(j, &mut scope)?;
+            }
         }
         if let Some(using) = &d.using {
             for twj in using {
@@ -517,7 +536,10 @@ impl Analyzer<'_> {
                 table_name,
                 columns,
             } => {
-                let table = self.resolve_table(table_name)?;
+                self.writing = !to;
+                let table = self.resolve_table(table_name);
+                self.writing = false;
+                let table = table?;
                 if !self.policy().is_protected_table(&table) {
                     return Ok(());
                 }
