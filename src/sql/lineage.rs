@@ -232,3 +232,4 @@ mod tests {
         assert_eq!(l, Some(Lineage::Unknown));
     }
 }
+

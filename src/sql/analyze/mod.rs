@@ -182,8 +182,9 @@ fn analyze_piece(
         parse_text: &parse_text,
         plan,
         ctes: Vec::new(),
+        rows: exprs::RowState::default(),
     };
-    if let Err(e) = a.statement(&stmt, text) {
+    if let Err(e) = a.statement(&stmt, text).and_then(|()| a.finish(text)) {
         a.plan.touches_policy = true;
         a.plan.literals.clear();
         a.plan.params.clear();
@@ -338,6 +339,8 @@ struct Analyzer<'a> {
     plan: StatementPlan,
     /// Visible CTEs, innermost last.
     ctes: Vec<(String, Vec<(String, super::Lineage)>)>,
+    /// Whole-row references, `$n` roles and the outermost select list (issue 11).
+    rows: exprs::RowState,
 }
 
 use super::Lineage;

@@ -319,17 +319,15 @@ impl Analyzer<'_> {
                 }
             }
             AssignmentTarget::Tuple(cols) => {
-                for name in cols {
-                    let col = last_ident(name)
-                        .ok_or_else(|| SqlError::unsupported("unsupported SET target"))?;
-                    if let Some(c) = self.policy().find(table, &col) {
-                        return Err(SqlError::unsupported(format!(
-                            "multi-column SET (...) = ... on encrypted column {} is not supported; assign columns one by one",
-                            self.name(c)
-                        )));
-                    }
-                }
-                self.plain_expr(&a.value, scope, "an assignment to a plain column")
+                let targets = cols
+                    .iter()
+                    .map(|name| {
+                        last_ident(name)
+                            .map(|col| self.policy().find(table, &col))
+                            .ok_or_else(|| SqlError::unsupported("unsupported SET target"))
+                    })
+                    .collect::<R<Vec<_>>>()?;
+                self.tuple_assignment(table, &targets, &a.value, scope)
             }
         }
     }
@@ -354,7 +352,10 @@ impl Analyzer<'_> {
                 });
                 Ok(())
             }
-            Operand::Param(n) => self.param(c, n, false),
+            Operand::Param(n) => {
+                self.bound_param(e);
+                self.param(c, n, false)
+            }
             Operand::Other => {
                 let src = match self.column_lineage(e, scope) {
                     Some(l) => Some(l),
