@@ -289,10 +289,21 @@ impl Analyzer<'_> {
             Expr::Nested(inner) => return self.column_lineage(inner, scope),
             Expr::Identifier(i) => {
                 let name = normalize(i);
+                let rel = scope.relation(None, &name).cloned();
                 match scope.resolve(self.policy(), &name) {
+                    // A relation of this name is visible and no relation certainly has
+                    // a column of this name: PostgreSQL may read it as the whole row.
+                    Some(_)
+                        if rel
+                            .as_ref()
+                            .is_some_and(|r| r.may_hold_encrypted(self.policy()))
+                            && !scope.certainly_has_column(self.policy(), &name) =>
+                    {
+                        rel.as_ref().map_or(Lineage::Unknown, |r| self.whole_row(r))
+                    }
                     Some(l) => l,
                     // A whole-row reference (`to_jsonb(c)`, `c::text`, `c IS NULL`).
-                    None => match scope.relation(None, &name).cloned() {
+                    None => match rel {
                         Some(r) => self.whole_row(&r),
                         None => Lineage::Plain,
                     },
@@ -303,6 +314,19 @@ impl Analyzer<'_> {
             Expr::CompoundIdentifier(parts) => {
                 let n: Vec<String> = parts.iter().map(normalize).collect();
                 let found = match n.as_slice() {
+                    // `c.f` where c has no column f: attribute notation for f(c)
+                    // (`c.text` is a cast of the whole row).
+                    [rel, col]
+                        if scope.relation(None, rel).is_some_and(|r| {
+                            r.may_hold_encrypted(self.policy())
+                                && r.lookup(self.policy(), col).is_none()
+                        }) =>
+                    {
+                        scope
+                            .relation(None, rel)
+                            .cloned()
+                            .map(|r| self.whole_row(&r))
+                    }
                     [rel, col] => match scope.resolve_qualified(self.policy(), None, rel, col) {
                         Some(l) => Some(l),
                         // `schema.table` as a whole-row reference.
