@@ -10,6 +10,11 @@ use sql_support::*;
 
 fn refused_with(f: &Fixture, sql: &str, words: &[&str]) {
     let (state, msg) = f.rejection(sql);
+    if UNPARSED.contains(&sql) {
+        // Forms the parser does not know are refused before analysis.
+        assert_eq!(state, "42601", "{sql}: {msg}");
+        return;
+    }
     assert_eq!(state, "0A000", "{sql}: {msg}");
     for w in words {
         assert!(msg.contains(w), "{sql}: message {msg:?} lacks {w:?}");
@@ -17,6 +22,12 @@ fn refused_with(f: &Fixture, sql: &str, words: &[&str]) {
 }
 
 // ------------------------------------------------------------------ whole rows
+
+/// Spellings sqlparser cannot parse (refused as unparseable statements naming a
+/// protected relation).
+const UNPARSED: &[&str] = &[
+    "SELECT c.*::text FROM customers c",
+];
 
 #[test]
 fn whole_row_references_to_a_protected_relation_are_refused() {
@@ -66,6 +77,10 @@ fn whole_row_references_to_a_protected_relation_are_refused() {
         "SELECT id FROM customers c WHERE id IN (SELECT length(c::text))",
         "SELECT id, rank() OVER (PARTITION BY c ORDER BY id) FROM customers c",
         "PREPARE q AS SELECT c::text FROM customers c WHERE id = $1",
+        "SELECT c.text FROM customers c",
+        "SELECT x.* FROM customers c, jsonb_each(to_jsonb(c.*)) x",
+        "SELECT x FROM customers c, jsonb_populate_record(null::customers, to_jsonb(c)) x",
+        "SELECT id FROM customers c WHERE to_jsonb(c.*) ? 'phone'",
     ] {
         refused_with(&f, sql, &["whole-row"]);
     }

@@ -59,28 +59,55 @@ impl sqlparser::ast::Visitor for Refs {
             | Expr::Wildcard(_) => self.refs.push(x.clone()),
             Expr::Function(f) => {
                 if let FunctionArguments::List(list) = &f.args {
-                    for a in &list.args {
-                        if let FunctionArg::Unnamed(FunctionArgExpr::QualifiedWildcard(q))
-                        | FunctionArg::Named {
-                            arg: FunctionArgExpr::QualifiedWildcard(q),
-                            ..
-                        }
-                        | FunctionArg::ExprNamed {
-                            arg: FunctionArgExpr::QualifiedWildcard(q),
-                            ..
-                        } = a
-                        {
-                            self.refs.push(Expr::QualifiedWildcard(
-                                q.clone(),
-                                sqlparser::ast::helpers::attached_token::AttachedToken::empty(),
-                            ));
-                        }
-                    }
+                    self.args(&list.args);
                 }
             }
             _ => {}
         }
         std::ops::ControlFlow::Continue(())
+    }
+
+    fn pre_visit_table_factor(&mut self, tf: &TableFactor) -> std::ops::ControlFlow<()> {
+        if self.depth == 0 {
+            match tf {
+                TableFactor::Function { args, .. } => self.args(args),
+                TableFactor::Table {
+                    args: Some(a), ..
+                } => self.args(&a.args),
+                _ => {}
+            }
+        }
+        std::ops::ControlFlow::Continue(())
+    }
+}
+
+impl Refs {
+    /// `f(t.*)`: a whole-row argument.
+    fn args(&mut self, args: &[FunctionArg]) {
+        for a in args {
+            if let Some(q) = wildcard_arg(a) {
+                self.refs.push(Expr::QualifiedWildcard(
+                    q.clone(),
+                    sqlparser::ast::helpers::attached_token::AttachedToken::empty(),
+                ));
+            }
+        }
+    }
+}
+
+/// The relation name of a `t.*` function argument.
+pub(super) fn wildcard_arg(a: &FunctionArg) -> Option<&ObjectName> {
+    match a {
+        FunctionArg::Unnamed(FunctionArgExpr::QualifiedWildcard(q))
+        | FunctionArg::Named {
+            arg: FunctionArgExpr::QualifiedWildcard(q),
+            ..
+        }
+        | FunctionArg::ExprNamed {
+            arg: FunctionArgExpr::QualifiedWildcard(q),
+            ..
+        } => Some(q),
+        _ => None,
     }
 }
 
@@ -282,6 +309,18 @@ impl Analyzer<'_> {
         self.plain_expr(value, scope, "an assignment to a plain column")
     }
 
+    /// A refusal caused (or accompanied) by a whole-row reference says so.
+    pub(super) fn explain(&mut self, e: SqlError) -> SqlError {
+        match (self.rows.whole_row.take(), e) {
+            (Some(w), SqlError::Unsupported(m)) if !m.contains("whole-row") => {
+                SqlError::unsupported(format!(
+                    "{m} ({w}; pgcloak answers whole rows of protected relations only as * or t.* in a select list)"
+                ))
+            }
+            (_, e) => e,
+        }
+    }
+
     /// The lineage of a bare column reference (through parentheses), or `None` when
     /// the expression is not one.
     pub(super) fn column_lineage(&mut self, e: &Expr, scope: &Scope<'_>) -> Option<Lineage> {
@@ -434,6 +473,12 @@ impl Analyzer<'_> {
                 None => self.plain_expr(e, scope, "count()")?,
             },
             FunctionArg::Unnamed(FunctionArgExpr::Wildcard) => {}
+            FunctionArg::Unnamed(FunctionArgExpr::QualifiedWildcard(q)) => {
+                let l = self.qualified_whole_row(q, scope);
+                if l != Lineage::Plain {
+                    return Err(self.op_error(l, "count()"));
+                }
+            }
             _ => self.fallback(f, scope, "count()")?,
         }
         if let Some(filter) = &f.filter {
@@ -483,22 +528,10 @@ impl Analyzer<'_> {
             Expr::Function(f) => {
                 let name = format!("function {}()", f.name);
                 if let FunctionArguments::List(list) = &f.args {
-                    for a in &list.args {
-                        let (FunctionArg::Unnamed(FunctionArgExpr::QualifiedWildcard(q))
-                        | FunctionArg::Named {
-                            arg: FunctionArgExpr::QualifiedWildcard(q),
-                            ..
-                        }) = a
-                        else {
-                            continue;
-                        };
-                        let rel = object_name_parts(q).and_then(|p| match p.as_slice() {
-                            [r] => scope.relation(None, r).cloned(),
-                            [s, r] => scope.relation(Some(s), r).cloned(),
-                            _ => None,
-                        });
-                        if rel.is_none_or(|r| r.may_hold_encrypted(self.policy())) {
-                            return Err(self.op_error(Lineage::Unknown, &name));
+                    for q in list.args.iter().filter_map(wildcard_arg) {
+                        let l = self.qualified_whole_row(q, scope);
+                        if l != Lineage::Plain {
+                            return Err(self.op_error(l, &name));
                         }
                     }
                 }

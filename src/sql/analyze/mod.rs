@@ -184,11 +184,13 @@ fn analyze_piece(
         ctes: Vec::new(),
         rows: exprs::RowState::default(),
     };
-    if let Err(e) = a.statement(&stmt, text).and_then(|()| a.finish(text)) {
+    let result = a.statement(&stmt, text).and_then(|()| a.finish(text));
+    if let Err(e) = result {
         a.plan.touches_policy = true;
         a.plan.literals.clear();
         a.plan.params.clear();
-        a.plan.rejection = Some(e);
+        a.plan.projections.clear();
+        a.plan.rejection = Some(a.explain(e));
     }
     a.plan.literals.sort_by_key(|l| l.start);
     a.plan.searched.sort();

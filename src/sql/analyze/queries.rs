@@ -304,9 +304,7 @@ impl Analyzer<'_> {
                 self.plan.searched.push(c);
                 Ok(())
             }
-            Lineage::Unknown => Err(SqlError::unsupported(format!(
-                "{op}: a column's origin cannot be resolved in a statement over protected columns"
-            ))),
+            Lineage::Unknown => Err(self.op_error(Lineage::Unknown, op)),
         }
     }
 
@@ -376,11 +374,7 @@ impl Analyzer<'_> {
                         self.name(c)
                     )))
                 }
-                Some(Lineage::Unknown) => {
-                    return Err(SqlError::unsupported(
-                        "ORDER BY: a column's origin cannot be resolved in a statement over protected columns",
-                    ))
-                }
+                Some(Lineage::Unknown) => return Err(self.op_error(Lineage::Unknown, "ORDER BY")),
                 Some(Lineage::Plain) => {}
                 None => match scope {
                     Some(s) => self.plain_expr(e, s, "ORDER BY")?,
