@@ -30,7 +30,10 @@ fn apply(sql: &str, fp: &Fingerprint, edits: &[TextEdit]) -> String {
 }
 
 async fn columns(client: &tokio_postgres::Client, sql: &str) -> Vec<(String, String)> {
-    let stmt = client.prepare(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let stmt = client
+        .prepare(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
     client
         .query(&stmt, &[])
         .await
@@ -64,7 +67,10 @@ async fn rewritten_select_lists_run_without_select_on_null_columns() {
     // The database-side guard: SELECT on every column whose view is not `null`.
     let mut grants = Vec::new();
     for (table, cols) in [
-        ("customers", ["id", "name", "phone", "national_id", "birth_date", "notes"].as_slice()),
+        (
+            "customers",
+            ["id", "name", "phone", "national_id", "birth_date", "notes"].as_slice(),
+        ),
         ("orders", ["id", "customer_id", "phone", "total"].as_slice()),
     ] {
         let t = pgcloak::policy::TableName::new("public", table);
@@ -73,11 +79,13 @@ async fn rewritten_select_lists_run_without_select_on_null_columns() {
             .copied()
             .filter(|n| f.policy.find(&t, n).is_none_or(|col| !is_null(col)))
             .collect();
-        grants.push(format!("GRANT SELECT ({}) ON {table} TO {ROLE};", readable.join(", ")));
+        grants.push(format!(
+            "GRANT SELECT ({}) ON {table} TO {ROLE};",
+            readable.join(", ")
+        ));
     }
     admin.batch_execute(&grants.join("\n")).await.unwrap();
-    let reader_client =
-        common::connect(&c.direct_config(&db, ROLE, PASSWORD)).await;
+    let reader_client = common::connect(&c.direct_config(&db, ROLE, PASSWORD)).await;
 
     for sql in [
         "SELECT * FROM customers",

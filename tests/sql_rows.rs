@@ -25,9 +25,7 @@ fn refused_with(f: &Fixture, sql: &str, words: &[&str]) {
 
 /// Spellings sqlparser cannot parse (refused as unparseable statements naming a
 /// protected relation).
-const UNPARSED: &[&str] = &[
-    "SELECT c.*::text FROM customers c",
-];
+const UNPARSED: &[&str] = &["SELECT c.*::text FROM customers c"];
 
 #[test]
 fn whole_row_references_to_a_protected_relation_are_refused() {
@@ -92,9 +90,17 @@ fn whole_row_refusal_names_the_protected_columns() {
     refused_with(
         &f,
         "SELECT row_to_json(c) FROM customers c",
-        &["customers.phone", "customers.national_id", "customers.notes"],
+        &[
+            "customers.phone",
+            "customers.national_id",
+            "customers.notes",
+        ],
     );
-    refused_with(&f, "SELECT count(DISTINCT c.*) FROM customers c", &["count()"]);
+    refused_with(
+        &f,
+        "SELECT count(DISTINCT c.*) FROM customers c",
+        &["count()"],
+    );
 }
 
 #[test]
@@ -106,7 +112,9 @@ fn star_expansion_and_plain_whole_rows_are_still_answered() {
     assert_eq!(shape.columns[2].lineage, Lineage::Encrypted(PHONE));
     assert_eq!(shape.columns[8].lineage, Lineage::Encrypted(PHONE));
     // A whole row of a relation without protected columns is plain.
-    f.accepted("SELECT row_to_json(a), c.id FROM customers c JOIN pgbench_accounts a ON a.aid = c.id");
+    f.accepted(
+        "SELECT row_to_json(a), c.id FROM customers c JOIN pgbench_accounts a ON a.aid = c.id",
+    );
     f.accepted("SELECT p::text, c.name FROM customers c, (SELECT 1 AS one) p");
     f.accepted("SELECT c.id FROM customers c WHERE EXISTS (SELECT * FROM orders o WHERE o.customer_id = c.id)");
     f.accepted("SELECT x.phone FROM (SELECT * FROM customers) x");
@@ -214,7 +222,10 @@ fn outermost_select_list_records_protected_columns_and_stars() {
     assert_eq!(p.projections.len(), 3, "{:?}", p.projections);
     match &p.projections[0] {
         Projection::Star {
-            qualifier, start, end, ..
+            qualifier,
+            start,
+            end,
+            ..
         } => {
             assert_eq!(qualifier.as_deref(), Some("\"c\""));
             assert_eq!(span_text(sql, *start, *end), "C.*");
@@ -264,7 +275,12 @@ fn projections_are_left_out_where_they_do_not_apply() {
     ] {
         let p = f.accepted(sql);
         let expect_some = sql.starts_with("SELECT * FROM pgbench");
-        assert_eq!(!p.projections.is_empty(), expect_some, "{sql}: {:?}", p.projections);
+        assert_eq!(
+            !p.projections.is_empty(),
+            expect_some,
+            "{sql}: {:?}",
+            p.projections
+        );
     }
     // Duplicate output names cannot be spelled unqualified: left out, not guessed.
     let p = f.accepted("SELECT * FROM customers c JOIN orders o ON o.customer_id = c.id");
@@ -287,7 +303,10 @@ fn star_over_join_using_merges_columns_like_postgresql() {
     assert_eq!(names[0], ("id".to_string(), Lineage::Plain));
     assert_eq!(names[2], ("phone".to_string(), Lineage::Encrypted(PHONE)));
     assert_eq!(names[6], ("customer_id".to_string(), Lineage::Plain));
-    assert_eq!(names[7], ("phone".to_string(), Lineage::Encrypted(ORDER_PHONE)));
+    assert_eq!(
+        names[7],
+        ("phone".to_string(), Lineage::Encrypted(ORDER_PHONE))
+    );
     let p = f.accepted("SELECT * FROM customers c LEFT JOIN orders o USING (phone)");
     let cols = &p.result.as_ref().unwrap().columns;
     assert_eq!(cols.len(), 9);
@@ -337,7 +356,10 @@ fn unicode_strings_and_uescape_are_analysed() {
     f.accepted("SELECT id FROM customers WHERE name = U&'d!0061t!+000061' UESCAPE '!'");
     f.accepted("SELECT U&\"n!0061me\" UESCAPE '!' FROM customers");
     let p = f.accepted("SELECT U&\"ph!006fne\" UESCAPE '!' FROM customers");
-    assert_eq!(p.result.unwrap().columns[0].lineage, Lineage::Encrypted(PHONE));
+    assert_eq!(
+        p.result.unwrap().columns[0].lineage,
+        Lineage::Encrypted(PHONE)
+    );
     let sql = "INSERT INTO customers (id, phone) VALUES (1, U&'\\0035\\0035')";
     let p = f.accepted(sql);
     let fp = fingerprint(sql);
@@ -384,4 +406,24 @@ fn computations_on_plain_columns_pass_in_statements_over_protected_tables() {
     ] {
         assert!(f.plan(sql).rejection.is_some(), "{sql}");
     }
+}
+
+#[test]
+fn clauses_outside_the_select_list_are_analysed_too() {
+    let f = fixture();
+    for sql in [
+        "SELECT id FROM customers OFFSET (SELECT count(DISTINCT c.*) FROM customers c)",
+        "INSERT INTO customers (id) VALUES (1) ON CONFLICT (id) WHERE (SELECT c::text FROM customers c LIMIT 1) IS NOT NULL DO NOTHING",
+    ] {
+        refused_with(&f, sql, &["whole-row"]);
+    }
+    for sql in [
+        "INSERT INTO customers (id) VALUES (1) ON CONFLICT (id) WHERE phone LIKE 'x%' DO NOTHING",
+    ] {
+        assert!(f.plan(sql).rejection.is_some(), "{sql}");
+    }
+    f.accepted("SELECT id FROM customers ORDER BY id FETCH FIRST 3 ROWS ONLY");
+    f.accepted(
+        "INSERT INTO customers (id) VALUES (1) ON CONFLICT (id) WHERE name <> 'x' DO NOTHING",
+    );
 }

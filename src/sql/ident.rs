@@ -110,7 +110,10 @@ mod tests {
 
     #[test]
     fn uescape_character_replaces_the_backslash() {
-        assert_eq!(decode_unicode_with("!0070h!!one", '!').as_deref(), Some("ph!one"));
+        assert_eq!(
+            decode_unicode_with("!0070h!!one", '!').as_deref(),
+            Some("ph!one")
+        );
         assert_eq!(decode_unicode_with(r"a\b", '!').as_deref(), Some(r"a\b"));
         assert_eq!(valid_uescape("!"), Some('!'));
         assert_eq!(valid_uescape("a"), None);

@@ -242,4 +242,3 @@ mod tests {
         assert_eq!(l, Some(Lineage::Unknown));
     }
 }
-

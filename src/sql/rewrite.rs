@@ -8,7 +8,9 @@
 
 use std::fmt::Write as _;
 
-use super::{literal_value, Fingerprint, LiteralAction, LiteralValue, Projection, SqlError, TextEdit};
+use super::{
+    literal_value, Fingerprint, LiteralAction, LiteralValue, Projection, SqlError, TextEdit,
+};
 use crate::policy::ColumnRef;
 
 /// The encryption callback: ciphertext of a plaintext for a column.

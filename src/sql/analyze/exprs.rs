@@ -71,9 +71,7 @@ impl sqlparser::ast::Visitor for Refs {
         if self.depth == 0 {
             match tf {
                 TableFactor::Function { args, .. } => self.args(args),
-                TableFactor::Table {
-                    args: Some(a), ..
-                } => self.args(&a.args),
+                TableFactor::Table { args: Some(a), .. } => self.args(&a.args),
                 _ => {}
             }
         }

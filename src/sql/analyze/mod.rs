@@ -269,7 +269,9 @@ fn decode_unicode_identifiers(text: &str) -> R<Cow<'_, str>> {
                     && text[u.span.clone()].eq_ignore_ascii_case("uescape") =>
             {
                 if l.kind != TokKind::Literal(LiteralKind::String) {
-                    return Err(SqlError::Syntax("UESCAPE needs a string literal".to_string()));
+                    return Err(SqlError::Syntax(
+                        "UESCAPE needs a string literal".to_string(),
+                    ));
                 }
                 let c = super::ident::valid_uescape(&text[l.content.clone()])
                     .ok_or_else(|| SqlError::Syntax("invalid UESCAPE character".to_string()))?;

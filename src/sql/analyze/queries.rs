@@ -58,6 +58,9 @@ impl Analyzer<'_> {
         if let Some(l) = &q.limit_clause {
             self.fallback(l, &Scope::default(), "LIMIT/OFFSET")?;
         }
+        if let Some(f) = &q.fetch {
+            self.fallback(f, &Scope::default(), "FETCH")?;
+        }
         Ok(shape)
     }
 
@@ -229,11 +232,9 @@ impl Analyzer<'_> {
             && s.projection
                 .iter()
                 .any(|i| matches!(i, SelectItem::Wildcard(_)))
-            && scope
-                .relations
-                .iter()
-                .any(|r| r.may_hold_encrypted(self.policy()) || !r.is_plain_when_unknown(self.policy()))
-        {
+            && scope.relations.iter().any(|r| {
+                r.may_hold_encrypted(self.policy()) || !r.is_plain_when_unknown(self.policy())
+            }) {
             let cols = self.star_columns(&s.from, &scope.relations).ok_or_else(|| {
                 SqlError::unsupported(
                     "* over a join with USING or NATURAL involving protected columns cannot be expanded \
@@ -290,6 +291,15 @@ impl Analyzer<'_> {
         if !s.named_window.is_empty() {
             self.fallback(&s.named_window, &scope, "a window definition")?;
         }
+        // Clauses of other dialects: nothing in them may touch a protected column.
+        self.fallback(&s.top, &scope, "TOP")?;
+        self.fallback(&s.lateral_views, &scope, "LATERAL VIEW")?;
+        self.fallback(&s.prewhere, &scope, "PREWHERE")?;
+        self.fallback(&s.connect_by, &scope, "CONNECT BY")?;
+        self.fallback(&s.cluster_by, &scope, "CLUSTER BY")?;
+        self.fallback(&s.distribute_by, &scope, "DISTRIBUTE BY")?;
+        self.fallback(&s.sort_by, &scope, "SORT BY")?;
+        self.fallback(&s.qualify, &scope, "QUALIFY")?;
         if let Some(ob) = order_by {
             self.order_by_outputs(ob, &shape, Some(&scope))?;
         }
@@ -658,11 +668,17 @@ impl Analyzer<'_> {
                     let Some(cols) = self.star_columns(from, &scope.relations) else {
                         continue;
                     };
-                    self.push_star(start_pos, end_pos, None, cols.into_iter().map(|(n, l, _)| (n, l)));
+                    self.push_star(
+                        start_pos,
+                        end_pos,
+                        None,
+                        cols.into_iter().map(|(n, l, _)| (n, l)),
+                    );
                 }
-                SelectItem::QualifiedWildcard(SelectItemQualifiedWildcardKind::ObjectName(n), opts)
-                    if plain_wildcard(opts) =>
-                {
+                SelectItem::QualifiedWildcard(
+                    SelectItemQualifiedWildcardKind::ObjectName(n),
+                    opts,
+                ) if plain_wildcard(opts) => {
                     let Some(parts) = object_name_parts(n) else {
                         continue;
                     };
@@ -674,7 +690,11 @@ impl Analyzer<'_> {
                     let Some(cols) = rel.and_then(|r| r.expand(self.policy())) else {
                         continue;
                     };
-                    let q = parts.iter().map(|p| quote_ident(p)).collect::<Vec<_>>().join(".");
+                    let q = parts
+                        .iter()
+                        .map(|p| quote_ident(p))
+                        .collect::<Vec<_>>()
+                        .join(".");
                     self.push_star(start_pos, end_pos, Some(q), cols.into_iter());
                 }
                 _ => {}

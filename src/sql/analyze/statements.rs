@@ -232,6 +232,11 @@ impl Analyzer<'_> {
             }
         }
         if let Some(OnInsert::OnConflict(oc)) = &ins.on {
+            let target_scope = Scope {
+                relations: vec![rel.clone()],
+                parent: None,
+            };
+            self.fallback(&oc.conflict_target, &target_scope, "an ON CONFLICT target")?;
             if let OnConflictAction::DoUpdate(du) = &oc.action {
                 let excluded = Relation {
                     visible: "excluded".to_string(),
