@@ -427,3 +427,32 @@ fn clauses_outside_the_select_list_are_analysed_too() {
         "INSERT INTO customers (id) VALUES (1) ON CONFLICT (id) WHERE name <> 'x' DO NOTHING",
     );
 }
+
+#[test]
+fn merge_is_analysed_like_insert_and_update() {
+    let f = fixture();
+    for sql in [
+        "MERGE INTO customers c USING orders o ON c.id = o.customer_id WHEN MATCHED THEN UPDATE SET name = 'x'",
+        "MERGE INTO customers c USING (SELECT 1 AS id) s ON c.id = s.id WHEN NOT MATCHED THEN INSERT (id, name) VALUES (s.id, 'n') WHEN MATCHED THEN DELETE",
+        "MERGE INTO customers c USING orders o ON c.id = o.customer_id WHEN MATCHED AND c.name <> 'a' THEN DO NOTHING",
+    ] {
+        f.accepted(sql);
+    }
+    let sql = "MERGE INTO customers c USING orders o ON c.id = o.customer_id \
+               WHEN MATCHED THEN UPDATE SET phone = '555' \
+               WHEN NOT MATCHED THEN INSERT (id, phone) VALUES (o.customer_id, $1)";
+    let p = f.accepted(sql);
+    assert_eq!(p.literals.len(), 1);
+    assert_eq!(p.literals[0].column, PHONE);
+    assert_eq!((p.params[0].index, p.params[0].column), (1, PHONE));
+    for sql in [
+        "MERGE INTO customers c USING orders o ON c.phone = o.total::text WHEN MATCHED THEN DELETE",
+        "MERGE INTO customers c USING orders o ON c.id = o.customer_id WHEN MATCHED THEN UPDATE SET name = c.phone",
+        "MERGE INTO customers c USING orders o ON c.id = o.customer_id WHEN MATCHED AND c.notes LIKE 'x' THEN DELETE",
+        "MERGE INTO customers c USING orders o ON c.id = o.customer_id WHEN NOT MATCHED THEN INSERT (id, phone) VALUES (1, upper('x'))",
+        "MERGE INTO customers c USING orders o ON c.id = o.customer_id WHEN MATCHED THEN UPDATE SET name = c::text",
+        "MERGE INTO customers c USING orders o ON c.id = o.customer_id WHEN NOT MATCHED THEN INSERT (phone, name) VALUES ($1, $1)",
+    ] {
+        assert!(f.plan(sql).rejection.is_some(), "{sql}");
+    }
+}

@@ -367,10 +367,10 @@ impl Analyzer<'_> {
                     [rel, col] => match scope.resolve_qualified(self.policy(), None, rel, col) {
                         Some(l) => Some(l),
                         // `schema.table` as a whole-row reference.
-                        None => match scope.relation(Some(rel), col).cloned() {
-                            Some(r) => Some(self.whole_row(&r)),
-                            None => None,
-                        },
+                        None => scope
+                            .relation(Some(rel), col)
+                            .cloned()
+                            .map(|r| self.whole_row(&r)),
                     },
                     [schema, rel, col] => scope
                         .resolve_qualified(self.policy(), Some(schema), rel, col)

@@ -743,3 +743,96 @@ fn plain_wildcard(o: &sqlparser::ast::WildcardAdditionalOptions) -> bool {
         && o.opt_rename.is_none()
         && o.opt_alias.is_none()
 }
+
+impl Analyzer<'_> {
+    /// `MERGE INTO target USING source ON ... WHEN ...`: the join condition and clause
+    /// predicates as predicates, INSERT values and UPDATE assignments as writes to the
+    /// target's columns (encrypted like INSERT and UPDATE).
+    pub(super) fn merge(&mut self, m: &sqlparser::ast::Merge) -> R<()> {
+        use sqlparser::ast::{MergeAction, MergeInsertKind, MergeUpdateKind};
+        let TableFactor::Table { name, alias, .. } = &m.table else {
+            return Err(SqlError::unsupported(
+                "MERGE into this relation kind is not supported by pgcloak",
+            ));
+        };
+        let (table, rel) = self.target_relation(name, alias.as_ref().map(|a| &a.name))?;
+        if m.output.is_some() {
+            return Err(SqlError::unsupported(
+                "MERGE ... OUTPUT is not PostgreSQL syntax",
+            ));
+        }
+        let mut scope = Scope {
+            relations: vec![rel],
+            parent: None,
+        };
+        self.table_factor(&m.source, &mut scope)?;
+        self.predicate(&m.on, &scope)?;
+        for clause in &m.clauses {
+            if let Some(p) = &clause.predicate {
+                self.predicate(p, &scope)?;
+            }
+            match &clause.action {
+                MergeAction::Insert(ins) => {
+                    let names: Option<Vec<String>> = if ins.columns.is_empty() {
+                        self.ctx.schema.table_columns(&table)
+                    } else {
+                        ins.columns.iter().map(last_ident).collect()
+                    };
+                    let targets: Option<Vec<Option<ColumnRef>>> =
+                        names.map(|v| v.iter().map(|n| self.policy().find(&table, n)).collect());
+                    let protected = self.policy().is_protected_table(&table);
+                    match (&ins.kind, targets) {
+                        (MergeInsertKind::Values(values), Some(targets)) => {
+                            for row in &values.rows {
+                                for (i, e) in row.content.iter().enumerate() {
+                                    match targets.get(i).copied().flatten() {
+                                        Some(c) => {
+                                            self.bind_value(c, e, &scope, "MERGE INSERT into")?
+                                        }
+                                        None => {
+                                            self.plain_expr(e, &scope, "a MERGE INSERT value")?
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                        (MergeInsertKind::Values(values), None) if !protected => {
+                            self.fallback(values, &scope, "a MERGE INSERT value")?;
+                        }
+                        _ if !protected => {}
+                        _ => {
+                            return Err(SqlError::unsupported(format!(
+                                "MERGE ... INSERT into protected table {table} needs a column list and VALUES"
+                            )))
+                        }
+                    }
+                    if let Some(p) = &ins.insert_predicate {
+                        self.predicate(p, &scope)?;
+                    }
+                }
+                MergeAction::Update(u) => {
+                    match &u.kind {
+                        MergeUpdateKind::Set(assignments) => {
+                            for a in assignments {
+                                self.assignment(&table, a, &scope)?;
+                            }
+                        }
+                        _ => {
+                            return Err(SqlError::unsupported(
+                                "this MERGE UPDATE form is not supported by pgcloak",
+                            ))
+                        }
+                    }
+                    for p in [&u.update_predicate, &u.delete_predicate]
+                        .into_iter()
+                        .flatten()
+                    {
+                        self.predicate(p, &scope)?;
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}

@@ -107,6 +107,11 @@ impl Analyzer<'_> {
                     plain_tail: false,
                 });
             }
+            Statement::Merge(m) => {
+                // A write without a result, like UPDATE.
+                self.plan.kind = StatementKind::Update;
+                self.merge(m)?;
+            }
             Statement::Truncate { .. }
             | Statement::Grant { .. }
             | Statement::Revoke { .. }
