@@ -419,6 +419,7 @@ fn clauses_outside_the_select_list_are_analysed_too() {
     }
     for sql in [
         "INSERT INTO customers (id) VALUES (1) ON CONFLICT (id) WHERE phone LIKE 'x%' DO NOTHING",
+        "INSERT INTO customers (id) VALUES (1) ON CONFLICT (id) WHERE upper(notes::text) = 'X' DO NOTHING",
     ] {
         assert!(f.plan(sql).rejection.is_some(), "{sql}");
     }
