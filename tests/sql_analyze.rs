@@ -757,10 +757,16 @@ fn national_and_unicode_string_literals_are_located() {
 }
 
 #[test]
-fn uescape_is_refused() {
+fn uescape_identifier_is_decoded_with_its_escape_character() {
     let f = fixture();
-    let (state, _) = f.rejection(r#"select U&"!0070hone" UESCAPE '!' from customers"#);
-    assert_eq!(state, "0A000");
+    let p = f.accepted(r#"select U&"!0070hone" UESCAPE '!' from customers"#);
+    assert_eq!(
+        p.result.unwrap().columns[0].lineage,
+        Lineage::Encrypted(PHONE)
+    );
+    // An invalid escape character is still an error.
+    let (state, _) = f.rejection(r#"select U&"a0070hone" UESCAPE 'a' from customers"#);
+    assert_eq!(state, "42601");
 }
 
 #[test]

@@ -29,14 +29,31 @@ pub(crate) fn object_name_parts(name: &ObjectName) -> Option<Vec<String>> {
 /// Decodes the body of a `U&"..."` identifier (between the quotes, `""` still doubled)
 /// with the default escape character `\`. Returns `None` for a malformed escape.
 pub(crate) fn decode_unicode_ident(body: &str) -> Option<String> {
+    decode_unicode_with(body, '\\')
+}
+
+/// The escape character a `UESCAPE 'c'` clause may name: one character that is not a
+/// hexadecimal digit, `+`, a quote or white space (PostgreSQL's rule).
+pub(crate) fn valid_uescape(content: &str) -> Option<char> {
+    let mut chars = content.chars();
+    let c = chars.next()?;
+    (chars.next().is_none()
+        && !c.is_ascii_hexdigit()
+        && !matches!(c, '+' | '\'' | '"')
+        && !c.is_whitespace())
+    .then_some(c)
+}
+
+/// [`decode_unicode_ident`] with the escape character `esc` (`UESCAPE`).
+pub(crate) fn decode_unicode_with(body: &str, esc: char) -> Option<String> {
     let mut out = String::with_capacity(body.len());
     let mut chars = body.chars().peekable();
     while let Some(c) = chars.next() {
         match c {
-            '\\' => match chars.peek().copied() {
-                Some('\\') => {
+            c if c == esc => match chars.peek().copied() {
+                Some(n) if n == esc => {
                     chars.next();
-                    out.push('\\');
+                    out.push(esc);
                 }
                 Some('+') => {
                     chars.next();
@@ -89,6 +106,19 @@ mod tests {
         );
         assert_eq!(decode_unicode_ident(r"a\\b").as_deref(), Some(r"a\b"));
         assert_eq!(decode_unicode_ident(r#"a""b"#).as_deref(), Some("a\"b"));
+    }
+
+    #[test]
+    fn uescape_character_replaces_the_backslash() {
+        assert_eq!(
+            decode_unicode_with("!0070h!!one", '!').as_deref(),
+            Some("ph!one")
+        );
+        assert_eq!(decode_unicode_with(r"a\b", '!').as_deref(), Some(r"a\b"));
+        assert_eq!(valid_uescape("!"), Some('!'));
+        assert_eq!(valid_uescape("a"), None);
+        assert_eq!(valid_uescape("+"), None);
+        assert_eq!(valid_uescape("!!"), None);
     }
 
     #[test]

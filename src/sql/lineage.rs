@@ -166,6 +166,16 @@ impl<'p> Scope<'p> {
         }
     }
 
+    /// Whether some visible relation certainly has a column of this name.
+    pub(crate) fn certainly_has_column(&self, policy: &Policy, name: &str) -> bool {
+        self.relations
+            .iter()
+            .any(|r| matches!(r.lookup(policy, name), Some(Found::Certain(_))))
+            || self
+                .parent
+                .is_some_and(|p| p.certainly_has_column(policy, name))
+    }
+
     /// Finds the relation a qualifier names (`alias` or `schema.table`).
     pub(crate) fn relation(&self, schema: Option<&str>, name: &str) -> Option<&Relation> {
         let here = self.relations.iter().rev().find(|r| {

@@ -271,6 +271,39 @@ impl ExecutePlan {
         &self,
         prepared: &StatementPlan,
     ) -> Result<(Vec<LiteralAction>, Vec<ParamAction>), SqlError> {
+        // A `$n` passed for an encrypted parameter is used for that column only: any
+        // other argument holding the same `$n` (a plain parameter, another column)
+        // would receive its ciphertext, or make it an encryption oracle.
+        for (i, arg) in self.args.iter().enumerate() {
+            let ExecuteArg::Param(n) = arg else { continue };
+            let column_at = |j: usize| {
+                prepared
+                    .params
+                    .iter()
+                    .find(|p| usize::from(p.index) == j + 1)
+                    .map(|p| (p.column, p.array))
+            };
+            let mine = column_at(i);
+            let clash = self.args.iter().enumerate().any(|(j, other)| {
+                j != i && *other == ExecuteArg::Param(*n) && column_at(j) != mine
+            });
+            if clash {
+                let what = mine.or_else(|| {
+                    self.args
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, o)| **o == ExecuteArg::Param(*n))
+                        .find_map(|(j, _)| column_at(j))
+                });
+                if let Some((column, _)) = what {
+                    return Err(SqlError::unsupported(format!(
+                        "EXECUTE {}: parameter ${n} is encrypted for a protected column (policy column #{}) \
+                         and also passed elsewhere; use a separate parameter",
+                        self.name, column.0
+                    )));
+                }
+            }
+        }
         let mut lits = Vec::new();
         let mut params = Vec::new();
         for p in &prepared.params {

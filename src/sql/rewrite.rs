@@ -8,7 +8,9 @@
 
 use std::fmt::Write as _;
 
-use super::{literal_value, Fingerprint, LiteralAction, LiteralValue, SqlError, TextEdit};
+use super::{
+    literal_value, Fingerprint, LiteralAction, LiteralValue, Projection, SqlError, TextEdit,
+};
 use crate::policy::ColumnRef;
 
 /// The encryption callback: ciphertext of a plaintext for a column.
@@ -119,4 +121,151 @@ pub fn rewrite_with_edits<'p, E>(
     }
     out.push_str(&sql[copied..]);
     Ok(out)
+}
+
+/// SQL for an identifier: always double-quoted, embedded quotes doubled.
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// The role-dependent edits for columns the session's view is `null` for: such a role
+/// holds no SELECT privilege on the column (the database-side guard), so the select
+/// list must not reference it. A column item becomes `NULL::bytea AS "name"`; a `*`
+/// becomes its explicit expansion with those columns replaced the same way. The
+/// output columns keep their names, order and lineage, so the data path still reports
+/// the logical type (and a NULL value).
+///
+/// `fp` must be the fingerprint of `sql`. Projections cover identifiers and stars only,
+/// never a literal, so the edits do not overlap literal splices; they are returned in
+/// text order. Projections without a `null` column give no edit.
+pub fn null_projection_edits(
+    sql: &str,
+    fp: &Fingerprint,
+    projections: &[Projection],
+    is_null_view: &mut dyn FnMut(ColumnRef) -> bool,
+) -> Result<Vec<TextEdit>, SqlError> {
+    let mismatch = || SqlError::Value("statement does not match its analysis".to_string());
+    let null_item = |name: &str| format!("NULL::bytea AS {}", quote_ident(name));
+    let mut edits: Vec<(usize, TextEdit)> = Vec::new();
+    for p in projections {
+        let (start, end, text) = match p {
+            Projection::Column {
+                start,
+                end,
+                column,
+                output_name,
+            } => {
+                if !is_null_view(*column) {
+                    continue;
+                }
+                (*start, *end, null_item(output_name))
+            }
+            Projection::Star {
+                start,
+                end,
+                qualifier,
+                columns,
+            } => {
+                let nulls: Vec<bool> = columns
+                    .iter()
+                    .map(|(_, c)| c.is_some_and(&mut *is_null_view))
+                    .collect();
+                if !nulls.contains(&true) {
+                    continue;
+                }
+                let items: Vec<String> = columns
+                    .iter()
+                    .zip(nulls)
+                    .map(|((name, _), null)| match (null, qualifier) {
+                        (true, _) => null_item(name),
+                        (false, Some(q)) => format!("{q}.{}", quote_ident(name)),
+                        (false, None) => quote_ident(name),
+                    })
+                    .collect();
+                (*start, *end, items.join(", "))
+            }
+        };
+        let (s, e) = (
+            start.resolve(fp).ok_or_else(mismatch)?,
+            end.resolve(fp).ok_or_else(mismatch)?,
+        );
+        if s > e || e > sql.len() || !sql.is_char_boundary(s) || !sql.is_char_boundary(e) {
+            return Err(mismatch());
+        }
+        edits.push((s, TextEdit { start, end, text }));
+    }
+    edits.sort_by_key(|(s, _)| *s);
+    let mut last_end = 0;
+    for (s, e) in &edits {
+        if *s < last_end {
+            return Err(mismatch());
+        }
+        last_end = e.end.resolve(fp).unwrap_or(*s);
+    }
+    Ok(edits.into_iter().map(|(_, e)| e).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sql::{fingerprint, SqlPos};
+
+    fn apply(sql: &str, fp: &Fingerprint, edits: &[TextEdit]) -> String {
+        let mut out = String::new();
+        let mut copied = 0;
+        for e in edits {
+            let (s, t) = (e.start.resolve(fp).unwrap(), e.end.resolve(fp).unwrap());
+            out.push_str(&sql[copied..s]);
+            out.push_str(&e.text);
+            copied = t;
+        }
+        out.push_str(&sql[copied..]);
+        out
+    }
+
+    #[test]
+    fn null_view_column_and_star_are_replaced_in_place() {
+        let sql = "SELECT c.phone AS x, * FROM customers c WHERE id = 5";
+        let fp = fingerprint(sql);
+        let projections = vec![
+            Projection::Column {
+                start: SqlPos::at(&fp, 7),
+                end: SqlPos::at(&fp, 19),
+                column: ColumnRef(0),
+                output_name: "x".to_string(),
+            },
+            Projection::Star {
+                start: SqlPos::at(&fp, 21),
+                end: SqlPos::at(&fp, 22),
+                qualifier: Some("\"c\"".to_string()),
+                columns: vec![
+                    ("id".to_string(), None),
+                    ("phone".to_string(), Some(ColumnRef(0))),
+                    ("We\"ird".to_string(), Some(ColumnRef(1))),
+                ],
+            },
+        ];
+        let edits =
+            null_projection_edits(sql, &fp, &projections, &mut |c| c == ColumnRef(0)).unwrap();
+        assert_eq!(
+            apply(sql, &fp, &edits),
+            "SELECT NULL::bytea AS \"x\", \"c\".\"id\", NULL::bytea AS \"phone\", \"c\".\"We\"\"ird\" \
+             FROM customers c WHERE id = 5"
+        );
+        let none = null_projection_edits(sql, &fp, &projections, &mut |_| false).unwrap();
+        assert!(none.is_empty());
+    }
+
+    #[test]
+    fn projection_outside_the_text_is_an_error() {
+        let sql = "SELECT phone FROM customers";
+        let fp = fingerprint(sql);
+        let p = vec![Projection::Column {
+            start: SqlPos::at(&fp, 7),
+            end: SqlPos::at(&fp, 700),
+            column: ColumnRef(0),
+            output_name: "phone".to_string(),
+        }];
+        assert!(null_projection_edits(sql, &fp, &p, &mut |_| true).is_err());
+    }
 }

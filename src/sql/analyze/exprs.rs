@@ -3,7 +3,322 @@
 
 use super::*;
 
+/// Per-statement state for the rules of issue 11 that span the whole statement:
+/// whole-row references, the single role of a `$n` bound to a protected column, and
+/// the outermost select list (for the `null`-view projection rewrite).
+#[derive(Debug, Default)]
+pub(super) struct RowState {
+    /// The first whole-row reference to a relation that holds protected columns
+    /// (described for the message): the statement is refused.
+    pub(super) whole_row: Option<String>,
+    /// `$n` occurrences bound to an encrypted column: (n, byte offset in the query string).
+    pub(super) bound: Vec<(u16, usize)>,
+    /// Nesting depth of the query being analysed (1: the statement's own query).
+    pub(super) depth: usize,
+    /// Set just before the outermost SELECT is analysed.
+    pub(super) top_pending: bool,
+    /// The expansion of `*` in the select list being analysed, when a USING or
+    /// NATURAL join merges columns.
+    pub(super) merged_star: Option<Vec<(String, Lineage)>>,
+}
+
+/// What a node holds outside its subqueries: column references (identifiers,
+/// qualified names and whole-row `t.*` forms, also as function arguments), and its
+/// outermost subqueries (analysed in their own scope).
+#[derive(Default)]
+struct Refs {
+    depth: usize,
+    refs: Vec<Expr>,
+    queries: Vec<Query>,
+}
+
+impl sqlparser::ast::Visitor for Refs {
+    type Break = ();
+
+    fn pre_visit_query(&mut self, q: &Query) -> std::ops::ControlFlow<()> {
+        if self.depth == 0 {
+            self.queries.push(q.clone());
+        }
+        self.depth += 1;
+        std::ops::ControlFlow::Continue(())
+    }
+
+    fn post_visit_query(&mut self, _: &Query) -> std::ops::ControlFlow<()> {
+        self.depth = self.depth.saturating_sub(1);
+        std::ops::ControlFlow::Continue(())
+    }
+
+    fn pre_visit_expr(&mut self, x: &Expr) -> std::ops::ControlFlow<()> {
+        if self.depth > 0 {
+            return std::ops::ControlFlow::Continue(());
+        }
+        match x {
+            Expr::Identifier(_)
+            | Expr::CompoundIdentifier(_)
+            | Expr::QualifiedWildcard(..)
+            | Expr::Wildcard(_) => self.refs.push(x.clone()),
+            Expr::Function(f) => {
+                if let FunctionArguments::List(list) = &f.args {
+                    self.args(&list.args);
+                }
+            }
+            _ => {}
+        }
+        std::ops::ControlFlow::Continue(())
+    }
+
+    fn pre_visit_table_factor(&mut self, tf: &TableFactor) -> std::ops::ControlFlow<()> {
+        if self.depth == 0 {
+            match tf {
+                TableFactor::Function { args, .. } => self.args(args),
+                TableFactor::Table { args: Some(a), .. } => self.args(&a.args),
+                _ => {}
+            }
+        }
+        std::ops::ControlFlow::Continue(())
+    }
+}
+
+impl Refs {
+    /// `f(t.*)`: a whole-row argument.
+    fn args(&mut self, args: &[FunctionArg]) {
+        for a in args {
+            if let Some(q) = wildcard_arg(a) {
+                self.refs.push(Expr::QualifiedWildcard(
+                    q.clone(),
+                    sqlparser::ast::helpers::attached_token::AttachedToken::empty(),
+                ));
+            }
+        }
+    }
+}
+
+/// The relation name of a `t.*` function argument.
+pub(super) fn wildcard_arg(a: &FunctionArg) -> Option<&ObjectName> {
+    match a {
+        FunctionArg::Unnamed(FunctionArgExpr::QualifiedWildcard(q))
+        | FunctionArg::Named {
+            arg: FunctionArgExpr::QualifiedWildcard(q),
+            ..
+        }
+        | FunctionArg::ExprNamed {
+            arg: FunctionArgExpr::QualifiedWildcard(q),
+            ..
+        } => Some(q),
+        _ => None,
+    }
+}
+
+fn refs_of<V: Visit>(node: &V) -> Refs {
+    let mut r = Refs::default();
+    let _ = node.visit(&mut r);
+    r
+}
+
+fn column_refs<V: Visit>(node: &V) -> Vec<Expr> {
+    refs_of(node).refs
+}
+
 impl Analyzer<'_> {
+    /// A whole-row reference to `r` (`r.*` in an expression, `r` as a value): plain
+    /// when the relation holds no protected column, else recorded for refusal.
+    pub(super) fn whole_row(&mut self, r: &Relation) -> Lineage {
+        let policy = self.policy();
+        if !r.may_hold_encrypted(policy) {
+            return Lineage::Plain;
+        }
+        self.plan.touches_policy = true;
+        if self.rows.whole_row.is_none() {
+            let (what, cols): (String, Vec<String>) = match &r.columns {
+                RelColumns::Table { table, .. } => (
+                    table.to_string(),
+                    policy
+                        .table_columns(table)
+                        .iter()
+                        .map(|c| self.name(*c))
+                        .collect(),
+                ),
+                RelColumns::Known(cols) => (
+                    "a derived relation".to_string(),
+                    cols.iter()
+                        .filter(|(_, l)| *l != Lineage::Plain)
+                        .map(|(n, l)| match l {
+                            Lineage::Encrypted(c) => self.name(*c),
+                            _ => format!("{n} (origin unresolved)"),
+                        })
+                        .collect(),
+                ),
+                RelColumns::Opaque => ("a table function".to_string(), Vec::new()),
+            };
+            let visible = if r.visible.is_empty() {
+                what.clone()
+            } else {
+                format!("{} ({what})", r.visible)
+            };
+            self.rows.whole_row = Some(format!(
+                "a whole-row reference to {visible} reads its protected columns {}",
+                cols.join(", ")
+            ));
+        }
+        Lineage::Unknown
+    }
+
+    /// The whole-row reference `name.*` (or `schema.name.*`).
+    fn qualified_whole_row(&mut self, name: &ObjectName, scope: &Scope<'_>) -> Lineage {
+        let rel = object_name_parts(name).and_then(|p| match p.as_slice() {
+            [r] => scope.relation(None, r).cloned(),
+            [s, r] => scope.relation(Some(s), r).cloned(),
+            [_, s, r] => scope.relation(Some(s), r).cloned(),
+            _ => None,
+        });
+        match rel {
+            Some(r) => self.whole_row(&r),
+            None => Lineage::Unknown,
+        }
+    }
+
+    /// A bare `*` in an expression: every relation of the scope, whole.
+    fn bare_wildcard(&mut self, scope: &Scope<'_>) -> Lineage {
+        let mut level = Some(scope);
+        while let Some(s) = level {
+            for r in s.relations.clone() {
+                if self.whole_row(&r) != Lineage::Plain {
+                    return Lineage::Unknown;
+                }
+            }
+            level = s.parent;
+        }
+        Lineage::Plain
+    }
+
+    /// Records that the `$n` operand `e` is bound to an encrypted column here.
+    pub(super) fn bound_param(&mut self, e: &Expr) {
+        if let Expr::Value(v) = strip_nested(e) {
+            if let (Value::Placeholder(p), Some(at)) = (&v.value, self.abs(v.span.start)) {
+                if let Some(n) = p.strip_prefix('$').and_then(|n| n.parse::<u16>().ok()) {
+                    self.rows.bound.push((n, at));
+                }
+            }
+        }
+    }
+
+    /// The checks that need the whole statement, run after it was analysed: no
+    /// whole-row reference to protected columns, and every `$n` bound to an encrypted
+    /// column used only there. Projections are kept only for a plain SELECT.
+    pub(super) fn finish(&mut self, text: &str) -> R<()> {
+        if let Some(w) = self.rows.whole_row.take() {
+            return Err(SqlError::unsupported(format!(
+                "{w}; pgcloak answers whole rows of protected relations only as * or t.* in a select list,                  list the columns instead"
+            )));
+        }
+        let mut actions: Vec<ParamAction> = self.plan.params.clone();
+        if let Some(p) = &self.plan.prepare {
+            actions.extend(p.statement.params.iter().copied());
+        }
+        if !actions.is_empty() {
+            let mut lexer = Lexer::new(text);
+            for t in lexer.by_ref() {
+                if t.kind != TokKind::Param {
+                    continue;
+                }
+                let Some(n) = text
+                    .get(t.span.clone())
+                    .and_then(|s| s.strip_prefix('$'))
+                    .and_then(|s| s.parse::<u16>().ok())
+                else {
+                    continue;
+                };
+                let at = self.base + t.span.start;
+                if let Some(a) = actions.iter().find(|a| a.index == n) {
+                    if !self.rows.bound.contains(&(n, at)) {
+                        return Err(SqlError::unsupported(format!(
+                            "parameter ${n} is encrypted for column {} and also used elsewhere in the statement;                              a parameter bound to an encrypted column can be used only with that column                              (use a separate parameter)",
+                            self.name(a.column)
+                        )));
+                    }
+                }
+            }
+        }
+        if self.plan.kind != StatementKind::Select {
+            self.plan.projections.clear();
+        }
+        Ok(())
+    }
+
+    /// `SET (a, b) = (v1, v2)`, `= ROW(v1, v2)` or `= (SELECT x, y ...)`: each value
+    /// stored into its target like a single assignment.
+    pub(super) fn tuple_assignment(
+        &mut self,
+        table: &TableName,
+        targets: &[Option<ColumnRef>],
+        value: &Expr,
+        scope: &Scope<'_>,
+    ) -> R<()> {
+        let items: Option<Vec<&Expr>> = match strip_nested(value) {
+            Expr::Tuple(list) => Some(list.iter().collect()),
+            Expr::Function(f)
+                if last_ident(&f.name).as_deref() == Some("row") && f.name.0.len() == 1 =>
+            {
+                match &f.args {
+                    FunctionArguments::List(l) if l.clauses.is_empty() => l
+                        .args
+                        .iter()
+                        .map(|a| match a {
+                            FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Some(e),
+                            _ => None,
+                        })
+                        .collect(),
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
+        if let Some(items) = items.filter(|v| v.len() == targets.len()) {
+            for (t, e) in targets.iter().zip(items) {
+                match t {
+                    Some(c) => self.bind_value(*c, e, scope, "UPDATE SET on")?,
+                    None => self.plain_expr(e, scope, "an assignment to a plain column")?,
+                }
+            }
+            return Ok(());
+        }
+        if let Expr::Subquery(q) = strip_nested(value) {
+            let shape = self.query(q, Some(scope))?;
+            if shape.plain_tail || shape.columns.len() != targets.len() {
+                if targets.iter().all(Option::is_none) && !shape.has_encrypted() {
+                    return Ok(());
+                }
+                return Err(SqlError::unsupported(format!(
+                    "SET (...) = (SELECT ...) on {table}: list the subquery's columns"
+                )));
+            }
+            for (t, out) in targets.iter().zip(&shape.columns) {
+                self.store_lineage(*t, out.lineage, table, "SET (...) = (SELECT ...)")?;
+            }
+            return Ok(());
+        }
+        if let Some(c) = targets.iter().flatten().next() {
+            return Err(SqlError::unsupported(format!(
+                "multi-column SET (...) = ... on encrypted column {} needs a list of literals or parameters; \
+                 assign columns one by one",
+                self.name(*c)
+            )));
+        }
+        self.plain_expr(value, scope, "an assignment to a plain column")
+    }
+
+    /// A refusal caused (or accompanied) by a whole-row reference says so.
+    pub(super) fn explain(&mut self, e: SqlError) -> SqlError {
+        match (self.rows.whole_row.take(), e) {
+            (Some(w), SqlError::Unsupported(m)) if !m.contains("whole-row") => {
+                SqlError::unsupported(format!(
+                    "{m} ({w}; pgcloak answers whole rows of protected relations only as * or t.* in a select list)"
+                ))
+            }
+            (_, e) => e,
+        }
+    }
+
     /// The lineage of a bare column reference (through parentheses), or `None` when
     /// the expression is not one.
     pub(super) fn column_lineage(&mut self, e: &Expr, scope: &Scope<'_>) -> Option<Lineage> {
@@ -11,19 +326,52 @@ impl Analyzer<'_> {
             Expr::Nested(inner) => return self.column_lineage(inner, scope),
             Expr::Identifier(i) => {
                 let name = normalize(i);
+                let rel = scope.relation(None, &name).cloned();
                 match scope.resolve(self.policy(), &name) {
+                    // A relation of this name is visible and no relation certainly has
+                    // a column of this name: PostgreSQL may read it as the whole row.
+                    Some(_)
+                        if rel
+                            .as_ref()
+                            .is_some_and(|r| r.may_hold_encrypted(self.policy()))
+                            && !scope.certainly_has_column(self.policy(), &name) =>
+                    {
+                        rel.as_ref().map_or(Lineage::Unknown, |r| self.whole_row(r))
+                    }
                     Some(l) => l,
-                    // A whole-row reference (`to_jsonb(c)`) to a relation with ciphertext.
-                    None => match scope.relation(None, &name) {
-                        Some(r) if r.may_hold_encrypted(self.policy()) => Lineage::Unknown,
-                        _ => Lineage::Plain,
+                    // A whole-row reference (`to_jsonb(c)`, `c::text`, `c IS NULL`).
+                    None => match rel {
+                        Some(r) => self.whole_row(&r),
+                        None => Lineage::Plain,
                     },
                 }
             }
+            Expr::QualifiedWildcard(name, _) => self.qualified_whole_row(name, scope),
+            Expr::Wildcard(_) => self.bare_wildcard(scope),
             Expr::CompoundIdentifier(parts) => {
                 let n: Vec<String> = parts.iter().map(normalize).collect();
                 let found = match n.as_slice() {
-                    [rel, col] => scope.resolve_qualified(self.policy(), None, rel, col),
+                    // `c.f` where c has no column f: attribute notation for f(c)
+                    // (`c.text` is a cast of the whole row).
+                    [rel, col]
+                        if scope.relation(None, rel).is_some_and(|r| {
+                            r.may_hold_encrypted(self.policy())
+                                && r.lookup(self.policy(), col).is_none()
+                        }) =>
+                    {
+                        scope
+                            .relation(None, rel)
+                            .cloned()
+                            .map(|r| self.whole_row(&r))
+                    }
+                    [rel, col] => match scope.resolve_qualified(self.policy(), None, rel, col) {
+                        Some(l) => Some(l),
+                        // `schema.table` as a whole-row reference.
+                        None => scope
+                            .relation(Some(rel), col)
+                            .cloned()
+                            .map(|r| self.whole_row(&r)),
+                    },
                     [schema, rel, col] => scope
                         .resolve_qualified(self.policy(), Some(schema), rel, col)
                         // Or (composite) rel.col.field: field access on a column.
@@ -45,14 +393,7 @@ impl Analyzer<'_> {
 
     pub(super) fn first_encrypted(&mut self, e: &Expr, scope: &Scope<'_>) -> Option<Lineage> {
         let mut found = None;
-        let mut idents: Vec<Expr> = Vec::new();
-        let _ = sqlparser::ast::visit_expressions(e, |x| {
-            if matches!(x, Expr::Identifier(_) | Expr::CompoundIdentifier(_)) {
-                idents.push(x.clone());
-            }
-            std::ops::ControlFlow::<()>::Continue(())
-        });
-        for x in idents {
+        for x in column_refs(e) {
             if let Some(l) = self.column_lineage(&x, scope) {
                 if l != Lineage::Plain {
                     found = Some(l);
@@ -64,6 +405,12 @@ impl Analyzer<'_> {
     }
 
     pub(super) fn op_error(&self, l: Lineage, op: &str) -> SqlError {
+        if let (Lineage::Unknown, Some(w)) = (l, &self.rows.whole_row) {
+            return SqlError::unsupported(format!(
+                "{op} over {w}; pgcloak answers whole rows of protected relations only as * or t.* \
+                 in a select list, list the columns instead"
+            ));
+        }
         match l {
             Lineage::Encrypted(c) => SqlError::unsupported(format!(
                 "{op} over encrypted column {} is not supported: the database only sees ciphertext; \
@@ -124,6 +471,12 @@ impl Analyzer<'_> {
                 None => self.plain_expr(e, scope, "count()")?,
             },
             FunctionArg::Unnamed(FunctionArgExpr::Wildcard) => {}
+            FunctionArg::Unnamed(FunctionArgExpr::QualifiedWildcard(q)) => {
+                let l = self.qualified_whole_row(q, scope);
+                if l != Lineage::Plain {
+                    return Err(self.op_error(l, "count()"));
+                }
+            }
             _ => self.fallback(f, scope, "count()")?,
         }
         if let Some(filter) = &f.filter {
@@ -173,22 +526,10 @@ impl Analyzer<'_> {
             Expr::Function(f) => {
                 let name = format!("function {}()", f.name);
                 if let FunctionArguments::List(list) = &f.args {
-                    for a in &list.args {
-                        let (FunctionArg::Unnamed(FunctionArgExpr::QualifiedWildcard(q))
-                        | FunctionArg::Named {
-                            arg: FunctionArgExpr::QualifiedWildcard(q),
-                            ..
-                        }) = a
-                        else {
-                            continue;
-                        };
-                        let rel = object_name_parts(q).and_then(|p| match p.as_slice() {
-                            [r] => scope.relation(None, r).cloned(),
-                            [s, r] => scope.relation(Some(s), r).cloned(),
-                            _ => None,
-                        });
-                        if rel.is_none_or(|r| r.may_hold_encrypted(self.policy())) {
-                            return Err(self.op_error(Lineage::Unknown, &name));
+                    for q in list.args.iter().filter_map(wildcard_arg) {
+                        let l = self.qualified_whole_row(q, scope);
+                        if l != Lineage::Plain {
+                            return Err(self.op_error(l, &name));
                         }
                     }
                 }
@@ -236,28 +577,8 @@ impl Analyzer<'_> {
     /// resolved conservatively against this scope) must be plain, and every subquery's
     /// result must be plain.
     pub(super) fn fallback<V: Visit>(&mut self, node: &V, scope: &Scope<'_>, op: &str) -> R<()> {
-        let mut queries: Vec<Query> = Vec::new();
-        let _ = sqlparser::ast::visit_expressions(node, |x| {
-            if let Expr::Subquery(q) | Expr::Exists { subquery: q, .. } = x {
-                queries.push((**q).clone());
-            }
-            if let Expr::In {
-                target: InTarget::Subquery(q),
-                ..
-            } = x
-            {
-                queries.push((**q).clone());
-            }
-            std::ops::ControlFlow::<()>::Continue(())
-        });
-        let mut idents: Vec<Expr> = Vec::new();
-        let _ = sqlparser::ast::visit_expressions(node, |x| {
-            if matches!(x, Expr::Identifier(_) | Expr::CompoundIdentifier(_)) {
-                idents.push(x.clone());
-            }
-            std::ops::ControlFlow::<()>::Continue(())
-        });
-        for x in &idents {
+        let Refs { refs, queries, .. } = refs_of(node);
+        for x in &refs {
             if let Some(l) = self.column_lineage(x, scope) {
                 if l != Lineage::Plain {
                     return Err(self.op_error(l, op));
@@ -501,7 +822,10 @@ impl Analyzer<'_> {
                 self.plan.searched.push(c);
                 match strip_nested(right) {
                     Expr::Value(v) => match self.value_operand(v, false)? {
-                        Operand::Param(n) => self.param(c, n, true),
+                        Operand::Param(n) => {
+                            self.bound_param(right);
+                            self.param(c, n, true)
+                        }
                         Operand::Null => Ok(()),
                         _ => Err(self.any_error(c, &op)),
                     },

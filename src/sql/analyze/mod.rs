@@ -42,7 +42,7 @@ use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 use sqlparser::tokenizer::Location;
 
-use super::ident::{decode_unicode_ident, normalize, object_name_parts};
+use super::ident::{normalize, object_name_parts};
 use super::lexer::{split_statements, Lexer, LiteralKind, TokKind};
 use super::lineage::{Found, RelColumns, Relation, Scope};
 use super::plan::*;
@@ -200,16 +200,19 @@ fn analyze_piece(
         seen: HashSet::new(),
         writing: false,
         passthrough: false,
+        rows: exprs::RowState::default(),
     };
     a.classify_functions();
     let analysed = a
         .statement(&stmt, text)
-        .and_then(|()| a.uncovered_relations());
+        .and_then(|()| a.uncovered_relations())
+        .and_then(|()| a.finish(text));
     if let Err(e) = analysed {
         a.plan.touches_policy = true;
         a.plan.literals.clear();
         a.plan.params.clear();
-        a.plan.rejection = Some(e);
+        a.plan.projections.clear();
+        a.plan.rejection = Some(a.explain(e));
     }
     a.plan.literals.sort_by_key(|l| l.start);
     a.plan.searched.sort();
@@ -274,45 +277,71 @@ fn check_body(text: &str, body: Body, names: &NameSet) -> R<Option<Opaque>> {
 }
 
 /// Replaces each `U&"..."` identifier by its decoded `"..."` form, padded with spaces to
-/// the same byte length, so offsets into the result are offsets into `text`.
+/// the same byte length, so offsets into the result are offsets into `text`. A
+/// `UESCAPE 'c'` clause is decoded with it (identifiers) or blanked, its `U&'...'`
+/// string becoming a plain literal that sits two bytes later than the fingerprint's:
+/// such a string is never located as a value to encrypt, so it is refused there and
+/// passes everywhere else.
 fn decode_unicode_identifiers(text: &str) -> R<Cow<'_, str>> {
     let toks: Vec<_> = Lexer::new(text)
         .filter(|t| !matches!(t.kind, TokKind::Space | TokKind::Comment))
         .collect();
     let mut out: Option<String> = None;
     let mut copied = 0;
+    let mut skip_to = 0;
+    let bad = || SqlError::Syntax("invalid Unicode escape in a U&\"...\" identifier".to_string());
     for (i, t) in toks.iter().enumerate() {
-        let uescape = |j: usize| {
-            toks.get(j).is_some_and(|n| {
-                n.kind == TokKind::Word && text[n.span.clone()].eq_ignore_ascii_case("uescape")
-            })
-        };
-        match t.kind {
-            TokKind::Literal(LiteralKind::UnicodeString) if uescape(i + 1) => {
-                return Err(SqlError::unsupported("UESCAPE is not supported by pgcloak"));
-            }
-            TokKind::UnicodeIdent => {
-                if uescape(i + 1) {
-                    return Err(SqlError::unsupported("UESCAPE is not supported by pgcloak"));
-                }
-                let decoded = decode_unicode_ident(&text[t.content.clone()]).ok_or_else(|| {
-                    SqlError::Syntax("invalid Unicode escape in a U&\"...\" identifier".to_string())
-                })?;
-                let requoted = format!("\"{}\"", decoded.replace('"', "\"\""));
-                let width = t.span.len();
-                if requoted.len() > width {
+        if t.span.start < skip_to {
+            continue;
+        }
+        if !matches!(
+            t.kind,
+            TokKind::UnicodeIdent | TokKind::Literal(LiteralKind::UnicodeString)
+        ) {
+            continue;
+        }
+        // The escape character and where the token (with its UESCAPE clause) ends.
+        let (esc, end) = match (toks.get(i + 1), toks.get(i + 2)) {
+            (Some(u), Some(l))
+                if u.kind == TokKind::Word
+                    && text[u.span.clone()].eq_ignore_ascii_case("uescape") =>
+            {
+                if l.kind != TokKind::Literal(LiteralKind::String) {
                     return Err(SqlError::Syntax(
-                        "invalid Unicode escape in a U&\"...\" identifier".to_string(),
+                        "UESCAPE needs a string literal".to_string(),
                     ));
                 }
-                let o = out.get_or_insert_with(|| String::with_capacity(text.len()));
-                o.push_str(&text[copied..t.span.start]);
-                o.push_str(&requoted);
-                o.extend(std::iter::repeat_n(' ', width - requoted.len()));
-                copied = t.span.end;
+                let c = super::ident::valid_uescape(&text[l.content.clone()])
+                    .ok_or_else(|| SqlError::Syntax("invalid UESCAPE character".to_string()))?;
+                (Some(c), l.span.end)
             }
-            _ => {}
+            _ => (None, t.span.end),
+        };
+        let replacement = match t.kind {
+            TokKind::UnicodeIdent => {
+                let decoded = super::ident::decode_unicode_with(
+                    &text[t.content.clone()],
+                    esc.unwrap_or('\\'),
+                )
+                .ok_or_else(bad)?;
+                format!("\"{}\"", decoded.replace('"', "\"\""))
+            }
+            _ if esc.is_some() => {
+                // `U&'...'` becomes `  '...'`; the UESCAPE clause becomes spaces.
+                format!("  {}", &text[t.span.start + 2..t.span.end])
+            }
+            _ => continue,
+        };
+        let width = end - t.span.start;
+        if replacement.len() > width {
+            return Err(bad());
         }
+        let o = out.get_or_insert_with(|| String::with_capacity(text.len()));
+        o.push_str(&text[copied..t.span.start]);
+        o.push_str(&replacement);
+        o.extend(std::iter::repeat_n(' ', width - replacement.len()));
+        copied = end;
+        skip_to = end;
     }
     Ok(match out {
         Some(mut o) => {
@@ -384,6 +413,8 @@ struct Analyzer<'a> {
     writing: bool,
     /// The statement moves no values (TRUNCATE, GRANT, DROP, ...).
     passthrough: bool,
+    /// Whole-row references, `$n` roles and the outermost select list (issue 11).
+    rows: exprs::RowState,
 }
 
 use super::Lineage;

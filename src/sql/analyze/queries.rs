@@ -6,7 +6,9 @@ use super::*;
 impl Analyzer<'_> {
     pub(super) fn query(&mut self, q: &Query, outer: Option<&Scope<'_>>) -> R<ResultShape> {
         let mark = self.ctes.len();
+        self.rows.depth += 1;
         let result = self.query_inner(q, outer);
+        self.rows.depth -= 1;
         self.ctes.truncate(mark);
         result
     }
@@ -40,7 +42,11 @@ impl Analyzer<'_> {
             }
         }
         let shape = match &*q.body {
-            SetExpr::Select(s) => self.select(s, outer, q.order_by.as_ref())?,
+            SetExpr::Select(s) => {
+                // The statement's own SELECT (not a CTE, subquery or set operation).
+                self.rows.top_pending = self.rows.depth == 1;
+                self.select(s, outer, q.order_by.as_ref())?
+            }
             other => {
                 let shape = self.set_expr(other, outer)?;
                 if let Some(ob) = &q.order_by {
@@ -51,6 +57,9 @@ impl Analyzer<'_> {
         };
         if let Some(l) = &q.limit_clause {
             self.fallback(l, &Scope::default(), "LIMIT/OFFSET")?;
+        }
+        if let Some(f) = &q.fetch {
+            self.fallback(f, &Scope::default(), "FETCH")?;
         }
         Ok(shape)
     }
@@ -209,6 +218,7 @@ impl Analyzer<'_> {
         outer: Option<&Scope<'_>>,
         order_by: Option<&OrderBy>,
     ) -> R<ResultShape> {
+        let top = std::mem::take(&mut self.rows.top_pending);
         let mut scope = match outer {
             Some(p) => Scope::child(p),
             None => Scope::default(),
@@ -216,7 +226,32 @@ impl Analyzer<'_> {
         for twj in &s.from {
             self.table_with_joins(twj, &mut scope)?;
         }
-        let shape = self.projection(&s.projection, &scope)?;
+        // `*` over a join USING / NATURAL merges the join columns: expand it exactly
+        // when the join involves protected columns, or refuse.
+        let merged = if from_merges(&s.from)
+            && s.projection
+                .iter()
+                .any(|i| matches!(i, SelectItem::Wildcard(_)))
+            && scope.relations.iter().any(|r| {
+                r.may_hold_encrypted(self.policy()) || !r.is_plain_when_unknown(self.policy())
+            }) {
+            let cols = self.star_columns(&s.from, &scope.relations).ok_or_else(|| {
+                SqlError::unsupported(
+                    "* over a join with USING or NATURAL involving protected columns cannot be expanded \
+                     by pgcloak; list the columns",
+                )
+            })?;
+            Some(cols.into_iter().map(|(n, l, _)| (n, l)).collect())
+        } else {
+            None
+        };
+        let saved = std::mem::replace(&mut self.rows.merged_star, merged);
+        let shape = self.projection(&s.projection, &scope);
+        self.rows.merged_star = saved;
+        let shape = shape?;
+        if top {
+            self.record_projections(&s.projection, &scope, &s.from);
+        }
         if s.into.is_some() && shape.has_encrypted() {
             return Err(SqlError::unsupported(
                 "SELECT INTO would copy ciphertext of protected columns into a new table; this is not supported",
@@ -256,6 +291,15 @@ impl Analyzer<'_> {
         if !s.named_window.is_empty() {
             self.fallback(&s.named_window, &scope, "a window definition")?;
         }
+        // Clauses of other dialects: nothing in them may touch a protected column.
+        self.fallback(&s.top, &scope, "TOP")?;
+        self.fallback(&s.lateral_views, &scope, "LATERAL VIEW")?;
+        self.fallback(&s.prewhere, &scope, "PREWHERE")?;
+        self.fallback(&s.connect_by, &scope, "CONNECT BY")?;
+        self.fallback(&s.cluster_by, &scope, "CLUSTER BY")?;
+        self.fallback(&s.distribute_by, &scope, "DISTRIBUTE BY")?;
+        self.fallback(&s.sort_by, &scope, "SORT BY")?;
+        self.fallback(&s.qualify, &scope, "QUALIFY")?;
         if let Some(ob) = order_by {
             self.order_by_outputs(ob, &shape, Some(&scope))?;
         }
@@ -270,9 +314,7 @@ impl Analyzer<'_> {
                 self.plan.searched.push(c);
                 Ok(())
             }
-            Lineage::Unknown => Err(SqlError::unsupported(format!(
-                "{op}: a column's origin cannot be resolved in a statement over protected columns"
-            ))),
+            Lineage::Unknown => Err(self.op_error(Lineage::Unknown, op)),
         }
     }
 
@@ -342,11 +384,7 @@ impl Analyzer<'_> {
                         self.name(c)
                     )))
                 }
-                Some(Lineage::Unknown) => {
-                    return Err(SqlError::unsupported(
-                        "ORDER BY: a column's origin cannot be resolved in a statement over protected columns",
-                    ))
-                }
+                Some(Lineage::Unknown) => return Err(self.op_error(Lineage::Unknown, "ORDER BY")),
                 Some(Lineage::Plain) => {}
                 None => match scope {
                     Some(s) => self.plain_expr(e, s, "ORDER BY")?,
@@ -406,7 +444,24 @@ impl Analyzer<'_> {
                     (self.value(expr, scope)?, aliases.first().map(normalize))
                 }
                 SelectItem::Wildcard(_) => {
-                    shape = self.wildcard(&scope.relations, &mut shape)?;
+                    match self.rows.merged_star.clone() {
+                        Some(cols) => {
+                            for (name, lineage) in cols {
+                                if shape.plain_tail && lineage != Lineage::Plain {
+                                    return Err(SqlError::unsupported(
+                                        "* over protected columns after a table of unknown columns; list the columns",
+                                    ));
+                                }
+                                if !shape.plain_tail {
+                                    shape.columns.push(OutputColumn {
+                                        name: Some(name),
+                                        lineage,
+                                    });
+                                }
+                            }
+                        }
+                        None => shape = self.wildcard(&scope.relations, &mut shape)?,
+                    }
                     continue;
                 }
                 SelectItem::QualifiedWildcard(kind, _) => {
@@ -455,5 +510,329 @@ impl Analyzer<'_> {
             ));
         }
         Ok(shape)
+    }
+}
+
+/// Whether a FROM list has a join whose columns PostgreSQL merges (USING, NATURAL).
+fn from_merges(from: &[TableWithJoins]) -> bool {
+    fn factor(tf: &TableFactor) -> bool {
+        match tf {
+            TableFactor::NestedJoin {
+                table_with_joins, ..
+            } => twj(table_with_joins),
+            _ => false,
+        }
+    }
+    fn twj(t: &TableWithJoins) -> bool {
+        factor(&t.relation)
+            || t.joins.iter().any(|j| {
+                factor(&j.relation)
+                    || matches!(
+                        join_constraint(&j.join_operator),
+                        Some(Some(
+                            JoinConstraint::Using(_)
+                                | JoinConstraint::UsingAlias(..)
+                                | JoinConstraint::Natural
+                        ))
+                    )
+            })
+    }
+    from.iter().any(twj)
+}
+
+/// SQL for an identifier: always double-quoted, quotes doubled.
+pub(super) fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+impl Analyzer<'_> {
+    /// The columns `*` expands to over this FROM list, in PostgreSQL's output order
+    /// (USING / NATURAL join columns merged first), each with the index of its relation
+    /// in `rels` (None for a merged column). None when unsure (unknown column lists, a
+    /// join form or nesting this does not model).
+    pub(super) fn star_columns(
+        &self,
+        from: &[TableWithJoins],
+        rels: &[Relation],
+    ) -> Option<Vec<(String, Lineage, Option<usize>)>> {
+        type Cols = Vec<(String, Lineage, Option<usize>)>;
+        let policy = self.policy();
+        let mut k = 0usize;
+        let mut next = |tf: &TableFactor| -> Option<Cols> {
+            if let TableFactor::NestedJoin { alias: None, .. } = tf {
+                return None;
+            }
+            let r = rels.get(k)?;
+            let i = k;
+            k += 1;
+            Some(
+                r.expand(policy)?
+                    .into_iter()
+                    .map(|(n, l)| (n, l, Some(i)))
+                    .collect(),
+            )
+        };
+        let mut out: Cols = Vec::new();
+        for t in from {
+            let mut cols = next(&t.relation)?;
+            for j in &t.joins {
+                let right = next(&j.relation)?;
+                let constraint = join_constraint(&j.join_operator)?;
+                let names: Vec<String> = match constraint {
+                    Some(JoinConstraint::Using(list)) => {
+                        list.iter().map(last_ident).collect::<Option<_>>()?
+                    }
+                    Some(JoinConstraint::UsingAlias(..)) => return None,
+                    Some(JoinConstraint::Natural) => cols
+                        .iter()
+                        .filter(|(n, _, _)| right.iter().any(|(m, _, _)| m == n))
+                        .map(|(n, _, _)| n.clone())
+                        .collect(),
+                    _ => {
+                        cols.extend(right);
+                        continue;
+                    }
+                };
+                let from_right = matches!(
+                    j.join_operator,
+                    JoinOperator::Right(_) | JoinOperator::RightOuter(_)
+                );
+                let mut merged: Cols = Vec::new();
+                for n in &names {
+                    let once = |side: &Cols| {
+                        let mut hits = side.iter().filter(|(m, _, _)| m == n);
+                        let first = hits.next()?.1;
+                        hits.next().is_none().then_some(first)
+                    };
+                    let (l, r) = (once(&cols)?, once(&right)?);
+                    merged.push((n.clone(), if from_right { r } else { l }, None));
+                }
+                merged.extend(cols.into_iter().filter(|(n, _, _)| !names.contains(n)));
+                merged.extend(right.into_iter().filter(|(n, _, _)| !names.contains(n)));
+                cols = merged;
+            }
+            out.extend(cols);
+        }
+        (k == rels.len()).then_some(out)
+    }
+
+    /// Records the outermost select list's items that read a protected column, for
+    /// the `null`-view rewrite ([`Projection`]). Items it is unsure about are left out
+    /// (they are then sent unchanged).
+    pub(super) fn record_projections(
+        &mut self,
+        items: &[SelectItem],
+        scope: &Scope<'_>,
+        from: &[TableWithJoins],
+    ) {
+        use sqlparser::ast::Spanned;
+        let stmt_text = self.sql.get(self.base..).unwrap_or_default();
+        let bounds: Vec<(usize, usize)> = Lexer::new(stmt_text)
+            .filter(|t| !matches!(t.kind, TokKind::Space | TokKind::Comment))
+            .map(|t| (self.base + t.span.start, self.base + t.span.end))
+            .collect();
+        for item in items {
+            let span = item.span();
+            let (Some(start), Some(end)) = (self.abs(span.start), self.abs(span.end)) else {
+                continue;
+            };
+            // Replace whole tokens only.
+            if start >= end
+                || !bounds.iter().any(|b| b.0 == start)
+                || !bounds.iter().any(|b| b.1 == end)
+                || self.sql.get(start..end).is_none()
+            {
+                continue;
+            }
+            let (start_pos, end_pos) = (self.pos(start), self.pos(end));
+            let bare = |e: &Expr| matches!(e, Expr::Identifier(_) | Expr::CompoundIdentifier(_));
+            match item {
+                SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. }
+                    if bare(e) =>
+                {
+                    let Some(Lineage::Encrypted(c)) = self.column_lineage(e, scope) else {
+                        continue;
+                    };
+                    let output_name = match item {
+                        SelectItem::ExprWithAlias { alias, .. } => normalize(alias),
+                        _ => output_name(e),
+                    };
+                    self.plan.projections.push(Projection::Column {
+                        start: start_pos,
+                        end: end_pos,
+                        column: c,
+                        output_name,
+                    });
+                }
+                SelectItem::Wildcard(opts) if plain_wildcard(opts) => {
+                    let Some(cols) = self.star_columns(from, &scope.relations) else {
+                        continue;
+                    };
+                    self.push_star(
+                        start_pos,
+                        end_pos,
+                        None,
+                        cols.into_iter().map(|(n, l, _)| (n, l)),
+                    );
+                }
+                SelectItem::QualifiedWildcard(
+                    SelectItemQualifiedWildcardKind::ObjectName(n),
+                    opts,
+                ) if plain_wildcard(opts) => {
+                    let Some(parts) = object_name_parts(n) else {
+                        continue;
+                    };
+                    let rel = match parts.as_slice() {
+                        [r] => scope.relation(None, r),
+                        [s, r] => scope.relation(Some(s), r),
+                        _ => None,
+                    };
+                    let Some(cols) = rel.and_then(|r| r.expand(self.policy())) else {
+                        continue;
+                    };
+                    let q = parts
+                        .iter()
+                        .map(|p| quote_ident(p))
+                        .collect::<Vec<_>>()
+                        .join(".");
+                    self.push_star(start_pos, end_pos, Some(q), cols.into_iter());
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn push_star(
+        &mut self,
+        start: SqlPos,
+        end: SqlPos,
+        qualifier: Option<String>,
+        cols: impl Iterator<Item = (String, Lineage)>,
+    ) {
+        let mut columns: Vec<(String, Option<ColumnRef>)> = Vec::new();
+        for (n, l) in cols {
+            let c = match l {
+                Lineage::Plain => None,
+                Lineage::Encrypted(c) => Some(c),
+                Lineage::Unknown => return,
+            };
+            // A duplicated or empty name could not be referenced unambiguously.
+            if n.is_empty() || columns.iter().any(|(m, _)| *m == n) {
+                return;
+            }
+            columns.push((n, c));
+        }
+        if columns.iter().all(|(_, c)| c.is_none()) {
+            return;
+        }
+        self.plan.projections.push(Projection::Star {
+            start,
+            end,
+            qualifier,
+            columns,
+        });
+    }
+}
+
+/// A `*` without EXCLUDE / REPLACE / RENAME options (not PostgreSQL).
+fn plain_wildcard(o: &sqlparser::ast::WildcardAdditionalOptions) -> bool {
+    o.opt_ilike.is_none()
+        && o.opt_exclude.is_none()
+        && o.opt_except.is_none()
+        && o.opt_replace.is_none()
+        && o.opt_rename.is_none()
+        && o.opt_alias.is_none()
+}
+
+impl Analyzer<'_> {
+    /// `MERGE INTO target USING source ON ... WHEN ...`: the join condition and clause
+    /// predicates as predicates, INSERT values and UPDATE assignments as writes to the
+    /// target's columns (encrypted like INSERT and UPDATE).
+    pub(super) fn merge(&mut self, m: &sqlparser::ast::Merge) -> R<()> {
+        use sqlparser::ast::{MergeAction, MergeInsertKind, MergeUpdateKind};
+        let TableFactor::Table { name, alias, .. } = &m.table else {
+            return Err(SqlError::unsupported(
+                "MERGE into this relation kind is not supported by pgcloak",
+            ));
+        };
+        let (table, rel) = self.target_relation(name, alias.as_ref().map(|a| &a.name))?;
+        if m.output.is_some() {
+            return Err(SqlError::unsupported(
+                "MERGE ... OUTPUT is not PostgreSQL syntax",
+            ));
+        }
+        let mut scope = Scope {
+            relations: vec![rel],
+            parent: None,
+        };
+        self.table_factor(&m.source, &mut scope)?;
+        self.predicate(&m.on, &scope)?;
+        for clause in &m.clauses {
+            if let Some(p) = &clause.predicate {
+                self.predicate(p, &scope)?;
+            }
+            match &clause.action {
+                MergeAction::Insert(ins) => {
+                    let names: Option<Vec<String>> = if ins.columns.is_empty() {
+                        self.ctx.schema.table_columns(&table)
+                    } else {
+                        ins.columns.iter().map(last_ident).collect()
+                    };
+                    let targets: Option<Vec<Option<ColumnRef>>> =
+                        names.map(|v| v.iter().map(|n| self.policy().find(&table, n)).collect());
+                    let protected = self.policy().is_protected_table(&table);
+                    match (&ins.kind, targets) {
+                        (MergeInsertKind::Values(values), Some(targets)) => {
+                            for row in &values.rows {
+                                for (i, e) in row.content.iter().enumerate() {
+                                    match targets.get(i).copied().flatten() {
+                                        Some(c) => {
+                                            self.bind_value(c, e, &scope, "MERGE INSERT into")?
+                                        }
+                                        None => {
+                                            self.plain_expr(e, &scope, "a MERGE INSERT value")?
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                        (MergeInsertKind::Values(values), None) if !protected => {
+                            self.fallback(values, &scope, "a MERGE INSERT value")?;
+                        }
+                        _ if !protected => {}
+                        _ => {
+                            return Err(SqlError::unsupported(format!(
+                                "MERGE ... INSERT into protected table {table} needs a column list and VALUES"
+                            )))
+                        }
+                    }
+                    if let Some(p) = &ins.insert_predicate {
+                        self.predicate(p, &scope)?;
+                    }
+                }
+                MergeAction::Update(u) => {
+                    match &u.kind {
+                        MergeUpdateKind::Set(assignments) => {
+                            for a in assignments {
+                                self.assignment(&table, a, &scope)?;
+                            }
+                        }
+                        _ => {
+                            return Err(SqlError::unsupported(
+                                "this MERGE UPDATE form is not supported by pgcloak",
+                            ))
+                        }
+                    }
+                    for p in [&u.update_predicate, &u.delete_predicate]
+                        .into_iter()
+                        .flatten()
+                    {
+                        self.predicate(p, &scope)?;
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
     }
 }

@@ -112,6 +112,11 @@ impl Analyzer<'_> {
                     plain_tail: false,
                 });
             }
+            Statement::Merge(m) => {
+                // A write without a result, like UPDATE.
+                self.plan.kind = StatementKind::Update;
+                self.merge(m)?;
+            }
             Statement::Truncate { .. }
             | Statement::Grant { .. }
             | Statement::Revoke { .. }
@@ -245,6 +250,11 @@ impl Analyzer<'_> {
             }
         }
         if let Some(OnInsert::OnConflict(oc)) = &ins.on {
+            let target_scope = Scope {
+                relations: vec![rel.clone()],
+                parent: None,
+            };
+            self.fallback(&oc.conflict_target, &target_scope, "an ON CONFLICT target")?;
             if let OnConflictAction::DoUpdate(du) = &oc.action {
                 let excluded = Relation {
                     visible: "excluded".to_string(),
@@ -332,17 +342,15 @@ impl Analyzer<'_> {
                 }
             }
             AssignmentTarget::Tuple(cols) => {
-                for name in cols {
-                    let col = last_ident(name)
-                        .ok_or_else(|| SqlError::unsupported("unsupported SET target"))?;
-                    if let Some(c) = self.policy().find(table, &col) {
-                        return Err(SqlError::unsupported(format!(
-                            "multi-column SET (...) = ... on encrypted column {} is not supported; assign columns one by one",
-                            self.name(c)
-                        )));
-                    }
-                }
-                self.plain_expr(&a.value, scope, "an assignment to a plain column")
+                let targets = cols
+                    .iter()
+                    .map(|name| {
+                        last_ident(name)
+                            .map(|col| self.policy().find(table, &col))
+                            .ok_or_else(|| SqlError::unsupported("unsupported SET target"))
+                    })
+                    .collect::<R<Vec<_>>>()?;
+                self.tuple_assignment(table, &targets, &a.value, scope)
             }
         }
     }
@@ -367,7 +375,10 @@ impl Analyzer<'_> {
                 });
                 Ok(())
             }
-            Operand::Param(n) => self.param(c, n, false),
+            Operand::Param(n) => {
+                self.bound_param(e);
+                self.param(c, n, false)
+            }
             Operand::Other => {
                 let src = match self.column_lineage(e, scope) {
                     Some(l) => Some(l),
