@@ -1012,7 +1012,10 @@ async fn session_reach_follows_grants_groups_membership_ownership_and_superuser(
     .unwrap();
     let p = policy(
         1,
-        &[("public", "customers", "phone"), ("public", "owned", "phone")],
+        &[
+            ("public", "customers", "phone"),
+            ("public", "owned", "phone"),
+        ],
     );
     let cache = CatalogCache::new(socket_upstream(), superuser_catalog(), Arc::new(p)).unwrap();
     let reach = |login: &'static str| {

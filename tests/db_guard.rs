@@ -167,7 +167,10 @@ async fn check_reports_each_looseness_and_the_printed_ddl_closes_it_in_postgres(
 
     // Before: a null role reads envelopes straight from PostgreSQL, and pg_stats has them.
     let null_role = as_role(&db, "gd_null").await;
-    assert_eq!(sqlstate_of(&null_role, "SELECT ssn FROM people").await, None);
+    assert_eq!(
+        sqlstate_of(&null_role, "SELECT ssn FROM people").await,
+        None
+    );
     let admin = cluster().admin(&db).await;
     let stats = |admin: Client| async move {
         let row = admin
@@ -204,7 +207,10 @@ async fn check_reports_each_looseness_and_the_printed_ddl_closes_it_in_postgres(
         ("gd_member", "SELECT ssn FROM people"),
         ("gd_col", "SELECT ssn FROM people"),
         ("gd_nobody", "SELECT \"Card\" FROM people"),
-        ("gd_nobody", "SELECT query_to_xml('select 1', true, false, '')"),
+        (
+            "gd_nobody",
+            "SELECT query_to_xml('select 1', true, false, '')",
+        ),
         (
             "gd_nobody",
             "SELECT table_to_xml('people'::regclass, true, false, '')",
@@ -303,9 +309,14 @@ async fn looseness_no_ddl_can_express_is_still_reported() {
     let (code, out) = check(&config, &db);
     assert_eq!(code, 1, "{out}");
     assert!(
-        out.contains("role gm_intern (view null) can SELECT \"public\".people.ssn through gm_staff"),
+        out.contains(
+            "role gm_intern (view null) can SELECT \"public\".people.ssn through gm_staff"
+        ),
         "{out}"
     );
-    assert!(out.contains("REVOKE pg_read_all_data FROM gm_reader;"), "{out}");
+    assert!(
+        out.contains("REVOKE pg_read_all_data FROM gm_reader;"),
+        "{out}"
+    );
     assert!(!out.contains("FROM gm_staff"), "staff may read: {out}");
 }

@@ -292,7 +292,11 @@ impl CatalogConn {
                 continue;
             };
             let refs = refs_of(*oid, col);
-            let label = format!("{}.{}", quote_qualified(&rel.schema, &rel.name), quote_ident(col));
+            let label = format!(
+                "{}.{}",
+                quote_qualified(&rel.schema, &rel.name),
+                quote_ident(col)
+            );
             let sources: BTreeSet<&String> = rel.table_select.iter().chain(&facts.select).collect();
             for g in sources {
                 if *g == rel.owner || roles.get(g).is_some_and(|r| r.superuser) {
@@ -307,7 +311,10 @@ impl CatalogConn {
                     }
                 };
                 if is_closed(own_view) {
-                    closed.entry((*oid, g.clone())).or_default().insert(col.clone());
+                    closed
+                        .entry((*oid, g.clone()))
+                        .or_default()
+                        .insert(col.clone());
                     continue;
                 }
                 // The grantee may read it, but members whose own view is closed inherit

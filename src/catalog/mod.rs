@@ -28,9 +28,9 @@ mod load;
 mod reach;
 mod refresh;
 mod roles;
-mod session_reach;
 pub mod schema;
 pub mod search_path;
+mod session_reach;
 
 pub use config::CatalogConfig;
 pub use connect::CatalogConn;

@@ -127,7 +127,7 @@ WITH t(src, src_kind, tree) AS ( \
 ) \
 SELECT DISTINCT t.src, t.src_kind, n.nspname::text, c.relname::text \
 FROM t JOIN pg_class c ON c.oid = t.src JOIN pg_namespace n ON n.oid = c.relnamespace \
-WHERE t.tree ~ $1";
+WHERE n.nspname::text NOT IN ('pg_catalog', 'information_schema') AND t.tree ~ $1";
 
 fn col<'a, T: FromSql<'a>>(row: &'a Row, i: usize, conn: &CatalogConn) -> Result<T, CatalogError> {
     row.try_get(i)
@@ -485,11 +485,21 @@ mod tests {
         let inputs = ReachInputs {
             protected: vec![(10, t("Customers"))],
             functions: vec![
-                f(100, "read_it", "sql", "select phone from public.\"Customers\""),
+                f(
+                    100,
+                    "read_it",
+                    "sql",
+                    "select phone from public.\"Customers\"",
+                ),
                 f(101, "wrap", "plpgsql", "begin return read_it(); end"),
                 f(102, "dyn", "plpgsql", "begin execute 'select 1'; end"),
                 f(103, "innocent", "sql", "select 1 from other"),
-                f(104, "xmlish", "sql", "select query_to_xml('x', true, true, '')"),
+                f(
+                    104,
+                    "xmlish",
+                    "sql",
+                    "select query_to_xml('x', true, true, '')",
+                ),
                 f(105, "py", "plpython3u", "return 1"),
                 f(106, "dblink", "c", "dblink_record"),
                 f(107, "crypt", "c", "pg_crypt"),

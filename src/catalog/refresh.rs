@@ -256,8 +256,7 @@ impl CatalogCache {
             }
         }
         let db = self.database(database);
-        let reach =
-            retry_once_if_lost!(self, db, conn => conn.session_reach(&snapshot, login))?;
+        let reach = retry_once_if_lost!(self, db, conn => conn.session_reach(&snapshot, login))?;
         self.lock_reach().put(
             key,
             ReachEntry {
@@ -377,9 +376,7 @@ impl CatalogCache {
         self.databases.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn lock_reach(
-        &self,
-    ) -> std::sync::MutexGuard<'_, LruCache<(String, RoleName), ReachEntry>> {
+    fn lock_reach(&self) -> std::sync::MutexGuard<'_, LruCache<(String, RoleName), ReachEntry>> {
         self.reach.lock().unwrap_or_else(|p| p.into_inner())
     }
 

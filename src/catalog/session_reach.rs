@@ -89,8 +89,7 @@ impl CatalogConn {
             .map_err(|e| self.query_err("login role", &e))?;
         let reach = snapshot.reach_oids();
         let owned: Vec<Oid> = reach.relations.iter().map(|r| r.oid).collect();
-        let (rels, cols): (Vec<Oid>, Vec<String>) =
-            protected_columns(snapshot).into_iter().unzip();
+        let (rels, cols): (Vec<Oid>, Vec<String>) = protected_columns(snapshot).into_iter().unzip();
         let through: Vec<Oid> = reach
             .relations
             .iter()

@@ -12,7 +12,12 @@ use super::{step, Cluster, DemoError};
 
 /// The DDL `pgcloak check --database` would print for `database`, read as the superuser
 /// (who can see stored statistics). Err when a gap has no DDL (the demo must be clean).
-async fn guard_ddl(socket_dir: &Path, port: u16, database: &str, policy: &Policy) -> Result<Vec<String>, DemoError> {
+async fn guard_ddl(
+    socket_dir: &Path,
+    port: u16,
+    database: &str,
+    policy: &Policy,
+) -> Result<Vec<String>, DemoError> {
     let upstream = UpstreamConfig {
         host: socket_dir.display().to_string(),
         port,
@@ -54,7 +59,11 @@ async fn guard_ddl(socket_dir: &Path, port: u16, database: &str, policy: &Policy
 }
 
 /// Applies the guard's DDL to `database`; returns how many statements ran.
-pub(super) async fn apply(cluster: &Cluster, database: &str, policy: &Policy) -> Result<usize, DemoError> {
+pub(super) async fn apply(
+    cluster: &Cluster,
+    database: &str,
+    policy: &Policy,
+) -> Result<usize, DemoError> {
     let ddl = guard_ddl(&cluster.socket_dir, cluster.port, database, policy).await?;
     if !ddl.is_empty() {
         cluster.psql(database, &ddl.join("\n"))?;
@@ -64,7 +73,11 @@ pub(super) async fn apply(cluster: &Cluster, database: &str, policy: &Policy) ->
 
 /// Applies the guard, then checks that nothing is left (the demo is as tight as the
 /// policy asks: `pgcloak check --database` exits 0 on it).
-pub(super) async fn apply_and_verify(cluster: &Cluster, database: &str, policy: &Policy) -> Result<(), DemoError> {
+pub(super) async fn apply_and_verify(
+    cluster: &Cluster,
+    database: &str,
+    policy: &Policy,
+) -> Result<(), DemoError> {
     apply(cluster, database, policy).await?;
     let left = guard_ddl(&cluster.socket_dir, cluster.port, database, policy).await?;
     if left.is_empty() {
