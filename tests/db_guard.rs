@@ -15,6 +15,15 @@ use serde_json::json;
 use tokio_postgres::{Client, NoTls};
 
 fn write_config(dir: &std::path::Path, db: &str, policy: &str) -> std::path::PathBuf {
+    write_config_as(dir, db, policy, SUPERUSER)
+}
+
+fn write_config_as(
+    dir: &std::path::Path,
+    db: &str,
+    policy: &str,
+    catalog_user: &str,
+) -> std::path::PathBuf {
     let policy_path = dir.join("policy.yaml");
     std::fs::write(&policy_path, policy).unwrap();
     let keys_path = dir.join("master.keys");
@@ -25,7 +34,7 @@ fn write_config(dir: &std::path::Path, db: &str, policy: &str) -> std::path::Pat
     let yaml = format!(
         "listen: 127.0.0.1:{}\nupstream: {{ host: 127.0.0.1, port: {}, tls: disable }}\n\
          policy: {}\nkeys: {{ file: {} }}\n\
-         catalog: {{ user: {SUPERUSER}, password_env: PGCLOAK_CATALOG_PASSWORD, databases: [{db}] }}\n",
+         catalog: {{ user: {catalog_user}, password_env: PGCLOAK_CATALOG_PASSWORD, databases: [{db}] }}\n",
         common::cluster::free_port(),
         c.port,
         policy_path.display(),
@@ -38,11 +47,15 @@ fn write_config(dir: &std::path::Path, db: &str, policy: &str) -> std::path::Pat
 
 /// Runs `pgcloak check --database`; (exit code, stdout + stderr).
 fn check(config: &std::path::Path, db: &str) -> (i32, String) {
+    check_with_password(config, db, SUPERUSER_PASSWORD)
+}
+
+fn check_with_password(config: &std::path::Path, db: &str, password: &str) -> (i32, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_pgcloak"))
         .args(["check", "--config"])
         .arg(config)
         .args(["--database", db])
-        .env("PGCLOAK_CATALOG_PASSWORD", SUPERUSER_PASSWORD)
+        .env("PGCLOAK_CATALOG_PASSWORD", password)
         .output()
         .unwrap();
     let text = format!(
@@ -319,4 +332,41 @@ async fn looseness_no_ddl_can_express_is_still_reported() {
         "{out}"
     );
     assert!(!out.contains("FROM gm_staff"), "staff may read: {out}");
+}
+
+#[tokio::test]
+async fn a_catalog_role_that_cannot_see_statistics_says_so_and_prints_the_statements() {
+    let _serial = SERIAL.lock().await;
+    let db = looser_database("guard_nonsuper").await;
+    cluster()
+        .create_role("gd_catalog", Some("gd-Catalog-pw1"))
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config_as(dir.path(), &db, POLICY, "gd_catalog");
+    // PUBLIC (so the catalog role) may read the columns: pg_stats shows their statistics.
+    let (code, out) = check_with_password(&config, &db, "gd-Catalog-pw1");
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("has stored statistics"), "{out}");
+    assert!(!out.contains("cannot tell"), "{out}");
+    // Without any privilege on them, it cannot tell: a note with the statements, no error.
+    let admin = cluster().admin(&db).await;
+    admin
+        .batch_execute("REVOKE SELECT ON people FROM PUBLIC")
+        .await
+        .unwrap();
+    let (code, out) = check_with_password(&config, &db, "gd-Catalog-pw1");
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("cannot tell whether statistics are stored"),
+        "{out}"
+    );
+    assert!(!out.contains("has stored statistics"), "{out}");
+    assert!(
+        out.contains("DELETE FROM pg_catalog.pg_statistic WHERE starelid = '\"public\".people'"),
+        "{out}"
+    );
+    assert!(
+        out.contains("REVOKE SELECT ON \"public\".people FROM gd_null;"),
+        "{out}"
+    );
 }

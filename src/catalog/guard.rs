@@ -86,25 +86,33 @@ WHERE c.oid = ANY($1::oid[]) AND c.relkind IN ('r', 'p') \
 ORDER BY c.oid";
 
 /// Per protected column: column-level SELECT grantees, statistics target, and (when the
-/// catalog role can tell) whether statistics are stored.
+/// catalog role can tell) whether statistics are stored. `{STATS}` is [`STATS_DIRECT`] or
+/// [`STATS_VIEW`]: PostgreSQL checks permissions on every relation a query names, even in
+/// a CASE branch never taken, so the choice is made before the query is sent.
 const COLUMNS_SQL: &str = "\
 SELECT p.rel, p.col, \
        array(SELECT CASE WHEN x.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(x.grantee)::text END \
              FROM aclexplode(a.attacl) x WHERE x.privilege_type = 'SELECT'), \
        coalesce(a.attstattarget::int, -1), \
-       CASE WHEN has_table_privilege('pg_catalog.pg_statistic', 'SELECT') \
-            THEN EXISTS (SELECT 1 FROM pg_statistic s \
-                         WHERE s.starelid = p.rel AND s.staattnum = a.attnum) \
-            WHEN has_column_privilege(p.rel, a.attnum, 'SELECT') \
-            THEN EXISTS (SELECT 1 FROM pg_stats s JOIN pg_class c ON c.oid = p.rel \
-                         JOIN pg_namespace n ON n.oid = c.relnamespace \
-                         WHERE s.schemaname = n.nspname AND s.tablename = c.relname \
-                           AND s.attname = a.attname) \
-       END \
+       {STATS} \
 FROM unnest($1::oid[], $2::text[]) AS p(rel, col) \
 JOIN pg_attribute a ON a.attrelid = p.rel AND a.attname::text = p.col \
      AND a.attnum > 0 AND NOT a.attisdropped \
 ORDER BY 1, 2";
+
+/// A superuser (or a role granted it) reads pg_statistic itself.
+const STATS_DIRECT: &str = "EXISTS (SELECT 1 FROM pg_statistic s \
+    WHERE s.starelid = p.rel AND s.staattnum = a.attnum)";
+
+/// Others see pg_stats rows only for columns they may read; NULL: cannot tell.
+const STATS_VIEW: &str = "CASE WHEN has_column_privilege(p.rel, a.attnum, 'SELECT') \
+    THEN EXISTS (SELECT 1 FROM pg_stats s JOIN pg_class c ON c.oid = p.rel \
+                 JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE s.schemaname = n.nspname AND s.tablename = c.relname \
+                   AND s.attname = a.attname) END";
+
+const CAN_READ_STATISTIC_SQL: &str =
+    "SELECT has_table_privilege('pg_catalog.pg_statistic', 'SELECT')";
 
 /// Extended statistics objects covering a protected column (their MCV lists hold values).
 const EXT_STATS_SQL: &str = "\
@@ -264,9 +272,18 @@ impl CatalogConn {
             has_stats: Option<bool>,
         }
         let mut columns: BTreeMap<(Oid, String), ColumnFacts> = BTreeMap::new();
+        let direct: bool = self
+            .client
+            .query_one(CAN_READ_STATISTIC_SQL, &[])
+            .await
+            .map_err(err("statistics visibility"))?
+            .try_get(0)
+            .map_err(err("statistics visibility"))?;
+        let columns_sql =
+            COLUMNS_SQL.replace("{STATS}", if direct { STATS_DIRECT } else { STATS_VIEW });
         for row in self
             .client
-            .query(COLUMNS_SQL, &[&cols_rel, &cols_name])
+            .query(&columns_sql, &[&cols_rel, &cols_name])
             .await
             .map_err(err("column privileges and statistics"))?
         {
