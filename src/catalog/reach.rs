@@ -252,6 +252,8 @@ pub(crate) fn compute(inputs: &ReachInputs) -> (ReachSet, ReachOids) {
         }
     }
 
+    let by_oid: HashMap<Oid, &FunctionFacts> =
+        inputs.functions.iter().map(|f| (f.oid, f)).collect();
     loop {
         let mut changed = false;
         for f in &inputs.functions {
@@ -275,29 +277,31 @@ pub(crate) fn compute(inputs: &ReachInputs) -> (ReachSet, ReachOids) {
             }
             match (e.src_kind, &e.src_name) {
                 (EdgeSource::Function, _) => {
-                    if !functions.contains_key(&e.src) {
-                        let why = match inputs.functions.iter().find(|f| f.oid == e.reference) {
+                    if let std::collections::hash_map::Entry::Vacant(slot) = functions.entry(e.src)
+                    {
+                        let why = match by_oid.get(&e.reference) {
                             Some(f) if e.ref_is_func => format!("it calls {}", f.name),
                             _ => match relations.get(&e.reference) {
                                 Some((n, _)) => format!("it reads {n}"),
                                 None => "it depends on a reaching object".into(),
                             },
                         };
-                        functions.insert(e.src, why);
-                        if let Some(f) = inputs.functions.iter().find(|f| f.oid == e.src) {
+                        slot.insert(why);
+                        if let Some(f) = by_oid.get(&e.src) {
                             names.insert(f.name.to_lowercase());
                         }
                         changed = true;
                     }
                 }
                 (kind, Some(name)) => {
-                    if !relations.contains_key(&e.src) {
+                    if let std::collections::hash_map::Entry::Vacant(slot) = relations.entry(e.src)
+                    {
                         let reach = if kind == EdgeSource::View {
                             RelationReach::View
                         } else {
                             RelationReach::Indirect
                         };
-                        relations.insert(e.src, (name.clone(), reach));
+                        slot.insert((name.clone(), reach));
                         names.insert(name.name.to_lowercase());
                         changed = true;
                     }
