@@ -70,7 +70,8 @@ pub struct Config {
     /// Where the master keys come from (required with a policy).
     #[serde(default)]
     pub keys: Option<KeysConfig>,
-    /// Refuse to start when a protected column lacks its envelope CHECK constraint.
+    /// Refuse to start while a configured database is looser than the policy (envelope
+    /// CHECK constraints, column privileges, statistics, built-ins: `catalog::guard`).
     #[serde(default)]
     pub strict: bool,
     // ---- operations (owned by src/observe; see docs/operations.md "Operations") ----

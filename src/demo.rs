@@ -6,6 +6,7 @@
 //! addresses, the keyring (a fresh one in the temp directory) and the catalog password.
 //! This is I/O glue for humans; it never runs inside `serve`.
 
+mod guard;
 mod sample;
 
 use std::fmt::Write as _;
@@ -555,6 +556,10 @@ pub async fn run_demo(port: Option<u16>, keep: bool) -> Result<(), DemoError> {
         ),
     )?;
 
+    // The second line of defence, compiled from the policy: column privileges, no
+    // statistics on protected columns, no SQL-executing built-ins for PUBLIC.
+    guard::apply_and_verify(&cluster, "crm", &policy).await?;
+
     let listen_port = match port {
         Some(p) => p,
         None => free_port()?,
@@ -569,6 +574,8 @@ pub async fn run_demo(port: Option<u16>, keep: bool) -> Result<(), DemoError> {
     let setup = async {
         load_customers(listen_port, &rows).await?;
         cluster.psql("crm", ORDERS_SQL)?;
+        // ANALYZE ran: check again that no protected column has statistics.
+        guard::apply_and_verify(&cluster, "crm", &policy).await?;
         let phone = rows.get(41).map(|c| c.phone.clone()).unwrap_or_default();
         let checked = self_check(listen_port, &phone).await?;
         Ok::<_, DemoError>((phone, checked))

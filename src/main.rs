@@ -30,8 +30,10 @@ enum Command {
         #[arg(long, short, default_value = "config/pgcloak.yaml")]
         config: PathBuf,
         /// Also check the policy against the live schema: every column exists and is
-        /// bytea, and carries the envelope CHECK constraint (the DDL for missing ones
-        /// is printed). Names the databases to check (default: catalog.databases).
+        /// bytea, carries the envelope CHECK constraint, is closed (no SELECT) to roles
+        /// whose view is null or deny, keeps no statistics; SQL-executing built-ins are
+        /// not executable by PUBLIC. The DDL for each gap is printed (exit 1). Names the
+        /// databases to check (default: catalog.databases).
         #[arg(long, num_args = 0..)]
         database: Option<Vec<String>>,
     },
@@ -168,6 +170,7 @@ fn check(path: PathBuf, databases: Option<Vec<String>>) -> ExitCode {
         }
     }
     let mut missing_constraints = false;
+    let mut looser = false;
     if !ok {
         // Shared::new would report the same userlist problems again.
     } else {
@@ -208,6 +211,8 @@ fn check(path: PathBuf, databases: Option<Vec<String>>) -> ExitCode {
                             eprintln!("warning: {what}; add it with:\n    {ddl}");
                             missing_constraints = true;
                         }
+                        print_guard(&found);
+                        looser = !found.guard.is_empty();
                     }
                 }
             }
@@ -218,15 +223,35 @@ fn check(path: PathBuf, databases: Option<Vec<String>>) -> ExitCode {
     }
     if !ok {
         ExitCode::from(2)
-    } else if missing_constraints {
+    } else if missing_constraints || looser {
         println!(
-            "{}: OK, but protected columns lack their envelope CHECK constraint (see above)",
-            path.display()
+            "{}: OK, but the database is looser than the policy{} (see above for the DDL)",
+            path.display(),
+            if missing_constraints {
+                ": protected columns lack their envelope CHECK constraint"
+            } else {
+                ""
+            }
         );
         ExitCode::from(1)
     } else {
         println!("{}: OK", path.display());
         ExitCode::SUCCESS
+    }
+}
+
+/// The database-side guard's findings (each with the DDL that fixes it, to run as a
+/// superuser in the named database) and its warnings.
+fn print_guard(found: &pgcloak::server::DatabaseCheck) {
+    for (what, ddl) in &found.guard {
+        if ddl.is_empty() {
+            eprintln!("warning: {what}");
+        } else {
+            eprintln!("warning: {what}; fix with:\n    {}", ddl.join("\n    "));
+        }
+    }
+    for w in &found.guard_warnings {
+        eprintln!("note: {w}");
     }
 }
 

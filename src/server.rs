@@ -160,6 +160,18 @@ pub struct DatabaseCheck {
     pub errors: Vec<String>,
     /// Protected columns without the envelope CHECK constraint, with the DDL to add it.
     pub missing_constraints: Vec<(String, String)>,
+    /// Where the database is looser than the policy (privileges, statistics, built-ins),
+    /// each with the DDL that fixes it: see `catalog::guard`.
+    pub guard: Vec<(String, Vec<String>)>,
+    /// What the DBA must know but no DDL fixes (owners, superusers, unknown statistics).
+    pub guard_warnings: Vec<String>,
+}
+
+impl DatabaseCheck {
+    /// Whether the database is looser than the policy (`check` exits 1, `strict` refuses).
+    pub fn looser_than_policy(&self) -> bool {
+        !self.missing_constraints.is_empty() || !self.guard.is_empty()
+    }
 }
 
 /// Checks the policy against each database's live schema.
@@ -189,8 +201,27 @@ pub async fn check_databases(shared: &Shared, databases: &[String]) -> DatabaseC
             }
             Err(e) => out.errors.push(format!("database {db}: {e}")),
         }
+        check_guard(catalog, db, &mut out).await;
     }
     out
+}
+
+/// The database-side guard's part of [`check_databases`] (`catalog::guard`).
+async fn check_guard(catalog: &CatalogCache, db: &str, out: &mut DatabaseCheck) {
+    match catalog.guard_check(db).await {
+        Ok(report) => {
+            for f in report.findings {
+                out.guard.push((
+                    format!("database {db}: {}: {}", f.kind.name(), f.what),
+                    f.ddl,
+                ));
+            }
+            for w in report.warnings {
+                out.guard_warnings.push(format!("database {db}: {w}"));
+            }
+        }
+        Err(e) => out.errors.push(format!("database {db}: {e}")),
+    }
 }
 
 /// A bound listener, ready to serve.
@@ -206,7 +237,8 @@ impl Server {
         let addr = config.listen.clone();
         let shared = Arc::new(Shared::new(config)?);
         // A policy column that does not resolve in a configured database is a startup
-        // error; a missing envelope CHECK constraint is a warning (an error with `strict`).
+        // error; a database looser than the policy (a missing envelope CHECK constraint,
+        // privileges, statistics, built-ins) is a warning (an error with `strict`).
         let databases = shared
             .config
             .catalog
@@ -221,10 +253,23 @@ impl Server {
             for (what, ddl) in &found.missing_constraints {
                 warn!(target: "pgcloak::policy", problem = %what, fix = %ddl, "protected column lacks its envelope CHECK constraint");
             }
-            if shared.config.strict && !found.missing_constraints.is_empty() {
+            for (what, ddl) in &found.guard {
+                warn!(target: "pgcloak::policy", problem = %what, fix = %ddl.join(" "), "the database is looser than the policy");
+            }
+            for w in &found.guard_warnings {
+                warn!(target: "pgcloak::policy", "{w}");
+            }
+            if shared.config.strict && found.looser_than_policy() {
+                let mut missing: Vec<String> = found
+                    .missing_constraints
+                    .iter()
+                    .map(|(what, _)| what.clone())
+                    .collect();
+                missing.extend(found.guard.iter().map(|(what, _)| what.clone()));
                 return Err(ServerError::Catalog(format!(
-                    "strict: {} protected column(s) lack the envelope CHECK constraint; run `pgcloak check --database` for the DDL",
-                    found.missing_constraints.len()
+                    "strict: the database is looser than the policy ({} problem(s)): {}; run `pgcloak check --database` for the DDL",
+                    missing.len(),
+                    missing.join("; ")
                 )));
             }
         }

@@ -835,3 +835,224 @@ async fn a_server_that_accepts_and_stays_silent_is_an_error_not_a_hang() {
     assert!(started.elapsed() < Duration::from_secs(2));
     holder.abort();
 }
+
+// ---- reachability: what can reach a protected column, computed from the catalog ----
+
+fn reach_of(snap: &pgcloak::catalog::SchemaSnapshot, schema: &str, name: &str) -> Option<String> {
+    snap.reach()
+        .relation(schema, name)
+        .map(|r| format!("{r:?}"))
+}
+
+#[tokio::test]
+async fn every_kind_of_reach_is_found_in_several_spellings_and_unrelated_objects_are_not() {
+    let db = fresh_db("cat_reach").await;
+    let admin = cluster().admin(&db).await;
+    admin
+        .batch_execute(
+            r#"CREATE SCHEMA "Sales";
+             CREATE TABLE "Sales"."Clients" (id int, "Phone" bytea, note text);
+             CREATE TABLE other (id int, x text);
+             -- views over views, quoted names
+             CREATE VIEW "Sales"."V_One" AS SELECT id, "Phone" FROM "Sales"."Clients";
+             CREATE VIEW v_two AS SELECT id FROM "Sales"."V_One";
+             CREATE MATERIALIZED VIEW m_three AS SELECT id FROM v_two;
+             -- a SQL function reading the table, a view calling it
+             CREATE FUNCTION read_clients() RETURNS SETOF bytea LANGUAGE sql
+               AS $$ SELECT NULL::bytea $$;
+             CREATE FUNCTION read_clients2() RETURNS SETOF bytea LANGUAGE sql
+               AS $$ SELECT "Phone" FROM "Sales"."Clients" $$;
+             CREATE VIEW v_fn AS SELECT x FROM read_clients2() AS x;
+             CREATE VIEW v_over_v_fn AS SELECT * FROM v_fn;
+             -- SQL-standard body
+             CREATE FUNCTION std_body() RETURNS bigint LANGUAGE sql
+               BEGIN ATOMIC SELECT count(*) FROM "Sales"."Clients"; END;
+             -- function calling function, plpgsql
+             CREATE FUNCTION calls_it() RETURNS bigint LANGUAGE plpgsql
+               AS $$ BEGIN RETURN (SELECT count(*) FROM READ_CLIENTS2()); END $$;
+             CREATE FUNCTION calls_calls_it() RETURNS bigint LANGUAGE sql
+               AS $$ SELECT calls_it() $$;
+             -- dynamic SQL
+             CREATE FUNCTION dyn(q text) RETURNS void LANGUAGE plpgsql
+               AS $$ BEGIN Execute q; END $$;
+             -- a SQL-executing built-in
+             CREATE FUNCTION xmlit() RETURNS xml LANGUAGE sql
+               AS $$ SELECT query_to_xml('select 1', true, false, '') $$;
+             CREATE VIEW v_xml AS SELECT query_to_xml('select 1', true, false, '') AS x;
+             -- unrelated
+             CREATE FUNCTION innocent(a int) RETURNS int LANGUAGE sql AS $$ SELECT a + 1 $$;
+             CREATE FUNCTION innocent_pl() RETURNS bigint LANGUAGE plpgsql
+               AS $$ BEGIN RETURN (SELECT count(*) FROM other); END $$;
+             CREATE VIEW v_unrelated AS SELECT x, innocent(id) FROM other;
+             -- partitions and inheritance
+             CREATE TABLE ev (region text, secret bytea) PARTITION BY LIST (region);
+             CREATE TABLE ev_eu PARTITION OF ev FOR VALUES IN ('eu')
+               PARTITION BY LIST (region);
+             CREATE TABLE ev_eu_1 PARTITION OF ev_eu FOR VALUES IN ('eu');
+             CREATE TABLE base (id int);
+             CREATE TABLE kid (secret bytea) INHERITS (base);
+             CREATE TABLE unrelated_parent (id int);
+             -- a trigger, a rule, a policy, a default
+             CREATE FUNCTION copy_in() RETURNS trigger LANGUAGE plpgsql AS $$
+               BEGIN INSERT INTO "Sales"."Clients"(id) VALUES (NEW.id); RETURN NEW; END $$;
+             CREATE TABLE trig_t (id int);
+             CREATE TRIGGER t1 AFTER INSERT ON trig_t FOR EACH ROW EXECUTE FUNCTION copy_in();
+             CREATE TABLE rule_t (id int);
+             CREATE RULE r1 AS ON INSERT TO rule_t DO ALSO
+               INSERT INTO "Sales"."Clients"(id) VALUES (NEW.id);
+             CREATE TABLE pol_t (id int);
+             ALTER TABLE pol_t ENABLE ROW LEVEL SECURITY;
+             CREATE POLICY p1 ON pol_t USING (EXISTS (SELECT 1 FROM "Sales"."Clients" c
+                                                     WHERE c.id = pol_t.id));
+             CREATE TABLE def_t (id int, n bigint DEFAULT calls_calls_it());
+             CREATE TABLE chk_t (id int CHECK (id < std_body()));
+             CREATE TABLE plain_trig (id int);
+             CREATE FUNCTION harmless() RETURNS trigger LANGUAGE plpgsql AS $$
+               BEGIN NEW.id := NEW.id + 1; RETURN NEW; END $$;
+             CREATE TRIGGER t2 BEFORE INSERT ON plain_trig FOR EACH ROW EXECUTE FUNCTION harmless();
+            "#,
+        )
+        .await
+        .unwrap();
+    let p = policy(
+        1,
+        &[
+            ("Sales", "Clients", "Phone"),
+            ("public", "ev", "secret"),
+            ("public", "kid", "secret"),
+        ],
+    );
+    let snap = catalog_conn(&db).await.resolve(&p).await.unwrap();
+    let expect = [
+        ("Sales", "Clients", "Protected"),
+        ("public", "ev", "Protected"),
+        ("public", "ev_eu", "Protected"),
+        ("public", "ev_eu_1", "Protected"),
+        ("public", "kid", "Protected"),
+        ("public", "base", "Ancestor"),
+        ("Sales", "V_One", "View"),
+        ("public", "v_two", "View"),
+        ("public", "m_three", "View"),
+        ("public", "v_fn", "View"),
+        ("public", "v_over_v_fn", "View"),
+        ("public", "v_xml", "View"),
+        ("public", "trig_t", "Indirect"),
+        ("public", "rule_t", "Indirect"),
+        ("public", "pol_t", "Indirect"),
+        ("public", "def_t", "Indirect"),
+        ("public", "chk_t", "Indirect"),
+    ];
+    for (s, n, kind) in expect {
+        assert_eq!(reach_of(&snap, s, n).as_deref(), Some(kind), "{s}.{n}");
+    }
+    for n in ["other", "v_unrelated", "unrelated_parent", "plain_trig"] {
+        assert_eq!(reach_of(&snap, "public", n), None, "{n}");
+    }
+    let reach = snap.reach();
+    for f in [
+        "read_clients2",
+        "std_body",
+        "calls_it",
+        "calls_calls_it",
+        "dyn",
+        "xmlit",
+        "copy_in",
+    ] {
+        assert!(reach.function(Some("public"), f), "{f}");
+    }
+    assert!(reach.function(None, "query_to_xml"));
+    for f in ["innocent", "innocent_pl", "harmless", "read_clients"] {
+        assert!(!reach.function(None, f), "{f}");
+    }
+    // search_path resolution knows every reaching relation's name.
+    for n in ["base", "v_fn", "trig_t", "V_One"] {
+        assert!(!snap.relations_named(n).is_empty(), "{n}");
+    }
+}
+
+#[tokio::test]
+async fn session_reach_follows_grants_groups_membership_ownership_and_superuser() {
+    let db = fresh_db("cat_sreach").await;
+    let admin = cluster().admin("postgres").await;
+    admin
+        .batch_execute(
+            "DROP ROLE IF EXISTS sr_none, sr_col, sr_grp, sr_member, sr_noinh, sr_owner, sr_su,
+                                 sr_view, sr_definer, sr_invoker, sr_other_col;
+             CREATE ROLE sr_none LOGIN; CREATE ROLE sr_col LOGIN; CREATE ROLE sr_grp NOLOGIN;
+             CREATE ROLE sr_member LOGIN IN ROLE sr_grp;
+             CREATE ROLE sr_noinh LOGIN NOINHERIT IN ROLE sr_grp;
+             CREATE ROLE sr_owner LOGIN; CREATE ROLE sr_su LOGIN SUPERUSER;
+             CREATE ROLE sr_view LOGIN; CREATE ROLE sr_definer LOGIN; CREATE ROLE sr_invoker LOGIN;
+             CREATE ROLE sr_other_col LOGIN;",
+        )
+        .await
+        .unwrap();
+    let a = cluster().admin(&db).await;
+    a.batch_execute(
+        "REVOKE ALL ON SCHEMA public FROM PUBLIC;
+         CREATE TABLE customers (id int, phone bytea, note text);
+         CREATE TABLE other (id int);
+         CREATE VIEW v AS SELECT id FROM customers;
+         CREATE FUNCTION sd() RETURNS bigint LANGUAGE sql SECURITY DEFINER
+           AS $$ SELECT count(*) FROM customers $$;
+         CREATE FUNCTION inv() RETURNS bigint LANGUAGE sql
+           AS $$ SELECT count(*) FROM customers $$;
+         REVOKE EXECUTE ON FUNCTION sd(), inv() FROM PUBLIC;
+         GRANT SELECT (phone) ON customers TO sr_col;
+         GRANT UPDATE (phone) ON customers TO sr_grp;
+         GRANT SELECT (id, note) ON customers TO sr_other_col;
+         GRANT SELECT ON other TO sr_none;
+         CREATE TABLE owned (id int, phone bytea);
+         ALTER TABLE owned OWNER TO sr_owner;
+         GRANT SELECT ON v TO sr_view;
+         GRANT EXECUTE ON FUNCTION sd() TO sr_definer;
+         GRANT EXECUTE ON FUNCTION inv() TO sr_invoker;",
+    )
+    .await
+    .unwrap();
+    let p = policy(
+        1,
+        &[
+            ("public", "customers", "phone"),
+            ("public", "owned", "phone"),
+        ],
+    );
+    let cache = CatalogCache::new(socket_upstream(), superuser_catalog(), Arc::new(p)).unwrap();
+    let reach = |login: &'static str| {
+        let cache = &cache;
+        let db = db.clone();
+        async move {
+            cache
+                .session_reach(&db, &RoleName(login.into()))
+                .await
+                .unwrap()
+                .can_reach_protected
+        }
+    };
+    for (login, expected) in [
+        ("sr_none", false),
+        ("sr_other_col", false),
+        ("sr_invoker", false),
+        ("sr_col", true),
+        ("sr_member", true),
+        ("sr_noinh", true),
+        ("sr_owner", true),
+        ("sr_su", true),
+        ("sr_view", true),
+        ("sr_definer", true),
+    ] {
+        assert_eq!(reach(login).await, expected, "{login}");
+    }
+    // A grant made later is seen after invalidate_roles (the same invalidation as roles).
+    a.batch_execute("GRANT REFERENCES (phone) ON customers TO sr_none")
+        .await
+        .unwrap();
+    assert!(!reach("sr_none").await, "cached until invalidated");
+    cache.invalidate_roles();
+    assert!(reach("sr_none").await);
+    let err = cache
+        .session_reach(&db, &RoleName("sr_nobody".into()))
+        .await
+        .unwrap_err();
+    assert_eq!(err, CatalogError::UnknownRole("sr_nobody".into()));
+}

@@ -60,13 +60,15 @@ async fn check_database_prints_the_missing_constraint_ddl_and_passes_once_applie
     let config = write_config(dir.path(), &db, POLICY);
     let (code, out) = check(&config, &db);
     assert_eq!(code, 1, "{out}");
-    let ddl = out
-        .lines()
-        .map(str::trim)
-        .find(|l| l.starts_with("ALTER TABLE"))
-        .unwrap_or_else(|| panic!("no DDL printed: {out}"))
-        .to_string();
-    admin.batch_execute(&ddl).await.unwrap();
+    assert!(
+        out.contains("ADD CONSTRAINT pgcloak_envelope_ssn"),
+        "no DDL printed: {out}"
+    );
+    // Every printed statement (the envelope constraint, and the rest of the database-side
+    // guard: statistics, built-ins), as printed, one per indented line.
+    for ddl in out.lines().filter(|l| l.starts_with("    ")).map(str::trim) {
+        admin.batch_execute(ddl).await.unwrap();
+    }
     let (code, out) = check(&config, &db);
     assert_eq!(code, 0, "{out}");
     // The constraint now keeps plaintext out even for writes that bypass pgcloak.

@@ -1,9 +1,10 @@
 //! Reads a [`SchemaSnapshot`] from one database's catalog for one policy generation.
 //!
-//! Four read-only queries: the protected tables and their columns, their partitions and
+//! Read-only queries: the protected tables and their columns, their partitions and
 //! inheritance children, the views that depend on any of them (pg_depend through
-//! pg_rewrite, transitively), and every relation sharing a name with one of those (for
-//! search_path resolution). Nothing here writes to the database.
+//! pg_rewrite, transitively), everything else that can reach them (`reach.rs`), and every
+//! relation sharing a name with one of those (for search_path resolution). Nothing here
+//! writes to the database.
 //!
 //! The queries are separate statements, not one atomic read: DDL racing a load is caught by
 //! the cache's invalidation epoch (DDL relayed by pgcloak) or by the TTL (DDL run directly).
@@ -181,8 +182,12 @@ impl CatalogConn {
         let table_oids: Vec<Oid> = tables.iter().map(|t| t.oid).collect();
         let views = self.load_views(&table_oids).await?;
 
+        let (reach, reach_oids) = self.load_reach(&tables, &views).await?;
+
+        // Every reaching relation's name: search_path resolution needs each of them.
         let mut names: Vec<String> = tables.iter().map(|t| t.name.name.clone()).collect();
         names.extend(views.iter().map(|v| v.name.name.clone()));
+        names.extend(reach_oids.relations.iter().map(|r| r.name.name.clone()));
         names.sort();
         names.dedup();
         let relations = self.load_same_named(&names).await?;
@@ -194,7 +199,9 @@ impl CatalogConn {
             locations,
             views,
             relations,
-        ))
+        )
+        .with_reach(reach)
+        .with_reach_oids(reach_oids))
     }
 
     async fn load_tables(

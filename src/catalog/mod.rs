@@ -22,20 +22,24 @@ pub mod config;
 mod connect;
 pub mod constraints;
 pub mod error;
+pub mod guard;
 pub mod ident;
 mod load;
+mod reach;
 mod refresh;
 mod roles;
 pub mod schema;
 pub mod search_path;
+mod session_reach;
 
 pub use config::CatalogConfig;
 pub use connect::CatalogConn;
 pub use constraints::{ConstraintProblem, MissingConstraint};
 pub use error::CatalogError;
+pub use guard::{GuardFinding, GuardKind, GuardReport};
 pub use refresh::CatalogCache;
 pub use schema::{
-    Attribute, ColumnLocation, DependentView, NamedRelation, Oid, ProtectedTable, ReachSet,
-    RelKind, SchemaSnapshot,
+    Attribute, ColumnLocation, DependentView, NamedRelation, Oid, ProtectedTable, ReachOids,
+    ReachSet, ReachingFunction, ReachingRelation, RelKind, SchemaSnapshot,
 };
 pub use search_path::{parse_search_path, NameResolution};

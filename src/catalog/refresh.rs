@@ -87,6 +87,14 @@ struct RoleEntry {
     at: Instant,
 }
 
+/// A login's [`crate::sql::SessionReach`] in one database, valid for the snapshot it was
+/// computed against (a newer snapshot means new relations or functions may reach).
+struct ReachEntry {
+    reach: crate::sql::SessionReach,
+    at: Instant,
+    snapshot: std::sync::Weak<SchemaSnapshot>,
+}
+
 /// Schema snapshots per database and role sets per login, refreshed on a TTL, on
 /// [`CatalogCache::invalidate`] and on [`CatalogCache::reload`].
 pub struct CatalogCache {
@@ -97,6 +105,7 @@ pub struct CatalogCache {
     policy: ArcSwap<Policy>,
     databases: Mutex<HashMap<String, Arc<Database>>>,
     roles: Mutex<LruCache<RoleName, RoleEntry>>,
+    reach: Mutex<LruCache<(String, RoleName), ReachEntry>>,
     started: Instant,
 }
 
@@ -139,6 +148,7 @@ impl CatalogCache {
             policy: ArcSwap::new(policy),
             databases: Mutex::new(HashMap::new()),
             roles: Mutex::new(LruCache::new(entries)),
+            reach: Mutex::new(LruCache::new(entries)),
             started: Instant::now(),
         })
     }
@@ -193,6 +203,7 @@ impl CatalogCache {
     /// Forgets every login's cached role set (after relaying GRANT, REVOKE, ALTER ROLE...).
     pub fn invalidate_roles(&self) {
         self.lock_roles().clear();
+        self.lock_reach().clear();
     }
 
     /// Swaps in a new policy generation; every database is re-resolved on next use.
@@ -225,17 +236,36 @@ impl CatalogCache {
         Ok(roles)
     }
 
-    /// What the login role (with every role it can become) can reach in `database`.
-    /// Conservative until the catalog computes it: everything.
+    /// What the login role (with every role it can become) can reach in `database`
+    /// (see `session_reach.rs`). Cached per database and login for `refresh_secs`, forgotten
+    /// by [`CatalogCache::invalidate_roles`] and whenever the database's snapshot changes.
     pub async fn session_reach(
         &self,
         database: &str,
         login: &RoleName,
     ) -> Result<crate::sql::SessionReach, CatalogError> {
-        let _ = (database, login);
-        Ok(crate::sql::SessionReach {
-            can_reach_protected: true,
-        })
+        let snapshot = self.snapshot(database).await?;
+        let key = (database.to_string(), login.clone());
+        if let Some(e) = self.lock_reach().get(&key) {
+            let same = e
+                .snapshot
+                .upgrade()
+                .is_some_and(|s| Arc::ptr_eq(&s, &snapshot));
+            if same && e.at.elapsed() < self.ttl {
+                return Ok(e.reach);
+            }
+        }
+        let db = self.database(database);
+        let reach = retry_once_if_lost!(self, db, conn => conn.session_reach(&snapshot, login))?;
+        self.lock_reach().put(
+            key,
+            ReachEntry {
+                reach,
+                at: Instant::now(),
+                snapshot: Arc::downgrade(&snapshot),
+            },
+        );
+        Ok(reach)
     }
 
     /// Resolves the policy in every database listed in `catalog.databases`; Err lists every
@@ -263,6 +293,19 @@ impl CatalogCache {
         let db = self.database(database);
         let policy = self.policy.load_full();
         retry_once_if_lost!(self, db, conn => conn.check_constraints(&policy))
+    }
+
+    /// Compares `database` with the policy: privileges, statistics and built-ins (see
+    /// `guard.rs`), against a freshly read snapshot.
+    pub async fn guard_check(
+        &self,
+        database: &str,
+    ) -> Result<super::guard::GuardReport, CatalogError> {
+        self.invalidate(database);
+        let snapshot = self.snapshot(database).await?;
+        let policy = self.policy.load_full();
+        let db = self.database(database);
+        retry_once_if_lost!(self, db, conn => conn.guard_check(&policy, &snapshot))
     }
 
     fn fresh(&self, db: &Database) -> Option<Arc<SchemaSnapshot>> {
@@ -331,6 +374,10 @@ impl CatalogCache {
     // consistent (every update is a single insert/remove), so keep going.
     fn lock_databases(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Database>>> {
         self.databases.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_reach(&self) -> std::sync::MutexGuard<'_, LruCache<(String, RoleName), ReachEntry>> {
+        self.reach.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn lock_roles(&self) -> std::sync::MutexGuard<'_, LruCache<RoleName, RoleEntry>> {

@@ -131,6 +131,36 @@ pub struct SchemaSnapshot {
     /// Every relation and user function that can reach a protected column (see
     /// [`ReachSet`]); filled by the loader, empty in snapshots built without it.
     pub(crate) reach: ReachSet,
+    /// The same reach by OID (for privilege checks: session reach, the database guard).
+    pub(crate) reach_oids: ReachOids,
+}
+
+/// A reaching relation, by OID.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReachingRelation {
+    pub oid: Oid,
+    pub name: TableName,
+    pub reach: crate::sql::RelationReach,
+}
+
+/// A reaching user function or procedure, by OID.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReachingFunction {
+    pub oid: Oid,
+    pub schema: String,
+    pub name: String,
+    /// SECURITY DEFINER: it runs with its owner's privileges, whoever calls it.
+    pub security_definer: bool,
+    /// Why it reaches (for `pgcloak check` and tests): a reaching relation or function it
+    /// names, dynamic SQL, or a catalogued SQL-executing built-in.
+    pub why: String,
+}
+
+/// [`ReachSet`] keyed by OID, with what privilege checks need.
+#[derive(Debug, Clone, Default)]
+pub struct ReachOids {
+    pub relations: Vec<ReachingRelation>,
+    pub functions: Vec<ReachingFunction>,
 }
 
 /// What in one database can reach a protected column: the input of the analyser's
@@ -206,6 +236,7 @@ impl SchemaSnapshot {
             views,
             same_named,
             reach: ReachSet::default(),
+            reach_oids: ReachOids::default(),
         }
     }
 
@@ -213,6 +244,17 @@ impl SchemaSnapshot {
     pub fn with_reach(mut self, reach: ReachSet) -> SchemaSnapshot {
         self.reach = reach;
         self
+    }
+
+    /// The same snapshot with the reach by OID (the loader sets it with [`Self::with_reach`]).
+    pub fn with_reach_oids(mut self, oids: ReachOids) -> SchemaSnapshot {
+        self.reach_oids = oids;
+        self
+    }
+
+    /// Every reaching relation and function, by OID.
+    pub fn reach_oids(&self) -> &ReachOids {
+        &self.reach_oids
     }
 
     /// Every relation and function that can reach a protected column.
