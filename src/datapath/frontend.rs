@@ -12,7 +12,7 @@ use super::{
 };
 use crate::policy::LogicalType;
 use crate::session::relay::Flow;
-use crate::sql::rewrite::{rewrite_with_edits, RewriteError};
+use crate::sql::rewrite::{null_projection_edits, rewrite_with_edits, RewriteError};
 use crate::sql::{
     may_mention, AnalysisContext, CopyDirection, CopyPlan, Lineage, ResultShape, StatementKind,
     StatementPlan,
@@ -279,13 +279,9 @@ impl DataPath {
                     Some(None) => {}
                     Some(Some(prepared)) => match ex.bind(&prepared) {
                         Ok((lits, params)) if params.is_empty() => {
-                            let text = self.rewrite_literals(
-                                &prot,
-                                &sql,
-                                fp,
-                                lits.iter(),
-                                analysis.plans[0].edits.iter(),
-                            )?;
+                            let edits = self.session_edits(&prot, &sql, fp, &analysis.plans[0])?;
+                            let text =
+                                self.rewrite_literals(&prot, &sql, fp, lits.iter(), edits.iter())?;
                             if let Some(st) = statements.front_mut() {
                                 st.transform = transform_for(&prot, prepared.result.as_ref(), None);
                             }
@@ -309,13 +305,13 @@ impl DataPath {
             }
         }
         let text = match &failure {
-            None => self.rewrite_literals(
-                &prot,
-                &sql,
-                fp,
-                actions.into_iter(),
-                analysis.plans.iter().flat_map(|p| p.edits.iter()),
-            )?,
+            None => {
+                let mut edits = Vec::new();
+                for p in analysis.plans.iter() {
+                    edits.extend(self.session_edits(&prot, &sql, fp, p)?);
+                }
+                self.rewrite_literals(&prot, &sql, fp, actions.into_iter(), edits.iter())?
+            }
             Some((start, err)) => {
                 crate::observe::rejected(err);
                 // Keep the statements before the refused one, rewritten, and make the
@@ -326,12 +322,16 @@ impl DataPath {
                         .iter()
                         .take_while(|p| p.start.resolve(fp).unwrap_or(0) < *start)
                 };
+                let mut edits = Vec::new();
+                for p in kept_plans() {
+                    edits.extend(self.session_edits(&prot, &sql, fp, p)?);
+                }
                 let rewritten = self.rewrite_literals(
                     &prot,
                     &sql,
                     fp,
                     kept_plans().flat_map(|p| p.literals.iter()),
-                    kept_plans().flat_map(|p| p.edits.iter()),
+                    edits.iter(),
                 )?;
                 let delta = rewritten.len() as isize - sql.len() as isize;
                 let cut = (*start as isize + delta).max(0) as usize;
@@ -368,6 +368,32 @@ impl DataPath {
             }
         }
         Ok(())
+    }
+
+    /// A plan's text edits for this session: its schema qualification, plus the
+    /// select-list items that read a column whose view is `null` for the session's roles
+    /// (sent as `NULL::bytea AS "col"`: the database-side guard leaves such roles no
+    /// SELECT privilege on the column, and the client still gets a NULL of its type).
+    fn session_edits(
+        &self,
+        prot: &Protection,
+        sql: &str,
+        fp: &crate::sql::Fingerprint,
+        plan: &StatementPlan,
+    ) -> Result<Vec<crate::sql::TextEdit>, DataPathError> {
+        let mut edits = plan.edits.clone();
+        if !plan.projections.is_empty() {
+            let policy = &prot.policy;
+            let roles = &self.roles;
+            let mut is_null = |c| policy.access_for(roles, c) == crate::policy::View::Null;
+            edits.extend(null_projection_edits(
+                sql,
+                fp,
+                &plan.projections,
+                &mut is_null,
+            )?);
+        }
+        Ok(edits)
     }
 
     /// The text to send upstream: literal splices (encrypted) and the analysis' text
@@ -532,12 +558,13 @@ impl DataPath {
                     .into(),
             ));
         }
+        let edits = self.session_edits(prot, sql, &analysis.fingerprint, plan)?;
         let text = self.rewrite_literals(
             prot,
             sql,
             &analysis.fingerprint,
             plan.literals.iter(),
-            plan.edits.iter(),
+            edits.iter(),
         )?;
         Ok((Arc::new((*plan).clone()), text))
     }
