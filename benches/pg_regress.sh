@@ -46,9 +46,12 @@
 #        PGCLOAK_BIN=target/release/pgcloak benches/pg_regress.sh   (skip the release build)
 #        RESULTS_DIR=/tmp/regress benches/pg_regress.sh
 #        MAX_CONCURRENT=8 benches/pg_regress.sh       (pg_regress --max-concurrent-tests)
+#        NAMES=uncommon benches/pg_regress.sh         (protect columns named pgc_* instead: what
+#                                                      fails then is not about column names)
 set -euo pipefail
 
 MODES=${MODES:-"direct pgcloak"}
+NAMES=${NAMES:-common}
 MAX_CONCURRENT=${MAX_CONCURRENT:-20}
 
 cd "$(dirname "$0")/.."
@@ -174,10 +177,16 @@ make -s -C "$WORK/lib" >&2
 chown -R postgres: "$WORK/lib"
 
 # --- 3./4. a cluster with the regression database and the protected tables ---------------
+# The protected columns: the suite's commonest names, or (NAMES=uncommon) names no test uses.
+case "$NAMES" in
+common) C_ID=id C_NAME=name C_A=a C_B=b C_X=x C_F1=f1 ;;
+uncommon) C_ID=pgc_id C_NAME=pgc_name C_A=pgc_a C_B=pgc_b C_X=pgc_x C_F1=pgc_f1 ;;
+*) echo "NAMES must be common or uncommon" >&2; exit 1 ;;
+esac
 PROTECTED_DDL="
 CREATE SCHEMA pgcloak_guard;
-CREATE TABLE pgcloak_guard.customers (k int PRIMARY KEY, id bytea, name bytea, a bytea, x bytea);
-CREATE TABLE public.people_secret (k int PRIMARY KEY, id bytea, name bytea, a bytea, b bytea, x bytea, f1 bytea);
+CREATE TABLE pgcloak_guard.customers (k int PRIMARY KEY, $C_ID bytea, $C_NAME bytea, $C_A bytea, $C_X bytea);
+CREATE TABLE public.people_secret (k int PRIMARY KEY, $C_ID bytea, $C_NAME bytea, $C_A bytea, $C_B bytea, $C_X bytea, $C_F1 bytea);
 CREATE ROLE pgcloak_catalog LOGIN;
 CREATE ROLE pgcloak_reader NOLOGIN;
 GRANT USAGE ON SCHEMA pgcloak_guard TO pgcloak_reader;
@@ -219,21 +228,21 @@ CONF
     "${psql[@]}" -d regression -c "$PROTECTED_DDL"
 }
 
-POLICY='version: 1
+POLICY="version: 1
 tables:
   pgcloak_guard.customers:
-    id:   { type: int4, encryption: deterministic, access: { pgcloak_reader: plaintext, PUBLIC: deny } }
-    name: { type: text, access: { pgcloak_reader: plaintext, PUBLIC: "null" } }
-    a:    { type: text, encryption: deterministic, mask: { keep_last: 2 }, access: { pgcloak_reader: plaintext, PUBLIC: masked } }
-    x:    { type: text, access: { pgcloak_reader: plaintext, PUBLIC: ciphertext } }
+    $C_ID:   { type: int4, encryption: deterministic, access: { pgcloak_reader: plaintext, PUBLIC: deny } }
+    $C_NAME: { type: text, access: { pgcloak_reader: plaintext, PUBLIC: \"null\" } }
+    $C_A:    { type: text, encryption: deterministic, mask: { keep_last: 2 }, access: { pgcloak_reader: plaintext, PUBLIC: masked } }
+    $C_X:    { type: text, access: { pgcloak_reader: plaintext, PUBLIC: ciphertext } }
   public.people_secret:
-    id:   { type: int8, encryption: deterministic, access: { pgcloak_reader: plaintext, PUBLIC: deny } }
-    name: { type: text, encryption: deterministic, access: { pgcloak_reader: plaintext, PUBLIC: deny } }
-    a:    { type: text, access: { pgcloak_reader: plaintext, PUBLIC: "null" } }
-    b:    { type: text, encryption: deterministic, access: { pgcloak_reader: plaintext, PUBLIC: "null" } }
-    x:    { type: date, access: { pgcloak_reader: plaintext, PUBLIC: deny } }
-    f1:   { type: int4, encryption: deterministic, access: { pgcloak_reader: plaintext, PUBLIC: "null" } }
-'
+    $C_ID:   { type: int8, encryption: deterministic, access: { pgcloak_reader: plaintext, PUBLIC: deny } }
+    $C_NAME: { type: text, encryption: deterministic, access: { pgcloak_reader: plaintext, PUBLIC: deny } }
+    $C_A:    { type: text, access: { pgcloak_reader: plaintext, PUBLIC: \"null\" } }
+    $C_B:    { type: text, encryption: deterministic, access: { pgcloak_reader: plaintext, PUBLIC: \"null\" } }
+    $C_X:    { type: date, access: { pgcloak_reader: plaintext, PUBLIC: deny } }
+    $C_F1:   { type: int4, encryption: deterministic, access: { pgcloak_reader: plaintext, PUBLIC: \"null\" } }
+"
 
 start_pgcloak() { # sets CLIENT_PORT
     local dir="$WORK/pgcloak/proxy"
@@ -353,5 +362,13 @@ for mode in $MODES; do
         explain_failures "$mode"
     fi
 done
+if [ -f "$RESULTS_DIR/pgcloak/regression.diffs" ]; then
+    echo
+    echo "every error line pgcloak added in the diffs, grouped (count, message with names elided):"
+    grep -E '^\+ERROR:' "$RESULTS_DIR/pgcloak/regression.diffs" |
+        grep -iE "pgcloak|origin cannot be resolved|not supported" |
+        sed -E 's/^\+ERROR: +//; s/"[^"]*"/"…"/g' | sort | uniq -c | sort -rn | head -25 |
+        tee "$RESULTS_DIR/pgcloak/refusals.txt"
+fi
 echo
-echo "results (diffs, logs, first hunks): $RESULTS_DIR"
+echo "results (diffs, logs, first hunks): $RESULTS_DIR (policy: NAMES=$NAMES)"

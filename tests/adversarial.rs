@@ -41,7 +41,7 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use common::{cluster, ProtectedProxy};
+use common::{cluster, eventually, ProtectedProxy, HANG_TIMEOUT};
 use futures_util::{pin_mut, TryStreamExt};
 use postgres_types::{to_sql_checked, FromSql, IsNull, ToSql, Type};
 use proptest::prelude::*;
@@ -438,7 +438,9 @@ fn plan(case: &Case, extended: bool, id: i32) -> Option<Plan> {
     };
     let (c, enc) = case.column;
     let pc = t.plain_column();
-    let sentinel = format!("QX{MARKER}{:012x}", case.salt & 0xffff_ffff_ffff);
+    // Unique per run, so that concurrent runs cannot be confused in the server log.
+    let unique = case.salt ^ (id as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let sentinel = format!("QX{MARKER}{:012x}", unique & 0xffff_ffff_ffff);
     let needle = sentinel[2..].to_string();
     let lit = spell(&sentinel, case.spelling);
     let (xcols, xvals) = match t.insert_extra() {
@@ -558,7 +560,20 @@ fn plan(case: &Case, extended: bool, id: i32) -> Option<Plan> {
             p.compute = Compute::Equality(enc);
         }
         Shape::Project => p.sql = format!("SELECT id, {c} FROM {rel}"),
-        Shape::RowCastText => p.sql = format!("SELECT (r.*)::text FROM {rel} r"),
+        Shape::RowCastText => {
+            let spellings = [
+                "(r.*)::text",
+                "r::text",
+                "ROW(r.*)::text",
+                "format('%s', r)",
+                "CAST(r AS text)",
+                "string_agg(r::text, ',')",
+                "jsonb_agg(r)::text",
+                "to_json(r)::text",
+            ];
+            let expr = spellings[(case.salt % spellings.len() as u64) as usize];
+            p.sql = format!("SELECT {expr} FROM {rel} r");
+        }
         Shape::RowToJson => p.sql = format!("SELECT row_to_json(r)::text FROM {rel} r"),
         Shape::ToJsonb => p.sql = format!("SELECT to_jsonb(r.*) FROM {rel} AS r"),
         Shape::ArrayAggRow => p.sql = format!("SELECT array_agg(r)::text FROM {rel} r"),
@@ -696,7 +711,11 @@ impl<'a> FromSql<'a> for Raw {
 struct TextParam(String);
 
 impl ToSql for TextParam {
-    fn to_sql(&self, _: &Type, out: &mut BytesMut) -> Result<IsNull, Box<dyn StdError + Sync + Send>> {
+    fn to_sql(
+        &self,
+        _: &Type,
+        out: &mut BytesMut,
+    ) -> Result<IsNull, Box<dyn StdError + Sync + Send>> {
         out.extend_from_slice(self.0.as_bytes());
         Ok(IsNull::No)
     }
@@ -800,7 +819,11 @@ fn holds_envelope(bytes: &[u8]) -> bool {
     ]
     .iter()
     .any(|pat| {
-        let hay: &[u8] = if pat[0].is_ascii_digit() { &lower } else { bytes };
+        let hay: &[u8] = if pat[0].is_ascii_digit() {
+            &lower
+        } else {
+            bytes
+        };
         hay.windows(pat.len()).any(|w| w == *pat)
     })
 }
@@ -851,6 +874,45 @@ fn all_seeds() -> Vec<String> {
     (0..12).flat_map(seed_values).collect()
 }
 
+/// What one run contributes to the totals.
+struct RunResult {
+    refused: bool,
+    over_refusal: Option<String>,
+    protected_needle: Option<String>,
+    findings: Vec<Finding>,
+}
+
+/// Whether the case's target, as the session now resolves it, is protected. Read from the
+/// server (`current_schemas(true)`), not assumed from the game; if that cannot be read,
+/// protected (the strict answer).
+async fn resolves_to_protected(client: &Client, case: &Case, game_ok: bool) -> bool {
+    if case.game.qualify || case.target != Target::Customers {
+        return true;
+    }
+    let Ok(msgs) = client
+        .simple_query("SELECT current_schemas(true)::text")
+        .await
+    else {
+        return true;
+    };
+    let path = msgs
+        .iter()
+        .find_map(|m| match m {
+            SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+            _ => None,
+        })
+        .unwrap_or_default();
+    let prelude = case.game.prelude;
+    let temp_table = game_ok
+        && prelude.iter().any(|s| s.starts_with("CREATE TEMP"))
+        && !prelude.iter().any(|s| s.starts_with("DROP"));
+    path.trim_matches(|c| c == '{' || c == '}')
+        .split(',')
+        .find(|s| *s == "public" || *s == "shadow" || (temp_table && s.starts_with("pg_temp")))
+        .unwrap_or("public")
+        == "public"
+}
+
 struct Harness {
     fx: ProtectedProxy,
     findings: Vec<Finding>,
@@ -892,6 +954,28 @@ impl Harness {
             .batch_execute("ANALYZE public.customers, public.events")
             .await
             .unwrap();
+        // The harness must be able to fail: the policy is in force (what plain wrote is
+        // stored as envelopes) and the server log records what a session sends.
+        let stored: Option<Vec<u8>> = admin
+            .query_one("SELECT phone FROM public.customers WHERE id = 0", &[])
+            .await
+            .map(|r| r.get(0))
+            .unwrap_or(None);
+        assert!(
+            stored.as_deref().is_some_and(holds_envelope),
+            "the seed was not stored encrypted: is the policy loaded? {:?}",
+            self.findings
+        );
+        let canary = format!("canary-{MARKER}-{}", std::process::id());
+        plain
+            .simple_query(&format!("SELECT '{canary}'"))
+            .await
+            .unwrap();
+        eventually(
+            HANG_TIMEOUT,
+            "the server log shows what a session sent",
+            || cluster().log().contains(&canary).then_some(()),
+        );
     }
 
     fn harness_finding(&mut self, what: &str, detail: &str) {
@@ -907,20 +991,46 @@ impl Harness {
         });
     }
 
+    /// Runs `case` for every role (concurrently) in both protocols and merges the results.
     async fn run_case(&mut self, case: &Case) {
+        let mut per_role = Vec::new();
         for role in ROLES {
+            let mut plans = Vec::new();
             for extended in [false, true] {
                 self.next_id += 1;
                 let id = 10_000 + self.next_id;
-                let Some(plan) = plan(case, extended, id) else {
-                    continue;
-                };
-                self.run_one(case, role, extended, &plan).await;
+                if let Some(plan) = plan(case, extended, id) {
+                    plans.push((extended, plan));
+                }
             }
+            per_role.push((role, plans));
+        }
+        let this: &Harness = self;
+        let jobs = per_role.iter().map(|(role, plans)| async move {
+            let mut results = Vec::new();
+            for (extended, plan) in plans {
+                results.push(this.run_one(case, role, *extended, plan).await);
+            }
+            results
+        });
+        let results: Vec<RunResult> = futures_util::future::join_all(jobs)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        for result in results {
+            self.runs += 1;
+            self.refused += usize::from(result.refused);
+            if let Some(k) = result.over_refusal {
+                *self.over_refusals.entry(k).or_default() += 1;
+            }
+            self.protected_needles.extend(result.protected_needle);
+            self.findings.extend(result.findings);
         }
     }
 
-    async fn run_one(&mut self, case: &Case, role: &str, extended: bool, plan: &Plan) {
+    /// One statement for one role in one protocol, on a fresh session.
+    async fn run_one(&self, case: &Case, role: &str, extended: bool, plan: &Plan) -> RunResult {
         let mut config = self.fx.config(role);
         if let Some(options) = case.game.options {
             config.options(options);
@@ -932,37 +1042,7 @@ impl Harness {
                 game_ok = false;
             }
         }
-        // Where unqualified names really resolve now (unknown: assume protected).
-        let truth_protected = if case.game.qualify || case.target != Target::Customers {
-            true
-        } else {
-            match client.simple_query("SELECT current_schemas(true)::text").await {
-                Ok(msgs) => {
-                    let path = msgs
-                        .iter()
-                        .find_map(|m| match m {
-                            SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
-                            _ => None,
-                        })
-                        .unwrap_or_default();
-                    let temp_table = game_ok
-                        && case.game.prelude.iter().any(|s| s.starts_with("CREATE TEMP"))
-                        && !case.game.prelude.iter().any(|s| s.starts_with("DROP"));
-                    let first = path
-                        .trim_matches(|c| c == '{' || c == '}')
-                        .split(',')
-                        .find(|s| {
-                            *s == "public"
-                                || *s == "shadow"
-                                || (temp_table && s.starts_with("pg_temp"))
-                        })
-                        .unwrap_or("public")
-                        .to_string();
-                    first == "public"
-                }
-                Err(_) => true,
-            }
-        };
+        let truth_protected = resolves_to_protected(&client, case, game_ok).await;
         let log_offset = cluster().log_offset();
         let mut before_received = Vec::new();
         for stmt in &plan.before {
@@ -973,10 +1053,26 @@ impl Harness {
         let mut outcome = run(&client, plan, extended).await;
         outcome.received.extend(before_received);
         drain_notices(&mut notices, &mut outcome.received);
-        self.runs += 1;
+        drop(client);
+
+        let mut result = RunResult {
+            refused: !outcome.ok,
+            over_refusal: (!outcome.ok && !truth_protected).then(|| {
+                let why: String = outcome
+                    .error
+                    .as_deref()
+                    .unwrap_or("")
+                    .chars()
+                    .take(90)
+                    .collect();
+                format!("{:?} ({}): {why}", case.shape, case.game.name)
+            }),
+            protected_needle: None,
+            findings: Vec::new(),
+        };
         let protocol = if extended { "extended" } else { "simple" };
-        let report = |invariant: &'static str, detail: String, this: &mut Self| {
-            this.findings.push(Finding {
+        let mut report = |invariant: &'static str, detail: String| {
+            result.findings.push(Finding {
                 invariant,
                 role: role.to_string(),
                 protocol,
@@ -987,22 +1083,14 @@ impl Harness {
                 detail,
             });
         };
-        if !outcome.ok {
-            self.refused += 1;
-            if !truth_protected {
-                *self
-                    .over_refusals
-                    .entry(format!("{:?} on unprotected customers", case.shape))
-                    .or_default() += 1;
-            }
-        }
         // (a) the sentinel never reaches PostgreSQL, whatever the outcome.
+        let mut protected_needle = None;
         if let (Some(needle), true) = (&plan.needle, truth_protected) {
-            self.protected_needles.push(needle.clone());
+            protected_needle = Some(needle.clone());
             let log = cluster().log_since(log_offset);
             if let Some(line) = log.lines().find(|l| l.contains(needle.as_str())) {
                 let line: String = line.chars().take(300).collect();
-                report("(a) plaintext reached the server log", line, self);
+                report("(a) plaintext reached the server log", line);
             }
         }
         // (b) no envelope reaches a role whose view is not ciphertext (errors and notices too).
@@ -1012,60 +1100,48 @@ impl Harness {
                 report(
                     "(b) envelope reached a non-ciphertext view",
                     format!("ok={} value: {shown}", outcome.ok),
-                    self,
                 );
             }
         }
+        // (b) … nor is an envelope stored in an unprotected column ($n reuse).
         if let (true, Some(row)) = (outcome.ok, plan.check_plain_column_of) {
             let admin = self.fx.admin().await;
-            let pc = case.target.plain_column();
             if let Ok(rows) = admin
-                .query(
-                    &format!("SELECT {pc}::text FROM public.customers WHERE id = $1"),
-                    &[&row],
-                )
+                .query("SELECT note FROM public.customers WHERE id = $1", &[&row])
                 .await
             {
-                if rows
-                    .iter()
-                    .any(|r| holds_envelope(r.get::<_, Option<String>>(0).unwrap_or_default().as_bytes()))
-                {
+                if rows.iter().any(|r| {
+                    holds_envelope(r.get::<_, Option<String>>(0).unwrap_or_default().as_bytes())
+                }) {
                     report(
                         "(b) envelope stored in an unprotected column",
-                        format!("column {pc} of row {row}"),
-                        self,
+                        format!("public.customers.note of row {row}"),
                     );
                 }
             }
         }
         // (c) no computation on ciphertext without the grant.
-        if outcome.ok
-            && truth_protected
-            && !computation_allowed(plan.compute, role, case.target)
-        {
+        if outcome.ok && truth_protected && !computation_allowed(plan.compute, role, case.target) {
             report(
                 "(c) computation on ciphertext ran without the grant",
                 format!("{:?} succeeded", plan.compute),
-                self,
             );
         }
         // (d) seeded plaintext reaches only the plaintext role.
         if role != "plain" {
             let seeds = all_seeds();
-            if let Some(seed) = seeds.iter().find(|s| {
-                outcome
-                    .received
-                    .iter()
-                    .any(|v| contains(v, s.as_bytes()))
-            }) {
+            if let Some(seed) = seeds
+                .iter()
+                .find(|s| outcome.received.iter().any(|v| contains(v, s.as_bytes())))
+            {
                 report(
                     "(d) plaintext reached a role without a plaintext view",
                     format!("seed value {seed}"),
-                    self,
                 );
             }
         }
-        let _ = outcome.error;
+        result.protected_needle = protected_needle;
+        result
     }
 
     /// (a) on disk: after a CHECKPOINT, no protected sentinel in any file of the cluster.
@@ -1162,7 +1238,10 @@ impl Harness {
             );
         }
         if !self.over_refusals.is_empty() {
-            let _ = writeln!(out, "\nover-refusals (statements on an unprotected table, refused; not failures):");
+            let _ = writeln!(
+                out,
+                "\nover-refusals (statements on an unprotected table, refused; not failures):"
+            );
             for (k, n) in &self.over_refusals {
                 let _ = writeln!(out, "  {k}: {n}");
             }
