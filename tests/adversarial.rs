@@ -323,6 +323,7 @@ enum Shape {
     QueryToXmlWhere,
     ParamTwoColumns,
     ParamEcho,
+    ParamWhereOther,
     Project,
     RowCastText,
     RowToJson,
@@ -354,7 +355,7 @@ enum Shape {
     CopyRowOut,
 }
 
-const SHAPES: [Shape; 43] = [
+const SHAPES: [Shape; 44] = [
     Shape::InsertValues,
     Shape::InsertSelect,
     Shape::InsertCte,
@@ -369,6 +370,7 @@ const SHAPES: [Shape; 43] = [
     Shape::QueryToXmlWhere,
     Shape::ParamTwoColumns,
     Shape::ParamEcho,
+    Shape::ParamWhereOther,
     Shape::Project,
     Shape::RowCastText,
     Shape::RowToJson,
@@ -554,10 +556,20 @@ fn plan(case: &Case, extended: bool, id: i32) -> Option<Plan> {
             if !extended {
                 return None;
             }
-            p.sql = format!("SELECT $1 AS echo FROM {rel} WHERE {c} = $1");
+            // The aggregate makes one row come back whether or not anything matched.
+            p.sql = format!("SELECT $1 AS echo, count(*) FROM {rel} WHERE {c} = $1");
             p.params = vec![sentinel.clone()];
             p.needle = Some(needle.clone());
             p.compute = Compute::Equality(enc);
+        }
+        Shape::ParamWhereOther => {
+            // The protected column's parameter also compared with an unprotected column.
+            if !extended {
+                return None;
+            }
+            p.sql = format!("UPDATE {rel} SET {c} = $1 WHERE {pc} = $1");
+            p.params = vec![sentinel.clone()];
+            p.needle = Some(needle.clone());
         }
         Shape::Project => p.sql = format!("SELECT id, {c} FROM {rel}"),
         Shape::RowCastText => {
@@ -630,11 +642,14 @@ fn plan(case: &Case, extended: bool, id: i32) -> Option<Plan> {
             p.compute = Compute::Never;
         }
         Shape::TableToXml => {
-            p.sql = format!("SELECT table_to_xml('{rel}', true, false, '')");
+            let f = ["table_to_xml", "table_to_xml_and_xmlschema"][(case.salt % 2) as usize];
+            p.sql = format!("SELECT {f}('{rel}', true, false, '')");
             p.compute = Compute::Opaque;
         }
         Shape::QueryToXml => {
-            p.sql = format!("SELECT query_to_xml('SELECT * FROM {rel}', true, false, '')");
+            let f = ["query_to_xml", "query_to_xml_and_xmlschema", "query_to_xmlschema"]
+                [(case.salt % 3) as usize];
+            p.sql = format!("SELECT {f}('SELECT * FROM {rel}', true, false, '')");
             p.compute = Compute::Opaque;
         }
         Shape::QueryToXmlDynamic => {
@@ -876,6 +891,9 @@ fn all_seeds() -> Vec<String> {
 
 /// What one run contributes to the totals.
 struct RunResult {
+    shape: Shape,
+    /// The error, if the statement failed (a refusal by pgcloak or an error from PostgreSQL).
+    error: Option<String>,
     refused: bool,
     over_refusal: Option<String>,
     protected_needle: Option<String>,
@@ -919,6 +937,8 @@ struct Harness {
     /// Needles that must appear in no data file.
     protected_needles: Vec<String>,
     over_refusals: BTreeMap<String, usize>,
+    /// Shape -> (runs, errors, first error): coverage, and whether refusals are refusals.
+    per_shape: BTreeMap<String, (usize, usize, Option<String>)>,
     runs: usize,
     refused: usize,
     next_id: i32,
@@ -1021,6 +1041,15 @@ impl Harness {
         for result in results {
             self.runs += 1;
             self.refused += usize::from(result.refused);
+            let stats = self
+                .per_shape
+                .entry(format!("{:?}", result.shape))
+                .or_default();
+            stats.0 += 1;
+            if let Some(e) = result.error {
+                stats.1 += 1;
+                stats.2.get_or_insert(e);
+            }
             if let Some(k) = result.over_refusal {
                 *self.over_refusals.entry(k).or_default() += 1;
             }
@@ -1056,6 +1085,8 @@ impl Harness {
         drop(client);
 
         let mut result = RunResult {
+            shape: case.shape,
+            error: outcome.error.clone(),
             refused: !outcome.ok,
             over_refusal: (!outcome.ok && !truth_protected).then(|| {
                 let why: String = outcome
@@ -1237,6 +1268,11 @@ impl Harness {
                 ex.detail.replace('\n', " "),
             );
         }
+        let _ = writeln!(out, "\nper shape: runs, errors, first error");
+        for (shape, (runs, errors, first)) in &self.per_shape {
+            let first: String = first.as_deref().unwrap_or("").chars().take(110).collect();
+            let _ = writeln!(out, "  {shape}: {runs} run, {errors} failed; {first}");
+        }
         if !self.over_refusals.is_empty() {
             let _ = writeln!(
                 out,
@@ -1297,6 +1333,7 @@ async fn generated_statements_hold_the_invariants_for_every_role() {
         findings: Vec::new(),
         protected_needles: Vec::new(),
         over_refusals: BTreeMap::new(),
+        per_shape: BTreeMap::new(),
         runs: 0,
         refused: 0,
         next_id: 0,
