@@ -10,6 +10,7 @@
 
 pub mod client;
 pub mod cluster;
+pub mod protected;
 pub mod proxy;
 pub mod raw;
 pub mod tls;
@@ -20,6 +21,7 @@ pub use cluster::{
     cluster, fresh_db, Cluster, APP_PASSWORD, APP_USER, CLEARTEXT_USER, LEGACY_PASSWORD, MD5_USER,
     SUPERUSER, SUPERUSER_PASSWORD, TRUST_USER,
 };
+pub use protected::{eventually, eventually_async, ProtectedProxy, CATALOG_ROLE, ROLE_PASSWORD};
 pub use proxy::Proxy;
 
 use std::time::Duration;
