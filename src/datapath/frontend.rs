@@ -140,15 +140,19 @@ impl DataPath {
     }
 
     /// Follows SQL-level PREPARE / DEALLOCATE / DISCARD ALL, so that `EXECUTE name` of a
-    /// statement pgcloak saw prepared is known (a PREPARE that touches a protected column
-    /// is planned by the analysis and recorded in `sql_prepared` afterwards).
+    /// statement pgcloak saw prepared is known: a PREPARE on the fast path is recorded in
+    /// `plain_prepared`, one that touches a protected column is planned by the analysis
+    /// and recorded in `sql_prepared`.
     fn note_prepared_changes(&mut self, raw: &[u8]) {
         use crate::sql::session_state::{prepared_changes, PreparedChange};
         for change in prepared_changes(&String::from_utf8_lossy(raw)) {
             match change {
                 PreparedChange::Prepare(name) => {
+                    // Known again only once it is seen to pass: on the fast path
+                    // (below) or planned by the analysis (`sql_prepared`). A refused
+                    // PREPARE never reaches PostgreSQL, so its name stays unknown.
                     self.sql_prepared.remove(&name);
-                    self.plain_prepared.insert(name);
+                    self.plain_prepared.remove(&name);
                 }
                 PreparedChange::Deallocate(name) => {
                     self.sql_prepared.remove(&name);
@@ -207,6 +211,11 @@ impl DataPath {
         self.follow_generation(&prot);
         if self.fast_path(&prot, &sql) {
             crate::observe::statement_fast_path(&sql);
+            for change in crate::sql::session_state::prepared_changes(&sql) {
+                if let crate::sql::session_state::PreparedChange::Prepare(name) = change {
+                    self.plain_prepared.insert(name);
+                }
+            }
             self.expect.push_back(Expect::Simple(VecDeque::new()));
             out.extend_from_slice(msg);
             return Ok(());
