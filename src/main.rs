@@ -168,6 +168,7 @@ fn check(path: PathBuf, databases: Option<Vec<String>>) -> ExitCode {
         }
     }
     let mut missing_constraints = false;
+    let mut warnings = false;
     if !ok {
         // Shared::new would report the same userlist problems again.
     } else {
@@ -208,6 +209,14 @@ fn check(path: PathBuf, databases: Option<Vec<String>>) -> ExitCode {
                             eprintln!("warning: {what}; add it with:\n    {ddl}");
                             missing_constraints = true;
                         }
+                        for e in &found.adoption.errors {
+                            eprintln!("error: {e}");
+                            ok = false;
+                        }
+                        for w in &found.adoption.warnings {
+                            eprintln!("warning: {w}");
+                            warnings = true;
+                        }
                     }
                 }
             }
@@ -223,6 +232,9 @@ fn check(path: PathBuf, databases: Option<Vec<String>>) -> ExitCode {
             "{}: OK, but protected columns lack their envelope CHECK constraint (see above)",
             path.display()
         );
+        ExitCode::from(1)
+    } else if warnings {
+        println!("{}: OK, with warnings to act on (see above)", path.display());
         ExitCode::from(1)
     } else {
         println!("{}: OK", path.display());

@@ -160,6 +160,9 @@ pub struct DatabaseCheck {
     pub errors: Vec<String>,
     /// Protected columns without the envelope CHECK constraint, with the DDL to add it.
     pub missing_constraints: Vec<(String, String)>,
+    /// Adoption and operations findings (catalog::adoption_checks): the keyring does not
+    /// open the stored data (errors), unknown roles, kept plaintext columns (warnings).
+    pub adoption: crate::catalog::adoption_checks::AdoptionFindings,
 }
 
 /// Checks the policy against each database's live schema.
@@ -189,8 +192,43 @@ pub async fn check_databases(shared: &Shared, databases: &[String]) -> DatabaseC
             }
             Err(e) => out.errors.push(format!("database {db}: {e}")),
         }
+        adoption_checks(shared, db, &mut out).await;
     }
     out
+}
+
+/// The adoption checks on a short-lived connection of their own (the cache's connections
+/// are the sessions'; this one closes when done).
+async fn adoption_checks(shared: &Shared, db: &str, out: &mut DatabaseCheck) {
+    let (Some(protection), Some(catalog)) = (&shared.protection, &shared.config.catalog) else {
+        return;
+    };
+    let password = match catalog.resolve_password(|k| std::env::var(k).ok()) {
+        Ok(p) => p,
+        Err(e) => {
+            out.errors.push(format!("database {db}: {e}"));
+            return;
+        }
+    };
+    let conn = match crate::catalog::CatalogConn::connect(
+        &shared.config.upstream,
+        catalog,
+        password.as_deref(),
+        db,
+    )
+    .await
+    {
+        Ok(c) => c,
+        Err(e) => {
+            out.errors.push(format!("database {db}: {e}"));
+            return;
+        }
+    };
+    let prot = protection.load_full();
+    let found =
+        crate::catalog::adoption_checks::check(&conn.client, db, &prot.policy, &prot.suite).await;
+    out.adoption.errors.extend(found.errors);
+    out.adoption.warnings.extend(found.warnings);
 }
 
 /// A bound listener, ready to serve.
@@ -220,6 +258,12 @@ impl Server {
             }
             for (what, ddl) in &found.missing_constraints {
                 warn!(target: "pgcloak::policy", problem = %what, fix = %ddl, "protected column lacks its envelope CHECK constraint");
+            }
+            for problem in &found.adoption.errors {
+                tracing::error!(target: "pgcloak::crypto", problem = %problem, "the keyring does not open the stored data");
+            }
+            for problem in &found.adoption.warnings {
+                warn!(target: "pgcloak::policy", problem = %problem, "check --database finding");
             }
             if shared.config.strict && !found.missing_constraints.is_empty() {
                 return Err(ServerError::Catalog(format!(
