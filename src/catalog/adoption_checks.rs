@@ -80,6 +80,16 @@ pub async fn check(
                     ));
                 }
             }
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) => {
+                out.warnings.push(format!(
+                    "database {database}: column {}: cannot sample its stored envelopes to \
+                     verify the keyring: the catalog role lacks SELECT on it. Grant it (it \
+                     reads ciphertext only): GRANT SELECT ({}) ON {} TO <catalog.user>;",
+                    c.qualified_name(),
+                    quote_ident(&c.column),
+                    quote_qualified(&c.table.schema, &c.table.name)
+                ));
+            }
             // A column that is not bytea yet (before `pgcloak encrypt`) or does not
             // resolve is reported by the schema check; nothing to sample here.
             Err(_) => {}
@@ -151,6 +161,22 @@ async fn sample_envelopes(
     col: ColumnRef,
 ) -> Result<Vec<Vec<u8>>, tokio_postgres::Error> {
     let c = policy.column(col);
+    // Only a column stored as bytea holds envelopes (before `pgcloak encrypt` it holds
+    // plaintext of its own type, which the schema check reports).
+    let is_bytea = client
+        .query_opt(
+            "SELECT 1 FROM pg_catalog.pg_attribute a \
+             JOIN pg_catalog.pg_class t ON t.oid = a.attrelid \
+             JOIN pg_catalog.pg_namespace n ON n.oid = t.relnamespace \
+             WHERE n.nspname = $1 AND t.relname = $2 AND a.attname = $3 \
+               AND a.atttypid = 'pg_catalog.bytea'::pg_catalog.regtype",
+            &[&c.table.schema, &c.table.name, &c.column],
+        )
+        .await?
+        .is_some();
+    if !is_bytea {
+        return Ok(Vec::new());
+    }
     let column = quote_ident(&c.column);
     let sql = format!(
         "SELECT {column} FROM {} WHERE {column} IS NOT NULL LIMIT {KEYRING_SAMPLE}",
