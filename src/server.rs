@@ -310,7 +310,10 @@ impl Server {
         // ---- operations: admin endpoint and live reload run until the process ends ----
         let ops_stop = CancellationToken::new();
         if let Some(admin) = self.admin.take() {
-            info!(target: "pgcloak::admin", listen = ?admin.local_addr().ok(), "admin endpoint listening");
+            let listen = admin
+                .local_addr()
+                .map_or_else(|_| "?".to_string(), |a| a.to_string());
+            info!(target: "pgcloak::admin", listen = %listen, "admin endpoint listening");
             tokio::spawn(crate::observe::admin::serve(
                 admin,
                 self.shared.clone(),
@@ -324,7 +327,10 @@ impl Server {
         let _ops_guard = ops_stop.drop_guard();
         // ---- end of operations ----
         let mut backoff = Duration::from_millis(5);
-        info!(target: LOG, listen = ?self.local_addr(), upstream = %self.shared.config.upstream.display_addr(), "pgcloak listening");
+        let listen = self
+            .local_addr()
+            .map_or_else(|| "?".to_string(), |a| a.to_string());
+        info!(target: LOG, listen = %listen, upstream = %self.shared.config.upstream.display_addr(), "pgcloak listening");
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,

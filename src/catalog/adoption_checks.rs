@@ -36,6 +36,13 @@ pub async fn check(
     suite: &CipherSuite,
 ) -> AdoptionFindings {
     let mut out = AdoptionFindings::default();
+    let me = match client.query_one("SELECT current_user::text", &[]).await {
+        Ok(r) => r
+            .try_get::<_, String>(0)
+            .map(|r| quote_ident(&r))
+            .unwrap_or_else(|_| "<catalog.user>".into()),
+        Err(_) => "<catalog.user>".into(),
+    };
     match unknown_roles(client, policy).await {
         Ok(roles) => {
             for r in roles {
@@ -84,7 +91,7 @@ pub async fn check(
                 out.warnings.push(format!(
                     "database {database}: column {}: cannot sample its stored envelopes to \
                      verify the keyring: the catalog role lacks SELECT on it. Grant it (it \
-                     reads ciphertext only): GRANT SELECT ({}) ON {} TO <catalog.user>;",
+                     reads ciphertext only): GRANT SELECT ({}) ON {} TO {me};",
                     c.qualified_name(),
                     quote_ident(&c.column),
                     quote_qualified(&c.table.schema, &c.table.name)
