@@ -37,6 +37,10 @@ pub enum ConfigError {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// The file this configuration was read from (set by [`Config::load`]); a reload
+    /// re-validates it and says what it cannot apply.
+    #[serde(skip)]
+    pub source: Option<std::path::PathBuf>,
     /// Address clients connect to.
     #[serde(default = "default_listen")]
     pub listen: String,
@@ -492,9 +496,11 @@ impl Config {
             file: path.display().to_string(),
             source,
         })?;
-        Self::load_str(&text, &path.display().to_string(), |k| {
+        let mut cfg = Self::load_str(&text, &path.display().to_string(), |k| {
             std::env::var(k).ok()
-        })
+        })?;
+        cfg.source = Some(path.to_path_buf());
+        Ok(cfg)
     }
 
     /// Parses `text` (named `file` in errors) with overrides looked up by `env`.

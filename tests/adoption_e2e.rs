@@ -394,3 +394,54 @@ async fn readme_adoption_steps_work_as_written() {
     assert_eq!(code, Some(2), "{out}");
     assert!(out.contains("log.level"), "{out}");
 }
+
+mod ops_support;
+
+/// On call: reload metrics exist from the start, and a broken `pgcloak.yaml` on SIGHUP
+/// is logged as not applied instead of a bare "reloaded".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_with_a_broken_proxy_config_says_what_was_not_applied() {
+    let f = ops_support::OpsFixture::new("adopt_hup", serde_json::json!({})).await;
+    let (_, body) = f.get("/metrics");
+    let m = ops_support::Metrics::parse(&body);
+    for series in [
+        "pgcloak_reloads_total{result=\"ok\"}",
+        "pgcloak_reloads_total{result=\"invalid\"}",
+    ] {
+        assert_eq!(m.0.get(series), Some(&0.0), "{series}:\n{body}");
+    }
+    assert_eq!(m.0.get("pgcloak_last_reload_success"), Some(&1.0), "{body}");
+
+    let path = f.proxy.config_path().to_path_buf();
+    let good = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, format!("{good}\nmax_conections: 5\n")).unwrap();
+    let pid = f.proxy.pid().expect("a spawned proxy");
+    unsafe {
+        libc::kill(pid as libc::pid_t, libc::SIGHUP);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = f.proxy.log();
+        if log.contains("the proxy config is invalid: nothing in it was applied") {
+            assert!(log.contains("max_conections"), "{log}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no config error logged:\n{log}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A valid change that a reload cannot apply is named too.
+    std::fs::write(&path, good.replace("max_connections: 1000", "max_connections: 999"))
+        .unwrap();
+    unsafe {
+        libc::kill(pid as libc::pid_t, libc::SIGHUP);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !f.proxy.log().contains("restart pgcloak to apply the rest") {
+        assert!(
+            Instant::now() < deadline,
+            "no restart hint:\n{}",
+            f.proxy.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
