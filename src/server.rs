@@ -272,6 +272,14 @@ impl Server {
                 )));
             }
         }
+        // A wrong catalog password would otherwise surface only as refused statements.
+        if shared.protection.is_some() {
+            let login = crate::observe::admin::test_catalog_login(&shared.config).await;
+            if let Err(e) = &login {
+                warn!(target: "pgcloak::catalog", error = %e, "the catalog login fails: statements on protected columns are refused until it works; check catalog.user and its password variable (docs/troubleshooting.md)");
+            }
+            shared.health.set_catalog_login(login.is_ok());
+        }
         let listener = TcpListener::bind(&addr)
             .await
             .map_err(|source| ServerError::Bind { addr, source })?;

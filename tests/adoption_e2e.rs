@@ -445,3 +445,33 @@ async fn sighup_with_a_broken_proxy_config_says_what_was_not_applied() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// On call: a wrong catalog password is tested at start (WARN with the fix) and keeps
+/// /readyz not ready, instead of "ready" while every protected statement is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_catalog_password_is_logged_and_not_ready() {
+    let f = ops_support::OpsFixture::new("adopt_pw", serde_json::json!({})).await;
+    assert_eq!(f.get("/readyz").0, 200, "the right password is ready");
+    let admin_port = common::cluster::free_port();
+    let proxy = common::Proxy::start_with_env(
+        serde_json::json!({
+            "policy": f.policy_path,
+            "keys": { "file": f.dir.path().join("master.keys") },
+            "catalog": { "user": common::SUPERUSER, "password_env": "PGCLOAK_CATALOG_PASSWORD" },
+            "admin": { "listen": format!("127.0.0.1:{admin_port}") },
+        }),
+        &[("PGCLOAK_CATALOG_PASSWORD", "not-the-password")],
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", admin_port)).is_err() {
+        assert!(Instant::now() < deadline, "no admin endpoint:\n{}", proxy.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (status, body) = ops_support::http_get(admin_port, "/readyz");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("catalog login"), "{body}");
+    let log = proxy.log();
+    assert!(log.contains("WARN"), "{log}");
+    assert!(log.contains("the catalog login fails"), "{log}");
+    assert!(log.contains("password authentication failed"), "{log}");
+}
