@@ -828,7 +828,13 @@ mod tests {
 
     #[test]
     fn log_level_typo_is_refused_with_its_line() {
-        for bad in ["debugg", "infos", "warning", "info,pgcloak::sql=verbose", ""] {
+        for bad in [
+            "debugg",
+            "infos",
+            "warning",
+            "info,pgcloak::sql=verbose",
+            "",
+        ] {
             let text = format!(
                 "upstream: {{ host: 127.0.0.1 }}\nlog:\n  format: text\n  level: \"{bad}\"\n"
             );

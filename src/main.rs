@@ -234,7 +234,10 @@ fn check(path: PathBuf, databases: Option<Vec<String>>) -> ExitCode {
         );
         ExitCode::from(1)
     } else if warnings {
-        println!("{}: OK, with warnings to act on (see above)", path.display());
+        println!(
+            "{}: OK, with warnings to act on (see above)",
+            path.display()
+        );
         ExitCode::from(1)
     } else {
         println!("{}: OK", path.display());

@@ -135,7 +135,13 @@ async fn readme_adoption_steps_work_as_written() {
     // Step 3: before encryption, check --database names the plaintext column and points
     // to `pgcloak encrypt`, not to ALTER ... TYPE bytea.
     let (code, out) = w.run(
-        &["check", "--config", "config/pgcloak.yaml", "--database", &db],
+        &[
+            "check",
+            "--config",
+            "config/pgcloak.yaml",
+            "--database",
+            &db,
+        ],
         &[],
     );
     assert_eq!(code, Some(2), "{out}");
@@ -144,7 +150,13 @@ async fn readme_adoption_steps_work_as_written() {
     assert!(!out.contains("convert it (ALTER TABLE"), "{out}");
 
     // Step 4, as the catalog role: refused, naming the role and the exact fix.
-    let encrypt = ["encrypt", "--config", "config/pgcloak.yaml", "--database", &db];
+    let encrypt = [
+        "encrypt",
+        "--config",
+        "config/pgcloak.yaml",
+        "--database",
+        &db,
+    ];
     let (code, out) = w.run(&encrypt, &[]);
     assert_eq!(code, Some(2), "{out}");
     assert!(out.contains("role \"pgcloak\""), "{out}");
@@ -157,15 +169,16 @@ async fn readme_adoption_steps_work_as_written() {
         ("PGCLOAK_CATALOG_USER", APP_USER),
         ("PGCLOAK_CATALOG_PASSWORD", APP_PASSWORD),
     ];
-    let (code, out) = w.run(
-        &[&encrypt[..], &["--dry-run"]].concat(),
-        &as_owner,
-    );
+    let (code, out) = w.run(&[&encrypt[..], &["--dry-run"]].concat(), &as_owner);
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("SECURITY DEFINER"), "{out}");
     let mut child = w
         .command(
-            &[&encrypt[..], &["--batch-size", "250", "--max-rows-per-sec", "1500"]].concat(),
+            &[
+                &encrypt[..],
+                &["--batch-size", "250", "--max-rows-per-sec", "1500"],
+            ]
+            .concat(),
             &as_owner,
         )
         .stdout(Stdio::piped())
@@ -188,7 +201,10 @@ async fn readme_adoption_steps_work_as_written() {
         if n > 0 {
             break;
         }
-        assert!(Instant::now() < deadline, "encrypt never set up its trigger");
+        assert!(
+            Instant::now() < deadline,
+            "encrypt never set up its trigger"
+        );
         assert!(child.try_wait().unwrap().is_none(), "encrypt ended early");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -326,13 +342,22 @@ async fn readme_adoption_steps_work_as_written() {
     assert_eq!(missing, "23502", "the encrypted column keeps NOT NULL");
     drop(serve);
     let log = std::fs::read_to_string(&log_path).unwrap();
-    assert!(!log.contains('\u{1b}'), "colour codes in a log file:\n{log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "colour codes in a log file:\n{log}"
+    );
     assert!(log.contains(&format!("listen={listen}")), "{log}");
     assert!(!log.contains("Some("), "{log}");
 
     // check --database after encryption: the kept plaintext column is named with the way
     // to drop it, and the keyring sample needs a SELECT grant it names.
-    let check = ["check", "--config", "config/pgcloak.yaml", "--database", &db];
+    let check = [
+        "check",
+        "--config",
+        "config/pgcloak.yaml",
+        "--database",
+        &db,
+    ];
     let (code, out) = w.run(&check, &[]);
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("phone_plaintext"), "{out}");
@@ -361,17 +386,29 @@ async fn readme_adoption_steps_work_as_written() {
     )
     .unwrap();
     let (code, out) = w.run(
-        &["check", "--config", "config/wrong-keys.yaml", "--database", &db],
+        &[
+            "check",
+            "--config",
+            "config/wrong-keys.yaml",
+            "--database",
+            &db,
+        ],
         &[],
     );
     assert_eq!(code, Some(2), "{out}");
-    assert!(out.contains("fail authentication with this keyring"), "{out}");
+    assert!(
+        out.contains("fail authentication with this keyring"),
+        "{out}"
+    );
     assert!(!out.contains("0322222222"), "a value in the output: {out}");
 
     // A role the database does not have is a warning naming it.
     std::fs::write(
         w.path("config/typo-policy.yaml"),
-        POLICY.replace("{ app: plaintext }", "{ app: plaintext, auditr: ciphertext }"),
+        POLICY.replace(
+            "{ app: plaintext }",
+            "{ app: plaintext, auditr: ciphertext }",
+        ),
     )
     .unwrap();
     std::fs::write(
@@ -430,8 +467,11 @@ async fn sighup_with_a_broken_proxy_config_says_what_was_not_applied() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // A valid change that a reload cannot apply is named too.
-    std::fs::write(&path, good.replace("max_connections: 1000", "max_connections: 999"))
-        .unwrap();
+    std::fs::write(
+        &path,
+        good.replace("max_connections: 1000", "max_connections: 999"),
+    )
+    .unwrap();
     unsafe {
         libc::kill(pid as libc::pid_t, libc::SIGHUP);
     }
@@ -464,7 +504,11 @@ async fn a_wrong_catalog_password_is_logged_and_not_ready() {
     );
     let deadline = Instant::now() + Duration::from_secs(10);
     while TcpStream::connect(("127.0.0.1", admin_port)).is_err() {
-        assert!(Instant::now() < deadline, "no admin endpoint:\n{}", proxy.log());
+        assert!(
+            Instant::now() < deadline,
+            "no admin endpoint:\n{}",
+            proxy.log()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let (status, body) = ops_support::http_get(admin_port, "/readyz");

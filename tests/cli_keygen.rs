@@ -75,7 +75,10 @@ fn keygen_names_the_directory_it_cannot_create() {
     let (ok, err) = keygen(&["--file", path.to_str().unwrap()]);
     assert!(!ok);
     assert!(
-        err.contains(&format!("its directory {} does not exist", blocker.join("keys").display())),
+        err.contains(&format!(
+            "its directory {} does not exist",
+            blocker.join("keys").display()
+        )),
         "{err}"
     );
 }

@@ -534,7 +534,9 @@ async fn refusals_name_the_problem_and_the_fix() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("accounts_birth_idx"), "{err}");
     assert!(err.contains("deterministic"), "{err}");
-    d.batch_execute("DROP INDEX accounts_birth_idx").await.unwrap();
+    d.batch_execute("DROP INDEX accounts_birth_idx")
+        .await
+        .unwrap();
 
     d.batch_execute("ALTER TABLE accounts ALTER COLUMN score TYPE text")
         .await

@@ -87,7 +87,9 @@ pub async fn check(
                     ));
                 }
             }
-            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) => {
+            Err(e)
+                if e.code() == Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) =>
+            {
                 out.warnings.push(format!(
                     "database {database}: column {}: cannot sample its stored envelopes to \
                      verify the keyring: the catalog role lacks SELECT on it. Grant it (it \

@@ -472,7 +472,10 @@ mod tests {
             drop_old: true,
             ..j
         };
-        assert!(!dropped.cutover_sql().iter().any(|s| s.contains("DROP NOT NULL")));
+        assert!(!dropped
+            .cutover_sql()
+            .iter()
+            .any(|s| s.contains("DROP NOT NULL")));
     }
 
     #[test]
@@ -491,8 +494,14 @@ mod tests {
         };
         let sql = j.cutover_sql();
         let d = sql.iter().position(|s| s == "DROP INDEX public.i").unwrap();
-        let r = sql.iter().position(|s| s.contains("RENAME COLUMN phone TO")).unwrap();
-        let c = sql.iter().position(|s| s.starts_with("CREATE INDEX i")).unwrap();
+        let r = sql
+            .iter()
+            .position(|s| s.contains("RENAME COLUMN phone TO"))
+            .unwrap();
+        let c = sql
+            .iter()
+            .position(|s| s.starts_with("CREATE INDEX i"))
+            .unwrap();
         assert!(d < r && r < c, "{sql:?}");
         assert_eq!(
             sql.last().map(String::as_str),

@@ -230,8 +230,7 @@ pub(crate) async fn convert_column(
             (t, facts.sql_type.clone())
         }
     };
-    if let Some(refusal) =
-        inspect::privilege_refusal(client, &cp.table, facts.relid, &name).await?
+    if let Some(refusal) = inspect::privilege_refusal(client, &cp.table, facts.relid, &name).await?
     {
         return Err(refusal);
     }

@@ -51,15 +51,10 @@ pub async fn test_catalog_login(config: &crate::config::Config) -> Result<(), St
         .first()
         .cloned()
         .unwrap_or_else(|| "postgres".to_string());
-    crate::catalog::CatalogConn::connect(
-        &config.upstream,
-        catalog,
-        password.as_deref(),
-        &database,
-    )
-    .await
-    .map(drop)
-    .map_err(|e| e.to_string())
+    crate::catalog::CatalogConn::connect(&config.upstream, catalog, password.as_deref(), &database)
+        .await
+        .map(drop)
+        .map_err(|e| e.to_string())
 }
 
 impl Health {
