@@ -280,10 +280,9 @@ impl Server {
             }
             shared.health.set_catalog_login(login.is_ok());
         }
-        let listener = TcpListener::bind(&addr)
-            .await
-            .map_err(|source| ServerError::Bind { addr, source })?;
         // ---- operations: metrics, audit, admin listener ----
+        // (bound before the client listener: whoever sees the client port accept can
+        // query the admin endpoint at once)
         crate::observe::init(&shared.config).map_err(ServerError::Policy)?;
         let admin =
             match &shared.config.admin {
@@ -296,6 +295,9 @@ impl Server {
                 None => None,
             };
         // ---- end of operations ----
+        let listener = TcpListener::bind(&addr)
+            .await
+            .map_err(|source| ServerError::Bind { addr, source })?;
         Ok(Server {
             listener,
             shared,
