@@ -37,6 +37,10 @@ pub enum ConfigError {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// The file this configuration was read from (set by [`Config::load`]); a reload
+    /// re-validates it and says what it cannot apply.
+    #[serde(skip)]
+    pub source: Option<std::path::PathBuf>,
     /// Address clients connect to.
     #[serde(default = "default_listen")]
     pub listen: String,
@@ -439,6 +443,49 @@ fn default_log_level() -> String {
     "info".into()
 }
 
+/// Whether `s` names a log level.
+fn is_level(s: &str) -> bool {
+    matches!(
+        s.trim().to_ascii_lowercase().as_str(),
+        "off" | "error" | "warn" | "info" | "debug" | "trace"
+    )
+}
+
+/// `info`, or `info,pgcloak::sql=debug`: levels and `target=level` pairs only.
+fn is_level_directive(s: &str) -> bool {
+    !s.trim().is_empty()
+        && s.split(',').all(|part| match part.split_once('=') {
+            Some((target, level)) => !target.trim().is_empty() && is_level(level),
+            None => is_level(part),
+        })
+}
+
+/// The 1-based line of `text` that sets the last segment of `key` (`log.level` ->
+/// `level:`), when one line does; a best effort for pointing errors at a line.
+fn key_line(text: &str, key: &str) -> Option<usize> {
+    let last = key.rsplit('.').next()?;
+    let needle = format!("{last}:");
+    let found: Vec<usize> = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| {
+            let code = l.split('#').next().unwrap_or("");
+            code.match_indices(&needle).any(|(i, _)| {
+                i == 0
+                    || code[..i]
+                        .chars()
+                        .next_back()
+                        .is_some_and(|c| c == ' ' || c == '{' || c == ',')
+            })
+        })
+        .map(|(i, _)| i + 1)
+        .collect();
+    match found.as_slice() {
+        [one] => Some(*one),
+        _ => None,
+    }
+}
+
 /// A warning that does not stop the proxy but that an operator must see.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigWarning(pub String);
@@ -450,9 +497,11 @@ impl Config {
             file: path.display().to_string(),
             source,
         })?;
-        Self::load_str(&text, &path.display().to_string(), |k| {
+        let mut cfg = Self::load_str(&text, &path.display().to_string(), |k| {
             std::env::var(k).ok()
-        })
+        })?;
+        cfg.source = Some(path.to_path_buf());
+        Ok(cfg)
     }
 
     /// Parses `text` (named `file` in errors) with overrides looked up by `env`.
@@ -480,7 +529,18 @@ impl Config {
             }
         })?;
         cfg.apply_env(env)?;
-        cfg.validate(file)?;
+        cfg.validate(file).map_err(|e| match e {
+            // Point at the line that set the key, as parse errors do.
+            ConfigError::Invalid { file, key, message } => ConfigError::Invalid {
+                file: match key_line(text, &key) {
+                    Some(line) => format!("{file}:{line}"),
+                    None => file,
+                },
+                key,
+                message,
+            },
+            other => other,
+        })?;
         Ok(cfg)
     }
 
@@ -523,6 +583,13 @@ impl Config {
         }
         if let Some(v) = env("PGCLOAK_LOG_LEVEL") {
             self.log.level = v;
+        }
+        // The lifecycle commands run as the tables' owner, not as the proxy's catalog
+        // role: this picks the role without a second config file.
+        if let Some(v) = env("PGCLOAK_CATALOG_USER") {
+            if let Some(c) = self.catalog.as_mut() {
+                c.user = v;
+            }
         }
         Ok(())
     }
@@ -625,18 +692,29 @@ impl Config {
             }
         }
         for (target, level) in &self.log.levels {
-            if tracing_subscriber::EnvFilter::try_new(format!("{target}={level}")).is_err() {
+            if !is_level(level)
+                || tracing_subscriber::EnvFilter::try_new(format!("{target}={level}")).is_err()
+            {
                 return Err(invalid(
                     "log.levels",
-                    format!("`{target}: {level}` is not a target and level"),
+                    format!(
+                        "`{target}: {level}` is not a target and level (off, error, warn, \
+                         info, debug, trace)"
+                    ),
                 ));
             }
         }
-        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+        // EnvFilter takes a bare word as a *target* name: `debugg` would be accepted and
+        // silence every log line, the audit trail included. Only levels and
+        // `target=level` pairs pass here.
+        if !is_level_directive(&self.log.level)
+            || tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err()
+        {
             return Err(invalid(
                 "log.level",
                 format!(
-                    "`{}` is not a level or filter (error, warn, info, debug, trace)",
+                    "`{}` is not a level (off, error, warn, info, debug, trace) or a list of \
+                     them with `target=level` pairs",
                     self.log.level
                 ),
             ));
@@ -747,6 +825,38 @@ mod tests {
             err,
             "pgcloak.yaml:3:3: unknown field `prot`, expected one of host, port, tls, ca_file, server_name, connect_timeout_ms"
         );
+    }
+
+    #[test]
+    fn log_level_typo_is_refused_with_its_line() {
+        for bad in [
+            "debugg",
+            "infos",
+            "warning",
+            "info,pgcloak::sql=verbose",
+            "",
+        ] {
+            let text = format!(
+                "upstream: {{ host: 127.0.0.1 }}\nlog:\n  format: text\n  level: \"{bad}\"\n"
+            );
+            let err = load(&text).unwrap_err().to_string();
+            assert!(
+                err.starts_with("pgcloak.yaml:4: log.level: "),
+                "{bad}: {err}"
+            );
+        }
+        let err = load("upstream: { host: h }\nlog: { format: json, level: debugg }\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("pgcloak.yaml:2: log.level:"), "{err}");
+        let err = load("upstream: { host: h }\nlog: { levels: { pgcloak::sql: loud } }\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("log.levels"), "{err}");
+        for good in ["info", "DEBUG", "warn,pgcloak::sql=debug", "off"] {
+            let text = format!("upstream: {{ host: h }}\nlog: {{ level: \"{good}\" }}\n");
+            assert!(load(&text).is_ok(), "{good}");
+        }
     }
 
     #[test]

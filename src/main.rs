@@ -171,6 +171,7 @@ fn check(path: PathBuf, databases: Option<Vec<String>>) -> ExitCode {
     }
     let mut missing_constraints = false;
     let mut looser = false;
+    let mut warnings = false;
     if !ok {
         // Shared::new would report the same userlist problems again.
     } else {
@@ -213,6 +214,14 @@ fn check(path: PathBuf, databases: Option<Vec<String>>) -> ExitCode {
                         }
                         print_guard(&found);
                         looser = !found.guard.is_empty();
+                        for e in &found.adoption.errors {
+                            eprintln!("error: {e}");
+                            ok = false;
+                        }
+                        for w in &found.adoption.warnings {
+                            eprintln!("warning: {w}");
+                            warnings = true;
+                        }
                     }
                 }
             }
@@ -232,6 +241,12 @@ fn check(path: PathBuf, databases: Option<Vec<String>>) -> ExitCode {
             } else {
                 ""
             }
+        );
+        ExitCode::from(1)
+    } else if warnings {
+        println!(
+            "{}: OK, with warnings to act on (see above)",
+            path.display()
         );
         ExitCode::from(1)
     } else {
@@ -381,6 +396,7 @@ fn lifecycle(kind: pgcloak::lifecycle::Kind, args: LifecycleArgs, drop_old: bool
     };
     match runtime.block_on(pgcloak::lifecycle::run(kind, &opts)) {
         Ok(outcomes) => {
+            let converted = outcomes.iter().any(|o| o.state == Outcome::Converted);
             for o in outcomes {
                 match o.state {
                     Outcome::AlreadyDone => println!("{}: already done", o.column),
@@ -397,6 +413,12 @@ fn lifecycle(kind: pgcloak::lifecycle::Kind, args: LifecycleArgs, drop_old: bool
                         o.stats.cutover_time.as_secs_f64() * 1000.0
                     ),
                 }
+            }
+            if converted {
+                eprintln!(
+                    "running pgcloak instances follow the new schema at their next catalog \
+                     refresh (catalog.refresh_secs); send them SIGHUP to follow now"
+                );
             }
             ExitCode::SUCCESS
         }

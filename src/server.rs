@@ -165,6 +165,9 @@ pub struct DatabaseCheck {
     pub guard: Vec<(String, Vec<String>)>,
     /// What the DBA must know but no DDL fixes (owners, superusers, unknown statistics).
     pub guard_warnings: Vec<String>,
+    /// Adoption and operations findings (catalog::adoption_checks): the keyring does not
+    /// open the stored data (errors), unknown roles, kept plaintext columns (warnings).
+    pub adoption: crate::catalog::adoption_checks::AdoptionFindings,
 }
 
 impl DatabaseCheck {
@@ -202,6 +205,7 @@ pub async fn check_databases(shared: &Shared, databases: &[String]) -> DatabaseC
             Err(e) => out.errors.push(format!("database {db}: {e}")),
         }
         check_guard(catalog, db, &mut out).await;
+        adoption_checks(shared, db, &mut out).await;
     }
     out
 }
@@ -222,6 +226,40 @@ async fn check_guard(catalog: &CatalogCache, db: &str, out: &mut DatabaseCheck) 
         }
         Err(e) => out.errors.push(format!("database {db}: {e}")),
     }
+}
+
+/// The adoption checks on a short-lived connection of their own (the cache's connections
+/// are the sessions'; this one closes when done).
+async fn adoption_checks(shared: &Shared, db: &str, out: &mut DatabaseCheck) {
+    let (Some(protection), Some(catalog)) = (&shared.protection, &shared.config.catalog) else {
+        return;
+    };
+    let password = match catalog.resolve_password(|k| std::env::var(k).ok()) {
+        Ok(p) => p,
+        Err(e) => {
+            out.errors.push(format!("database {db}: {e}"));
+            return;
+        }
+    };
+    let conn = match crate::catalog::CatalogConn::connect(
+        &shared.config.upstream,
+        catalog,
+        password.as_deref(),
+        db,
+    )
+    .await
+    {
+        Ok(c) => c,
+        Err(e) => {
+            out.errors.push(format!("database {db}: {e}"));
+            return;
+        }
+    };
+    let prot = protection.load_full();
+    let found =
+        crate::catalog::adoption_checks::check(&conn.client, db, &prot.policy, &prot.suite).await;
+    out.adoption.errors.extend(found.errors);
+    out.adoption.warnings.extend(found.warnings);
 }
 
 /// A bound listener, ready to serve.
@@ -253,6 +291,12 @@ impl Server {
             for (what, ddl) in &found.missing_constraints {
                 warn!(target: "pgcloak::policy", problem = %what, fix = %ddl, "protected column lacks its envelope CHECK constraint");
             }
+            for problem in &found.adoption.errors {
+                tracing::error!(target: "pgcloak::crypto", problem = %problem, "the keyring does not open the stored data");
+            }
+            for problem in &found.adoption.warnings {
+                warn!(target: "pgcloak::policy", problem = %problem, "check --database finding");
+            }
             for (what, ddl) in &found.guard {
                 warn!(target: "pgcloak::policy", problem = %what, fix = %ddl.join(" "), "the database is looser than the policy");
             }
@@ -273,10 +317,17 @@ impl Server {
                 )));
             }
         }
-        let listener = TcpListener::bind(&addr)
-            .await
-            .map_err(|source| ServerError::Bind { addr, source })?;
+        // A wrong catalog password would otherwise surface only as refused statements.
+        if shared.protection.is_some() {
+            let login = crate::observe::admin::test_catalog_login(&shared.config).await;
+            if let Err(e) = &login {
+                warn!(target: "pgcloak::catalog", error = %e, "the catalog login fails: statements on protected columns are refused until it works; check catalog.user and its password variable (docs/troubleshooting.md)");
+            }
+            shared.health.set_catalog_login(login.is_ok());
+        }
         // ---- operations: metrics, audit, admin listener ----
+        // (bound before the client listener: whoever sees the client port accept can
+        // query the admin endpoint at once)
         crate::observe::init(&shared.config).map_err(ServerError::Policy)?;
         let admin =
             match &shared.config.admin {
@@ -289,6 +340,9 @@ impl Server {
                 None => None,
             };
         // ---- end of operations ----
+        let listener = TcpListener::bind(&addr)
+            .await
+            .map_err(|source| ServerError::Bind { addr, source })?;
         Ok(Server {
             listener,
             shared,
@@ -311,7 +365,10 @@ impl Server {
         // ---- operations: admin endpoint and live reload run until the process ends ----
         let ops_stop = CancellationToken::new();
         if let Some(admin) = self.admin.take() {
-            info!(target: "pgcloak::admin", listen = ?admin.local_addr().ok(), "admin endpoint listening");
+            let listen = admin
+                .local_addr()
+                .map_or_else(|_| "?".to_string(), |a| a.to_string());
+            info!(target: "pgcloak::admin", listen = %listen, "admin endpoint listening");
             tokio::spawn(crate::observe::admin::serve(
                 admin,
                 self.shared.clone(),
@@ -325,7 +382,10 @@ impl Server {
         let _ops_guard = ops_stop.drop_guard();
         // ---- end of operations ----
         let mut backoff = Duration::from_millis(5);
-        info!(target: LOG, listen = ?self.local_addr(), upstream = %self.shared.config.upstream.display_addr(), "pgcloak listening");
+        let listen = self
+            .local_addr()
+            .map_or_else(|| "?".to_string(), |a| a.to_string());
+        info!(target: LOG, listen = %listen, upstream = %self.shared.config.upstream.display_addr(), "pgcloak listening");
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,

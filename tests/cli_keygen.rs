@@ -50,3 +50,35 @@ fn keygen_without_a_file_prints_a_keyring_that_parses() {
     let text = String::from_utf8(out.stdout).unwrap();
     Keyring::parse(&text, "stdout").unwrap();
 }
+
+#[test]
+fn keygen_into_a_missing_directory_creates_it_private() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config").join("keys").join("master.keys");
+    let (ok, err) = keygen(&["--file", path.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let mode = std::fs::metadata(path.parent().unwrap())
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o700);
+    assert!(Keyring::from_file(&path).is_ok());
+}
+
+#[test]
+fn keygen_names_the_directory_it_cannot_create() {
+    let dir = tempfile::tempdir().unwrap();
+    let blocker = dir.path().join("not-a-dir");
+    std::fs::write(&blocker, b"x").unwrap();
+    let path = blocker.join("keys").join("master.keys");
+    let (ok, err) = keygen(&["--file", path.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(
+        err.contains(&format!(
+            "its directory {} does not exist",
+            blocker.join("keys").display()
+        )),
+        "{err}"
+    );
+}

@@ -515,14 +515,28 @@ async fn encrypt_then_decrypt_restores_values_and_types() {
 async fn refusals_name_the_problem_and_the_fix() {
     let w = World::new("lc_refuse", 10, "text").await;
     let d = w.direct().await;
-    d.batch_execute("CREATE INDEX accounts_phone_idx ON accounts (phone)")
+    // A plain index on a deterministic column is rebuilt at cut-over (adoption_e2e); one
+    // that computes on the column cannot work on ciphertext and is refused by name.
+    d.batch_execute("CREATE INDEX accounts_phone_idx ON accounts (lower(phone))")
         .await
         .unwrap();
     let out = w.run(&["encrypt", "--column", "phone"]);
     let err = String::from_utf8_lossy(&out.stderr).to_string();
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("accounts_phone_idx"), "{err}");
+    assert!(err.contains("compute on the column"), "{err}");
+    // An index on a randomized column is refused with the way to make it useful.
+    d.batch_execute("CREATE INDEX accounts_birth_idx ON accounts (birth)")
+        .await
+        .unwrap();
+    let out = w.run(&["encrypt", "--column", "birth"]);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("accounts_birth_idx"), "{err}");
     assert!(err.contains("deterministic"), "{err}");
+    d.batch_execute("DROP INDEX accounts_birth_idx")
+        .await
+        .unwrap();
 
     d.batch_execute("ALTER TABLE accounts ALTER COLUMN score TYPE text")
         .await

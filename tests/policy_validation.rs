@@ -545,4 +545,23 @@ fn malformed_allowed_function_names_are_rejected() {
     }
     let e = one_error("version: 1\nfunctions:\n  allow: public.f\n");
     assert!(e.contains("functions.allow"), "{e}");
+
+#[test]
+fn an_unknown_key_and_a_wrong_type_are_reported_in_one_run() {
+    let yaml = "version: 1\ntables:\n  customers:\n    phone:\n      type: strin\n      typo: 1\n      access: { crm_app: plaintext }\n    email:\n      type: text\n      colour:\n        deep: red\n      access: { crm_app: plaintx }\n";
+    let errs = errors(yaml);
+    assert_eq!(errs.len(), 4, "{errs:#?}");
+    assert!(
+        errs[0].starts_with("policy.yaml:5:13: tables.customers.phone.type: unknown type `strin`"),
+        "{errs:#?}"
+    );
+    assert!(
+        errs[1].starts_with("policy.yaml:6:7: tables.customers.phone.typo: unknown field `typo`"),
+        "{errs:#?}"
+    );
+    assert!(
+        errs[2].starts_with("policy.yaml:10:7: tables.customers.email.colour: unknown field"),
+        "{errs:#?}"
+    );
+    assert!(errs[3].starts_with("policy.yaml:12:"), "{errs:#?}");
 }

@@ -63,9 +63,11 @@ pub enum CatalogError {
 
     /// The column exists with another type than bytea, so ciphertext cannot be stored.
     #[error(
-        "policy column {column}: its type is {actual} in database \"{database}\", but encrypted \
-         columns are stored as bytea; convert it (ALTER TABLE ... ALTER COLUMN ... TYPE bytea, \
-         after encrypting the existing data) or remove it from the policy"
+        "policy column {column}: its type is {actual} in database \"{database}\" (not encrypted \
+         yet), but encrypted columns are stored as bytea; encrypt the existing data online with \
+         `pgcloak encrypt --config <pgcloak.yaml> --database {database}` (it converts the column \
+         to bytea; do not use ALTER ... TYPE bytea, which stores the plaintext bytes), or remove \
+         it from the policy"
     )]
     NotBytea {
         database: String,

@@ -18,6 +18,7 @@
 //! It must never: write to the database, read table data, see or log any data value, or
 //! serve a snapshot it could not confirm (a failed refresh is an error, not stale data).
 
+pub mod adoption_checks;
 pub mod config;
 mod connect;
 pub mod constraints;

@@ -16,7 +16,10 @@ pub enum CryptoError {
     #[error("unknown pgcloak envelope scheme {0}")]
     UnknownScheme(u8),
     /// The envelope was sealed under a key id the keyring does not hold.
-    #[error("envelope was encrypted with key id {0}, which is not in the keyring")]
+    #[error(
+        "envelope was encrypted with key id {0}, which is not in the keyring (pgcloak runs with \
+         another keyring than the data's; docs/troubleshooting.md)"
+    )]
     UnknownKeyId(u32),
     /// The envelope's column tag belongs to another column or key group.
     #[error(
@@ -24,7 +27,11 @@ pub enum CryptoError {
     )]
     WrongColumn { expected: u32, found: u32 },
     /// The Poly1305 tag did not verify: the envelope was corrupted or tampered with.
-    #[error("envelope failed authentication (corrupted, tampered with, or moved)")]
+    #[error(
+        "envelope failed authentication: pgcloak's keyring is not the one that encrypted it, \
+         or it was corrupted, tampered with, or moved (run `pgcloak check --database` to sample \
+         the column against the keyring; docs/troubleshooting.md)"
+    )]
     AuthenticationFailed,
     /// The column reference is not part of the cipher suite's policy generation.
     #[error("column #{0} is not in this cipher suite's policy generation")]

@@ -51,6 +51,23 @@ pub fn keygen_to_file(path: &Path) -> Result<KeygenOutcome, CryptoError> {
         reason: e.to_string(),
     };
     if !path.exists() {
+        // A missing directory is created private (0700): the keyring is the only
+        // thing it is for. Failing that, the error names the directory, not the file.
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            if !dir.exists() {
+                let mut b = std::fs::DirBuilder::new();
+                b.recursive(true);
+                #[cfg(unix)]
+                std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+                b.create(dir).map_err(|e| CryptoError::Io {
+                    source_name: shown.clone(),
+                    reason: format!(
+                        "its directory {} does not exist and cannot be created: {e}",
+                        dir.display()
+                    ),
+                })?;
+            }
+        }
         let ring = Keyring::generate()?;
         write_new_private(path, ring.to_text().as_bytes()).map_err(io)?;
         return Ok(KeygenOutcome::Created {

@@ -36,6 +36,12 @@ pub struct Dependents {
     /// Constraints that cannot be recreated on an envelope column (foreign keys,
     /// checks, the primary key).
     pub not_rebuildable: Vec<String>,
+    /// Indexes over an expression of the column or with a predicate: an envelope
+    /// cannot be computed on, so they cannot follow the column to ciphertext.
+    pub expression_indexes: Vec<String>,
+    /// The statements that drop what `rebuild` recreates (for a conversion that keeps
+    /// the replaced column, whose indexes would otherwise keep the names).
+    pub drops: Vec<String>,
 }
 
 const COLUMN_SQL: &str = "\
@@ -53,8 +59,11 @@ WHERE i.indrelid = $1::int8::oid AND i.indisprimary ORDER BY k.ord";
 
 const INDEXES_SQL: &str = "\
 SELECT ic.relname::text, pg_get_indexdef(i.indexrelid), \
-       EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid) \
+       EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid), \
+       i.indexprs IS NULL AND i.indpred IS NULL, \
+       quote_ident(icn.nspname) || '.' || quote_ident(ic.relname) \
 FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid \
+JOIN pg_namespace icn ON icn.oid = ic.relnamespace \
 WHERE i.indrelid = $1::int8::oid AND ($2::int2 = ANY(i.indkey::int2[]) OR EXISTS ( \
   SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = i.indexrelid \
   AND d.refobjid = i.indrelid AND d.refobjsubid = $2::int2)) ORDER BY 1";
@@ -156,8 +165,14 @@ pub async fn dependents(
         let name: String = r.try_get(0).map_err(err)?;
         let def: String = r.try_get(1).map_err(err)?;
         let owned: bool = r.try_get(2).map_err(err)?;
+        let simple: bool = r.try_get(3).map_err(err)?;
+        let qualified: String = r.try_get(4).map_err(err)?;
+        if !simple {
+            d.expression_indexes.push(name.clone());
+        }
         if !owned {
             d.rebuild.push(def);
+            d.drops.push(format!("DROP INDEX {qualified}"));
         }
         d.indexes.push(name);
     }
@@ -176,11 +191,11 @@ pub async fn dependents(
             continue;
         }
         if own && (kind == "u" || kind == "x") {
-            d.rebuild.push(format!(
-                "ALTER TABLE {} ADD CONSTRAINT {} {def}",
-                crate::catalog::ident::quote_qualified(&table.schema, &table.name),
-                crate::catalog::ident::quote_ident(&name)
-            ));
+            let t = crate::catalog::ident::quote_qualified(&table.schema, &table.name);
+            let q = crate::catalog::ident::quote_ident(&name);
+            d.rebuild
+                .push(format!("ALTER TABLE {t} ADD CONSTRAINT {q} {def}"));
+            d.drops.push(format!("ALTER TABLE {t} DROP CONSTRAINT {q}"));
         } else {
             d.not_rebuildable.push(name.clone());
         }
@@ -211,6 +226,27 @@ impl Dependents {
             });
         }
         self.view_refusal(column)
+    }
+
+    /// For encryption of a deterministic column: plain indexes and UNIQUE constraints
+    /// are recreated on the ciphertext at cut-over (equal plaintexts give equal
+    /// envelopes), as `reencrypt` does; indexes on expressions or with a predicate,
+    /// foreign keys, CHECKs and the primary key refuse.
+    pub fn encrypt_rebuild_refusal(&self, column: &str) -> Option<LifecycleError> {
+        if !self.expression_indexes.is_empty() {
+            return Some(LifecycleError::Refused {
+                column: column.to_string(),
+                reason: format!(
+                    "index(es) {} compute on the column or have a WHERE clause, which \
+                     cannot work on ciphertext",
+                    self.expression_indexes.join(", ")
+                ),
+                fix: "drop them, rerun (plain indexes and UNIQUE on the column are rebuilt \
+                      on the ciphertext automatically)"
+                    .to_string(),
+            });
+        }
+        self.rebuild_refusal(column)
     }
 
     fn view_refusal(&self, column: &str) -> Option<LifecycleError> {
@@ -249,4 +285,89 @@ impl Dependents {
         }
         self.view_refusal(column)
     }
+}
+
+const PRIVILEGES_SQL: &str = "\
+SELECT current_user::text, pg_get_userbyid(c.relowner)::text, \
+       pg_has_role(current_user, c.relowner, 'USAGE'), current_database()::text, \
+       EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = 'pgcloak'), \
+       has_database_privilege(current_database(), 'CREATE'), \
+       CASE WHEN EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = 'pgcloak') \
+            THEN has_schema_privilege('pgcloak', 'CREATE, USAGE') ELSE true END \
+FROM pg_class c WHERE c.oid = $1::int8::oid";
+
+/// Whether the role running the conversion may do it: it must own the table (ALTER
+/// TABLE, triggers) and be able to create pgcloak's schema or objects in it. `None` when
+/// it may; otherwise the refusal names the role and the exact fix.
+pub async fn privilege_refusal(
+    client: &Client,
+    table: &TableName,
+    relid: u32,
+    column: &str,
+) -> Result<Option<LifecycleError>, LifecycleError> {
+    let err = |e: tokio_postgres::Error| {
+        LifecycleError::db("reading the table's owner", &target(table), &e)
+    };
+    let rows = client
+        .query(PRIVILEGES_SQL, &[&i64::from(relid)])
+        .await
+        .map_err(err)?;
+    let Some(r) = rows.first() else {
+        return Ok(None);
+    };
+    let me: String = r.try_get(0).map_err(err)?;
+    let owner: String = r.try_get(1).map_err(err)?;
+    let owns: bool = r.try_get(2).map_err(err)?;
+    let database: String = r.try_get(3).map_err(err)?;
+    let schema_exists: bool = r.try_get(4).map_err(err)?;
+    let can_create_schema: bool = r.try_get(5).map_err(err)?;
+    let can_use_schema: bool = r.try_get(6).map_err(err)?;
+    let q = crate::catalog::ident::quote_ident;
+    if !owns {
+        return Ok(Some(LifecycleError::Refused {
+            column: column.to_string(),
+            reason: format!(
+                "role \"{me}\" (catalog.user) does not own table {} (its owner is \"{owner}\"), \
+                 and converting a column alters the table",
+                target(table)
+            ),
+            fix: format!(
+                "run the command as the owner: PGCLOAK_CATALOG_USER={owner} \
+                 PGCLOAK_CATALOG_PASSWORD='<{owner}'s password>' pgcloak encrypt ...; or, for \
+                 the run only, GRANT {o} TO {m}; and afterwards REVOKE {o} FROM {m}; (the \
+                 proxy's catalog role needs no write rights)",
+                o = q(&owner),
+                m = q(&me)
+            ),
+        }));
+    }
+    if !schema_exists && !can_create_schema {
+        return Ok(Some(LifecycleError::Refused {
+            column: column.to_string(),
+            reason: format!(
+                "role \"{me}\" may not create pgcloak's working schema `pgcloak` in database \
+                 \"{database}\""
+            ),
+            fix: format!(
+                "as a superuser: CREATE SCHEMA pgcloak AUTHORIZATION {m}; (or GRANT CREATE ON \
+                 DATABASE {d} TO {m};)",
+                m = q(&me),
+                d = q(&database)
+            ),
+        }));
+    }
+    if !can_use_schema {
+        return Ok(Some(LifecycleError::Refused {
+            column: column.to_string(),
+            reason: format!(
+                "role \"{me}\" lacks CREATE and USAGE on pgcloak's working schema `pgcloak`"
+            ),
+            fix: format!(
+                "as its owner: GRANT CREATE, USAGE ON SCHEMA pgcloak TO {m}; (or ALTER SCHEMA \
+                 pgcloak OWNER TO {m};)",
+                m = q(&me)
+            ),
+        }));
+    }
+    Ok(None)
 }

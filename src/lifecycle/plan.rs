@@ -15,6 +15,10 @@ use crate::policy::TableName;
 /// The schema holding pgcloak's progress table, change logs and trigger functions.
 pub const SCHEMA: &str = "pgcloak";
 
+/// The LISTEN/NOTIFY channel a lifecycle cut-over announces itself on; the payload is
+/// the database's name.
+pub const CATALOG_CHANNEL: &str = "pgcloak_catalog";
+
 /// What a conversion does to each value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -72,6 +76,10 @@ pub struct Job {
     pub drop_old: bool,
     /// Indexes and constraints recreated on the converted column at cut-over.
     pub rebuild: Vec<String>,
+    /// Statements run at cut-over before the renames: they drop the indexes and
+    /// constraints that `rebuild` recreates, so the kept column does not hold their
+    /// names (and a UNIQUE on it does not outlive its purpose).
+    pub drop_for_rebuild: Vec<String>,
 }
 
 impl Job {
@@ -177,13 +185,22 @@ impl Job {
                 "CREATE TABLE IF NOT EXISTS {} (id bigserial PRIMARY KEY, pk text[] NOT NULL)",
                 self.change_log()
             ),
+            // SECURITY DEFINER: the application's writes fire this trigger with the
+            // writer's rights, and the writer has none on pgcloak's schema. The function
+            // runs as the role running the conversion (which owns the change log), with
+            // a fixed search_path so the writer's own cannot redirect it.
             format!(
-                "CREATE OR REPLACE FUNCTION {f}() RETURNS trigger LANGUAGE plpgsql AS \
+                "CREATE OR REPLACE FUNCTION {f}() RETURNS trigger LANGUAGE plpgsql \
+                 SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS \
                  $pgcloak_fn$ BEGIN INSERT INTO {log} (pk) VALUES ({pk}); RETURN NULL; END \
                  $pgcloak_fn$",
                 f = self.capture_function(),
                 log = self.change_log(),
                 pk = self.pk_array("NEW"),
+            ),
+            format!(
+                "REVOKE ALL ON FUNCTION {}() FROM PUBLIC",
+                self.capture_function()
             ),
             format!(
                 "ALTER TABLE {t} ADD COLUMN IF NOT EXISTS {} {}",
@@ -308,6 +325,7 @@ impl Job {
                 quote_ident(&constraint_name(&self.column))
             ));
         }
+        v.extend(self.drop_for_rebuild.iter().cloned());
         if self.not_null {
             v.push(format!(
                 "ALTER TABLE {t} ALTER COLUMN {shadow} SET NOT NULL"
@@ -320,6 +338,14 @@ impl Job {
                 "ALTER TABLE {t} RENAME COLUMN {col} TO {}",
                 quote_ident(&self.retired())
             ));
+            if self.not_null {
+                // The application does not know the kept column exists: its inserts
+                // leave it NULL, which its NOT NULL would refuse (23502).
+                v.push(format!(
+                    "ALTER TABLE {t} ALTER COLUMN {} DROP NOT NULL",
+                    quote_ident(&self.retired())
+                ));
+            }
         }
         v.push(format!("ALTER TABLE {t} RENAME COLUMN {shadow} TO {col}"));
         // Dropping the old column dropped its indexes; the same definitions (by column
@@ -337,6 +363,12 @@ impl Job {
         v.push(format!(
             "DROP FUNCTION IF EXISTS {}()",
             self.capture_function()
+        ));
+        // Delivered at commit to every pgcloak listening in this database (and relayed
+        // by `pgcloak` to the maintenance database, see engine.rs): running proxies
+        // re-read the schema now instead of at their next catalog refresh.
+        v.push(format!(
+            "SELECT pg_notify('{CATALOG_CHANNEL}', current_database())"
         ));
         v
     }
@@ -387,6 +419,7 @@ mod tests {
             not_null: false,
             drop_old: false,
             rebuild: Vec::new(),
+            drop_for_rebuild: Vec::new(),
         }
     }
 
@@ -414,6 +447,66 @@ mod tests {
             .cutover_sql()
             .iter()
             .any(|s| s.ends_with("DROP COLUMN phone")));
+    }
+
+    #[test]
+    fn kept_plaintext_column_loses_not_null_at_cutover() {
+        let j = Job {
+            not_null: true,
+            ..job(Kind::Encrypt)
+        };
+        let sql = j.cutover_sql();
+        let rename = sql
+            .iter()
+            .position(|s| s.contains("RENAME COLUMN phone TO phone_plaintext"))
+            .expect("rename");
+        let drop = sql
+            .iter()
+            .position(|s| s.contains("ALTER COLUMN phone_plaintext DROP NOT NULL"))
+            .expect("drop not null");
+        assert!(drop > rename, "{sql:?}");
+        assert!(sql
+            .iter()
+            .any(|s| s.contains("ALTER COLUMN phone_pgcloak_new SET NOT NULL")));
+        let dropped = Job {
+            drop_old: true,
+            ..j
+        };
+        assert!(!dropped
+            .cutover_sql()
+            .iter()
+            .any(|s| s.contains("DROP NOT NULL")));
+    }
+
+    #[test]
+    fn capture_function_runs_as_definer_with_a_fixed_search_path() {
+        let setup = job(Kind::Encrypt).setup_sql().join(";\n");
+        assert!(setup.contains("SECURITY DEFINER SET search_path = pg_catalog, pg_temp"));
+        assert!(setup.contains("REVOKE ALL ON FUNCTION pgcloak.capture_16384_3() FROM PUBLIC"));
+    }
+
+    #[test]
+    fn cutover_announces_itself_and_drops_before_rebuilding() {
+        let j = Job {
+            rebuild: vec!["CREATE INDEX i ON public.\"Customers\" USING btree (phone)".into()],
+            drop_for_rebuild: vec!["DROP INDEX public.i".into()],
+            ..job(Kind::Encrypt)
+        };
+        let sql = j.cutover_sql();
+        let d = sql.iter().position(|s| s == "DROP INDEX public.i").unwrap();
+        let r = sql
+            .iter()
+            .position(|s| s.contains("RENAME COLUMN phone TO"))
+            .unwrap();
+        let c = sql
+            .iter()
+            .position(|s| s.starts_with("CREATE INDEX i"))
+            .unwrap();
+        assert!(d < r && r < c, "{sql:?}");
+        assert_eq!(
+            sql.last().map(String::as_str),
+            Some("SELECT pg_notify('pgcloak_catalog', current_database())")
+        );
     }
 
     #[test]

@@ -230,6 +230,10 @@ pub(crate) async fn convert_column(
             (t, facts.sql_type.clone())
         }
     };
+    if let Some(refusal) = inspect::privilege_refusal(client, &cp.table, facts.relid, &name).await?
+    {
+        return Err(refusal);
+    }
     let pk = inspect::primary_key(client, &cp.table, facts.relid).await?;
     if pk.is_empty() {
         return Err(LifecycleError::Refused {
@@ -242,6 +246,8 @@ pub(crate) async fn convert_column(
     if !resuming {
         let refusal = if kind == Kind::Reencrypt {
             deps.rebuild_refusal(&name)
+        } else if kind == Kind::Encrypt && cp.encryption == Encryption::Deterministic {
+            deps.encrypt_rebuild_refusal(&name)
         } else {
             deps.refusal(&name, cp.encryption == Encryption::Deterministic)
         };
@@ -258,6 +264,8 @@ pub(crate) async fn convert_column(
             });
         }
     }
+    let rebuilds = kind == Kind::Reencrypt
+        || (kind == Kind::Encrypt && cp.encryption == Encryption::Deterministic);
     let job = Job {
         kind,
         table: cp.table.clone(),
@@ -269,8 +277,14 @@ pub(crate) async fn convert_column(
         not_null: facts.not_null,
         // Envelopes under a retired key are of no use once re-sealed.
         drop_old: opts.drop_old || kind == Kind::Reencrypt,
-        rebuild: if kind == Kind::Reencrypt {
+        rebuild: if rebuilds {
             deps.rebuild.clone()
+        } else {
+            Vec::new()
+        },
+        // Reencrypt drops the old column, which takes its indexes along.
+        drop_for_rebuild: if rebuilds && kind == Kind::Encrypt {
+            deps.drops.clone()
         } else {
             Vec::new()
         },

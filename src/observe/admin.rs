@@ -27,6 +27,34 @@ const MAX_REQUEST: usize = 8192;
 pub struct Health {
     draining: AtomicBool,
     upstream: Mutex<Option<(Instant, bool)>>,
+    /// Whether the catalog role could log in at the last test, and when.
+    catalog_login: Mutex<Option<(Instant, bool)>>,
+}
+
+/// How long a catalog login test result is reused (each test is one short connection).
+const CATALOG_CHECK_TTL: Duration = Duration::from_secs(30);
+
+/// Tests the catalog login once: Err(reason) when it is refused. Without a catalog
+/// (no policy) there is nothing to test.
+pub async fn test_catalog_login(config: &crate::config::Config) -> Result<(), String> {
+    let Some(catalog) = &config.catalog else {
+        return Ok(());
+    };
+    if config.policy.is_none() {
+        return Ok(());
+    }
+    let password = catalog
+        .resolve_password(|k| std::env::var(k).ok())
+        .map_err(|e| e.to_string())?;
+    let database = catalog
+        .databases
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "postgres".to_string());
+    crate::catalog::CatalogConn::connect(&config.upstream, catalog, password.as_deref(), &database)
+        .await
+        .map(drop)
+        .map_err(|e| e.to_string())
 }
 
 impl Health {
@@ -37,6 +65,26 @@ impl Health {
 
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::SeqCst)
+    }
+
+    /// Records a catalog login test done elsewhere (at start).
+    pub fn set_catalog_login(&self, ok: bool) {
+        *self.catalog_login.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), ok));
+    }
+
+    /// Whether the catalog role logs in, tested at most every [`CATALOG_CHECK_TTL`].
+    pub async fn catalog_login_ok(&self, config: &crate::config::Config) -> bool {
+        if let Some((at, ok)) = *self.catalog_login.lock().unwrap_or_else(|p| p.into_inner()) {
+            if at.elapsed() < CATALOG_CHECK_TTL {
+                return ok;
+            }
+        }
+        let result = test_catalog_login(config).await;
+        if let Err(e) = &result {
+            warn!(target: LOG, error = %e, "the catalog login fails: statements on protected columns are refused until it works; check catalog.user and its password variable");
+        }
+        self.set_catalog_login(result.is_ok());
+        result.is_ok()
     }
 
     /// Whether upstream accepts a TCP (or unix socket) connection, cached briefly.
@@ -79,6 +127,9 @@ pub async fn not_ready_reason(shared: &Shared) -> Option<&'static str> {
         .await
     {
         return Some("upstream unreachable");
+    }
+    if !shared.health.catalog_login_ok(&shared.config).await {
+        return Some("the catalog login fails (see the log; check catalog.user and its password)");
     }
     None
 }

@@ -32,9 +32,12 @@ pub fn directive(cfg: &LogConfig) -> String {
 pub fn init(cfg: &LogConfig) {
     let filter = EnvFilter::try_new(directive(cfg))
         .unwrap_or_else(|_| EnvFilter::new(format!("info,{LEAK_CAPS}")));
+    // Colour escapes only when a person is watching: a file or a pipe gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .with_target(true);
     let _ = match cfg.format {
         LogFormat::Text => builder.try_init(),

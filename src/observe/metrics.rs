@@ -122,6 +122,14 @@ pub fn policy_in_force(generation: u64, key_columns: &[(u32, usize)]) {
     }
 }
 
+/// Registers the reload series at start (0 reloads, last load successful), so that
+/// dashboards and alerts see them before the first reload.
+pub fn reloads_registered() {
+    counter!(RELOADS, "result" => "ok").increment(0);
+    counter!(RELOADS, "result" => "invalid").increment(0);
+    gauge!(LAST_RELOAD_OK).set(1.0);
+}
+
 pub fn reload_result(ok: bool) {
     counter!(RELOADS, "result" => if ok { "ok" } else { "invalid" }).increment(1);
     gauge!(LAST_RELOAD_OK).set(if ok { 1.0 } else { 0.0 });

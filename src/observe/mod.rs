@@ -23,6 +23,9 @@ pub use session::{
 /// audit sink, the fingerprint key and the statement-log settings.
 pub fn init(config: &crate::config::Config) -> Result<(), String> {
     metrics::install();
+    if config.policy.is_some() {
+        metrics::reloads_registered();
+    }
     if let Some(path) = &config.audit.file {
         audit::init_file(path)
             .map_err(|e| format!("audit.file {}: cannot open: {e}", path.display()))?;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use super::{audit, metrics};
 use crate::datapath::Protection;
@@ -40,6 +40,7 @@ pub fn reload_now(shared: &Shared, trigger: &str) -> Result<u64, String> {
     let Some(current) = &shared.protection else {
         return Err("no policy configured".into());
     };
+    check_config_file(shared, trigger);
     let old = current.load_full();
     let old_gen = old.generation();
     match load_protection(&shared.config, old_gen + 1) {
@@ -64,6 +65,25 @@ pub fn reload_now(shared: &Shared, trigger: &str) -> Result<u64, String> {
             audit::reload(trigger, old_gen, None, Some(&msg));
             error!(target: LOG, trigger, generation = old_gen, error = %msg, "invalid policy or keyring: keeping the current generation");
             Err(msg)
+        }
+    }
+}
+
+/// A reload applies the policy and keyring files only. The proxy config is re-read
+/// and validated so that an operator who edited it learns, in the log, that a broken
+/// file or a change in it was not applied.
+fn check_config_file(shared: &Shared, trigger: &str) {
+    let Some(path) = &shared.config.source else {
+        return;
+    };
+    match crate::config::Config::load(path) {
+        Err(e) => {
+            error!(target: LOG, trigger, file = %path.display(), error = %e, "the proxy config is invalid: nothing in it was applied (the running config stays in force; a reload applies only the policy and keyring files)");
+        }
+        Ok(new) => {
+            if format!("{new:?}") != format!("{:?}", shared.config) {
+                warn!(target: LOG, trigger, file = %path.display(), "the proxy config changed, but a reload applies only the policy and keyring files: restart pgcloak to apply the rest");
+            }
         }
     }
 }

@@ -55,7 +55,9 @@ impl Policy {
                 if let Ok(tree) = serde_saphyr::from_str::<KeyTree>(text) {
                     let unknown = unknown_keys(&tree);
                     if !unknown.is_empty() {
+                        let mut positions = Vec::new();
                         for (key, path, message) in unknown {
+                            positions.push((key.referenced.line(), key.referenced.column()));
                             report.push(
                                 PolicyErrorKind::Syntax,
                                 key.referenced.line(),
@@ -64,9 +66,17 @@ impl Policy {
                                 message,
                             );
                         }
-                        return Err(PolicyErrors {
-                            errors: report.errors,
-                        });
+                        // Report the rest of the file's mistakes in the same run: read it
+                        // again without the unknown keys (blanked in place, so lines keep
+                        // their numbers) and validate what remains.
+                        if let Some(stripped) = without_keys(text, &positions) {
+                            if let Ok(raw) = serde_saphyr::from_str::<RawPolicy>(&stripped) {
+                                let _ = validate(raw, &mut report);
+                            }
+                        }
+                        let mut errors = report.errors;
+                        errors.sort_by_key(|e| (e.line, e.column));
+                        return Err(PolicyErrors { errors });
                     }
                 }
                 let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
@@ -96,6 +106,33 @@ impl Policy {
             }
         }
     }
+}
+
+/// `text` with the block-style entries whose keys start at `positions` (1-based line
+/// and column) blanked out, nested lines included; line numbers are kept. `None` when a
+/// key is not the first thing on its line (a flow mapping), which this cannot strip.
+fn without_keys(text: &str, positions: &[(u64, u64)]) -> Option<String> {
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    for &(line, column) in positions {
+        let i = usize::try_from(line).ok()?.checked_sub(1)?;
+        let l = lines.get(i)?;
+        let indent = l.len() - l.trim_start_matches(' ').len();
+        if indent as u64 + 1 != column {
+            return None;
+        }
+        lines[i] = String::new();
+        for next in lines.iter_mut().skip(i + 1) {
+            let t = next.trim_start_matches(' ');
+            if t.is_empty() || t.starts_with('#') {
+                continue;
+            }
+            if next.len() - t.len() <= indent {
+                break;
+            }
+            next.clear();
+        }
+    }
+    Some(lines.join("\n"))
 }
 
 /// True when the text holds nothing but blank lines, comments and document markers.
