@@ -14,6 +14,7 @@
 mod array;
 mod backend;
 mod copy;
+pub mod egress;
 mod error;
 mod frontend;
 mod meaning;
@@ -215,6 +216,8 @@ impl DataPath {
     }
 }
 
+#[cfg(test)]
+mod egress_tests;
 #[cfg(test)]
 mod recheck_tests;
 #[cfg(test)]
