@@ -120,6 +120,7 @@ impl DataPath {
                 Ok(())
             }
             b'Z' => {
+                self.copy_fail_error = None;
                 self.finish_cycle();
                 out.extend_from_slice(msg);
                 Ok(())
@@ -531,6 +532,11 @@ impl DataPath {
                     self.expect.pop_front();
                 }
             }
+        }
+        if let Some(own) = self.copy_fail_error.take() {
+            // The server's answer to pgcloak's CopyFail: the client gets the real reason.
+            out.extend_from_slice(&own.encode());
+            return;
         }
         let Ok(fields) = decode_error_fields(msg) else {
             out.extend_from_slice(msg);

@@ -242,25 +242,56 @@ impl DataPath {
                 }
             }
         }
-        let text = match &failure {
-            None => self.rewrite_literals(&prot, &sql, fp, actions.into_iter())?,
-            Some((start, err)) => {
-                crate::observe::rejected(err);
+        // A literal that cannot be encoded for its column ends its statement, as
+        // PostgreSQL's own input error would (see super::recover).
+        let mut rewritten_all = None;
+        if failure.is_none() {
+            match self.rewrite_literals(&prot, &sql, fp, actions.into_iter()) {
+                Ok(t) => rewritten_all = Some(t),
+                Err(e) => {
+                    failure = Some(self.first_bad_statement(&prot, &sql, fp, &analysis.plans, e))
+                }
+            }
+        }
+        let text = match (rewritten_all, failure) {
+            (Some(t), _) => t,
+            (None, None) => String::new(),
+            (None, Some(mut failed)) => {
                 // Keep the statements before the refused one, rewritten, and make the
                 // server fail at the refused one: the implicit transaction aborts.
-                let keep: Vec<_> = analysis
-                    .plans
-                    .iter()
-                    .take_while(|p| p.start.resolve(fp).unwrap_or(0) < *start)
-                    .flat_map(|p| p.literals.iter())
-                    .collect();
-                let rewritten = self.rewrite_literals(&prot, &sql, fp, keep.into_iter())?;
+                let rewritten = loop {
+                    let keep: Vec<_> = analysis
+                        .plans
+                        .iter()
+                        .take_while(|p| p.start.resolve(fp).unwrap_or(0) < failed.0)
+                        .flat_map(|p| p.literals.iter())
+                        .collect();
+                    match self.rewrite_literals(&prot, &sql, fp, keep.into_iter()) {
+                        Ok(t) => break t,
+                        // An earlier statement holds a bad value: it fails first.
+                        Err(e) => {
+                            let earlier: Vec<_> = analysis
+                                .plans
+                                .iter()
+                                .filter(|p| p.start.resolve(fp).unwrap_or(0) < failed.0)
+                                .cloned()
+                                .collect();
+                            failed = self.first_bad_statement(&prot, &sql, fp, &earlier, e);
+                        }
+                    }
+                };
+                let (start, err) = (failed.0, &failed.1);
+                crate::observe::rejected(err);
                 let delta = rewritten.len() as isize - sql.len() as isize;
-                let cut = (*start as isize + delta).max(0) as usize;
+                let cut = (start as isize + delta).max(0) as usize;
                 let mut text = rewritten.get(..cut).unwrap_or("").to_string();
                 text.push_str(&raise_statement(err));
                 // Statements after the refused one never run, as in PostgreSQL.
-                let kept = statements.len().saturating_sub(1);
+                let kept = analysis
+                    .plans
+                    .iter()
+                    .take_while(|p| p.start.resolve(fp).unwrap_or(0) < start)
+                    .count();
                 statements.truncate(kept);
                 statements.push_back(SimpleStatement {
                     transform: None,
@@ -274,6 +305,24 @@ impl DataPath {
         self.expect.push_back(Expect::Simple(statements));
         out.extend_from_slice(&encode_query(&bytes));
         Ok(())
+    }
+
+    /// The first statement whose literals cannot be encoded (its start and error),
+    /// after encoding all of them failed with `all_failed`.
+    fn first_bad_statement(
+        &self,
+        prot: &Protection,
+        sql: &str,
+        fp: &crate::sql::Fingerprint,
+        plans: &[StatementPlan],
+        all_failed: DataPathError,
+    ) -> (usize, DataPathError) {
+        for plan in plans {
+            if let Err(e) = self.rewrite_literals(prot, sql, fp, plan.literals.iter()) {
+                return (plan.start.resolve(fp).unwrap_or(0), e);
+            }
+        }
+        (0, all_failed)
     }
 
     /// The role-dependent checks for one analysed statement.
@@ -675,7 +724,7 @@ impl DataPath {
     /// DO block that raises it, run through an injected Parse/Bind/Execute on the
     /// unnamed statement. The injected ParseComplete and BindComplete are dropped, so
     /// the client's own message gets the error instead. Then discard until Sync.
-    fn inject_extended_failure(&mut self, err: &DataPathError, out: &mut BytesMut) {
+    pub(super) fn inject_extended_failure(&mut self, err: &DataPathError, out: &mut BytesMut) {
         crate::observe::rejected(err);
         let parse = Parse {
             name: String::new(),
@@ -699,7 +748,7 @@ impl DataPath {
     }
 
     /// Makes upstream fail a simple Query (or function call) with pgcloak's error.
-    fn inject_simple_failure(&mut self, err: &DataPathError, out: &mut BytesMut) {
+    pub(super) fn inject_simple_failure(&mut self, err: &DataPathError, out: &mut BytesMut) {
         crate::observe::rejected(err);
         let mut st = VecDeque::new();
         st.push_back(SimpleStatement {

@@ -18,6 +18,7 @@ pub mod egress;
 mod error;
 mod frontend;
 mod meaning;
+mod recover;
 mod schema;
 mod values;
 
@@ -165,6 +166,10 @@ pub struct DataPath {
     current_copy_out: Option<CopyStream>,
     /// Backend: an error was sent for a result; drop the rest until ReadyForQuery.
     swallow_until_ready: bool,
+    /// pgcloak failed the COPY FROM STDIN: drop the client's CopyData until its CopyDone.
+    copy_in_failed: bool,
+    /// The error the client gets in place of the server's answer to pgcloak's CopyFail.
+    copy_fail_error: Option<crate::wire::PgError>,
 }
 
 impl DataPath {
@@ -193,6 +198,8 @@ impl DataPath {
             active: None,
             current_copy_out: None,
             swallow_until_ready: false,
+            copy_in_failed: false,
+            copy_fail_error: None,
         }
     }
 
