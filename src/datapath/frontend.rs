@@ -165,7 +165,7 @@ impl DataPath {
             }
         };
         let fp = &analysis.fingerprint;
-        crate::observe::statement_analysed(fp, &analysis.plans, &prot.policy);
+        crate::observe::statement_analysed(&sql, &analysis.plans, &prot.policy);
         let mut statements = VecDeque::new();
         let mut actions = Vec::new();
         let mut failure: Option<(usize, DataPathError)> = None;
@@ -472,7 +472,7 @@ impl DataPath {
     ) -> Result<(Arc<StatementPlan>, String), DataPathError> {
         self.check_schema(prot)?;
         let analysis = prot.cache.analyze(sql, param_types, &self.context(prot))?;
-        crate::observe::statement_analysed(&analysis.fingerprint, &analysis.plans, &prot.policy);
+        crate::observe::statement_analysed(sql, &analysis.plans, &prot.policy);
         let plans: Vec<&StatementPlan> = analysis
             .plans
             .iter()

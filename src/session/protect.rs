@@ -187,6 +187,9 @@ pub struct FrontendData(pub Arc<Mutex<DataPath>>);
 impl MessageHandler for FrontendData {
     fn on_message(&mut self, msg: &[u8], out: &mut BytesMut) -> Result<Flow, SessionError> {
         let started = std::time::Instant::now();
+        if matches!(msg[0], b'Q' | b'P') {
+            crate::observe::statement_received();
+        }
         let mut dp = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let r = dp.on_client(msg, out).map_err(SessionError::from);
         crate::observe::frontend_done(started);
