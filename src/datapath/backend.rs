@@ -53,6 +53,12 @@ impl DataPath {
             self.on_notification(msg, out);
             return Ok(Flow::Continue);
         }
+        if tag == b'N' {
+            let mark = out.len();
+            out.extend_from_slice(msg);
+            self.withhold_message_fields(mark, out);
+            return Ok(Flow::Continue);
+        }
         if self.swallow_until_ready {
             if tag == b'Z' {
                 self.swallow_until_ready = false;
@@ -117,6 +123,7 @@ impl DataPath {
             }
             b'E' => {
                 self.on_error(&prot, msg, out);
+                self.withhold_message_fields(mark, out);
                 Ok(())
             }
             b'Z' => {
@@ -422,6 +429,36 @@ impl DataPath {
         Err(leak_error(&format!("COPY TO STDOUT field {field}")))
     }
 
+    /// ErrorResponse/NoticeResponse at `out[mark..]`: a field that carries an
+    /// envelope the roles may not see (`RAISE NOTICE '%', phone` in a function) is
+    /// replaced; severity, SQLSTATE and position stay.
+    fn withhold_message_fields(&self, mark: usize, out: &mut BytesMut) {
+        let prot = self.protection.load();
+        let check = EgressCheck {
+            prot: &prot,
+            roles: &self.roles,
+        };
+        let Some(body) = out.get(mark + 5..) else {
+            return;
+        };
+        if check.bytes(body).is_ok() {
+            return;
+        }
+        let tag = out[mark];
+        let fields = decode_error_fields(&out[mark..]).unwrap_or_default();
+        let fields: Vec<(u8, Bytes)> = fields
+            .into_iter()
+            .filter_map(|(c, v)| match check.bytes(&v) {
+                Ok(()) => Some((c, v)),
+                Err(_) if c == b'M' => Some((c, Bytes::from_static(FIELD_WITHHELD))),
+                Err(_) => None,
+            })
+            .collect();
+        crate::observe::rejected(&leak_error("a server message"));
+        out.truncate(mark);
+        encode_error_fields(tag, &fields, out);
+    }
+
     /// NotificationResponse: a payload that carries an envelope the roles may not
     /// see is replaced (the notification itself still arrives; it is asynchronous
     /// and has no statement to fail).
@@ -580,6 +617,10 @@ impl DataPath {
         }
     }
 }
+
+/// What a client gets instead of an error or notice text that carried an envelope.
+pub(super) const FIELD_WITHHELD: &[u8] =
+    b"(message withheld by pgcloak: it carried an encrypted value)";
 
 /// What a client gets instead of a NOTIFY payload that carried an envelope.
 pub(super) const NOTIFY_WITHHELD: &[u8] =

@@ -304,3 +304,27 @@ fn ten_column_rows_without_candidates_are_cheap_to_prove_clean() {
     assert!(!may_hold(&row[7..]));
     assert!(check.data_row(&row).is_ok());
 }
+
+#[test]
+fn notices_and_errors_with_envelopes_are_withheld() {
+    let prot = protection(POLICY, 1);
+    let (mut dp, _) = session(&prot, &["reader"]);
+    let env = envelope(&prot, "a", "raised");
+    let mut body = b"SNOTICE\0C00000\0M".to_vec();
+    body.extend_from_slice(&bytea_hex(&env));
+    body.extend_from_slice(b"\0WPL/pgSQL function f() line 1\0\0");
+    let out = back(&mut dp, &[msg(b'N', &body)]);
+    assert_eq!(out.len(), 1);
+    assert!(!contains(&out[0].1, b"706301"));
+    assert!(contains(&out[0].1, super::backend::FIELD_WITHHELD));
+    assert!(contains(&out[0].1, b"C00000"));
+    front(&mut dp, &[encode_query(b"SELECT f()")]);
+    let mut body = b"SERROR\0CP0001\0M".to_vec();
+    body.extend_from_slice(&bytea_hex(&env));
+    body.push(0);
+    body.push(0);
+    let out = back(&mut dp, &[msg(b'E', &body), msg(b'Z', b"I")]);
+    assert_eq!(out.len(), 2);
+    assert!(!contains(&out[0].1, b"706301"));
+    assert!(contains(&out[0].1, b"CP0001"));
+}
