@@ -83,10 +83,7 @@ fn bench(c: &mut Criterion) {
     ];
     let mut g = c.benchmark_group("egress/data_row");
     for (name, msg, roles) in &cases {
-        let check = EgressCheck {
-            prot: &prot,
-            roles,
-        };
+        let check = EgressCheck { prot: &prot, roles };
         g.throughput(Throughput::Bytes(msg.len() as u64));
         g.bench_function(*name, |b| b.iter(|| check.data_row(black_box(msg))));
     }

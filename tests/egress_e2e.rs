@@ -187,7 +187,10 @@ fn assert_refused(what: &str, r: Result<String, tokio_postgres::Error>, env: &[u
                 code == "42501" || code == "0A000",
                 "{what}: SQLSTATE {code}: {e}"
             );
-            let msg = e.as_db_error().map(|d| d.message().to_string()).unwrap_or_default();
+            let msg = e
+                .as_db_error()
+                .map(|d| d.message().to_string())
+                .unwrap_or_default();
             assert_no_envelope(what, &msg, env);
         }
     }
@@ -215,7 +218,11 @@ async fn envelopes_the_analysis_cannot_follow_never_reach_a_non_ciphertext_reade
         let c = f.client(role).await;
         for sql in LEAKS {
             // Simple protocol, text results (hex bytea_output).
-            assert_refused(&format!("{role} simple {sql}"), simple_text(&c, sql).await, &env);
+            assert_refused(
+                &format!("{role} simple {sql}"),
+                simple_text(&c, sql).await,
+                &env,
+            );
             // Extended protocol: tokio-postgres asks for binary results.
             let r = c.query(sql, &[]).await.map(|rows| format!("{rows:?}"));
             assert_refused(&format!("{role} extended {sql}"), r, &env);
@@ -224,13 +231,25 @@ async fn envelopes_the_analysis_cannot_follow_never_reach_a_non_ciphertext_reade
         }
         // bytea_output = escape.
         c.batch_execute("SET bytea_output = escape").await.unwrap();
-        for sql in ["SELECT leak_bytea(1)", "SELECT leak_record(1)", "SELECT leak_array()"] {
-            assert_refused(&format!("{role} escape {sql}"), simple_text(&c, sql).await, &env);
+        for sql in [
+            "SELECT leak_bytea(1)",
+            "SELECT leak_record(1)",
+            "SELECT leak_array()",
+        ] {
+            assert_refused(
+                &format!("{role} escape {sql}"),
+                simple_text(&c, sql).await,
+                &env,
+            );
         }
         c.batch_execute("RESET bytea_output").await.unwrap();
         // Inside a transaction: the statement fails, the transaction stays the server's.
         c.batch_execute("BEGIN").await.unwrap();
-        assert_refused("in transaction", simple_text(&c, "SELECT leak_text(2)").await, &env);
+        assert_refused(
+            "in transaction",
+            simple_text(&c, "SELECT leak_text(2)").await,
+            &env,
+        );
         c.batch_execute("ROLLBACK").await.unwrap();
         // COPY TO STDOUT of a query the analysis cannot see into.
         let copy = c
@@ -257,11 +276,18 @@ async fn envelopes_the_analysis_cannot_follow_never_reach_a_non_ciphertext_reade
         let e = failed.expect("COPY TO with envelopes was not refused");
         let code = sqlstate(&e).unwrap_or_default();
         assert!(code == "42501" || code == "0A000", "COPY TO: {code}: {e}");
-        assert_eq!(simple_text(&c, "SELECT 'still here'").await.unwrap(), "still here|");
+        assert_eq!(
+            simple_text(&c, "SELECT 'still here'").await.unwrap(),
+            "still here|"
+        );
     }
     // A ciphertext reader may receive the envelope in any form.
     let auditor = f.client("auditor").await;
-    for sql in ["SELECT leak_bytea(1)", "SELECT leak_text(1)", "SELECT leak_json(1)"] {
+    for sql in [
+        "SELECT leak_bytea(1)",
+        "SELECT leak_text(1)",
+        "SELECT leak_json(1)",
+    ] {
         let text = simple_text(&auditor, sql).await.unwrap();
         assert!(text.contains(&hex(&env[12..24])), "{sql}: {text}");
     }
@@ -270,7 +296,9 @@ async fn envelopes_the_analysis_cannot_follow_never_reach_a_non_ciphertext_reade
     // Plain values that merely contain the magic's digits pass.
     let nobody = f.client("nobody").await;
     assert_eq!(
-        simple_text(&nobody, "SELECT '+84 706301 0100000001 99'").await.unwrap(),
+        simple_text(&nobody, "SELECT '+84 706301 0100000001 99'")
+            .await
+            .unwrap(),
         "+84 706301 0100000001 99|"
     );
     // The database-side guard's CHECK constraint text passes too.
@@ -332,8 +360,14 @@ async fn redacted_statement_logs_hide_every_literal_form() {
         assert!(!text.contains(digits), "{what} leaks the number:\n{text}");
     }
     assert!(log.contains("statement"), "no statement was logged: {log}");
-    assert!(log.contains("DO ?"), "DO bodies are not logged redacted: {log}");
-    assert!(audit.contains("rejected") || audit.contains("reject"), "no refusal audited: {audit}");
+    assert!(
+        log.contains("DO ?"),
+        "DO bodies are not logged redacted: {log}"
+    );
+    assert!(
+        audit.contains("rejected") || audit.contains("reject"),
+        "no refusal audited: {audit}"
+    );
 }
 
 /// Runs a script on a client, returning each statement's SQLSTATE ("" for success).
@@ -379,7 +413,10 @@ async fn bad_values_end_the_statement_and_keep_postgresql_transaction_state() {
         let got = script(&app, &p).await;
         let want = script(&direct, &d).await;
         assert_eq!(got, want, "{col} = {bad}");
-        assert!(!got[2].is_empty() && got[3] == "25P02", "{col} = {bad}: {got:?}");
+        assert!(
+            !got[2].is_empty() && got[3] == "25P02",
+            "{col} = {bad}: {got:?}"
+        );
         // One multi-statement string: the statements before run, then it aborts.
         let multi = format!(
             "INSERT INTO customers (id, score) VALUES (52, 1); INSERT INTO customers (id, {col}) VALUES (53, {bad})"
@@ -450,10 +487,16 @@ async fn a_bad_copy_row_fails_the_copy_and_commits_nothing() {
     };
     let e = result.expect_err("a bad COPY row was accepted");
     assert_eq!(sqlstate(&e).as_deref(), Some("22P02"), "{e}");
-    assert_eq!(simple_text(&app, "SELECT 'after copy'").await.unwrap(), "after copy|");
+    assert_eq!(
+        simple_text(&app, "SELECT 'after copy'").await.unwrap(),
+        "after copy|"
+    );
     // psql-like (simple protocol): CopyData after the error are dropped.
     let mut raw = f.raw().await;
-    raw.send(&fe::query("COPY customers (id, phone, birth_date) FROM STDIN")).await;
+    raw.send(&fe::query(
+        "COPY customers (id, phone, birth_date) FROM STDIN",
+    ))
+    .await;
     raw.expect(b'G').await;
     raw.send(&fe::concat(&[
         fe::frame(b'd', b"73\t0901000004\t2020-01-01\n"),
@@ -464,7 +507,12 @@ async fn a_bad_copy_row_fails_the_copy_and_commits_nothing() {
     .await;
     let msgs = raw.recv_until(b'Z').await;
     let err = msgs.iter().find(|m| m.tag == b'E').expect("no error");
-    assert_eq!(err.sqlstate().as_deref(), Some("22008"), "{:?}", err.fields());
+    assert_eq!(
+        err.sqlstate().as_deref(),
+        Some("22008"),
+        "{:?}",
+        err.fields()
+    );
     raw.send(&fe::query("SELECT 1")).await;
     let ok: Vec<Msg> = raw.recv_until(b'Z').await;
     assert!(ok.iter().any(|m| m.tag == b'D'), "{ok:?}");
@@ -485,17 +533,30 @@ async fn a_bad_copy_row_fails_the_copy_and_commits_nothing() {
 #[tokio::test]
 async fn unknown_protocol_versions_get_postgresqls_fatal() {
     let f = Fixture::new("eg_proto").await;
-    for version in [4u32 << 16, 2 << 16, 1 << 16, (4 << 16) | 1, 0xfffe_0000, (2 << 16) | 5] {
+    for version in [
+        4u32 << 16,
+        2 << 16,
+        1 << 16,
+        (4 << 16) | 1,
+        0xfffe_0000,
+        (2 << 16) | 5,
+    ] {
         let mut answers = Vec::new();
         for port in [f.proxy.port(), cluster().port] {
             let mut conn = RawConn::connect(port).await;
-            conn.send(&fe::startup(version, &[("user", common::TRUST_USER), ("database", &f.db)]))
-                .await;
+            conn.send(&fe::startup(
+                version,
+                &[("user", common::TRUST_USER), ("database", &f.db)],
+            ))
+            .await;
             let bytes = conn
                 .read_to_eof(HANG_TIMEOUT)
                 .await
                 .expect("no FATAL and close: hang");
-            assert!(!bytes.is_empty() && bytes[0] == b'E', "{version:#x}: {bytes:?}");
+            assert!(
+                !bytes.is_empty() && bytes[0] == b'E',
+                "{version:#x}: {bytes:?}"
+            );
             let text = String::from_utf8_lossy(&bytes).into_owned();
             let message = if version >> 16 < 3 {
                 // Version-2 format, as the client asked: the whole message is the text.
@@ -511,6 +572,9 @@ async fn unknown_protocol_versions_get_postgresqls_fatal() {
             answers.push(message);
         }
         assert_eq!(answers[0], answers[1], "{version:#x}");
-        assert!(answers[0].contains("unsupported frontend protocol"), "{answers:?}");
+        assert!(
+            answers[0].contains("unsupported frontend protocol"),
+            "{answers:?}"
+        );
     }
 }

@@ -21,7 +21,10 @@ tables:
 ";
 
 fn envelope(prot: &Protection, col: &str, value: &str) -> Vec<u8> {
-    let c = prot.policy.find(&TableName::new("public", "t"), col).unwrap();
+    let c = prot
+        .policy
+        .find(&TableName::new("public", "t"), col)
+        .unwrap();
     prot.suite.encrypt(c, value.as_bytes()).unwrap()
 }
 
@@ -88,7 +91,7 @@ fn spellings(env: &[u8]) -> Vec<(&'static str, Vec<u8>)> {
         ("hex", hex.clone().into_bytes()),
         ("hex uppercase", hex.to_uppercase().into_bytes()),
         ("hex after ||", format!("\\x0a0b{}", &hex[2..]).into_bytes()),
-        ("hex without \\x", hex[2..].as_bytes().to_vec()),
+        ("hex without \\x", hex.as_bytes()[2..].to_vec()),
         (
             "record text",
             format!("(1,\"{}\",x)", hex.replace('\\', "\\\\")).into_bytes(),
@@ -162,7 +165,10 @@ fn every_spelling_of_an_envelope_is_refused_for_a_role_without_ciphertext_view()
                 );
                 let all: Vec<u8> = out.iter().flat_map(|(_, m)| m.to_vec()).collect();
                 assert!(!contains(&all, &env[..16]), "{what}: envelope bytes left");
-                assert!(!contains(&all, b"dropped"), "{what}: rest of result not dropped");
+                assert!(
+                    !contains(&all, b"dropped"),
+                    "{what}: rest of result not dropped"
+                );
             }
         }
     }
@@ -288,7 +294,10 @@ fn notification_payloads_with_envelopes_are_withheld() {
     assert!(!contains(&out[0].1, b"706301"));
     // A clean one passes untouched.
     let clean = msg(b'A', b"\0\0\0\x2achan\0hello\0");
-    assert_eq!(back(&mut dp, &[clean.clone()]), vec![(b'A', clean)]);
+    assert_eq!(
+        back(&mut dp, std::slice::from_ref(&clean)),
+        vec![(b'A', clean)]
+    );
 }
 
 #[test]

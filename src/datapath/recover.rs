@@ -125,20 +125,44 @@ tables:
     fn a_bad_literal_fails_its_statement_and_keeps_the_ones_before() {
         let prot = protection(POLICY, 1);
         for (sql, state) in [
-            ("BEGIN; INSERT INTO t (id, a, b) VALUES (1, 'SECRET-A1', 'abc')", "22P02"),
-            ("BEGIN; INSERT INTO t (id, a, c) VALUES (1, 'SECRET-A1', '2024-02-30')", "22008"),
-            ("BEGIN; INSERT INTO t (id, a, c) VALUES (1, 'SECRET-A1', 'yesterday-ish')", "22007"),
-            ("BEGIN; UPDATE t SET b = '12x' WHERE a = 'SECRET-A1'", "22P02"),
-            ("BEGIN;INSERT INTO t (id, b) VALUES (2, '99999999999'); SELECT 1", "22003"),
+            (
+                "BEGIN; INSERT INTO t (id, a, b) VALUES (1, 'SECRET-A1', 'abc')",
+                "22P02",
+            ),
+            (
+                "BEGIN; INSERT INTO t (id, a, c) VALUES (1, 'SECRET-A1', '2024-02-30')",
+                "22008",
+            ),
+            (
+                "BEGIN; INSERT INTO t (id, a, c) VALUES (1, 'SECRET-A1', 'yesterday-ish')",
+                "22007",
+            ),
+            (
+                "BEGIN; UPDATE t SET b = '12x' WHERE a = 'SECRET-A1'",
+                "22P02",
+            ),
+            (
+                "BEGIN;INSERT INTO t (id, b) VALUES (2, '99999999999'); SELECT 1",
+                "22003",
+            ),
         ] {
             let (mut dp, _) = session(&prot, &["r"]);
             let up = client(&mut dp, &[encode_query(sql.as_bytes())]);
             assert_eq!(up.len(), 1, "{sql}");
             let text = String::from_utf8_lossy(&up[0].1[5..]).into_owned();
             assert!(text.starts_with("BEGIN;"), "{sql}: {text}");
-            assert!(text.contains(&format!("ERRCODE = '{state}'")), "{sql}: {text}");
-            assert!(!text.contains("SECRET-A1"), "plaintext went upstream: {text}");
-            assert!(!text.contains("SELECT 1"), "{sql}: later statements must not run");
+            assert!(
+                text.contains(&format!("ERRCODE = '{state}'")),
+                "{sql}: {text}"
+            );
+            assert!(
+                !text.contains("SECRET-A1"),
+                "plaintext went upstream: {text}"
+            );
+            assert!(
+                !text.contains("SELECT 1"),
+                "{sql}: later statements must not run"
+            );
             // The server's answer passes through with the transaction state it reports.
             let out = back(
                 &mut dp,
@@ -168,7 +192,10 @@ tables:
             portal: String::new(),
             statement: String::new(),
             param_formats: vec![],
-            params: vec![Some(Bytes::from_static(b"1")), Some(Bytes::from_static(b"abc"))],
+            params: vec![
+                Some(Bytes::from_static(b"1")),
+                Some(Bytes::from_static(b"abc")),
+            ],
             result_formats: vec![],
         }
         .encode();
@@ -184,10 +211,7 @@ tables:
     fn a_bad_copy_row_fails_the_copy_and_drops_the_rest() {
         let prot = protection(POLICY, 1);
         let (mut dp, _) = session(&prot, &["r"]);
-        let up = client(
-            &mut dp,
-            &[encode_query(b"COPY t (id, a, b) FROM STDIN")],
-        );
+        let up = client(&mut dp, &[encode_query(b"COPY t (id, a, b) FROM STDIN")]);
         assert_eq!(up.len(), 1);
         back(&mut dp, &[msg(b'G', b"\0\0\x03\0\0\0\0\0\0")]);
         let up = client(

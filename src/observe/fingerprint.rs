@@ -167,9 +167,8 @@ fn mark_hidden(b: &[u8], plain_backslash: bool, hidden: &mut [bool]) {
             }
             b'\'' => {
                 // E'…' (the prefix was read as an identifier just before) escapes with backslashes.
-                let e_prefix = i > 0
-                    && matches!(b[i - 1], b'e' | b'E')
-                    && (i < 2 || !is_ident(b[i - 2]));
+                let e_prefix =
+                    i > 0 && matches!(b[i - 1], b'e' | b'E') && (i < 2 || !is_ident(b[i - 2]));
                 let escapes = plain_backslash || e_prefix;
                 let end = string_end(b, i, escapes);
                 mark(i, end);
@@ -241,9 +240,9 @@ fn number_end(b: &[u8], start: usize) -> usize {
     let mut j = start;
     while j < b.len() {
         let c = b[j];
-        if c.is_ascii_alphanumeric() || c == b'_' || c == b'.' {
-            j += 1;
-        } else if (c == b'+' || c == b'-') && j > start && matches!(b[j - 1], b'e' | b'E') {
+        let exponent_sign =
+            (c == b'+' || c == b'-') && j > start && matches!(b[j - 1], b'e' | b'E');
+        if c.is_ascii_alphanumeric() || c == b'_' || c == b'.' || exponent_sign {
             j += 1;
         } else {
             break;
@@ -319,7 +318,10 @@ mod tests {
                 "SELECT a1, t.b FROM t2 WHERE id = ? AND x > ?",
             ),
             ("SELECT .5, 0x1F, 1_000", "SELECT ?, ?, ?"),
-            ("SELECT $1, $2 FROM \"we'ird\"", "SELECT $1, $2 FROM \"we'ird\""),
+            (
+                "SELECT $1, $2 FROM \"we'ird\"",
+                "SELECT $1, $2 FROM \"we'ird\"",
+            ),
             ("SELECT a$b$c FROM t", "SELECT a$b$c FROM t"),
             ("SELECT 'x'::int", "SELECT ?::int"),
             ("SELECT tên1 FROM t", "SELECT tên1 FROM t"),
@@ -332,6 +334,9 @@ mod tests {
     fn fingerprints_of_redacted_text_ignore_every_literal_form() {
         let a = redact_sql("DO $x$BEGIN PERFORM 'one'; END$x$ -- first");
         let b = redact_sql("DO $y$BEGIN PERFORM 'two'; END$y$ -- second");
-        assert_eq!(fingerprint(&a, &["body"], &[]), fingerprint(&b, &["body"], &[]));
+        assert_eq!(
+            fingerprint(&a, &["body"], &[]),
+            fingerprint(&b, &["body"], &[])
+        );
     }
 }
