@@ -545,6 +545,7 @@ fn malformed_allowed_function_names_are_rejected() {
     }
     let e = one_error("version: 1\nfunctions:\n  allow: public.f\n");
     assert!(e.contains("functions.allow"), "{e}");
+}
 
 #[test]
 fn an_unknown_key_and_a_wrong_type_are_reported_in_one_run() {

@@ -167,6 +167,14 @@ impl CipherSuite {
         self.by_tag.get(&tag).map(Vec::as_slice).unwrap_or(&[])
     }
 
+    /// Whether `key_id` names a key of the keyring this suite was derived from
+    /// (the egress check uses it to tell an envelope header from look-alike bytes).
+    pub fn knows_key_id(&self, key_id: u32) -> bool {
+        self.columns
+            .first()
+            .is_some_and(|c| c.all.iter().any(|k| k.key_id == key_id))
+    }
+
     /// Seals `plaintext` (a canonical value) into an envelope for `col`.
     pub fn encrypt(&self, col: ColumnRef, plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
         let c = self.column(col)?;

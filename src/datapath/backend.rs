@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
+use super::egress::EgressCheck;
 use super::values::{parse_bytea_text, render, reported_type};
 use super::{DataPath, DataPathError, Expect, Protection, ResultTransform};
 use crate::policy::{ColumnRef, LogicalType, TableName, View};
@@ -33,6 +34,8 @@ pub(super) struct ActiveResult {
     actions: Vec<Option<ColumnAction>>,
     /// The generation the actions' column references index (None: passthrough).
     prot: Option<Arc<Protection>>,
+    /// The RowDescription the client got (simple protocol), to name a column in an error.
+    described: Option<Bytes>,
 }
 
 impl ActiveResult {
@@ -45,6 +48,17 @@ impl DataPath {
     /// Handles one upstream message, appending what goes to the client to `out`.
     pub fn on_backend(&mut self, msg: &[u8], out: &mut BytesMut) -> Result<Flow, DataPathError> {
         let tag = msg[0];
+        if tag == b'A' {
+            // Asynchronous: forwarded even while a failed cycle is being swallowed.
+            self.on_notification(msg, out);
+            return Ok(Flow::Continue);
+        }
+        if tag == b'N' {
+            let mark = out.len();
+            out.extend_from_slice(msg);
+            self.withhold_message_fields(mark, out);
+            return Ok(Flow::Continue);
+        }
         if self.awaiting_search_path() {
             self.on_search_path_reply(msg, out);
             return Ok(Flow::Continue);
@@ -89,7 +103,9 @@ impl DataPath {
                 out.extend_from_slice(msg);
                 Ok(())
             }
-            b'D' => self.on_data_row(msg, out),
+            b'D' => self
+                .on_data_row(msg, out)
+                .and_then(|()| self.egress_row(&prot, &out[mark..])),
             b'C' | b'I' | b's' => {
                 if tag == b'C' && changes_schema_or_roles(&msg[5..]) {
                     // DDL or a GRANT went through: the session refreshes its catalog view.
@@ -111,9 +127,11 @@ impl DataPath {
             }
             b'E' => {
                 self.on_error(&prot, msg, out);
+                self.withhold_message_fields(mark, out);
                 Ok(())
             }
             b'Z' => {
+                self.copy_fail_error = None;
                 self.finish_cycle();
                 out.extend_from_slice(msg);
                 Ok(())
@@ -157,7 +175,8 @@ impl DataPath {
                     out.extend_from_slice(msg);
                     Ok(())
                 }
-            },
+            }
+            .and_then(|()| self.egress_copy(&prot, &out[mark..])),
             _ => {
                 out.extend_from_slice(msg);
                 Ok(())
@@ -244,6 +263,7 @@ impl DataPath {
         msg: &[u8],
         out: &mut BytesMut,
     ) -> Result<(), DataPathError> {
+        let simple = matches!(self.expect.front(), Some(Expect::Simple(_)));
         let (transform, upstream_binary, pop) = match self.expect.front() {
             Some(Expect::DescribeStatement { transform, .. }) => (transform.clone(), false, true),
             Some(Expect::DescribePortal { transform }) => (transform.clone(), true, true),
@@ -285,13 +305,22 @@ impl DataPath {
         }
         let Some(transform) = transform else {
             out.extend_from_slice(msg);
+            if simple {
+                self.active = Some(Arc::new(ActiveResult {
+                    described: Some(Bytes::copy_from_slice(msg)),
+                    ..ActiveResult::default()
+                }));
+            }
             return Ok(());
         };
         let prot = &*transform.prot;
         if !transform.shape.has_encrypted() {
             out.extend_from_slice(msg);
             if !pop {
-                self.active = Some(Arc::new(ActiveResult::default()));
+                self.active = Some(Arc::new(ActiveResult {
+                    described: Some(Bytes::copy_from_slice(msg)),
+                    ..ActiveResult::default()
+                }));
             }
             return Ok(());
         }
@@ -301,7 +330,7 @@ impl DataPath {
                     .into(),
             ));
         }
-        let active = self.resolve_actions(&transform, upstream_binary);
+        let mut active = self.resolve_actions(&transform, upstream_binary);
         for (i, action) in active.actions.iter().enumerate() {
             let Some(a) = action else { continue };
             let f = &mut fields[i];
@@ -324,8 +353,10 @@ impl DataPath {
                 a.client_format
             };
         }
+        let start = out.len();
         encode_row_description(&fields, out);
         if !pop {
+            active.described = Some(Bytes::copy_from_slice(&out[start..]));
             self.active = Some(Arc::new(active));
         }
         Ok(())
@@ -355,7 +386,123 @@ impl DataPath {
         ActiveResult {
             actions,
             prot: Some(t.prot.clone()),
+            described: None,
         }
+    }
+
+    /// The egress check of one DataRow as the client would get it.
+    fn egress_row(&self, prot: &Protection, row: &[u8]) -> Result<(), DataPathError> {
+        let check = EgressCheck {
+            prot,
+            roles: &self.roles,
+        };
+        let Err(leak) = check.data_row(row) else {
+            return Ok(());
+        };
+        let position = leak.column.unwrap_or(0);
+        let name = self
+            .active
+            .as_ref()
+            .and_then(|a| a.described.as_ref())
+            .and_then(|d| decode_row_description(d).ok())
+            .and_then(|fields| fields.get(position).map(|f| f.name.clone()));
+        let column = match name {
+            Some(n) => format!(
+                "result column \"{}\" (position {})",
+                String::from_utf8_lossy(&n),
+                position + 1
+            ),
+            None => format!("result column {}", position + 1),
+        };
+        Err(leak_error(&column))
+    }
+
+    /// The egress check of one CopyData message of COPY TO STDOUT.
+    fn egress_copy(&self, prot: &Protection, msg: &[u8]) -> Result<(), DataPathError> {
+        let Some(payload) = msg.get(5..) else {
+            return Ok(());
+        };
+        let check = EgressCheck {
+            prot,
+            roles: &self.roles,
+        };
+        let Err(leak) = check.bytes(payload) else {
+            return Ok(());
+        };
+        // Text COPY separates fields with tabs (escaped inside values).
+        let field = 1 + payload[..leak.offset.min(payload.len())]
+            .iter()
+            .filter(|&&b| b == b'\t')
+            .count();
+        Err(leak_error(&format!("COPY TO STDOUT field {field}")))
+    }
+
+    /// ErrorResponse/NoticeResponse at `out[mark..]`: a field that carries an
+    /// envelope the roles may not see (`RAISE NOTICE '%', phone` in a function) is
+    /// replaced; severity, SQLSTATE and position stay.
+    fn withhold_message_fields(&self, mark: usize, out: &mut BytesMut) {
+        let prot = self.protection.load();
+        let check = EgressCheck {
+            prot: &prot,
+            roles: &self.roles,
+        };
+        let Some(body) = out.get(mark + 5..) else {
+            return;
+        };
+        if check.bytes(body).is_ok() {
+            return;
+        }
+        let tag = out[mark];
+        let fields = decode_error_fields(&out[mark..]).unwrap_or_default();
+        let fields: Vec<(u8, Bytes)> = fields
+            .into_iter()
+            .filter_map(|(c, v)| match check.bytes(&v) {
+                Ok(()) => Some((c, v)),
+                Err(_) if c == b'M' => Some((c, Bytes::from_static(FIELD_WITHHELD))),
+                Err(_) => None,
+            })
+            .collect();
+        crate::observe::rejected(&leak_error("a server message"));
+        out.truncate(mark);
+        encode_error_fields(tag, &fields, out);
+    }
+
+    /// NotificationResponse: a payload that carries an envelope the roles may not
+    /// see is replaced (the notification itself still arrives; it is asynchronous
+    /// and has no statement to fail).
+    fn on_notification(&mut self, msg: &[u8], out: &mut BytesMut) {
+        let prot = self.protection.load();
+        let check = EgressCheck {
+            prot: &prot,
+            roles: &self.roles,
+        };
+        let Some(body) = msg.get(5..) else {
+            out.extend_from_slice(msg);
+            return;
+        };
+        if check.bytes(body).is_ok() {
+            out.extend_from_slice(msg);
+            return;
+        }
+        crate::observe::rejected(&leak_error("a NOTIFY payload"));
+        // pid, channel, then the payload; keep pid and channel when they are clean.
+        let channel_end = body
+            .get(4..)
+            .and_then(|r| r.iter().position(|&b| b == 0))
+            .map(|p| 4 + p);
+        let channel: &[u8] = match channel_end {
+            Some(end) if check.bytes(&body[4..end]).is_ok() => &body[4..end],
+            _ => b"",
+        };
+        let mut payload = Vec::with_capacity(64);
+        payload.extend_from_slice(&body[..4.min(body.len())]);
+        payload.extend_from_slice(channel);
+        payload.push(0);
+        payload.extend_from_slice(NOTIFY_WITHHELD);
+        payload.push(0);
+        out.extend_from_slice(b"A");
+        out.extend_from_slice(&(payload.len() as i32 + 4).to_be_bytes());
+        out.extend_from_slice(&payload);
     }
 
     fn on_data_row(&mut self, msg: &[u8], out: &mut BytesMut) -> Result<(), DataPathError> {
@@ -431,6 +578,11 @@ impl DataPath {
                 }
             }
         }
+        if let Some(own) = self.copy_fail_error.take() {
+            // The server's answer to pgcloak's CopyFail: the client gets the real reason.
+            out.extend_from_slice(&own.encode());
+            return;
+        }
         let Ok(fields) = decode_error_fields(msg) else {
             out.extend_from_slice(msg);
             return;
@@ -472,6 +624,25 @@ impl DataPath {
             out.extend_from_slice(msg);
         }
     }
+}
+
+/// What a client gets instead of an error or notice text that carried an envelope.
+pub(super) const FIELD_WITHHELD: &[u8] =
+    b"(message withheld by pgcloak: it carried an encrypted value)";
+
+/// What a client gets instead of a NOTIFY payload that carried an envelope.
+pub(super) const NOTIFY_WITHHELD: &[u8] =
+    b"(payload withheld by pgcloak: it carried an encrypted value)";
+
+/// An envelope was about to reach a client that may not see it (SQLSTATE 42501:
+/// the role lacks the right to this column's ciphertext, as a column privilege
+/// would say; the session stays usable).
+fn leak_error(place: &str) -> DataPathError {
+    DataPathError::Forbidden(format!(
+        "{place} carries an encrypted value of a protected column that this session's roles \
+         may not see as ciphertext; pgcloak withheld the result (a function, view or cast \
+         the analysis could not follow returned it)"
+    ))
 }
 
 fn field(fields: &[(u8, Bytes)], code: u8) -> Option<String> {

@@ -39,7 +39,7 @@ pub enum DataPathError {
 
 impl DataPathError {
     pub fn codec(column: &str, e: CodecError) -> DataPathError {
-        let sqlstate = e.sqlstate();
+        let sqlstate = pg_sqlstate(&e);
         DataPathError::Codec {
             message: e.with_column(column).to_string(),
             sqlstate,
@@ -77,5 +77,52 @@ impl DataPathError {
             }
             _ => e,
         }
+    }
+}
+
+/// The SQLSTATE PostgreSQL itself gives for the same bad input: its datetime input
+/// functions say 22007 (invalid_datetime_format) where other types say 22P02, and
+/// bytes that are not valid in the client encoding are 22021
+/// (character_not_in_repertoire).
+fn pg_sqlstate(e: &CodecError) -> &'static str {
+    use crate::policy::LogicalType;
+    match e {
+        CodecError::InvalidText { reason, .. } if *reason == ENCODING_REASON => "22021",
+        CodecError::InvalidText {
+            ty: LogicalType::Date | LogicalType::Timestamp | LogicalType::Timestamptz,
+            ..
+        } => "22007",
+        _ => e.sqlstate(),
+    }
+}
+
+/// The reason `codec::ClientEncoding::decode` gives for undecodable bytes.
+const ENCODING_REASON: &str = "not valid in the client encoding";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::LogicalType;
+
+    #[test]
+    fn sqlstates_follow_postgresql_for_bad_input() {
+        let ctx = crate::codec::SessionContext::default();
+        let cases = [
+            (LogicalType::Int4, &b"abc"[..], "22P02"),
+            (LogicalType::Date, b"not-a-date", "22007"),
+            (LogicalType::Int4, b"99999999999", "22003"),
+            (LogicalType::Text, b"\xff\xfe", "22021"),
+        ];
+        for (ty, input, want) in cases {
+            match crate::codec::text_to_canonical(ty, input, &ctx) {
+                Err(e) => assert_eq!(DataPathError::codec("t.c", e).sqlstate(), want, "{ty:?}"),
+                Ok(_) => assert_eq!(want, "", "{ty:?} accepted"),
+            }
+        }
+        let bad = ctx
+            .client_encoding
+            .decode(LogicalType::Text, b"ok \xff\xfe")
+            .unwrap_err();
+        assert_eq!(DataPathError::codec("t.c", bad).sqlstate(), "22021");
     }
 }

@@ -231,7 +231,7 @@ impl DataPath {
             }
         };
         let fp = &analysis.fingerprint;
-        crate::observe::statement_analysed(fp, &analysis.plans, &prot.policy);
+        crate::observe::statement_analysed(&sql, &analysis.plans, &prot.policy);
         let mut statements = VecDeque::new();
         let mut actions = Vec::new();
         let mut failure: Option<(usize, DataPathError)> = None;
@@ -313,41 +313,58 @@ impl DataPath {
                 }
             }
         }
-        let text = match &failure {
-            None => {
-                let mut edits = Vec::new();
-                for p in analysis.plans.iter() {
-                    edits.extend(self.session_edits(&prot, &sql, fp, p)?);
+        // A literal that cannot be encoded for its column ends its statement, as
+        // PostgreSQL's own input error would (see super::recover).
+        let mut rewritten_all = None;
+        if failure.is_none() {
+            let edits = self.plans_edits(&prot, &sql, fp, analysis.plans.iter())?;
+            match self.rewrite_literals(&prot, &sql, fp, actions.into_iter(), edits.iter()) {
+                Ok(t) => rewritten_all = Some(t),
+                Err(e) => {
+                    failure = Some(self.first_bad_statement(&prot, &sql, fp, &analysis.plans, e))
                 }
-                self.rewrite_literals(&prot, &sql, fp, actions.into_iter(), edits.iter())?
             }
-            Some((start, err)) => {
-                crate::observe::rejected(err);
+        }
+        let text = match (rewritten_all, failure) {
+            (Some(t), _) => t,
+            (None, None) => String::new(),
+            (None, Some(mut failed)) => {
                 // Keep the statements before the refused one, rewritten, and make the
                 // server fail at the refused one: the implicit transaction aborts.
-                let kept_plans = || {
-                    analysis
+                let rewritten = loop {
+                    let kept: Vec<&StatementPlan> = analysis
                         .plans
                         .iter()
-                        .take_while(|p| p.start.resolve(fp).unwrap_or(0) < *start)
+                        .take_while(|p| p.start.resolve(fp).unwrap_or(0) < failed.0)
+                        .collect();
+                    let edits = self.plans_edits(&prot, &sql, fp, kept.iter().copied())?;
+                    let keep = kept.iter().flat_map(|p| p.literals.iter());
+                    match self.rewrite_literals(&prot, &sql, fp, keep, edits.iter()) {
+                        Ok(t) => break t,
+                        // An earlier statement holds a bad value: it fails first.
+                        Err(e) => {
+                            let earlier: Vec<_> = analysis
+                                .plans
+                                .iter()
+                                .filter(|p| p.start.resolve(fp).unwrap_or(0) < failed.0)
+                                .cloned()
+                                .collect();
+                            failed = self.first_bad_statement(&prot, &sql, fp, &earlier, e);
+                        }
+                    }
                 };
-                let mut edits = Vec::new();
-                for p in kept_plans() {
-                    edits.extend(self.session_edits(&prot, &sql, fp, p)?);
-                }
-                let rewritten = self.rewrite_literals(
-                    &prot,
-                    &sql,
-                    fp,
-                    kept_plans().flat_map(|p| p.literals.iter()),
-                    edits.iter(),
-                )?;
+                let (start, err) = (failed.0, &failed.1);
+                crate::observe::rejected(err);
                 let delta = rewritten.len() as isize - sql.len() as isize;
-                let cut = (*start as isize + delta).max(0) as usize;
+                let cut = (start as isize + delta).max(0) as usize;
                 let mut text = rewritten.get(..cut).unwrap_or("").to_string();
                 text.push_str(&raise_statement(err));
                 // Statements after the refused one never run, as in PostgreSQL.
-                let kept = statements.len().saturating_sub(1);
+                let kept = analysis
+                    .plans
+                    .iter()
+                    .take_while(|p| p.start.resolve(fp).unwrap_or(0) < start)
+                    .count();
                 statements.truncate(kept);
                 statements.push_back(SimpleStatement {
                     transform: None,
@@ -361,6 +378,29 @@ impl DataPath {
         self.expect.push_back(Expect::Simple(statements));
         out.extend_from_slice(&encode_query(&bytes));
         Ok(())
+    }
+
+    /// The first statement whose literals cannot be encoded (its start and error),
+    /// after encoding all of them failed with `all_failed`.
+    fn first_bad_statement(
+        &self,
+        prot: &Protection,
+        sql: &str,
+        fp: &crate::sql::Fingerprint,
+        plans: &[StatementPlan],
+        all_failed: DataPathError,
+    ) -> (usize, DataPathError) {
+        for plan in plans {
+            let edits = match self.session_edits(prot, sql, fp, plan) {
+                Ok(e) => e,
+                Err(e) => return (plan.start.resolve(fp).unwrap_or(0), e),
+            };
+            if let Err(e) = self.rewrite_literals(prot, sql, fp, plan.literals.iter(), edits.iter())
+            {
+                return (plan.start.resolve(fp).unwrap_or(0), e);
+            }
+        }
+        (0, all_failed)
     }
 
     /// The role-dependent checks for one analysed statement.
@@ -401,6 +441,21 @@ impl DataPath {
                 &plan.projections,
                 &mut is_null,
             )?);
+        }
+        Ok(edits)
+    }
+
+    /// [`Self::session_edits`] of several plans of one query string.
+    fn plans_edits<'p>(
+        &self,
+        prot: &Protection,
+        sql: &str,
+        fp: &crate::sql::Fingerprint,
+        plans: impl Iterator<Item = &'p StatementPlan>,
+    ) -> Result<Vec<crate::sql::TextEdit>, DataPathError> {
+        let mut edits = Vec::new();
+        for p in plans {
+            edits.extend(self.session_edits(prot, sql, fp, p)?);
         }
         Ok(edits)
     }
@@ -542,7 +597,7 @@ impl DataPath {
     ) -> Result<(Arc<StatementPlan>, String), DataPathError> {
         self.check_schema(prot)?;
         let analysis = prot.cache.analyze(sql, param_types, &self.context(prot))?;
-        crate::observe::statement_analysed(&analysis.fingerprint, &analysis.plans, &prot.policy);
+        crate::observe::statement_analysed(sql, &analysis.plans, &prot.policy);
         let plans: Vec<&StatementPlan> = analysis
             .plans
             .iter()
@@ -801,7 +856,7 @@ impl DataPath {
     /// DO block that raises it, run through an injected Parse/Bind/Execute on the
     /// unnamed statement. The injected ParseComplete and BindComplete are dropped, so
     /// the client's own message gets the error instead. Then discard until Sync.
-    fn inject_extended_failure(&mut self, err: &DataPathError, out: &mut BytesMut) {
+    pub(super) fn inject_extended_failure(&mut self, err: &DataPathError, out: &mut BytesMut) {
         crate::observe::rejected(err);
         let parse = Parse {
             name: String::new(),
@@ -825,7 +880,7 @@ impl DataPath {
     }
 
     /// Makes upstream fail a simple Query (or function call) with pgcloak's error.
-    fn inject_simple_failure(&mut self, err: &DataPathError, out: &mut BytesMut) {
+    pub(super) fn inject_simple_failure(&mut self, err: &DataPathError, out: &mut BytesMut) {
         crate::observe::rejected(err);
         let mut st = VecDeque::new();
         st.push_back(SimpleStatement {

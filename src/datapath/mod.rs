@@ -14,9 +14,11 @@
 mod array;
 mod backend;
 mod copy;
+pub mod egress;
 mod error;
 mod frontend;
 mod meaning;
+mod recover;
 mod resolution;
 mod schema;
 mod values;
@@ -184,6 +186,10 @@ pub struct DataPath {
     copy_may_run: bool,
     /// How many injected search_path reads are unanswered (statements wait for zero).
     path_reads: tokio::sync::watch::Sender<u32>,
+    /// pgcloak failed the COPY FROM STDIN: drop the client's CopyData until its CopyDone.
+    copy_in_failed: bool,
+    /// The error the client gets in place of the server's answer to pgcloak's CopyFail.
+    copy_fail_error: Option<crate::wire::PgError>,
 }
 
 impl DataPath {
@@ -220,6 +226,8 @@ impl DataPath {
             path_changed_in_transaction: false,
             copy_may_run: false,
             path_reads: tokio::sync::watch::Sender::new(0),
+            copy_in_failed: false,
+            copy_fail_error: None,
         }
     }
 
@@ -258,6 +266,8 @@ impl DataPath {
     }
 }
 
+#[cfg(test)]
+mod egress_tests;
 #[cfg(test)]
 mod recheck_tests;
 #[cfg(test)]

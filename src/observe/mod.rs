@@ -16,7 +16,7 @@ pub mod session;
 
 pub use session::{
     backend_done, decrypted_or_withheld, encrypted, frontend_done, rejected, scope, session_error,
-    session_opened, statement_analysed, statement_fast_path,
+    session_opened, statement_analysed, statement_fast_path, statement_received,
 };
 
 /// Process-wide observability setup from the config: the metrics recorder, the

@@ -17,7 +17,7 @@ use tracing::{debug, warn};
 use super::{audit, fingerprint, metrics};
 use crate::datapath::DataPathError;
 use crate::policy::{ColumnRef, Policy, View};
-use crate::sql::{Fingerprint, Lineage, StatementKind, StatementPlan};
+use crate::sql::{Lineage, StatementKind, StatementPlan};
 
 /// Process-wide settings read once from the config.
 #[derive(Debug, Clone, Copy, Default)]
@@ -157,13 +157,18 @@ pub fn statement_fast_path(sql: &str) {
     metrics::statement("unanalysed", "passthrough");
     let st = settings();
     if st.slow_statement.is_some() || st.log_statements {
-        let fp = crate::sql::fingerprint(sql);
-        note_statement(&fp, &["unanalysed"], &[], st);
+        note_statement(&fingerprint::redact_sql(sql), &["unanalysed"], &[], st);
     }
 }
 
-/// A statement the analyser planned (`plans` in order).
-pub fn statement_analysed(fp: &Fingerprint, plans: &[StatementPlan], policy: &Policy) {
+/// A new statement arrived (Query or Parse): the previous one's fingerprint no
+/// longer describes what a rejection or a withheld value belongs to.
+pub fn statement_received() {
+    with(|s| s.fingerprint = None);
+}
+
+/// A statement the analyser planned (`plans` in order); `sql` is the client's text.
+pub fn statement_analysed(sql: &str, plans: &[StatementPlan], policy: &Policy) {
     let mut kinds = Vec::with_capacity(plans.len());
     let mut tables: Vec<String> = Vec::new();
     for p in plans {
@@ -180,14 +185,16 @@ pub fn statement_analysed(fp: &Fingerprint, plans: &[StatementPlan], policy: &Po
         }
     }
     tables.sort();
-    note_statement(fp, &kinds, &tables, settings());
+    note_statement(&fingerprint::redact_sql(sql), &kinds, &tables, settings());
 }
 
-fn note_statement(fp: &Fingerprint, kinds: &[&str], tables: &[String], st: Settings) {
-    let id = fingerprint::fingerprint(&fp.text, kinds, tables);
+/// Records a statement by its redacted text (see [`fingerprint::redact_sql`]): the
+/// only form of a statement that reaches a log, the audit trail or a metric.
+fn note_statement(redacted: &str, kinds: &[&str], tables: &[String], st: Settings) {
+    let id = fingerprint::fingerprint(redacted, kinds, tables);
     if st.log_statements {
         debug!(target: "pgcloak::sql", fingerprint = %id, kind = kinds.join(","),
-            tables = tables.join(","), statement = %fingerprint::redacted(&fp.text), "statement");
+            tables = tables.join(","), statement = %redacted, "statement");
     }
     with(|s| s.fingerprint = Some(id));
 }

@@ -31,7 +31,7 @@ use crate::net::{connect_upstream, ClientStream};
 use crate::server::Shared;
 use crate::wire::messages::backend_key_data;
 use crate::wire::startup::StartupMessage;
-use negotiate::{negotiate, negotiation_error, Negotiated};
+use negotiate::{negotiate, negotiation_error_bytes, Negotiated};
 use reader::FrameReader;
 use relay::{pump, BackendRelay, Flow, FrontendRelay, MessageHandler, PumpEnd, Traffic};
 
@@ -63,8 +63,8 @@ pub async fn run(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
             return;
         }
         Ok(Err((stream, e))) => {
-            if let (Some(mut s), Some(pe)) = (stream, negotiation_error(&e)) {
-                let _ = s.write_all(&pe.encode()).await;
+            if let (Some(mut s), Some(bytes)) = (stream, negotiation_error_bytes(&e)) {
+                let _ = s.write_all(&bytes).await;
                 let _ = s.shutdown().await;
             }
             info!(target: LOG, %peer, reason = e.label(), error = %e, "connection refused during startup");

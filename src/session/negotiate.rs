@@ -170,3 +170,40 @@ pub fn negotiation_error(e: &SessionError) -> Option<PgError> {
         _ => None,
     }
 }
+
+/// The bytes a client gets when negotiation fails, if it should get any.
+///
+/// PostgreSQL answers a startup packet in the client's own protocol: a client
+/// that asked for protocol 1.x or 2.x gets the version-2 error message (`E`, the
+/// text, a NUL, no length word), which is all such a client can read; every other
+/// version gets a version-3 ErrorResponse.
+pub fn negotiation_error_bytes(e: &SessionError) -> Option<Vec<u8>> {
+    let pe = negotiation_error(e)?;
+    match e {
+        SessionError::Wire(WireError::UnsupportedProtocol { major, .. }) if *major < 3 => {
+            let mut out = b"E".to_vec();
+            out.extend_from_slice(format!("FATAL:  {}\n", pe.message).as_bytes());
+            out.push(0);
+            Some(out)
+        }
+        _ => Some(pe.encode().to_vec()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn old_protocols_get_the_version_2_error_format() {
+        let e = SessionError::Wire(WireError::UnsupportedProtocol { major: 2, minor: 0 });
+        assert_eq!(
+            negotiation_error_bytes(&e).unwrap(),
+            b"EFATAL:  unsupported frontend protocol 2.0: server supports 3.0 to 3.0\n\0"
+        );
+        let e = SessionError::Wire(WireError::UnsupportedProtocol { major: 4, minor: 1 });
+        let v3 = negotiation_error_bytes(&e).unwrap();
+        assert_eq!(v3[0], b'E');
+        assert!(String::from_utf8_lossy(&v3).contains("C0A000"));
+    }
+}

@@ -213,8 +213,11 @@ impl FrontendData {
 impl MessageHandler for FrontendData {
     fn on_message(&mut self, msg: &[u8], out: &mut BytesMut) -> Result<Flow, SessionError> {
         let started = std::time::Instant::now();
+        if matches!(msg[0], b'Q' | b'P') {
+            crate::observe::statement_received();
+        }
         let mut dp = self.dp.lock().unwrap_or_else(|p| p.into_inner());
-        let r = dp.on_frontend(msg, out).map_err(SessionError::from);
+        let r = dp.on_client(msg, out).map_err(SessionError::from);
         crate::observe::frontend_done(started);
         r
     }
@@ -241,6 +244,10 @@ impl MessageHandler for BackendData {
     }
 }
 
+/// What is left of a data-path error at the session edge ends the session: the
+/// data path turns every error about a statement or a value into an ErrorResponse
+/// itself ([`DataPath::on_client`], [`DataPath::on_backend`]); what reaches here
+/// is a message pgcloak could not frame or decode (protocol desync).
 impl From<DataPathError> for SessionError {
     fn from(e: DataPathError) -> SessionError {
         SessionError::Refused(PgError::fatal(e.sqlstate(), e.to_string()))
