@@ -73,8 +73,14 @@ pub async fn run(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
         Ok(Ok(n)) => n,
     };
     match negotiated {
-        Negotiated::Cancel { pid, secret } => {
+        Negotiated::Cancel {
+            pid,
+            secret,
+            mut client,
+        } => {
             crate::server::forward_cancel(&shared, pid, &secret).await;
+            // Closed only now: the requester's wait for EOF covers the delivery.
+            let _ = client.shutdown().await;
         }
         Negotiated::Session { client, startup } => {
             let mut stats = SessionStats::default();
