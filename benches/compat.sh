@@ -55,7 +55,7 @@ for spec in asyncpg==$ASYNCPG_VERSION psycopg2==$PSYCOPG2_VERSION SQLAlchemy==$S
     # asyncpg's tests must import the built package, not the uncompiled source tree.
     [ "$lower" = asyncpg ] && mv "$WORK/src/$lower-$ver/asyncpg" "$WORK/src/$lower-$ver/asyncpg.src"
   fi
-  if ! "$VENV/bin/pip" show -q "$name" 2>/dev/null | grep -q "Version: $ver"; then
+  if ! "$VENV/bin/pip" show "$name" 2>/dev/null | grep -q "^Version: $ver$"; then
     log "build $spec from its sdist"
     DISABLE_SQLALCHEMY_CEXT=1 "$VENV/bin/pip" install -q --no-build-isolation "$WORK/sdists/$lower-$ver.tar.gz"
   fi
@@ -63,9 +63,15 @@ done
 "$VENV/bin/pip" install -q 'sqlalchemy[postgresql]' >/dev/null 2>&1 || true
 
 # ---- pgcloak: release build, keyring, policy ----
-log "release build"
-(cd "$ROOT" && cargo build --release --quiet)
-PGCLOAK=$ROOT/target/release/pgcloak
+PROFILE=${COMPAT_PROFILE:-release}
+log "$PROFILE build"
+if [ "$PROFILE" = release ]; then
+  (cd "$ROOT" && cargo build --release --quiet)
+  PGCLOAK=$ROOT/target/release/pgcloak
+else
+  (cd "$ROOT" && cargo build --quiet)
+  PGCLOAK=$ROOT/target/debug/pgcloak
+fi
 
 # ---- a throwaway cluster as the postgres OS user ----
 PGDATA_DIR=$WORK/pgdata
