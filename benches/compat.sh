@@ -42,7 +42,7 @@ if [ ! -x "$PY" ]; then
   log "python venv"
   python3 -m venv "$VENV"
 fi
-"$VENV/bin/pip" install -q wheel setuptools 'Cython<3.1' pytest pytest-timeout uvloop
+"$VENV/bin/pip" install -q wheel setuptools 'Cython<3.1' pytest pytest-timeout uvloop distro
 for spec in asyncpg==$ASYNCPG_VERSION psycopg2==$PSYCOPG2_VERSION SQLAlchemy==$SQLALCHEMY_VERSION; do
   name=${spec%%==*}; ver=${spec##*==}
   lower=$(echo "$name" | tr 'A-Z' 'a-z')
