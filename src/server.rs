@@ -115,7 +115,7 @@ impl Shared {
             schemas: Default::default(),
             acceptor,
             upstream_tls,
-            cancel: CancelMap::new(config.instance_id),
+            cancel: CancelMap::new(config.instance_id, !config.peers.is_empty()),
             limiter: Arc::new(Semaphore::new(config.max_connections)),
             force_close: CancellationToken::new(),
             health: Default::default(),
@@ -419,37 +419,63 @@ impl Server {
     }
 }
 
-/// Sends a client's CancelRequest to the upstream backend of the session it names.
+/// The longest a cancel may take to reach upstream; the session's frontend is held
+/// meanwhile, so this bounds that hold too.
+const CANCEL_DELIVERY_LIMIT: Duration = Duration::from_secs(5);
+
+/// Sends a client's CancelRequest to the upstream backend of the session it names, if
+/// the batch that was running when it arrived is still running when it is sent.
 /// As PostgreSQL does, nothing is ever answered to the requester.
 pub async fn forward_cancel(shared: &Shared, pid: i32, secret: &[u8]) {
     // ---- operations: a session owned by a peer instance ----
-    let owner = CancelMap::instance_of(pid);
-    if owner != shared.config.instance_id {
-        if let Some(addr) = shared.config.peers.get(&owner) {
-            forward_cancel_to_peer(addr, owner, pid, secret).await;
-            return;
+    if let Some(owner) = CancelMap::instance_of(secret) {
+        if owner != shared.config.instance_id {
+            if let Some(addr) = shared.config.peers.get(&owner) {
+                forward_cancel_to_peer(addr, owner, pid, secret).await;
+                return;
+            }
         }
     }
     // ---- end of operations ----
-    let Some(key) = shared.cancel.lookup(pid, secret) else {
-        debug!(target: LOG, instance = CancelMap::instance_of(pid), "cancel request for no known session");
+    let Some((key, gate)) = shared.cancel.lookup(pid, secret) else {
+        debug!(target: LOG, "cancel request for no known session");
         return;
     };
-    match connect_upstream(&shared.config.upstream, shared.upstream_tls.as_ref()).await {
-        Ok(mut up) => {
-            let _ = up.write_all(&cancel_request(key.pid, &key.secret)).await;
-            let _ = up.flush().await;
-            // Wait for upstream to close, so the cancel has been read before we return.
-            let mut sink = [0u8; 64];
-            let _ = tokio::time::timeout(
-                Duration::from_secs(5),
-                tokio::io::AsyncReadExt::read(&mut up, &mut sink),
-            )
-            .await;
-            debug!(target: LOG, "cancel request forwarded");
+    // Nothing running: drop it (PostgreSQL ignores a cancel for an idle backend too).
+    let Some(delivery) = gate.begin_delivery() else {
+        debug!(target: LOG, "cancel request while no statement runs: dropped");
+        return;
+    };
+    let deliver = async {
+        let mut up =
+            match connect_upstream(&shared.config.upstream, shared.upstream_tls.as_ref()).await {
+                Ok(up) => up,
+                Err(e) => {
+                    warn!(target: LOG, error = %e, "could not forward cancel request");
+                    return;
+                }
+            };
+        // The connection took time: the statement may have finished meanwhile. The
+        // session's next statement is held back until we are done, so it cannot be hit.
+        if !delivery.still_running() {
+            debug!(target: LOG, "statement finished before the cancel could be sent: dropped");
+            return;
         }
-        Err(e) => warn!(target: LOG, error = %e, "could not forward cancel request"),
+        let _ = up.write_all(&cancel_request(key.pid, &key.secret)).await;
+        let _ = up.flush().await;
+        // Upstream closes once it has signalled the backend: only then may the session's
+        // next statement go out.
+        let mut sink = [0u8; 64];
+        let _ = tokio::io::AsyncReadExt::read(&mut up, &mut sink).await;
+        debug!(target: LOG, "cancel request forwarded");
+    };
+    if tokio::time::timeout(CANCEL_DELIVERY_LIMIT, deliver)
+        .await
+        .is_err()
+    {
+        warn!(target: LOG, "timed out forwarding a cancel request");
     }
+    drop(delivery);
 }
 
 /// Passes a CancelRequest on, unchanged, to the peer instance that owns the session.

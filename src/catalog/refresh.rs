@@ -7,7 +7,9 @@
 //! (one load per database at a time; concurrent callers wait for it). Invalidation bumps
 //! an epoch, so a load that started before the DDL it must reflect is never taken as fresh.
 //!
-//! Catalog connections are opened lazily, one per database, and reopened when lost. When
+//! Catalog connections are opened lazily, one per database, and closed
+//! [`CATALOG_IDLE_CLOSE`] after their last read, so they never keep a database from being
+//! dropped or renamed; most sessions find a fresh snapshot and open none. When
 //! a refresh fails, the caller gets the error and must refuse statements that touch policy
 //! columns (fail closed); the stale snapshot is not served.
 
@@ -36,6 +38,11 @@ use super::schema::SchemaSnapshot;
 macro_rules! retry_once_if_lost {
     ($cache:expr, $db:expr, $conn:ident => $call:expr) => {{
         let mut retried = false;
+        // Arms the idle close however this ends, a dropped (cancelled) caller included.
+        let _release = ReleaseOnDrop {
+            cache: &$cache,
+            db: &$db,
+        };
         loop {
             let $conn = $cache.connection(&$db).await?;
             match tokio::time::timeout(CATALOG_CALL_TIMEOUT, $call).await {
@@ -59,6 +66,25 @@ macro_rules! retry_once_if_lost {
     }};
 }
 
+/// Arms a database's idle-close timer when dropped (see [`CatalogCache::release`]).
+struct ReleaseOnDrop<'a> {
+    cache: &'a CatalogCache,
+    db: &'a Arc<Database>,
+}
+
+impl Drop for ReleaseOnDrop<'_> {
+    fn drop(&mut self) {
+        self.cache.release(self.db);
+    }
+}
+
+/// How long a catalog connection stays open after its last read. Short, so that an idle
+/// one never stands in the way of `DROP DATABASE`, `ALTER DATABASE ... RENAME` or
+/// `CREATE DATABASE ... TEMPLATE` (PostgreSQL waits up to 5 s for other sessions to
+/// leave a database before it refuses with 55006); long enough that the reads of one
+/// session setup (schema, then role memberships) share one connection.
+pub const CATALOG_IDLE_CLOSE: Duration = Duration::from_millis(250);
+
 /// The longest one catalog read may take (the server's statement_timeout is the same, so
 /// this only fires when the server or the network stops answering).
 const CATALOG_CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -80,6 +106,9 @@ struct Database {
     epoch: AtomicU64,
     loading: tokio::sync::Mutex<()>,
     last_used: AtomicU64,
+    /// Bumped on each use of the connection; an idle-close timer closes the connection
+    /// only if no use came after the one that armed it.
+    uses: AtomicU64,
 }
 
 struct RoleEntry {
@@ -344,12 +373,14 @@ impl CatalogCache {
             epoch: AtomicU64::new(0),
             loading: tokio::sync::Mutex::new(()),
             last_used: AtomicU64::new(now),
+            uses: AtomicU64::new(0),
         });
         map.insert(name.to_string(), db.clone());
         db
     }
 
     async fn connection(&self, db: &Database) -> Result<Arc<CatalogConn>, CatalogError> {
+        db.uses.fetch_add(1, Ordering::SeqCst);
         let mut slot = db.conn.lock().await;
         if let Some(c) = slot.as_ref() {
             if !c.is_closed() {
@@ -361,6 +392,41 @@ impl CatalogCache {
             Arc::new(CatalogConn::connect(&self.upstream, &self.config, password, &db.name).await?);
         *slot = Some(conn.clone());
         Ok(conn)
+    }
+
+    /// Arms the idle-close timer after a read: the connection closes
+    /// [`CATALOG_IDLE_CLOSE`] after its last use, unless it is in use again by then.
+    fn release(&self, db: &Arc<Database>) {
+        let armed = db.uses.load(Ordering::SeqCst);
+        let db = db.clone();
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        rt.spawn(async move {
+            tokio::time::sleep(CATALOG_IDLE_CLOSE).await;
+            let mut slot = db.conn.lock().await;
+            if db.uses.load(Ordering::SeqCst) != armed {
+                return;
+            }
+            // Held by a caller still reading: that caller's own release closes it later.
+            if slot.as_ref().is_some_and(|c| Arc::strong_count(c) == 1) {
+                *slot = None;
+            }
+        });
+    }
+
+    /// Whether `database` has a catalog connection open now (for tests and /readyz).
+    pub async fn has_open_connection(&self, database: &str) -> bool {
+        let db = self.lock_databases().get(database).cloned();
+        match db {
+            Some(db) => db
+                .conn
+                .lock()
+                .await
+                .as_ref()
+                .is_some_and(|c| !c.is_closed()),
+            None => false,
+        }
     }
 
     async fn forget_connection(&self, db: &Database, conn: &Arc<CatalogConn>) {

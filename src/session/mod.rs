@@ -26,7 +26,7 @@ use tracing::{debug, info, warn};
 pub use auth_relay::AuthMethod;
 pub use error::SessionError;
 
-use crate::cancel::UpstreamKey;
+use crate::cancel::{CancelGate, Registration, UpstreamKey};
 use crate::net::{connect_upstream, ClientStream};
 use crate::server::Shared;
 use crate::wire::messages::backend_key_data;
@@ -73,8 +73,14 @@ pub async fn run(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
         Ok(Ok(n)) => n,
     };
     match negotiated {
-        Negotiated::Cancel { pid, secret } => {
+        Negotiated::Cancel {
+            pid,
+            secret,
+            mut client,
+        } => {
             crate::server::forward_cancel(&shared, pid, &secret).await;
+            // Closed only now: the requester's wait for EOF covers the delivery.
+            let _ = client.shutdown().await;
         }
         Negotiated::Session { client, startup } => {
             let mut stats = SessionStats::default();
@@ -122,12 +128,12 @@ struct SessionStats {
 /// Unregisters the session's cancel key however the session ends.
 struct CancelRegistration<'a> {
     shared: &'a Shared,
-    pid: i32,
+    reg: Registration,
 }
 
 impl Drop for CancelRegistration<'_> {
     fn drop(&mut self) {
-        self.shared.cancel.unregister(self.pid);
+        self.shared.cancel.unregister(&self.reg);
     }
 }
 
@@ -226,21 +232,23 @@ async fn serve(
         }
     };
 
-    // Our own BackendKeyData replaces upstream's; the map remembers the real one.
+    // The client gets the real backend pid with a secret of ours; the map remembers
+    // upstream's own secret and the session's cancel gate.
+    let gate = CancelGate::new();
     let mut registration = None;
     let mut hello = BytesMut::with_capacity(512);
     for frame in &est.to_client {
         if frame.tag() == b'Z' {
             if let Some((pid, secret)) = &est.upstream_key {
-                let (our_pid, our_secret) = shared.cancel.register(UpstreamKey {
-                    pid: *pid,
-                    secret: secret.clone(),
-                });
-                registration = Some(CancelRegistration {
-                    shared,
-                    pid: our_pid,
-                });
-                hello.extend_from_slice(&backend_key_data(our_pid, our_secret));
+                let reg = shared.cancel.register(
+                    UpstreamKey {
+                        pid: *pid,
+                        secret: secret.clone(),
+                    },
+                    gate.clone(),
+                );
+                registration = Some(CancelRegistration { shared, reg });
+                hello.extend_from_slice(&backend_key_data(reg.pid, reg.secret));
             }
         }
         hello.extend_from_slice(frame.as_bytes());
@@ -261,7 +269,7 @@ async fn serve(
 
     let (mut client_r, mut client_w) = tokio::io::split(client);
     let (mut upstream_r, mut upstream_w) = tokio::io::split(upstream);
-    let (mut frontend, backend_inner): (
+    let (frontend, backend_inner): (
         Box<dyn MessageHandler + Send>,
         Box<dyn MessageHandler + Send>,
     ) = match &datapath {
@@ -271,9 +279,14 @@ async fn serve(
         ),
         None => (Box::new(FrontendRelay), Box::new(BackendRelay)),
     };
+    let mut frontend = Forwarded {
+        inner: frontend,
+        gate: &gate,
+    };
     let mut backend = LastTag {
         inner: backend_inner,
         last: 0,
+        gate: &gate,
     };
     enum End {
         Client(Result<PumpEnd, SessionError>),
@@ -287,9 +300,9 @@ async fn serve(
         }
     };
     let end = tokio::select! {
-        r = pump(&mut client_r, client_rd.buf, &mut upstream_w, &mut frontend, max_len, &mut stats.from_client) => End::Client(r),
+        r = pump(&mut client_r, client_rd.buf, &mut upstream_w, &mut frontend, max_len, &mut stats.from_client, Some(&gate)) => End::Client(r),
         _ = refresh => End::Shutdown,
-        r = pump(&mut upstream_r, upstream_rd.buf, &mut client_w, &mut backend, max_len, &mut stats.from_upstream) => End::Upstream(r),
+        r = pump(&mut upstream_r, upstream_rd.buf, &mut client_w, &mut backend, max_len, &mut stats.from_upstream, None) => End::Upstream(r),
         _ = shared.force_close.cancelled() => End::Shutdown,
     };
     drop(registration);
@@ -339,10 +352,30 @@ async fn serve(
 /// The Terminate message.
 const TERMINATE: [u8; 5] = [b'X', 0, 0, 0, 4];
 
-/// Remembers the type of the last message relayed (to know whether upstream explained a close).
-struct LastTag<H> {
+/// Remembers the type of the last message relayed (to know whether upstream explained a
+/// close) and tells the cancel gate when a batch has finished (ReadyForQuery).
+struct LastTag<'g, H> {
     inner: H,
     last: u8,
+    gate: &'g CancelGate,
+}
+
+/// Tells the cancel gate what went upstream: the handler's output, so that statements
+/// pgcloak injects count as well as the client's own.
+struct Forwarded<'g, H> {
+    inner: H,
+    gate: &'g CancelGate,
+}
+
+impl<H: MessageHandler> MessageHandler for Forwarded<'_, H> {
+    fn on_message(&mut self, msg: &[u8], out: &mut BytesMut) -> Result<Flow, SessionError> {
+        let before = out.len();
+        let flow = self.inner.on_message(msg, out)?;
+        if let Some(added) = out.get(before..) {
+            self.gate.forwarded(added);
+        }
+        Ok(flow)
+    }
 }
 
 impl<H: MessageHandler + ?Sized> MessageHandler for Box<H> {
@@ -355,9 +388,12 @@ impl<H: MessageHandler + ?Sized> MessageHandler for Box<H> {
     }
 }
 
-impl<H: MessageHandler> MessageHandler for LastTag<H> {
+impl<H: MessageHandler> MessageHandler for LastTag<'_, H> {
     fn on_message(&mut self, msg: &[u8], out: &mut BytesMut) -> Result<Flow, SessionError> {
         self.last = msg[0];
+        if msg[0] == b'Z' {
+            self.gate.ready();
+        }
         self.inner.on_message(msg, out)
     }
 }

@@ -21,9 +21,13 @@ pub enum Negotiated {
         client: ClientStream,
         startup: StartupMessage,
     },
+    /// A CancelRequest. The connection is kept until the cancel has been dealt with and
+    /// closed only then, as PostgreSQL does: a driver that waits for the close (libpq's
+    /// PQcancel, asyncpg) knows the cancel was delivered before it sends its next statement.
     Cancel {
         pid: i32,
         secret: Vec<u8>,
+        client: ClientStream,
     },
 }
 
@@ -109,7 +113,13 @@ pub async fn negotiate(
                     return Err((None, SessionError::Io(e)));
                 }
             }
-            StartupPacket::Cancel { pid, secret } => return Ok(Negotiated::Cancel { pid, secret }),
+            StartupPacket::Cancel { pid, secret } => {
+                return Ok(Negotiated::Cancel {
+                    pid,
+                    secret,
+                    client: stream,
+                })
+            }
             StartupPacket::Startup(startup) => {
                 if tls_mode == ClientTlsMode::Required && !stream.is_tls() {
                     return Err((Some(stream), SessionError::TlsRequired));

@@ -11,6 +11,7 @@
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use crate::cancel::CancelGate;
 use crate::wire::WireError;
 
 use super::SessionError;
@@ -63,6 +64,9 @@ pub struct Traffic {
     pub messages: u64,
 }
 
+/// Relays whole messages from `reader` to `writer` through `handler` until EOF or Stop.
+/// With `hold`, nothing is written while a cancel for this session is being delivered
+/// upstream (see [`CancelGate`]).
 pub async fn pump<R, W, H>(
     reader: &mut R,
     mut rbuf: BytesMut,
@@ -70,6 +74,7 @@ pub async fn pump<R, W, H>(
     handler: &mut H,
     max_len: usize,
     traffic: &mut Traffic,
+    hold: Option<&CancelGate>,
 ) -> Result<PumpEnd, SessionError>
 where
     R: AsyncRead + Unpin,
@@ -117,6 +122,9 @@ where
                 break;
             }
             if wbuf.len() >= WRITE_THRESHOLD {
+                if let Some(g) = hold {
+                    g.wait_delivered().await;
+                }
                 writer.write_all(&wbuf).await?;
                 wbuf.clear();
             }
@@ -124,6 +132,9 @@ where
         traffic.bytes += pos as u64;
         rbuf.advance(pos);
         if !wbuf.is_empty() {
+            if let Some(g) = hold {
+                g.wait_delivered().await;
+            }
             writer.write_all(&wbuf).await?;
             writer.flush().await?;
             wbuf.clear();
@@ -201,6 +212,7 @@ mod tests {
             &mut FrontendRelay,
             1 << 20,
             &mut t,
+            None,
         )
         .await
         .unwrap();
@@ -221,6 +233,7 @@ mod tests {
             &mut FrontendRelay,
             1 << 20,
             &mut Traffic::default(),
+            None,
         )
         .await
         .unwrap_err();
@@ -239,6 +252,7 @@ mod tests {
             &mut BackendRelay,
             1 << 20,
             &mut Traffic::default(),
+            None,
         )
         .await;
         assert!(matches!(r, Err(SessionError::Wire(WireError::Truncated))));
@@ -250,6 +264,7 @@ mod tests {
             &mut BackendRelay,
             1 << 20,
             &mut Traffic::default(),
+            None,
         )
         .await;
         assert!(matches!(
@@ -270,6 +285,7 @@ mod tests {
             &mut BackendRelay,
             1 << 20,
             &mut Traffic::default(),
+            None,
         )
         .await
         .unwrap();
