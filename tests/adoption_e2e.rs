@@ -373,6 +373,21 @@ async fn readme_adoption_steps_work_as_written() {
         )
         .await
         .unwrap();
+    // The database-side guard: check prints the DDL that makes PostgreSQL enforce the
+    // policy too (privileges of roles whose view is null, statistics, built-ins); README
+    // says to run it as a superuser, then check passes.
+    let (code, out) = w.run(&check, &[]);
+    assert_eq!(code, Some(1), "{out}");
+    let ddl = printed_ddl(&out);
+    assert!(
+        ddl.iter().any(|d| d.contains("SET STATISTICS 0")),
+        "no statistics DDL:\n{out}"
+    );
+    for statement in &ddl {
+        admin.batch_execute(statement).await.unwrap_or_else(|e| {
+            panic!("printed DDL failed: {statement}: {e}");
+        });
+    }
     let (code, out) = w.run(&check, &[]);
     assert_eq!(code, Some(0), "{out}");
 
@@ -518,4 +533,14 @@ async fn a_wrong_catalog_password_is_logged_and_not_ready() {
     assert!(log.contains("WARN"), "{log}");
     assert!(log.contains("the catalog login fails"), "{log}");
     assert!(log.contains("password authentication failed"), "{log}");
+}
+
+/// The statements `check --database` prints under "fix with:" (indented by four spaces).
+fn printed_ddl(out: &str) -> Vec<String> {
+    out.lines()
+        .filter_map(|l| l.strip_prefix("    "))
+        .map(str::trim)
+        .filter(|l| l.ends_with(';'))
+        .map(str::to_string)
+        .collect()
 }

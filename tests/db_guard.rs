@@ -110,6 +110,33 @@ tables:
       access: { gd_plain: plaintext, gd_cipher: ciphertext, PUBLIC: deny }
 ";
 
+/// Replaces the fixture's protected values with real envelopes under the keyring and
+/// policy `write_config` wrote (the adoption check samples them against the keyring), then
+/// re-collects statistics so that the statistics findings have something to find.
+async fn seal_rows(db: &str, dir: &std::path::Path) {
+    let keys = std::fs::read_to_string(dir.join("master.keys")).unwrap();
+    let keyring = pgcloak::crypto::Keyring::parse(&keys, "master.keys").unwrap();
+    let policy_text = std::fs::read_to_string(dir.join("policy.yaml")).unwrap();
+    let policy = pgcloak::policy::Policy::load_str(&policy_text, "policy.yaml", 1).unwrap();
+    let suite = pgcloak::crypto::CipherSuite::new(&keyring, &policy).unwrap();
+    let table = pgcloak::policy::TableName::new("public", "people");
+    let ssn = policy.find(&table, "ssn").unwrap();
+    let card = policy.find(&table, "Card").unwrap();
+    let a = cluster().admin(db).await;
+    let update = a
+        .prepare(r#"UPDATE people SET ssn = $1, "Card" = $2 WHERE id = $3"#)
+        .await
+        .unwrap();
+    for id in 1..=300i32 {
+        let s = suite.encrypt(ssn, format!("ssn-{id}").as_bytes()).unwrap();
+        let c = suite
+            .encrypt(card, format!("card-{}", id * 7).as_bytes())
+            .unwrap();
+        a.execute(&update, &[&s, &c, &id]).await.unwrap();
+    }
+    a.batch_execute("ANALYZE people").await.unwrap();
+}
+
 async fn looser_database(name: &str) -> String {
     let db = fresh_db(name).await;
     let admin = cluster().admin("postgres").await;
@@ -148,6 +175,7 @@ async fn check_reports_each_looseness_and_the_printed_ddl_closes_it_in_postgres(
     let db = looser_database("guard_all").await;
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &db, POLICY);
+    seal_rows(&db, dir.path()).await;
     let (code, out) = check(&config, &db);
     assert_eq!(code, 1, "{out}");
     for expected in [
@@ -268,6 +296,7 @@ async fn strict_refuses_to_serve_while_the_database_is_looser_and_serves_once_fi
     let db = looser_database("guard_strict").await;
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &db, POLICY);
+    seal_rows(&db, dir.path()).await;
     let overrides = json!({
         "strict": true,
         "policy": dir.path().join("policy.yaml"),
@@ -343,6 +372,7 @@ async fn a_catalog_role_that_cannot_see_statistics_says_so_and_prints_the_statem
         .await;
     let dir = tempfile::tempdir().unwrap();
     let config = write_config_as(dir.path(), &db, POLICY, "gd_catalog");
+    seal_rows(&db, dir.path()).await;
     // PUBLIC (so the catalog role) may read the columns: pg_stats shows their statistics.
     let (code, out) = check_with_password(&config, &db, "gd-Catalog-pw1");
     assert_eq!(code, 1, "{out}");

@@ -73,7 +73,8 @@ async fn raw_cancel_with_wrong_key_is_ignored_and_right_key_cancels() {
     let startup = conn.startup_trust(TRUST_USER, &db).await;
     let (pid, key) = RawConn::backend_key(&startup);
 
-    // The proxy hands out its own key, not the upstream backend's.
+    // Clients see the real upstream backend pid (drivers use it for pg_terminate_backend
+    // and to recognise their own NOTIFYs); pgcloak issues its own secret key.
     conn.send(&fe::query("SELECT pg_backend_pid()")).await;
     let msgs = conn.recv_until(b'Z').await;
     let upstream_pid: i32 = msgs.iter().find(|m| m.tag == b'D').unwrap().data_row()[0]
@@ -81,9 +82,9 @@ async fn raw_cancel_with_wrong_key_is_ignored_and_right_key_cancels() {
         .unwrap()
         .parse()
         .unwrap();
-    assert_ne!(
+    assert_eq!(
         pid, upstream_pid,
-        "BackendKeyData leaks the upstream backend pid"
+        "BackendKeyData must carry the real upstream backend pid"
     );
 
     // A wrong secret must not cancel anything.

@@ -301,6 +301,17 @@ impl CatalogConn {
             );
         }
 
+        // pgcloak's own catalog role: it samples stored envelopes against the keyring
+        // (`check --database`) and only ever reads ciphertext; applications never log in as
+        // it, so a column grant to it is not a reader the policy closes.
+        let catalog_role: String = self
+            .client
+            .query_one("SELECT current_user::text", &[])
+            .await
+            .map_err(err("current user"))?
+            .try_get(0)
+            .map_err(err("current user"))?;
+
         // ---- privileges ----
         // (relation, grantee) -> protected columns the grantee must not read.
         let mut closed: BTreeMap<(Oid, String), BTreeSet<String>> = BTreeMap::new();
@@ -316,7 +327,10 @@ impl CatalogConn {
             );
             let sources: BTreeSet<&String> = rel.table_select.iter().chain(&facts.select).collect();
             for g in sources {
-                if *g == rel.owner || roles.get(g).is_some_and(|r| r.superuser) {
+                if *g == rel.owner
+                    || **g == catalog_role
+                    || roles.get(g).is_some_and(|r| r.superuser)
+                {
                     continue;
                 }
                 let own_view = if g == "PUBLIC" {

@@ -93,9 +93,17 @@ impl DataPath {
             }
             b'F' => {
                 let prot = self.protection.load_full();
-                if prot.is_empty() || !self.reach.can_reach_protected {
-                    // Nothing this session's roles may touch is protected: whatever the
-                    // function reads, it cannot be a protected column.
+                let oid = msg
+                    .get(5..9)
+                    .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+                if prot.is_empty()
+                    || !self.reach.can_reach_protected
+                    || oid.is_some_and(is_large_object_function)
+                {
+                    // Nothing this session's roles may touch is protected (whatever the
+                    // function reads, it cannot be a protected column), or it is one of
+                    // the large-object functions libpq calls this way, which read and
+                    // write pg_largeobject only, never a table.
                     out.extend_from_slice(msg);
                 } else {
                     // A function call names a function by OID: pgcloak cannot see what it reads.
@@ -276,6 +284,14 @@ impl DataPath {
             if let Some(p) = &plan.prepare {
                 self.sql_prepared
                     .insert(p.name.clone(), p.statement.clone());
+            } else if plan.rejection.is_none() {
+                // A PREPARE the analysis found touching nothing protected.
+                let text = plan.range(fp).and_then(|r| sql.get(r)).unwrap_or("");
+                for change in crate::sql::session_state::prepared_changes(text) {
+                    if let crate::sql::session_state::PreparedChange::Prepare(name) = change {
+                        self.plain_prepared.insert(name);
+                    }
+                }
             }
         }
         // EXECUTE name(args) alone: splice its literal arguments.
@@ -891,6 +907,17 @@ impl DataPath {
         self.expect.push_back(Expect::Simple(st));
         out.extend_from_slice(&encode_query(raise_statement(err).as_bytes()));
     }
+}
+
+/// The built-in large-object functions (their OIDs are fixed in PostgreSQL's pg_proc.dat
+/// and the same in every release libpq supports): lo_open, lo_close, loread, lowrite,
+/// lo_lseek, lo_creat, lo_tell, lo_unlink, lo_truncate, lo_create, lo_lseek64, lo_tell64,
+/// lo_truncate64. libpq and psycopg2 call them through the function-call message.
+fn is_large_object_function(oid: u32) -> bool {
+    matches!(
+        oid,
+        952 | 953 | 954 | 955 | 956 | 957 | 958 | 964 | 1004 | 715 | 3170 | 3171 | 3172
+    )
 }
 
 /// The result transform of a shape, bound to the generation its column references index.

@@ -376,6 +376,9 @@ impl<H: MessageHandler> MessageHandler for Forwarded<'_, H> {
         }
         Ok(flow)
     }
+    fn gate(&self, msg: &[u8]) -> Option<tokio::sync::watch::Receiver<u32>> {
+        self.inner.gate(msg)
+    }
 }
 
 impl<H: MessageHandler + ?Sized> MessageHandler for Box<H> {
