@@ -1332,8 +1332,6 @@ fn env_number(name: &str, default: u64) -> u64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails on main until issue 11 lands (views, partitions, whole rows, built-ins, \
-            search_path, $n reuse); run with --ignored"]
 async fn generated_statements_hold_the_invariants_for_every_role() {
     let cases = env_number("PGCLOAK_ADVERSARIAL_CASES", 200) as usize;
     let seed = env_number("PGCLOAK_ADVERSARIAL_SEED", 0x5eed_c10a);
