@@ -249,6 +249,9 @@ async fn sql_prepare_and_execute_of_plain_statements_run_with_a_policy_in_force(
         panic!("no row: {rows:?}")
     };
     assert_eq!(r.get(0), Some("1"));
+    // The same EXECUTE through the extended protocol (as psql's \gdesc and drivers send it).
+    let rows = c.query("EXECUTE \"Q\"", &[]).await.unwrap();
+    assert_eq!(rows[0].get::<_, i64>(0), 1);
     // After DEALLOCATE, PostgreSQL itself reports the unknown statement.
     c.batch_execute("DEALLOCATE ins").await.unwrap();
     let err = c.batch_execute("EXECUTE ins(2, 'two')").await;

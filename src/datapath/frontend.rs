@@ -631,7 +631,13 @@ impl DataPath {
             ));
         };
         self.check_plan(prot, plan)?;
-        if plan.execute.is_some() || plan.prepare.is_some() {
+        // `EXECUTE name` of a statement known to touch nothing protected runs as it is
+        // (psql's `\gdesc` and drivers send it through Parse).
+        let plain_execute = plan
+            .execute
+            .as_ref()
+            .is_some_and(|ex| matches!(self.prepared_plan(&ex.name), Some(None)));
+        if (plan.execute.is_some() && !plain_execute) || plan.prepare.is_some() {
             return Err(DataPathError::Refused(
                 "PREPARE/EXECUTE inside the extended protocol is not supported on protected \
                  columns"
