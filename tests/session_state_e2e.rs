@@ -267,3 +267,43 @@ async fn sql_prepare_and_execute_of_plain_statements_run_with_a_policy_in_force(
     assert_eq!(f.landed(9).await, ["public"]);
     assert_no_plaintext_in_server_log(mark, &[9]);
 }
+
+#[tokio::test]
+async fn a_function_created_with_dynamic_sql_is_opaque_at_once() {
+    let f = Fixture::new("ss_created").await;
+    let c = f.client_with_options(None).await;
+    // Created and called before any catalog refresh could know it (even in one transaction).
+    c.batch_execute(
+        "BEGIN;
+         CREATE FUNCTION pg_temp.dyn(q text) RETURNS bigint LANGUAGE plpgsql AS
+           $$ DECLARE n bigint; BEGIN EXECUTE q INTO n; RETURN n; END $$;",
+    )
+    .await
+    .unwrap();
+    for call in [
+        "SELECT pg_temp.dyn('SELECT count(DISTINCT phone) FROM public.customers')",
+        "select PG_TEMP.DYN('select 1')",
+        "SELECT * FROM pg_temp.\"dyn\"('select 1')",
+    ] {
+        let err = c.batch_execute(call).await;
+        assert_eq!(common::expect_sqlstate(err), "42501", "{call}");
+        c.batch_execute("ROLLBACK; BEGIN").await.unwrap();
+        c.batch_execute(
+            "CREATE OR REPLACE FUNCTION pg_temp.dyn(q text) RETURNS bigint LANGUAGE plpgsql AS
+               $$ DECLARE n bigint; BEGIN EXECUTE q INTO n; RETURN n; END $$;",
+        )
+        .await
+        .unwrap();
+    }
+    let err = c.query("SELECT pg_temp.dyn($1)", &[&"SELECT 1"]).await;
+    assert_eq!(common::expect_sqlstate(err), "42501", "extended protocol");
+    c.batch_execute("ROLLBACK").await.unwrap();
+    // A function without dynamic SQL runs.
+    c.batch_execute(
+        "CREATE FUNCTION pg_temp.twice(x int) RETURNS int LANGUAGE sql AS 'SELECT 2 * x'",
+    )
+    .await
+    .unwrap();
+    let row = c.query_one("SELECT pg_temp.twice(21)", &[]).await.unwrap();
+    assert_eq!(row.get::<_, i32>(0), 42);
+}

@@ -136,6 +136,38 @@ impl DataPath {
         }
     }
 
+    /// Refuses a statement that may call a function this session created with SQL
+    /// pgcloak cannot see, when the session can reach protected columns (unless the policy
+    /// allows it): the catalog's reach set learns of it only later (after its transaction
+    /// commits and the next snapshot), and until then the fast path would let it run.
+    fn check_created_opaque(&self, prot: &Protection, sql: &str) -> Result<(), DataPathError> {
+        if !self.reach.can_reach_protected || prot.is_empty() {
+            return Ok(());
+        }
+        match crate::sql::session_state::mentions_created(sql, &self.created_opaque) {
+            Some(name) if !prot.policy.function_allowed(&name) => {
+                Err(DataPathError::Forbidden(format!(
+                    "permission denied: function {name}, created in this session, runs SQL \
+                     pgcloak cannot see into (dynamic SQL, another language or an SQL-executing \
+                     built-in); this session's roles can reach protected columns"
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Records the functions a statement text creates (see [`Self::check_created_opaque`]).
+    fn note_created_functions(&mut self, sql: &[u8]) {
+        let text = String::from_utf8_lossy(sql);
+        for (name, dynamic) in crate::sql::session_state::created_functions(&text) {
+            if dynamic {
+                self.created_opaque.insert(name);
+            } else {
+                self.created_opaque.remove(&name);
+            }
+        }
+    }
+
     /// What the session knows of a prepared statement by name: from SQL PREPARE through
     /// this session (planned, or known to touch nothing protected), or from a Parse.
     /// `Some(None)`: it touches nothing protected. None: pgcloak never saw it prepared.
@@ -217,6 +249,11 @@ impl DataPath {
         };
         let prot = self.protection.load_full();
         self.follow_generation(&prot);
+        if let Err(e) = self.check_created_opaque(&prot, &sql) {
+            self.inject_simple_failure(&e, out);
+            return Ok(());
+        }
+        self.note_created_functions(raw);
         if self.fast_path(&prot, &sql) {
             crate::observe::statement_fast_path(&sql);
             for change in crate::sql::session_state::prepared_changes(&sql) {
@@ -502,6 +539,7 @@ impl DataPath {
     fn on_parse(&mut self, msg: &[u8], out: &mut BytesMut) -> Result<(), DataPathError> {
         let parse = Parse::decode(msg)?;
         self.note_resolution_change(&parse.sql, true);
+        self.note_created_functions(&parse.sql);
         let prot = self.protection.load_full();
         let sql: Arc<str> = match self.decode_sql(&parse.sql) {
             Ok(s) => Arc::from(s),
@@ -574,6 +612,7 @@ impl DataPath {
         sql: &str,
         param_types: &[u32],
     ) -> Result<Option<(Arc<StatementPlan>, String)>, DataPathError> {
+        self.check_created_opaque(prot, sql)?;
         if self.fast_path(prot, sql) {
             crate::observe::statement_fast_path(sql);
             return Ok(None);

@@ -161,6 +161,9 @@ pub struct DataPath {
     sql_prepared: HashMap<String, Box<StatementPlan>>,
     /// SQL-level `PREPARE name AS ...` of statements that touch nothing protected.
     plain_prepared: std::collections::HashSet<String>,
+    /// Functions this session created that run SQL pgcloak cannot see (dynamic SQL, other
+    /// languages, SQL-executing built-ins): opaque at once, before the catalog knows them.
+    created_opaque: std::collections::HashSet<String>,
     expect: VecDeque<Expect>,
     /// Client messages are dropped until Sync (after pgcloak refused one in a pipeline).
     discard_until_sync: bool,
@@ -211,6 +214,7 @@ impl DataPath {
             portals: HashMap::new(),
             sql_prepared: HashMap::new(),
             plain_prepared: std::collections::HashSet::new(),
+            created_opaque: std::collections::HashSet::new(),
             expect: VecDeque::new(),
             discard_until_sync: false,
             copy_in: None,

@@ -240,3 +240,156 @@ mod prepared_tests {
         assert_eq!(prepared_changes("SELECT 'prepare x'"), vec![]);
     }
 }
+
+/// The functions and procedures a statement text creates (`CREATE [OR REPLACE] FUNCTION |
+/// PROCEDURE [schema.]name`), each with whether its definition may run SQL pgcloak cannot
+/// see (the word EXECUTE anywhere in it, a language other than `sql`/`plpgsql`/`internal`/
+/// `c`, or a call to a catalogued SQL-executing built-in). The catalog learns of a new
+/// function only at its next snapshot (and not before the creating transaction commits), so
+/// the session treats such a function as opaque from the moment it is created.
+pub fn created_functions(sql: &str) -> Vec<(String, bool)> {
+    let lower_contains = |text: &str, needle: &str| {
+        text.as_bytes()
+            .windows(needle.len())
+            .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
+    };
+    if !lower_contains(sql, "create") {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for range in super::lexer::split_statements(sql) {
+        let text = &sql[range];
+        let toks: Vec<(TokKind, String)> = Lexer::new(text)
+            .filter(|t| !matches!(t.kind, TokKind::Space | TokKind::Comment))
+            .map(|t| match t.kind {
+                TokKind::QuotedIdent => (t.kind, text[t.content.clone()].replace("\"\"", "\"")),
+                _ => (t.kind, text[t.span.clone()].to_ascii_lowercase()),
+            })
+            .collect();
+        let word = |i: usize, w: &str| {
+            toks.get(i)
+                .is_some_and(|(k, s)| *k == TokKind::Word && s == w)
+        };
+        if !word(0, "create") {
+            continue;
+        }
+        let mut i = 1;
+        if word(1, "or") && word(2, "replace") {
+            i = 3;
+        }
+        if !(word(i, "function") || word(i, "procedure")) {
+            continue;
+        }
+        // [schema .] name: the last identifier before the argument list.
+        let mut name = None;
+        let mut j = i + 1;
+        while let Some((kind, s)) = toks.get(j) {
+            match kind {
+                TokKind::Word | TokKind::QuotedIdent => name = Some(s.clone()),
+                TokKind::Punct if s == "." => {}
+                _ => break,
+            }
+            j += 1;
+        }
+        let Some(name) = name else { continue };
+        let language = toks
+            .iter()
+            .position(|(k, s)| *k == TokKind::Word && s == "language")
+            .and_then(|p| toks.get(p + 1))
+            .map(|(_, s)| s.to_ascii_lowercase());
+        let foreign_language = language
+            .as_deref()
+            .is_some_and(|l| !matches!(l, "sql" | "plpgsql" | "internal" | "c"));
+        let dynamic = lower_contains(text, "execute")
+            || foreign_language
+            || super::builtins::SQL_EXECUTING_FUNCTIONS
+                .iter()
+                .any(|b| lower_contains(text, b));
+        out.push((name, dynamic));
+    }
+    out
+}
+
+#[cfg(test)]
+mod created_tests {
+    use super::*;
+
+    #[test]
+    fn created_functions_are_named_with_their_dynamic_sql() {
+        assert_eq!(
+            created_functions(
+                "create function explain_filter(text) returns setof text language plpgsql as \
+                 $$ begin for ln in execute $1 loop return next ln; end loop; end $$"
+            ),
+            vec![("explain_filter".to_string(), true)]
+        );
+        assert_eq!(
+            created_functions("CREATE OR REPLACE FUNCTION pg_temp.\"MySin\"(float8) RETURNS float8 LANGUAGE plpgsql AS 'begin return sin($1); end'"),
+            vec![("MySin".to_string(), false)]
+        );
+        assert_eq!(
+            created_functions("create procedure p() language plpython3u as $$ pass $$"),
+            vec![("p".to_string(), true)]
+        );
+        assert_eq!(
+            created_functions("create function f() returns xml language sql as $$ select query_to_xml('x', true, false, '') $$"),
+            vec![("f".to_string(), true)]
+        );
+        assert!(created_functions("CREATE TABLE f (a int)").is_empty());
+        assert!(created_functions("SELECT 'create function x'").is_empty());
+    }
+}
+
+/// The first of `names` (functions this session created that run SQL pgcloak cannot see)
+/// that a statement text may call: a word or quoted identifier equal to one (unquoted
+/// words compare case-insensitively). Definitions and privileges (CREATE, DROP, ALTER,
+/// COMMENT, GRANT, REVOKE) run nothing and are not reported.
+pub fn mentions_created(sql: &str, names: &std::collections::HashSet<String>) -> Option<String> {
+    if names.is_empty() {
+        return None;
+    }
+    for range in super::lexer::split_statements(sql) {
+        let text = &sql[range];
+        let mut first = true;
+        for t in Lexer::new(text) {
+            if matches!(t.kind, TokKind::Space | TokKind::Comment) {
+                continue;
+            }
+            let raw = &text[t.span.clone()];
+            if first {
+                first = false;
+                let lower = raw.to_ascii_lowercase();
+                if matches!(
+                    lower.as_str(),
+                    "create" | "drop" | "alter" | "comment" | "grant" | "revoke"
+                ) {
+                    break;
+                }
+            }
+            let hit = match t.kind {
+                TokKind::Word => names.iter().find(|n| n.eq_ignore_ascii_case(raw)).cloned(),
+                TokKind::QuotedIdent => {
+                    let unquoted = text[t.content.clone()].replace("\"\"", "\"");
+                    names.contains(&unquoted).then_some(unquoted)
+                }
+                // A body may call it too.
+                TokKind::Dollar | TokKind::Literal(_) => {
+                    let body = &text[t.content.clone()];
+                    names
+                        .iter()
+                        .find(|n| {
+                            body.as_bytes()
+                                .windows(n.len())
+                                .any(|w| w.eq_ignore_ascii_case(n.as_bytes()))
+                        })
+                        .cloned()
+                }
+                _ => None,
+            };
+            if hit.is_some() {
+                return hit;
+            }
+        }
+    }
+    None
+}
