@@ -307,3 +307,54 @@ async fn a_function_created_with_dynamic_sql_is_opaque_at_once() {
     let row = c.query_one("SELECT pg_temp.twice(21)", &[]).await.unwrap();
     assert_eq!(row.get::<_, i32>(0), 42);
 }
+
+/// The function-call ('F') message: a session that can reach protected columns may call the
+/// large-object functions libpq and psycopg2 use this way, and nothing else.
+#[tokio::test]
+async fn function_call_message_allows_large_objects_only() {
+    use common::raw::{fe, RawConn};
+    let f = Fixture::new("ss_fastpath").await;
+    // The trust role can reach the protected table (so opaque calls are refused for it).
+    cluster()
+        .admin(&f.db)
+        .await
+        .batch_execute(&format!(
+            "GRANT SELECT ON public.customers TO {}",
+            common::cluster::TRUST_USER
+        ))
+        .await
+        .unwrap();
+    let mut conn = RawConn::connect(f.proxy.port()).await;
+    conn.startup_trust(common::cluster::TRUST_USER, &f.db).await;
+    let call = |oid: u32, args: &[i32]| {
+        let mut body = Vec::new();
+        body.extend_from_slice(&oid.to_be_bytes());
+        body.extend_from_slice(&1i16.to_be_bytes()); // one argument format: binary
+        body.extend_from_slice(&1i16.to_be_bytes());
+        body.extend_from_slice(&(args.len() as i16).to_be_bytes());
+        for a in args {
+            body.extend_from_slice(&4i32.to_be_bytes());
+            body.extend_from_slice(&a.to_be_bytes());
+        }
+        body.extend_from_slice(&1i16.to_be_bytes()); // result format: binary
+        fe::frame(b'F', &body)
+    };
+    conn.send(&fe::query("BEGIN")).await;
+    conn.recv_until(b'Z').await;
+    // lo_creat(-1) (oid 957) answers with FunctionCallResponse.
+    conn.send(&call(957, &[-1])).await;
+    let msgs = conn.recv_until(b'Z').await;
+    assert!(
+        msgs.iter().any(|m| m.tag == b'V'),
+        "lo_creat refused: {msgs:?}"
+    );
+    assert!(
+        !msgs.iter().any(|m| m.tag == b'E'),
+        "lo_creat refused: {msgs:?}"
+    );
+    // pg_backend_pid() (oid 2026) through the same message is refused with 0A000.
+    conn.send(&call(2026, &[])).await;
+    let msgs = conn.recv_until(b'Z').await;
+    assert!(msgs.iter().any(|m| m.tag == b'E'), "{msgs:?}");
+    assert!(!msgs.iter().any(|m| m.tag == b'V'), "{msgs:?}");
+}
