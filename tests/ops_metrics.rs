@@ -20,11 +20,13 @@ fn key(name: &str, labels: &str) -> String {
 async fn scrape_deltas_match_a_known_workload() {
     let f = OpsFixture::new("ops_metrics", json!({})).await;
     assert_eq!(f.get("/healthz").0, 200);
-    // The harness's readiness probe is a connection too: let it finish before the baseline.
+    // The harness's readiness probe is a connection too: let pgcloak count it (its accept
+    // may come after the probe's connect returned) and finish it before the baseline.
     let deadline = Instant::now() + Duration::from_secs(5);
     let before = loop {
         let m = f.scrape();
-        if m.get("pgcloak_connections_active") == 0.0 || Instant::now() > deadline {
+        let counted = m.get("pgcloak_connections_total") >= 1.0;
+        if (counted && m.get("pgcloak_connections_active") == 0.0) || Instant::now() > deadline {
             break m;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
