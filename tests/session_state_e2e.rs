@@ -298,6 +298,28 @@ async fn a_function_created_with_dynamic_sql_is_opaque_at_once() {
     let err = c.query("SELECT pg_temp.dyn($1)", &[&"SELECT 1"]).await;
     assert_eq!(common::expect_sqlstate(err), "42501", "extended protocol");
     c.batch_execute("ROLLBACK").await.unwrap();
+    // Other ways to call it: through a view or a wrapper created next, CREATE TABLE AS,
+    // a DO block, a prepared statement.
+    c.batch_execute(
+        "CREATE FUNCTION pg_temp.dyn(q text) RETURNS bigint LANGUAGE plpgsql AS
+           $$ DECLARE n bigint; BEGIN EXECUTE q INTO n; RETURN n; END $$;
+         CREATE VIEW pg_temp.via_view AS SELECT pg_temp.dyn('SELECT 1') AS n;
+         CREATE FUNCTION pg_temp.wrapper() RETURNS bigint LANGUAGE sql AS
+           'SELECT pg_temp.dyn(''SELECT 1'')';",
+    )
+    .await
+    .unwrap();
+    for call in [
+        "SELECT n FROM pg_temp.via_view",
+        "SELECT pg_temp.wrapper()",
+        "CREATE TEMP TABLE t_as AS SELECT pg_temp.dyn('SELECT 1')",
+        "DO $$ BEGIN PERFORM pg_temp.dyn('SELECT 1'); END $$",
+        "PREPARE p_dyn AS SELECT pg_temp.dyn('SELECT 1')",
+    ] {
+        let err = c.batch_execute(call).await;
+        assert!(err.is_err(), "{call} ran");
+        assert_eq!(common::expect_sqlstate(err), "42501", "{call}");
+    }
     // A function without dynamic SQL runs.
     c.batch_execute(
         "CREATE FUNCTION pg_temp.twice(x int) RETURNS int LANGUAGE sql AS 'SELECT 2 * x'",

@@ -156,11 +156,18 @@ impl DataPath {
         }
     }
 
-    /// Records the functions a statement text creates (see [`Self::check_created_opaque`]).
+    /// Records the functions and views a statement text creates (see
+    /// [`Self::check_created_opaque`]).
     fn note_created_functions(&mut self, sql: &[u8]) {
         let text = String::from_utf8_lossy(sql);
         for (name, dynamic) in crate::sql::session_state::created_functions(&text) {
-            if dynamic {
+            // A function or view calling one that is already opaque is opaque too.
+            let calls_opaque = self.created_opaque.iter().any(|o| {
+                text.as_bytes()
+                    .windows(o.len())
+                    .any(|w| w.eq_ignore_ascii_case(o.as_bytes()))
+            });
+            if dynamic || calls_opaque {
                 self.created_opaque.insert(name);
             } else {
                 self.created_opaque.remove(&name);

@@ -241,8 +241,9 @@ mod prepared_tests {
     }
 }
 
-/// The functions and procedures a statement text creates (`CREATE [OR REPLACE] FUNCTION |
-/// PROCEDURE [schema.]name`), each with whether its definition may run SQL pgcloak cannot
+/// The functions, procedures and (plain) views a statement text creates (`CREATE [OR
+/// REPLACE] [TEMP] FUNCTION | PROCEDURE | VIEW [schema.]name`), each with whether its
+/// definition may run SQL pgcloak cannot
 /// see (the word EXECUTE anywhere in it, a language other than `sql`/`plpgsql`/`internal`/
 /// `c`, or a call to a catalogued SQL-executing built-in). The catalog learns of a new
 /// function only at its next snapshot (and not before the creating transaction commits), so
@@ -277,19 +278,23 @@ pub fn created_functions(sql: &str) -> Vec<(String, bool)> {
         if word(1, "or") && word(2, "replace") {
             i = 3;
         }
-        if !(word(i, "function") || word(i, "procedure")) {
+        if word(i, "temp") || word(i, "temporary") || word(i, "recursive") {
+            i += 1;
+        }
+        let view = word(i, "view");
+        if !(word(i, "function") || word(i, "procedure") || view) {
             continue;
         }
         // [schema .] name: the last identifier before the argument list.
+        // ident ( . ident )*
         let mut name = None;
         let mut j = i + 1;
-        while let Some((kind, s)) = toks.get(j) {
-            match kind {
-                TokKind::Word | TokKind::QuotedIdent => name = Some(s.clone()),
-                TokKind::Punct if s == "." => {}
-                _ => break,
+        while let Some((TokKind::Word | TokKind::QuotedIdent, s)) = toks.get(j) {
+            name = Some(s.clone());
+            if !matches!(toks.get(j + 1), Some((TokKind::Punct, dot)) if dot == ".") {
+                break;
             }
-            j += 1;
+            j += 2;
         }
         let Some(name) = name else { continue };
         let language = toks
@@ -300,6 +305,12 @@ pub fn created_functions(sql: &str) -> Vec<(String, bool)> {
         let foreign_language = language
             .as_deref()
             .is_some_and(|l| !matches!(l, "sql" | "plpgsql" | "internal" | "c"));
+        if view {
+            // A view runs nothing when created; it is opaque when it calls an opaque
+            // function (the caller checks its text against those).
+            out.push((name, false));
+            continue;
+        }
         let dynamic = lower_contains(text, "execute")
             || foreign_language
             || super::builtins::SQL_EXECUTING_FUNCTIONS
@@ -335,6 +346,10 @@ mod created_tests {
             created_functions("create function f() returns xml language sql as $$ select query_to_xml('x', true, false, '') $$"),
             vec![("f".to_string(), true)]
         );
+        assert_eq!(
+            created_functions("create or replace temp view s.v as select dyn('x')"),
+            vec![("v".to_string(), false)]
+        );
         assert!(created_functions("CREATE TABLE f (a int)").is_empty());
         assert!(created_functions("SELECT 'create function x'").is_empty());
     }
@@ -342,8 +357,8 @@ mod created_tests {
 
 /// The first of `names` (functions this session created that run SQL pgcloak cannot see)
 /// that a statement text may call: a word or quoted identifier equal to one (unquoted
-/// words compare case-insensitively). Definitions and privileges (CREATE, DROP, ALTER,
-/// COMMENT, GRANT, REVOKE) run nothing and are not reported.
+/// words compare case-insensitively). Routine and view definitions, DROP, ALTER, COMMENT,
+/// GRANT and REVOKE run nothing and are not reported.
 pub fn mentions_created(sql: &str, names: &std::collections::HashSet<String>) -> Option<String> {
     if names.is_empty() {
         return None;
@@ -359,10 +374,14 @@ pub fn mentions_created(sql: &str, names: &std::collections::HashSet<String>) ->
             if first {
                 first = false;
                 let lower = raw.to_ascii_lowercase();
+                // These run nothing they name. CREATE TABLE AS, CREATE MATERIALIZED VIEW
+                // and CREATE INDEX do run expressions, so only routine and view definitions
+                // are passed over (their own text is checked when they are created).
                 if matches!(
                     lower.as_str(),
-                    "create" | "drop" | "alter" | "comment" | "grant" | "revoke"
-                ) {
+                    "drop" | "alter" | "comment" | "grant" | "revoke"
+                ) || (lower == "create" && !created_functions(text).is_empty())
+                {
                     break;
                 }
             }
