@@ -268,10 +268,16 @@ pub struct Server {
     shared: Arc<Shared>,
     /// The admin HTTP listener (`admin.listen`), if configured.
     admin: Option<TcpListener>,
+    /// SIGHUP, registered before any listener is bound: a SIGHUP that arrives once a client
+    /// can connect must reload, never kill the process (the default action).
+    #[cfg(unix)]
+    hup: Option<tokio::signal::unix::Signal>,
 }
 
 impl Server {
     pub async fn bind(config: Config) -> Result<Server, ServerError> {
+        #[cfg(unix)]
+        let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
         let addr = config.listen.clone();
         let shared = Arc::new(Shared::new(config)?);
         // A policy column that does not resolve in a configured database is a startup
@@ -347,6 +353,8 @@ impl Server {
             listener,
             shared,
             admin,
+            #[cfg(unix)]
+            hup,
         })
     }
 
@@ -378,6 +386,8 @@ impl Server {
         tokio::spawn(crate::observe::reload::watch(
             self.shared.clone(),
             ops_stop.clone(),
+            #[cfg(unix)]
+            self.hup.take(),
         ));
         let _ops_guard = ops_stop.drop_guard();
         // ---- end of operations ----

@@ -95,13 +95,19 @@ fn stamp(path: &PathBuf) -> Stamp {
     Some((m.modified().ok()?, m.len()))
 }
 
-/// Watches SIGHUP and the files until `shutdown` fires.
-pub async fn watch(shared: Arc<Shared>, shutdown: CancellationToken) {
+/// Watches SIGHUP (`hup`, registered by the caller before it started listening) and the
+/// files until `shutdown` fires.
+pub async fn watch(
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+    #[cfg(unix)] hup: Option<tokio::signal::unix::Signal>,
+) {
+    #[cfg(unix)]
+    let mut hup = hup;
     if shared.protection.is_none() {
         // No policy: nothing to reload, but SIGHUP must not kill the process.
         #[cfg(unix)]
-        if let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        {
+        if let Some(mut hup) = hup.take() {
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
@@ -121,8 +127,6 @@ pub async fn watch(shared: Arc<Shared>, shutdown: CancellationToken) {
     let mut stamps: Vec<Stamp> = files.iter().map(stamp).collect();
     let poll = Duration::from_millis(shared.config.reload_poll_ms.max(50));
     let polling = shared.config.reload_poll_ms > 0;
-    #[cfg(unix)]
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     loop {
         #[cfg(unix)]
         let hup_recv = async {
