@@ -1,4 +1,4 @@
-//! Cancel keys and cancel ordering.
+//! Cancel keys, cancel ordering and cancel routing.
 //!
 //! Clients see the **real** upstream backend pid in BackendKeyData (drivers use it for
 //! `pg_terminate_backend`, `pg_stat_activity` and to recognise their own NOTIFYs), and a
@@ -19,13 +19,25 @@
 //! upstream (Query, Sync, FunctionCall) against the ReadyForQuery messages that come back,
 //! a cancel goes upstream only while the same batch is still running, and the session's
 //! frontend holds its next bytes back until the cancel has been delivered.
+//!
+//! [`CancelRouter`] delivers a CancelRequest: to the upstream backend of a session of this
+//! instance (through the gate), or unchanged to the peer instance whose id the secret
+//! carries (`peers`). As PostgreSQL does, nothing is ever answered to the requester.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use subtle::ConstantTimeEq;
+use tokio::io::AsyncWriteExt;
 use tokio::sync::Notify;
+use tracing::{debug, warn};
+
+use crate::net::Upstream;
+use crate::wire::messages::cancel_request;
+
+const LOG: &str = "pgcloak::session";
 
 /// What we need to cancel a session's current query upstream.
 #[derive(Clone)]
@@ -269,6 +281,110 @@ impl Drop for Delivery {
         s.delivering = s.delivering.saturating_sub(1);
         drop(s);
         self.gate.delivered.notify_waiters();
+    }
+}
+
+/// The longest a cancel may take to reach upstream; the session's frontend is held
+/// meanwhile, so this bounds that hold too.
+const CANCEL_DELIVERY_LIMIT: Duration = Duration::from_secs(5);
+
+/// Routes CancelRequests: to the upstream backend of a session of this instance, or to
+/// the peer instance that owns the session (`peers`).
+pub struct CancelRouter {
+    /// This instance's live sessions.
+    pub map: CancelMap,
+    instance_id: u8,
+    peers: BTreeMap<u8, String>,
+    upstream: Arc<Upstream>,
+}
+
+impl CancelRouter {
+    /// `peers`: other instances of the fleet, instance id -> client listener address.
+    pub fn new(instance_id: u8, peers: BTreeMap<u8, String>, upstream: Arc<Upstream>) -> Self {
+        CancelRouter {
+            map: CancelMap::new(instance_id, !peers.is_empty()),
+            instance_id,
+            peers,
+            upstream,
+        }
+    }
+
+    /// Sends a client's CancelRequest to the upstream backend of the session it names,
+    /// if the batch that was running when it arrived is still running when it is sent.
+    /// As PostgreSQL does, nothing is ever answered to the requester.
+    pub async fn forward(&self, pid: i32, secret: &[u8]) {
+        if let Some(owner) = CancelMap::instance_of(secret) {
+            if owner != self.instance_id {
+                if let Some(addr) = self.peers.get(&owner) {
+                    forward_to_peer(addr, owner, pid, secret).await;
+                    return;
+                }
+            }
+        }
+        self.forward_here(pid, secret).await;
+    }
+
+    async fn forward_here(&self, pid: i32, secret: &[u8]) {
+        let Some((key, gate)) = self.map.lookup(pid, secret) else {
+            debug!(target: LOG, "cancel request for no known session");
+            return;
+        };
+        // Nothing running: drop it (PostgreSQL ignores a cancel for an idle backend too).
+        let Some(delivery) = gate.begin_delivery() else {
+            debug!(target: LOG, "cancel request while no statement runs: dropped");
+            return;
+        };
+        let deliver = async {
+            let mut up = match self.upstream.connect().await {
+                Ok(up) => up,
+                Err(e) => {
+                    warn!(target: LOG, error = %e, "could not forward cancel request");
+                    return;
+                }
+            };
+            // The connection took time: the statement may have finished meanwhile. The
+            // session's next statement is held back until we are done, so it cannot be hit.
+            if !delivery.still_running() {
+                debug!(target: LOG, "statement finished before the cancel could be sent: dropped");
+                return;
+            }
+            let _ = up.write_all(&cancel_request(key.pid, &key.secret)).await;
+            let _ = up.flush().await;
+            // Upstream closes once it has signalled the backend: only then may the session's
+            // next statement go out.
+            let mut sink = [0u8; 64];
+            let _ = tokio::io::AsyncReadExt::read(&mut up, &mut sink).await;
+            debug!(target: LOG, "cancel request forwarded");
+        };
+        if tokio::time::timeout(CANCEL_DELIVERY_LIMIT, deliver)
+            .await
+            .is_err()
+        {
+            warn!(target: LOG, "timed out forwarding a cancel request");
+        }
+        drop(delivery);
+    }
+}
+
+/// Passes a CancelRequest on, unchanged, to the peer instance that owns the session.
+async fn forward_to_peer(addr: &str, owner: u8, pid: i32, secret: &[u8]) {
+    let connect = tokio::net::TcpStream::connect(addr);
+    match tokio::time::timeout(Duration::from_secs(5), connect).await {
+        Ok(Ok(mut peer)) => {
+            let _ = peer.write_all(&cancel_request(pid, secret)).await;
+            let _ = peer.flush().await;
+            let mut sink = [0u8; 64];
+            let _ = tokio::time::timeout(
+                Duration::from_secs(5),
+                tokio::io::AsyncReadExt::read(&mut peer, &mut sink),
+            )
+            .await;
+            debug!(target: LOG, peer = owner, "cancel request forwarded to peer instance");
+        }
+        Ok(Err(e)) => {
+            warn!(target: LOG, peer = owner, error = %e, "could not forward cancel request to peer")
+        }
+        Err(_) => warn!(target: LOG, peer = owner, "timed out forwarding cancel request to peer"),
     }
 }
 

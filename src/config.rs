@@ -3,8 +3,20 @@
 //!
 //! Loading is strict: unknown keys are errors, and every error names the file,
 //! line and column. Relative paths are resolved against the working directory.
+//!
+//! This file holds the root [`Config`], the process's own settings (listen address,
+//! limits, logging, audit, admin, fleet peers), `PGCLOAK_*` overrides and validation.
+//! A section that a module owns is defined next to it and only named here: `upstream`
+//! in `net`, `tls` in `tls`, `auth` in `auth::config`, `catalog` in `catalog::config`,
+//! `keys` in `protection`. Those modules receive their section, never the whole
+//! `Config`, so nothing they hold depends on this file.
 
 use std::path::{Path, PathBuf};
+
+pub use crate::auth::config::{AuthBackoffConfig, AuthConfig, AuthMode, ClientAuthMethod};
+pub use crate::net::{UpstreamConfig, UpstreamTlsMode};
+pub use crate::protection::KeysConfig;
+pub use crate::tls::{ClientTlsConfig, ClientTlsMode};
 
 use serde::Deserialize;
 use thiserror::Error;
@@ -78,7 +90,6 @@ pub struct Config {
     /// CHECK constraints, column privileges, statistics, built-ins: `catalog::guard`).
     #[serde(default)]
     pub strict: bool,
-    // ---- operations (owned by src/observe; see docs/operations.md "Operations") ----
     /// The admin HTTP listener (/metrics, /healthz, /readyz); off when absent.
     #[serde(default)]
     pub admin: Option<AdminConfig>,
@@ -95,7 +106,6 @@ pub struct Config {
     /// How often the policy and keyring files are checked for changes (0: only SIGHUP).
     #[serde(default = "default_reload_poll_ms")]
     pub reload_poll_ms: u64,
-    // ---- end of operations ----
 }
 
 /// `admin:`: where the admin HTTP endpoint listens (keep it off the client network).
@@ -126,220 +136,6 @@ pub enum StatementLog {
     Off,
     Redacted,
 }
-
-/// The keyring source: a file (mode 0600) or an environment variable holding its text.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct KeysConfig {
-    #[serde(default)]
-    pub file: Option<PathBuf>,
-    #[serde(default)]
-    pub env: Option<String>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UpstreamConfig {
-    /// A host name or IP address, or an absolute directory holding the server's unix socket.
-    #[serde(default = "default_upstream_host")]
-    pub host: String,
-    #[serde(default = "default_upstream_port")]
-    pub port: u16,
-    #[serde(default)]
-    pub tls: UpstreamTlsMode,
-    /// CA certificates (PEM) used by `verify-full`.
-    #[serde(default)]
-    pub ca_file: Option<PathBuf>,
-    /// The name the server certificate must carry under `verify-full` (defaults to `host`).
-    #[serde(default)]
-    pub server_name: Option<String>,
-    #[serde(default = "default_connect_timeout")]
-    pub connect_timeout_ms: u64,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum UpstreamTlsMode {
-    Disable,
-    #[default]
-    Prefer,
-    Require,
-    VerifyFull,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ClientTlsConfig {
-    #[serde(default)]
-    pub mode: ClientTlsMode,
-    #[serde(default)]
-    pub cert: Option<PathBuf>,
-    #[serde(default)]
-    pub key: Option<PathBuf>,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ClientTlsMode {
-    #[default]
-    Disabled,
-    Optional,
-    Required,
-}
-
-// ---- auth (owned by the authentication wiring; see docs/operations.md "Authentication") ----
-
-/// The `auth:` section: who verifies the client's password, against what, and how.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AuthConfig {
-    #[serde(default)]
-    pub mode: AuthMode,
-    /// `scram` mode: a userlist file of `"role" "verifier"` lines. When set, it is the only
-    /// source of verifiers (identity pinned to verifiers pgcloak holds).
-    #[serde(default)]
-    pub file: Option<PathBuf>,
-    /// `scram` mode without `file`: the query run over the catalog connection, `$1` = role;
-    /// the second column is the verifier (`rolpassword`).
-    #[serde(default = "default_auth_query")]
-    pub query: String,
-    /// The database the auth query connects to (pg_authid is shared by all databases).
-    #[serde(default = "default_auth_query_database")]
-    pub query_database: String,
-    /// How long a verifier read by `query` (or its absence) is cached.
-    #[serde(default = "default_auth_cache_secs")]
-    pub cache_secs: u64,
-    /// Client-facing methods, in order of preference. `scram-sha-256` must be listed;
-    /// `password` is only ever used over TLS.
-    #[serde(default = "default_auth_methods")]
-    pub methods: Vec<ClientAuthMethod>,
-    /// Role -> name of an environment variable holding its password, for upstreams that ask
-    /// for md5 or a cleartext password (SCRAM pass-through needs none).
-    #[serde(default)]
-    pub upstream_passwords: std::collections::BTreeMap<String, String>,
-    #[serde(default)]
-    pub backoff: AuthBackoffConfig,
-    /// Environment variable holding the secret that derives fake verifiers for unknown roles.
-    #[serde(default)]
-    pub fake_secret_env: Option<String>,
-    /// File holding that secret (alternative to `fake_secret_env`).
-    #[serde(default)]
-    pub fake_secret_file: Option<PathBuf>,
-}
-
-impl Default for AuthConfig {
-    fn default() -> Self {
-        AuthConfig {
-            mode: AuthMode::default(),
-            file: None,
-            query: default_auth_query(),
-            query_database: default_auth_query_database(),
-            cache_secs: default_auth_cache_secs(),
-            methods: default_auth_methods(),
-            upstream_passwords: Default::default(),
-            backoff: AuthBackoffConfig::default(),
-            fake_secret_env: None,
-            fake_secret_file: None,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AuthMode {
-    /// The auth exchange is relayed between client and upstream.
-    #[default]
-    Relay,
-    /// pgcloak verifies the client itself (SCRAM on stored verifiers), then logs in upstream
-    /// as the same role (SCRAM pass-through, a configured password, or trust).
-    Scram,
-}
-
-/// A password method pgcloak may ask a client for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-pub enum ClientAuthMethod {
-    #[serde(rename = "scram-sha-256")]
-    ScramSha256,
-    #[serde(rename = "md5")]
-    Md5,
-    #[serde(rename = "password")]
-    Password,
-}
-
-/// Per-client-address backoff after repeated failed logins.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AuthBackoffConfig {
-    /// Failures from one address before logins from it are refused for a while (0 = off).
-    #[serde(default = "default_backoff_threshold")]
-    pub threshold: u32,
-    #[serde(default = "default_backoff_base_ms")]
-    pub base_delay_ms: u64,
-    #[serde(default = "default_backoff_max_ms")]
-    pub max_delay_ms: u64,
-    #[serde(default = "default_backoff_forget_secs")]
-    pub forget_after_secs: u64,
-}
-
-impl Default for AuthBackoffConfig {
-    fn default() -> Self {
-        AuthBackoffConfig {
-            threshold: default_backoff_threshold(),
-            base_delay_ms: default_backoff_base_ms(),
-            max_delay_ms: default_backoff_max_ms(),
-            forget_after_secs: default_backoff_forget_secs(),
-        }
-    }
-}
-
-fn default_auth_query() -> String {
-    "SELECT rolname, rolpassword FROM pg_authid WHERE rolname = $1".into()
-}
-fn default_auth_query_database() -> String {
-    "postgres".into()
-}
-fn default_auth_cache_secs() -> u64 {
-    10
-}
-fn default_auth_methods() -> Vec<ClientAuthMethod> {
-    vec![ClientAuthMethod::ScramSha256]
-}
-fn default_backoff_threshold() -> u32 {
-    5
-}
-fn default_backoff_base_ms() -> u64 {
-    1000
-}
-fn default_backoff_max_ms() -> u64 {
-    60_000
-}
-fn default_backoff_forget_secs() -> u64 {
-    600
-}
-
-impl AuthConfig {
-    fn validate(&self, catalog: Option<&crate::catalog::CatalogConfig>) -> Result<(), String> {
-        if !self.methods.contains(&ClientAuthMethod::ScramSha256) {
-            return Err("auth.methods must include scram-sha-256".into());
-        }
-        if self.mode == AuthMode::Scram && self.file.is_none() && catalog.is_none() {
-            return Err(
-                "auth.mode scram needs `auth.file` (a userlist) or a `catalog:` section for \
-                 auth.query"
-                    .into(),
-            );
-        }
-        if self.mode == AuthMode::Scram && self.file.is_none() && !self.query.contains("$1") {
-            return Err("auth.query must use $1 for the role name".into());
-        }
-        if self.backoff.max_delay_ms < self.backoff.base_delay_ms {
-            return Err("auth.backoff.max_delay_ms must be at least base_delay_ms".into());
-        }
-        Ok(())
-    }
-}
-
-// ---- end of auth ----
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -411,15 +207,6 @@ pub enum LogFormat {
 
 fn default_listen() -> String {
     "127.0.0.1:6432".into()
-}
-fn default_upstream_host() -> String {
-    "127.0.0.1".into()
-}
-fn default_upstream_port() -> u16 {
-    5432
-}
-fn default_connect_timeout() -> u64 {
-    5000
 }
 fn default_max_connections() -> usize {
     1000
@@ -722,6 +509,14 @@ impl Config {
         Ok(())
     }
 
+    /// Where the policy and keyring are loaded from; None without a policy (plain relay).
+    pub fn protection_sources(&self) -> Option<crate::protection::Sources> {
+        Some(crate::protection::Sources {
+            policy: self.policy.clone()?,
+            keys: self.keys.clone(),
+        })
+    }
+
     /// Problems that do not prevent starting but change what works.
     pub fn warnings(&self) -> Vec<ConfigWarning> {
         let mut w = Vec::new();
@@ -768,34 +563,6 @@ impl Config {
             ));
         }
         w
-    }
-}
-
-impl UpstreamConfig {
-    pub fn is_unix_socket(&self) -> bool {
-        self.host.starts_with('/')
-    }
-
-    /// The address shown in logs and errors.
-    pub fn display_addr(&self) -> String {
-        if self.is_unix_socket() {
-            format!("{}/.s.PGSQL.{}", self.host.trim_end_matches('/'), self.port)
-        } else if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
-    }
-}
-
-impl UpstreamTlsMode {
-    pub fn name(self) -> &'static str {
-        match self {
-            UpstreamTlsMode::Disable => "disable",
-            UpstreamTlsMode::Prefer => "prefer",
-            UpstreamTlsMode::Require => "require",
-            UpstreamTlsMode::VerifyFull => "verify-full",
-        }
     }
 }
 

@@ -15,6 +15,7 @@ pub mod lifecycle;
 pub mod net;
 pub mod observe;
 pub mod policy;
+pub mod protection;
 pub mod server;
 pub mod session;
 pub mod sql;

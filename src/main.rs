@@ -153,8 +153,8 @@ fn check(path: PathBuf, databases: Option<Vec<String>>) -> ExitCode {
     let mut ok = true;
     // The userlist is checked on its own so that every bad line is reported as FILE:LINE.
     if let Some(file) = &cfg.auth.file {
+        use pgcloak::auth::state::{load_userlist, AuthSetupError};
         use pgcloak::auth::AuthError;
-        use pgcloak::session::auth_state::{load_userlist, AuthSetupError};
         match load_userlist(file) {
             Ok(_) => {}
             Err(AuthSetupError::Userlist(AuthError::Userlist(problems))) => {

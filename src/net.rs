@@ -2,16 +2,18 @@
 //! connector with PostgreSQL's SSLRequest negotiation.
 
 use std::io;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use serde::Deserialize;
 use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 
-use crate::config::{UpstreamConfig, UpstreamTlsMode};
+pub use crate::tls::UpstreamTlsMode;
 use crate::wire::messages::ssl_request;
 
 macro_rules! delegate_io {
@@ -118,7 +120,8 @@ pub async fn connect_upstream(
     match answer {
         b'S' => {
             let name =
-                crate::tls::upstream_server_name(cfg).map_err(|e| UpstreamError::TlsHandshake {
+                crate::tls::upstream_server_name(cfg.server_name.as_deref().unwrap_or(&cfg.host))
+                    .map_err(|e| UpstreamError::TlsHandshake {
                     addr: addr.clone(),
                     reason: e.to_string(),
                 })?;
@@ -143,5 +146,77 @@ pub async fn connect_upstream(
         _ => Err(connect_err(
             "unexpected answer to SSLRequest (is this a PostgreSQL server?)".into(),
         )),
+    }
+}
+
+/// The `upstream:` section: the PostgreSQL server pgcloak relays to.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// A host name or IP address, or an absolute directory holding the server's unix socket.
+    #[serde(default = "default_upstream_host")]
+    pub host: String,
+    #[serde(default = "default_upstream_port")]
+    pub port: u16,
+    #[serde(default)]
+    pub tls: UpstreamTlsMode,
+    /// CA certificates (PEM) used by `verify-full`.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// The name the server certificate must carry under `verify-full` (defaults to `host`).
+    #[serde(default)]
+    pub server_name: Option<String>,
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_ms: u64,
+}
+
+impl UpstreamConfig {
+    /// The rustls client configuration `tls` asks for, or None for `disable`.
+    pub fn client_tls(&self) -> Result<Option<Arc<rustls::ClientConfig>>, crate::tls::TlsError> {
+        crate::tls::upstream_client_config(self.tls, self.ca_file.as_deref())
+    }
+
+    pub fn is_unix_socket(&self) -> bool {
+        self.host.starts_with('/')
+    }
+
+    /// The address shown in logs and errors.
+    pub fn display_addr(&self) -> String {
+        if self.is_unix_socket() {
+            format!("{}/.s.PGSQL.{}", self.host.trim_end_matches('/'), self.port)
+        } else if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+fn default_upstream_host() -> String {
+    "127.0.0.1".into()
+}
+fn default_upstream_port() -> u16 {
+    5432
+}
+fn default_connect_timeout() -> u64 {
+    5000
+}
+
+/// The upstream server and the TLS client configuration for reaching it, built once.
+pub struct Upstream {
+    pub config: UpstreamConfig,
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl Upstream {
+    /// Builds the TLS client configuration that `config.tls` asks for.
+    pub fn new(config: UpstreamConfig) -> Result<Upstream, crate::tls::TlsError> {
+        let tls = config.client_tls()?;
+        Ok(Upstream { config, tls })
+    }
+
+    /// Opens a connection, with TLS negotiated as configured.
+    pub async fn connect(&self) -> Result<UpstreamStream, UpstreamError> {
+        connect_upstream(&self.config, self.tls.as_ref()).await
     }
 }

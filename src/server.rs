@@ -1,68 +1,36 @@
-//! The listener: accept loop, connection limit, cancel routing and graceful shutdown.
+//! The listener: accept loop, connection limit, startup checks and graceful shutdown.
 //!
-//! Each connection gets its own task. On SIGTERM/SIGINT the listener stops
-//! accepting, open sessions get `shutdown_timeout_secs` to finish, and then
-//! any still open are closed with 57P01.
+//! Each connection gets its own task (`session::run`). On SIGTERM/SIGINT the listener
+//! stops accepting, open sessions get `shutdown_timeout_secs` to finish, and then any
+//! still open are closed with 57P01. The admin endpoint and live reload run beside it
+//! with their own handles (`observe::admin::AdminState`, `observe::reload::Reloader`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use thiserror::Error;
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
-use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, error, info, warn};
+use tracing::{error, info, warn};
 
-use arc_swap::ArcSwap;
-
-use crate::cancel::CancelMap;
 use crate::catalog::CatalogCache;
-use crate::config::{ClientTlsMode, Config};
-use crate::crypto::{CipherSuite, Keyring};
-use crate::datapath::Protection;
-use crate::net::connect_upstream;
-use crate::policy::Policy;
-use crate::tls::TlsError;
-use crate::wire::messages::cancel_request;
+use crate::config::Config;
+use crate::observe::admin::{AdminState, Health};
+use crate::observe::reload::Reloader;
+/// Re-exported for the modules that name it through the server.
+pub use crate::session::{Shared, SharedError};
 
 const LOG: &str = "pgcloak::session";
-
-/// State every session shares. Built once at startup.
-pub struct Shared {
-    pub config: Config,
-    pub acceptor: Option<TlsAcceptor>,
-    pub upstream_tls: Option<Arc<rustls::ClientConfig>>,
-    pub cancel: CancelMap,
-    pub limiter: Arc<Semaphore>,
-    /// Fired when the drain period is over: sessions still open close now.
-    pub force_close: CancellationToken,
-    /// `auth.mode: scram` state (verifiers, fake verifiers, failure backoff); None in relay mode.
-    pub auth: Option<crate::session::auth_state::AuthState>,
-    /// The current policy + keys generation (None: no policy, plain relay).
-    pub protection: Option<Arc<ArcSwap<Protection>>>,
-    /// Schema and role memberships (present with a policy).
-    pub catalog: Option<Arc<CatalogCache>>,
-    /// Per database: the analyser's schema for the latest catalog snapshot.
-    pub schemas:
-        std::sync::Mutex<std::collections::HashMap<String, Arc<crate::datapath::SessionSchema>>>,
-    /// Readiness inputs (draining, upstream reachability) for the admin endpoint.
-    pub health: crate::observe::admin::Health,
-}
 
 #[derive(Debug, Error)]
 pub enum ServerError {
     #[error(transparent)]
-    Tls(#[from] TlsError),
-    #[error(transparent)]
-    Auth(#[from] crate::session::auth_state::AuthSetupError),
+    Shared(#[from] SharedError),
+    /// Metrics, audit or logging could not be set up.
     #[error("{0}")]
-    Policy(String),
-    #[error("keys: {0}")]
-    Keys(String),
+    Observe(String),
     #[error("catalog: {0}")]
     Catalog(String),
     #[error("cannot listen on {addr}: {source}")]
@@ -70,87 +38,6 @@ pub enum ServerError {
         addr: String,
         source: std::io::Error,
     },
-}
-
-impl Shared {
-    pub fn new(config: Config) -> Result<Shared, ServerError> {
-        let acceptor = match (config.tls.mode, &config.tls.cert, &config.tls.key) {
-            (ClientTlsMode::Disabled, _, _) => None,
-            (_, Some(cert), Some(key)) => {
-                Some(TlsAcceptor::from(crate::tls::server_config(cert, key)?))
-            }
-            _ => {
-                return Err(ServerError::Tls(TlsError::Config(
-                    "tls.cert and tls.key are required".into(),
-                )))
-            }
-        };
-        let upstream_tls = crate::tls::upstream_client_config(&config.upstream)?;
-        let auth = match config.auth.mode {
-            crate::config::AuthMode::Relay => None,
-            crate::config::AuthMode::Scram => {
-                Some(crate::session::auth_state::AuthState::new(&config, |k| {
-                    std::env::var(k).ok()
-                })?)
-            }
-        };
-        let (protection, catalog) = match load_protection(&config, 1)? {
-            Some((prot, policy)) => {
-                let catalog_cfg = config.catalog.clone().ok_or_else(|| {
-                    ServerError::Catalog("a policy needs the `catalog` section".into())
-                })?;
-                let cache = CatalogCache::new(config.upstream.clone(), catalog_cfg, policy)
-                    .map_err(|e| ServerError::Catalog(e.to_string()))?;
-                (
-                    Some(Arc::new(ArcSwap::from_pointee(prot))),
-                    Some(Arc::new(cache)),
-                )
-            }
-            None => (None, None),
-        };
-        Ok(Shared {
-            auth,
-            protection,
-            catalog,
-            schemas: Default::default(),
-            acceptor,
-            upstream_tls,
-            cancel: CancelMap::new(config.instance_id, !config.peers.is_empty()),
-            limiter: Arc::new(Semaphore::new(config.max_connections)),
-            force_close: CancellationToken::new(),
-            health: Default::default(),
-            config,
-        })
-    }
-}
-
-/// Loads the policy and keyring named by the config into a [`Protection`].
-pub fn load_protection(
-    config: &Config,
-    generation: u64,
-) -> Result<Option<(Protection, Arc<Policy>)>, ServerError> {
-    let Some(policy_path) = &config.policy else {
-        return Ok(None);
-    };
-    let policy =
-        Policy::load(policy_path, generation).map_err(|e| ServerError::Policy(e.to_string()))?;
-    let keys = config
-        .keys
-        .as_ref()
-        .ok_or_else(|| ServerError::Keys("a policy needs `keys`".into()))?;
-    let keyring = match (&keys.file, &keys.env) {
-        (Some(f), _) => Keyring::from_file(f),
-        (None, Some(v)) => Keyring::from_env(v),
-        (None, None) => return Err(ServerError::Keys("set `file` or `env`".into())),
-    }
-    .map_err(|e| ServerError::Keys(e.to_string()))?;
-    let policy = Arc::new(policy);
-    let suite =
-        CipherSuite::new(&keyring, &policy).map_err(|e| ServerError::Keys(e.to_string()))?;
-    Ok(Some((
-        Protection::new(policy.clone(), suite, config.limits.in_list_cap),
-        policy,
-    )))
 }
 
 /// What `check --database` (and startup) found in the live schema.
@@ -242,7 +129,7 @@ async fn adoption_checks(shared: &Shared, db: &str, out: &mut DatabaseCheck) {
         }
     };
     let conn = match crate::catalog::CatalogConn::connect(
-        &shared.config.upstream,
+        &shared.upstream.config,
         catalog,
         password.as_deref(),
         db,
@@ -266,6 +153,8 @@ async fn adoption_checks(shared: &Shared, db: &str, out: &mut DatabaseCheck) {
 pub struct Server {
     listener: TcpListener,
     shared: Arc<Shared>,
+    /// Readiness inputs (draining, upstream reachability, catalog login).
+    health: Arc<Health>,
     /// The admin HTTP listener (`admin.listen`), if configured.
     admin: Option<TcpListener>,
     /// SIGHUP, registered before any listener is bound: a SIGHUP that arrives once a client
@@ -280,61 +169,21 @@ impl Server {
         let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
         let addr = config.listen.clone();
         let shared = Arc::new(Shared::new(config)?);
-        // A policy column that does not resolve in a configured database is a startup
-        // error; a database looser than the policy (a missing envelope CHECK constraint,
-        // privileges, statistics, built-ins) is a warning (an error with `strict`).
-        let databases = shared
-            .config
-            .catalog
-            .as_ref()
-            .map(|c| c.databases.clone())
-            .unwrap_or_default();
-        if shared.protection.is_some() && !databases.is_empty() {
-            let found = check_databases(&shared, &databases).await;
-            if !found.errors.is_empty() {
-                return Err(ServerError::Catalog(found.errors.join("; ")));
-            }
-            for (what, ddl) in &found.missing_constraints {
-                warn!(target: "pgcloak::policy", problem = %what, fix = %ddl, "protected column lacks its envelope CHECK constraint");
-            }
-            for problem in &found.adoption.errors {
-                tracing::error!(target: "pgcloak::crypto", problem = %problem, "the keyring does not open the stored data");
-            }
-            for problem in &found.adoption.warnings {
-                warn!(target: "pgcloak::policy", problem = %problem, "check --database finding");
-            }
-            for (what, ddl) in &found.guard {
-                warn!(target: "pgcloak::policy", problem = %what, fix = %ddl.join(" "), "the database is looser than the policy");
-            }
-            for w in &found.guard_warnings {
-                warn!(target: "pgcloak::policy", "{w}");
-            }
-            if shared.config.strict && found.looser_than_policy() {
-                let mut missing: Vec<String> = found
-                    .missing_constraints
-                    .iter()
-                    .map(|(what, _)| what.clone())
-                    .collect();
-                missing.extend(found.guard.iter().map(|(what, _)| what.clone()));
-                return Err(ServerError::Catalog(format!(
-                    "strict: the database is looser than the policy ({} problem(s)): {}; run `pgcloak check --database` for the DDL",
-                    missing.len(),
-                    missing.join("; ")
-                )));
-            }
-        }
+        check_at_start(&shared).await?;
+        let health = Arc::new(Health::default());
         // A wrong catalog password would otherwise surface only as refused statements.
         if shared.protection.is_some() {
-            let login = crate::observe::admin::test_catalog_login(&shared.config).await;
+            let login = admin_state(&shared, health.clone())
+                .test_catalog_login()
+                .await;
             if let Err(e) = &login {
                 warn!(target: "pgcloak::catalog", error = %e, "the catalog login fails: statements on protected columns are refused until it works; check catalog.user and its password variable (docs/troubleshooting.md)");
             }
-            shared.health.set_catalog_login(login.is_ok());
+            health.set_catalog_login(login.is_ok());
         }
-        // ---- operations: metrics, audit, admin listener ----
-        // (bound before the client listener: whoever sees the client port accept can
-        // query the admin endpoint at once)
-        crate::observe::init(&shared.config).map_err(ServerError::Policy)?;
+        // Metrics, audit and the admin listener are set up before the client listener:
+        // whoever sees the client port accept can query the admin endpoint at once.
+        crate::observe::init(&shared.config).map_err(ServerError::Observe)?;
         let admin =
             match &shared.config.admin {
                 Some(a) => Some(TcpListener::bind(&a.listen).await.map_err(|source| {
@@ -345,13 +194,13 @@ impl Server {
                 })?),
                 None => None,
             };
-        // ---- end of operations ----
         let listener = TcpListener::bind(&addr)
             .await
             .map_err(|source| ServerError::Bind { addr, source })?;
         Ok(Server {
             listener,
             shared,
+            health,
             admin,
             #[cfg(unix)]
             hup,
@@ -370,32 +219,50 @@ impl Server {
     /// Serves until `shutdown` fires, then drains.
     pub async fn run(mut self, shutdown: CancellationToken) {
         let tracker = TaskTracker::new();
-        // ---- operations: admin endpoint and live reload run until the process ends ----
+        // The admin endpoint and live reload run until the process ends.
         let ops_stop = CancellationToken::new();
+        self.spawn_operations(&ops_stop);
+        let _ops_guard = ops_stop.drop_guard();
+        self.accept_until(&shutdown, &tracker).await;
+        drop(self.listener);
+        self.health.set_draining();
+        drain(&self.shared, &tracker).await;
+    }
+
+    /// Starts the admin endpoint (if configured) and the reload watcher.
+    fn spawn_operations(&mut self, stop: &CancellationToken) {
         if let Some(admin) = self.admin.take() {
             let listen = admin
                 .local_addr()
                 .map_or_else(|_| "?".to_string(), |a| a.to_string());
             info!(target: "pgcloak::admin", listen = %listen, "admin endpoint listening");
+            let state = admin_state(&self.shared, self.health.clone());
             tokio::spawn(crate::observe::admin::serve(
                 admin,
-                self.shared.clone(),
-                ops_stop.clone(),
+                Arc::new(state),
+                stop.clone(),
             ));
         }
+        let reloader = Reloader {
+            config: self.shared.config.clone(),
+            protection: self.shared.protection.clone(),
+            catalog: self.shared.catalog.clone(),
+        };
         tokio::spawn(crate::observe::reload::watch(
-            self.shared.clone(),
-            ops_stop.clone(),
+            reloader,
+            stop.clone(),
             #[cfg(unix)]
             self.hup.take(),
         ));
-        let _ops_guard = ops_stop.drop_guard();
-        // ---- end of operations ----
+    }
+
+    /// The accept loop: one task per connection until `shutdown` fires.
+    async fn accept_until(&self, shutdown: &CancellationToken, tracker: &TaskTracker) {
         let mut backoff = Duration::from_millis(5);
         let listen = self
             .local_addr()
             .map_or_else(|| "?".to_string(), |a| a.to_string());
-        info!(target: LOG, listen = %listen, upstream = %self.shared.config.upstream.display_addr(), "pgcloak listening");
+        info!(target: LOG, listen = %listen, upstream = %self.shared.upstream.config.display_addr(), "pgcloak listening");
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -414,100 +281,81 @@ impl Server {
                 }
             }
         }
-        drop(self.listener);
-        self.shared.health.set_draining();
-        tracker.close();
-        let open = tracker.len();
-        let timeout = Duration::from_secs(self.shared.config.shutdown_timeout_secs);
-        info!(target: LOG, open_sessions = open, timeout_secs = timeout.as_secs(), "shutting down: draining sessions");
-        if tokio::time::timeout(timeout, tracker.wait()).await.is_err() {
-            warn!(target: LOG, open_sessions = tracker.len(), "drain timeout reached: closing remaining sessions");
-            self.shared.force_close.cancel();
-            let _ = tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await;
-        }
-        info!(target: LOG, "pgcloak stopped");
     }
 }
 
-/// The longest a cancel may take to reach upstream; the session's frontend is held
-/// meanwhile, so this bounds that hold too.
-const CANCEL_DELIVERY_LIMIT: Duration = Duration::from_secs(5);
-
-/// Sends a client's CancelRequest to the upstream backend of the session it names, if
-/// the batch that was running when it arrived is still running when it is sent.
-/// As PostgreSQL does, nothing is ever answered to the requester.
-pub async fn forward_cancel(shared: &Shared, pid: i32, secret: &[u8]) {
-    // ---- operations: a session owned by a peer instance ----
-    if let Some(owner) = CancelMap::instance_of(secret) {
-        if owner != shared.config.instance_id {
-            if let Some(addr) = shared.config.peers.get(&owner) {
-                forward_cancel_to_peer(addr, owner, pid, secret).await;
-                return;
-            }
-        }
+/// The admin endpoint's view of the running proxy.
+fn admin_state(shared: &Shared, health: Arc<Health>) -> AdminState {
+    let policy_configured = shared.config.policy.is_some();
+    AdminState {
+        health,
+        upstream: shared.upstream.config.clone(),
+        catalog: shared.config.catalog.clone().filter(|_| policy_configured),
+        policy_configured,
+        protection: shared.protection.clone(),
     }
-    // ---- end of operations ----
-    let Some((key, gate)) = shared.cancel.lookup(pid, secret) else {
-        debug!(target: LOG, "cancel request for no known session");
-        return;
-    };
-    // Nothing running: drop it (PostgreSQL ignores a cancel for an idle backend too).
-    let Some(delivery) = gate.begin_delivery() else {
-        debug!(target: LOG, "cancel request while no statement runs: dropped");
-        return;
-    };
-    let deliver = async {
-        let mut up =
-            match connect_upstream(&shared.config.upstream, shared.upstream_tls.as_ref()).await {
-                Ok(up) => up,
-                Err(e) => {
-                    warn!(target: LOG, error = %e, "could not forward cancel request");
-                    return;
-                }
-            };
-        // The connection took time: the statement may have finished meanwhile. The
-        // session's next statement is held back until we are done, so it cannot be hit.
-        if !delivery.still_running() {
-            debug!(target: LOG, "statement finished before the cancel could be sent: dropped");
-            return;
-        }
-        let _ = up.write_all(&cancel_request(key.pid, &key.secret)).await;
-        let _ = up.flush().await;
-        // Upstream closes once it has signalled the backend: only then may the session's
-        // next statement go out.
-        let mut sink = [0u8; 64];
-        let _ = tokio::io::AsyncReadExt::read(&mut up, &mut sink).await;
-        debug!(target: LOG, "cancel request forwarded");
-    };
-    if tokio::time::timeout(CANCEL_DELIVERY_LIMIT, deliver)
-        .await
-        .is_err()
-    {
-        warn!(target: LOG, "timed out forwarding a cancel request");
-    }
-    drop(delivery);
 }
 
-/// Passes a CancelRequest on, unchanged, to the peer instance that owns the session.
-async fn forward_cancel_to_peer(addr: &str, owner: u8, pid: i32, secret: &[u8]) {
-    let connect = tokio::net::TcpStream::connect(addr);
-    match tokio::time::timeout(Duration::from_secs(5), connect).await {
-        Ok(Ok(mut peer)) => {
-            let _ = peer.write_all(&cancel_request(pid, secret)).await;
-            let _ = peer.flush().await;
-            let mut sink = [0u8; 64];
-            let _ = tokio::time::timeout(
-                Duration::from_secs(5),
-                tokio::io::AsyncReadExt::read(&mut peer, &mut sink),
-            )
-            .await;
-            debug!(target: LOG, peer = owner, "cancel request forwarded to peer instance");
-        }
-        Ok(Err(e)) => {
-            warn!(target: LOG, peer = owner, error = %e, "could not forward cancel request to peer")
-        }
-        Err(_) => warn!(target: LOG, peer = owner, "timed out forwarding cancel request to peer"),
+/// Gives open sessions `shutdown_timeout_secs` to finish, then closes the rest.
+async fn drain(shared: &Shared, tracker: &TaskTracker) {
+    tracker.close();
+    let open = tracker.len();
+    let timeout = Duration::from_secs(shared.config.shutdown_timeout_secs);
+    info!(target: LOG, open_sessions = open, timeout_secs = timeout.as_secs(), "shutting down: draining sessions");
+    if tokio::time::timeout(timeout, tracker.wait()).await.is_err() {
+        warn!(target: LOG, open_sessions = tracker.len(), "drain timeout reached: closing remaining sessions");
+        shared.force_close.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await;
     }
+    info!(target: LOG, "pgcloak stopped");
+}
+
+/// A policy column that does not resolve in a configured database is a startup error;
+/// a database looser than the policy (a missing envelope CHECK constraint, privileges,
+/// statistics, built-ins) is a warning (an error with `strict`).
+async fn check_at_start(shared: &Shared) -> Result<(), ServerError> {
+    let databases = shared
+        .config
+        .catalog
+        .as_ref()
+        .map(|c| c.databases.clone())
+        .unwrap_or_default();
+    if shared.protection.is_none() || databases.is_empty() {
+        return Ok(());
+    }
+    let found = check_databases(shared, &databases).await;
+    if !found.errors.is_empty() {
+        return Err(ServerError::Catalog(found.errors.join("; ")));
+    }
+    for (what, ddl) in &found.missing_constraints {
+        warn!(target: "pgcloak::policy", problem = %what, fix = %ddl, "protected column lacks its envelope CHECK constraint");
+    }
+    for problem in &found.adoption.errors {
+        tracing::error!(target: "pgcloak::crypto", problem = %problem, "the keyring does not open the stored data");
+    }
+    for problem in &found.adoption.warnings {
+        warn!(target: "pgcloak::policy", problem = %problem, "check --database finding");
+    }
+    for (what, ddl) in &found.guard {
+        warn!(target: "pgcloak::policy", problem = %what, fix = %ddl.join(" "), "the database is looser than the policy");
+    }
+    for w in &found.guard_warnings {
+        warn!(target: "pgcloak::policy", "{w}");
+    }
+    if shared.config.strict && found.looser_than_policy() {
+        let mut missing: Vec<String> = found
+            .missing_constraints
+            .iter()
+            .map(|(what, _)| what.clone())
+            .collect();
+        missing.extend(found.guard.iter().map(|(what, _)| what.clone()));
+        return Err(ServerError::Catalog(format!(
+            "strict: the database is looser than the policy ({} problem(s)): {}; run `pgcloak check --database` for the DDL",
+            missing.len(),
+            missing.join("; ")
+        )));
+    }
+    Ok(())
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -4,7 +4,7 @@
 //! `postgresql` (required for PostgreSQL 17's direct TLS). The upstream leg
 //! verifies the server only under `verify-full`, as libpq does.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -13,7 +13,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
 use thiserror::Error;
 
-use crate::config::{UpstreamConfig, UpstreamTlsMode};
+use serde::Deserialize;
 
 pub const ALPN_POSTGRESQL: &[u8] = b"postgresql";
 
@@ -69,20 +69,21 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsEr
 }
 
 /// The rustls client configuration for the upstream leg, or None for `disable`.
-pub fn upstream_client_config(up: &UpstreamConfig) -> Result<Option<Arc<ClientConfig>>, TlsError> {
+pub fn upstream_client_config(
+    mode: UpstreamTlsMode,
+    ca_file: Option<&Path>,
+) -> Result<Option<Arc<ClientConfig>>, TlsError> {
     let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Config(e.to_string()))?;
-    let mut cfg = match up.tls {
+    let mut cfg = match mode {
         UpstreamTlsMode::Disable => return Ok(None),
         UpstreamTlsMode::Prefer | UpstreamTlsMode::Require => builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(NoVerification))
             .with_no_client_auth(),
         UpstreamTlsMode::VerifyFull => {
-            let ca = up
-                .ca_file
-                .as_deref()
+            let ca = ca_file
                 .ok_or_else(|| TlsError::Config("verify-full needs upstream.ca_file".into()))?;
             let mut roots = RootCertStore::empty();
             for c in load_certs(ca)? {
@@ -98,10 +99,10 @@ pub fn upstream_client_config(up: &UpstreamConfig) -> Result<Option<Arc<ClientCo
     Ok(Some(Arc::new(cfg)))
 }
 
-/// The name presented in SNI and checked under verify-full.
-pub fn upstream_server_name(up: &UpstreamConfig) -> Result<ServerName<'static>, TlsError> {
-    let name = up.server_name.clone().unwrap_or_else(|| up.host.clone());
-    ServerName::try_from(name.clone())
+/// The name presented in SNI and checked under verify-full (`upstream.server_name`,
+/// else `upstream.host`).
+pub fn upstream_server_name(name: &str) -> Result<ServerName<'static>, TlsError> {
+    ServerName::try_from(name.to_string())
         .map_err(|_| TlsError::Config(format!("`{name}` is not a valid TLS server name")))
 }
 
@@ -153,5 +154,59 @@ impl ServerCertVerifier for NoVerification {
         provider()
             .signature_verification_algorithms
             .supported_schemes()
+    }
+}
+
+/// The `tls:` section: TLS on the client leg.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientTlsConfig {
+    #[serde(default)]
+    pub mode: ClientTlsMode,
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientTlsMode {
+    #[default]
+    Disabled,
+    Optional,
+    Required,
+}
+
+/// The client leg's acceptor, or None when `tls.mode` is `disabled`.
+pub fn acceptor(cfg: &ClientTlsConfig) -> Result<Option<tokio_rustls::TlsAcceptor>, TlsError> {
+    match (cfg.mode, &cfg.cert, &cfg.key) {
+        (ClientTlsMode::Disabled, _, _) => Ok(None),
+        (_, Some(cert), Some(key)) => Ok(Some(tokio_rustls::TlsAcceptor::from(server_config(
+            cert, key,
+        )?))),
+        _ => Err(TlsError::Config("tls.cert and tls.key are required".into())),
+    }
+}
+
+/// `upstream.tls`: TLS on the upstream leg, with libpq's semantics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpstreamTlsMode {
+    Disable,
+    #[default]
+    Prefer,
+    Require,
+    VerifyFull,
+}
+
+impl UpstreamTlsMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            UpstreamTlsMode::Disable => "disable",
+            UpstreamTlsMode::Prefer => "prefer",
+            UpstreamTlsMode::Require => "require",
+            UpstreamTlsMode::VerifyFull => "verify-full",
+        }
     }
 }

@@ -5,7 +5,9 @@ mod common;
 
 use std::os::unix::fs::PermissionsExt;
 
-use common::{cluster, fresh_db, Proxy, SUPERUSER, SUPERUSER_PASSWORD, TRUST_USER};
+use common::{
+    cluster, eventually_async, fresh_db, Proxy, SUPERUSER, SUPERUSER_PASSWORD, TRUST_USER,
+};
 use serde_json::json;
 use tokio_postgres::Client;
 
@@ -146,27 +148,21 @@ async fn membership_changes_reach_open_sessions_on_the_catalog_ttl() {
         .await
         .unwrap();
     // refresh_secs is 1: the open session picks the grant up without reconnecting.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        if ssn(&outsider).await.as_deref() == Some("123-45-6789") {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the grant never reached the open session"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
+    let outsider = &outsider;
+    eventually_async(
+        std::time::Duration::from_secs(10),
+        "the grant reached the open session",
+        || async move { (ssn(outsider).await.as_deref() == Some("123-45-6789")).then_some(()) },
+    )
+    .await;
     admin
         .batch_execute("REVOKE ar_ttl_readers FROM ar_ttl_outsider")
         .await
         .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while ssn(&outsider).await.is_some() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the revoke never reached the open session"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
+    eventually_async(
+        std::time::Duration::from_secs(10),
+        "the revoke reached the open session",
+        || async move { ssn(outsider).await.is_none().then_some(()) },
+    )
+    .await;
 }

@@ -3,96 +3,63 @@
 
 mod common;
 
-use std::os::unix::fs::PermissionsExt;
-
-use common::{cluster, expect_sqlstate, fresh_db, Proxy, SUPERUSER, SUPERUSER_PASSWORD};
+use common::{cluster, expect_sqlstate, ProtectedProxy};
 use serde_json::json;
 use tokio_postgres::Client;
-
-const PW: &str = "Role-Secret-pw1";
 
 /// One test's world: a database, its roles, a policy, keys and a proxy.
 struct Fixture {
     db: String,
-    prefix: String,
-    proxy: Proxy,
-    _dir: tempfile::TempDir,
+    p: ProtectedProxy,
 }
 
 impl Fixture {
     async fn new(name: &str) -> Fixture {
-        let db = fresh_db(name).await;
-        let c = cluster();
-        for r in ["app", "agent", "auditor", "nobody", "mkt"] {
-            c.create_role(&format!("{name}_{r}"), Some(PW)).await;
-        }
-        let admin = c.admin(&db).await;
-        admin
-            .batch_execute(&format!(
+        let p = ProtectedProxy::builder(name)
+            .roles(&["app", "agent", "auditor", "nobody", "mkt"])
+            .setup(
                 "CREATE TABLE customers (id int PRIMARY KEY, full_name text, phone bytea, email bytea, \
                    national_id bytea, birth_date bytea, score bytea);
                  CREATE UNIQUE INDEX ON customers (phone);
-                 GRANT ALL ON customers TO {n}_app, {n}_agent, {n}_auditor, {n}_nobody, {n}_mkt;",
-                n = name
-            ))
-            .await
-            .unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let policy = format!(
-            r#"version: 1
+                 GRANT ALL ON customers TO {p}_app, {p}_agent, {p}_auditor, {p}_nobody, {p}_mkt;",
+            )
+            .policy(
+                r#"version: 1
 tables:
   public.customers:
     phone:
       type: text
       encryption: deterministic
-      mask: {{ keep_last: 3 }}
-      access: {{ {n}_app: plaintext, {n}_agent: masked, {n}_auditor: ciphertext }}
-      search: [{n}_agent]
+      mask: { keep_last: 3 }
+      access: { {p}_app: plaintext, {p}_agent: masked, {p}_auditor: ciphertext }
+      search: [{p}_agent]
     email:
       type: text
       mask: email
-      access: {{ {n}_app: plaintext, {n}_agent: masked, {n}_mkt: masked }}
+      access: { {p}_app: plaintext, {p}_agent: masked, {p}_mkt: masked }
     national_id:
       type: text
       encryption: deterministic
-      access: {{ {n}_app: plaintext, PUBLIC: deny }}
+      access: { {p}_app: plaintext, PUBLIC: deny }
     birth_date:
       type: date
-      access: {{ {n}_app: plaintext }}
+      access: { {p}_app: plaintext }
     score:
       type: int4
       encryption: deterministic
-      access: {{ {n}_app: plaintext }}
+      access: { {p}_app: plaintext }
 "#,
-            n = name
-        );
-        let policy_path = dir.path().join("policy.yaml");
-        std::fs::write(&policy_path, policy).unwrap();
-        let keys_path = dir.path().join("master.keys");
-        let keys = pgcloak::crypto::keygen(None).unwrap();
-        std::fs::write(&keys_path, keys.as_bytes()).unwrap();
-        std::fs::set_permissions(&keys_path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let proxy = Proxy::start_with_env(
-            json!({
-                "policy": policy_path,
-                "keys": { "file": keys_path },
-                "catalog": { "user": SUPERUSER, "password_env": "PGCLOAK_CATALOG_PASSWORD" },
-            }),
-            &[("PGCLOAK_CATALOG_PASSWORD", SUPERUSER_PASSWORD)],
-        );
+            )
+            .start()
+            .await;
         Fixture {
-            db,
-            prefix: name.to_string(),
-            proxy,
-            _dir: dir,
+            db: p.db.clone(),
+            p,
         }
     }
 
     async fn client(&self, role: &str) -> Client {
-        let cfg = self
-            .proxy
-            .config(&self.db, &format!("{}_{role}", self.prefix), PW);
-        common::connect(&cfg).await
+        self.p.client(role).await
     }
 
     async fn direct(&self) -> Client {

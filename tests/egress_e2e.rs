@@ -10,40 +10,32 @@
 
 mod common;
 
-use std::os::unix::fs::PermissionsExt;
-
 use bytes::Bytes;
 use common::raw::{fe, tags, Msg, RawConn};
-use common::{cluster, fresh_db, sqlstate, Proxy, HANG_TIMEOUT, SUPERUSER, SUPERUSER_PASSWORD};
+use common::{cluster, sqlstate, ProtectedProxy, HANG_TIMEOUT};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio_postgres::{Client, SimpleQueryMessage};
 
-const PW: &str = "Egress-Role-pw1";
-
 struct Fixture {
     db: String,
-    prefix: String,
-    proxy: Proxy,
+    p: ProtectedProxy,
     audit: std::path::PathBuf,
-    _dir: tempfile::TempDir,
+    _audit_dir: tempfile::TempDir,
 }
 
 impl Fixture {
     async fn new(name: &str) -> Fixture {
-        let db = fresh_db(name).await;
-        let c = cluster();
-        for r in ["app", "auditor", "nobody"] {
-            c.create_role(&format!("{name}_{r}"), Some(PW)).await;
-        }
-        let admin = c.admin(&db).await;
-        admin
-            .batch_execute(&format!(
+        let audit_dir = tempfile::tempdir().unwrap();
+        let audit = audit_dir.path().join("audit.jsonl");
+        let p = ProtectedProxy::builder(name)
+            .roles(&["app", "auditor", "nobody"])
+            .setup(
                 "CREATE TABLE customers (id int PRIMARY KEY, full_name text, phone bytea, score bytea, \
                    birth_date bytea);
                  CREATE TABLE plain (id int PRIMARY KEY, score int, birth_date date);
-                 GRANT ALL ON customers, plain TO {n}_app, {n}_auditor, {n}_nobody;
-                 GRANT {n}_app TO trusty;
+                 GRANT ALL ON customers, plain TO {p}_app, {p}_auditor, {p}_nobody;
+                 GRANT {p}_app TO trusty;
                  -- Functions the proxy cannot see into, defined directly in PostgreSQL.
                  CREATE FUNCTION leak_bytea(int) RETURNS bytea LANGUAGE sql
                    AS 'SELECT phone FROM customers WHERE id = $1';
@@ -60,26 +52,22 @@ impl Fixture {
                  CREATE FUNCTION leak_hex(int) RETURNS text LANGUAGE sql
                    AS 'SELECT upper(encode(phone, ''hex'')) FROM customers WHERE id = $1';
                  CREATE VIEW innocent AS SELECT id, leak_text(id) AS t FROM customers;
-                 GRANT SELECT ON innocent TO {n}_app, {n}_auditor, {n}_nobody;",
-                n = name
-            ))
-            .await
-            .unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let policy = format!(
-            r#"version: 1
+                 GRANT SELECT ON innocent TO {p}_app, {p}_auditor, {p}_nobody;",
+            )
+            .policy(
+                r#"version: 1
 tables:
   public.customers:
     phone:
       type: text
       encryption: deterministic
-      access: {{ {n}_app: plaintext, {n}_auditor: ciphertext }}
+      access: { {p}_app: plaintext, {p}_auditor: ciphertext }
     score:
       type: int4
-      access: {{ {n}_app: plaintext }}
+      access: { {p}_app: plaintext }
     birth_date:
       type: date
-      access: {{ {n}_app: plaintext }}
+      access: { {p}_app: plaintext }
 # The first line of defence refuses these functions (they read the protected table) for
 # sessions that can reach it; allowing them here, as a DBA might by mistake, is what lets
 # this test reach the last line: the check on the way out.
@@ -87,20 +75,8 @@ functions:
   allow: [public.leak_bytea, public.leak_text, public.leak_record, public.leak_json,
           public.leak_array, public.leak_base64, public.leak_hex]
 "#,
-            n = name
-        );
-        let policy_path = dir.path().join("policy.yaml");
-        std::fs::write(&policy_path, policy).unwrap();
-        let keys_path = dir.path().join("master.keys");
-        let keys = pgcloak::crypto::keygen(None).unwrap();
-        std::fs::write(&keys_path, keys.as_bytes()).unwrap();
-        std::fs::set_permissions(&keys_path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let audit = dir.path().join("audit.jsonl");
-        let proxy = Proxy::start_with_env(
-            json!({
-                "policy": policy_path,
-                "keys": { "file": keys_path },
-                "catalog": { "user": SUPERUSER, "password_env": "PGCLOAK_CATALOG_PASSWORD" },
+            )
+            .overrides(json!({
                 "trust_upstream_identity": true,
                 "log": {
                     "format": "text",
@@ -110,27 +86,23 @@ functions:
                 },
                 "slow_statement_ms": 0,
                 "audit": { "file": audit },
-            }),
-            &[("PGCLOAK_CATALOG_PASSWORD", SUPERUSER_PASSWORD)],
-        );
+            }))
+            .start()
+            .await;
         Fixture {
-            db,
-            prefix: name.to_string(),
-            proxy,
+            db: p.db.clone(),
+            p,
             audit,
-            _dir: dir,
+            _audit_dir: audit_dir,
         }
     }
 
     async fn client(&self, role: &str) -> Client {
-        let cfg = self
-            .proxy
-            .config(&self.db, &format!("{}_{role}", self.prefix), PW);
-        common::connect(&cfg).await
+        self.p.client(role).await
     }
 
     async fn raw(&self) -> RawConn {
-        let mut conn = RawConn::connect(self.proxy.port()).await;
+        let mut conn = RawConn::connect(self.p.proxy.port()).await;
         conn.startup_trust(common::TRUST_USER, &self.db).await;
         conn
     }
@@ -356,7 +328,7 @@ async fn redacted_statement_logs_hide_every_literal_form() {
     drop(app);
     drop(nobody);
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    let log = f.proxy.log();
+    let log = f.p.proxy.log();
     let audit = std::fs::read_to_string(&f.audit).unwrap_or_default();
     for (what, text) in [("log", &log), ("audit", &audit)] {
         for w in 0..=(s.len() - 12) {
@@ -548,7 +520,7 @@ async fn unknown_protocol_versions_get_postgresqls_fatal() {
         (2 << 16) | 5,
     ] {
         let mut answers = Vec::new();
-        for port in [f.proxy.port(), cluster().port] {
+        for port in [f.p.proxy.port(), cluster().port] {
             let mut conn = RawConn::connect(port).await;
             conn.send(&fe::startup(
                 version,

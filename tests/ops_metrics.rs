@@ -4,9 +4,9 @@
 mod common;
 mod ops_support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::expect_sqlstate;
+use common::{eventually, eventually_async, expect_sqlstate};
 use ops_support::{http_get, Metrics, OpsFixture};
 use serde_json::json;
 
@@ -22,15 +22,17 @@ async fn scrape_deltas_match_a_known_workload() {
     assert_eq!(f.get("/healthz").0, 200);
     // The harness's readiness probe is a connection too: let pgcloak count it (its accept
     // may come after the probe's connect returned) and finish it before the baseline.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let before = loop {
-        let m = f.scrape();
-        let counted = m.get("pgcloak_connections_total") >= 1.0;
-        if (counted && m.get("pgcloak_connections_active") == 0.0) || Instant::now() > deadline {
-            break m;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let fixture = &f;
+    let before = eventually_async(
+        Duration::from_secs(5),
+        "the readiness probe's connection counted and closed",
+        || async move {
+            let m = fixture.scrape();
+            let counted = m.get("pgcloak_connections_total") >= 1.0;
+            (counted && m.get("pgcloak_connections_active") == 0.0).then_some(m)
+        },
+    )
+    .await;
     {
         let app = f.client("app").await;
         for (id, phone) in [(1, "0911000001"), (2, "0911000002"), (3, "0911000003")] {
@@ -65,16 +67,17 @@ async fn scrape_deltas_match_a_known_workload() {
         agent.simple_query("SELECT 1").await.unwrap();
     }
     // Sessions end asynchronously: wait for the active gauge to come back.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let after = loop {
-        let m = f.scrape();
-        if m.get("pgcloak_connections_active") == before.get("pgcloak_connections_active")
-            || Instant::now() > deadline
-        {
-            break m;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let (fixture, baseline) = (&f, &before);
+    let after = eventually_async(
+        Duration::from_secs(5),
+        "the active-connections gauge back at its baseline",
+        || async move {
+            let m = fixture.scrape();
+            (m.get("pgcloak_connections_active") == baseline.get("pgcloak_connections_active"))
+                .then_some(m)
+        },
+    )
+    .await;
     let d = |k: &str| Metrics::delta(&before, &after, k);
     assert_eq!(d("pgcloak_connections_total"), 2.0);
     assert_eq!(d("pgcloak_connections_active"), 0.0);
@@ -159,14 +162,14 @@ async fn readyz_follows_upstream_reachability() {
         "admin": { "listen": format!("127.0.0.1:{admin_port}") },
     }));
     let wait_for = |want: u16| {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let (status, body) = http_get(admin_port, "/readyz");
-            if status == want || Instant::now() > deadline {
-                return (status, body);
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        eventually(
+            Duration::from_secs(5),
+            &format!("/readyz answers {want}"),
+            || {
+                let (status, body) = http_get(admin_port, "/readyz");
+                (status == want).then_some((status, body))
+            },
+        )
     };
     assert_eq!(wait_for(200).0, 200);
     assert_eq!(http_get(admin_port, "/healthz").0, 200);
@@ -200,14 +203,14 @@ async fn readyz_is_false_while_draining() {
     unsafe {
         libc::kill(pid as libc::pid_t, libc::SIGTERM);
     }
-    let deadline = Instant::now() + Duration::from_secs(3);
-    let (status, body) = loop {
-        let r = http_get(admin_port, "/readyz");
-        if r.0 != 200 || Instant::now() > deadline {
-            break r;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let (status, body) = eventually(
+        Duration::from_secs(3),
+        "/readyz not ready while draining",
+        || {
+            let r = http_get(admin_port, "/readyz");
+            (r.0 != 200).then_some(r)
+        },
+    );
     assert_eq!(status, 503);
     assert!(body.contains("draining"), "{body}");
     assert_eq!(http_get(admin_port, "/healthz").0, 200);

@@ -7,7 +7,7 @@ mod ops_support;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{cluster, SUPERUSER, SUPERUSER_PASSWORD};
+use common::{cluster, eventually_async, SUPERUSER, SUPERUSER_PASSWORD};
 use ops_support::{policy, OpsFixture, PW};
 use serde_json::json;
 
@@ -115,23 +115,21 @@ async fn policy_rewritten_20_times_under_pgbench_never_applies_an_invalid_versio
         let tmp = f.policy_path.with_extension("tmp");
         std::fs::write(&tmp, text).unwrap();
         std::fs::rename(&tmp, &f.policy_path).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let (ok, bad) = reloads(&f);
-            if ok + bad >= (i + 1) as f64 {
-                assert_eq!(ok + bad, (i + 1) as f64, "one reload per rewrite");
-                let want_ok = (i / 2 + 1) as f64;
-                assert_eq!(
-                    ok,
-                    want_ok,
-                    "rewrite {i} (valid: {valid}): {}",
-                    f.proxy.log()
-                );
-                break;
-            }
-            assert!(Instant::now() < deadline, "rewrite {i} was not picked up");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let fixture = &f;
+        let what = format!("rewrite {i} picked up");
+        let (ok, bad) = eventually_async(Duration::from_secs(10), &what, || async move {
+            let (ok, bad) = reloads(fixture);
+            (ok + bad >= (i + 1) as f64).then_some((ok, bad))
+        })
+        .await;
+        assert_eq!(ok + bad, (i + 1) as f64, "one reload per rewrite");
+        let want_ok = (i / 2 + 1) as f64;
+        assert_eq!(
+            ok,
+            want_ok,
+            "rewrite {i} (valid: {valid}): {}",
+            f.proxy.log()
+        );
         if valid {
             valid_applied += 1;
             // The open session sees the new access on its next statement.
@@ -238,15 +236,11 @@ fn sighup(f: &OpsFixture) {
 }
 
 async fn wait_reloads(f: &OpsFixture, want: (f64, f64)) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while reloads(f) != want {
-        assert!(
-            Instant::now() < deadline,
-            "reloads {:?}, want {want:?}",
-            reloads(f)
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let what = format!("reloads (ok, failed) reach {want:?}");
+    eventually_async(Duration::from_secs(10), &what, || async move {
+        (reloads(f) == want).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]

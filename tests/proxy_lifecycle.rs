@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use common::raw::{fe, RawConn};
 use common::{
-    cluster, expect_sqlstate, fresh_db, Proxy, APP_PASSWORD, APP_USER, HANG_TIMEOUT, TRUST_USER,
+    cluster, eventually_async, expect_sqlstate, fresh_db, Proxy, APP_PASSWORD, APP_USER,
+    HANG_TIMEOUT, TRUST_USER,
 };
 use serde_json::json;
 use tokio_postgres::NoTls;
@@ -19,9 +20,9 @@ const CANCEL_DEADLINE: Duration = Duration::from_secs(1);
 
 /// Waits until a backend in `db` is running exactly `query`.
 async fn wait_until_running(db: &str, query: &str) {
-    let admin = cluster().admin("postgres").await;
-    let deadline = Instant::now() + HANG_TIMEOUT;
-    loop {
+    let admin = &cluster().admin("postgres").await;
+    let what = format!("{query} started running in {db}");
+    eventually_async(HANG_TIMEOUT, &what, || async move {
         let row = admin
             .query_one(
                 "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND state = 'active' AND query = $2",
@@ -29,15 +30,9 @@ async fn wait_until_running(db: &str, query: &str) {
             )
             .await
             .unwrap();
-        if row.get::<_, i64>(0) > 0 {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{query} never started running in {db}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        (row.get::<_, i64>(0) > 0).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -173,20 +168,14 @@ async fn max_connections_refuses_the_extra_client_with_53300() {
     second.simple_query("SELECT 1").await.unwrap();
     drop(first);
     // The freed slot becomes available again promptly.
-    let deadline = Instant::now() + Duration::from_secs(2);
-    loop {
-        match common::try_connect(&proxy.app_config(&db)).await {
-            Ok(client) => {
-                client.simple_query("SELECT 1").await.unwrap();
-                break;
-            }
-            Err(e) => assert!(
-                Instant::now() < deadline,
-                "slot not released after disconnect: {e:?}"
-            ),
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let config = &proxy.app_config(&db);
+    let client = eventually_async(
+        Duration::from_secs(2),
+        "slot released after disconnect",
+        || async move { common::try_connect(config).await.ok() },
+    )
+    .await;
+    client.simple_query("SELECT 1").await.unwrap();
 }
 
 #[tokio::test]
@@ -225,14 +214,13 @@ async fn upstream_killed_mid_session_errors_the_client_and_proxy_keeps_serving()
         .await
         .expect("client hung after its upstream backend was terminated");
     assert!(result.is_err(), "query succeeded on a terminated backend");
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while !client.is_closed() {
-        assert!(
-            Instant::now() < deadline,
-            "client connection not closed after upstream died"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let client = &client;
+    eventually_async(
+        Duration::from_secs(2),
+        "client connection closed after upstream died",
+        || async move { client.is_closed().then_some(()) },
+    )
+    .await;
     let fresh = proxy.connect(&db).await;
     assert_eq!(
         fresh
@@ -280,17 +268,13 @@ async fn sigterm_stops_accepting_drains_sessions_and_exits() {
         libc::kill(pid, libc::SIGTERM);
     }
     // New clients are refused while the open session drains.
-    let deadline = Instant::now() + Duration::from_secs(1);
-    loop {
-        if common::try_connect(&proxy.app_config(&db)).await.is_err() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "still accepting new sessions after SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let config = &proxy.app_config(&db);
+    eventually_async(
+        Duration::from_secs(1),
+        "new sessions refused after SIGTERM",
+        || async move { common::try_connect(config).await.is_err().then_some(()) },
+    )
+    .await;
     let row = client
         .query_one("SELECT 9::int4", &[])
         .await
@@ -304,9 +288,9 @@ async fn sigterm_stops_accepting_drains_sessions_and_exits() {
 
 /// Waits until upstream backend `pid` has gone.
 async fn wait_backend_gone(pid: i32) {
-    let admin = cluster().admin("postgres").await;
-    let deadline = Instant::now() + Duration::from_secs(2);
-    loop {
+    let admin = &cluster().admin("postgres").await;
+    let what = format!("upstream backend {pid} gone within 2 s of its client");
+    eventually_async(Duration::from_secs(2), &what, || async move {
         let n: i64 = admin
             .query_one(
                 "SELECT count(*) FROM pg_stat_activity WHERE pid = $1",
@@ -315,15 +299,9 @@ async fn wait_backend_gone(pid: i32) {
             .await
             .unwrap()
             .get(0);
-        if n == 0 {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "upstream backend {pid} outlived its client by 2 s"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        (n == 0).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -4,11 +4,11 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Buf;
 use common::raw::{fe, RawConn};
-use common::{cluster, expect_sqlstate, fresh_db, Proxy, APP_USER, TRUST_USER};
+use common::{cluster, eventually, expect_sqlstate, fresh_db, Proxy, APP_USER, TRUST_USER};
 use serde_json::json;
 
 #[tokio::test]
@@ -125,21 +125,17 @@ async fn session_log_names_role_and_database_but_never_message_bytes() {
         .await
         .unwrap();
     drop(client);
-    let deadline = Instant::now() + Duration::from_secs(2);
-    loop {
-        let log = proxy.log();
-        if log.contains("log_role_q7")
-            && log.contains("s_log")
-            && log.lines().filter(|l| l.contains("log_role_q7")).count() >= 2
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no session open/close lines naming role and database:\n{log}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        Duration::from_secs(2),
+        "session open/close lines naming role and database",
+        || {
+            let log = proxy.log();
+            (log.contains("log_role_q7")
+                && log.contains("s_log")
+                && log.lines().filter(|l| l.contains("log_role_q7")).count() >= 2)
+                .then_some(())
+        },
+    );
     let log = proxy.log();
     assert!(
         !log.contains("literal-q7-never-logged"),
@@ -233,15 +229,11 @@ async fn json_log_lines_are_json_objects() {
     let client = proxy.connect(&db).await;
     client.simple_query("SELECT 1").await.unwrap();
     drop(client);
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while !proxy.log().contains("s_json_log") {
-        assert!(
-            Instant::now() < deadline,
-            "no session line in the JSON log:\n{}",
-            proxy.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        Duration::from_secs(2),
+        "a session line in the JSON log",
+        || proxy.log().contains("s_json_log").then_some(()),
+    );
     for line in proxy.log().lines().filter(|l| !l.trim().is_empty()) {
         let value: serde_json::Value =
             serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));

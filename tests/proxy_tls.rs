@@ -8,7 +8,8 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use common::{
-    cluster, expect_sqlstate, fresh_db, Proxy, APP_PASSWORD, APP_USER, HANG_TIMEOUT, TRUST_USER,
+    cluster, eventually_async, expect_sqlstate, fresh_db, Proxy, APP_PASSWORD, APP_USER,
+    HANG_TIMEOUT, TRUST_USER,
 };
 use serde_json::json;
 use tokio_postgres::config::{SslMode, SslNegotiation};
@@ -119,23 +120,19 @@ async fn cancel_over_tls_cancels_the_query() {
         .unwrap();
     let token = client.cancel_token();
     let running = tokio::spawn(async move { client.query("SELECT pg_sleep(30)", &[]).await });
-    let admin = cluster().admin("postgres").await;
-    let deadline = Instant::now() + HANG_TIMEOUT;
-    loop {
+    let (admin, db_name) = (&cluster().admin("postgres").await, &db);
+    eventually_async(HANG_TIMEOUT, "the query started", || async move {
         let n: i64 = admin
             .query_one(
                 "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND query = 'SELECT pg_sleep(30)' AND state = 'active'",
-                &[&db],
+                &[db_name],
             )
             .await
             .unwrap()
             .get(0);
-        if n > 0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "query never started");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        (n > 0).then_some(())
+    })
+    .await;
     let sent = Instant::now();
     token
         .cancel_query(common::rustls_connector(&cluster().tls.ca_cert))

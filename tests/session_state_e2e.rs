@@ -7,68 +7,40 @@
 
 mod common;
 
-use std::os::unix::fs::PermissionsExt;
-
-use common::{cluster, fresh_db, Proxy, SUPERUSER, SUPERUSER_PASSWORD};
-use serde_json::json;
+use common::{cluster, ProtectedProxy};
 use tokio_postgres::Client;
-
-const PW: &str = "Role-Secret-pw1";
 
 struct Fixture {
     db: String,
-    role: String,
-    proxy: Proxy,
-    _dir: tempfile::TempDir,
+    p: ProtectedProxy,
 }
 
 impl Fixture {
     async fn new(name: &str) -> Fixture {
-        let db = fresh_db(name).await;
-        let c = cluster();
-        let role = format!("{name}_app");
-        c.create_role(&role, Some(PW)).await;
-        c.admin(&db)
-            .await
-            .batch_execute(&format!(
+        let p = ProtectedProxy::builder(name)
+            .roles(&["app"])
+            .setup(
                 "CREATE TABLE public.customers (id int PRIMARY KEY, phone bytea);
                  CREATE SCHEMA other;
                  CREATE TABLE other.customers (id int PRIMARY KEY, phone text);
-                 GRANT USAGE ON SCHEMA other TO {role};
+                 GRANT USAGE ON SCHEMA other TO {p}_app;
                  CREATE TABLE public.notes (k int, name text);
-                 GRANT ALL ON public.customers, other.customers, public.notes TO {role};"
-            ))
-            .await
-            .unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let policy = format!(
-            "version: 1\ntables:\n  public.customers:\n    phone:\n      type: text\n      \
-             encryption: deterministic\n      access: {{ {role}: plaintext }}\n"
-        );
-        let policy_path = dir.path().join("policy.yaml");
-        std::fs::write(&policy_path, policy).unwrap();
-        let keys_path = dir.path().join("master.keys");
-        let keys = pgcloak::crypto::keygen(None).unwrap();
-        std::fs::write(&keys_path, keys.as_bytes()).unwrap();
-        std::fs::set_permissions(&keys_path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let proxy = Proxy::start_with_env(
-            json!({
-                "policy": policy_path,
-                "keys": { "file": keys_path },
-                "catalog": { "user": SUPERUSER, "password_env": "PGCLOAK_CATALOG_PASSWORD" },
-            }),
-            &[("PGCLOAK_CATALOG_PASSWORD", SUPERUSER_PASSWORD)],
-        );
+                 GRANT ALL ON public.customers, other.customers, public.notes TO {p}_app;",
+            )
+            .policy(
+                "version: 1\ntables:\n  public.customers:\n    phone:\n      type: text\n      \
+                 encryption: deterministic\n      access: { {p}_app: plaintext }\n",
+            )
+            .start()
+            .await;
         Fixture {
-            db,
-            role,
-            proxy,
-            _dir: dir,
+            db: p.db.clone(),
+            p,
         }
     }
 
     async fn client_with_options(&self, options: Option<&str>) -> Client {
-        let mut cfg = self.proxy.config(&self.db, &self.role, PW);
+        let mut cfg = self.p.config("app");
         if let Some(o) = options {
             cfg.options(o);
         }
@@ -346,7 +318,7 @@ async fn function_call_message_allows_large_objects_only() {
         ))
         .await
         .unwrap();
-    let mut conn = RawConn::connect(f.proxy.port()).await;
+    let mut conn = RawConn::connect(f.p.proxy.port()).await;
     conn.startup_trust(common::cluster::TRUST_USER, &f.db).await;
     let call = |oid: u32, args: &[i32]| {
         let mut body = Vec::new();

@@ -45,10 +45,6 @@ fn insert_values_literals_are_marked_for_encryption() {
 #[test]
 fn multi_row_insert_with_params_default_and_null() {
     let f = fixture();
-    let sql = "insert into customers (id, phone, notes) values ($1, $2, DEFAULT), (2, NULL, 'x'), (3, $4, $2)";
-    let p = f.plan(sql);
-    // $2 is used for phone (deterministic) and notes (randomized): different keys.
-    assert!(p.rejection.is_some());
     let sql = "insert into customers (id, phone, notes) values ($1, $2, DEFAULT), (2, NULL, 'x'), (3, $4, $5)";
     let p = f.accepted(sql);
     let params: Vec<_> = p.params.iter().map(|a| (a.index, a.column)).collect();
@@ -88,14 +84,6 @@ fn escape_string_literal_is_decoded_before_encryption() {
 }
 
 #[test]
-fn insert_of_expression_into_encrypted_column_is_rejected() {
-    let f = fixture();
-    let (state, msg) = f.rejection("insert into customers (phone) values (upper('abc'))");
-    assert_eq!(state, "0A000");
-    assert!(msg.contains("public.customers.phone"), "{msg}");
-}
-
-#[test]
 fn insert_on_conflict_excluded_same_column_is_allowed() {
     let f = fixture();
     let sql = "INSERT INTO customers (id, phone) VALUES (1, $1) ON CONFLICT (id) DO UPDATE SET phone = EXCLUDED.phone RETURNING id, phone";
@@ -104,16 +92,6 @@ fn insert_on_conflict_excluded_same_column_is_allowed() {
     let r = p.result.unwrap();
     assert_eq!(r.columns[0].lineage, Lineage::Plain);
     assert_eq!(r.columns[1].lineage, Lineage::Encrypted(PHONE));
-}
-
-#[test]
-fn on_conflict_assigning_other_column_is_rejected() {
-    let f = fixture();
-    let (state, msg) = f.rejection(
-        "INSERT INTO customers (id, phone) VALUES (1, $1) ON CONFLICT (id) DO UPDATE SET phone = EXCLUDED.name",
-    );
-    assert_eq!(state, "0A000");
-    assert!(msg.contains("public.customers.phone"), "{msg}");
 }
 
 #[test]
@@ -127,23 +105,9 @@ fn update_set_literal_and_param() {
 }
 
 #[test]
-fn update_copying_encrypted_into_plain_column_is_rejected() {
-    let f = fixture();
-    let (state, msg) = f.rejection("UPDATE customers SET name = phone");
-    assert_eq!(state, "0A000");
-    assert!(msg.contains("public.customers.phone"), "{msg}");
-}
-
-#[test]
 fn insert_select_from_same_key_group_is_allowed() {
     let f = fixture();
     f.accepted("insert into orders (id, phone) select id, phone from customers");
-    let (state, msg) = f.rejection("insert into orders (id, phone) select id, name from customers");
-    assert_eq!(state, "0A000");
-    assert!(msg.contains("public.orders.phone"), "{msg}");
-    let (_, msg) =
-        f.rejection("insert into orders (id, phone) select id, national_id from customers");
-    assert!(msg.contains("public.orders.phone"), "{msg}");
 }
 
 #[test]
@@ -153,9 +117,6 @@ fn update_from_same_key_group_is_allowed() {
         "update orders o set phone = c.phone from customers c where c.id = o.customer_id",
     );
     assert!(p.touches_policy);
-    f.rejection(
-        "update orders o set phone = c.national_id from customers c where c.id = o.customer_id",
-    );
 }
 
 // ------------------------------------------------------------------ predicates
@@ -191,16 +152,8 @@ fn in_list_and_any_array_parameter_are_encrypted() {
 }
 
 #[test]
-fn in_list_longer_than_cap_is_rejected() {
+fn in_list_up_to_the_cap_is_accepted() {
     let f = fixture();
-    let list: Vec<String> = (0..101).map(|i| format!("'{i}'")).collect();
-    let sql = format!(
-        "select id from customers where phone in ({})",
-        list.join(",")
-    );
-    let (state, msg) = f.rejection(&sql);
-    assert_eq!(state, "0A000");
-    assert!(msg.contains("limit of 100"), "{msg}");
     let list: Vec<String> = (0..100).map(|i| format!("'{i}'")).collect();
     f.accepted(&format!(
         "select id from customers where phone in ({})",
@@ -209,78 +162,8 @@ fn in_list_longer_than_cap_is_rejected() {
 }
 
 #[test]
-fn randomized_column_rejects_equality() {
+fn order_by_position_of_a_plain_column_is_accepted() {
     let f = fixture();
-    let (state, msg) = f.rejection("select id from customers where notes = 'x'");
-    assert_eq!(state, "0A000");
-    assert!(
-        msg.contains("randomized column public.customers.notes"),
-        "{msg}"
-    );
-    assert!(msg.contains("deterministic"), "{msg}");
-}
-
-#[test]
-fn randomized_column_rejects_like_predicate() {
-    let f = fixture();
-    let (state, msg) = f.rejection("select id from customers where notes like '%x%'");
-    assert_eq!(state, "0A000");
-    assert!(
-        msg.contains("LIKE") && msg.contains("public.customers.notes"),
-        "{msg}"
-    );
-}
-
-#[test]
-fn deterministic_column_rejects_like_range_and_between() {
-    let f = fixture();
-    for (sql, op) in [
-        ("select id from customers where phone like '5%'", "LIKE"),
-        ("select id from customers where phone ilike '5%'", "ILIKE"),
-        ("select id from customers where phone < '5'", "<"),
-        ("select id from customers where phone >= $1", ">="),
-        (
-            "select id from customers where phone between '1' and '2'",
-            "BETWEEN",
-        ),
-    ] {
-        let (state, msg) = f.rejection(sql);
-        assert_eq!(state, "0A000", "{sql}");
-        assert!(
-            msg.contains(op) && msg.contains("public.customers.phone"),
-            "{sql}: {msg}"
-        );
-    }
-}
-
-#[test]
-fn functions_casts_and_arithmetic_over_encrypted_column_are_rejected() {
-    let f = fixture();
-    for (sql, op) in [
-        ("select upper(phone) from customers", "upper"),
-        ("select id from customers where lower(phone) = 'x'", "lower"),
-        ("select phone::text from customers", "cast"),
-        ("select balance + 1 from accounts", "+"),
-        ("select id from accounts where balance * 2 = 4", "*"),
-        ("select max(phone) from customers", "max"),
-    ] {
-        let (state, msg) = f.rejection(sql);
-        assert_eq!(state, "0A000", "{sql}");
-        assert!(msg.contains(op), "{sql}: {msg}");
-    }
-}
-
-#[test]
-fn order_by_encrypted_column_is_rejected() {
-    let f = fixture();
-    let (state, msg) = f.rejection("select id, phone from customers order by phone");
-    assert_eq!(state, "0A000");
-    assert!(
-        msg.contains("ORDER BY") && msg.contains("public.customers.phone"),
-        "{msg}"
-    );
-    f.rejection("select id, phone from customers order by 2");
-    f.rejection("select id, phone as p from customers order by p");
     f.accepted("select id, phone from customers order by 1");
 }
 
@@ -290,8 +173,6 @@ fn is_null_and_count_work_on_every_column() {
     f.accepted("select count(notes), count(*) from customers where notes is null and birth_date is not null");
     let p = f.accepted("select count(distinct phone) from customers");
     assert_eq!(p.searched, vec![PHONE]);
-    let (_, msg) = f.rejection("select count(distinct notes) from customers");
-    assert!(msg.contains("randomized"), "{msg}");
 }
 
 #[test]
@@ -301,8 +182,6 @@ fn group_by_and_distinct_need_deterministic_columns() {
     assert_eq!(p.searched, vec![PHONE]);
     f.accepted("select distinct phone from customers");
     f.accepted("select phone, count(*) from customers group by 1");
-    f.rejection("select notes, count(*) from customers group by notes");
-    f.rejection("select distinct birth_date from customers");
 }
 
 #[test]
@@ -311,16 +190,6 @@ fn join_within_key_group_is_allowed() {
     let p = f.accepted("select c.id, o.total from customers c join orders o on o.phone = c.phone");
     assert_eq!(p.searched, vec![PHONE, ORDER_PHONE]);
     f.accepted("select * from customers join orders using (phone)");
-}
-
-#[test]
-fn join_across_different_keys_is_rejected() {
-    let f = fixture();
-    let (state, msg) =
-        f.rejection("select 1 from customers c join orders o on o.phone = c.national_id");
-    assert_eq!(state, "0A000");
-    assert!(msg.contains("key_group"), "{msg}");
-    f.rejection("select 1 from customers c join orders o on o.phone = c.name");
 }
 
 #[test]
@@ -402,19 +271,13 @@ fn select_star_expands_with_lineage() {
 }
 
 #[test]
-fn union_branches_must_agree() {
+fn union_branches_that_agree_keep_lineage() {
     let f = fixture();
     let p = f.accepted("select phone from customers union all select phone from orders");
     assert_eq!(
         p.result.unwrap().columns[0].lineage,
         Lineage::Encrypted(PHONE)
     );
-    let (state, msg) =
-        f.rejection("select phone from customers union all select name from customers");
-    assert_eq!(state, "0A000");
-    assert!(msg.contains("UNION"), "{msg}");
-    f.rejection("select phone from customers union select national_id from customers");
-    f.rejection("select notes from customers union select notes from customers");
     f.accepted("select notes from customers union all select notes from customers");
 }
 
@@ -460,16 +323,13 @@ fn statement_not_touching_policy_is_left_alone() {
 // ------------------------------------------------------------------ fail closed
 
 #[test]
-fn unicode_escaped_column_name_is_caught() {
+fn unicode_escaped_column_name_is_resolved() {
     let f = fixture();
     let p = f.accepted(r#"select U&"\0070hone" from customers"#);
     assert_eq!(
         p.result.unwrap().columns[0].lineage,
         Lineage::Encrypted(PHONE)
     );
-    let (state, msg) = f.rejection(r#"select id from customers where U&"\0070hone" like '5%'"#);
-    assert_eq!(state, "0A000");
-    assert!(msg.contains("public.customers.phone"), "{msg}");
     let sql = r#"select id from customers where U&"\0070hone" = '5'"#;
     let p = f.accepted(sql);
     assert_eq!(literal_texts(sql, &p), vec![(PHONE, "5".to_string())]);
@@ -488,11 +348,8 @@ fn quoted_upper_case_name_is_a_different_column() {
 }
 
 #[test]
-fn do_block_naming_policy_column_is_rejected() {
+fn do_block_with_dynamic_sql_is_refused_per_session() {
     let f = fixture();
-    let (state, msg) = f.rejection("DO $$ BEGIN UPDATE customers SET phone = 'x'; END $$");
-    assert_eq!(state, "0A000");
-    assert!(msg.contains("DO block"), "{msg}");
     // Issue 11: dynamic SQL is opaque, refused per session (not by name in the text).
     let p = f.accepted("DO $$ BEGIN EXECUTE 'select ' || 'pho' || 'ne'; END $$");
     assert_eq!(p.opaque, vec![pgcloak::sql::Opaque::DynamicSql]);
@@ -510,34 +367,16 @@ fn do_block_naming_policy_column_is_rejected() {
 }
 
 #[test]
-fn function_body_naming_policy_column_is_rejected() {
+fn garbage_sql_naming_no_policy_column_passes() {
     let f = fixture();
-    f.rejection(
-        "CREATE FUNCTION f() RETURNS text LANGUAGE sql AS $f$ select phone from customers $f$",
-    );
-    f.rejection(
-        "create or replace function f() returns text language sql as 'select national_id from x'",
-    );
-    f.rejection(r"create procedure p() language sql as E'select \x70hone from t'");
-}
-
-#[test]
-fn garbage_sql_naming_policy_column_is_rejected_as_syntax_error() {
-    let f = fixture();
-    let (state, msg) = f.rejection("SELEKT phone FROM customers WHERE");
-    assert_eq!(state, "42601");
-    assert!(msg.contains("phone"), "{msg}");
     let plans = f.plans("SELEKT 1 FROM elsewhere; select 2");
     assert_eq!(plans.len(), 2);
     assert!(plans.iter().all(|p| p.rejection.is_none()));
 }
 
 #[test]
-fn unsupported_statement_on_policy_column_is_rejected() {
+fn truncate_of_a_protected_table_passes() {
     let f = fixture();
-    let (state, msg) = f.rejection("ALTER TABLE customers ALTER COLUMN phone SET DEFAULT 'x'");
-    assert_eq!(state, "0A000");
-    assert!(msg.starts_with("ALTER TABLE"), "{msg}");
     assert!(f.plan("TRUNCATE customers").rejection.is_none());
 }
 
@@ -581,14 +420,8 @@ fn copy_from_stdin_csv_lists_encrypted_fields() {
 }
 
 #[test]
-fn copy_of_protected_table_from_file_or_binary_is_rejected() {
+fn copy_of_an_unprotected_table_from_a_file_passes() {
     let f = fixture();
-    let (state, msg) = f.rejection("COPY customers FROM '/tmp/x.csv'");
-    assert_eq!(state, "0A000");
-    assert!(msg.contains("public.customers"), "{msg}");
-    f.rejection("COPY customers TO PROGRAM 'cat'");
-    let (_, msg) = f.rejection("COPY customers (id, phone) FROM STDIN WITH (FORMAT binary)");
-    assert!(msg.contains("binary"), "{msg}");
     assert!(f
         .plan("copy pgbench_accounts from '/tmp/x'")
         .rejection
@@ -658,11 +491,8 @@ fn delete_where_encrypts_predicate_literal() {
 }
 
 #[test]
-fn whole_row_reference_to_protected_table_is_rejected() {
+fn whole_row_reference_to_an_unprotected_table_passes() {
     let f = fixture();
-    let (state, _) = f.rejection("select to_jsonb(c) from customers c");
-    assert_eq!(state, "0A000");
-    f.rejection("select row_to_json(c.*) from customers c");
     f.accepted("select to_jsonb(a) from pgbench_accounts a");
 }
 
@@ -692,9 +522,6 @@ fn table_function_beside_protected_table_keeps_lineage() {
         .map(|c| c.lineage)
         .collect();
     assert_eq!(l, vec![Lineage::Encrypted(PHONE), Lineage::Plain]);
-    let (state, _) =
-        f.rejection("select u from customers c cross join lateral unnest(array[c.phone]) u");
-    assert_eq!(state, "0A000");
 }
 
 #[test]
@@ -721,13 +548,6 @@ fn data_modifying_cte_encrypts_and_returns_lineage() {
         .map(|c| c.lineage)
         .collect();
     assert_eq!(l, vec![Lineage::Plain, Lineage::Encrypted(PHONE)]);
-}
-
-#[test]
-fn select_into_copying_ciphertext_is_rejected() {
-    let f = fixture();
-    f.rejection("select phone into newtab from customers");
-    f.rejection("create table t2 as select * from customers");
 }
 
 #[test]
@@ -764,26 +584,442 @@ fn uescape_identifier_is_decoded_with_its_escape_character() {
         p.result.unwrap().columns[0].lineage,
         Lineage::Encrypted(PHONE)
     );
-    // An invalid escape character is still an error.
-    let (state, _) = f.rejection(r#"select U&"a0070hone" UESCAPE 'a' from customers"#);
-    assert_eq!(state, "42601");
+}
+
+// ------------------------------------------------------------------ refusal matrix
+//
+// One table per row of README's "SQL on encrypted columns" table that pgcloak refuses.
+// Each case: the statement, the SQLSTATE it must get, and fragments its message must
+// contain (a fragment starting with `^` must start the message). Every case runs in one
+// test per table; all failures of a table are reported together.
+
+/// A statement pgcloak must refuse, and how.
+struct Refused {
+    sql: String,
+    sqlstate: &'static str,
+    says: &'static [&'static str],
+}
+
+fn refused(
+    sql: impl Into<String>,
+    sqlstate: &'static str,
+    says: &'static [&'static str],
+) -> Refused {
+    Refused {
+        sql: sql.into(),
+        sqlstate,
+        says,
+    }
+}
+
+/// Runs a table of refusals against the fixture policy and reports every mismatch.
+fn assert_refused(row: &str, cases: &[Refused]) {
+    let f = fixture();
+    let mut failures = Vec::new();
+    for case in cases {
+        let plans = f.plans(&case.sql);
+        let [plan] = plans.as_slice() else {
+            failures.push(format!(
+                "{}: {} statements, expected one",
+                case.sql,
+                plans.len()
+            ));
+            continue;
+        };
+        let Some(e) = &plan.rejection else {
+            failures.push(format!(
+                "{}: accepted, expected {}",
+                case.sql, case.sqlstate
+            ));
+            continue;
+        };
+        let (state, msg) = (e.sqlstate(), e.message());
+        if state != case.sqlstate {
+            failures.push(format!(
+                "{}: got {state}, expected {} ({msg})",
+                case.sql, case.sqlstate
+            ));
+        }
+        for fragment in case.says {
+            let found = match fragment.strip_prefix('^') {
+                Some(prefix) => msg.starts_with(prefix),
+                None => msg.contains(fragment),
+            };
+            if !found {
+                failures.push(format!("{}: message lacks `{fragment}`: {msg}", case.sql));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{row}:\n  {}", failures.join("\n  "));
 }
 
 #[test]
-fn unterminated_statement_naming_policy_column_is_rejected() {
-    let f = fixture();
-    let (state, _) = f.rejection("select phone from customers where name = 'abc");
-    assert_eq!(state, "42601");
-}
-
-#[test]
-fn cast_or_typed_literal_operand_is_rejected_with_advice() {
-    let f = fixture();
-    let (state, msg) = f.rejection("select id from customers where phone = '5'::text");
-    assert_eq!(state, "0A000");
-    assert!(
-        msg.contains("literal") && msg.contains("public.customers.phone"),
-        "{msg}"
+fn refused_select_through_union_whose_branches_disagree() {
+    assert_refused(
+        "SELECT col through UNION",
+        &[
+            refused(
+                "select phone from customers union all select name from customers",
+                "0A000",
+                &["UNION"],
+            ),
+            refused(
+                "select phone from customers union select national_id from customers",
+                "0A000",
+                &[],
+            ),
+            refused(
+                "select notes from customers union select notes from customers",
+                "0A000",
+                &[],
+            ),
+        ],
     );
-    f.rejection("insert into customers (birth_date) values (date '2020-01-01')");
+}
+
+#[test]
+fn refused_equality_on_randomized_columns_and_its_limits() {
+    let long_in_list: Vec<String> = (0..101).map(|i| format!("'{i}'")).collect();
+    assert_refused(
+        "col = value, <>, IN (...), = ANY($1), IS [NOT] DISTINCT FROM",
+        &[
+            refused(
+                "select id from customers where notes = 'x'",
+                "0A000",
+                &["randomized column public.customers.notes", "deterministic"],
+            ),
+            refused(
+                "select id from customers where notes <> 'x'",
+                "0A000",
+                &["public.customers.notes"],
+            ),
+            refused(
+                "select id from customers where notes in ('a', 'b')",
+                "0A000",
+                &["public.customers.notes"],
+            ),
+            refused(
+                "select id from customers where notes = any($1)",
+                "0A000",
+                &["public.customers.notes"],
+            ),
+            refused(
+                "select id from customers where notes is distinct from 'x'",
+                "0A000",
+                &["public.customers.notes"],
+            ),
+            refused(
+                format!(
+                    "select id from customers where phone in ({})",
+                    long_in_list.join(",")
+                ),
+                "0A000",
+                &["limit of 100"],
+            ),
+            refused(
+                "select id from customers where phone = '5'::text",
+                "0A000",
+                &["literal", "public.customers.phone"],
+            ),
+        ],
+    );
+}
+
+#[test]
+fn refused_grouping_and_joins_outside_a_key_group() {
+    assert_refused(
+        "GROUP BY col, DISTINCT, equality joins",
+        &[
+            refused(
+                "select count(distinct notes) from customers",
+                "0A000",
+                &["randomized"],
+            ),
+            refused(
+                "select notes, count(*) from customers group by notes",
+                "0A000",
+                &["public.customers.notes"],
+            ),
+            refused(
+                "select distinct birth_date from customers",
+                "0A000",
+                &["public.customers.birth_date"],
+            ),
+            refused(
+                "select 1 from customers c join orders o on o.phone = c.national_id",
+                "0A000",
+                &["key_group"],
+            ),
+            refused(
+                "select 1 from customers c join orders o on o.phone = c.name",
+                "0A000",
+                &[],
+            ),
+        ],
+    );
+}
+
+#[test]
+fn refused_copying_a_protected_value_elsewhere() {
+    assert_refused(
+        "INSERT ... SELECT / UPDATE ... FROM copying a protected value",
+        &[
+            refused("UPDATE customers SET name = phone", "0A000", &["public.customers.phone"]),
+            refused(
+                "insert into orders (id, phone) select id, name from customers",
+                "0A000",
+                &["public.orders.phone"],
+            ),
+            refused(
+                "insert into orders (id, phone) select id, national_id from customers",
+                "0A000",
+                &["public.orders.phone"],
+            ),
+            refused(
+                "update orders o set phone = c.national_id from customers c where c.id = o.customer_id",
+                "0A000",
+                &["public.orders.phone"],
+            ),
+        ],
+    );
+}
+
+#[test]
+fn refused_on_conflict_assigning_another_column() {
+    assert_refused(
+        "ON CONFLICT (col) DO UPDATE SET col = EXCLUDED.col",
+        &[refused(
+            "INSERT INTO customers (id, phone) VALUES (1, $1) ON CONFLICT (id) DO UPDATE SET phone = EXCLUDED.name",
+            "0A000",
+            &["public.customers.phone"],
+        )],
+    );
+}
+
+#[test]
+fn refused_pattern_range_order_and_aggregate_operations() {
+    assert_refused(
+        "LIKE, ILIKE, SIMILAR TO, <, >, BETWEEN, ORDER BY col, min/max/sum",
+        &[
+            refused(
+                "select id from customers where notes like '%x%'",
+                "0A000",
+                &["LIKE", "public.customers.notes"],
+            ),
+            refused(
+                "select id from customers where phone like '5%'",
+                "0A000",
+                &["LIKE", "public.customers.phone"],
+            ),
+            refused(
+                "select id from customers where phone ilike '5%'",
+                "0A000",
+                &["ILIKE", "public.customers.phone"],
+            ),
+            refused(
+                "select id from customers where phone < '5'",
+                "0A000",
+                &["<", "public.customers.phone"],
+            ),
+            refused(
+                "select id from customers where phone >= $1",
+                "0A000",
+                &[">=", "public.customers.phone"],
+            ),
+            refused(
+                "select id from customers where phone between '1' and '2'",
+                "0A000",
+                &["BETWEEN", "public.customers.phone"],
+            ),
+            refused(
+                "select id from customers where phone similar to '5%'",
+                "0A000",
+                &["public.customers.phone"],
+            ),
+            refused(
+                r#"select id from customers where U&"\0070hone" like '5%'"#,
+                "0A000",
+                &["public.customers.phone"],
+            ),
+            refused(
+                "select id, phone from customers order by phone",
+                "0A000",
+                &["ORDER BY", "public.customers.phone"],
+            ),
+            refused(
+                "select id, phone from customers order by 2",
+                "0A000",
+                &["public.customers.phone"],
+            ),
+            refused(
+                "select id, phone as p from customers order by p",
+                "0A000",
+                &["public.customers.phone"],
+            ),
+            refused("select max(phone) from customers", "0A000", &["max"]),
+            refused("select min(phone) from customers", "0A000", &["min"]),
+            refused("select sum(balance) from accounts", "0A000", &["sum"]),
+        ],
+    );
+}
+
+#[test]
+fn refused_functions_casts_and_operators_on_the_column() {
+    assert_refused(
+        "functions, casts, operators on the column",
+        &[
+            refused("select upper(phone) from customers", "0A000", &["upper"]),
+            refused(
+                "select id from customers where lower(phone) = 'x'",
+                "0A000",
+                &["lower"],
+            ),
+            refused("select phone::text from customers", "0A000", &["cast"]),
+            refused("select balance + 1 from accounts", "0A000", &["+"]),
+            refused(
+                "select id from accounts where balance * 2 = 4",
+                "0A000",
+                &["*"],
+            ),
+            refused(
+                "select phone || 'x' from customers",
+                "0A000",
+                &["public.customers.phone"],
+            ),
+            refused(
+                "select u from customers c cross join lateral unnest(array[c.phone]) u",
+                "0A000",
+                &["public.customers.phone"],
+            ),
+        ],
+    );
+}
+
+#[test]
+fn refused_expressions_stored_into_the_column_and_select_into() {
+    assert_refused(
+        "an expression stored into the column, SELECT ... INTO copying ciphertext",
+        &[
+            refused(
+                "insert into customers (phone) values (upper('abc'))",
+                "0A000",
+                &["public.customers.phone"],
+            ),
+            refused(
+                "insert into customers (birth_date) values (date '2020-01-01')",
+                "0A000",
+                &["public.customers.birth_date"],
+            ),
+            refused(
+                "select phone into newtab from customers",
+                "0A000",
+                &["public.customers.phone"],
+            ),
+            refused(
+                "create table t2 as select * from customers",
+                "0A000",
+                &["public.customers"],
+            ),
+        ],
+    );
+}
+
+#[test]
+fn refused_whole_row_references() {
+    assert_refused(
+        "whole-row references",
+        &[
+            refused(
+                "select to_jsonb(c) from customers c",
+                "0A000",
+                &["public.customers"],
+            ),
+            refused(
+                "select row_to_json(c.*) from customers c",
+                "0A000",
+                &["public.customers"],
+            ),
+            refused(
+                "select (c.*)::text from customers c",
+                "0A000",
+                &["public.customers"],
+            ),
+            refused(
+                "select row(c.*) from customers c",
+                "0A000",
+                &["public.customers"],
+            ),
+        ],
+    );
+}
+
+#[test]
+fn refused_parameter_used_for_a_protected_column_and_elsewhere() {
+    assert_refused(
+        "one $n used for a protected column and anywhere else",
+        &[
+            // $2 is used for phone (deterministic) and notes (randomized): different keys.
+            refused(
+                "insert into customers (id, phone, notes) values ($1, $2, DEFAULT), (2, NULL, 'x'), (3, $4, $2)",
+                "0A000",
+                &["$2"],
+            ),
+            refused("insert into customers (phone, name) values ($1, $1)", "0A000", &["$1"]),
+            refused("select $1, id from customers where phone = $1", "0A000", &["$1"]),
+        ],
+    );
+}
+
+#[test]
+fn refused_bodies_and_statements_pgcloak_cannot_see_into() {
+    assert_refused(
+        "DO blocks, function bodies and unparsable statements naming a protected relation",
+        &[
+            refused("DO $$ BEGIN UPDATE customers SET phone = 'x'; END $$", "0A000", &["DO block"]),
+            refused(
+                "CREATE FUNCTION f() RETURNS text LANGUAGE sql AS $f$ select phone from customers $f$",
+                "0A000",
+                &[],
+            ),
+            refused(
+                "create or replace function f() returns text language sql as 'select national_id from x'",
+                "0A000",
+                &[],
+            ),
+            refused(r"create procedure p() language sql as E'select \x70hone from t'", "0A000", &[]),
+            refused("SELEKT phone FROM customers WHERE", "42601", &["phone"]),
+            refused("select phone from customers where name = 'abc", "42601", &[]),
+            // An invalid escape character is still an error.
+            refused(r#"select U&"a0070hone" UESCAPE 'a' from customers"#, "42601", &[]),
+            refused(
+                "ALTER TABLE customers ALTER COLUMN phone SET DEFAULT 'x'",
+                "0A000",
+                &["^ALTER TABLE"],
+            ),
+        ],
+    );
+}
+
+#[test]
+fn refused_copy_from_a_file_or_in_binary() {
+    assert_refused(
+        "COPY ... FROM a file or in binary format on a protected table",
+        &[
+            refused(
+                "COPY customers FROM '/tmp/x.csv'",
+                "0A000",
+                &["public.customers"],
+            ),
+            refused(
+                "COPY customers TO PROGRAM 'cat'",
+                "0A000",
+                &["public.customers"],
+            ),
+            refused(
+                "COPY customers (id, phone) FROM STDIN WITH (FORMAT binary)",
+                "0A000",
+                &["binary"],
+            ),
+        ],
+    );
 }

@@ -12,7 +12,7 @@ use tokio_postgres::tls::MakeTlsConnect;
 use tokio_postgres::{Client, Config, NoTls, Socket};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use crate::config::{UpstreamConfig, UpstreamTlsMode};
+use crate::net::{UpstreamConfig, UpstreamTlsMode};
 
 use super::config::CatalogConfig;
 use super::error::CatalogError;
@@ -120,7 +120,8 @@ impl CatalogConn {
             None
         } else {
             config.host(&upstream.host);
-            match crate::tls::upstream_client_config(upstream)
+            match upstream
+                .client_tls()
                 .map_err(|e| connect_err(e.to_string()))?
             {
                 None => {

@@ -23,7 +23,7 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use lru::LruCache;
 use zeroize::Zeroizing;
 
-use crate::config::UpstreamConfig;
+use crate::net::UpstreamConfig;
 use crate::policy::{Policy, RoleName};
 
 use super::config::CatalogConfig;

@@ -13,6 +13,7 @@ use crate::crypto::{CipherSuite, Keyring};
 use crate::policy::{
     normalize_identifier, ColumnRef, Encryption, LogicalType, Policy, DEFAULT_SCHEMA,
 };
+use crate::protection::LoadError;
 
 use super::engine::{Engine, Pace, RunStats};
 use super::error::LifecycleError;
@@ -70,21 +71,17 @@ impl Context {
 /// Loads config, policy and keys and opens the session the tool works in.
 pub async fn open(config: &std::path::Path, database: &str) -> Result<Context, LifecycleError> {
     let cfg = Config::load(config).map_err(|e| LifecycleError::Setup(e.to_string()))?;
-    let policy_path = cfg.policy.as_ref().ok_or_else(|| {
+    let sources = cfg.protection_sources().ok_or_else(|| {
         LifecycleError::Setup(format!("{}: no policy configured", config.display()))
     })?;
-    let policy = Policy::load(policy_path, 1).map_err(|e| LifecycleError::Setup(e.to_string()))?;
-    let keys = cfg.keys.as_ref().ok_or_else(|| {
-        LifecycleError::Setup(format!("{}: no keys configured", config.display()))
+    let keys_file = sources.keys.as_ref().and_then(|k| k.file.clone());
+    let loaded = sources.load(1).map_err(|e| match e {
+        LoadError::NoKeys => {
+            LifecycleError::Setup(format!("{}: no keys configured", config.display()))
+        }
+        LoadError::Keyring(e) | LoadError::Suite(e) => LifecycleError::Setup(e.to_string()),
+        other => LifecycleError::Setup(other.to_string()),
     })?;
-    let keyring = match (&keys.file, &keys.env) {
-        (Some(f), _) => Keyring::from_file(f),
-        (None, Some(v)) => Keyring::from_env(v),
-        (None, None) => return Err(LifecycleError::Setup("keys: needs file or env".to_string())),
-    }
-    .map_err(|e| LifecycleError::Setup(e.to_string()))?;
-    let suite =
-        CipherSuite::new(&keyring, &policy).map_err(|e| LifecycleError::Setup(e.to_string()))?;
     let catalog = cfg.catalog.clone().unwrap_or_default();
     let password = catalog.resolve_password(|k| std::env::var(k).ok())?;
     let conn = CatalogConn::connect(&cfg.upstream, &catalog, password.as_deref(), database).await?;
@@ -105,10 +102,10 @@ pub async fn open(config: &std::path::Path, database: &str) -> Result<Context, L
             })
         })?;
     Ok(Context {
-        policy,
-        keyring,
-        keys_file: keys.file.clone(),
-        suite,
+        policy: loaded.policy,
+        keyring: loaded.keyring,
+        keys_file,
+        suite: loaded.suite,
         conn,
     })
 }

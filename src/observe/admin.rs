@@ -13,8 +13,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::config::UpstreamConfig;
-use crate::server::Shared;
+use arc_swap::ArcSwap;
+
+use crate::catalog::CatalogConfig;
+use crate::datapath::Protection;
+use crate::net::UpstreamConfig;
 
 const LOG: &str = "pgcloak::admin";
 /// How long an upstream reachability result is reused.
@@ -34,27 +37,56 @@ pub struct Health {
 /// How long a catalog login test result is reused (each test is one short connection).
 const CATALOG_CHECK_TTL: Duration = Duration::from_secs(30);
 
-/// Tests the catalog login once: Err(reason) when it is refused. Without a catalog
-/// (no policy) there is nothing to test.
-pub async fn test_catalog_login(config: &crate::config::Config) -> Result<(), String> {
-    let Some(catalog) = &config.catalog else {
-        return Ok(());
-    };
-    if config.policy.is_none() {
-        return Ok(());
-    }
-    let password = catalog
-        .resolve_password(|k| std::env::var(k).ok())
-        .map_err(|e| e.to_string())?;
-    let database = catalog
-        .databases
-        .first()
-        .cloned()
-        .unwrap_or_else(|| "postgres".to_string());
-    crate::catalog::CatalogConn::connect(&config.upstream, catalog, password.as_deref(), &database)
+/// What the admin endpoint reports on: the server's [`Health`], the upstream and catalog
+/// connections readiness tests, and the protection generation in force (cache numbers).
+pub struct AdminState {
+    pub health: Arc<Health>,
+    pub upstream: UpstreamConfig,
+    /// The catalog connection, when a policy needs it (else there is no login to test).
+    pub catalog: Option<CatalogConfig>,
+    /// Whether a policy is configured, and the generation in force.
+    pub policy_configured: bool,
+    pub protection: Option<Arc<ArcSwap<Protection>>>,
+}
+
+impl AdminState {
+    /// Tests the catalog login once: Err(reason) when it is refused. Without a catalog
+    /// (no policy) there is nothing to test.
+    pub async fn test_catalog_login(&self) -> Result<(), String> {
+        let Some(catalog) = &self.catalog else {
+            return Ok(());
+        };
+        let password = catalog
+            .resolve_password(|k| std::env::var(k).ok())
+            .map_err(|e| e.to_string())?;
+        let database = catalog
+            .databases
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "postgres".to_string());
+        crate::catalog::CatalogConn::connect(
+            &self.upstream,
+            catalog,
+            password.as_deref(),
+            &database,
+        )
         .await
         .map(drop)
         .map_err(|e| e.to_string())
+    }
+
+    /// Whether the catalog role logs in, tested at most every [`CATALOG_CHECK_TTL`].
+    pub async fn catalog_login_ok(&self) -> bool {
+        if let Some(ok) = self.health.recent_catalog_login() {
+            return ok;
+        }
+        let result = self.test_catalog_login().await;
+        if let Err(e) = &result {
+            warn!(target: LOG, error = %e, "the catalog login fails: statements on protected columns are refused until it works; check catalog.user and its password variable");
+        }
+        self.health.set_catalog_login(result.is_ok());
+        result.is_ok()
+    }
 }
 
 impl Health {
@@ -72,19 +104,12 @@ impl Health {
         *self.catalog_login.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), ok));
     }
 
-    /// Whether the catalog role logs in, tested at most every [`CATALOG_CHECK_TTL`].
-    pub async fn catalog_login_ok(&self, config: &crate::config::Config) -> bool {
-        if let Some((at, ok)) = *self.catalog_login.lock().unwrap_or_else(|p| p.into_inner()) {
-            if at.elapsed() < CATALOG_CHECK_TTL {
-                return ok;
-            }
+    /// The last catalog login test's result, if it is recent enough to reuse.
+    fn recent_catalog_login(&self) -> Option<bool> {
+        match *self.catalog_login.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some((at, ok)) if at.elapsed() < CATALOG_CHECK_TTL => Some(ok),
+            _ => None,
         }
-        let result = test_catalog_login(config).await;
-        if let Err(e) = &result {
-            warn!(target: LOG, error = %e, "the catalog login fails: statements on protected columns are refused until it works; check catalog.user and its password variable");
-        }
-        self.set_catalog_login(result.is_ok());
-        result.is_ok()
     }
 
     /// Whether upstream accepts a TCP (or unix socket) connection, cached briefly.
@@ -114,36 +139,32 @@ async fn probe(up: &UpstreamConfig) -> bool {
 }
 
 /// Why the instance is not ready (None: ready).
-pub async fn not_ready_reason(shared: &Shared) -> Option<&'static str> {
-    if shared.health.is_draining() {
+pub async fn not_ready_reason(state: &AdminState) -> Option<&'static str> {
+    if state.health.is_draining() {
         return Some("draining");
     }
-    if shared.config.policy.is_some() && shared.protection.is_none() {
+    if state.policy_configured && state.protection.is_none() {
         return Some("no policy loaded");
     }
-    if !shared
-        .health
-        .upstream_reachable(&shared.config.upstream)
-        .await
-    {
+    if !state.health.upstream_reachable(&state.upstream).await {
         return Some("upstream unreachable");
     }
-    if !shared.health.catalog_login_ok(&shared.config).await {
+    if !state.catalog_login_ok().await {
         return Some("the catalog login fails (see the log; check catalog.user and its password)");
     }
     None
 }
 
 /// Serves the admin endpoint until `shutdown` fires.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: CancellationToken) {
+pub async fn serve(listener: TcpListener, state: Arc<AdminState>, shutdown: CancellationToken) {
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok((tcp, _)) => {
-                    let shared = shared.clone();
+                    let state = state.clone();
                     tokio::spawn(async move {
-                        let _ = tokio::time::timeout(Duration::from_secs(5), handle(tcp, &shared)).await;
+                        let _ = tokio::time::timeout(Duration::from_secs(5), handle(tcp, &state)).await;
                     });
                 }
                 Err(e) => {
@@ -155,7 +176,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: Cancell
     }
 }
 
-async fn handle(mut tcp: TcpStream, shared: &Shared) {
+async fn handle(mut tcp: TcpStream, state: &AdminState) {
     let mut buf = Vec::with_capacity(512);
     let mut chunk = [0u8; 1024];
     while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -180,14 +201,14 @@ async fn handle(mut tcp: TcpStream, shared: &Shared) {
     }
     let _ = match path {
         "/metrics" => {
-            let cache = shared.protection.as_ref().map(|p| p.load().cache.stats());
-            let ready = not_ready_reason(shared).await.is_none();
+            let cache = state.protection.as_ref().map(|p| p.load().cache.stats());
+            let ready = not_ready_reason(state).await.is_none();
             super::metrics::ready(ready);
             let body = super::metrics::render(cache);
             respond(&mut tcp, 200, "text/plain; version=0.0.4", &body).await
         }
         "/healthz" => respond(&mut tcp, 200, "text/plain", "ok\n").await,
-        "/readyz" => match not_ready_reason(shared).await {
+        "/readyz" => match not_ready_reason(state).await {
             None => respond(&mut tcp, 200, "text/plain", "ready\n").await,
             Some(why) => respond(&mut tcp, 503, "text/plain", &format!("not ready: {why}\n")).await,
         },

@@ -11,10 +11,13 @@ use std::time::{Duration, SystemTime};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use arc_swap::ArcSwap;
+
 use super::{audit, metrics};
+use crate::catalog::CatalogCache;
+use crate::config::Config;
 use crate::datapath::Protection;
 use crate::policy::ColumnRef;
-use crate::server::{load_protection, Shared};
 
 const LOG: &str = "pgcloak::policy";
 /// Time for a writer to finish a file after its first change is seen.
@@ -34,23 +37,40 @@ pub fn publish(prot: &Protection) {
     metrics::policy_in_force(prot.generation(), &keys);
 }
 
+/// What a reload swaps: the protection generation in force and the catalog that resolves
+/// its columns, with the config they were loaded from.
+pub struct Reloader {
+    pub config: Config,
+    /// None without a policy: nothing to reload.
+    pub protection: Option<Arc<ArcSwap<Protection>>>,
+    pub catalog: Option<Arc<CatalogCache>>,
+}
+
 /// Re-reads and validates the policy and keyring; swaps them in when valid.
 /// Returns the generation in force afterwards, or the validation error.
-pub fn reload_now(shared: &Shared, trigger: &str) -> Result<u64, String> {
-    let Some(current) = &shared.protection else {
+pub fn reload_now(reloader: &Reloader, trigger: &str) -> Result<u64, String> {
+    let (Some(current), Some(sources)) =
+        (&reloader.protection, reloader.config.protection_sources())
+    else {
         return Err("no policy configured".into());
     };
-    check_config_file(shared, trigger);
+    check_config_file(&reloader.config, trigger);
     let old = current.load_full();
     let old_gen = old.generation();
-    match load_protection(&shared.config, old_gen + 1) {
-        Ok(Some((prot, policy))) => {
+    match sources.load(old_gen + 1) {
+        Ok(loaded) => {
+            let policy = Arc::new(loaded.policy);
+            let prot = Protection::new(
+                policy.clone(),
+                loaded.suite,
+                reloader.config.limits.in_list_cap,
+            );
             let new_gen = prot.generation();
             let (hits, misses) = old.cache.stats();
             metrics::cache_retired(hits, misses);
             publish(&prot);
             current.store(Arc::new(prot));
-            if let Some(catalog) = &shared.catalog {
+            if let Some(catalog) = &reloader.catalog {
                 catalog.reload(policy);
             }
             metrics::reload_result(true);
@@ -58,7 +78,6 @@ pub fn reload_now(shared: &Shared, trigger: &str) -> Result<u64, String> {
             info!(target: LOG, trigger, old_generation = old_gen, new_generation = new_gen, "policy and keyring reloaded");
             Ok(new_gen)
         }
-        Ok(None) => Err("no policy configured".into()),
         Err(e) => {
             let msg = e.to_string();
             metrics::reload_result(false);
@@ -72,16 +91,16 @@ pub fn reload_now(shared: &Shared, trigger: &str) -> Result<u64, String> {
 /// A reload applies the policy and keyring files only. The proxy config is re-read
 /// and validated so that an operator who edited it learns, in the log, that a broken
 /// file or a change in it was not applied.
-fn check_config_file(shared: &Shared, trigger: &str) {
-    let Some(path) = &shared.config.source else {
+fn check_config_file(running: &Config, trigger: &str) {
+    let Some(path) = &running.source else {
         return;
     };
-    match crate::config::Config::load(path) {
+    match Config::load(path) {
         Err(e) => {
             error!(target: LOG, trigger, file = %path.display(), error = %e, "the proxy config is invalid: nothing in it was applied (the running config stays in force; a reload applies only the policy and keyring files)");
         }
         Ok(new) => {
-            if format!("{new:?}") != format!("{:?}", shared.config) {
+            if format!("{new:?}") != format!("{running:?}") {
                 warn!(target: LOG, trigger, file = %path.display(), "the proxy config changed, but a reload applies only the policy and keyring files: restart pgcloak to apply the rest");
             }
         }
@@ -98,13 +117,13 @@ fn stamp(path: &PathBuf) -> Stamp {
 /// Watches SIGHUP (`hup`, registered by the caller before it started listening) and the
 /// files until `shutdown` fires.
 pub async fn watch(
-    shared: Arc<Shared>,
+    reloader: Reloader,
     shutdown: CancellationToken,
     #[cfg(unix)] hup: Option<tokio::signal::unix::Signal>,
 ) {
     #[cfg(unix)]
     let mut hup = hup;
-    if shared.protection.is_none() {
+    let Some(sources) = reloader.config.protection_sources() else {
         // No policy: nothing to reload, but SIGHUP must not kill the process.
         #[cfg(unix)]
         if let Some(mut hup) = hup.take() {
@@ -116,17 +135,14 @@ pub async fn watch(
             }
         }
         return;
-    }
-    if let Some(p) = &shared.protection {
+    };
+    if let Some(p) = &reloader.protection {
         publish(&p.load());
     }
-    let mut files: Vec<PathBuf> = shared.config.policy.iter().cloned().collect();
-    if let Some(f) = shared.config.keys.as_ref().and_then(|k| k.file.clone()) {
-        files.push(f);
-    }
+    let files = sources.files();
     let mut stamps: Vec<Stamp> = files.iter().map(stamp).collect();
-    let poll = Duration::from_millis(shared.config.reload_poll_ms.max(50));
-    let polling = shared.config.reload_poll_ms > 0;
+    let poll = Duration::from_millis(reloader.config.reload_poll_ms.max(50));
+    let polling = reloader.config.reload_poll_ms > 0;
     loop {
         #[cfg(unix)]
         let hup_recv = async {
@@ -152,6 +168,6 @@ pub async fn watch(
             }
         };
         stamps = files.iter().map(stamp).collect();
-        let _ = reload_now(&shared, trigger);
+        let _ = reload_now(&reloader, trigger);
     }
 }

@@ -14,20 +14,19 @@ use tokio::io::AsyncWriteExt;
 use tracing::{debug, warn};
 use zeroize::Zeroizing;
 
+use crate::auth::config::ClientAuthMethod;
 use crate::auth::md5::{verify_cleartext_password, verify_md5_response};
+use crate::auth::AuthState;
 use crate::auth::{
     AuthError, ChannelBinding, PassThroughKey, ScramServer, ServerCredential, Verifier,
 };
-use crate::config::ClientAuthMethod;
-use crate::net::{ClientStream, UpstreamStream};
-use crate::server::Shared;
+use crate::net::{ClientStream, Upstream, UpstreamStream};
 use crate::wire::frame::BodyReader;
 use crate::wire::messages::AuthRequest;
 use crate::wire::startup::StartupMessage;
 use crate::wire::{Frame, PgError, WireError};
 
 use super::auth_relay::{AuthMethod, Established};
-use super::auth_state::AuthState;
 use super::auth_upstream::{login_upstream, UpstreamCredentials};
 use super::reader::FrameReader;
 use super::SessionError;
@@ -59,7 +58,7 @@ enum Failure {
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn terminate_auth(
     auth: &AuthState,
-    shared: &Shared,
+    upstream_leg: &Upstream,
     client: &mut ClientStream,
     client_rd: &mut FrameReader,
     upstream_rd: &mut FrameReader,
@@ -102,7 +101,14 @@ pub(super) async fn terminate_auth(
     auth.record_success(peer.ip());
     std::mem::swap(&mut client_rd.buf, &mut auth_rd.buf);
 
-    let login = login_upstream(shared, client, upstream_rd, startup, &verified.credentials).await;
+    let login = login_upstream(
+        upstream_leg,
+        client,
+        upstream_rd,
+        startup,
+        &verified.credentials,
+    )
+    .await;
     let (upstream, mut est) = login.inspect_err(|_| auth.forget(role))?;
     est.method = verified.method;
     let mut hello = Vec::with_capacity(128);

@@ -14,8 +14,7 @@ use crate::auth::{
     AuthError, ChannelBinding, ChannelBindingMode, ClientSecret, Md5Verifier, PassThroughKey,
     ScramClient, ScramClientFinal, ScramClientFirst,
 };
-use crate::net::{connect_upstream, ClientStream, UpstreamStream};
-use crate::server::Shared;
+use crate::net::{ClientStream, Upstream, UpstreamStream};
 use crate::wire::messages::{
     decode_backend_key_data, decode_parameter_status, error_code, AuthRequest, MessageBuilder,
 };
@@ -47,14 +46,13 @@ enum ScramState {
 /// success returns the stream and what the startup phase established (`method` is set by
 /// the caller to the client-facing method).
 pub(super) async fn login_upstream(
-    shared: &Shared,
+    upstream_leg: &Upstream,
     client: &mut ClientStream,
     upstream_rd: &mut FrameReader,
     startup: &StartupMessage,
     creds: &UpstreamCredentials,
 ) -> Result<(UpstreamStream, Established), SessionError> {
-    let mut upstream =
-        connect_upstream(&shared.config.upstream, shared.upstream_tls.as_ref()).await?;
+    let mut upstream = upstream_leg.connect().await?;
     upstream.write_all(&startup.encode_v30()).await?;
     upstream.flush().await?;
     let binding = upstream_binding(&upstream);

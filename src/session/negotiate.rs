@@ -6,8 +6,8 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::ClientTlsMode;
 use crate::net::ClientStream;
+use crate::tls::ClientTlsMode;
 use crate::tls::ALPN_POSTGRESQL;
 use crate::wire::messages::negotiate_protocol_version;
 use crate::wire::startup::{read_startup_packet, StartupMessage, StartupPacket};

@@ -3,7 +3,9 @@
 //! the fake verifiers for unknown roles, the per-address failure tracker, the client leg's
 //! tls-server-end-point hash and the configured upstream passwords.
 //!
-//! Built once at startup (`Shared::new`). It never logs or displays a verifier, password or
+//! Built once at startup (`session::Shared::new`) from the `auth` section and the sections
+//! it names; the session layer drives the exchanges with it. Unlike the building blocks
+//! beside it, it does I/O (the auth query's catalog connection). It never logs or displays a verifier, password or
 //! secret, and a lookup never tells anyone but the log whether a role exists.
 
 use std::collections::HashMap;
@@ -19,9 +21,11 @@ use thiserror::Error;
 use tracing::warn;
 use zeroize::Zeroizing;
 
-use crate::auth::{AuthError, BackoffConfig, FailureTracker, FakeVerifiers, Userlist, Verifier};
+use super::config::{AuthConfig, ClientAuthMethod};
+use super::{AuthError, BackoffConfig, FailureTracker, FakeVerifiers, Userlist, Verifier};
 use crate::catalog::{CatalogConfig, CatalogConn};
-use crate::config::{ClientAuthMethod, Config, UpstreamConfig};
+use crate::net::UpstreamConfig;
+use crate::tls::{ClientTlsConfig, ClientTlsMode};
 
 const LOG: &str = "pgcloak::auth";
 /// Roles whose lookup result is cached at once (bounds memory under enumeration attempts).
@@ -52,12 +56,12 @@ pub struct LookupError(pub String);
 /// Shared state of `auth.mode: scram`.
 pub struct AuthState {
     source: VerifierSource,
-    pub(super) fakes: FakeVerifiers,
+    pub(crate) fakes: FakeVerifiers,
     failures: Mutex<FailureTracker>,
     /// tls-server-end-point of pgcloak's own client-leg certificate (SCRAM-SHA-256-PLUS).
-    pub(super) client_end_point: Option<Vec<u8>>,
+    pub(crate) client_end_point: Option<Vec<u8>>,
     upstream_passwords: HashMap<String, Zeroizing<String>>,
-    pub(super) methods: Vec<ClientAuthMethod>,
+    pub(crate) methods: Vec<ClientAuthMethod>,
 }
 
 impl std::fmt::Debug for AuthState {
@@ -100,13 +104,17 @@ pub fn load_userlist(path: &Path) -> Result<Userlist, AuthSetupError> {
 }
 
 impl AuthState {
-    /// Builds the state for `auth.mode: scram`; `env` looks up environment variables.
+    /// Builds the state for `auth.mode: scram` from the `auth` section, the `catalog` and
+    /// `upstream` sections its query runs over and the client leg's `tls` section (for
+    /// SCRAM-SHA-256-PLUS); `env` looks up environment variables.
     pub fn new(
-        config: &Config,
+        auth: &AuthConfig,
+        catalog: Option<&CatalogConfig>,
+        upstream: &UpstreamConfig,
+        tls: &ClientTlsConfig,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<AuthState, AuthSetupError> {
-        let auth = &config.auth;
-        let source = match (&auth.file, &config.catalog) {
+        let source = match (&auth.file, catalog) {
             (Some(path), _) => VerifierSource::File(load_userlist(path)?),
             (None, Some(catalog)) => {
                 let password = catalog
@@ -114,7 +122,7 @@ impl AuthState {
                     .map_err(|e| AuthSetupError::Catalog(e.to_string()))?
                     .map(Zeroizing::new);
                 VerifierSource::Query(Box::new(QuerySource {
-                    upstream: config.upstream.clone(),
+                    upstream: upstream.clone(),
                     catalog: catalog.clone(),
                     password,
                     database: auth.query_database.clone(),
@@ -151,8 +159,8 @@ impl AuthState {
                 }
             }
         }
-        let client_end_point = match (&config.tls.cert, config.tls.mode) {
-            (Some(path), mode) if mode != crate::config::ClientTlsMode::Disabled => {
+        let client_end_point = match (&tls.cert, tls.mode) {
+            (Some(path), mode) if mode != ClientTlsMode::Disabled => {
                 Some(certificate_end_point(path)?)
             }
             _ => None,
@@ -185,31 +193,31 @@ impl AuthState {
 
     /// Drops a cached lookup (after upstream refused a login pgcloak accepted, the verifier
     /// may have changed in the database).
-    pub(super) fn forget(&self, role: &str) {
+    pub(crate) fn forget(&self, role: &str) {
         if let VerifierSource::Query(q) = &self.source {
             q.cache.lock().unwrap_or_else(|p| p.into_inner()).pop(role);
         }
     }
 
     /// The configured upstream password of `role`, if any.
-    pub(super) fn upstream_password(&self, role: &str) -> Option<&Zeroizing<String>> {
+    pub(crate) fn upstream_password(&self, role: &str) -> Option<&Zeroizing<String>> {
         self.upstream_passwords.get(role)
     }
 
     /// Refuses a login from an address that failed too often recently.
-    pub(super) fn check_backoff(&self, addr: IpAddr) -> Result<(), AuthError> {
+    pub(crate) fn check_backoff(&self, addr: IpAddr) -> Result<(), AuthError> {
         match self.failures.lock() {
             Ok(t) => t.check(addr, Instant::now()),
             Err(p) => p.into_inner().check(addr, Instant::now()),
         }
     }
 
-    pub(super) fn record_failure(&self, addr: IpAddr) {
+    pub(crate) fn record_failure(&self, addr: IpAddr) {
         let mut t = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         t.record_failure(addr, Instant::now());
     }
 
-    pub(super) fn record_success(&self, addr: IpAddr) {
+    pub(crate) fn record_success(&self, addr: IpAddr) {
         let mut t = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         t.record_success(addr);
     }
