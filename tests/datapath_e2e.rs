@@ -4,7 +4,6 @@
 mod common;
 
 use common::{cluster, expect_sqlstate, ProtectedProxy};
-use serde_json::json;
 use tokio_postgres::Client;
 
 /// One test's world: a database, its roles, a policy, keys and a proxy.

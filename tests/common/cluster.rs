@@ -411,7 +411,21 @@ impl Cluster {
             "DO $$ BEGIN CREATE ROLE {name} LOGIN {password}; \
              EXCEPTION WHEN duplicate_object OR unique_violation THEN ALTER ROLE {name} LOGIN {password}; END $$"
         );
-        admin.batch_execute(&sql).await.unwrap();
+        // Two tests resetting the same shared role at once (the fixture's catalog role) make
+        // PostgreSQL report "tuple concurrently updated": the other one won, so try again.
+        for attempt in 1.. {
+            match admin.batch_execute(&sql).await {
+                Ok(()) => return,
+                Err(e)
+                    if attempt < 10
+                        && e.as_db_error()
+                            .is_some_and(|d| d.message() == "tuple concurrently updated") =>
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("create role {name}: {e:?}"),
+            }
+        }
     }
 }
 
