@@ -150,78 +150,21 @@ fn check(path: PathBuf, databases: Option<Vec<String>>) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let mut ok = true;
-    // The userlist is checked on its own so that every bad line is reported as FILE:LINE.
-    if let Some(file) = &cfg.auth.file {
-        use pgcloak::auth::state::{load_userlist, AuthSetupError};
-        use pgcloak::auth::AuthError;
-        match load_userlist(file) {
-            Ok(_) => {}
-            Err(AuthSetupError::Userlist(AuthError::Userlist(problems))) => {
-                for p in problems {
-                    eprintln!("error: {p}");
-                }
-                ok = false;
-            }
-            Err(e) => {
-                eprintln!("error: {}: {e}", path.display());
-                ok = false;
-            }
-        }
-    }
-    let mut missing_constraints = false;
-    let mut looser = false;
-    let mut warnings = false;
-    if !ok {
-        // Shared::new would report the same userlist problems again.
-    } else {
+    let mut found = CheckOutcome {
+        ok: check_userlist(&cfg, &path),
+        ..CheckOutcome::default()
+    };
+    // When the userlist is bad, Shared::new would report the same problems again.
+    if found.ok {
         match pgcloak::server::Shared::new(cfg.clone()) {
             Err(e) => {
                 eprintln!("error: {}: {e}", path.display());
-                ok = false;
+                found.ok = false;
             }
             Ok(shared) => {
                 if let Some(dbs) = databases {
-                    let dbs = if dbs.is_empty() {
-                        cfg.catalog
-                            .as_ref()
-                            .map(|c| c.databases.clone())
-                            .unwrap_or_default()
-                    } else {
-                        dbs
-                    };
-                    if shared.protection.is_none() {
-                        eprintln!("error: {}: --database needs a `policy`", path.display());
-                        ok = false;
-                    } else if dbs.is_empty() {
-                        eprintln!(
-                            "error: {}: name the databases (--database NAME) or list them in catalog.databases",
-                            path.display()
-                        );
-                        ok = false;
-                    } else {
-                        let Some(rt) = runtime(false) else {
-                            return ExitCode::FAILURE;
-                        };
-                        let found = rt.block_on(pgcloak::server::check_databases(&shared, &dbs));
-                        for e in &found.errors {
-                            eprintln!("error: {e}");
-                            ok = false;
-                        }
-                        for (what, ddl) in &found.missing_constraints {
-                            eprintln!("warning: {what}; add it with:\n    {ddl}");
-                            missing_constraints = true;
-                        }
-                        print_guard(&found);
-                        looser = !found.guard.is_empty();
-                        for e in &found.adoption.errors {
-                            eprintln!("error: {e}");
-                            ok = false;
-                        }
-                        for w in &found.adoption.warnings {
-                            eprintln!("warning: {w}");
-                            warnings = true;
-                        }
+                    if let Err(code) = check_live(&cfg, &path, &shared, dbs, &mut found) {
+                        return code;
                     }
                 }
             }
@@ -230,29 +173,121 @@ fn check(path: PathBuf, databases: Option<Vec<String>>) -> ExitCode {
     for w in cfg.warnings() {
         eprintln!("warning: {}: {}", path.display(), w.0);
     }
-    if !ok {
-        ExitCode::from(2)
-    } else if missing_constraints || looser {
-        println!(
-            "{}: OK, but the database is looser than the policy{} (see above for the DDL)",
-            path.display(),
-            if missing_constraints {
-                ": protected columns lack their envelope CHECK constraint"
-            } else {
-                ""
+    found.exit_code(&path)
+}
+
+/// What `check` found, and so its exit code.
+#[derive(Default)]
+struct CheckOutcome {
+    ok: bool,
+    missing_constraints: bool,
+    looser: bool,
+    warnings: bool,
+}
+
+impl CheckOutcome {
+    fn exit_code(&self, path: &std::path::Path) -> ExitCode {
+        if !self.ok {
+            ExitCode::from(2)
+        } else if self.missing_constraints || self.looser {
+            println!(
+                "{}: OK, but the database is looser than the policy{} (see above for the DDL)",
+                path.display(),
+                if self.missing_constraints {
+                    ": protected columns lack their envelope CHECK constraint"
+                } else {
+                    ""
+                }
+            );
+            ExitCode::from(1)
+        } else if self.warnings {
+            println!(
+                "{}: OK, with warnings to act on (see above)",
+                path.display()
+            );
+            ExitCode::from(1)
+        } else {
+            println!("{}: OK", path.display());
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+/// The userlist is checked on its own so that every bad line is reported as FILE:LINE.
+fn check_userlist(cfg: &Config, path: &std::path::Path) -> bool {
+    use pgcloak::auth::state::{load_userlist, AuthSetupError};
+    use pgcloak::auth::AuthError;
+    let Some(file) = &cfg.auth.file else {
+        return true;
+    };
+    match load_userlist(file) {
+        Ok(_) => true,
+        Err(AuthSetupError::Userlist(AuthError::Userlist(problems))) => {
+            for p in problems {
+                eprintln!("error: {p}");
             }
-        );
-        ExitCode::from(1)
-    } else if warnings {
-        println!(
-            "{}: OK, with warnings to act on (see above)",
+            false
+        }
+        Err(e) => {
+            eprintln!("error: {}: {e}", path.display());
+            false
+        }
+    }
+}
+
+/// `check --database`: the policy against each database's live schema. Err: stop now
+/// with that exit code.
+fn check_live(
+    cfg: &Config,
+    path: &std::path::Path,
+    shared: &pgcloak::server::Shared,
+    dbs: Vec<String>,
+    out: &mut CheckOutcome,
+) -> Result<(), ExitCode> {
+    let dbs = if dbs.is_empty() {
+        cfg.catalog
+            .as_ref()
+            .map(|c| c.databases.clone())
+            .unwrap_or_default()
+    } else {
+        dbs
+    };
+    if shared.protection.is_none() {
+        eprintln!("error: {}: --database needs a `policy`", path.display());
+        out.ok = false;
+        return Ok(());
+    }
+    if dbs.is_empty() {
+        eprintln!(
+            "error: {}: name the databases (--database NAME) or list them in catalog.databases",
             path.display()
         );
-        ExitCode::from(1)
-    } else {
-        println!("{}: OK", path.display());
-        ExitCode::SUCCESS
+        out.ok = false;
+        return Ok(());
     }
+    let Some(rt) = runtime(false) else {
+        return Err(ExitCode::FAILURE);
+    };
+    let found = rt.block_on(pgcloak::server::check_databases(shared, &dbs));
+    for e in &found.errors {
+        eprintln!("error: {e}");
+        out.ok = false;
+    }
+    for (what, ddl) in &found.missing_constraints {
+        eprintln!("warning: {what}; add it with:\n    {ddl}");
+        out.missing_constraints = true;
+    }
+    print_guard(&found);
+    out.looser = !found.guard.is_empty();
+    for e in &found.adoption.errors {
+        eprintln!("error: {e}");
+        out.ok = false;
+    }
+    for w in &found.adoption.warnings {
+        eprintln!("warning: {w}");
+        out.warnings = true;
+    }
+    Ok(())
 }
 
 /// The database-side guard's findings (each with the DDL that fixes it, to run as a

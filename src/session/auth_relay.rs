@@ -173,30 +173,50 @@ pub async fn relay_auth(
         parameters: Vec::new(),
         to_client: Vec::new(),
     };
+    match read_startup_messages(upstream, upstream_rd, &mut established).await? {
+        StartupEnd::Ready => Ok(established),
+        StartupEnd::Refused(frame) => {
+            client.write_all(frame.as_bytes()).await?;
+            client.flush().await?;
+            Err(SessionError::AuthFailed {
+                sqlstate: crate::wire::messages::error_code(&frame),
+            })
+        }
+    }
+}
+
+/// How upstream's startup phase (after authentication) ended.
+pub(super) enum StartupEnd {
+    /// ReadyForQuery: the session is established.
+    Ready,
+    /// An ErrorResponse, for the caller to relay.
+    Refused(Frame),
+}
+
+/// Reads what upstream sends after authentication up to the first ReadyForQuery:
+/// BackendKeyData into `est.upstream_key`, ParameterStatus into `est.parameters`, and
+/// everything to replay to the client (ReadyForQuery last) into `est.to_client`.
+pub(super) async fn read_startup_messages(
+    upstream: &mut UpstreamStream,
+    upstream_rd: &mut FrameReader,
+    est: &mut Established,
+) -> Result<StartupEnd, SessionError> {
     loop {
         let frame = upstream_rd
             .next(upstream)
             .await?
             .ok_or(SessionError::UpstreamGone)?;
         match frame.tag() {
-            b'K' => established.upstream_key = Some(decode_backend_key_data(&frame)?),
+            b'K' => est.upstream_key = Some(decode_backend_key_data(&frame)?),
             b'S' => {
-                established
-                    .parameters
-                    .push(decode_parameter_status(&frame)?);
-                established.to_client.push(frame);
+                est.parameters.push(decode_parameter_status(&frame)?);
+                est.to_client.push(frame);
             }
-            b'N' => established.to_client.push(frame),
-            b'E' => {
-                client.write_all(frame.as_bytes()).await?;
-                client.flush().await?;
-                return Err(SessionError::AuthFailed {
-                    sqlstate: crate::wire::messages::error_code(&frame),
-                });
-            }
+            b'N' => est.to_client.push(frame),
+            b'E' => return Ok(StartupEnd::Refused(frame)),
             b'Z' => {
-                established.to_client.push(frame);
-                return Ok(established);
+                est.to_client.push(frame);
+                return Ok(StartupEnd::Ready);
             }
             _ => {
                 return Err(SessionError::UpstreamProtocol(

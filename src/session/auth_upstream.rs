@@ -15,13 +15,11 @@ use crate::auth::{
     ScramClient, ScramClientFinal, ScramClientFirst,
 };
 use crate::net::{ClientStream, Upstream, UpstreamStream};
-use crate::wire::messages::{
-    decode_backend_key_data, decode_parameter_status, error_code, AuthRequest, MessageBuilder,
-};
+use crate::wire::messages::{error_code, AuthRequest, MessageBuilder};
 use crate::wire::startup::StartupMessage;
 use crate::wire::{Frame, PgError};
 
-use super::auth_relay::{AuthMethod, Established};
+use super::auth_relay::{read_startup_messages, AuthMethod, Established, StartupEnd};
 use super::reader::FrameReader;
 use super::SessionError;
 
@@ -174,29 +172,9 @@ pub(super) async fn login_upstream(
         parameters: Vec::new(),
         to_client: notices,
     };
-    loop {
-        let frame = upstream_rd
-            .next(&mut upstream)
-            .await?
-            .ok_or(SessionError::UpstreamGone)?;
-        match frame.tag() {
-            b'K' => est.upstream_key = Some(decode_backend_key_data(&frame)?),
-            b'S' => {
-                est.parameters.push(decode_parameter_status(&frame)?);
-                est.to_client.push(frame);
-            }
-            b'N' => est.to_client.push(frame),
-            b'E' => return Err(upstream_refused(client, &frame).await),
-            b'Z' => {
-                est.to_client.push(frame);
-                return Ok((upstream, est));
-            }
-            _ => {
-                return Err(SessionError::UpstreamProtocol(
-                    "unexpected message before the first ReadyForQuery",
-                ))
-            }
-        }
+    match read_startup_messages(&mut upstream, upstream_rd, &mut est).await? {
+        StartupEnd::Ready => Ok((upstream, est)),
+        StartupEnd::Refused(frame) => Err(upstream_refused(client, &frame).await),
     }
 }
 

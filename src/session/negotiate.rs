@@ -39,27 +39,7 @@ pub async fn negotiate(
     acceptor: Option<&TlsAcceptor>,
     tls_mode: ClientTlsMode,
 ) -> Result<Negotiated, (Option<ClientStream>, SessionError)> {
-    let mut first = [0u8; 1];
-    let n = tcp
-        .peek(&mut first)
-        .await
-        .map_err(|e| (None, SessionError::Io(e)))?;
-    if n == 0 {
-        return Err((None, SessionError::ClientGone));
-    }
-    let mut stream = if first[0] == TLS_HANDSHAKE_RECORD {
-        let Some(acceptor) = acceptor else {
-            return Err((None, SessionError::DirectTlsNotConfigured));
-        };
-        let tls = accept_tls(acceptor, tcp).await.map_err(|e| (None, e))?;
-        // Direct TLS must say it is PostgreSQL, or a cross-protocol attack could use us.
-        if tls.get_ref().1.alpn_protocol() != Some(ALPN_POSTGRESQL) {
-            return Err((None, SessionError::DirectTlsWithoutAlpn));
-        }
-        ClientStream::Tls(Box::new(tls))
-    } else {
-        ClientStream::Plain(tcp)
-    };
+    let mut stream = direct_tls_or_plain(tcp, acceptor).await?;
 
     // PostgreSQL accepts at most one SSLRequest and one GSSENCRequest per connection.
     let mut ssl_seen = false;
@@ -81,31 +61,7 @@ pub async fn negotiate(
             }
             StartupPacket::SslRequest => {
                 ssl_seen = true;
-                let ClientStream::Plain(mut tcp) = stream else {
-                    return Err((
-                        Some(stream),
-                        SessionError::Protocol("SSLRequest received on an encrypted connection"),
-                    ));
-                };
-                let Some(acceptor) = acceptor else {
-                    write_or_fail(&mut tcp, b"N").await?;
-                    stream = ClientStream::Plain(tcp);
-                    continue;
-                };
-                // CVE-2021-23214: bytes sent before the handshake would be taken
-                // as if they had come through TLS. Refuse them.
-                let mut probe = [0u8; 1];
-                if let Some(Ok(n)) = tcp.peek(&mut probe).now_or_never() {
-                    if n > 0 {
-                        return Err((
-                            Some(ClientStream::Plain(tcp)),
-                            SessionError::Protocol("received unencrypted data after SSL request"),
-                        ));
-                    }
-                }
-                write_or_fail(&mut tcp, b"S").await?;
-                let tls = accept_tls(acceptor, tcp).await.map_err(|e| (None, e))?;
-                stream = ClientStream::Tls(Box::new(tls));
+                stream = answer_ssl_request(stream, acceptor).await?;
             }
             StartupPacket::GssEncRequest => {
                 gss_seen = true;
@@ -140,6 +96,65 @@ pub async fn negotiate(
             }
         }
     }
+}
+
+/// The connection's first byte tells direct TLS (PostgreSQL 17's `sslnegotiation=direct`)
+/// from a plain startup.
+async fn direct_tls_or_plain(
+    tcp: TcpStream,
+    acceptor: Option<&TlsAcceptor>,
+) -> Result<ClientStream, (Option<ClientStream>, SessionError)> {
+    let mut first = [0u8; 1];
+    let n = tcp
+        .peek(&mut first)
+        .await
+        .map_err(|e| (None, SessionError::Io(e)))?;
+    if n == 0 {
+        return Err((None, SessionError::ClientGone));
+    }
+    if first[0] != TLS_HANDSHAKE_RECORD {
+        return Ok(ClientStream::Plain(tcp));
+    }
+    let Some(acceptor) = acceptor else {
+        return Err((None, SessionError::DirectTlsNotConfigured));
+    };
+    let tls = accept_tls(acceptor, tcp).await.map_err(|e| (None, e))?;
+    // Direct TLS must say it is PostgreSQL, or a cross-protocol attack could use us.
+    if tls.get_ref().1.alpn_protocol() != Some(ALPN_POSTGRESQL) {
+        return Err((None, SessionError::DirectTlsWithoutAlpn));
+    }
+    Ok(ClientStream::Tls(Box::new(tls)))
+}
+
+/// Answers an SSLRequest: "N" without TLS configured, else "S" and the handshake.
+async fn answer_ssl_request(
+    stream: ClientStream,
+    acceptor: Option<&TlsAcceptor>,
+) -> Result<ClientStream, (Option<ClientStream>, SessionError)> {
+    let ClientStream::Plain(mut tcp) = stream else {
+        return Err((
+            Some(stream),
+            SessionError::Protocol("SSLRequest received on an encrypted connection"),
+        ));
+    };
+    let Some(acceptor) = acceptor else {
+        write_or_fail(&mut tcp, b"N").await?;
+        return Ok(ClientStream::Plain(tcp));
+    };
+    // CVE-2021-23214: bytes sent before the handshake would be taken
+    // as if they had come through TLS. Refuse them.
+    let mut probe = [0u8; 1];
+    if let Some(Ok(n)) = tcp.peek(&mut probe).now_or_never() {
+        if n > 0 {
+            return Err((
+                Some(ClientStream::Plain(tcp)),
+                SessionError::Protocol("received unencrypted data after SSL request"),
+            ));
+        }
+    }
+    write_or_fail(&mut tcp, b"S").await?;
+    let tls = accept_tls(acceptor, tcp).await.map_err(|e| (None, e))?;
+    Ok(ClientStream::Tls(Box::new(tls)))
 }
 
 async fn write_or_fail(
