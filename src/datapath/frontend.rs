@@ -926,6 +926,7 @@ impl DataPath {
     /// the client's own message gets the error instead. Then discard until Sync.
     pub(super) fn inject_extended_failure(&mut self, err: &DataPathError, out: &mut BytesMut) {
         crate::observe::rejected(err);
+        self.note_guard_close(err);
         let parse = Parse {
             name: String::new(),
             sql: raise_statement(err).into_bytes(),
@@ -950,6 +951,7 @@ impl DataPath {
     /// Makes upstream fail a simple Query (or function call) with pgcloak's error.
     pub(super) fn inject_simple_failure(&mut self, err: &DataPathError, out: &mut BytesMut) {
         crate::observe::rejected(err);
+        self.note_guard_close(err);
         let mut st = VecDeque::new();
         st.push_back(SimpleStatement {
             transform: None,
