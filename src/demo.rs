@@ -426,7 +426,8 @@ async fn self_check(proxy_port: u16, phone: &str) -> Result<Checked, DemoError> 
 /// Three decoy customers after the real ones (ids and phones of their own).
 fn decoy_customers(real: &[Customer]) -> Vec<Customer> {
     let taken: std::collections::HashSet<&str> = real.iter().map(|c| c.phone.as_str()).collect();
-    let ids: std::collections::HashSet<&str> = real.iter().map(|c| c.national_id.as_str()).collect();
+    let ids: std::collections::HashSet<&str> =
+        real.iter().map(|c| c.national_id.as_str()).collect();
     customers(50, SEED ^ 0xDEC0_7000)
         .into_iter()
         .filter(|c| !taken.contains(c.phone.as_str()) && !ids.contains(c.national_id.as_str()))
@@ -434,7 +435,11 @@ fn decoy_customers(real: &[Customer]) -> Vec<Customer> {
         .enumerate()
         .map(|(i, mut c)| {
             c.id = (CUSTOMERS + 1 + i) as i32;
-            c.email = format!("{}.demo{}@example.vn", c.email.split('@').next().unwrap_or("decoy"), i + 1);
+            c.email = format!(
+                "{}.demo{}@example.vn",
+                c.email.split('@').next().unwrap_or("decoy"),
+                i + 1
+            );
             c
         })
         .collect()

@@ -239,7 +239,9 @@ fn honeytoken_plant(config: PathBuf, database: String, table: String, count: usi
     let Some(runtime) = runtime(false) else {
         return ExitCode::from(2);
     };
-    match runtime.block_on(pgcloak::guard::plant::plant(&config, &database, &table, count)) {
+    match runtime.block_on(pgcloak::guard::plant::plant(
+        &config, &database, &table, count,
+    )) {
         Ok(yaml) => {
             print!("{yaml}");
             ExitCode::SUCCESS

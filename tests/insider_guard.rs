@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use common::{eventually, eventually_async, ProtectedProxy};
 use serde_json::{json, Value};
-use tokio_postgres::{Client, SimpleQueryMessage};
+use tokio_postgres::SimpleQueryMessage;
 
 const SETUP: &str = "
 CREATE TABLE customers (id int PRIMARY KEY, full_name bytea, phone bytea, email bytea);
@@ -127,7 +127,12 @@ impl Fx {
         for i in 1..=n {
             app.execute(
                 "INSERT INTO customers (id, full_name, phone, email) VALUES ($1, $2, $3, $4)",
-                &[&i, &format!("Nguyễn Văn {i}"), &phone(i), &format!("c{i}@example.vn")],
+                &[
+                    &i,
+                    &format!("Nguyễn Văn {i}"),
+                    &phone(i),
+                    &format!("c{i}@example.vn"),
+                ],
             )
             .await
             .unwrap();
@@ -137,7 +142,10 @@ impl Fx {
     /// Nothing protected in the audit file, the log or /metrics.
     fn assert_no_values(&self, extra: &[&str]) {
         let texts = [
-            ("audit", std::fs::read_to_string(&self.audit).unwrap_or_default()),
+            (
+                "audit",
+                std::fs::read_to_string(&self.audit).unwrap_or_default(),
+            ),
             ("log", self.p.proxy.log()),
             ("metrics", self.metrics()),
         ];
@@ -161,9 +169,15 @@ fn rows(msgs: &[SimpleQueryMessage]) -> usize {
 
 fn denied(r: Result<impl std::fmt::Debug, tokio_postgres::Error>, quota: &str) {
     let e = r.expect_err("the quota must refuse the statement");
-    let db = e.as_db_error().unwrap_or_else(|| panic!("not a server error: {e:?}"));
+    let db = e
+        .as_db_error()
+        .unwrap_or_else(|| panic!("not a server error: {e:?}"));
     assert_eq!(db.code().code(), "42501", "{db:?}");
-    assert!(db.message().contains(&format!("\"{quota}\"")), "{}", db.message());
+    assert!(
+        db.message().contains(&format!("\"{quota}\"")),
+        "{}",
+        db.message()
+    );
     for i in 1..=20 {
         assert!(!db.message().contains(&phone(i)));
     }
@@ -177,31 +191,61 @@ async fn a_quota_counts_across_sessions_and_refuses_without_losing_the_session()
     let b = f.p.client("agent2").await;
     // Under the quota: 4 + 4 phones across two sessions of two members of the role;
     // names are not covered by this quota.
-    assert_eq!(rows(&a.simple_query("SELECT phone FROM customers WHERE id <= 4").await.unwrap()), 4);
+    assert_eq!(
+        rows(
+            &a.simple_query("SELECT phone FROM customers WHERE id <= 4")
+                .await
+                .unwrap()
+        ),
+        4
+    );
     let got = b
-        .query("SELECT phone, full_name FROM customers WHERE id > $1 ORDER BY id", &[&4i32])
+        .query(
+            "SELECT phone, full_name FROM customers WHERE id > $1 ORDER BY id",
+            &[&4i32],
+        )
         .await
         .unwrap();
     assert_eq!(got.len(), 4);
     assert_eq!(got[0].get::<_, String>(0), phone(5));
     // Over it: 8 more would make 16 > 10 (simple protocol); the first two rows fit.
-    denied(a.simple_query("SELECT phone FROM customers ORDER BY id").await, "support_hourly");
+    denied(
+        a.simple_query("SELECT phone FROM customers ORDER BY id")
+            .await,
+        "support_hourly",
+    );
     // The session goes on: a statement outside the quota, then another refusal
     // (extended protocol, in the other session: the quota is the role's, not a session's).
     assert_eq!(rows(&a.simple_query("SELECT 1").await.unwrap()), 1);
     assert_eq!(
-        a.query("SELECT full_name FROM customers WHERE id = $1", &[&1i32]).await.unwrap().len(),
+        a.query("SELECT full_name FROM customers WHERE id = $1", &[&1i32])
+            .await
+            .unwrap()
+            .len(),
         1
     );
-    denied(b.query("SELECT phone FROM customers WHERE id = $1", &[&1i32]).await, "support_hourly");
+    denied(
+        b.query("SELECT phone FROM customers WHERE id = $1", &[&1i32])
+            .await,
+        "support_hourly",
+    );
     assert_eq!(b.query("SELECT 2", &[]).await.unwrap().len(), 1);
     // A transaction: the refusal aborts it as a server error would, the session survives.
     a.batch_execute("BEGIN").await.unwrap();
-    denied(a.query("SELECT phone FROM customers", &[]).await, "support_hourly");
+    denied(
+        a.query("SELECT phone FROM customers", &[]).await,
+        "support_hourly",
+    );
     a.batch_execute("ROLLBACK").await.unwrap();
     // NULL phones and roles without a quota are not counted.
     let app = f.p.client("app").await;
-    assert_eq!(app.query("SELECT phone FROM customers", &[]).await.unwrap().len(), 8);
+    assert_eq!(
+        app.query("SELECT phone FROM customers", &[])
+            .await
+            .unwrap()
+            .len(),
+        8
+    );
 
     let ev = eventually(Duration::from_secs(10), "quota_denied events", || {
         let e = f.events("quota_denied");
@@ -212,16 +256,25 @@ async fn a_quota_counts_across_sessions_and_refuses_without_losing_the_session()
         assert_eq!(e["quota"], "support_hourly");
         assert_eq!(e["quota_role"], support.as_str());
         assert_eq!(e["sqlstate"], "42501");
-        assert!(e["session"].as_u64().is_some() && e["client_addr"].is_string(), "{e}");
-        assert!(e["role"].as_str().unwrap().ends_with("agent") || e["role"].as_str().unwrap().ends_with("agent2"));
+        assert!(
+            e["session"].as_u64().is_some() && e["client_addr"].is_string(),
+            "{e}"
+        );
+        assert!(
+            e["role"].as_str().unwrap().ends_with("agent")
+                || e["role"].as_str().unwrap().ends_with("agent2")
+        );
     }
     let m = f.metrics();
-    let denials = format!("pgcloak_quota_denials_total{{role=\"{support}\",quota=\"support_hourly\"}} 3");
-    let denials_alt = format!("pgcloak_quota_denials_total{{quota=\"support_hourly\",role=\"{support}\"}} 3");
+    let denials =
+        format!("pgcloak_quota_denials_total{{role=\"{support}\",quota=\"support_hourly\"}} 3");
+    let denials_alt =
+        format!("pgcloak_quota_denials_total{{quota=\"support_hourly\",role=\"{support}\"}} 3");
     assert!(m.contains(&denials) || m.contains(&denials_alt), "{m}");
     assert!(m.contains("pgcloak_quota_usage{"), "{m}");
     assert!(
-        m.lines().any(|l| l.starts_with("pgcloak_quota_usage{") && l.ends_with(" 10")),
+        m.lines()
+            .any(|l| l.starts_with("pgcloak_quota_usage{") && l.ends_with(" 10")),
         "usage is 10 of 10: {m}"
     );
     f.assert_no_values(&[]);
@@ -232,20 +285,55 @@ async fn a_reload_changes_the_quota_of_open_sessions() {
     let f = start("ig_reload", &quota(100)).await;
     f.seed(6).await;
     let a = f.p.client("agent").await;
-    assert_eq!(a.query("SELECT phone FROM customers", &[]).await.unwrap().len(), 6);
+    assert_eq!(
+        a.query("SELECT phone FROM customers", &[])
+            .await
+            .unwrap()
+            .len(),
+        6
+    );
     // Lowered below what was read: the open session is refused at once.
     f.reload(&policy(&quota(8))).await;
-    assert_eq!(a.query("SELECT phone FROM customers WHERE id <= 2", &[]).await.unwrap().len(), 2);
-    denied(a.query("SELECT phone FROM customers WHERE id = 3", &[]).await, "support_hourly");
-    denied(a.simple_query("SELECT phone FROM customers").await, "support_hourly");
+    assert_eq!(
+        a.query("SELECT phone FROM customers WHERE id <= 2", &[])
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    denied(
+        a.query("SELECT phone FROM customers WHERE id = 3", &[])
+            .await,
+        "support_hourly",
+    );
+    denied(
+        a.simple_query("SELECT phone FROM customers").await,
+        "support_hourly",
+    );
     f.reload(&policy(&quota(5))).await;
-    denied(a.query("SELECT phone FROM customers WHERE id = 1", &[]).await, "support_hourly");
+    denied(
+        a.query("SELECT phone FROM customers WHERE id = 1", &[])
+            .await,
+        "support_hourly",
+    );
     // Raised: the same session reads again (usage was kept across both reloads).
     f.reload(&policy(&quota(1000))).await;
-    assert_eq!(a.query("SELECT phone FROM customers", &[]).await.unwrap().len(), 6);
+    assert_eq!(
+        a.query("SELECT phone FROM customers", &[])
+            .await
+            .unwrap()
+            .len(),
+        6
+    );
     // Removed: no limit.
     f.reload(&policy("")).await;
-    assert_eq!(a.simple_query("SELECT phone FROM customers").await.map(|m| rows(&m)).unwrap(), 6);
+    assert_eq!(
+        a.simple_query("SELECT phone FROM customers")
+            .await
+            .map(|m| rows(&m))
+            .unwrap(),
+        6
+    );
 }
 
 async fn decoy_row(f: &Fx) {
@@ -279,23 +367,78 @@ async fn a_honeytoken_trips_in_every_view_and_in_an_equality_search() {
     let masked = f.p.client("masked").await;
     let auditor = f.p.client("auditor").await;
     // Real customers never trip.
-    assert_eq!(app.query("SELECT phone FROM customers WHERE id <= 3", &[]).await.unwrap().len(), 3);
-    assert_eq!(rows(&masked.simple_query("SELECT phone FROM customers WHERE id <= 3").await.unwrap()), 3);
+    assert_eq!(
+        app.query("SELECT phone FROM customers WHERE id <= 3", &[])
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+    assert_eq!(
+        rows(
+            &masked
+                .simple_query("SELECT phone FROM customers WHERE id <= 3")
+                .await
+                .unwrap()
+        ),
+        3
+    );
     assert_eq!(f.events("honeytoken").len(), 0);
     // Each view: plaintext (both protocols), masked, ciphertext; then searches.
-    let row = app.query_one("SELECT phone FROM customers WHERE id = 100", &[]).await.unwrap();
+    let row = app
+        .query_one("SELECT phone FROM customers WHERE id = 100", &[])
+        .await
+        .unwrap();
     assert_eq!(row.get::<_, String>(0), DECOY);
-    assert_eq!(rows(&app.simple_query("SELECT id, phone FROM customers").await.unwrap()), 4);
-    assert_eq!(rows(&masked.simple_query("SELECT phone FROM customers WHERE id = 100").await.unwrap()), 1);
-    assert_eq!(auditor.query("SELECT phone FROM customers WHERE id = 100", &[]).await.unwrap().len(), 1);
+    assert_eq!(
+        rows(
+            &app.simple_query("SELECT id, phone FROM customers")
+                .await
+                .unwrap()
+        ),
+        4
+    );
+    assert_eq!(
+        rows(
+            &masked
+                .simple_query("SELECT phone FROM customers WHERE id = 100")
+                .await
+                .unwrap()
+        ),
+        1
+    );
+    assert_eq!(
+        auditor
+            .query("SELECT phone FROM customers WHERE id = 100", &[])
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
     // COPY TO STDOUT is a delivery too.
-    let copy = auditor.copy_out("COPY customers (id, phone) TO STDOUT").await.unwrap();
+    let copy = auditor
+        .copy_out("COPY customers (id, phone) TO STDOUT")
+        .await
+        .unwrap();
     futures_util::pin_mut!(copy);
     while let Some(chunk) = futures_util::StreamExt::next(&mut copy).await {
         chunk.unwrap();
     }
-    assert_eq!(app.query("SELECT id FROM customers WHERE phone = $1", &[&DECOY]).await.unwrap().len(), 1);
-    assert_eq!(rows(&app.simple_query(&format!("SELECT id FROM customers WHERE phone = '{DECOY}'")).await.unwrap()), 1);
+    assert_eq!(
+        app.query("SELECT id FROM customers WHERE phone = $1", &[&DECOY])
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        rows(
+            &app.simple_query(&format!("SELECT id FROM customers WHERE phone = '{DECOY}'"))
+                .await
+                .unwrap()
+        ),
+        1
+    );
     let ev = eventually(Duration::from_secs(10), "honeytoken events", || {
         let e = f.events("honeytoken");
         (e.len() >= 7).then_some(e)
@@ -311,15 +454,30 @@ async fn a_honeytoken_trips_in_every_view_and_in_an_equality_search() {
         assert_eq!(e["column"], "public.customers.phone");
         assert_eq!(e["action"], "alert");
         assert!(e["session"].as_u64().is_some(), "{e}");
-        assert!(e["client_addr"].as_str().is_some_and(|c| c.contains("127.0.0.1")), "{e}");
-        assert!(e["role"].as_str().is_some_and(|r| r.starts_with("ig_honey_")), "{e}");
-        assert!(e["fingerprint"].is_string(), "the statement fingerprint: {e}");
+        assert!(
+            e["client_addr"]
+                .as_str()
+                .is_some_and(|c| c.contains("127.0.0.1")),
+            "{e}"
+        );
+        assert!(
+            e["role"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("ig_honey_")),
+            "{e}"
+        );
+        assert!(
+            e["fingerprint"].is_string(),
+            "the statement fingerprint: {e}"
+        );
     }
     // The sessions go on.
     assert_eq!(app.query("SELECT 1", &[]).await.unwrap().len(), 1);
     let m = f.metrics();
     assert!(
-        m.lines().any(|l| l.starts_with("pgcloak_honeytoken_reads_total{column=\"public.customers.phone\"}")),
+        m.lines()
+            .any(|l| l
+                .starts_with("pgcloak_honeytoken_reads_total{column=\"public.customers.phone\"}")),
         "{m}"
     );
     let log = f.p.proxy.log();
@@ -344,10 +502,16 @@ async fn with_deny_a_honeytoken_fails_the_statement_and_closes_the_session() {
         match i {
             0 => closed(c.query("SELECT id, phone FROM customers", &[]).await),
             1 => {
-                let e = c.simple_query("SELECT phone FROM customers WHERE id = 100").await.unwrap_err();
+                let e = c
+                    .simple_query("SELECT phone FROM customers WHERE id = 100")
+                    .await
+                    .unwrap_err();
                 assert_eq!(e.code().map(|c| c.code()), Some("42501"), "{e:?}");
             }
-            2 => closed(c.query("SELECT id FROM customers WHERE phone = $1", &[&DECOY]).await),
+            2 => closed(
+                c.query("SELECT id FROM customers WHERE phone = $1", &[&DECOY])
+                    .await,
+            ),
             _ => {
                 let e = c
                     .simple_query(&format!("SELECT id FROM customers WHERE phone = '{DECOY}'"))
@@ -356,15 +520,23 @@ async fn with_deny_a_honeytoken_fails_the_statement_and_closes_the_session() {
                 assert_eq!(e.code().map(|c| c.code()), Some("42501"), "{e:?}");
             }
         }
-        eventually_async(Duration::from_secs(5), "the session is closed", || async {
-            c.is_closed().then_some(())
-        })
+        eventually_async(
+            Duration::from_secs(5),
+            &format!("session {i} is closed"),
+            || async { c.is_closed().then_some(()) },
+        )
         .await;
         assert!(c.simple_query("SELECT 1").await.is_err());
     }
     // Other sessions and rows are unaffected.
     let app = f.p.client("app").await;
-    assert_eq!(app.query("SELECT phone FROM customers WHERE id <= 2", &[]).await.unwrap().len(), 2);
+    assert_eq!(
+        app.query("SELECT phone FROM customers WHERE id <= 2", &[])
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
     let ev = eventually(Duration::from_secs(10), "honeytoken events", || {
         let e = f.events("honeytoken");
         (e.len() >= 4).then_some(e)
@@ -386,9 +558,24 @@ async fn plant_inserts_decoys_that_read_back_through_pgcloak() {
     let f = start("ig_plant", "").await;
     f.seed(2).await;
     let cfg = f.p.proxy.config_path().to_str().unwrap().to_string();
-    let out = pgcloak(&["honeytoken", "plant", "--config", &cfg, "--database", &f.p.db, "--table", "public.customers", "--count", "3"]);
+    let out = pgcloak(&[
+        "honeytoken",
+        "plant",
+        "--config",
+        &cfg,
+        "--database",
+        &f.p.db,
+        "--table",
+        "public.customers",
+        "--count",
+        "3",
+    ]);
     let text = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(text.contains("guard:\n  honeytokens:\n"), "{text}");
     let line = text
         .lines()
@@ -400,12 +587,22 @@ async fn plant_inserts_decoys_that_read_back_through_pgcloak() {
     // Encrypted as pgcloak would: found by an equality search, read back in plaintext.
     let app = f.p.client("app").await;
     for p in &phones {
-        let r = app.query("SELECT phone, full_name FROM customers WHERE phone = $1", &[p]).await.unwrap();
+        let r = app
+            .query(
+                "SELECT phone, full_name FROM customers WHERE phone = $1",
+                &[p],
+            )
+            .await
+            .unwrap();
         assert_eq!(r.len(), 1, "{p}");
         assert_eq!(&r[0].get::<_, String>(0), p);
     }
     // The printed section is valid policy: with it, reading a decoy trips.
-    let guard: String = text.lines().filter(|l| !l.starts_with('#')).map(|l| format!("{l}\n")).collect();
+    let guard: String = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| format!("{l}\n"))
+        .collect();
     f.reload(&policy(&guard)).await;
     app.query("SELECT phone FROM customers", &[]).await.unwrap();
     eventually(Duration::from_secs(10), "a honeytoken event", || {
@@ -417,24 +614,38 @@ async fn plant_inserts_decoys_that_read_back_through_pgcloak() {
 async fn audit_verify_reports_intact_tampered_deleted_and_truncated_exactly() {
     let f = start("ig_audit", "").await;
     f.seed(3).await;
-    let a = f.p.client("agent").await;
-    a.simple_query("SELECT phone FROM customers").await.unwrap();
-    drop(a);
-    let lines = eventually(Duration::from_secs(10), "at least 5 audit records", || {
+    let m = f.p.client("masked").await;
+    for _ in 0..3 {
+        // Each masked read is a `withheld` event.
+        m.simple_query("SELECT phone FROM customers").await.unwrap();
+    }
+    let lines = eventually(Duration::from_secs(10), "at least 6 audit records", || {
         let t = std::fs::read_to_string(&f.audit).ok()?;
-        (t.lines().count() >= 5 && t.ends_with('\n')).then_some(t)
+        (t.lines().count() >= 6 && t.ends_with('\n')).then_some(t)
     });
     let cfg = f.p.proxy.config_path().to_str().unwrap().to_string();
     let dir = tempfile::tempdir().unwrap();
     let verify = |name: &str, content: &[u8]| {
         let path = dir.path().join(name);
         std::fs::write(&path, content).unwrap();
-        let out = pgcloak(&["audit", "verify", "--config", &cfg, "--file", path.to_str().unwrap()]);
-        (out.status.code(), String::from_utf8_lossy(&out.stdout).to_string())
+        let out = pgcloak(&[
+            "audit",
+            "verify",
+            "--config",
+            &cfg,
+            "--file",
+            path.to_str().unwrap(),
+        ]);
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+        )
     };
     let first: Value = serde_json::from_str(lines.lines().next().unwrap()).unwrap();
     assert_eq!(first["event"], "audit_start", "{lines}");
-    assert!(lines.lines().all(|l| l.contains("\"prev\":\"") && l.contains("\"mac\":\"")));
+    assert!(lines
+        .lines()
+        .all(|l| l.contains("\"prev\":\"") && l.contains("\"mac\":\"")));
 
     let (code, out) = verify("intact", lines.as_bytes());
     assert_eq!(code, Some(0), "{out}");

@@ -190,9 +190,7 @@ impl DataPath {
             if e.ends_session() {
                 // The insider guard closes the session (honeytoken under `deny`).
                 let pg = e.to_pg();
-                out.extend_from_slice(
-                    &crate::wire::PgError::fatal(pg.code, pg.message).encode(),
-                );
+                out.extend_from_slice(&crate::wire::PgError::fatal(pg.code, pg.message).encode());
                 return Ok(Flow::Stop);
             }
             out.extend_from_slice(&e.to_pg().encode());

@@ -415,6 +415,7 @@ impl DataPath {
                 };
                 let (start, err) = (failed.0, &failed.1);
                 crate::observe::rejected(err);
+                self.note_guard_close(err);
                 let delta = rewritten.len() as isize - sql.len() as isize;
                 let cut = (start as isize + delta).max(0) as usize;
                 let mut text = rewritten.get(..cut).unwrap_or("").to_string();

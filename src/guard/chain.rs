@@ -94,7 +94,11 @@ pub enum Break {
     /// The first record is not an `audit_start`: records were deleted from the start.
     NoStart { file: usize, line: usize },
     /// The record names a key id the keyring does not hold.
-    UnknownKey { file: usize, line: usize, key_id: u64 },
+    UnknownKey {
+        file: usize,
+        line: usize,
+        key_id: u64,
+    },
 }
 
 impl Break {
@@ -135,34 +139,51 @@ struct Checked {
     start: Option<(u64, Option<u64>)>,
 }
 
-fn check_line(line: &str, key: Option<&[u8; 32]>, key_for: &dyn Fn(u64) -> Option<[u8; 32]>) -> Result<Checked, Option<u64>> {
+/// Why one line does not check.
+enum LineError {
+    Bad,
+    UnknownKey(u64),
+    /// A record before any `audit_start` (no key known yet).
+    NoStart,
+}
+
+fn check_line(
+    line: &str,
+    key: Option<&[u8; 32]>,
+    key_for: &dyn Fn(u64) -> Option<[u8; 32]>,
+) -> Result<Checked, LineError> {
+    use LineError::Bad;
     if line.len() < MAC_SUFFIX_LEN + 2 || !line.ends_with("\"}") {
-        return Err(None);
+        return Err(Bad);
     }
     let split = line.len() - MAC_SUFFIX_LEN;
     if !line.is_char_boundary(split) || !line[split..].starts_with(MAC_HEAD) {
-        return Err(None);
+        return Err(Bad);
     }
     let given = &line[split + MAC_HEAD.len()..line.len() - 2];
     let mut body = String::with_capacity(split + 1);
     body.push_str(&line[..split]);
     body.push('}');
-    let v: Value = serde_json::from_str(&body).map_err(|_| None)?;
-    let prev = v.get("prev").and_then(Value::as_str).ok_or(None)?.to_string();
+    let v: Value = serde_json::from_str(&body).map_err(|_| Bad)?;
+    let prev = v
+        .get("prev")
+        .and_then(Value::as_str)
+        .ok_or(Bad)?
+        .to_string();
     let start = if v.get("event").and_then(Value::as_str) == Some(START) {
-        let id = v.get("key_id").and_then(Value::as_u64).ok_or(None)?;
+        let id = v.get("key_id").and_then(Value::as_u64).ok_or(Bad)?;
         Some((id, v.get("after_truncated_line").and_then(Value::as_u64)))
     } else {
         None
     };
     let k = match (&start, key) {
-        (Some((id, _)), _) => key_for(*id).ok_or(Some(*id))?,
+        (Some((id, _)), _) => key_for(*id).ok_or(LineError::UnknownKey(*id))?,
         (None, Some(k)) => *k,
-        (None, None) => return Err(None),
+        (None, None) => return Err(LineError::NoStart),
     };
     let want = hex(&mac(&k, body.as_bytes()));
     if !bool::from(want.as_bytes().ct_eq(given.as_bytes())) {
-        return Err(None);
+        return Err(Bad);
     }
     Ok(Checked {
         prev,
@@ -173,10 +194,7 @@ fn check_line(line: &str, key: Option<&[u8; 32]>, key_for: &dyn Fn(u64) -> Optio
 
 /// Verifies files of one chain, in order (a rotated file first). `key_for` gives
 /// the chain key of a key id. Returns the first break.
-pub fn verify(
-    files: &[&[u8]],
-    key_for: &dyn Fn(u64) -> Option<[u8; 32]>,
-) -> Result<Intact, Break> {
+pub fn verify(files: &[&[u8]], key_for: &dyn Fn(u64) -> Option<[u8; 32]>) -> Result<Intact, Break> {
     let mut head: Option<String> = None;
     let mut key: Option<[u8; 32]> = None;
     let mut records = 0;
@@ -192,8 +210,13 @@ pub fn verify(
             let last = li + 1 == lines.len();
             let checked = match check_line(raw, key.as_ref(), key_for) {
                 Ok(c) => c,
-                Err(Some(key_id)) => return Err(Break::UnknownKey { file, line, key_id }),
-                Err(None) => {
+                Err(LineError::UnknownKey(key_id)) => {
+                    return Err(Break::UnknownKey { file, line, key_id })
+                }
+                Err(LineError::NoStart) if pending_truncated.is_none() => {
+                    return Err(Break::NoStart { file, line })
+                }
+                Err(_) => {
                     if last && !complete {
                         return Err(Break::Truncated { file, line });
                     }
@@ -264,7 +287,11 @@ mod tests {
         out.push_str(&l);
         out.push('\n');
         for i in 0..n {
-            let (l, h) = seal(&K, rec(json!({"event": "session", "role": format!("r{i}")})), &head);
+            let (l, h) = seal(
+                &K,
+                rec(json!({"event": "session", "role": format!("r{i}")})),
+                &head,
+            );
             out.push_str(&l);
             out.push('\n');
             head = h;
@@ -277,7 +304,13 @@ mod tests {
         let (a, head) = file(3, GENESIS);
         let (b, last) = file(2, &head);
         let r = verify(&[a.as_bytes(), b.as_bytes()], &key_for).unwrap();
-        assert_eq!(r, Intact { records: 7, head: last });
+        assert_eq!(
+            r,
+            Intact {
+                records: 7,
+                head: last
+            }
+        );
         // The second file alone verifies too (its start may follow a file not given).
         assert!(verify(&[b.as_bytes()], &key_for).is_ok());
         // But in the wrong order the chain breaks.
@@ -291,11 +324,26 @@ mod tests {
     fn one_changed_byte_is_tampering_at_its_line() {
         let (a, _) = file(4, GENESIS);
         let mut bytes = a.into_bytes();
-        let third = bytes.iter().enumerate().filter(|(_, &b)| b == b'\n').nth(1).unwrap().0;
+        let third = bytes
+            .iter()
+            .enumerate()
+            .filter(|(_, &b)| b == b'\n')
+            .nth(1)
+            .unwrap()
+            .0;
         // A byte inside line 3's role value.
-        let pos = third + 1 + bytes[third + 1..].windows(2).position(|w| w == b"r1").unwrap() + 1;
+        let pos = third
+            + 1
+            + bytes[third + 1..]
+                .windows(2)
+                .position(|w| w == b"r1")
+                .unwrap()
+            + 1;
         bytes[pos] = b'9';
-        assert_eq!(verify(&[&bytes], &key_for), Err(Break::Tampered { file: 1, line: 3 }));
+        assert_eq!(
+            verify(&[&bytes], &key_for),
+            Err(Break::Tampered { file: 1, line: 3 })
+        );
     }
 
     #[test]
@@ -304,11 +352,17 @@ mod tests {
         let mut lines: Vec<&str> = a.lines().collect();
         lines.remove(2);
         let cut = lines.join("\n") + "\n";
-        assert_eq!(verify(&[cut.as_bytes()], &key_for), Err(Break::Deleted { file: 1, line: 3 }));
+        assert_eq!(
+            verify(&[cut.as_bytes()], &key_for),
+            Err(Break::Deleted { file: 1, line: 3 })
+        );
         // The first record deleted: no audit_start.
         let (a, _) = file(2, GENESIS);
         let headless: String = a.lines().skip(1).map(|l| format!("{l}\n")).collect();
-        assert_eq!(verify(&[headless.as_bytes()], &key_for), Err(Break::NoStart { file: 1, line: 1 }));
+        assert_eq!(
+            verify(&[headless.as_bytes()], &key_for),
+            Err(Break::NoStart { file: 1, line: 1 })
+        );
         // The last record deleted is only visible against the next file or a stored head.
         let (a, head) = file(2, GENESIS);
         let (b, _) = file(1, &head);
@@ -323,13 +377,19 @@ mod tests {
     fn an_incomplete_last_line_is_truncated_not_tampered() {
         let (a, _) = file(3, GENESIS);
         let cut = &a.as_bytes()[..a.len() - 20];
-        assert_eq!(verify(&[cut], &key_for), Err(Break::Truncated { file: 1, line: 4 }));
+        assert_eq!(
+            verify(&[cut], &key_for),
+            Err(Break::Truncated { file: 1, line: 4 })
+        );
         // The same bad line followed by anything else is tampering.
         let mut more = cut.to_vec();
         more.extend_from_slice(b"\n");
         let (b, _) = file(0, GENESIS);
         more.extend_from_slice(b.as_bytes());
-        assert_eq!(verify(&[&more], &key_for), Err(Break::Tampered { file: 1, line: 4 }));
+        assert_eq!(
+            verify(&[&more], &key_for),
+            Err(Break::Tampered { file: 1, line: 4 })
+        );
     }
 
     #[test]
@@ -338,7 +398,11 @@ mod tests {
         let mut text = a.clone();
         text.push_str("{\"ts\":\"2026-01-01\",\"event\":\"sess"); // the crash
         text.push('\n');
-        let (l, _) = seal(&K, rec(json!({"event": START, "key_id": 1, "after_truncated_line": 4})), &head);
+        let (l, _) = seal(
+            &K,
+            rec(json!({"event": START, "key_id": 1, "after_truncated_line": 4})),
+            &head,
+        );
         text.push_str(&l);
         text.push('\n');
         let r = verify(&[text.as_bytes()], &key_for).unwrap();
@@ -349,11 +413,18 @@ mod tests {
     fn a_forged_chain_without_the_key_fails_and_unknown_keys_are_named() {
         let (a, _) = file(1, GENESIS);
         let other = |id: u64| (id == 1).then_some([8u8; 32]);
-        assert_eq!(verify(&[a.as_bytes()], &other), Err(Break::Tampered { file: 1, line: 1 }));
+        assert_eq!(
+            verify(&[a.as_bytes()], &other),
+            Err(Break::Tampered { file: 1, line: 1 })
+        );
         let none = |_: u64| None;
         assert_eq!(
             verify(&[a.as_bytes()], &none),
-            Err(Break::UnknownKey { file: 1, line: 1, key_id: 1 })
+            Err(Break::UnknownKey {
+                file: 1,
+                line: 1,
+                key_id: 1
+            })
         );
         assert_ne!(derive_key(&[1; 32]), derive_key(&[2; 32]));
     }

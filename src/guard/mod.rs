@@ -75,8 +75,10 @@ impl Compiled {
             for v in values {
                 match crate::codec::text_to_canonical(c.logical_type, v.as_bytes(), &ctx) {
                     Ok(canonical) => matcher.add(*col, &canonical),
-                    Err(_) => tracing::warn!(target: "pgcloak::guard", column = %c.qualified_name(),
-                        "a honeytoken is not a valid value of its column's type and is ignored"),
+                    Err(_) => {
+                        tracing::warn!(target: "pgcloak::guard", column = %c.qualified_name(),
+                        "a honeytoken is not a valid value of its column's type and is ignored")
+                    }
                 }
             }
         }
@@ -198,7 +200,11 @@ pub fn charge(
 
 /// A honeytoken of `col` was delivered (`how` = the view) or searched for (`search`).
 /// Reports it; `Err` when the policy says to deny.
-pub fn honeytoken_touched(policy: &Policy, col: ColumnRef, how: &'static str) -> Result<(), GuardError> {
+pub fn honeytoken_touched(
+    policy: &Policy,
+    col: ColumnRef,
+    how: &'static str,
+) -> Result<(), GuardError> {
     let column = policy
         .get(col)
         .map(|c| c.qualified_name())
@@ -250,11 +256,15 @@ pub fn audit_chain_key(
 pub fn audit_verify_keys(
     config: &crate::config::Config,
 ) -> Result<std::collections::HashMap<u64, [u8; 32]>, String> {
-    let ring = keyring(config)?.ok_or("the config names no keyring (`keys:`); the audit chain is keyed by it")?;
+    let ring = keyring(config)?
+        .ok_or("the config names no keyring (`keys:`); the audit chain is keyed by it")?;
     let ids: Vec<u32> = ring.key_ids().collect();
     Ok(ids
         .into_iter()
-        .filter_map(|id| ring.key(id).map(|m| (u64::from(id), chain::derive_key(m.expose()))))
+        .filter_map(|id| {
+            ring.key(id)
+                .map(|m| (u64::from(id), chain::derive_key(m.expose())))
+        })
         .collect())
 }
 
@@ -278,7 +288,8 @@ mod tests {
         assert!(g.watches(ColumnRef(0)) && g.watches(ColumnRef(1)));
         assert!(g.is_honeytoken(ColumnRef(0), b"0900000009"));
         let ctx = crate::codec::SessionContext::default();
-        let canon = crate::codec::text_to_canonical(crate::policy::LogicalType::Int4, b"42", &ctx).unwrap();
+        let canon =
+            crate::codec::text_to_canonical(crate::policy::LogicalType::Int4, b"42", &ctx).unwrap();
         assert!(g.is_honeytoken(ColumnRef(1), &canon));
         assert!(!g.has_quotas());
     }
@@ -299,7 +310,10 @@ mod tests {
         let e = charge(&p, &agent, &[(ColumnRef(0), 2)]).unwrap_err();
         assert_eq!(e.sqlstate(), "42501");
         let msg = e.to_string();
-        assert!(msg.contains("\"unit_q\"") && msg.contains("3 plaintext values per 1h"), "{msg}");
+        assert!(
+            msg.contains("\"unit_q\"") && msg.contains("3 plaintext values per 1h"),
+            "{msg}"
+        );
         assert!(charge(&p, &agent, &[(ColumnRef(0), 1)]).is_ok());
     }
 }

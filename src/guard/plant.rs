@@ -22,13 +22,17 @@ struct TableColumn {
     fillable_by_default: bool,
 }
 
-fn db<'t>(what: &'static str, target: &'t str) -> impl Fn(tokio_postgres::Error) -> LifecycleError + 't {
+fn db<'t>(
+    what: &'static str,
+    target: &'t str,
+) -> impl Fn(tokio_postgres::Error) -> LifecycleError + 't {
     move |e| LifecycleError::Database {
         what,
         target: target.to_string(),
-        reason: e
-            .as_db_error()
-            .map_or_else(|| e.to_string(), |d| format!("{} ({})", d.message(), d.code().code())),
+        reason: e.as_db_error().map_or_else(
+            || e.to_string(),
+            |d| format!("{} ({})", d.message(), d.code().code()),
+        ),
     }
 }
 
@@ -55,18 +59,26 @@ pub async fn plant(
     count: usize,
 ) -> Result<String, LifecycleError> {
     if count == 0 || count > 1000 {
-        return Err(LifecycleError::Setup("--count must be between 1 and 1000".into()));
+        return Err(LifecycleError::Setup(
+            "--count must be between 1 and 1000".into(),
+        ));
     }
     let ctx = crate::lifecycle::open(config, database).await?;
     let parts: Vec<String> = table.split('.').map(normalize_identifier).collect();
     let table = match parts.as_slice() {
         [t] => TableName::new(crate::policy::DEFAULT_SCHEMA, t.clone()),
         [s, t] => TableName::new(s.clone(), t.clone()),
-        _ => return Err(LifecycleError::Setup(format!("--table {table}: expected table or schema.table"))),
+        _ => {
+            return Err(LifecycleError::Setup(format!(
+                "--table {table}: expected table or schema.table"
+            )))
+        }
     };
     let protected = ctx.policy.table_columns(&table).to_vec();
     if protected.is_empty() {
-        return Err(LifecycleError::Setup(format!("{table} has no protected column in the policy")));
+        return Err(LifecycleError::Setup(format!(
+            "{table} has no protected column in the policy"
+        )));
     }
     let target = table.to_string();
     let client = ctx.client();
@@ -84,7 +96,9 @@ pub async fn plant(
         .await
         .map_err(db("reading the table's columns", &target))?;
     if rows.is_empty() {
-        return Err(LifecycleError::Setup(format!("table {table} does not exist")));
+        return Err(LifecycleError::Setup(format!(
+            "table {table} does not exist"
+        )));
     }
     let columns: Vec<TableColumn> = rows
         .iter()
@@ -95,7 +109,10 @@ pub async fn plant(
         })
         .collect();
     // An integer `id` without a default is numbered after the largest one.
-    let next_id: i64 = if columns.iter().any(|c| c.name == "id" && !c.fillable_by_default) {
+    let next_id: i64 = if columns
+        .iter()
+        .any(|c| c.name == "id" && !c.fillable_by_default)
+    {
         let sql = format!(
             "SELECT COALESCE(MAX(id), 0)::int8 FROM {}.{}",
             quote_identifier(&table.schema),
@@ -119,7 +136,8 @@ pub async fn plant(
             format!("${i}::text::{}", c.type_name)
         }
     };
-    let mut printed: Vec<(ColumnRef, Vec<String>)> = protected.iter().map(|c| (*c, Vec::new())).collect();
+    let mut printed: Vec<(ColumnRef, Vec<String>)> =
+        protected.iter().map(|c| (*c, Vec::new())).collect();
     client
         .batch_execute("BEGIN")
         .await
@@ -133,7 +151,9 @@ pub async fn plant(
         for c in &columns {
             let col = ctx.policy.find(&table, &c.name);
             let value = match (c.name.as_str(), col) {
-                ("id", None) if !c.fillable_by_default => Some((next_id + 1 + k as i64).to_string()),
+                ("id", None) if !c.fillable_by_default => {
+                    Some((next_id + 1 + k as i64).to_string())
+                }
                 (name, _) => field_for(d, name),
             };
             match (col, value) {
@@ -148,10 +168,13 @@ pub async fn plant(
                         column: cp.qualified_name(),
                         reason: e.to_string(),
                     })?;
-                    let env = ctx.suite.encrypt(col, &canonical).map_err(|e| LifecycleError::Value {
-                        column: cp.qualified_name(),
-                        reason: e.to_string(),
-                    })?;
+                    let env =
+                        ctx.suite
+                            .encrypt(col, &canonical)
+                            .map_err(|e| LifecycleError::Value {
+                                column: cp.qualified_name(),
+                                reason: e.to_string(),
+                            })?;
                     if cp.encryption == Encryption::Deterministic {
                         let sql = format!(
                             "SELECT 1 FROM {}.{} WHERE {} = $1 LIMIT 1",
@@ -227,7 +250,10 @@ pub async fn plant(
     );
     for (col, values) in printed.iter().filter(|p| !p.1.is_empty()) {
         let cp = ctx.policy.column(*col);
-        let quoted: Vec<String> = values.iter().map(|v| serde_json::Value::String(v.clone()).to_string()).collect();
+        let quoted: Vec<String> = values
+            .iter()
+            .map(|v| serde_json::Value::String(v.clone()).to_string())
+            .collect();
         let _ = writeln!(
             yaml,
             "    {}.{}.{}: [{}]",

@@ -177,8 +177,16 @@ mod tests {
     #[test]
     fn several_quotas_are_charged_all_or_nothing() {
         let mut l = Ledger::new();
-        let a = Limit { name: "a", max_values: 10, window: Duration::from_secs(60) };
-        let b = Limit { name: "b", max_values: 2, window: Duration::from_secs(60) };
+        let a = Limit {
+            name: "a",
+            max_values: 10,
+            window: Duration::from_secs(60),
+        };
+        let b = Limit {
+            name: "b",
+            max_values: 2,
+            window: Duration::from_secs(60),
+        };
         assert!(l.charge(&[(a, 2), (b, 2)], 0).is_ok());
         let e = l.charge(&[(a, 1), (b, 1)], 1).unwrap_err();
         assert_eq!(e.quota, "b");

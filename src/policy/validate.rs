@@ -737,7 +737,10 @@ pub(crate) fn validate_guard(
                         report.invalid(
                             text.referenced,
                             path,
-                            format!("`{}`: expected schema.table.column or table.column", text.value),
+                            format!(
+                                "`{}`: expected schema.table.column or table.column",
+                                text.value
+                            ),
                         );
                         return None;
                     }
@@ -757,7 +760,10 @@ pub(crate) fn validate_guard(
             report.invalid(
                 text.referenced,
                 path,
-                format!("`{}` is not a protected column of this policy (list it under tables: first)", text.value),
+                format!(
+                    "`{}` is not a protected column of this policy (list it under tables: first)",
+                    text.value
+                ),
             );
         }
         found
@@ -777,23 +783,41 @@ pub(crate) fn validate_guard(
         };
     }
     let mut names: HashMap<String, Location> = HashMap::new();
-    for (i, q) in raw.quotas.map(|q| q.value).unwrap_or_default().into_iter().enumerate() {
+    for (i, q) in raw
+        .quotas
+        .map(|q| q.value)
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+    {
         let path = format!("guard.quotas[{i}]");
         let at = q.referenced;
         let q = q.value;
         let role = match &q.role {
             None => {
-                report.invalid(at, format!("{path}.role"), "a quota needs `role:` (a PostgreSQL role; its members count as the role)");
+                report.invalid(
+                    at,
+                    format!("{path}.role"),
+                    "a quota needs `role:` (a PostgreSQL role; its members count as the role)",
+                );
                 None
             }
             Some(r) => match parse_single(&r.value) {
                 Ok(name) if name == "public" => {
-                    report.invalid(r.referenced, format!("{path}.role"), "a quota applies to a role, not PUBLIC");
+                    report.invalid(
+                        r.referenced,
+                        format!("{path}.role"),
+                        "a quota applies to a role, not PUBLIC",
+                    );
                     None
                 }
                 Ok(name) => Some(RoleName(name)),
                 Err(e) => {
-                    report.invalid(r.referenced, format!("{path}.role"), format!("invalid role name: {e}"));
+                    report.invalid(
+                        r.referenced,
+                        format!("{path}.role"),
+                        format!("invalid role name: {e}"),
+                    );
                     None
                 }
             },
@@ -801,11 +825,19 @@ pub(crate) fn validate_guard(
         let max_values = match &q.max_values {
             Some(m) if m.value > 0 => Some(m.value),
             Some(m) => {
-                report.invalid(m.referenced, format!("{path}.max_values"), "max_values must be at least 1 (use access: null to forbid reading)");
+                report.invalid(
+                    m.referenced,
+                    format!("{path}.max_values"),
+                    "max_values must be at least 1 (use access: null to forbid reading)",
+                );
                 None
             }
             None => {
-                report.invalid(at, format!("{path}.max_values"), "a quota needs `max_values:` (plaintext values per window)");
+                report.invalid(
+                    at,
+                    format!("{path}.max_values"),
+                    "a quota needs `max_values:` (plaintext values per window)",
+                );
                 None
             }
         };
@@ -818,7 +850,11 @@ pub(crate) fn validate_guard(
                 }
             },
             None => {
-                report.invalid(at, format!("{path}.window"), "a quota needs `window:` (e.g. 1h)");
+                report.invalid(
+                    at,
+                    format!("{path}.window"),
+                    "a quota needs `window:` (e.g. 1h)",
+                );
                 None
             }
         };
@@ -831,7 +867,11 @@ pub(crate) fn validate_guard(
         });
         let name = match (&q.name, &role) {
             (Some(n), _) if n.value.trim().is_empty() => {
-                report.invalid(n.referenced, format!("{path}.name"), "a quota name cannot be empty");
+                report.invalid(
+                    n.referenced,
+                    format!("{path}.name"),
+                    "a quota name cannot be empty",
+                );
                 continue;
             }
             (Some(n), _) => n.value.clone(),
@@ -842,13 +882,22 @@ pub(crate) fn validate_guard(
             report.invalid(
                 at,
                 format!("{path}.name"),
-                format!("quota `{name}` is defined twice (first at line {}); give one a `name:`", first.line()),
+                format!(
+                    "quota `{name}` is defined twice (first at line {}); give one a `name:`",
+                    first.line()
+                ),
             );
             continue;
         }
         names.insert(name.clone(), at);
         if let (Some(role), Some(max_values), Some(window)) = (role, max_values, window) {
-            guard.quotas.push(QuotaPolicy { name, role, columns: cols, max_values, window });
+            guard.quotas.push(QuotaPolicy {
+                name,
+                role,
+                columns: cols,
+                max_values,
+                window,
+            });
         }
     }
     for (key, values) in raw.honeytokens.unwrap_or_default().0 {
