@@ -423,6 +423,44 @@ async fn self_check(proxy_port: u16, phone: &str) -> Result<Checked, DemoError> 
     }
 }
 
+/// Three decoy customers after the real ones (ids and phones of their own).
+fn decoy_customers(real: &[Customer]) -> Vec<Customer> {
+    let taken: std::collections::HashSet<&str> = real.iter().map(|c| c.phone.as_str()).collect();
+    let ids: std::collections::HashSet<&str> =
+        real.iter().map(|c| c.national_id.as_str()).collect();
+    customers(50, SEED ^ 0xDEC0_7000)
+        .into_iter()
+        .filter(|c| !taken.contains(c.phone.as_str()) && !ids.contains(c.national_id.as_str()))
+        .take(3)
+        .enumerate()
+        .map(|(i, mut c)| {
+            c.id = (CUSTOMERS + 1 + i) as i32;
+            c.email = format!(
+                "{}.demo{}@example.vn",
+                c.email.split('@').next().unwrap_or("decoy"),
+                i + 1
+            );
+            c
+        })
+        .collect()
+}
+
+/// The policy section naming the decoys (what `pgcloak honeytoken plant` prints).
+fn honeytoken_section(decoys: &[Customer]) -> String {
+    let list = |f: &dyn Fn(&Customer) -> &str| {
+        decoys
+            .iter()
+            .map(|c| serde_json::Value::String(f(c).to_string()).to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    format!(
+        "guard:\n  honeytokens:\n    public.customers.phone: [{}]\n    public.customers.email: [{}]\n",
+        list(&|c| &c.phone),
+        list(&|c| &c.email)
+    )
+}
+
 fn search_sql(phone: &str) -> String {
     format!(
         "SELECT id, full_name, phone, email, loyalty_tier FROM customers WHERE phone = '{phone}'"
@@ -564,15 +602,29 @@ pub async fn run_demo(port: Option<u16>, keep: bool) -> Result<(), DemoError> {
         Some(p) => p,
         None => free_port()?,
     };
-    let config = demo_config(&config_dir, listen_port, cluster.port, keyring)?;
+    let mut config = demo_config(&config_dir, listen_port, cluster.port, keyring)?;
+    // The insider guard: a few decoy customers, loaded with the real ones, and the
+    // shipped policy plus a `guard.honeytokens` section naming them.
+    let rows = customers(CUSTOMERS, SEED);
+    let decoys = decoy_customers(&rows);
+    let demo_policy = root.path.join("policy.yaml");
+    std::fs::write(
+        &demo_policy,
+        format!(
+            "{}\n{}",
+            std::fs::read_to_string(&policy_path)?,
+            honeytoken_section(&decoys)
+        ),
+    )?;
+    config.policy = Some(demo_policy.clone());
     let server = crate::server::Server::bind(config)
         .await
         .map_err(|e| step("pgcloak")(e.to_string()))?;
     let serving = tokio::spawn(server.run(shutdown.clone()));
 
-    let rows = customers(CUSTOMERS, SEED);
     let setup = async {
-        load_customers(listen_port, &rows).await?;
+        let all: Vec<Customer> = rows.iter().chain(decoys.iter()).cloned().collect();
+        load_customers(listen_port, &all).await?;
         cluster.psql("crm", ORDERS_SQL)?;
         // ANALYZE ran: check again that no protected column has statistics.
         guard::apply_and_verify(&cluster, "crm", &policy).await?;
@@ -594,7 +646,12 @@ pub async fn run_demo(port: Option<u16>, keep: bool) -> Result<(), DemoError> {
         cluster.port
     );
     println!("pgcloak listens on 127.0.0.1:{listen_port}");
-    println!("policy: {}", policy_path.display());
+    println!(
+        "policy: {} (with {} honeytokens: {})",
+        policy_path.display(),
+        decoys.len(),
+        demo_policy.display()
+    );
     println!(
         "temporary data: {} (keyring {}, PostgreSQL log {})",
         root.path.display(),
@@ -616,6 +673,17 @@ pub async fn run_demo(port: Option<u16>, keep: bool) -> Result<(), DemoError> {
             &checked.refusal
         )
     );
+    if let Some(d) = decoys.first() {
+        println!(
+            "# [honeytoken] {} is a decoy planted by the demo: looking it up raises a `honeytoken` audit event and a WARN in pgcloak's log",
+            d.full_name
+        );
+        println!(
+            "PGPASSWORD={DEMO_PASSWORD} {} \"host=127.0.0.1 port={listen_port} user=support_agent dbname=crm\" -c \"{}\"\n",
+            psql_program(&cluster.bin),
+            search_sql(&d.phone)
+        );
+    }
     println!(
         "Ready in {:.1} s. Press Ctrl-C to stop{}.",
         started.elapsed().as_secs_f64(),

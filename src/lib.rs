@@ -11,6 +11,7 @@ pub mod config;
 pub mod crypto;
 pub mod datapath;
 pub mod demo;
+pub mod guard;
 pub mod lifecycle;
 pub mod net;
 pub mod observe;

@@ -79,6 +79,46 @@ enum Command {
         #[command(subcommand)]
         action: KeysAction,
     },
+    /// The audit trail (docs/security.md, "Insider threats").
+    Audit {
+        #[command(subcommand)]
+        action: AuditAction,
+    },
+    /// Honeytokens: decoy rows that no legitimate workflow reads.
+    Honeytoken {
+        #[command(subcommand)]
+        action: HoneytokenAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditAction {
+    /// Check the keyed hash chain of audit files: exit 0 when intact, else 1 naming
+    /// the first bad line and why (tampered, deleted, truncated).
+    Verify {
+        #[arg(long, short, default_value = "config/pgcloak.yaml")]
+        config: PathBuf,
+        /// The audit file; repeat for rotated files, oldest first.
+        #[arg(long, required = true)]
+        file: Vec<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum HoneytokenAction {
+    /// Insert decoy customers (encrypted like real rows, straight into the database)
+    /// and print their values as a policy `guard.honeytokens` section.
+    Plant {
+        #[arg(long, short, default_value = "config/pgcloak.yaml")]
+        config: PathBuf,
+        #[arg(long)]
+        database: String,
+        /// `schema.table` or `table` (its protected columns get decoy values).
+        #[arg(long)]
+        table: String,
+        #[arg(long, default_value_t = 3)]
+        count: usize,
+    },
 }
 
 #[derive(Subcommand)]
@@ -135,6 +175,81 @@ fn main() -> ExitCode {
         Command::Keys {
             action: KeysAction::Status { config, database },
         } => keys_status(config, database),
+        Command::Audit {
+            action: AuditAction::Verify { config, file },
+        } => audit_verify(config, file),
+        Command::Honeytoken {
+            action:
+                HoneytokenAction::Plant {
+                    config,
+                    database,
+                    table,
+                    count,
+                },
+        } => honeytoken_plant(config, database, table, count),
+    }
+}
+
+fn audit_verify(config: PathBuf, files: Vec<PathBuf>) -> ExitCode {
+    let cfg = match load_config(&config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let keys = match pgcloak::guard::audit_verify_keys(&cfg) {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut contents = Vec::new();
+    for f in &files {
+        match std::fs::read(f) {
+            Ok(b) => contents.push(b),
+            Err(e) => {
+                eprintln!("error: {}: {e}", f.display());
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let slices: Vec<&[u8]> = contents.iter().map(Vec::as_slice).collect();
+    match pgcloak::guard::chain::verify(&slices, &|id| keys.get(&id).copied()) {
+        Ok(ok) => {
+            println!(
+                "OK: {} records intact in {} file(s); last hash {}",
+                ok.records,
+                files.len(),
+                ok.head
+            );
+            ExitCode::SUCCESS
+        }
+        Err(b) => {
+            let (file, line) = b.location();
+            let name = files
+                .get(file.saturating_sub(1))
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
+            println!("FAILED: {name}:{line}: {}", b.reason());
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn honeytoken_plant(config: PathBuf, database: String, table: String, count: usize) -> ExitCode {
+    let Some(runtime) = runtime(false) else {
+        return ExitCode::from(2);
+    };
+    match runtime.block_on(pgcloak::guard::plant::plant(
+        &config, &database, &table, count,
+    )) {
+        Ok(yaml) => {
+            print!("{yaml}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
     }
 }
 
@@ -333,6 +448,8 @@ fn serve(path: PathBuf) -> ExitCode {
             trigger.cancel();
         });
         server.run(shutdown).await;
+        // Every audit record emitted before the drain ended reaches the file.
+        pgcloak::observe::audit::flush(std::time::Duration::from_secs(5));
         ExitCode::SUCCESS
     })
 }

@@ -140,6 +140,7 @@ fn demo_prints_working_commands_and_cleans_up_on_ctrl_c() {
         "direct",
         "search",
         "refused",
+        "honeytoken",
     ] {
         assert!(
             commands.contains_key(tag),
@@ -212,6 +213,12 @@ fn demo_prints_working_commands_and_cleans_up_on_ctrl_c() {
     assert!(search.contains("(1 row)"), "{search}");
     assert!(search.contains("*******"), "{search}");
     assert!(regex_like_phone(&search).is_none(), "{search}");
+
+    // The decoy customer the demo planted is found like any other (and trips the guard).
+    let (ok, decoy) = run_printed(&commands["honeytoken"].1);
+    assert!(ok, "{decoy}");
+    assert!(decoy.contains("(1 row)"), "{decoy}");
+    assert!(regex_like_phone(&decoy).is_none(), "{decoy}");
 
     // The refused query fails with its documented SQLSTATE, as the comment says.
     let (comment, refused_cmd) = &commands["refused"];

@@ -42,7 +42,7 @@ fn unknown_column_key_names_the_valid_keys() {
 fn unknown_top_level_key_is_rejected() {
     assert_eq!(
         one_error("version: 1\nversoin: 1\ntables: {}\n"),
-        "policy.yaml:2:1: versoin: unknown field `versoin`, expected one of version, tables, functions"
+        "policy.yaml:2:1: versoin: unknown field `versoin`, expected one of version, tables, functions, guard"
     );
 }
 
@@ -466,7 +466,7 @@ fn every_unknown_key_is_reported_at_once() {
     assert_eq!(
         errors(yaml),
         [
-            "policy.yaml:2:1: colour: unknown field `colour`, expected one of version, tables, functions",
+            "policy.yaml:2:1: colour: unknown field `colour`, expected one of version, tables, functions, guard",
             "policy.yaml:7:7: tables.t.a.acess: unknown field `acess`, expected one of type, encryption, id, key_group, mask, access, search",
             "policy.yaml:10:29: tables.t.b.mask.fil: unknown field `fil`, expected one of keep_first, keep_last, fill, fixed, email, pseudonym",
         ]
@@ -565,4 +565,55 @@ fn an_unknown_key_and_a_wrong_type_are_reported_in_one_run() {
         "{errs:#?}"
     );
     assert!(errs[3].starts_with("policy.yaml:12:"), "{errs:#?}");
+}
+
+const GUARD_BASE: &str = "version: 1\ntables:\n  public.customers:\n    phone: { type: text, access: { agent: plaintext } }\n";
+
+#[test]
+fn the_guard_section_loads_quotas_and_honeytokens() {
+    let p = load(&format!(
+        "{GUARD_BASE}guard:\n  quotas:\n    - {{ role: Agent, columns: [customers.phone], max_values: 200, window: 1h }}\n    - {{ name: daily, role: agent, max_values: 1000, window: 1d }}\n  honeytokens:\n    public.customers.phone: [\"0900000009\", \"0900000010\"]\n  on_honeytoken: deny\n"
+    ));
+    let g = p.guard();
+    assert_eq!(g.quotas.len(), 2);
+    assert_eq!(g.quotas[0].name, "agent");
+    assert_eq!(g.quotas[0].role, RoleName("agent".into()));
+    assert_eq!(g.quotas[0].max_values, 200);
+    assert_eq!(g.quotas[0].window, std::time::Duration::from_secs(3600));
+    assert!(g.quotas[0].covers(pgcloak::policy::ColumnRef(0)));
+    assert_eq!(g.quotas[1].columns, None);
+    assert_eq!(g.quotas[1].window, std::time::Duration::from_secs(86_400));
+    assert_eq!(g.honeytokens.values().next().map(Vec::len), Some(2));
+    assert_eq!(g.on_honeytoken, pgcloak::policy::HoneytokenAction::Deny);
+    // Without the section: no guard.
+    assert!(load(GUARD_BASE).guard().is_empty());
+}
+
+#[test]
+fn every_guard_mistake_is_reported_in_one_run() {
+    let e = errors(&format!(
+        "{GUARD_BASE}guard:\n  quotas:\n    - {{ role: agent, columns: [customers.email], max_values: 0, window: 1w }}\n    - {{ role: agent, max_values: 5, window: 10m }}\n    - {{ role: public, max_values: 5, window: 10m }}\n    - {{ max_values: 5 }}\n  honeytokens:\n    public.orders.phone: [\"x\"]\n    customers.phone: []\n  on_honeytoken: block\n"
+    ));
+    let all = e.join("\n");
+    for want in [
+        "guard.quotas[0].columns[0]: `customers.email` is not a protected column of this policy",
+        "guard.quotas[0].max_values: max_values must be at least 1",
+        "guard.quotas[0].window: invalid window `1w`",
+        "guard.quotas[1].name: quota `agent` is defined twice",
+        "guard.quotas[2].role: a quota applies to a role, not PUBLIC",
+        "guard.quotas[3].role: a quota needs `role:`",
+        "guard.quotas[3].window: a quota needs `window:`",
+        "guard.honeytokens.public.orders.phone: `public.orders.phone` is not a protected column",
+        "guard.honeytokens.customers.phone: list at least one decoy value",
+        "guard.on_honeytoken: unknown action `block`, expected alert or deny",
+    ] {
+        assert!(all.contains(want), "missing `{want}` in:\n{all}");
+    }
+    assert!(all.starts_with("policy.yaml:"), "{all}");
+    // Unknown keys inside the section are named with the valid ones.
+    let e = errors(&format!("{GUARD_BASE}guard:\n  quota: []\n"));
+    assert!(
+        e.iter().any(|l| l.contains("guard.quota: unknown field `quota`, expected one of quotas, honeytokens, on_honeytoken")),
+        "{e:?}"
+    );
 }

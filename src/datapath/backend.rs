@@ -165,6 +165,7 @@ impl DataPath {
             b'd' => match self.current_copy_out.clone() {
                 Some(stream) => super::copy::transform_copy_out_row(
                     &stream.prot,
+                    &prot,
                     &self.codec,
                     &self.roles,
                     &stream.plan,
@@ -186,6 +187,12 @@ impl DataPath {
             crate::observe::rejected(&e);
             // The client gets pgcloak's error instead of the rest of this cycle.
             out.truncate(mark);
+            if e.ends_session() {
+                // The insider guard closes the session (honeytoken under `deny`).
+                let pg = e.to_pg();
+                out.extend_from_slice(&crate::wire::PgError::fatal(pg.code, pg.message).encode());
+                return Ok(Flow::Stop);
+            }
             out.extend_from_slice(&e.to_pg().encode());
             self.swallow_until_ready = true;
             self.active = None;
@@ -529,6 +536,7 @@ impl DataPath {
                 "a result row does not match pgcloak's analysis of the statement".into(),
             ));
         }
+        let mut guard = super::insider::RowGuard::new(prot);
         let start = begin_data_row(out, values.len());
         for (i, v) in values.iter().enumerate() {
             let action = active.actions.get(i).copied().flatten();
@@ -544,12 +552,19 @@ impl DataPath {
                             ))
                         })?)
                     };
+                    if let Some(g) = guard.as_mut() {
+                        g.value(a.col, a.view, &envelope);
+                    }
                     let rendered =
                         render(prot, &self.codec, a.col, a.view, &envelope, a.client_format)?;
                     put_value(out, rendered.as_deref());
                 }
                 (_, v) => put_value(out, *v),
             }
+        }
+        if let Some(g) = guard {
+            // Before the row is complete: a refusal replaces it (on_backend truncates).
+            g.finish(&self.protection.load(), &self.roles)?;
         }
         finish_message(out, start);
         Ok(())

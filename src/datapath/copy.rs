@@ -411,6 +411,7 @@ fn encode_field(value: &[u8], plan: &CopyPlan, out: &mut Vec<u8>) {
 /// Rewrites one COPY TO STDOUT row (one CopyData payload) for the session's roles.
 pub(super) fn transform_copy_out_row(
     prot: &Protection,
+    current: &Protection,
     ctx: &SessionContext,
     roles: &[RoleName],
     plan: &CopyPlan,
@@ -422,6 +423,7 @@ pub(super) fn transform_copy_out_row(
     check_width(&fields, plan)?;
     let d = delimiter(plan);
     let mut row = Vec::with_capacity(payload.len() * 2);
+    let mut guard = super::insider::RowGuard::new(prot);
     for (i, f) in fields.iter().enumerate() {
         if i > 0 {
             row.push(d);
@@ -438,6 +440,9 @@ pub(super) fn transform_copy_out_row(
                     ))
                 })?;
                 let view = prot.policy.access_for(roles, col);
+                if let Some(g) = guard.as_mut() {
+                    g.value(col, view, &envelope);
+                }
                 match render(prot, ctx, col, view, &envelope, 0)? {
                     Some(v) => encode_field(&v, plan, &mut row),
                     None => row.extend_from_slice(null_marker(plan)),
@@ -445,6 +450,9 @@ pub(super) fn transform_copy_out_row(
             }
             (_, Field::Null(raw)) | (_, Field::Value(raw)) => row.extend_from_slice(raw),
         }
+    }
+    if let Some(g) = guard {
+        g.finish(current, roles)?;
     }
     row.extend_from_slice(&payload[body.len()..]);
     put_copy_data(out, &row);

@@ -35,6 +35,9 @@ pub enum DataPathError {
     /// way of preparing one passes through it, so PostgreSQL would not know it either.
     #[error("prepared statement \"{0}\" does not exist")]
     UnknownPrepared(String),
+    /// The insider guard stopped the statement (a quota, or a honeytoken under `deny`).
+    #[error(transparent)]
+    Guard(#[from] crate::guard::GuardError),
 }
 
 impl DataPathError {
@@ -65,6 +68,7 @@ impl DataPathError {
             DataPathError::PlanChanged(_) => "0A000",
             DataPathError::Wire(w) => w.sqlstate(),
             DataPathError::UnknownPrepared(_) => "26000",
+            DataPathError::Guard(g) => g.sqlstate(),
         }
     }
 

@@ -17,6 +17,7 @@ mod copy;
 pub mod egress;
 mod error;
 mod frontend;
+mod insider;
 mod meaning;
 mod recover;
 mod resolution;
@@ -46,12 +47,16 @@ pub struct Protection {
     pub names: NameSet,
     pub cache: AnalysisCache,
     pub in_list_cap: usize,
+    /// The insider guard's view of this generation (honeytoken matcher, quotas on/off).
+    pub guard: crate::guard::Compiled,
 }
 
 impl Protection {
     pub fn new(policy: Arc<Policy>, suite: CipherSuite, in_list_cap: usize) -> Protection {
         let names = NameSet::from_policy(&policy);
+        let guard = crate::guard::Compiled::new(&policy);
         Protection {
+            guard,
             policy,
             suite,
             names,
@@ -193,6 +198,8 @@ pub struct DataPath {
     copy_in_failed: bool,
     /// The error the client gets in place of the server's answer to pgcloak's CopyFail.
     copy_fail_error: Option<crate::wire::PgError>,
+    /// The insider guard refused a statement and the session must close (honeytoken deny).
+    guard_closed: Option<crate::guard::GuardError>,
 }
 
 impl DataPath {
@@ -232,6 +239,7 @@ impl DataPath {
             path_reads: tokio::sync::watch::Sender::new(0),
             copy_in_failed: false,
             copy_fail_error: None,
+            guard_closed: None,
         }
     }
 

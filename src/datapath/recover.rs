@@ -43,13 +43,32 @@ impl DataPath {
             }
         }
         let mark = out.len();
-        match self.on_frontend(msg, out) {
+        let r = match self.on_frontend(msg, out) {
             Err(e) if !e.ends_session() => {
                 out.truncate(mark);
                 self.recover(tag, &e, out);
                 Ok(Flow::Continue)
             }
             r => r,
+        };
+        // The insider guard closes the session (a honeytoken under `deny`): nothing of
+        // this message goes upstream, the client gets the error as FATAL.
+        match self.guard_closed.take() {
+            Some(g) => {
+                out.truncate(mark);
+                Err(DataPathError::Guard(g))
+            }
+            None => r,
+        }
+    }
+
+    /// A refusal that must close the session is remembered where it was turned into
+    /// a statement failure, and raised by [`Self::on_client`].
+    pub(super) fn note_guard_close(&mut self, err: &DataPathError) {
+        if let DataPathError::Guard(g) = err {
+            if g.ends_session() {
+                self.guard_closed = Some(g.clone());
+            }
         }
     }
 
@@ -82,7 +101,10 @@ impl DataPathError {
     /// Whether the session cannot go on after this error: only when the client's
     /// messages no longer parse (framing lost). Everything else fails a statement.
     pub fn ends_session(&self) -> bool {
-        matches!(self, DataPathError::Wire(_))
+        match self {
+            DataPathError::Guard(g) => g.ends_session(),
+            e => matches!(e, DataPathError::Wire(_)),
+        }
     }
 }
 

@@ -20,6 +20,7 @@ pub(super) fn encrypt_text_literal(
     utf8_ctx.client_encoding = codec::ClientEncoding::Utf8;
     let canonical = codec::text_to_canonical(c.logical_type, text.as_bytes(), &utf8_ctx)
         .map_err(|e| DataPathError::codec(&c.qualified_name(), e))?;
+    super::insider::searched(prot, col, &canonical)?;
     crate::observe::encrypted(&prot.policy, col);
     prot.suite
         .encrypt(col, &canonical)
@@ -44,6 +45,7 @@ pub(super) fn encrypt_param(
             codec::text_to_canonical(c.logical_type, v, ctx)
         }
         .map_err(|e| DataPathError::codec(&name, e))?;
+        super::insider::searched(prot, action.column, &canonical)?;
         crate::observe::encrypted(&prot.policy, action.column);
         prot.suite
             .encrypt(action.column, &canonical)

@@ -21,4 +21,4 @@ pub use engine::{Pace, RunStats};
 pub use error::LifecycleError;
 pub use keys_status::{keys_status, ColumnKeys, KeysStatus};
 pub use plan::Kind;
-pub use run::{run, select, ColumnOutcome, Options, Outcome};
+pub use run::{open, run, select, ColumnOutcome, Context, Options, Outcome};

@@ -1,31 +1,108 @@
 //! The audit trail: one JSON object per event, for the security team.
 //!
 //! Events go to `audit.file` (JSON lines, appended) when configured, otherwise to
-//! the `pgcloak::audit` log target as the `audit` field. Events name roles,
+//! the `pgcloak::audit` log target: in the JSON log format as an `audit` object
+//! inside the log event, in the text format as its JSON text. Events name roles,
 //! columns, views, statement fingerprints and generations; never a value, a
 //! literal, raw SQL or a key.
+//!
+//! Writing never blocks the data path: [`emit`] hands the record to a bounded
+//! channel ([`CAPACITY`]) read by one writer thread. When the channel is full the
+//! record is dropped and counted (`pgcloak_audit_dropped_total`, and a WARN once
+//! per thousand); the chain stays intact because the writer seals what it writes.
+//!
+//! With a keyring, the file is a keyed hash chain ([`crate::guard::chain`]): every
+//! record carries `prev` and `mac`, and each file the writer opens (at start, and
+//! after the file was rotated away: renamed or removed) begins with an
+//! `audit_start` record naming the key id and the previous record's MAC. Check it
+//! with `pgcloak audit verify`.
 
 use std::fs::{File, OpenOptions};
-use std::io::Write;
-use std::path::Path;
-use std::sync::{Mutex, OnceLock};
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::OnceLock;
 
 use serde_json::{json, Map, Value};
 
+use crate::guard::chain;
+
 pub const TARGET: &str = "pgcloak::audit";
+/// Records waiting for the writer before new ones are dropped (and counted).
+pub const CAPACITY: usize = 16_384;
+pub const DROPPED: &str = "pgcloak_audit_dropped_total";
 
-static FILE: OnceLock<Mutex<File>> = OnceLock::new();
+enum Msg {
+    Record(Map<String, Value>),
+    Flush(SyncSender<()>),
+}
 
-/// Opens the audit file (append, created 0600). Call once at startup.
-pub fn init_file(path: &Path) -> std::io::Result<()> {
+static SINK: OnceLock<SyncSender<Msg>> = OnceLock::new();
+static JSON_LOG: AtomicBool = AtomicBool::new(false);
+static DROPS: AtomicU64 = AtomicU64::new(0);
+
+/// The keyring's chain key for the audit file.
+#[derive(Clone)]
+pub struct ChainKey {
+    pub key_id: u32,
+    pub key: [u8; 32],
+}
+
+impl std::fmt::Debug for ChainKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ChainKey({})", self.key_id)
+    }
+}
+
+/// Who did it: the session's login role, its number on this instance, the client
+/// address and the current statement's fingerprint.
+#[derive(Debug, Clone, Default)]
+pub struct Identity {
+    pub role: String,
+    pub session: u64,
+    pub client: String,
+    pub fingerprint: Option<String>,
+}
+
+/// The log format is JSON: audit events without a file become objects in the log.
+pub fn set_json_log(json: bool) {
+    JSON_LOG.store(json, Ordering::Relaxed);
+}
+
+/// Opens the audit file (append, created 0600) and starts its writer. Call once at
+/// startup. With `key`, records are chained.
+pub fn init_file(path: &Path, key: Option<ChainKey>) -> std::io::Result<()> {
+    let file = open(path)?;
+    let (tx, rx) = std::sync::mpsc::sync_channel(CAPACITY);
+    if SINK.set(tx).is_err() {
+        return Ok(());
+    }
+    let path = path.to_path_buf();
+    std::thread::Builder::new()
+        .name("pgcloak-audit".into())
+        .spawn(move || writer(path, file, key, rx))?;
+    Ok(())
+}
+
+/// Waits (at most `timeout`) until every record emitted so far is written. For
+/// shutdown and tests; never called on the data path.
+pub fn flush(timeout: std::time::Duration) {
+    let Some(tx) = SINK.get() else { return };
+    let (done_tx, done_rx) = std::sync::mpsc::sync_channel(1);
+    if tx.send(Msg::Flush(done_tx)).is_ok() {
+        let _ = done_rx.recv_timeout(timeout);
+    }
+}
+
+fn open(path: &Path) -> std::io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
-    let f = OpenOptions::new()
+    OpenOptions::new()
         .create(true)
         .append(true)
+        .read(true)
         .mode(0o600)
-        .open(path)?;
-    let _ = FILE.set(Mutex::new(f));
-    Ok(())
+        .open(path)
 }
 
 /// Emits one event. `event` names its kind; `fields` must hold no value or SQL.
@@ -39,13 +116,169 @@ pub fn emit(event: &str, fields: Value) {
     if let Value::Object(f) = fields {
         obj.extend(f);
     }
-    let line = Value::Object(obj).to_string();
-    match FILE.get() {
-        Some(f) => {
-            let mut f = f.lock().unwrap_or_else(|p| p.into_inner());
-            let _ = writeln!(f, "{line}");
+    if let Some(tx) = SINK.get() {
+        match tx.try_send(Msg::Record(obj)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                metrics::counter!(DROPPED).increment(1);
+                let n = DROPS.fetch_add(1, Ordering::Relaxed);
+                if n % 1000 == 0 {
+                    tracing::warn!(target: TARGET, dropped = n + 1,
+                        "audit records dropped: the audit file cannot keep up (pgcloak_audit_dropped_total)");
+                }
+            }
         }
-        None => tracing::info!(target: TARGET, audit = %line, "audit"),
+        return;
+    }
+    log_event(obj);
+}
+
+/// An event without an audit file goes to the log.
+fn log_event(obj: Map<String, Value>) {
+    if !tracing::enabled!(target: TARGET, tracing::Level::INFO) {
+        return;
+    }
+    if JSON_LOG.load(Ordering::Relaxed) {
+        // The same shape as the JSON log's events, with the audit record as an object.
+        let ts = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        let line = json!({ "timestamp": ts, "level": "INFO", "message": "audit",
+                           "audit": Value::Object(obj), "target": TARGET });
+        let mut err = std::io::stderr().lock();
+        let _ = writeln!(err, "{line}");
+    } else {
+        let line = Value::Object(obj).to_string();
+        tracing::info!(target: TARGET, audit = %line, "audit");
+    }
+}
+
+/// The writer thread: seals and appends records, reopens a rotated file.
+fn writer(path: PathBuf, file: File, key: Option<ChainKey>, rx: Receiver<Msg>) {
+    let mut w = Writer {
+        path,
+        out: BufWriter::new(file),
+        key,
+        head: chain::GENESIS.to_string(),
+    };
+    let truncated = w.resume();
+    w.start(truncated, false);
+    let _ = w.out.flush();
+    while let Ok(msg) = rx.recv() {
+        let mut acks = Vec::new();
+        w.reopen_if_rotated();
+        let mut next = Some(msg);
+        let mut n = 0;
+        while let Some(m) = next.take() {
+            match m {
+                Msg::Record(r) => w.write(r),
+                Msg::Flush(ack) => acks.push(ack),
+            }
+            n += 1;
+            if n < 1024 {
+                next = rx.try_recv().ok();
+            }
+        }
+        let _ = w.out.flush();
+        for a in acks {
+            let _ = a.try_send(());
+        }
+    }
+}
+
+struct Writer {
+    path: PathBuf,
+    out: BufWriter<File>,
+    key: Option<ChainKey>,
+    /// The MAC of the last record written (or found at the end of the file).
+    head: String,
+}
+
+impl Writer {
+    /// Continues the chain of an existing file: the last complete record's MAC, and
+    /// the number of an incomplete last line (a crash mid-write), if any.
+    fn resume(&mut self) -> Option<u64> {
+        let f = self.out.get_mut();
+        let len = f.seek(SeekFrom::End(0)).ok()?;
+        if len == 0 {
+            return None;
+        }
+        let _ = f.seek(SeekFrom::Start(0));
+        let mut all = Vec::new();
+        // One read at startup, off the data path.
+        if f.read_to_end(&mut all).is_err() {
+            return None;
+        }
+        let complete = all.last() == Some(&b'\n');
+        let text = String::from_utf8_lossy(&all);
+        let mut full = text.split_terminator('\n').collect::<Vec<_>>();
+        let lines = full.len();
+        let truncated = if complete {
+            None
+        } else {
+            full.pop();
+            // End the incomplete line so the next record starts on its own.
+            let _ = self.out.write_all(b"\n");
+            Some(lines as u64)
+        };
+        if let Some(m) = full.iter().rev().find_map(|l| chain::mac_of(l)) {
+            self.head = m;
+        }
+        truncated
+    }
+
+    fn start(&mut self, truncated: Option<u64>, rotated: bool) {
+        let Some(k) = &self.key else { return };
+        let mut fields = json!({ "key_id": k.key_id, "pid": std::process::id() });
+        if let Some(n) = truncated {
+            fields["after_truncated_line"] = json!(n);
+        }
+        if rotated {
+            fields["rotated"] = json!(true);
+        }
+        let mut obj = Map::new();
+        obj.insert(
+            "ts".into(),
+            Value::String(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+        );
+        obj.insert("event".into(), Value::String(chain::START.into()));
+        if let Value::Object(f) = fields {
+            obj.extend(f);
+        }
+        self.write(obj);
+    }
+
+    fn write(&mut self, record: Map<String, Value>) {
+        let line = match &self.key {
+            Some(k) => {
+                let (line, mac) = chain::seal(&k.key, record, &self.head);
+                self.head = mac;
+                line
+            }
+            None => Value::Object(record).to_string(),
+        };
+        let mut bytes = line.into_bytes();
+        bytes.push(b'\n');
+        let _ = self.out.write_all(&bytes);
+    }
+
+    /// logrotate (rename or remove, then a new file): the next record goes to a new
+    /// file at the configured path, which starts with an `audit_start`.
+    fn reopen_if_rotated(&mut self) {
+        use std::os::unix::fs::MetadataExt;
+        let current = self.out.get_ref().metadata().ok();
+        let at_path = std::fs::metadata(&self.path).ok();
+        let same = match (&current, &at_path) {
+            (Some(a), Some(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+            _ => false,
+        };
+        if same {
+            return;
+        }
+        let _ = self.out.flush();
+        if let Ok(f) = open(&self.path) {
+            self.out = BufWriter::new(f);
+            let truncated = self.resume();
+            self.start(truncated, true);
+        }
     }
 }
 
@@ -84,6 +317,26 @@ pub fn rejected(role: &str, reason: &str, sqlstate: &str, fingerprint: Option<&s
     emit(
         "rejected",
         json!({ "role": role, "reason": reason, "sqlstate": sqlstate, "fingerprint": fingerprint }),
+    );
+}
+
+/// A decryption quota stopped a statement.
+pub fn quota_denied(who: &Identity, quota: &str, quota_role: &str, max_values: u64, window: &str) {
+    emit(
+        "quota_denied",
+        json!({ "role": who.role, "session": who.session, "client_addr": who.client,
+                "fingerprint": who.fingerprint, "quota": quota, "quota_role": quota_role,
+                "max_values": max_values, "window": window, "sqlstate": "42501" }),
+    );
+}
+
+/// A honeytoken was delivered (`how` = the view) or searched for (`search`).
+pub fn honeytoken(who: &Identity, column: &str, how: &str, denied: bool) {
+    emit(
+        "honeytoken",
+        json!({ "role": who.role, "session": who.session, "client_addr": who.client,
+                "fingerprint": who.fingerprint, "column": column, "via": how,
+                "action": if denied { "deny" } else { "alert" } }),
     );
 }
 

@@ -26,8 +26,10 @@ pub fn init(config: &crate::config::Config) -> Result<(), String> {
     if config.policy.is_some() {
         metrics::reloads_registered();
     }
+    audit::set_json_log(config.log.format == crate::config::LogFormat::Json);
     if let Some(path) = &config.audit.file {
-        audit::init_file(path)
+        let key = crate::guard::audit_chain_key(config)?;
+        audit::init_file(path, key)
             .map_err(|e| format!("audit.file {}: cannot open: {e}", path.display()))?;
     }
     let key = match &config.audit.fingerprint_key_env {

@@ -38,6 +38,8 @@ fn settings() -> Settings {
 
 #[derive(Default)]
 struct SessionObs {
+    /// The session's number on this instance (audit events of the insider guard).
+    id: u64,
     client: String,
     role: Option<String>,
     /// Values sent in plaintext or masked, per (column, view), for the whole session.
@@ -67,7 +69,9 @@ fn with<R>(f: impl FnOnce(&mut SessionObs) -> R) -> Option<R> {
 /// Runs one connection's task with its accounting.
 pub async fn scope<F: Future<Output = ()>>(peer: SocketAddr, fut: F) {
     metrics::connection_opened();
+    static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     let obs = SessionObs {
+        id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         client: peer.to_string(),
         ..Default::default()
     };
@@ -95,6 +99,17 @@ pub fn session_opened(role: &str, database: &str, auth_method: &str, verified: b
     })
     .unwrap_or_default();
     audit::session_opened(role, database, &client, auth_method, verified);
+}
+
+/// Who the current session is, for the insider guard's events (empty outside a session).
+pub fn identity() -> audit::Identity {
+    with(|s| audit::Identity {
+        role: s.role.clone().unwrap_or_default(),
+        session: s.id,
+        client: s.client.clone(),
+        fingerprint: s.fingerprint.clone(),
+    })
+    .unwrap_or_default()
 }
 
 /// A session ended with an error (`SessionError::label()`).
@@ -293,6 +308,7 @@ fn reason_label(e: &DataPathError) -> &'static str {
         DataPathError::PlanChanged(_) => "plan_changed",
         DataPathError::Wire(_) => "malformed",
         DataPathError::UnknownPrepared(_) => "unknown_prepared",
+        DataPathError::Guard(g) => g.label(),
     }
 }
 

@@ -9,7 +9,7 @@ use std::path::Path;
 use super::error::{PolicyErrorKind, PolicyErrors};
 use super::model::Policy;
 use super::raw::{unknown_keys, KeyTree, RawPolicy};
-use super::validate::{validate, validate_functions, Report};
+use super::validate::{validate, validate_functions, validate_guard, Report};
 
 impl Policy {
     /// Reads and validates the policy file at `path` as generation `generation`.
@@ -95,9 +95,18 @@ impl Policy {
         };
         let mut raw = raw;
         let allowed = validate_functions(raw.functions.take(), &mut report);
+        let guard = raw.guard.take();
         match validate(raw, &mut report) {
-            Some(columns) if report.errors.is_empty() => {
-                Ok(Policy::from_columns(generation, columns).with_allowed_functions(allowed))
+            Some(columns) => {
+                let guard = validate_guard(guard, &columns, &mut report);
+                if !report.errors.is_empty() {
+                    let mut errors = report.errors;
+                    errors.sort_by_key(|e| (e.line, e.column));
+                    return Err(PolicyErrors { errors });
+                }
+                Ok(Policy::from_columns(generation, columns)
+                    .with_allowed_functions(allowed)
+                    .with_guard(guard))
             }
             _ => {
                 let mut errors = report.errors;

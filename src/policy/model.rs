@@ -318,6 +318,54 @@ pub struct Policy {
     pub(crate) by_table_column: HashMap<TableName, HashMap<String, ColumnRef>>,
     /// `functions.allow`: normalised `schema.name` or a built-in's bare name.
     pub(crate) allowed_functions: BTreeSet<String>,
+    /// `guard:`: decryption quotas and honeytokens (the insider guard, `crate::guard`).
+    pub(crate) guard: GuardPolicy,
+}
+
+/// What to do when a honeytoken is delivered or searched for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HoneytokenAction {
+    /// Audit event, metric and WARN log; the statement goes on (the default).
+    #[default]
+    Alert,
+    /// As `Alert`, then the statement fails and the session is closed.
+    Deny,
+}
+
+/// One decryption quota: at most `max_values` plaintext values of `columns` delivered
+/// to sessions of `role` (members included) per sliding `window`, per pgcloak instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuotaPolicy {
+    /// Names the quota in errors, events and metrics (default: the role name). Usage is
+    /// kept by this name, so it survives a reload that changes the limit or the window.
+    pub name: String,
+    pub role: RoleName,
+    /// None: every protected column.
+    pub columns: Option<BTreeSet<ColumnRef>>,
+    pub max_values: u64,
+    pub window: std::time::Duration,
+}
+
+impl QuotaPolicy {
+    /// Whether plaintext values of `col` count against this quota.
+    pub fn covers(&self, col: ColumnRef) -> bool {
+        self.columns.as_ref().is_none_or(|c| c.contains(&col))
+    }
+}
+
+/// The policy's `guard:` section.
+#[derive(Debug, Clone, Default)]
+pub struct GuardPolicy {
+    pub quotas: Vec<QuotaPolicy>,
+    /// Decoy values per column, as written in the policy (text form).
+    pub honeytokens: BTreeMap<ColumnRef, Vec<String>>,
+    pub on_honeytoken: HoneytokenAction,
+}
+
+impl GuardPolicy {
+    pub fn is_empty(&self) -> bool {
+        self.quotas.is_empty() && self.honeytokens.is_empty()
+    }
 }
 
 impl Policy {
@@ -332,6 +380,17 @@ impl Policy {
     pub fn with_allowed_functions(mut self, names: BTreeSet<String>) -> Policy {
         self.allowed_functions = names;
         self
+    }
+
+    /// The policy with this `guard:` section.
+    pub fn with_guard(mut self, guard: GuardPolicy) -> Policy {
+        self.guard = guard;
+        self
+    }
+
+    /// The `guard:` section: quotas and honeytokens.
+    pub fn guard(&self) -> &GuardPolicy {
+        &self.guard
     }
 
     /// The `functions.allow` list, sorted (for `pgcloak check`).
@@ -357,6 +416,7 @@ impl Policy {
             by_table,
             by_table_column,
             allowed_functions: BTreeSet::new(),
+            guard: GuardPolicy::default(),
         }
     }
 

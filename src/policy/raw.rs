@@ -19,6 +19,27 @@ pub(crate) struct RawPolicy {
     pub version: Option<Spanned<u64>>,
     pub tables: Option<SpannedMap<SpannedMap<RawColumn>>>,
     pub functions: Option<Spanned<RawFunctions>>,
+    pub guard: Option<Spanned<RawGuard>>,
+}
+
+/// `guard: { quotas: [...], honeytokens: {column: [values]}, on_honeytoken: alert|deny }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawGuard {
+    pub quotas: Option<Spanned<Vec<Spanned<RawQuota>>>>,
+    pub honeytokens: Option<SpannedMap<Spanned<Vec<Spanned<String>>>>>,
+    pub on_honeytoken: Option<Spanned<String>>,
+}
+
+/// One entry of `guard.quotas`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawQuota {
+    pub name: Option<Spanned<String>>,
+    pub role: Option<Spanned<String>>,
+    pub columns: Option<Spanned<Vec<Spanned<String>>>>,
+    pub max_values: Option<Spanned<u64>>,
+    pub window: Option<Spanned<String>>,
 }
 
 /// `functions: { allow: [public.safe_report, query_to_xml] }`.
@@ -181,8 +202,11 @@ impl<'de> Deserialize<'de> for KeyTree {
 }
 
 /// The keys each struct above accepts, in declaration order (kept in step by a test).
-pub(crate) const POLICY_KEYS: &[&str] = &["version", "tables", "functions"];
+pub(crate) const POLICY_KEYS: &[&str] = &["version", "tables", "functions", "guard"];
 pub(crate) const FUNCTIONS_KEYS: &[&str] = &["allow"];
+pub(crate) const GUARD_KEYS: &[&str] = &["quotas", "honeytokens", "on_honeytoken"];
+#[cfg(test)]
+pub(crate) const QUOTA_KEYS: &[&str] = &["name", "role", "columns", "max_values", "window"];
 pub(crate) const COLUMN_KEYS: &[&str] = &[
     "type",
     "encryption",
@@ -208,6 +232,9 @@ pub(crate) fn unknown_keys(tree: &KeyTree) -> Vec<(&Spanned<String>, String, Str
     for (key, functions) in &tree.0 {
         if key.value == "functions" {
             check_keys(functions, "functions", FUNCTIONS_KEYS, &mut out);
+        }
+        if key.value == "guard" {
+            check_keys(functions, "guard", GUARD_KEYS, &mut out);
         }
     }
     for (key, tables) in &tree.0 {
@@ -279,5 +306,7 @@ mod tests {
             fields_of::<RawFunctions>("bogus: 1\n"),
             FUNCTIONS_KEYS.join(", ")
         );
+        assert_eq!(fields_of::<RawGuard>("bogus: 1\n"), GUARD_KEYS.join(", "));
+        assert_eq!(fields_of::<RawQuota>("bogus: 1\n"), QUOTA_KEYS.join(", "));
     }
 }

@@ -714,3 +714,224 @@ fn check_key_groups(columns: &[ColumnPolicy], origins: &[Origin], report: &mut R
         }
     }
 }
+
+/// `guard:`: quotas name a role, columns of this policy, a positive limit and a window;
+/// honeytokens name columns of this policy. Every mistake is reported.
+pub(crate) fn validate_guard(
+    raw: Option<Spanned<super::raw::RawGuard>>,
+    columns: &[ColumnPolicy],
+    report: &mut Report,
+) -> super::model::GuardPolicy {
+    use super::model::{GuardPolicy, HoneytokenAction, QuotaPolicy};
+    let mut guard = GuardPolicy::default();
+    let Some(raw) = raw.map(|g| g.value) else {
+        return guard;
+    };
+    let find = |text: &Spanned<String>, path: &str, report: &mut Report| {
+        let found = match parse_qualified(&text.value) {
+            Ok(parts) => {
+                let (schema, table, column) = match parts.as_slice() {
+                    [t, c] => (DEFAULT_SCHEMA.to_string(), t.clone(), c.clone()),
+                    [s, t, c] => (s.clone(), t.clone(), c.clone()),
+                    _ => {
+                        report.invalid(
+                            text.referenced,
+                            path,
+                            format!(
+                                "`{}`: expected schema.table.column or table.column",
+                                text.value
+                            ),
+                        );
+                        return None;
+                    }
+                };
+                let table = TableName::new(schema, table);
+                columns
+                    .iter()
+                    .position(|c| c.table == table && c.column == column)
+                    .map(|i| super::model::ColumnRef(i as u32))
+            }
+            Err(e) => {
+                report.invalid(text.referenced, path, format!("invalid column name: {e}"));
+                return None;
+            }
+        };
+        if found.is_none() {
+            report.invalid(
+                text.referenced,
+                path,
+                format!(
+                    "`{}` is not a protected column of this policy (list it under tables: first)",
+                    text.value
+                ),
+            );
+        }
+        found
+    };
+    if let Some(action) = raw.on_honeytoken {
+        guard.on_honeytoken = match action.value.as_str() {
+            "alert" => HoneytokenAction::Alert,
+            "deny" => HoneytokenAction::Deny,
+            other => {
+                report.invalid(
+                    action.referenced,
+                    "guard.on_honeytoken",
+                    format!("unknown action `{other}`, expected alert or deny"),
+                );
+                HoneytokenAction::Alert
+            }
+        };
+    }
+    let mut names: HashMap<String, Location> = HashMap::new();
+    for (i, q) in raw
+        .quotas
+        .map(|q| q.value)
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+    {
+        let path = format!("guard.quotas[{i}]");
+        let at = q.referenced;
+        let q = q.value;
+        let role = match &q.role {
+            None => {
+                report.invalid(
+                    at,
+                    format!("{path}.role"),
+                    "a quota needs `role:` (a PostgreSQL role; its members count as the role)",
+                );
+                None
+            }
+            Some(r) => match parse_single(&r.value) {
+                Ok(name) if name == "public" => {
+                    report.invalid(
+                        r.referenced,
+                        format!("{path}.role"),
+                        "a quota applies to a role, not PUBLIC",
+                    );
+                    None
+                }
+                Ok(name) => Some(RoleName(name)),
+                Err(e) => {
+                    report.invalid(
+                        r.referenced,
+                        format!("{path}.role"),
+                        format!("invalid role name: {e}"),
+                    );
+                    None
+                }
+            },
+        };
+        let max_values = match &q.max_values {
+            Some(m) if m.value > 0 => Some(m.value),
+            Some(m) => {
+                report.invalid(
+                    m.referenced,
+                    format!("{path}.max_values"),
+                    "max_values must be at least 1 (use access: null to forbid reading)",
+                );
+                None
+            }
+            None => {
+                report.invalid(
+                    at,
+                    format!("{path}.max_values"),
+                    "a quota needs `max_values:` (plaintext values per window)",
+                );
+                None
+            }
+        };
+        let window = match &q.window {
+            Some(w) => match parse_window(&w.value) {
+                Some(d) => Some(d),
+                None => {
+                    report.invalid(w.referenced, format!("{path}.window"), format!("invalid window `{}`: expected a positive number and a unit, s, m, h or d (e.g. 1h)", w.value));
+                    None
+                }
+            },
+            None => {
+                report.invalid(
+                    at,
+                    format!("{path}.window"),
+                    "a quota needs `window:` (e.g. 1h)",
+                );
+                None
+            }
+        };
+        let cols = q.columns.as_ref().map(|list| {
+            list.value
+                .iter()
+                .enumerate()
+                .filter_map(|(j, c)| find(c, &format!("{path}.columns[{j}]"), report))
+                .collect::<BTreeSet<_>>()
+        });
+        let name = match (&q.name, &role) {
+            (Some(n), _) if n.value.trim().is_empty() => {
+                report.invalid(
+                    n.referenced,
+                    format!("{path}.name"),
+                    "a quota name cannot be empty",
+                );
+                continue;
+            }
+            (Some(n), _) => n.value.clone(),
+            (None, Some(r)) => r.0.clone(),
+            (None, None) => continue,
+        };
+        if let Some(first) = names.get(&name) {
+            report.invalid(
+                at,
+                format!("{path}.name"),
+                format!(
+                    "quota `{name}` is defined twice (first at line {}); give one a `name:`",
+                    first.line()
+                ),
+            );
+            continue;
+        }
+        names.insert(name.clone(), at);
+        if let (Some(role), Some(max_values), Some(window)) = (role, max_values, window) {
+            guard.quotas.push(QuotaPolicy {
+                name,
+                role,
+                columns: cols,
+                max_values,
+                window,
+            });
+        }
+    }
+    for (key, values) in raw.honeytokens.unwrap_or_default().0 {
+        let path = format!("guard.honeytokens.{}", key.value);
+        let Some(col) = find(&key, &path, report) else {
+            continue;
+        };
+        if values.value.is_empty() {
+            report.invalid(values.referenced, &path, "list at least one decoy value");
+            continue;
+        }
+        guard
+            .honeytokens
+            .entry(col)
+            .or_default()
+            .extend(values.value.into_iter().map(|v| v.value));
+    }
+    guard
+}
+
+/// `30s`, `15m`, `1h`, `7d` (a positive whole number and a unit).
+pub fn parse_window(text: &str) -> Option<std::time::Duration> {
+    let t = text.trim();
+    let unit = t.chars().last()?;
+    let n: u64 = t[..t.len() - unit.len_utf8()].trim().parse().ok()?;
+    let secs = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86_400,
+        _ => return None,
+    };
+    (n > 0)
+        .then(|| n.checked_mul(secs))
+        .flatten()
+        .map(std::time::Duration::from_secs)
+}

@@ -429,6 +429,11 @@ async fn close_legs(
             let _ = upstream_w.write_all(&TERMINATE).await;
             Err(e)
         }
+        End::Upstream(Ok(PumpEnd::Stopped)) => {
+            // The data path closed the session (the insider guard; its FATAL is sent).
+            let _ = upstream_w.write_all(&TERMINATE).await;
+            Ok("guard_closed")
+        }
         End::Upstream(Ok(_)) => {
             // Upstream normally says why (a FATAL ErrorResponse, already relayed).
             if !upstream_explained {

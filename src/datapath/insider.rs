@@ -1,0 +1,94 @@
+//! The data path's calls into the insider guard ([`crate::guard`]).
+//!
+//! [`RowGuard`] watches one result row (DataRow or COPY TO STDOUT line) as its values
+//! are rendered: it counts the plaintext values of each column and notices a
+//! honeytoken in any view (a ciphertext or masked value is decrypted to compare, only
+//! for columns that have decoys). [`RowGuard::finish`] runs before the row is
+//! appended for the client: a quota that the row would pass, or a honeytoken under
+//! `on_honeytoken: deny`, fails the statement there, so no row beyond the quota and
+//! no half row leaves pgcloak. [`searched`] does the same for a value encrypted for
+//! the server (an equality search or a write naming a decoy).
+
+use crate::policy::{ColumnRef, RoleName, View};
+
+use super::{DataPathError, Protection};
+
+/// One row's guard bookkeeping (None when the policy has no guard section).
+pub(super) struct RowGuard<'a> {
+    prot: &'a Protection,
+    plaintext: Vec<(ColumnRef, u64)>,
+    touched: Option<(ColumnRef, &'static str)>,
+}
+
+impl<'a> RowGuard<'a> {
+    pub(super) fn new(prot: &'a Protection) -> Option<RowGuard<'a>> {
+        (!prot.guard.is_empty()).then(|| RowGuard {
+            prot,
+            plaintext: Vec::new(),
+            touched: None,
+        })
+    }
+
+    /// One protected value of `col`, about to be delivered under `view`.
+    pub(super) fn value(&mut self, col: ColumnRef, view: View, envelope: &[u8]) {
+        if view == View::Plaintext && self.prot.guard.has_quotas() {
+            match self.plaintext.iter_mut().find(|(c, _)| *c == col) {
+                Some((_, n)) => *n += 1,
+                None => self.plaintext.push((col, 1)),
+            }
+        }
+        if self.touched.is_none()
+            && matches!(view, View::Plaintext | View::Masked | View::Ciphertext)
+            && self.prot.guard.watches(col)
+        {
+            // A value that does not decrypt is not a decoy (rendering reports it).
+            if let Ok(canonical) = self.prot.suite.decrypt(col, envelope) {
+                if self.prot.guard.is_honeytoken(col, &canonical) {
+                    self.touched = Some((col, view.name()));
+                }
+            }
+        }
+    }
+
+    /// Before the row goes out: report a honeytoken, charge the quotas. `current` is
+    /// the protection in force now (quotas follow a reload at once); the row's column
+    /// references index `self.prot`'s generation.
+    pub(super) fn finish(
+        self,
+        current: &Protection,
+        roles: &[RoleName],
+    ) -> Result<(), DataPathError> {
+        if let Some((col, how)) = self.touched {
+            crate::guard::honeytoken_touched(&self.prot.policy, col, how)?;
+        }
+        if self.plaintext.is_empty() || current.policy.guard().quotas.is_empty() {
+            return Ok(());
+        }
+        let counts: Vec<(ColumnRef, u64)> = if current.generation() == self.prot.generation() {
+            self.plaintext
+        } else {
+            self.plaintext
+                .into_iter()
+                .filter_map(|(c, n)| {
+                    let p = self.prot.policy.get(c)?;
+                    Some((current.policy.find(&p.table, &p.column)?, n))
+                })
+                .collect()
+        };
+        crate::guard::charge(&current.policy, roles, &counts)?;
+        Ok(())
+    }
+}
+
+/// A value of `col` (canonical) is being encrypted for the server: an equality
+/// search or a write that names a honeytoken is reported.
+pub(super) fn searched(
+    prot: &Protection,
+    col: ColumnRef,
+    canonical: &[u8],
+) -> Result<(), DataPathError> {
+    if prot.guard.watches(col) && prot.guard.is_honeytoken(col, canonical) {
+        crate::guard::honeytoken_touched(&prot.policy, col, "search")?;
+    }
+    Ok(())
+}
