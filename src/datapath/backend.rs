@@ -149,7 +149,7 @@ impl DataPath {
             }
         };
         if let Err(e) = result {
-            crate::observe::rejected(&e);
+            e.report();
             // The client gets pgcloak's error instead of the rest of this cycle.
             out.truncate(mark);
             out.extend_from_slice(&e.to_pg().encode());
@@ -411,7 +411,7 @@ impl DataPath {
                 Err(_) => None,
             })
             .collect();
-        crate::observe::rejected(&leak_error("a server message"));
+        leak_error("a server message").report();
         out.truncate(mark);
         encode_error_fields(tag, &fields, out);
     }
@@ -433,7 +433,7 @@ impl DataPath {
             out.extend_from_slice(msg);
             return;
         }
-        crate::observe::rejected(&leak_error("a NOTIFY payload"));
+        leak_error("a NOTIFY payload").report();
         // pid, channel, then the payload; keep pid and channel when they are clean.
         let channel_end = body
             .get(4..)

@@ -408,7 +408,7 @@ impl DataPath {
                     }
                 };
                 let (start, err) = (failed.0, &failed.1);
-                crate::observe::rejected(err);
+                err.report();
                 let delta = rewritten.len() as isize - sql.len() as isize;
                 let cut = (start as isize + delta).max(0) as usize;
                 let mut text = rewritten.get(..cut).unwrap_or("").to_string();
@@ -919,7 +919,7 @@ impl DataPath {
     /// unnamed statement. The injected ParseComplete and BindComplete are dropped, so
     /// the client's own message gets the error instead. Then discard until Sync.
     pub(super) fn inject_extended_failure(&mut self, err: &DataPathError, out: &mut BytesMut) {
-        crate::observe::rejected(err);
+        err.report();
         let parse = Parse {
             name: String::new(),
             sql: raise_statement(err).into_bytes(),
@@ -940,7 +940,7 @@ impl DataPath {
 
     /// Makes upstream fail a simple Query (or function call) with pgcloak's error.
     pub(super) fn inject_simple_failure(&mut self, err: &DataPathError, out: &mut BytesMut) {
-        crate::observe::rejected(err);
+        err.report();
         let mut st = VecDeque::new();
         st.push_back(SimpleStatement {
             transform: None,

@@ -57,7 +57,7 @@ impl DataPath {
 
     /// Aborts the COPY FROM STDIN in progress with pgcloak's error.
     fn fail_copy_in(&mut self, err: &DataPathError, out: &mut BytesMut) {
-        crate::observe::rejected(err);
+        err.report();
         // Until the client's own CopyDone/CopyFail ('c' itself ends it here).
         self.state.fail_copy_in(err.to_pg());
         let reason = b"pgcloak: a COPY row cannot be encoded for a protected column";
