@@ -48,6 +48,7 @@ impl DataPath {
     /// Handles one upstream message, appending what goes to the client to `out`.
     pub fn on_backend(&mut self, msg: &[u8], out: &mut BytesMut) -> Result<Flow, DataPathError> {
         let tag = msg[0];
+        self.apply_catalog_updates();
         if tag == b'A' {
             // Asynchronous: forwarded even while a failed cycle is being swallowed.
             self.on_notification(msg, out);
@@ -63,9 +64,8 @@ impl DataPath {
             self.on_search_path_reply(msg, out);
             return Ok(Flow::Continue);
         }
-        if self.swallow_until_ready {
+        if self.state.result_failed() {
             if tag == b'Z' {
-                self.swallow_until_ready = false;
                 self.finish_cycle();
                 out.extend_from_slice(msg);
             } else if tag == b'S' || tag == b'A' || tag == b'N' {
@@ -84,9 +84,7 @@ impl DataPath {
                 Ok(())
             }
             b'1' | b'2' => {
-                if matches!(self.expect.front(), Some(Expect::Swallow(t)) if *t == tag) {
-                    self.expect.pop_front();
-                } else {
+                if !self.state.swallows(tag) {
                     out.extend_from_slice(msg);
                 }
                 Ok(())
@@ -94,12 +92,7 @@ impl DataPath {
             b't' => self.on_parameter_description(&prot, msg, out),
             b'T' => self.on_row_description(&prot, msg, out),
             b'n' => {
-                if matches!(
-                    self.expect.front(),
-                    Some(Expect::DescribeStatement { .. } | Expect::DescribePortal { .. })
-                ) {
-                    self.expect.pop_front();
-                }
+                self.state.no_data();
                 out.extend_from_slice(msg);
                 Ok(())
             }
@@ -111,17 +104,7 @@ impl DataPath {
                     // DDL or a GRANT went through: the session refreshes its catalog view.
                     self.catalog_changed.notify_one();
                 }
-                self.active = None;
-                self.current_copy_out = None;
-                match self.expect.front_mut() {
-                    Some(Expect::Execute { .. }) => {
-                        self.expect.pop_front();
-                    }
-                    Some(Expect::Simple(stmts)) if tag != b's' => {
-                        stmts.pop_front();
-                    }
-                    _ => {}
-                }
+                self.state.command_done(tag == b's');
                 out.extend_from_slice(msg);
                 Ok(())
             }
@@ -131,38 +114,21 @@ impl DataPath {
                 Ok(())
             }
             b'Z' => {
-                self.copy_fail_error = None;
                 self.finish_cycle();
                 out.extend_from_slice(msg);
                 Ok(())
             }
             b'H' => {
-                let copy = match self.expect.front() {
-                    Some(Expect::Simple(stmts)) => stmts.front().and_then(|s| s.copy.clone()),
-                    Some(Expect::Execute { copy, .. }) => copy.clone(),
-                    _ => None,
-                };
-                self.current_copy_out = copy;
+                self.state.copy_out_started();
                 out.extend_from_slice(msg);
                 Ok(())
             }
             b'G' => {
-                // COPY FROM STDIN started: PostgreSQL ignores every Sync the client
-                // sent after the statement that started it, until CopyDone/CopyFail.
-                self.server_copy_in = true;
-                let mut first = true;
-                self.expect.retain(|e| {
-                    let keep = first || !matches!(e, Expect::Sync);
-                    first = false;
-                    keep
-                });
-                if let Some(stream) = self.pending_copy_in.take() {
-                    self.copy_in = Some((super::copy::CopyIn::new(stream.plan), stream.prot));
-                }
+                self.state.copy_in_started();
                 out.extend_from_slice(msg);
                 Ok(())
             }
-            b'd' => match self.current_copy_out.clone() {
+            b'd' => match self.state.copy_out().cloned() {
                 Some(stream) => super::copy::transform_copy_out_row(
                     &stream.prot,
                     &prot,
@@ -184,7 +150,7 @@ impl DataPath {
             }
         };
         if let Err(e) = result {
-            crate::observe::rejected(&e);
+            e.report();
             // The client gets pgcloak's error instead of the rest of this cycle.
             out.truncate(mark);
             if e.ends_session() {
@@ -194,9 +160,7 @@ impl DataPath {
                 return Ok(Flow::Stop);
             }
             out.extend_from_slice(&e.to_pg().encode());
-            self.swallow_until_ready = true;
-            self.active = None;
-            self.current_copy_out = None;
+            self.state.fail_result();
         }
         Ok(Flow::Continue)
     }
@@ -216,14 +180,7 @@ impl DataPath {
 
     /// ReadyForQuery: the end of a Sync or simple-Query cycle.
     fn finish_cycle(&mut self) {
-        self.active = None;
-        self.current_copy_out = None;
-        while let Some(e) = self.expect.pop_front() {
-            if matches!(e, Expect::Sync | Expect::Simple(_)) {
-                break;
-            }
-        }
-        if self.expect.is_empty() {
+        if self.state.ready_for_query() {
             // Everything the client sent is answered: no parsed COPY can still be waiting.
             self.copy_settled();
         }
@@ -239,7 +196,7 @@ impl DataPath {
             params,
             prot: Some(prot),
             ..
-        }) = self.expect.front()
+        }) = self.state.front()
         else {
             out.extend_from_slice(msg);
             return Ok(());
@@ -270,20 +227,12 @@ impl DataPath {
         msg: &[u8],
         out: &mut BytesMut,
     ) -> Result<(), DataPathError> {
-        let simple = matches!(self.expect.front(), Some(Expect::Simple(_)));
-        let (transform, upstream_binary, pop) = match self.expect.front() {
-            Some(Expect::DescribeStatement { transform, .. }) => (transform.clone(), false, true),
-            Some(Expect::DescribePortal { transform }) => (transform.clone(), true, true),
-            Some(Expect::Simple(stmts)) => (
-                stmts.front().and_then(|s| s.transform.clone()),
-                false,
-                false,
-            ),
-            _ => (None, false, false),
-        };
-        if pop {
-            self.expect.pop_front();
-        }
+        let super::state::RowDescriptionFor {
+            transform,
+            described: pop,
+            upstream_binary,
+            simple,
+        } = self.state.row_description();
         let mut fields = decode_row_description(msg)?;
         // Cross-check: a column RowDescription says comes from a protected table
         // column must be one the analysis knows to be encrypted.
@@ -313,7 +262,7 @@ impl DataPath {
         let Some(transform) = transform else {
             out.extend_from_slice(msg);
             if simple {
-                self.active = Some(Arc::new(ActiveResult {
+                self.state.relay_rows(Arc::new(ActiveResult {
                     described: Some(Bytes::copy_from_slice(msg)),
                     ..ActiveResult::default()
                 }));
@@ -324,7 +273,7 @@ impl DataPath {
         if !transform.shape.has_encrypted() {
             out.extend_from_slice(msg);
             if !pop {
-                self.active = Some(Arc::new(ActiveResult {
+                self.state.relay_rows(Arc::new(ActiveResult {
                     described: Some(Bytes::copy_from_slice(msg)),
                     ..ActiveResult::default()
                 }));
@@ -364,7 +313,7 @@ impl DataPath {
         encode_row_description(&fields, out);
         if !pop {
             active.described = Some(Bytes::copy_from_slice(&out[start..]));
-            self.active = Some(Arc::new(active));
+            self.state.relay_rows(Arc::new(active));
         }
         Ok(())
     }
@@ -408,8 +357,8 @@ impl DataPath {
         };
         let position = leak.column.unwrap_or(0);
         let name = self
-            .active
-            .as_ref()
+            .state
+            .rows()
             .and_then(|a| a.described.as_ref())
             .and_then(|d| decode_row_description(d).ok())
             .and_then(|fields| fields.get(position).map(|f| f.name.clone()));
@@ -469,7 +418,7 @@ impl DataPath {
                 Err(_) => None,
             })
             .collect();
-        crate::observe::rejected(&leak_error("a server message"));
+        leak_error("a server message").report();
         out.truncate(mark);
         encode_error_fields(tag, &fields, out);
     }
@@ -491,7 +440,7 @@ impl DataPath {
             out.extend_from_slice(msg);
             return;
         }
-        crate::observe::rejected(&leak_error("a NOTIFY payload"));
+        leak_error("a NOTIFY payload").report();
         // pid, channel, then the payload; keep pid and channel when they are clean.
         let channel_end = body
             .get(4..)
@@ -513,16 +462,13 @@ impl DataPath {
     }
 
     fn on_data_row(&mut self, msg: &[u8], out: &mut BytesMut) -> Result<(), DataPathError> {
-        if self.active.is_none() {
-            if let Some(Expect::Execute {
-                transform: Some(t), ..
-            }) = self.expect.front()
-            {
-                let t = t.clone();
-                self.active = Some(Arc::new(self.resolve_actions(&t, true)));
+        if self.state.rows().is_none() {
+            if let Some(t) = self.state.execute_transform() {
+                let active = self.resolve_actions(&t, true);
+                self.state.relay_rows(Arc::new(active));
             }
         }
-        let Some(active) = self.active.clone() else {
+        let Some(active) = self.state.rows().cloned() else {
             out.extend_from_slice(msg);
             return Ok(());
         };
@@ -571,29 +517,8 @@ impl DataPath {
     }
 
     fn on_error(&mut self, prot: &Protection, msg: &[u8], out: &mut BytesMut) {
-        let injected = matches!(self.expect.front(), Some(Expect::InjectedError))
-            || matches!(self.expect.front(), Some(Expect::Simple(s)) if s.front().is_some_and(|st| st.injected_error));
-        if matches!(self.expect.front(), Some(Expect::InjectedError)) {
-            self.expect.pop_front();
-        }
-        self.active = None;
-        self.current_copy_out = None;
-        self.copy_in = None;
-        self.pending_copy_in = None;
-        // Error recovery: a simple Query skips its remaining statements; the
-        // extended protocol skips everything until Sync.
-        match self.expect.front_mut() {
-            Some(Expect::Simple(stmts)) => stmts.clear(),
-            _ => {
-                while let Some(front) = self.expect.front() {
-                    if matches!(front, Expect::Sync | Expect::Simple(_)) {
-                        break;
-                    }
-                    self.expect.pop_front();
-                }
-            }
-        }
-        if let Some(own) = self.copy_fail_error.take() {
+        let super::state::ServerError { injected, own } = self.state.server_error();
+        if let Some(own) = own {
             // The server's answer to pgcloak's CopyFail: the client gets the real reason.
             out.extend_from_slice(&own.encode());
             return;

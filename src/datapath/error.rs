@@ -5,6 +5,7 @@ use thiserror::Error;
 
 use crate::codec::CodecError;
 use crate::crypto::CryptoError;
+use crate::observe::RejectReason;
 use crate::sql::SqlError;
 use crate::wire::{PgError, WireError};
 
@@ -70,6 +71,32 @@ impl DataPathError {
             DataPathError::UnknownPrepared(_) => "26000",
             DataPathError::Guard(g) => g.sqlstate(),
         }
+    }
+
+    /// Why this refusal is counted, from the error's type: a right the roles lack is
+    /// `denied` whichever layer found it.
+    pub fn reject_reason(&self) -> RejectReason {
+        match self {
+            DataPathError::Sql(SqlError::Forbidden(_)) => RejectReason::Denied,
+            DataPathError::Sql(_) => RejectReason::UnsupportedSql,
+            DataPathError::Codec { .. } => RejectReason::InvalidValue,
+            DataPathError::Crypto { .. } => RejectReason::Crypto,
+            DataPathError::Refused(_) => RejectReason::Refused,
+            DataPathError::Forbidden(_) => RejectReason::Denied,
+            DataPathError::PlanChanged(_) => RejectReason::PlanChanged,
+            DataPathError::Wire(_) => RejectReason::Malformed,
+            DataPathError::UnknownPrepared(_) => RejectReason::UnknownPrepared,
+            DataPathError::Guard(crate::guard::GuardError::QuotaExceeded { .. }) => {
+                RejectReason::Quota
+            }
+            DataPathError::Guard(crate::guard::GuardError::Honeytoken) => RejectReason::Honeytoken,
+        }
+    }
+
+    /// Counts this refusal (metric and audit event): the one place the data path
+    /// reports one.
+    pub(super) fn report(&self) {
+        crate::observe::rejected(self.reject_reason(), self.sqlstate());
     }
 
     /// The ErrorResponse a client sees.

@@ -31,7 +31,7 @@ impl DataPath {
     /// Handles one client message, appending what goes upstream to `out`.
     pub fn on_frontend(&mut self, msg: &[u8], out: &mut BytesMut) -> Result<Flow, DataPathError> {
         let tag = msg[0];
-        if self.discard_until_sync && tag != b'S' {
+        if self.state.discards(tag) {
             // PostgreSQL would skip these too, after the error we injected.
             return Ok(Flow::Continue);
         }
@@ -62,33 +62,27 @@ impl DataPath {
                 out.extend_from_slice(msg);
             }
             b'S' => {
-                self.discard_until_sync = false;
-                // PostgreSQL ignores Sync during COPY FROM STDIN: it answers nothing.
-                if !self.server_copy_in {
-                    self.expect.push_back(Expect::Sync);
-                }
+                self.state.client_sync();
                 out.extend_from_slice(msg);
                 self.inject_search_path_query(out);
             }
             b'H' => out.extend_from_slice(msg),
-            b'd' => match &mut self.copy_in {
+            b'd' => match self.state.copy_in_stream() {
                 Some((c, prot)) => {
                     c.feed(&msg[5..], prot, &self.codec, out)?;
                 }
                 None => out.extend_from_slice(msg),
             },
             b'c' => {
-                self.server_copy_in = false;
                 self.copy_settled();
-                if let Some((mut c, prot)) = self.copy_in.take() {
+                if let Some((mut c, prot)) = self.state.client_copy_done() {
                     c.finish(&prot, &self.codec, out)?;
                 }
                 out.extend_from_slice(msg);
             }
             b'f' => {
-                self.server_copy_in = false;
                 self.copy_settled();
-                self.copy_in = None;
+                self.state.client_copy_fail();
                 out.extend_from_slice(msg);
             }
             b'F' => {
@@ -268,7 +262,7 @@ impl DataPath {
                     self.plain_prepared.insert(name);
                 }
             }
-            self.expect.push_back(Expect::Simple(VecDeque::new()));
+            self.state.expect(Expect::Simple(VecDeque::new()));
             out.extend_from_slice(msg);
             return Ok(());
         }
@@ -322,7 +316,7 @@ impl DataPath {
             });
             if let Some(c) = &plan.copy {
                 if c.direction == CopyDirection::FromStdin && c.fields.iter().any(Option::is_some) {
-                    self.pending_copy_in = Some(copy_stream(&prot, c.clone()));
+                    self.state.plan_copy_in(copy_stream(&prot, c.clone()));
                 }
             }
             if let Some(p) = &plan.prepare {
@@ -355,7 +349,7 @@ impl DataPath {
                                 st.transform = transform_for(&prot, prepared.result.as_ref(), None);
                             }
                             let bytes = self.encode_sql(&text)?;
-                            self.expect.push_back(Expect::Simple(statements));
+                            self.state.expect(Expect::Simple(statements));
                             out.extend_from_slice(&encode_query(&bytes));
                             return Ok(());
                         }
@@ -414,7 +408,7 @@ impl DataPath {
                     }
                 };
                 let (start, err) = (failed.0, &failed.1);
-                crate::observe::rejected(err);
+                err.report();
                 self.note_guard_close(err);
                 let delta = rewritten.len() as isize - sql.len() as isize;
                 let cut = (start as isize + delta).max(0) as usize;
@@ -436,7 +430,7 @@ impl DataPath {
             }
         };
         let bytes = self.encode_sql(&text)?;
-        self.expect.push_back(Expect::Simple(statements));
+        self.state.expect(Expect::Simple(statements));
         out.extend_from_slice(&encode_query(&bytes));
         Ok(())
     }
@@ -875,7 +869,7 @@ impl DataPath {
                     .statements
                     .get(&name)
                     .and_then(|p| Some((p.plan.clone()?, p.prot.clone())));
-                self.expect.push_back(match described {
+                self.state.expect(match described {
                     Some((plan, prot)) => Expect::DescribeStatement {
                         params: plan.params.clone(),
                         transform: transform_for(&prot, plan.result.as_ref(), None),
@@ -890,7 +884,7 @@ impl DataPath {
             }
             Target::Portal(name) => {
                 let transform = self.portals.get(&name).and_then(|p| p.transform.clone());
-                self.expect.push_back(Expect::DescribePortal { transform });
+                self.state.expect(Expect::DescribePortal { transform });
             }
         }
         out.extend_from_slice(msg);
@@ -907,13 +901,13 @@ impl DataPath {
         let copy_out = match copy {
             Some(c) if c.plan.direction == CopyDirection::FromStdin => {
                 if c.plan.fields.iter().any(Option::is_some) {
-                    self.pending_copy_in = Some(c);
+                    self.state.plan_copy_in(c);
                 }
                 None
             }
             other => other,
         };
-        self.expect.push_back(Expect::Execute {
+        self.state.expect(Expect::Execute {
             transform,
             copy: copy_out,
         });
@@ -926,7 +920,7 @@ impl DataPath {
     /// unnamed statement. The injected ParseComplete and BindComplete are dropped, so
     /// the client's own message gets the error instead. Then discard until Sync.
     pub(super) fn inject_extended_failure(&mut self, err: &DataPathError, out: &mut BytesMut) {
-        crate::observe::rejected(err);
+        err.report();
         self.note_guard_close(err);
         let parse = Parse {
             name: String::new(),
@@ -943,15 +937,12 @@ impl DataPath {
         };
         out.extend_from_slice(&bind.encode());
         out.extend_from_slice(&crate::wire::extended::encode_execute("", 0));
-        self.expect.push_back(Expect::Swallow(b'1'));
-        self.expect.push_back(Expect::Swallow(b'2'));
-        self.expect.push_back(Expect::InjectedError);
-        self.discard_until_sync = true;
+        self.state.injected_extended_failure();
     }
 
     /// Makes upstream fail a simple Query (or function call) with pgcloak's error.
     pub(super) fn inject_simple_failure(&mut self, err: &DataPathError, out: &mut BytesMut) {
-        crate::observe::rejected(err);
+        err.report();
         self.note_guard_close(err);
         let mut st = VecDeque::new();
         st.push_back(SimpleStatement {
@@ -959,7 +950,7 @@ impl DataPath {
             copy: None,
             injected_error: true,
         });
-        self.expect.push_back(Expect::Simple(st));
+        self.state.expect(Expect::Simple(st));
         out.extend_from_slice(&encode_query(raise_statement(err).as_bytes()));
     }
 }

@@ -22,12 +22,16 @@ mod meaning;
 mod recover;
 mod resolution;
 mod schema;
+mod state;
 mod values;
+
+use state::{Expect, ProtocolState, SimpleStatement};
 
 pub use schema::SessionSchema;
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 
@@ -36,9 +40,7 @@ pub use error::DataPathError;
 use crate::codec::SessionContext;
 use crate::crypto::CipherSuite;
 use crate::policy::{Policy, RoleName};
-use crate::sql::{
-    AnalysisCache, CopyPlan, NameSet, ParamAction, ResultShape, SessionReach, StatementPlan,
-};
+use crate::sql::{AnalysisCache, CopyPlan, NameSet, ResultShape, SessionReach, StatementPlan};
 
 /// Everything derived from one policy + keyring generation, shared by all sessions.
 pub struct Protection {
@@ -113,44 +115,6 @@ pub(crate) struct ResultTransform {
     prot: Arc<Protection>,
 }
 
-/// What upstream will answer next, in order. Only responses pgcloak must act on
-/// are queued; the rest pass through untouched.
-enum Expect {
-    /// A Describe of a statement: ParameterDescription, then RowDescription or NoData.
-    DescribeStatement {
-        params: Vec<ParamAction>,
-        prot: Option<Arc<Protection>>,
-        transform: Option<Arc<ResultTransform>>,
-    },
-    /// A Describe of a portal: RowDescription or NoData.
-    DescribePortal {
-        transform: Option<Arc<ResultTransform>>,
-    },
-    /// An Execute: rows until CommandComplete, PortalSuspended, EmptyQuery or an error.
-    Execute {
-        transform: Option<Arc<ResultTransform>>,
-        copy: Option<CopyStream>,
-    },
-    /// A simple Query: its statements in order, until ReadyForQuery.
-    Simple(VecDeque<SimpleStatement>),
-    /// A response to a message pgcloak injected, to be dropped.
-    Swallow(u8),
-    /// The error raised by a statement pgcloak substituted: strip its PL/pgSQL context.
-    InjectedError,
-    /// A Sync: its ReadyForQuery ends error recovery.
-    Sync,
-    /// pgcloak's own `current_schemas(true)` query, injected after a statement that may
-    /// change name resolution: every reply up to its ReadyForQuery is consumed, and the
-    /// schemas it lists become the session's search_path (unless it failed).
-    SearchPath { schemas: Vec<String>, failed: bool },
-}
-
-struct SimpleStatement {
-    transform: Option<Arc<ResultTransform>>,
-    copy: Option<CopyStream>,
-    injected_error: bool,
-}
-
 /// Per-session data-path state.
 pub struct DataPath {
     /// Woken when DDL or a GRANT passes through, so the session refreshes its catalog view.
@@ -169,20 +133,8 @@ pub struct DataPath {
     /// Functions this session created that run SQL pgcloak cannot see (dynamic SQL, other
     /// languages, SQL-executing built-ins): opaque at once, before the catalog knows them.
     created_opaque: std::collections::HashSet<String>,
-    expect: VecDeque<Expect>,
-    /// Client messages are dropped until Sync (after pgcloak refused one in a pipeline).
-    discard_until_sync: bool,
-    /// The COPY FROM STDIN stream being encrypted, if any.
-    copy_in: Option<(copy::CopyIn, Arc<Protection>)>,
-    /// The server is in COPY FROM STDIN mode: it ignores Sync until CopyDone/CopyFail.
-    server_copy_in: bool,
-    /// A COPY FROM STDIN plan waiting for the server's CopyInResponse.
-    pending_copy_in: Option<CopyStream>,
-    /// Backend: the result set being rewritten.
-    active: Option<Arc<backend::ActiveResult>>,
-    current_copy_out: Option<CopyStream>,
-    /// Backend: an error was sent for a result; drop the rest until ReadyForQuery.
-    swallow_until_ready: bool,
+    /// The expected-response queue and the protocol phases.
+    state: ProtocolState,
     /// What the session's roles can reach (decides whether opaque SQL may run).
     reach: SessionReach,
     /// A statement that may change name resolution went upstream: re-read the
@@ -194,12 +146,59 @@ pub struct DataPath {
     copy_may_run: bool,
     /// How many injected search_path reads are unanswered (statements wait for zero).
     path_reads: tokio::sync::watch::Sender<u32>,
-    /// pgcloak failed the COPY FROM STDIN: drop the client's CopyData until its CopyDone.
-    copy_in_failed: bool,
-    /// The error the client gets in place of the server's answer to pgcloak's CopyFail.
-    copy_fail_error: Option<crate::wire::PgError>,
     /// The insider guard refused a statement and the session must close (honeytoken deny).
     guard_closed: Option<crate::guard::GuardError>,
+    /// Catalog facts the session's refresh task hands over between messages.
+    updates: Arc<CatalogUpdates>,
+}
+
+/// What the session's catalog refresh hands to its data path: a new schema view,
+/// reach or role set. The refresh task never touches the data path itself; the data
+/// path takes what changed before its next message, at the cost of one atomic load
+/// when nothing did.
+#[derive(Default)]
+pub struct CatalogUpdates {
+    changed: AtomicBool,
+    pending: Mutex<PendingUpdates>,
+}
+
+#[derive(Default)]
+struct PendingUpdates {
+    schema: Option<Arc<SessionSchema>>,
+    reach: Option<SessionReach>,
+    roles: Option<Vec<RoleName>>,
+}
+
+impl CatalogUpdates {
+    /// A refreshed schema view.
+    pub fn schema(&self, schema: Arc<SessionSchema>) {
+        self.update(|p| p.schema = Some(schema));
+    }
+
+    /// What the session's roles can reach now.
+    pub fn reach(&self, reach: SessionReach) {
+        self.update(|p| p.reach = Some(reach));
+    }
+
+    /// The session's role memberships now.
+    pub fn roles(&self, roles: Vec<RoleName>) {
+        self.update(|p| p.roles = Some(roles));
+    }
+
+    fn update(&self, f: impl FnOnce(&mut PendingUpdates)) {
+        let mut p = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut p);
+        self.changed.store(true, Ordering::Release);
+    }
+
+    fn take(&self) -> Option<PendingUpdates> {
+        if !self.changed.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut p = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        self.changed.store(false, Ordering::Relaxed);
+        Some(std::mem::take(&mut *p))
+    }
 }
 
 impl DataPath {
@@ -222,14 +221,7 @@ impl DataPath {
             sql_prepared: HashMap::new(),
             plain_prepared: std::collections::HashSet::new(),
             created_opaque: std::collections::HashSet::new(),
-            expect: VecDeque::new(),
-            discard_until_sync: false,
-            copy_in: None,
-            server_copy_in: false,
-            pending_copy_in: None,
-            active: None,
-            current_copy_out: None,
-            swallow_until_ready: false,
+            state: ProtocolState::default(),
             reach: SessionReach {
                 can_reach_protected: true,
             },
@@ -237,9 +229,29 @@ impl DataPath {
             path_changed_in_transaction: false,
             copy_may_run: false,
             path_reads: tokio::sync::watch::Sender::new(0),
-            copy_in_failed: false,
-            copy_fail_error: None,
             guard_closed: None,
+            updates: Arc::new(CatalogUpdates::default()),
+        }
+    }
+
+    /// Where the session's refresh task hands over catalog facts.
+    pub fn catalog_updates(&self) -> Arc<CatalogUpdates> {
+        self.updates.clone()
+    }
+
+    /// Takes what the refresh task handed over since the last message.
+    fn apply_catalog_updates(&mut self) {
+        let Some(p) = self.updates.take() else {
+            return;
+        };
+        if let Some(schema) = p.schema {
+            self.schema = schema;
+        }
+        if let Some(reach) = p.reach {
+            self.reach = reach;
+        }
+        if let Some(roles) = p.roles {
+            self.roles = roles;
         }
     }
 

@@ -23,6 +23,7 @@
 
 use bytes::{BufMut, BytesMut};
 
+use super::state::FailedCopyInput;
 use super::{DataPath, DataPathError};
 use crate::session::relay::Flow;
 
@@ -31,16 +32,9 @@ impl DataPath {
     /// with bad values turned into statement errors.
     pub fn on_client(&mut self, msg: &[u8], out: &mut BytesMut) -> Result<Flow, DataPathError> {
         let tag = msg[0];
-        if self.copy_in_failed {
-            match tag {
-                b'd' => return Ok(Flow::Continue),
-                b'c' | b'f' => {
-                    // The server left COPY mode at pgcloak's CopyFail and ignores these.
-                    self.copy_in_failed = false;
-                    return Ok(Flow::Continue);
-                }
-                _ => self.copy_in_failed = false,
-            }
+        self.apply_catalog_updates();
+        if self.state.after_failed_copy(tag) == FailedCopyInput::Drop {
+            return Ok(Flow::Continue);
         }
         let mark = out.len();
         let r = match self.on_frontend(msg, out) {
@@ -82,18 +76,14 @@ impl DataPath {
 
     /// Aborts the COPY FROM STDIN in progress with pgcloak's error.
     fn fail_copy_in(&mut self, err: &DataPathError, out: &mut BytesMut) {
-        crate::observe::rejected(err);
-        self.copy_in = None;
-        self.pending_copy_in = None;
-        self.server_copy_in = false;
+        err.report();
         // Until the client's own CopyDone/CopyFail ('c' itself ends it here).
-        self.copy_in_failed = true;
+        self.state.fail_copy_in(err.to_pg());
         let reason = b"pgcloak: a COPY row cannot be encoded for a protected column";
         out.put_u8(b'f');
         out.put_i32((reason.len() + 5) as i32);
         out.put_slice(reason);
         out.put_u8(0);
-        self.copy_fail_error = Some(err.to_pg());
     }
 }
 

@@ -45,17 +45,13 @@ impl DataPath {
 
     /// Injects the search_path query if one is due and the server accepts a Query now.
     pub(super) fn inject_search_path_query(&mut self, out: &mut BytesMut) {
-        if !self.path_refresh_due
-            || self.server_copy_in
-            || self.copy_in.is_some()
-            || self.copy_may_run
-        {
+        if !self.path_refresh_due || self.state.in_copy_in() || self.copy_may_run {
             return;
         }
         self.path_refresh_due = false;
         out.extend_from_slice(&encode_query(SEARCH_PATH_SQL));
         self.path_reads.send_modify(|n| *n += 1);
-        self.expect.push_back(Expect::SearchPath {
+        self.state.expect(Expect::SearchPath {
             schemas: Vec::new(),
             failed: false,
         });
@@ -69,7 +65,7 @@ impl DataPath {
 
     /// Whether the next upstream message answers pgcloak's search_path query.
     pub(super) fn awaiting_search_path(&self) -> bool {
-        matches!(self.expect.front(), Some(Expect::SearchPath { .. }))
+        self.state.awaiting_search_path()
     }
 
     /// Consumes one message of the reply to the injected query. Asynchronous messages
@@ -79,7 +75,7 @@ impl DataPath {
         match tag {
             b'S' | b'A' | b'N' => out.extend_from_slice(msg),
             b'D' => {
-                if let Some(Expect::SearchPath { schemas, failed }) = self.expect.front_mut() {
+                if let Some(Expect::SearchPath { schemas, failed }) = self.state.front_mut() {
                     match decode_data_row(msg) {
                         Ok(values) => match values.first() {
                             Some(Some(v)) => schemas.push(String::from_utf8_lossy(v).into_owned()),
@@ -90,14 +86,14 @@ impl DataPath {
                 }
             }
             b'E' => {
-                if let Some(Expect::SearchPath { failed, .. }) = self.expect.front_mut() {
+                if let Some(Expect::SearchPath { failed, .. }) = self.state.front_mut() {
                     *failed = true;
                 }
             }
             b'Z' => {
                 let idle = msg.get(5) == Some(&b'I');
                 self.path_reads.send_modify(|n| *n = n.saturating_sub(1));
-                if let Some(Expect::SearchPath { schemas, failed }) = self.expect.pop_front() {
+                if let Some(Expect::SearchPath { schemas, failed }) = self.state.pop() {
                     if failed {
                         // Inside an aborted transaction: try again after its end.
                         self.path_changed_in_transaction = true;

@@ -16,7 +16,7 @@ pub mod session;
 
 pub use session::{
     backend_done, decrypted_or_withheld, encrypted, frontend_done, rejected, scope, session_error,
-    session_opened, statement_analysed, statement_fast_path, statement_received,
+    session_opened, statement_analysed, statement_fast_path, statement_received, RejectReason,
 };
 
 /// Process-wide observability setup from the config: the metrics recorder, the

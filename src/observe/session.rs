@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 use tracing::{debug, warn};
 
 use super::{audit, fingerprint, metrics};
-use crate::datapath::DataPathError;
 use crate::policy::{ColumnRef, Policy, View};
 use crate::sql::{Lineage, StatementKind, StatementPlan};
 
@@ -215,14 +214,14 @@ fn note_statement(redacted: &str, kinds: &[&str], tables: &[String], st: Setting
 }
 
 /// pgcloak refused a statement or a result (fail closed).
-pub fn rejected(err: &DataPathError) {
-    let reason = reason_label(err);
+pub fn rejected(reason: RejectReason, sqlstate: &'static str) {
+    let reason = reason.label();
     metrics::rejection(reason);
     let (role, fp) = with(|s| (s.role.clone(), s.fingerprint.clone())).unwrap_or_default();
     audit::rejected(
         role.as_deref().unwrap_or(""),
         reason,
-        err.sqlstate(),
+        sqlstate,
         fp.as_deref(),
     );
 }
@@ -297,18 +296,47 @@ fn kind_label(k: StatementKind) -> &'static str {
     }
 }
 
-fn reason_label(e: &DataPathError) -> &'static str {
-    match e {
-        DataPathError::Sql(e) if e.sqlstate() == "42501" => "denied",
-        DataPathError::Sql(_) => "unsupported_sql",
-        DataPathError::Codec { .. } => "invalid_value",
-        DataPathError::Crypto { .. } => "crypto",
-        DataPathError::Refused(_) => "refused",
-        DataPathError::Forbidden(_) => "denied",
-        DataPathError::PlanChanged(_) => "plan_changed",
-        DataPathError::Wire(_) => "malformed",
-        DataPathError::UnknownPrepared(_) => "unknown_prepared",
-        DataPathError::Guard(g) => g.label(),
+/// Why pgcloak refused a statement or a result: the metric label and the audit
+/// reason, given by the error's type (never by its text).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectReason {
+    /// The session's roles lack a right (SQLSTATE 42501).
+    Denied,
+    /// The analysis refused the statement.
+    UnsupportedSql,
+    /// A value could not be encoded for its column.
+    InvalidValue,
+    /// Encryption or decryption failed.
+    Crypto,
+    /// The data path refused a statement or a result.
+    Refused,
+    /// A policy change alters a prepared statement's meaning.
+    PlanChanged,
+    /// A message could not be decoded.
+    Malformed,
+    /// `EXECUTE` of a statement never prepared through pgcloak.
+    UnknownPrepared,
+    /// The insider guard: a decryption quota is used up.
+    Quota,
+    /// The insider guard: a honeytoken was touched.
+    Honeytoken,
+}
+
+impl RejectReason {
+    /// The bounded label used in metrics and the audit trail.
+    pub fn label(self) -> &'static str {
+        match self {
+            RejectReason::Denied => "denied",
+            RejectReason::UnsupportedSql => "unsupported_sql",
+            RejectReason::InvalidValue => "invalid_value",
+            RejectReason::Crypto => "crypto",
+            RejectReason::Refused => "refused",
+            RejectReason::PlanChanged => "plan_changed",
+            RejectReason::Malformed => "malformed",
+            RejectReason::UnknownPrepared => "unknown_prepared",
+            RejectReason::Quota => "quota",
+            RejectReason::Honeytoken => "honeytoken",
+        }
     }
 }
 

@@ -15,7 +15,7 @@ pub mod relay;
 mod shared;
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -29,7 +29,6 @@ pub use error::SessionError;
 pub use shared::{Shared, SharedError};
 
 use crate::cancel::{CancelGate, Registration, UpstreamKey};
-use crate::datapath::DataPath;
 use crate::net::{ClientStream, UpstreamStream};
 use crate::wire::messages::backend_key_data;
 use crate::wire::startup::StartupMessage;
@@ -179,7 +178,7 @@ struct Ready {
     upstream_rd: FrameReader,
     est: Established,
     identity: Identity,
-    datapath: Option<Arc<Mutex<DataPath>>>,
+    datapath: Option<protect::SessionDataPath>,
 }
 
 /// Serves one session after negotiation: set-up under the startup timeout, the

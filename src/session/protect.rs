@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 
-use crate::datapath::{DataPath, DataPathError, SessionSchema};
+use crate::datapath::{CatalogUpdates, DataPath, DataPathError, SessionSchema};
 use crate::net::UpstreamStream;
 use crate::policy::RoleName;
 use crate::server::Shared;
@@ -17,6 +17,29 @@ use super::reader::FrameReader;
 use super::relay::{Flow, MessageHandler};
 use super::{Identity, SessionError};
 
+/// One session's data path and the small, explicit state its tasks share: the
+/// frontend and backend pumps share the [`DataPath`] (its protocol state links what
+/// the client sent to what upstream answers); the refresh task only hands catalog
+/// facts over through [`CatalogUpdates`] and is woken by `catalog_changed`.
+#[derive(Clone)]
+pub struct SessionDataPath {
+    dp: Arc<Mutex<DataPath>>,
+    updates: Arc<CatalogUpdates>,
+    catalog_changed: Arc<tokio::sync::Notify>,
+    path_reads: tokio::sync::watch::Receiver<u32>,
+}
+
+impl SessionDataPath {
+    fn new(dp: DataPath) -> SessionDataPath {
+        SessionDataPath {
+            updates: dp.catalog_updates(),
+            catalog_changed: dp.catalog_changed(),
+            path_reads: dp.path_reads(),
+            dp: Arc::new(Mutex::new(dp)),
+        }
+    }
+}
+
 /// Builds the session's data path, or None when no policy is configured.
 pub async fn setup(
     shared: &Shared,
@@ -24,7 +47,7 @@ pub async fn setup(
     parameters: &[(String, String)],
     upstream: &mut UpstreamStream,
     upstream_rd: &mut FrameReader,
-) -> Result<Option<Arc<Mutex<DataPath>>>, SessionError> {
+) -> Result<Option<SessionDataPath>, SessionError> {
     let (Some(protection), Some(catalog)) = (&shared.protection, &shared.catalog) else {
         return Ok(None);
     };
@@ -66,14 +89,14 @@ pub async fn setup(
     let schema = shared_schema(shared, &identity.database, schema, &prot);
     let mut dp = DataPath::new(protection.clone(), schema, roles, codec, search_path);
     dp.set_reach(reach);
-    Ok(Some(Arc::new(Mutex::new(dp))))
+    Ok(Some(SessionDataPath::new(dp)))
 }
 
 /// Keeps a session's view of the catalog current: on the catalog TTL, after DDL or a
 /// GRANT went through the session, and after a policy reload. Never returns; it runs
 /// beside the session's two pumps and ends with them. A failed refresh keeps the last
 /// view (statements on columns it cannot resolve are refused by the data path).
-pub async fn refresh_loop(shared: &Shared, identity: &Identity, dp: Arc<Mutex<DataPath>>) {
+pub async fn refresh_loop(shared: &Shared, identity: &Identity, dp: SessionDataPath) {
     let (Some(protection), Some(catalog)) = (&shared.protection, &shared.catalog) else {
         return std::future::pending().await;
     };
@@ -86,10 +109,8 @@ pub async fn refresh_loop(shared: &Shared, identity: &Identity, dp: Arc<Mutex<Da
             .unwrap_or(30)
             .max(1),
     );
-    let changed = dp
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .catalog_changed();
+    let changed = dp.catalog_changed;
+    let updates = dp.updates;
     let mut generation = protection.load().generation();
     let mut last = tokio::time::Instant::now();
     loop {
@@ -110,26 +131,20 @@ pub async fn refresh_loop(shared: &Shared, identity: &Identity, dp: Arc<Mutex<Da
         last = tokio::time::Instant::now();
         if let Ok(snapshot) = catalog.snapshot(&identity.database).await {
             let schema = shared_schema(shared, &identity.database, snapshot, &prot);
-            dp.lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .set_schema(schema);
+            updates.schema(schema);
         }
         if let Ok(reach) = catalog
             .session_reach(&identity.database, &RoleName(identity.role.clone()))
             .await
         {
-            dp.lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .set_reach(reach);
+            updates.reach(reach);
         }
         if identity.authenticated {
             if let Ok(roles) = catalog
                 .session_roles(&identity.database, &RoleName(identity.role.clone()))
                 .await
             {
-                dp.lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .set_roles(roles.to_vec());
+                updates.roles(roles.to_vec());
             }
         }
     }
@@ -204,9 +219,11 @@ pub struct FrontendData {
 }
 
 impl FrontendData {
-    pub fn new(dp: Arc<Mutex<DataPath>>) -> FrontendData {
-        let path_reads = dp.lock().unwrap_or_else(|p| p.into_inner()).path_reads();
-        FrontendData { dp, path_reads }
+    pub fn new(dp: SessionDataPath) -> FrontendData {
+        FrontendData {
+            dp: dp.dp,
+            path_reads: dp.path_reads,
+        }
     }
 }
 
@@ -232,12 +249,12 @@ impl MessageHandler for FrontendData {
 }
 
 /// The backend pump's handler when the data path is on.
-pub struct BackendData(pub Arc<Mutex<DataPath>>);
+pub struct BackendData(pub SessionDataPath);
 
 impl MessageHandler for BackendData {
     fn on_message(&mut self, msg: &[u8], out: &mut BytesMut) -> Result<Flow, SessionError> {
         let started = std::time::Instant::now();
-        let mut dp = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut dp = self.0.dp.lock().unwrap_or_else(|p| p.into_inner());
         let r = dp.on_backend(msg, out).map_err(SessionError::from);
         crate::observe::backend_done(started, msg[0]);
         r
