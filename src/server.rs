@@ -96,9 +96,16 @@ impl Shared {
         };
         let (protection, catalog) = match load_protection(&config, 1)? {
             Some((prot, policy)) => {
-                let catalog_cfg = config.catalog.clone().ok_or_else(|| {
-                    ServerError::Catalog("a policy needs the `catalog` section".into())
-                })?;
+                // A policy that protects no column (`tables: {}`) needs no catalog login.
+                let catalog_cfg = match config.catalog.clone() {
+                    Some(c) => c,
+                    None if policy.columns().is_empty() => Default::default(),
+                    None => {
+                        return Err(ServerError::Catalog(
+                            "a policy needs the `catalog` section".into(),
+                        ))
+                    }
+                };
                 let cache = CatalogCache::new(config.upstream.clone(), catalog_cfg, policy)
                     .map_err(|e| ServerError::Catalog(e.to_string()))?;
                 (
@@ -180,7 +187,7 @@ impl DatabaseCheck {
 /// Checks the policy against each database's live schema.
 pub async fn check_databases(shared: &Shared, databases: &[String]) -> DatabaseCheck {
     let mut out = DatabaseCheck::default();
-    let Some(catalog) = &shared.catalog else {
+    let Some(catalog) = shared.catalog.as_ref().filter(|c| c.protects_anything()) else {
         return out;
     };
     for db in databases {
@@ -324,7 +331,7 @@ impl Server {
             }
         }
         // A wrong catalog password would otherwise surface only as refused statements.
-        if shared.protection.is_some() {
+        if shared.catalog.as_ref().is_some_and(|c| c.protects_anything()) {
             let login = crate::observe::admin::test_catalog_login(&shared.config).await;
             if let Err(e) = &login {
                 warn!(target: "pgcloak::catalog", error = %e, "the catalog login fails: statements on protected columns are refused until it works; check catalog.user and its password variable (docs/troubleshooting.md)");
@@ -389,6 +396,19 @@ impl Server {
             #[cfg(unix)]
             self.hup.take(),
         ));
+        // Cut-overs of `pgcloak encrypt`/`decrypt`/`reencrypt` are followed at once
+        // (catalog::follow): the schema is re-read, policy and keyring reloaded.
+        if let Some(catalog) = &self.shared.catalog {
+            let shared = self.shared.clone();
+            let hook: crate::catalog::follow::CutoverHook = Arc::new(move |_db: &str| {
+                let _ = crate::observe::reload::reload_now(&shared, "cutover");
+            });
+            tokio::spawn(crate::catalog::follow::follow(
+                catalog.clone(),
+                hook,
+                ops_stop.clone(),
+            ));
+        }
         let _ops_guard = ops_stop.drop_guard();
         // ---- end of operations ----
         let mut backoff = Duration::from_millis(5);

@@ -23,6 +23,7 @@ pub mod config;
 mod connect;
 pub mod constraints;
 pub mod error;
+pub mod follow;
 pub mod guard;
 pub mod ident;
 mod load;
@@ -35,6 +36,7 @@ mod session_reach;
 
 pub use config::CatalogConfig;
 pub use connect::CatalogConn;
+pub(crate) use connect::describe as describe_error;
 pub use constraints::{ConstraintProblem, MissingConstraint};
 pub use error::CatalogError;
 pub use guard::{GuardFinding, GuardKind, GuardReport};
