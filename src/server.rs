@@ -331,7 +331,11 @@ impl Server {
             }
         }
         // A wrong catalog password would otherwise surface only as refused statements.
-        if shared.catalog.as_ref().is_some_and(|c| c.protects_anything()) {
+        if shared
+            .catalog
+            .as_ref()
+            .is_some_and(|c| c.protects_anything())
+        {
             let login = crate::observe::admin::test_catalog_login(&shared.config).await;
             if let Err(e) = &login {
                 warn!(target: "pgcloak::catalog", error = %e, "the catalog login fails: statements on protected columns are refused until it works; check catalog.user and its password variable (docs/troubleshooting.md)");

@@ -529,13 +529,19 @@ async fn a_running_proxy_follows_an_encrypt_cut_over_at_once() {
         .dbname(&db);
     let app = common::connect(&cfg).await;
     let by_phone = app
-        .query_one("SELECT id FROM customers WHERE phone = $1", &[&"0900000007"])
+        .query_one(
+            "SELECT id FROM customers WHERE phone = $1",
+            &[&"0900000007"],
+        )
         .await
         .unwrap();
     assert_eq!(by_phone.get::<_, i32>(0), 7);
     // email is still plaintext: pgcloak refuses to touch it rather than guess.
     assert!(app
-        .query("SELECT id FROM customers WHERE email = $1", &[&"c9@example.com"])
+        .query(
+            "SELECT id FROM customers WHERE email = $1",
+            &[&"c9@example.com"]
+        )
         .await
         .is_err());
     // The follower LISTENs on the maintenance database, not on the application's.
@@ -566,7 +572,10 @@ async fn a_running_proxy_follows_an_encrypt_cut_over_at_once() {
     let mut found = None;
     while done.elapsed() < Duration::from_secs(3) {
         if let Ok(rows) = app
-            .query("SELECT id, email FROM customers WHERE email = $1", &[&"c9@example.com"])
+            .query(
+                "SELECT id, email FROM customers WHERE email = $1",
+                &[&"c9@example.com"],
+            )
             .await
         {
             if let Some(r) = rows.first() {
@@ -580,7 +589,10 @@ async fn a_running_proxy_follows_an_encrypt_cut_over_at_once() {
     let log = std::fs::read_to_string(&log_path).unwrap_or_default();
     let (id, after) = found.unwrap_or_else(|| panic!("the open session never followed:\n{log}"));
     assert_eq!(id, 9);
-    assert!(after < Duration::from_millis(1500), "followed only after {after:?}");
+    assert!(
+        after < Duration::from_millis(1500),
+        "followed only after {after:?}"
+    );
     // A new session follows too, in the simple protocol.
     let fresh = common::connect(&cfg).await;
     let rows = fresh
@@ -610,7 +622,13 @@ async fn an_empty_policy_needs_no_catalog_login() {
     assert_eq!(code, Some(0), "{out}");
     let wrong = [("PGCLOAK_CATALOG_PASSWORD", "not-the-catalog-password")];
     let (code, out) = w.run(
-        &["check", "--config", "config/pgcloak.yaml", "--database", &db],
+        &[
+            "check",
+            "--config",
+            "config/pgcloak.yaml",
+            "--database",
+            &db,
+        ],
         &wrong,
     );
     assert_eq!(code, Some(0), "{out}");

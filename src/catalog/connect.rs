@@ -123,7 +123,8 @@ impl CatalogConn {
         notices: tokio::sync::mpsc::Sender<String>,
     ) -> Result<CatalogConn, CatalogError> {
         let limit = Duration::from_millis(upstream.connect_timeout_ms.max(1));
-        let connect = Self::connect_unbounded_with(upstream, catalog, password, database, Some(notices));
+        let connect =
+            Self::connect_unbounded_with(upstream, catalog, password, database, Some(notices));
         match tokio::time::timeout(limit, connect).await {
             Ok(result) => result,
             Err(_) => Err(CatalogError::Connect {

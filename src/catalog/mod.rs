@@ -35,8 +35,8 @@ pub mod search_path;
 mod session_reach;
 
 pub use config::CatalogConfig;
-pub use connect::CatalogConn;
 pub(crate) use connect::describe as describe_error;
+pub use connect::CatalogConn;
 pub use constraints::{ConstraintProblem, MissingConstraint};
 pub use error::CatalogError;
 pub use guard::{GuardFinding, GuardKind, GuardReport};

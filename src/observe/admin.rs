@@ -129,7 +129,10 @@ pub async fn not_ready_reason(shared: &Shared) -> Option<&'static str> {
         return Some("upstream unreachable");
     }
     // A policy that protects no column (`tables: {}`) needs no catalog login.
-    let needs_catalog = shared.catalog.as_ref().is_some_and(|c| c.protects_anything());
+    let needs_catalog = shared
+        .catalog
+        .as_ref()
+        .is_some_and(|c| c.protects_anything());
     if needs_catalog && !shared.health.catalog_login_ok(&shared.config).await {
         return Some("the catalog login fails (see the log; check catalog.user and its password)");
     }
