@@ -538,6 +538,12 @@ fn unsupported_statement_on_policy_column_is_rejected() {
     let (state, msg) = f.rejection("ALTER TABLE customers ALTER COLUMN phone SET DEFAULT 'x'");
     assert_eq!(state, "0A000");
     assert!(msg.starts_with("ALTER TABLE"), "{msg}");
+    // One statement, in the singular (it used to read "statements that refers to").
+    assert!(
+        msg.starts_with("ALTER TABLE statement that refers to \"customers\""),
+        "{msg}"
+    );
+    assert!(!msg.contains("statements that"), "{msg}");
     assert!(f.plan("TRUNCATE customers").rejection.is_none());
 }
 

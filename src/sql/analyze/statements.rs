@@ -137,7 +137,7 @@ impl Analyzer<'_> {
                 if let Some(m) = first_mention_with(text, self.ctx.names, false, relation) {
                     let what = first_words(text);
                     return Err(SqlError::unsupported(format!(
-                        "a {what} statement that {} is not supported by pgcloak; \
+                        "{what} statement that {}: not supported by pgcloak; \
                          run it directly on the database",
                         describe_mention(&m)
                     )));
