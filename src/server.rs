@@ -67,7 +67,7 @@ impl DatabaseCheck {
 /// Checks the policy against each database's live schema.
 pub async fn check_databases(shared: &Shared, databases: &[String]) -> DatabaseCheck {
     let mut out = DatabaseCheck::default();
-    let Some(catalog) = &shared.catalog else {
+    let Some(catalog) = shared.catalog.as_ref().filter(|c| c.protects_anything()) else {
         return out;
     };
     for db in databases {
@@ -172,7 +172,11 @@ impl Server {
         check_at_start(&shared).await?;
         let health = Arc::new(Health::default());
         // A wrong catalog password would otherwise surface only as refused statements.
-        if shared.protection.is_some() {
+        if shared
+            .catalog
+            .as_ref()
+            .is_some_and(|c| c.protects_anything())
+        {
             let login = admin_state(&shared, health.clone())
                 .test_catalog_login()
                 .await;
@@ -254,6 +258,23 @@ impl Server {
             #[cfg(unix)]
             self.hup.take(),
         ));
+        // Cut-overs of `pgcloak encrypt`/`decrypt`/`reencrypt` are followed at once
+        // (catalog::follow): the schema is re-read, policy and keyring reloaded.
+        if let Some(catalog) = &self.shared.catalog {
+            let reloader = Arc::new(Reloader {
+                config: self.shared.config.clone(),
+                protection: self.shared.protection.clone(),
+                catalog: self.shared.catalog.clone(),
+            });
+            let hook: crate::catalog::follow::CutoverHook = Arc::new(move |_db: &str| {
+                let _ = crate::observe::reload::reload_now(&reloader, "cutover");
+            });
+            tokio::spawn(crate::catalog::follow::follow(
+                catalog.clone(),
+                hook,
+                stop.clone(),
+            ));
+        }
     }
 
     /// The accept loop: one task per connection until `shutdown` fires.
@@ -290,7 +311,14 @@ fn admin_state(shared: &Shared, health: Arc<Health>) -> AdminState {
     AdminState {
         health,
         upstream: shared.upstream.config.clone(),
-        catalog: shared.config.catalog.clone().filter(|_| policy_configured),
+        // A policy that protects no column (`tables: {}`) needs no catalog login.
+        catalog: shared.config.catalog.clone().filter(|_| {
+            policy_configured
+                && shared
+                    .catalog
+                    .as_ref()
+                    .is_some_and(|c| c.protects_anything())
+        }),
         policy_configured,
         protection: shared.protection.clone(),
     }

@@ -447,6 +447,233 @@ async fn readme_adoption_steps_work_as_written() {
     assert!(out.contains("log.level"), "{out}");
 }
 
+/// A proxy that is already serving follows `pgcloak encrypt`'s cut-over at once: with
+/// a catalog refresh of ten minutes, a session opened before the cut-over finds rows by
+/// the newly encrypted column within about a second of `encrypt` returning (the NOTIFY
+/// reaches it on `catalog.maintenance_database`, never on the application database).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_proxy_follows_an_encrypt_cut_over_at_once() {
+    let c = cluster();
+    let db = fresh_db("adopt_follow").await;
+    c.create_role("pgcloak", Some(CATALOG_PASSWORD)).await;
+    let owner = direct(&db, APP_USER, APP_PASSWORD).await;
+    owner
+        .batch_execute(
+            "CREATE TABLE customers (id serial PRIMARY KEY, name text NOT NULL, \
+               phone text NOT NULL, email text);
+             INSERT INTO customers (name, phone, email) SELECT 'name ' || g, \
+               '09' || lpad(g::text, 8, '0'), 'c' || g || '@example.com' \
+               FROM generate_series(1, 200) g;",
+        )
+        .await
+        .unwrap();
+    let w = Workdir::new();
+    std::fs::write(
+        w.path("config/policy.yaml"),
+        format!("{POLICY}    email:\n      type: text\n      encryption: deterministic\n      access: {{ app: plaintext }}\n"),
+    )
+    .unwrap();
+    let shipped = std::fs::read_to_string(w.path("config/pgcloak.yaml")).unwrap();
+    let slow = shipped.replace(
+        "  password_env: PGCLOAK_CATALOG_PASSWORD",
+        "  password_env: PGCLOAK_CATALOG_PASSWORD\n  refresh_secs: 600",
+    );
+    assert_ne!(slow, shipped, "the shipped config changed shape");
+    std::fs::write(w.path("config/pgcloak.yaml"), slow).unwrap();
+    let (code, out) = w.run(&["keygen", "--file", "config/keys/master.keys"], &[]);
+    assert_eq!(code, Some(0), "{out}");
+    let as_owner = [
+        ("PGCLOAK_CATALOG_USER", APP_USER),
+        ("PGCLOAK_CATALOG_PASSWORD", APP_PASSWORD),
+    ];
+    let encrypt = |column: &'static str| {
+        let (code, out) = w.run(
+            &[
+                "encrypt",
+                "--config",
+                "config/pgcloak.yaml",
+                "--database",
+                &db,
+                "--column",
+                column,
+            ],
+            &as_owner,
+        );
+        assert_eq!(code, Some(0), "{out}");
+    };
+    encrypt("phone");
+
+    let port = common::cluster::free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let log_path = w.path("pgcloak.log");
+    let serve = Serve(
+        w.command(
+            &["serve", "--config", "config/pgcloak.yaml"],
+            &[("PGCLOAK_LISTEN", &listen)],
+        )
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while TcpStream::connect(&listen).is_err() {
+        assert!(Instant::now() < deadline, "serve did not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut cfg = tokio_postgres::Config::new();
+    cfg.host("127.0.0.1")
+        .port(port)
+        .user(APP_USER)
+        .password(APP_PASSWORD)
+        .dbname(&db);
+    let app = common::connect(&cfg).await;
+    let by_phone = app
+        .query_one(
+            "SELECT id FROM customers WHERE phone = $1",
+            &[&"0900000007"],
+        )
+        .await
+        .unwrap();
+    assert_eq!(by_phone.get::<_, i32>(0), 7);
+    // email is still plaintext: pgcloak refuses to touch it rather than guess.
+    assert!(app
+        .query(
+            "SELECT id FROM customers WHERE email = $1",
+            &[&"c9@example.com"]
+        )
+        .await
+        .is_err());
+    // The follower LISTENs on the maintenance database, not on the application's.
+    let admin = c.admin("postgres").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let on: Vec<String> = admin
+            .query(
+                "SELECT datname::text FROM pg_stat_activity \
+                 WHERE application_name = 'pgcloak-catalog' AND query ILIKE 'LISTEN%'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        if !on.is_empty() {
+            assert!(on.iter().all(|d| d == "postgres"), "{on:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "nobody LISTENs for cut-overs");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    encrypt("email");
+    let done = Instant::now();
+    let mut found = None;
+    while done.elapsed() < Duration::from_secs(3) {
+        if let Ok(rows) = app
+            .query(
+                "SELECT id, email FROM customers WHERE email = $1",
+                &[&"c9@example.com"],
+            )
+            .await
+        {
+            if let Some(r) = rows.first() {
+                assert_eq!(r.get::<_, String>(1), "c9@example.com");
+                found = Some((r.get::<_, i32>(0), done.elapsed()));
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+    let (id, after) = found.unwrap_or_else(|| panic!("the open session never followed:\n{log}"));
+    assert_eq!(id, 9);
+    assert!(
+        after < Duration::from_millis(1500),
+        "followed only after {after:?}"
+    );
+    // A new session follows too, in the simple protocol.
+    let fresh = common::connect(&cfg).await;
+    let rows = fresh
+        .simple_query("SELECT id FROM customers WHERE email = 'c11@example.com'")
+        .await
+        .unwrap();
+    let ids: Vec<&str> = rows
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ids, ["11"]);
+    drop(serve);
+}
+
+/// A policy that protects nothing yet (`tables: {}`) needs no catalog login: with a
+/// catalog password that the server refuses, pgcloak starts without a warning about it
+/// and relays the application's statements.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_policy_needs_no_catalog_login() {
+    let db = fresh_db("adopt_empty").await;
+    let w = Workdir::new();
+    std::fs::write(w.path("config/policy.yaml"), "version: 1\ntables: {}\n").unwrap();
+    let (code, out) = w.run(&["keygen", "--file", "config/keys/master.keys"], &[]);
+    assert_eq!(code, Some(0), "{out}");
+    let wrong = [("PGCLOAK_CATALOG_PASSWORD", "not-the-catalog-password")];
+    let (code, out) = w.run(
+        &[
+            "check",
+            "--config",
+            "config/pgcloak.yaml",
+            "--database",
+            &db,
+        ],
+        &wrong,
+    );
+    assert_eq!(code, Some(0), "{out}");
+    let port = common::cluster::free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let log_path = w.path("pgcloak.log");
+    let serve = Serve(
+        w.command(
+            &["serve", "--config", "config/pgcloak.yaml"],
+            &[("PGCLOAK_LISTEN", &listen), wrong[0]],
+        )
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while TcpStream::connect(&listen).is_err() {
+        assert!(Instant::now() < deadline, "serve did not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut cfg = tokio_postgres::Config::new();
+    cfg.host("127.0.0.1")
+        .port(port)
+        .user(APP_USER)
+        .password(APP_PASSWORD)
+        .dbname(&db);
+    let app = common::connect(&cfg).await;
+    app.batch_execute("CREATE TABLE t (id int, note text); INSERT INTO t VALUES (1, 'x')")
+        .await
+        .unwrap();
+    let n: i64 = app
+        .query_one("SELECT count(*) FROM t WHERE note = $1", &[&"x"])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1);
+    drop(app);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    drop(serve);
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(!log.contains("catalog login fails"), "{log}");
+    assert!(!log.contains("password authentication failed"), "{log}");
+}
+
 mod ops_support;
 
 /// On call: reload metrics exist from the start, and a broken `pgcloak.yaml` on SIGHUP

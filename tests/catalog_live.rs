@@ -677,10 +677,12 @@ async fn cached_roles_refresh_after_invalidate_roles() {
         )
         .await
         .unwrap();
+    // A policy that protects a column: with none (`tables: {}`), no role matters and the
+    // cache reads no memberships at all (see the next test).
     let cache = CatalogCache::new(
         socket_upstream(),
         superuser_catalog(),
-        Arc::new(Policy::empty(1)),
+        Arc::new(policy(1, &[("public", "t", "a")])),
     )
     .unwrap();
     let carl = RoleName("cat_carl".into());
@@ -698,6 +700,26 @@ async fn cached_roles_refresh_after_invalidate_roles() {
     let roles = cache.session_roles(&db, &carl).await.unwrap();
     assert_eq!(roles.len(), 2);
     assert_eq!(roles[1].0, "cat_grp");
+}
+
+/// With a policy that protects nothing, the cache answers without a catalog login:
+/// here the catalog role does not exist, and nothing fails.
+#[tokio::test]
+async fn an_empty_policy_reads_nothing_from_the_catalog() {
+    let db = fresh_db("cat_empty").await;
+    let nobody = CatalogConfig {
+        user: "cat_no_such_role".into(),
+        ..CatalogConfig::default()
+    };
+    let cache = CatalogCache::new(socket_upstream(), nobody, Arc::new(Policy::empty(1))).unwrap();
+    let login = RoleName("anyone".into());
+    assert_eq!(cache.session_roles(&db, &login).await.unwrap().len(), 1);
+    assert!(cache.snapshot(&db).await.unwrap().tables().is_empty());
+    cache.session_reach(&db, &login).await.unwrap();
+    assert!(cache.check_constraints(&db).await.unwrap().is_empty());
+    assert!(cache.guard_check(&db).await.unwrap().findings.is_empty());
+    assert!(!cache.has_open_connection(&db).await);
+    assert!(!cache.protects_anything());
 }
 
 #[tokio::test]

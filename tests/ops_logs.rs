@@ -177,3 +177,90 @@ async fn trace_json_logs_and_audit_file_never_carry_a_value() {
     assert_eq!(count("public.customers.phone"), Some(2));
     assert_eq!(count("public.customers.national_id"), Some(2));
 }
+
+/// One event is one line, in both formats: a reload refused for a policy with two errors
+/// (whose message lists both, one per line) is written on the line of its event, never
+/// continued on lines of its own.
+async fn multi_line_event(format: &str, name: &str) -> String {
+    let f = OpsFixture::new(name, json!({ "log": { "format": format } })).await;
+    let broken = "version: 1\ncolour: red\ntables:\n  t:\n    a:\n      type: strin\n      access: { x: plaintext }\n";
+    std::fs::write(&f.policy_path, broken).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let log = f.proxy.log();
+        // The whole event, not a read in the middle of its write.
+        if log.contains("invalid policy or keyring") && log.ends_with('\n') {
+            return log;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no reload error:\n{log}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_multi_line_message_stays_one_text_line() {
+    let log = multi_line_event("text", "ops_oneline_text").await;
+    let line = log
+        .lines()
+        .find(|l| l.contains("invalid policy or keyring"))
+        .unwrap();
+    assert!(line.contains("colour"), "{log}");
+    assert!(line.contains("strin"), "{log}");
+    for l in log.lines().filter(|l| !l.trim().is_empty()) {
+        assert!(
+            l.starts_with(|c: char| c.is_ascii_digit()),
+            "a line that is not an event of its own: `{l}`\n{log}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_multi_line_message_stays_one_json_line() {
+    let log = multi_line_event("json", "ops_oneline_json").await;
+    let mut seen = false;
+    for l in log.lines().filter(|l| !l.trim().is_empty()) {
+        let v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: `{l}`\n{log}"));
+        if v["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("invalid policy or keyring"))
+        {
+            let err = v["error"].as_str().unwrap();
+            assert!(err.contains("colour") && err.contains("strin"), "{l}");
+            seen = true;
+        }
+    }
+    assert!(seen, "{log}");
+}
+
+/// A statement pgcloak refuses (or passes) without resolving a protected table is
+/// logged without an empty `tables=""`.
+#[tokio::test]
+async fn refused_statements_carry_no_empty_tables_field() {
+    let f = OpsFixture::new(
+        "ops_tables_field",
+        json!({ "log": { "format": "text", "level": "info", "levels": { "pgcloak::sql": "debug" }, "statements": "redacted" } }),
+    )
+    .await;
+    let agent = f.client("agent").await;
+    expect_sqlstate(
+        agent
+            .simple_query("SELECT id FROM customers WHERE phone LIKE 'x%'")
+            .await,
+    );
+    agent.simple_query("SELECT 1").await.unwrap();
+    let app = f.client("app").await;
+    app.simple_query("SELECT phone FROM customers")
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let log = f.proxy.log();
+    assert!(
+        log.contains("LIKE ?"),
+        "the refused statement is logged:\n{log}"
+    );
+    assert!(!log.contains("tables=\"\""), "{log}");
+    assert!(log.contains("tables=\"public.customers\""), "{log}");
+}

@@ -375,6 +375,19 @@ fn garbage_sql_naming_no_policy_column_passes() {
 }
 
 #[test]
+fn an_unsupported_statement_is_named_in_the_singular() {
+    let f = fixture();
+    let (state, msg) = f.rejection("ALTER TABLE customers ALTER COLUMN phone SET DEFAULT 'x'");
+    assert_eq!(state, "0A000");
+    // One statement, in the singular (it used to read "statements that refers to").
+    assert!(
+        msg.starts_with("ALTER TABLE statement that refers to \"customers\""),
+        "{msg}"
+    );
+    assert!(!msg.contains("statements that"), "{msg}");
+}
+
+#[test]
 fn truncate_of_a_protected_table_passes() {
     let f = fixture();
     assert!(f.plan("TRUNCATE customers").rejection.is_none());

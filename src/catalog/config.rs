@@ -37,6 +37,11 @@ pub struct CatalogConfig {
     /// used one is closed beyond that.
     #[serde(default = "default_max_databases")]
     pub max_databases: usize,
+    /// The database pgcloak's one long-lived catalog connection sits on, LISTENing for
+    /// the cut-overs of `pgcloak encrypt`/`decrypt`/`reencrypt` (which NOTIFY there too).
+    /// Never an application database: an open connection would block its DROP DATABASE.
+    #[serde(default = "default_maintenance_database")]
+    pub maintenance_database: String,
 }
 
 fn default_user() -> String {
@@ -48,6 +53,9 @@ fn default_refresh_secs() -> u64 {
 fn default_max_databases() -> usize {
     64
 }
+fn default_maintenance_database() -> String {
+    "postgres".into()
+}
 
 impl Default for CatalogConfig {
     fn default() -> Self {
@@ -58,6 +66,7 @@ impl Default for CatalogConfig {
             databases: Vec::new(),
             refresh_secs: default_refresh_secs(),
             max_databases: default_max_databases(),
+            maintenance_database: default_maintenance_database(),
         }
     }
 }
@@ -71,6 +80,7 @@ impl fmt::Debug for CatalogConfig {
             .field("databases", &self.databases)
             .field("refresh_secs", &self.refresh_secs)
             .field("max_databases", &self.max_databases)
+            .field("maintenance_database", &self.maintenance_database)
             .finish()
     }
 }
@@ -109,6 +119,11 @@ impl CatalogConfig {
         if self.max_databases == 0 {
             return Err(CatalogError::Config(
                 "catalog.max_databases must be at least 1".into(),
+            ));
+        }
+        if self.maintenance_database.is_empty() {
+            return Err(CatalogError::Config(
+                "catalog.maintenance_database must not be empty".into(),
             ));
         }
         if self.databases.iter().any(String::is_empty) {

@@ -65,6 +65,26 @@ pub(crate) fn describe(e: &tokio_postgres::Error) -> String {
     }
 }
 
+/// Runs a connection until it closes, forwarding NOTIFY payloads to `notices` (if any).
+async fn drive<S, T>(
+    mut conn: tokio_postgres::Connection<S, T>,
+    notices: Option<tokio::sync::mpsc::Sender<String>>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let Some(notices) = notices else {
+        let _ = conn.await;
+        return;
+    };
+    while let Some(Ok(message)) = std::future::poll_fn(|cx| conn.poll_message(cx)).await {
+        if let tokio_postgres::AsyncMessage::Notification(n) = message {
+            // A full queue means the follower is behind; it refreshes anyway.
+            let _ = notices.try_send(n.payload().to_string());
+        }
+    }
+}
+
 impl CatalogConn {
     /// Opens a catalog connection to `database`. `password` comes from
     /// [`CatalogConfig::resolve_password`].
@@ -93,11 +113,43 @@ impl CatalogConn {
         }
     }
 
+    /// [`CatalogConn::connect`] that also forwards the connection's NOTIFY payloads on
+    /// `notices` (the cut-over follower, `follow.rs`).
+    pub(crate) async fn connect_notified(
+        upstream: &UpstreamConfig,
+        catalog: &CatalogConfig,
+        password: Option<&str>,
+        database: &str,
+        notices: tokio::sync::mpsc::Sender<String>,
+    ) -> Result<CatalogConn, CatalogError> {
+        let limit = Duration::from_millis(upstream.connect_timeout_ms.max(1));
+        let connect =
+            Self::connect_unbounded_with(upstream, catalog, password, database, Some(notices));
+        match tokio::time::timeout(limit, connect).await {
+            Ok(result) => result,
+            Err(_) => Err(CatalogError::Connect {
+                database: database.to_string(),
+                target: upstream.display_addr(),
+                reason: format!("no complete answer within {limit:?}"),
+            }),
+        }
+    }
+
     async fn connect_unbounded(
         upstream: &UpstreamConfig,
         catalog: &CatalogConfig,
         password: Option<&str>,
         database: &str,
+    ) -> Result<CatalogConn, CatalogError> {
+        Self::connect_unbounded_with(upstream, catalog, password, database, None).await
+    }
+
+    async fn connect_unbounded_with(
+        upstream: &UpstreamConfig,
+        catalog: &CatalogConfig,
+        password: Option<&str>,
+        database: &str,
+        notices: Option<tokio::sync::mpsc::Sender<String>>,
     ) -> Result<CatalogConn, CatalogError> {
         let connect_err = |reason: String| CatalogError::Connect {
             database: database.to_string(),
@@ -147,9 +199,7 @@ impl CatalogConn {
                     .connect(NoTls)
                     .await
                     .map_err(|e| connect_err(describe(&e)))?;
-                tokio::spawn(async move {
-                    let _ = conn.await;
-                });
+                tokio::spawn(drive(conn, notices));
                 client
             }
             Some(tls) => {
@@ -157,9 +207,7 @@ impl CatalogConn {
                     .connect(tls)
                     .await
                     .map_err(|e| connect_err(describe(&e)))?;
-                tokio::spawn(async move {
-                    let _ = conn.await;
-                });
+                tokio::spawn(drive(conn, notices));
                 client
             }
         };

@@ -23,6 +23,7 @@ pub mod config;
 mod connect;
 pub mod constraints;
 pub mod error;
+pub mod follow;
 pub mod guard;
 pub mod ident;
 mod load;
@@ -34,6 +35,7 @@ pub mod search_path;
 mod session_reach;
 
 pub use config::CatalogConfig;
+pub(crate) use connect::describe as describe_error;
 pub use connect::CatalogConn;
 pub use constraints::{ConstraintProblem, MissingConstraint};
 pub use error::CatalogError;

@@ -151,6 +151,11 @@ pub(crate) async fn reencrypt(
                 }
             }
         }
+        // After the pin is in the keyring file: a proxy that reloads on this hears of
+        // both the new column and the key its searches must now use.
+        if outcome.state == Outcome::Converted {
+            super::run::announce_cutover(ctx).await;
+        }
         out.push(outcome);
     }
     Ok(out)

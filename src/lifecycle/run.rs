@@ -60,6 +60,17 @@ pub struct Context {
     pub keys_file: Option<PathBuf>,
     pub suite: CipherSuite,
     pub conn: CatalogConn,
+    /// Where and how to reach the maintenance database, to tell running proxies of a
+    /// cut-over ([`announce_cutover`]).
+    announce: Announce,
+}
+
+/// What [`announce_cutover`] needs to open its short connection.
+struct Announce {
+    upstream: crate::config::UpstreamConfig,
+    catalog: crate::catalog::CatalogConfig,
+    password: Option<zeroize::Zeroizing<String>>,
+    database: String,
 }
 
 impl Context {
@@ -107,7 +118,48 @@ pub async fn open(config: &std::path::Path, database: &str) -> Result<Context, L
         keys_file,
         suite: loaded.suite,
         conn,
+        announce: Announce {
+            upstream: cfg.upstream.clone(),
+            catalog: catalog.clone(),
+            password: password.map(zeroize::Zeroizing::new),
+            database: database.to_string(),
+        },
     })
+}
+
+/// Tells running pgcloak instances that a cut-over committed in this database, so that
+/// they re-read the schema (and the keyring, for a moved pin) now rather than at their
+/// next catalog refresh. They LISTEN on `catalog.maintenance_database` only (an open
+/// connection on an application database would block its DROP DATABASE), so the
+/// NOTIFY the cut-over sent in its own database is repeated there, on a short
+/// connection. Failing to announce is not an error of the conversion: it says what the
+/// operator must do instead.
+pub async fn announce_cutover(ctx: &Context) {
+    let a = &ctx.announce;
+    let result = async {
+        let conn = CatalogConn::connect(
+            &a.upstream,
+            &a.catalog,
+            a.password.as_ref().map(|p| p.as_str()),
+            &a.catalog.maintenance_database,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        conn.client
+            .execute(
+                "SELECT pg_catalog.pg_notify($1, $2)",
+                &[&super::plan::CATALOG_CHANNEL, &a.database],
+            )
+            .await
+            .map_err(|e| crate::catalog::describe_error(&e))
+    }
+    .await;
+    if let Err(e) = result {
+        eprintln!(
+            "warning: could not tell running pgcloak instances of the cut-over through database \"{}\" ({e}); they follow at their next catalog refresh (catalog.refresh_secs): send them SIGHUP to follow now",
+            a.catalog.maintenance_database
+        );
+    }
 }
 
 /// The policy columns selected by `--table` / `--column`.
@@ -148,7 +200,11 @@ pub async fn run(kind: Kind, opts: &Options) -> Result<Vec<ColumnOutcome>, Lifec
     }
     let mut out = Vec::new();
     for col in cols {
-        out.push(convert_column(&ctx, &ctx.suite, kind, col, opts).await?);
+        let outcome = convert_column(&ctx, &ctx.suite, kind, col, opts).await?;
+        if outcome.state == Outcome::Converted {
+            announce_cutover(&ctx).await;
+        }
+        out.push(outcome);
     }
     Ok(out)
 }

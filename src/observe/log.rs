@@ -29,6 +29,45 @@ pub fn directive(cfg: &LogConfig) -> String {
     format!("{base},{LEAK_CAPS}")
 }
 
+/// Writes each event on exactly one line: a line break inside a message or a field
+/// (a list of policy errors, a multi-line error from a driver) is written as the two
+/// characters `\n`, so that `grep`, `tail` and log shippers see one event per line.
+/// The JSON format already escapes them; this makes the text format do the same.
+struct OneLine<W>(W);
+
+impl<W: std::io::Write> std::io::Write for OneLine<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        // The fmt layer formats a whole event, then writes it at once.
+        let (body, end) = match buf.strip_suffix(b"\n") {
+            Some(b) => (b, &b"\n"[..]),
+            None => (buf, &b""[..]),
+        };
+        if !body.iter().any(|&b| b == b'\n' || b == b'\r') {
+            self.0.write_all(buf)?;
+            return Ok(buf.len());
+        }
+        let mut line = Vec::with_capacity(buf.len() + 16);
+        for &b in body {
+            match b {
+                b'\n' => line.extend_from_slice(b"\\n"),
+                b'\r' => line.extend_from_slice(b"\\r"),
+                _ => line.push(b),
+            }
+        }
+        line.extend_from_slice(end);
+        self.0.write_all(&line)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+fn stderr_one_line() -> OneLine<std::io::Stderr> {
+    OneLine(std::io::stderr())
+}
+
 pub fn init(cfg: &LogConfig) {
     let filter = EnvFilter::try_new(directive(cfg))
         .unwrap_or_else(|_| EnvFilter::new(format!("info,{LEAK_CAPS}")));
@@ -36,7 +75,7 @@ pub fn init(cfg: &LogConfig) {
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(stderr_one_line)
         .with_ansi(ansi)
         .with_target(true);
     let _ = match cfg.format {
@@ -47,4 +86,27 @@ pub fn init(cfg: &LogConfig) {
             .with_current_span(false)
             .try_init(),
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::OneLine;
+    use std::io::Write;
+
+    fn through(input: &str) -> String {
+        let mut w = OneLine(Vec::new());
+        w.write_all(input.as_bytes()).unwrap();
+        String::from_utf8(w.0).unwrap()
+    }
+
+    #[test]
+    fn an_event_with_line_breaks_stays_on_one_line() {
+        assert_eq!(
+            through("ERROR x: error=a.yaml:3: unknown\na.yaml:7: bad type\n"),
+            "ERROR x: error=a.yaml:3: unknown\\na.yaml:7: bad type\n"
+        );
+        assert_eq!(through("a\r\nb\n"), "a\\r\\nb\n");
+        assert_eq!(through("plain line\n"), "plain line\n");
+        assert_eq!(through("no end"), "no end");
+    }
 }

@@ -207,8 +207,11 @@ pub fn statement_analysed(sql: &str, plans: &[StatementPlan], policy: &Policy) {
 fn note_statement(redacted: &str, kinds: &[&str], tables: &[String], st: Settings) {
     let id = fingerprint::fingerprint(redacted, kinds, tables);
     if st.log_statements {
+        // Without a protected table (passed through, or refused before any column was
+        // resolved) the field is left out rather than logged empty.
+        let tables = (!tables.is_empty()).then(|| tables.join(","));
         debug!(target: "pgcloak::sql", fingerprint = %id, kind = kinds.join(","),
-            tables = tables.join(","), statement = %redacted, "statement");
+            tables = tables.as_deref(), statement = %redacted, "statement");
     }
     with(|s| s.fingerprint = Some(id));
 }

@@ -137,8 +137,8 @@ impl Analyzer<'_> {
                 if let Some(m) = first_mention_with(text, self.ctx.names, false, relation) {
                     let what = first_words(text);
                     return Err(SqlError::unsupported(format!(
-                        "{what} statements that {} are not supported by pgcloak; \
-                         run them directly on the database",
+                        "{what} statement that {}: not supported by pgcloak; \
+                         run it directly on the database",
                         describe_mention(&m)
                     )));
                 }
