@@ -31,11 +31,12 @@ PG_PORT=${COMPAT_PG_PORT:-55432}
 PROXY_PORT=${COMPAT_PROXY_PORT:-56432}
 SUITE_TIMEOUT=${COMPAT_SUITE_TIMEOUT:-3600}
 # SQLAlchemy: its PostgreSQL dialect tests (test/dialect/postgresql: compiler, dialect,
-# ON CONFLICT, query, reflection, types; asyncpg-only tests skip), on psycopg2. The dialect
-# compliance suite (test/dialect/test_suite.py) is ~3x as long (over 30 minutes per target
-# on a loaded 2-core machine); add it with
-# COMPAT_SQLALCHEMY_TESTS="test/dialect/postgresql test/dialect/test_suite.py".
-SQLALCHEMY_TESTS=${COMPAT_SQLALCHEMY_TESTS:-"test/dialect/postgresql"}
+# ON CONFLICT, query, reflection; the asyncpg-only ones skip), on psycopg2. Left out by
+# default: test_types.py (~9,200 parametrized type round trips, over an hour per target on a
+# loaded 2-core machine) and the dialect compliance suite (test/dialect/test_suite.py, ~2x
+# that). The whole directory and the suite:
+#   COMPAT_SQLALCHEMY_TESTS="test/dialect/postgresql test/dialect/test_suite.py"
+SQLALCHEMY_TESTS=${COMPAT_SQLALCHEMY_TESTS:-"test/dialect/postgresql --ignore=test/dialect/postgresql/test_types.py"}
 
 mkdir -p "$WORK"/{sdists,src,results,home}
 chmod 755 "$WORK"

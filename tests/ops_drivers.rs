@@ -519,3 +519,61 @@ async fn the_unnamed_statement_and_portal_outlive_pgcloak_s_search_path_read() {
     let r = extended(&mut c, "SELECT phone FROM customers").await;
     assert_eq!(sqlstate(&r), None, "{}", common::raw::tags(&r));
 }
+
+/// A function created in the session is opaque (and a table whose CHECK calls it refused,
+/// for a session that can reach protected columns) only when pgcloak cannot see into it.
+/// The language is the same in every spelling PostgreSQL accepts: `LANGUAGE 'plpgsql'`
+/// (SQLAlchemy's reflection tests), `"plpgsql"`, `PLPGSQL`. Found by SQLAlchemy's
+/// `test_reflect_check_constraint`.
+#[tokio::test]
+async fn a_function_s_language_is_known_in_every_spelling() {
+    let p = policy_proxy();
+    let db = db_with_protected_table("drv_lang").await;
+    let (mut c, _, _) = raw_session(p.proxy.port(), &db).await;
+    let langs = [
+        "'plpgsql'",
+        "\"plpgsql\"",
+        "PLPGSQL",
+        "plpgsql",
+        "'sql'",
+        "Sql",
+    ];
+    for (i, lang) in langs.iter().enumerate() {
+        let body = if lang.to_ascii_lowercase().contains("plpgsql") {
+            "BEGIN RETURN x > 0; END"
+        } else {
+            "SELECT x > 0"
+        };
+        let statements = [
+            format!(
+                "CREATE OR REPLACE FUNCTION drv_pos_{i}(x integer DEFAULT '-1'::integer) \
+                 RETURNS boolean LANGUAGE {lang} VOLATILE AS $b${body}$b$"
+            ),
+            format!("CREATE TABLE drv_cc_{i} (a int, CONSTRAINT cc CHECK (drv_pos_{i}(a)))"),
+            format!("INSERT INTO drv_cc_{i} VALUES (3)"),
+        ];
+        for (k, sql) in statements.iter().enumerate() {
+            let r = if (i + k) % 2 == 0 {
+                simple(&mut c, sql).await
+            } else {
+                extended(&mut c, sql).await
+            };
+            assert_eq!(sqlstate(&r), None, "{sql}: {}", common::raw::tags(&r));
+        }
+    }
+    // Still fail closed: dynamic SQL inside makes the quoted spelling opaque too.
+    for (i, ext) in [(0, false), (1, true)] {
+        let f = format!(
+            "CREATE FUNCTION drv_dyn_{i}(x int) RETURNS boolean LANGUAGE 'plpgsql' \
+             AS $b$BEGIN EXECUTE 'SELECT 1'; RETURN true; END$b$"
+        );
+        assert_eq!(sqlstate(&simple(&mut c, &f).await), None);
+        let t = format!("CREATE TABLE drv_cc_dyn_{i} (a int CHECK (drv_dyn_{i}(a)))");
+        let r = if ext {
+            extended(&mut c, &t).await
+        } else {
+            simple(&mut c, &t).await
+        };
+        assert_eq!(sqlstate(&r).as_deref(), Some("42501"), "{t}");
+    }
+}

@@ -19,7 +19,7 @@
 //! only make pgcloak pick another relation than PostgreSQL would, never send plaintext
 //! to a protected one.
 
-use super::lexer::{Lexer, TokKind};
+use super::lexer::{Lexer, LiteralKind, TokKind};
 
 /// What a statement text may do to name resolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -264,6 +264,10 @@ pub fn created_functions(sql: &str) -> Vec<(String, bool)> {
             .filter(|t| !matches!(t.kind, TokKind::Space | TokKind::Comment))
             .map(|t| match t.kind {
                 TokKind::QuotedIdent => (t.kind, text[t.content.clone()].replace("\"\"", "\"")),
+                // `LANGUAGE 'plpgsql'`: PostgreSQL still takes the name as a plain string.
+                TokKind::Literal(LiteralKind::String) => {
+                    (t.kind, text[t.content.clone()].to_ascii_lowercase())
+                }
                 _ => (t.kind, text[t.span.clone()].to_ascii_lowercase()),
             })
             .collect();
