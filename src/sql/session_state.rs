@@ -357,6 +357,36 @@ mod created_tests {
         assert!(created_functions("CREATE TABLE f (a int)").is_empty());
         assert!(created_functions("SELECT 'create function x'").is_empty());
     }
+
+    #[test]
+    fn the_language_is_the_same_in_every_spelling() {
+        for lang in ["'plpgsql'", "\"plpgsql\"", "PLPGSQL", "'sql'", "SQL", "'c'"] {
+            let sql = format!(
+                "CREATE FUNCTION is_positive(x integer DEFAULT '-1'::integer) RETURNS boolean \
+                 LANGUAGE {lang} AS $b$BEGIN RETURN x > 0; END$b$"
+            );
+            assert_eq!(
+                created_functions(&sql),
+                vec![("is_positive".to_string(), false)],
+                "{lang}"
+            );
+        }
+        for lang in ["'plpython3u'", "\"plperl\"", "E'plpgsql'"] {
+            let sql = format!("CREATE FUNCTION f() RETURNS int LANGUAGE {lang} AS $$ x $$");
+            assert_eq!(
+                created_functions(&sql),
+                vec![("f".to_string(), true)],
+                "{lang}"
+            );
+        }
+        // The body is still scanned in the quoted spelling.
+        assert_eq!(
+            created_functions(
+                "CREATE FUNCTION f() RETURNS int LANGUAGE 'plpgsql' AS $$BEGIN EXECUTE 'x'; END$$"
+            ),
+            vec![("f".to_string(), true)]
+        );
+    }
 }
 
 /// The first of `names` (functions this session created that run SQL pgcloak cannot see)
