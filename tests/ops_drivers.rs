@@ -417,3 +417,163 @@ async fn drop_database_right_after_a_session_succeeds() {
     assert_eq!(sqlstate(&simple(&mut c, "SELECT * FROM u").await), None);
     eprintln!("session setup through pgcloak with a policy, ms per round: {setup_ms:?}");
 }
+
+/// The change of name resolution in one of the batches below: in the extended protocol
+/// (a named statement, so the client's unnamed one stays) or as a simple Query sent
+/// first (one that may start COPY, so pgcloak defers its search_path read to the Sync).
+enum Trigger {
+    Extended(&'static str),
+    SimpleFirst(&'static str),
+}
+
+/// Messages running `sql` as a named statement and portal.
+fn named_run(sql: &str) -> Vec<u8> {
+    fe::concat(&[
+        fe::parse("drv_chg", sql, &[]),
+        fe::bind("drv_chg_p", "drv_chg", &[], &[]),
+        fe::execute("drv_chg_p", 0),
+        fe::close(b'S', "drv_chg"),
+    ])
+}
+
+/// pgcloak re-reads the search_path after a statement that may change it, on the
+/// session's own connection. The client's unnamed statement and unnamed portal outlive a
+/// Sync, and drivers use them across one (asyncpg's uncached statements: Parse + Describe
+/// + Sync, then Bind later); pgcloak's read must not destroy them, as a simple Query would.
+#[tokio::test]
+async fn the_unnamed_statement_and_portal_outlive_pgcloak_s_search_path_read() {
+    let p = policy_proxy();
+    let db = db_with_protected_table("drv_unnamed").await;
+    let (mut c, _, _) = raw_session(p.proxy.port(), &db).await;
+    let triggers = [
+        Trigger::Extended("SET search_path TO public"),
+        Trigger::Extended("SELECT pg_catalog.set_config('search_path', 'public', false)"),
+        Trigger::Extended("RESET search_path"),
+        Trigger::Extended("set SEARCH_PATH = \"$user\", public"),
+        Trigger::SimpleFirst("SET search_path TO public; SELECT 1 AS copy"),
+        Trigger::SimpleFirst("RESET search_path; SELECT 2 AS copy"),
+    ];
+    for (i, trigger) in triggers.iter().enumerate() {
+        // The unnamed statement: Parse + Describe, Sync; Bind + Execute after the Sync.
+        let mut first = vec![
+            fe::parse("", "SELECT 41 + 1 AS answer", &[]),
+            fe::describe(b'S', ""),
+        ];
+        match trigger {
+            Trigger::Extended(sql) => first.push(named_run(sql)),
+            Trigger::SimpleFirst(sql) => {
+                let r = simple(&mut c, sql).await;
+                assert_eq!(sqlstate(&r), None, "{i}: {}", common::raw::tags(&r));
+            }
+        }
+        first.push(fe::sync());
+        c.send(&fe::concat(&first)).await;
+        let r = c.recv_until(b'Z').await;
+        assert_eq!(sqlstate(&r), None, "{i}: {}", common::raw::tags(&r));
+        c.send(&fe::concat(&[
+            fe::bind("", "", &[], &[]),
+            fe::execute("", 0),
+            fe::sync(),
+        ]))
+        .await;
+        let r = c.recv_until(b'Z').await;
+        assert_eq!(
+            sqlstate(&r),
+            None,
+            "statement, trigger {i}: {}",
+            common::raw::tags(&r)
+        );
+        assert_eq!(first_value(&r), "42", "trigger {i}");
+
+        // The unnamed portal inside a transaction: suspended after one row, resumed
+        // after the Sync.
+        simple(&mut c, "BEGIN").await;
+        let mut first = vec![
+            fe::parse("", "SELECT g FROM generate_series(1, 3) AS g", &[]),
+            fe::bind("", "", &[], &[]),
+            fe::execute("", 1),
+        ];
+        match trigger {
+            Trigger::Extended(sql) => first.push(named_run(sql)),
+            Trigger::SimpleFirst(sql) => {
+                let r = simple(&mut c, sql).await;
+                assert_eq!(sqlstate(&r), None, "{i}: {}", common::raw::tags(&r));
+            }
+        }
+        first.push(fe::sync());
+        c.send(&fe::concat(&first)).await;
+        let r = c.recv_until(b'Z').await;
+        assert_eq!(first_value(&r), "1", "trigger {i}");
+        c.send(&fe::concat(&[fe::execute("", 1), fe::sync()])).await;
+        let r = c.recv_until(b'Z').await;
+        assert_eq!(
+            sqlstate(&r),
+            None,
+            "portal, trigger {i}: {}",
+            common::raw::tags(&r)
+        );
+        assert_eq!(first_value(&r), "2", "trigger {i}");
+        assert_eq!(sqlstate(&simple(&mut c, "COMMIT").await), None);
+    }
+    // And pgcloak did follow the changes: a protected column is still found by name.
+    let r = extended(&mut c, "SELECT phone FROM customers").await;
+    assert_eq!(sqlstate(&r), None, "{}", common::raw::tags(&r));
+}
+
+/// A function created in the session is opaque (and a table whose CHECK calls it refused,
+/// for a session that can reach protected columns) only when pgcloak cannot see into it.
+/// The language is the same in every spelling PostgreSQL accepts: `LANGUAGE 'plpgsql'`
+/// (SQLAlchemy's reflection tests), `"plpgsql"`, `PLPGSQL`. Found by SQLAlchemy's
+/// `test_reflect_check_constraint`.
+#[tokio::test]
+async fn a_function_s_language_is_known_in_every_spelling() {
+    let p = policy_proxy();
+    let db = db_with_protected_table("drv_lang").await;
+    let (mut c, _, _) = raw_session(p.proxy.port(), &db).await;
+    let langs = [
+        "'plpgsql'",
+        "\"plpgsql\"",
+        "PLPGSQL",
+        "plpgsql",
+        "'sql'",
+        "Sql",
+    ];
+    for (i, lang) in langs.iter().enumerate() {
+        let body = if lang.to_ascii_lowercase().contains("plpgsql") {
+            "BEGIN RETURN x > 0; END"
+        } else {
+            "SELECT x > 0"
+        };
+        let statements = [
+            format!(
+                "CREATE OR REPLACE FUNCTION drv_pos_{i}(x integer DEFAULT '-1'::integer) \
+                 RETURNS boolean LANGUAGE {lang} VOLATILE AS $b${body}$b$"
+            ),
+            format!("CREATE TABLE drv_cc_{i} (a int, CONSTRAINT cc CHECK (drv_pos_{i}(a)))"),
+            format!("INSERT INTO drv_cc_{i} VALUES (3)"),
+        ];
+        for (k, sql) in statements.iter().enumerate() {
+            let r = if (i + k) % 2 == 0 {
+                simple(&mut c, sql).await
+            } else {
+                extended(&mut c, sql).await
+            };
+            assert_eq!(sqlstate(&r), None, "{sql}: {}", common::raw::tags(&r));
+        }
+    }
+    // Still fail closed: dynamic SQL inside makes the quoted spelling opaque too.
+    for (i, ext) in [(0, false), (1, true)] {
+        let f = format!(
+            "CREATE FUNCTION drv_dyn_{i}(x int) RETURNS boolean LANGUAGE 'plpgsql' \
+             AS $b$BEGIN EXECUTE 'SELECT 1'; RETURN true; END$b$"
+        );
+        assert_eq!(sqlstate(&simple(&mut c, &f).await), None);
+        let t = format!("CREATE TABLE drv_cc_dyn_{i} (a int CHECK (drv_dyn_{i}(a)))");
+        let r = if ext {
+            extended(&mut c, &t).await
+        } else {
+            simple(&mut c, &t).await
+        };
+        assert_eq!(sqlstate(&r).as_deref(), Some("42501"), "{t}");
+    }
+}

@@ -10,10 +10,45 @@ use bytes::BytesMut;
 
 use super::{DataPath, Expect};
 use crate::sql::session_state::{may_start_copy, resolution_change, ResolutionChange};
-use crate::wire::extended::{decode_data_row, encode_query};
+use crate::wire::extended::{
+    decode_data_row, encode_close, encode_execute, encode_sync, Bind, Parse,
+};
 
 /// The query pgcloak injects: one row per schema, implicit ones included.
 const SEARCH_PATH_SQL: &[u8] = b"SELECT pg_catalog.unnest(pg_catalog.current_schemas(true))";
+/// The statement and portal name the injected query runs under (closed before its Sync).
+const SEARCH_PATH_NAME: &str = "pgcloak.search_path";
+
+/// The injected query as the upstream sees it: Parse/Bind/Execute of a named statement
+/// and portal, both closed again, then Sync. Not a simple Query: that would destroy the
+/// client's unnamed statement and unnamed portal, which outlive a Sync (drivers Parse an
+/// unnamed statement, Sync, and Bind it later: asyncpg's uncached statements, psycopg).
+fn search_path_query() -> BytesMut {
+    let mut out = BytesMut::new();
+    out.extend_from_slice(
+        &Parse {
+            name: SEARCH_PATH_NAME.into(),
+            sql: SEARCH_PATH_SQL.to_vec(),
+            param_types: Vec::new(),
+        }
+        .encode(),
+    );
+    out.extend_from_slice(
+        &Bind {
+            portal: SEARCH_PATH_NAME.into(),
+            statement: SEARCH_PATH_NAME.into(),
+            param_formats: Vec::new(),
+            params: Vec::new(),
+            result_formats: Vec::new(),
+        }
+        .encode(),
+    );
+    out.extend_from_slice(&encode_execute(SEARCH_PATH_NAME, 0));
+    out.extend_from_slice(&encode_close(b'P', SEARCH_PATH_NAME));
+    out.extend_from_slice(&encode_close(b'S', SEARCH_PATH_NAME));
+    out.extend_from_slice(&encode_sync());
+    out
+}
 
 impl DataPath {
     /// Notes a statement text the client sent (Query or Parse).
@@ -49,7 +84,7 @@ impl DataPath {
             return;
         }
         self.path_refresh_due = false;
-        out.extend_from_slice(&encode_query(SEARCH_PATH_SQL));
+        out.extend_from_slice(&search_path_query());
         self.path_reads.send_modify(|n| *n += 1);
         self.state.expect(Expect::SearchPath {
             schemas: Vec::new(),
@@ -68,8 +103,10 @@ impl DataPath {
         self.state.awaiting_search_path()
     }
 
-    /// Consumes one message of the reply to the injected query. Asynchronous messages
-    /// (ParameterStatus, NotificationResponse, NoticeResponse) still reach the client.
+    /// Consumes one message of the reply to the injected query (ParseComplete,
+    /// BindComplete, rows, CommandComplete, CloseComplete, ReadyForQuery; or an error and
+    /// ReadyForQuery). Asynchronous messages (ParameterStatus, NotificationResponse,
+    /// NoticeResponse) still reach the client.
     pub(super) fn on_search_path_reply(&mut self, msg: &[u8], out: &mut BytesMut) {
         let tag = msg[0];
         match tag {

@@ -19,7 +19,7 @@
 //! only make pgcloak pick another relation than PostgreSQL would, never send plaintext
 //! to a protected one.
 
-use super::lexer::{Lexer, TokKind};
+use super::lexer::{Lexer, LiteralKind, TokKind};
 
 /// What a statement text may do to name resolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -264,6 +264,10 @@ pub fn created_functions(sql: &str) -> Vec<(String, bool)> {
             .filter(|t| !matches!(t.kind, TokKind::Space | TokKind::Comment))
             .map(|t| match t.kind {
                 TokKind::QuotedIdent => (t.kind, text[t.content.clone()].replace("\"\"", "\"")),
+                // `LANGUAGE 'plpgsql'`: PostgreSQL still takes the name as a plain string.
+                TokKind::Literal(LiteralKind::String) => {
+                    (t.kind, text[t.content.clone()].to_ascii_lowercase())
+                }
                 _ => (t.kind, text[t.span.clone()].to_ascii_lowercase()),
             })
             .collect();
@@ -352,6 +356,36 @@ mod created_tests {
         );
         assert!(created_functions("CREATE TABLE f (a int)").is_empty());
         assert!(created_functions("SELECT 'create function x'").is_empty());
+    }
+
+    #[test]
+    fn the_language_is_the_same_in_every_spelling() {
+        for lang in ["'plpgsql'", "\"plpgsql\"", "PLPGSQL", "'sql'", "SQL", "'c'"] {
+            let sql = format!(
+                "CREATE FUNCTION is_positive(x integer DEFAULT '-1'::integer) RETURNS boolean \
+                 LANGUAGE {lang} AS $b$BEGIN RETURN x > 0; END$b$"
+            );
+            assert_eq!(
+                created_functions(&sql),
+                vec![("is_positive".to_string(), false)],
+                "{lang}"
+            );
+        }
+        for lang in ["'plpython3u'", "\"plperl\"", "E'plpgsql'"] {
+            let sql = format!("CREATE FUNCTION f() RETURNS int LANGUAGE {lang} AS $$ x $$");
+            assert_eq!(
+                created_functions(&sql),
+                vec![("f".to_string(), true)],
+                "{lang}"
+            );
+        }
+        // The body is still scanned in the quoted spelling.
+        assert_eq!(
+            created_functions(
+                "CREATE FUNCTION f() RETURNS int LANGUAGE 'plpgsql' AS $$BEGIN EXECUTE 'x'; END$$"
+            ),
+            vec![("f".to_string(), true)]
+        );
     }
 }
 

@@ -221,6 +221,18 @@ pub fn encode_execute(portal: &str, max_rows: i32) -> Bytes {
     b.finish()
 }
 
+/// Close ('C') of a statement (`kind` b'S') or a portal (b'P').
+pub fn encode_close(kind: u8, name: &str) -> Bytes {
+    let mut b = MessageBuilder::new(b'C');
+    b.u8(kind).cstr(name);
+    b.finish()
+}
+
+/// Sync ('S').
+pub fn encode_sync() -> Bytes {
+    MessageBuilder::new(b'S').finish()
+}
+
 /// One field of a RowDescription.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldDescription {
