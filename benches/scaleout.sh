@@ -160,7 +160,7 @@ a1=$(metric 1 pgcloak_connections_active)
 a2=$(metric 2 pgcloak_connections_active)
 echo "10 sessions through the balancer: instance 1 holds $a1, instance 2 holds $a2"
 check "sessions spread across both instances" $([ "$a1" -ge 3 ] && [ "$a2" -ge 3 ] && echo 0 || echo 1)
-wait
+for b in "${BG[@]}"; do wait "$b" || true; done
 BG=()
 
 # 2. Cancel through the balancer stops the right query, whichever instance receives it.
@@ -205,7 +205,8 @@ check "cancels were forwarded between instances" $([ "$forwarded" -ge 1 ] && [ "
 # 3 + 4. Open sessions on both instances (psql reading statements from a FIFO).
 open_session() { # $1: name -> fd in FD_$1, output in $WORK/$1.out, pid in SPID_$1
     mkfifo "$WORK/$1.fifo"
-    "${PSQL[@]}" <"$WORK/$1.fifo" >"$WORK/$1.out" 2>&1 &
+    : >"$WORK/$1.out"
+    stdbuf -oL "${PSQL[@]}" <"$WORK/$1.fifo" >>"$WORK/$1.out" 2>&1 &
     eval "SPID_$1=$!"
     BG+=($!)
     exec {fd}>"$WORK/$1.fifo"
@@ -215,7 +216,7 @@ say() { # $1: session, $2: SQL; waits for one more output line
     local fd n
     eval "fd=\$FD_$1"
     n=$(wc -l <"$WORK/$1.out")
-    echo "$2" >&"$fd"
+    echo "$2;" >&"$fd"
     for _ in $(seq 1 100); do [ "$(wc -l <"$WORK/$1.out")" -gt "$n" ] && break; sleep 0.05; done
     tail -1 "$WORK/$1.out"
 }
