@@ -114,6 +114,7 @@ POLICY
 }
 policy null >"$WORK/policy.yaml"
 PGCLOAK_PORT=$(free_port)
+ADMIN_PORT=$(free_port)
 cat >"$WORK/pgcloak.yaml" <<YAML
 listen: 127.0.0.1:$PGCLOAK_PORT
 instance_id: 1
@@ -122,6 +123,8 @@ tls: { mode: disabled }
 auth: { mode: relay }
 max_connections: $((CLIENTS + 20))
 log: { format: text, level: warn }
+admin: { listen: "127.0.0.1:$ADMIN_PORT" }
+reload_poll_ms: 0
 policy: $WORK/policy.yaml
 keys: { file: $WORK/master.keys }
 catalog: { user: postgres, password_env: PGCLOAK_CATALOG_PASSWORD }
@@ -197,9 +200,11 @@ echo "== soak: CLIENTS=$CLIENTS DURATION=${DURATION}s RELOAD_EVERY=${RELOAD_EVER
 echo "== pgbench (exit $PGBENCH_RC)"
 grep -E "^(number of|tps|latency|progress:)|aborted|error" "$WORK/pgbench.out" | head -40
 echo "== reloads"
-ok=$(grep -c "policy and keyring reloaded" "$WORK/pgcloak.log" || true)
-bad=$(grep -c "invalid policy or keyring" "$WORK/pgcloak.log" || true)
-echo "reloads sent: $(wc -l <"$WORK/reloads.txt"), applied: $ok, refused: $bad"
+metrics=$(curl -s "http://127.0.0.1:$ADMIN_PORT/metrics")
+ok=$(awk '$1 == "pgcloak_reloads_total{result=\"ok\"}" { print int($2) }' <<<"$metrics")
+bad=$(awk '$1 == "pgcloak_reloads_total{result=\"invalid\"}" { print int($2) }' <<<"$metrics")
+gen=$(awk '$1 == "pgcloak_policy_generation" { print int($2) }' <<<"$metrics")
+echo "reloads sent: $(wc -l <"$WORK/reloads.txt"), applied: ${ok:-0}, refused: ${bad:-0}, generation in force: ${gen:-?}"
 echo "== RSS (KiB) and fds of pgcloak: seconds rss fds"
 cat "$WORK/samples.txt"
 failed=$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' "$WORK/pgbench.out")
@@ -217,7 +222,7 @@ awk -v third=$((DURATION / 3)) '
         if (growth > 8192 && growth > base / 10) { print "RSS NOT FLAT"; exit 1 }
         if (lastfd > basefd + 5) { print "FD GROWTH"; exit 1 }
     }' "$WORK/samples.txt" && flat=yes || flat=no
-if [ "$PGBENCH_RC" = 0 ] && [ "${failed:-0}" = 0 ] && [ "$flat" = yes ]; then
+if [ "$PGBENCH_RC" = 0 ] && [ "${failed:-0}" = 0 ] && [ "$flat" = yes ] && [ "${ok:-0}" = "$(wc -l <"$WORK/reloads.txt")" ]; then
     echo "SOAK PASSED"
 else
     echo "SOAK FAILED (pgbench exit $PGBENCH_RC, failed ${failed:-?}, flat $flat)"

@@ -105,14 +105,18 @@ fn ensure_cluster_up() {
 /// A new session through the proxy that reads `id`'s protected value, once pgcloak serves
 /// again (its catalog connection reconnects after an upstream restart).
 async fn served_again(p: &ProtectedProxy, id: i32) -> Option<String> {
-    eventually_async(Duration::from_secs(15), "pgcloak serves a new session", || async {
-        let client = common::try_connect(&p.config("app")).await.ok()?;
-        let row = client
-            .query_opt("SELECT s FROM secrets WHERE id = $1", &[&id])
-            .await
-            .ok()?;
-        Some(row.map(|r| r.get::<_, Option<String>>(0)))
-    })
+    eventually_async(
+        Duration::from_secs(15),
+        "pgcloak serves a new session",
+        || async {
+            let client = common::try_connect(&p.config("app")).await.ok()?;
+            let row = client
+                .query_opt("SELECT s FROM secrets WHERE id = $1", &[&id])
+                .await
+                .ok()?;
+            Some(row.map(|r| r.get::<_, Option<String>>(0)))
+        },
+    )
     .await
     .flatten()
 }
@@ -374,9 +378,12 @@ async fn upstream_unreachable_at_connect_then_reachable_again() {
     ensure_cluster_up();
     let p = fixture("f_unreachable").await;
     let app = p.client("app").await;
-    app.execute("INSERT INTO secrets (id, s) VALUES (1, 'reach-secret')", &[])
-        .await
-        .unwrap();
+    app.execute(
+        "INSERT INTO secrets (id, s) VALUES (1, 'reach-secret')",
+        &[],
+    )
+    .await
+    .unwrap();
     drop(app);
     stop_cluster("fast");
     for _ in 0..3 {
@@ -389,7 +396,10 @@ async fn upstream_unreachable_at_connect_then_reachable_again() {
             code == "08001" || code == "08006",
             "unexpected SQLSTATE {code}"
         );
-        assert!(started.elapsed() < HANG_TIMEOUT, "the refusal took too long");
+        assert!(
+            started.elapsed() < HANG_TIMEOUT,
+            "the refusal took too long"
+        );
     }
     assert_proxy_alive(&p);
     start_cluster();
@@ -469,12 +479,19 @@ async fn client_reset_mid_pipeline_keeps_exactly_the_statements_that_completed()
     wait_backend_gone(pid).await;
     let admin = p.admin().await;
     let rows = admin
-        .query("SELECT id, substring(s from 1 for 3) FROM secrets ORDER BY id", &[])
+        .query(
+            "SELECT id, substring(s from 1 for 3) FROM secrets ORDER BY id",
+            &[],
+        )
         .await
         .unwrap();
     let ids: Vec<i32> = rows.iter().map(|r| r.get(0)).collect();
     assert_eq!(ids, vec![1], "only the completed statement's row is there");
-    assert_eq!(rows[0].get::<_, Vec<u8>>(1), b"pc\x01", "stored as an envelope");
+    assert_eq!(
+        rows[0].get::<_, Vec<u8>>(1),
+        b"pc\x01",
+        "stored as an envelope"
+    );
     assert_proxy_alive(&p);
     assert_eq!(
         served_again(&p, 1).await.as_deref(),
@@ -488,9 +505,12 @@ async fn client_reset_with_a_portal_open_rolls_its_transaction_back() {
     ensure_cluster_up();
     let p = fixture("f_reset_portal").await;
     let app = p.client("app").await;
-    app.execute("INSERT INTO secrets (id, s) VALUES (1, 'portal-secret')", &[])
-        .await
-        .unwrap();
+    app.execute(
+        "INSERT INTO secrets (id, s) VALUES (1, 'portal-secret')",
+        &[],
+    )
+    .await
+    .unwrap();
     drop(app);
     let (mut client, task) = connect_resettable(&p.config("app")).await;
     let pid = backend_pid(&client).await;
@@ -533,9 +553,12 @@ async fn catalog_connection_terminated_while_sessions_run_loses_nothing() {
     ensure_cluster_up();
     let p = fixture("f_catalog_lost").await;
     let app = p.client("app").await;
-    app.execute("INSERT INTO secrets (id, s) VALUES (1, 'catalog-secret')", &[])
-        .await
-        .unwrap();
+    app.execute(
+        "INSERT INTO secrets (id, s) VALUES (1, 'catalog-secret')",
+        &[],
+    )
+    .await
+    .unwrap();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut workers = Vec::new();
     for _ in 0..3 {
@@ -549,7 +572,9 @@ async fn catalog_connection_terminated_while_sessions_run_loses_nothing() {
                     .await
                 {
                     Ok(r) if r.get::<_, String>(0) == "catalog-secret" => ok += 1,
-                    Ok(r) => errors.push(format!("wrong value {:?}", r.get::<_, Option<String>>(0))),
+                    Ok(r) => {
+                        errors.push(format!("wrong value {:?}", r.get::<_, Option<String>>(0)))
+                    }
                     Err(e) => errors.push(e.to_string()),
                 }
             }
@@ -629,9 +654,12 @@ async fn keyring_replaced_by_an_invalid_one_under_load_keeps_the_current_generat
     ensure_cluster_up();
     let p = fixture("f_bad_keyring").await;
     let app = p.client("app").await;
-    app.execute("INSERT INTO secrets (id, s) VALUES (0, 'keyring-secret')", &[])
-        .await
-        .unwrap();
+    app.execute(
+        "INSERT INTO secrets (id, s) VALUES (0, 'keyring-secret')",
+        &[],
+    )
+    .await
+    .unwrap();
     let good = std::fs::read_to_string(&p.keys_path).unwrap();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut workers = Vec::new();
@@ -674,12 +702,16 @@ async fn keyring_replaced_by_an_invalid_one_under_load_keeps_the_current_generat
     unsafe {
         libc::kill(pid, libc::SIGHUP);
     }
-    common::eventually(Duration::from_secs(10), "the invalid keyring is refused", || {
-        p.proxy
-            .log()
-            .contains("invalid policy or keyring: keeping the current generation")
-            .then_some(())
-    });
+    common::eventually(
+        Duration::from_secs(10),
+        "the invalid keyring is refused",
+        || {
+            p.proxy
+                .log()
+                .contains("invalid policy or keyring: keeping the current generation")
+                .then_some(())
+        },
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     // New sessions read the old rows with the generation in force.
     assert_eq!(served_again(&p, 0).await.as_deref(), Some("keyring-secret"));
@@ -706,12 +738,16 @@ async fn keyring_replaced_by_an_invalid_one_under_load_keeps_the_current_generat
     unsafe {
         libc::kill(pid, libc::SIGHUP);
     }
-    common::eventually(Duration::from_secs(10), "the good keyring is reloaded", || {
-        p.proxy
-            .log()
-            .contains("policy and keyring reloaded")
-            .then_some(())
-    });
+    common::eventually(
+        Duration::from_secs(10),
+        "the good keyring is reloaded",
+        || {
+            p.proxy
+                .log()
+                .contains("policy and keyring reloaded")
+                .then_some(())
+        },
+    );
     assert_eq!(served_again(&p, 0).await.as_deref(), Some("keyring-secret"));
     assert_proxy_alive(&p);
 }

@@ -67,7 +67,9 @@ fn rss_kib(p: &ProtectedProxy) -> u64 {
 /// Open file descriptors of pgcloak.
 fn fds(p: &ProtectedProxy) -> usize {
     let pid = p.proxy.pid().expect("a real proxy");
-    std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count()
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
 }
 
 /// One served statement through a fresh session: its latency (connect + query).
@@ -98,7 +100,11 @@ async fn statement_latency(app: &tokio_postgres::Client) -> Duration {
 #[tokio::test]
 async fn slowloris_startups_are_dropped_at_the_timeout_while_others_are_served() {
     let n = scale("PGCLOAK_SLOWLORIS_CONNS", 40, 500);
-    let p = fixture("h_slowloris", json!({ "limits": { "startup_timeout_secs": 3 } })).await;
+    let p = fixture(
+        "h_slowloris",
+        json!({ "limits": { "startup_timeout_secs": 3 } }),
+    )
+    .await;
     let rss_before = rss_kib(&p);
     let packet = fe::startup(fe::PROTOCOL_3_0, &[("user", TRUST_USER), ("database", "x")]);
     let mut tasks = Vec::new();
@@ -183,13 +189,20 @@ async fn a_client_that_never_reads_a_large_result_does_not_slow_the_others_or_gr
     // Backpressure reaches PostgreSQL: the hog's backend waits to write, pgcloak buffers
     // no more than a bounded amount.
     let admin = common::cluster().admin("postgres").await;
-    common::eventually_async(Duration::from_secs(10), "the hog's backend blocks on ClientWrite", || async {
-        let row = admin
-            .query_one("SELECT coalesce(wait_event, '') FROM pg_stat_activity WHERE pid = $1", &[&hog_pid])
-            .await
-            .ok()?;
-        (row.get::<_, String>(0) == "ClientWrite").then_some(())
-    })
+    common::eventually_async(
+        Duration::from_secs(10),
+        "the hog's backend blocks on ClientWrite",
+        || async {
+            let row = admin
+                .query_one(
+                    "SELECT coalesce(wait_event, '') FROM pg_stat_activity WHERE pid = $1",
+                    &[&hog_pid],
+                )
+                .await
+                .ok()?;
+            (row.get::<_, String>(0) == "ClientWrite").then_some(())
+        },
+    )
     .await;
     assert!(
         typical < (baseline * 5).max(Duration::from_millis(100)),
@@ -209,7 +222,11 @@ async fn a_client_that_never_reads_a_large_result_does_not_slow_the_others_or_gr
 
 #[tokio::test]
 async fn oversized_and_malformed_lengths_are_refused_without_allocating_them() {
-    let p = fixture("h_oversized", json!({ "limits": { "max_message_bytes": 1 << 20 } })).await;
+    let p = fixture(
+        "h_oversized",
+        json!({ "limits": { "max_message_bytes": 1 << 20 } }),
+    )
+    .await;
     let rss_before = rss_kib(&p);
     // 1. A startup packet that declares 1 GiB.
     for declared in [1u32 << 30, u32::MAX, 3, 0] {
@@ -252,9 +269,7 @@ async fn oversized_and_malformed_lengths_are_refused_without_allocating_them() {
     let mut conn = RawConn::connect(p.proxy.port()).await;
     conn.startup_trust(TRUST_USER, &p.db).await;
     let big = "x".repeat(8 << 20);
-    let _ = conn
-        .try_send(&fe::query(&format!("SELECT '{big}'")))
-        .await;
+    let _ = conn.try_send(&fe::query(&format!("SELECT '{big}'"))).await;
     let _ = conn.read_to_eof(HANG_TIMEOUT).await;
     let rss_after = rss_kib(&p);
     assert!(
