@@ -5,13 +5,7 @@
 
 #[path = "common/mod.rs"]
 mod common;
+#[path = "common/targets.rs"]
+mod targets;
 
-use libfuzzer_sys::fuzz_target;
-
-fuzz_target!(|data: &[u8]| {
-    let Some((&role, rest)) = data.split_first() else {
-        return;
-    };
-    let mut dp = common::session(role);
-    common::drive(&mut dp, &common::records(rest));
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| targets::datapath_frontend::run(data));

@@ -17,9 +17,7 @@ use std::sync::{Arc, OnceLock};
 use arc_swap::ArcSwap;
 use bytes::{BufMut, BytesMut};
 
-use pgcloak::catalog::schema::{
-    Attribute, ColumnLocation, NamedRelation, ProtectedTable, RelKind,
-};
+use pgcloak::catalog::schema::{Attribute, ColumnLocation, NamedRelation, ProtectedTable, RelKind};
 use pgcloak::catalog::SchemaSnapshot;
 use pgcloak::codec::SessionContext;
 use pgcloak::crypto::{CipherSuite, Keyring, MasterKey};
@@ -90,7 +88,14 @@ pub fn snapshot(policy: &Policy) -> SchemaSnapshot {
         name: "t".into(),
         kind: RelKind::Table,
     };
-    SchemaSnapshot::new("db".into(), policy, vec![table], locations, vec![], vec![relation])
+    SchemaSnapshot::new(
+        "db".into(),
+        policy,
+        vec![table],
+        locations,
+        vec![],
+        vec![relation],
+    )
 }
 
 pub fn schema() -> Arc<SessionSchema> {
@@ -201,7 +206,10 @@ pub fn check_framed(mut out: &[u8]) {
     while !out.is_empty() {
         assert!(out.len() >= 5, "a truncated message was emitted");
         let len = u32::from_be_bytes([out[1], out[2], out[3], out[4]]) as usize;
-        assert!(len >= 4 && out.len() > len, "a message with a bad length was emitted");
+        assert!(
+            len >= 4 && out.len() > len,
+            "a message with a bad length was emitted"
+        );
         out = &out[1 + len..];
     }
 }
