@@ -11,7 +11,10 @@ mod targets;
 
 use std::path::Path;
 
-const TARGETS: [(&str, fn(&[u8])); 6] = [
+/// A target's name and its body.
+type Target = (&'static str, fn(&[u8]));
+
+const TARGETS: [Target; 6] = [
     ("wire_startup", targets::wire_startup::run),
     ("datapath_frontend", targets::datapath_frontend::run),
     ("datapath_backend", targets::datapath_backend::run),
