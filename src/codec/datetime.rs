@@ -326,7 +326,12 @@ fn parse_zone(z: &str) -> Option<Zone> {
             [h] if all(h) && h.len() <= 2 => (h, "0", "0"),
             [hm] if all(hm) && hm.len() == 4 => (hm.get(..2)?, hm.get(2..)?, "0"),
             [h, m] if all(h) && all(m) && h.len() <= 2 && m.len() == 2 => (h, m, "0"),
-            [h, m, s] if all(h) && all(m) && all(s) && h.len() <= 2 => (h, m, s),
+            // Two-digit minutes and seconds: longer ones overflowed the sum (fuzz/regressions).
+            [h, m, s]
+                if all(h) && all(m) && all(s) && h.len() <= 2 && m.len() == 2 && s.len() == 2 =>
+            {
+                (h, m, s)
+            }
             _ => return None,
         };
         let secs =
