@@ -218,10 +218,12 @@ PM_PID=$(head -1 "$WORK/data/postmaster.pid")
 proc_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 # PostgreSQL's whole CPU: the postmaster's own and reaped children's time, plus every live
 # child's (a backend that exits moves its time from the second sum into the first).
+# Live children are read first: a backend that exits between the two reads is counted twice
+# (a small overcount) rather than not at all. Still approximate in connect mode.
 server_ticks() {
     local pm live
-    pm=$(awk '{ print $14 + $15 + $16 + $17 }' "/proc/$PM_PID/stat")
     live=$(awk -v pm="$PM_PID" '$4 == pm { s += $14 + $15 } END { print s + 0 }' /proc/[0-9]*/stat 2>/dev/null || echo 0)
+    pm=$(awk '{ print $14 + $15 + $16 + $17 }' "/proc/$PM_PID/stat")
     echo $((pm + live))
 }
 per_txn() { awk -v d="$1" -v t="$2" -v hz="$CLK_TCK" 'BEGIN { if (t > 0) printf "%.2f", d * 1e6 / hz / t; else print "nan" }'; }
