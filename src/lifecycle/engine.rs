@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, Row};
+use tokio_postgres::{Client, Row, Statement};
 
 use super::error::LifecycleError;
 use super::plan::{Job, SCHEMA};
@@ -124,11 +124,14 @@ impl Engine<'_> {
         Ok(out)
     }
 
-    /// Writes converted values into the shadow column.
-    async fn write(&self, rows: &[Converted]) -> Result<(), LifecycleError> {
-        if rows.is_empty() {
-            return Ok(());
-        }
+    /// Writes converted values into the shadow column with `statement`, whose parameters
+    /// are the key arrays, the value array (see [`Job::write_sql`]) and then `extra`.
+    async fn write(
+        &self,
+        statement: &Statement,
+        rows: &[Converted],
+        extra: &[&(dyn ToSql + Sync)],
+    ) -> Result<(), LifecycleError> {
         let k = self.job.pk.len();
         let mut keys: Vec<Vec<&str>> = vec![Vec::with_capacity(rows.len()); k];
         for (key, _) in rows {
@@ -152,11 +155,19 @@ impl Engine<'_> {
                 })?;
             params.push(&texts);
         }
+        params.extend_from_slice(extra);
         self.client
-            .execute(&self.job.write_sql(), &params)
+            .execute(statement, &params)
             .await
             .map_err(|e| LifecycleError::db("writing converted values", &self.target(), &e))?;
         Ok(())
+    }
+
+    async fn prepare(&self, what: &'static str, sql: &str) -> Result<Statement, LifecycleError> {
+        self.client
+            .prepare(sql)
+            .await
+            .map_err(|e| LifecycleError::db(what, &self.target(), &e))
     }
 
     async fn load_progress(&self) -> Result<(Option<Vec<String>>, u64), LifecycleError> {
@@ -178,8 +189,13 @@ impl Engine<'_> {
     }
 
     /// Fills the shadow column page by page in key order, then catches up the change log.
+    ///
+    /// Each batch is one statement that writes the converted values and the progress row
+    /// together ([`Job::write_batch_sql`]), and it is pipelined with the read of the next
+    /// page (which starts after the batch's last key, so the two touch different rows):
+    /// one round trip per batch, with every statement prepared once.
     pub async fn backfill(&self, total: u64, stats: &mut RunStats) -> Result<(), LifecycleError> {
-        let (mut last, done) = self.load_progress().await?;
+        let (last, done) = self.load_progress().await?;
         let bar = ProgressBar::new(total.max(done));
         bar.set_style(
             ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} rows {per_sec} ETA {eta}")
@@ -188,33 +204,63 @@ impl Engine<'_> {
         bar.set_message(self.target());
         bar.set_position(done);
         let started = Instant::now();
-        let src = self.transform.source_expr();
-        loop {
-            self.exec("begin", "BEGIN").await?;
-            match self.backfill_page(src, last.as_deref()).await {
-                Ok(None) => {
-                    self.exec("commit", "COMMIT").await?;
-                    break;
-                }
-                Ok(Some((key, n))) => {
-                    self.exec("commit", "COMMIT").await?;
-                    last = Some(key);
-                    stats.backfilled += n;
-                    bar.inc(n);
-                }
-                Err(e) => {
-                    self.rollback().await;
-                    bar.abandon();
-                    return Err(e);
-                }
-            }
-            self.throttle(started, stats.backfilled).await;
+        let r = self.backfill_pages(last, &bar, started, stats).await;
+        if r.is_err() {
+            bar.abandon();
         }
+        r?;
         stats.backfill_time += started.elapsed();
         bar.finish_and_clear();
         // Drain what writers changed meanwhile, outside the lock, so the cut-over is short.
-        stats.caught_up += self.catch_up(false).await?;
+        stats.caught_up += self.catch_up().await?;
         Ok(())
+    }
+
+    async fn backfill_pages(
+        &self,
+        last: Option<Vec<String>>,
+        bar: &ProgressBar,
+        started: Instant,
+        stats: &mut RunStats,
+    ) -> Result<(), LifecycleError> {
+        let src = self.transform.source_expr();
+        let limit = self.pace.batch_size.max(1);
+        let next_page = self
+            .prepare("reading a batch", &self.job.page_sql(src, true, limit))
+            .await?;
+        let write = self
+            .prepare("writing converted values", &self.job.write_batch_sql())
+            .await?;
+        let job_key = self.job.job_key();
+        let mut rows = match &last {
+            Some(key) => self.page(&next_page, key).await?,
+            None => {
+                let first = self
+                    .prepare("reading a batch", &self.job.page_sql(src, false, limit))
+                    .await?;
+                self.client
+                    .query(&first, &[])
+                    .await
+                    .map_err(|e| LifecycleError::db("reading a batch", &self.target(), &e))?
+            }
+        };
+        loop {
+            let converted = self.read_rows(&rows)?;
+            let Some((last_key, _)) = converted.last() else {
+                return Ok(());
+            };
+            let n = converted.len() as i64;
+            let extra: [&(dyn ToSql + Sync); 3] = [last_key, &n, &job_key];
+            let (written, next) = tokio::join!(
+                self.write(&write, &converted, &extra),
+                self.page(&next_page, last_key)
+            );
+            written?;
+            rows = next?;
+            stats.backfilled += converted.len() as u64;
+            bar.inc(converted.len() as u64);
+            self.throttle(started, stats.backfilled).await;
+        }
     }
 
     async fn throttle(&self, started: Instant, rows: u64) {
@@ -227,86 +273,62 @@ impl Engine<'_> {
         }
     }
 
-    /// One page; returns its last key and row count, or `None` when the table is done.
-    async fn backfill_page(
+    /// The page after `after` (key text array, see [`Job::page_sql`]).
+    async fn page(
         &self,
-        src: &str,
-        after: Option<&[String]>,
-    ) -> Result<Option<(Vec<String>, u64)>, LifecycleError> {
-        let sql = self
-            .job
-            .page_sql(src, after.is_some(), self.pace.batch_size.max(1));
-        let params: Vec<&(dyn ToSql + Sync)> = after
-            .unwrap_or_default()
-            .iter()
-            .map(|s| s as &(dyn ToSql + Sync))
-            .collect();
-        let rows = self
-            .client
-            .query(&sql, &params)
-            .await
-            .map_err(|e| LifecycleError::db("reading a batch", &self.target(), &e))?;
-        let converted = self.read_rows(&rows)?;
-        let Some((last_key, _)) = converted.last() else {
-            return Ok(None);
-        };
-        let last_key = last_key.clone();
-        self.write(&converted).await?;
+        statement: &Statement,
+        after: &[String],
+    ) -> Result<Vec<Row>, LifecycleError> {
+        let params: Vec<&(dyn ToSql + Sync)> =
+            after.iter().map(|s| s as &(dyn ToSql + Sync)).collect();
         self.client
-            .execute(
-                &format!(
-                    "UPDATE {SCHEMA}.progress SET last_pk = $1, rows_done = rows_done + $2, \
-                     updated_at = now() WHERE job = $3"
-                ),
-                &[&last_key, &(converted.len() as i64), &self.job.job_key()],
-            )
+            .query(statement, &params)
             .await
-            .map_err(|e| LifecycleError::db("progress", &self.target(), &e))?;
-        Ok(Some((last_key, converted.len() as u64)))
+            .map_err(|e| LifecycleError::db("reading a batch", &self.target(), &e))
     }
 
     /// Converts the rows recorded in the change log, batch by batch, until it is empty.
-    /// `in_tx`: already inside the cut-over transaction (no BEGIN/COMMIT per batch).
-    pub async fn catch_up(&self, in_tx: bool) -> Result<u64, LifecycleError> {
-        let mut total = 0;
-        loop {
-            if !in_tx {
-                self.exec("begin", "BEGIN").await?;
-            }
-            match self.catch_up_batch().await {
-                Ok(n) => {
-                    if !in_tx {
-                        self.exec("commit", "COMMIT").await?;
-                    }
-                    if n == 0 {
-                        return Ok(total);
-                    }
-                    total += n;
-                }
-                Err(e) => {
-                    if !in_tx {
-                        self.rollback().await;
-                    }
-                    return Err(e);
-                }
-            }
-        }
-    }
-
-    async fn catch_up_batch(&self) -> Result<u64, LifecycleError> {
+    /// Runs alone and inside the cut-over transaction alike. Each batch needs no transaction of its own:
+    /// its values are read after its log entries, and one statement writes them and deletes
+    /// exactly those entries ([`Job::write_logged_sql`]), so a batch cut short by a crash
+    /// leaves its entries in the log to be converted again.
+    pub async fn catch_up(&self) -> Result<u64, LifecycleError> {
         let err = |e: tokio_postgres::Error| LifecycleError::db("catch-up", &self.target(), &e);
         let entries = self
             .client
-            .query(
-                &format!(
-                    "SELECT id, pk FROM {} ORDER BY id LIMIT {}",
-                    self.job.change_log(),
-                    self.pace.batch_size.max(1)
-                ),
-                &[],
-            )
+            .prepare(&format!(
+                "SELECT id, pk FROM {} ORDER BY id LIMIT {}",
+                self.job.change_log(),
+                self.pace.batch_size.max(1)
+            ))
             .await
             .map_err(err)?;
+        let rows = self
+            .client
+            .prepare(&self.job.rows_by_key_sql(self.transform.source_expr()))
+            .await
+            .map_err(err)?;
+        let write = self
+            .prepare("writing converted values", &self.job.write_logged_sql())
+            .await?;
+        let mut total = 0;
+        loop {
+            let n = self.catch_up_batch(&entries, &rows, &write).await?;
+            if n == 0 {
+                return Ok(total);
+            }
+            total += n;
+        }
+    }
+
+    async fn catch_up_batch(
+        &self,
+        entries_sql: &Statement,
+        rows_sql: &Statement,
+        write: &Statement,
+    ) -> Result<u64, LifecycleError> {
+        let err = |e: tokio_postgres::Error| LifecycleError::db("catch-up", &self.target(), &e);
+        let entries = self.client.query(entries_sql, &[]).await.map_err(err)?;
         if entries.is_empty() {
             return Ok(0);
         }
@@ -333,19 +355,11 @@ impl Engine<'_> {
         } else {
             params.push(&none_text);
         }
-        let sql = self.job.rows_by_key_sql(self.transform.source_expr());
         // rows_by_key_sql uses the key arrays only; the value array is an unused, empty
         // trailing parameter so both statements share one unnest shape.
-        let rows = self.client.query(&sql, &params).await.map_err(err)?;
+        let rows = self.client.query(rows_sql, &params).await.map_err(err)?;
         let converted = self.read_rows(&rows)?;
-        self.write(&converted).await?;
-        self.client
-            .execute(
-                &format!("DELETE FROM {} WHERE id = ANY($1)", self.job.change_log()),
-                &[&ids],
-            )
-            .await
-            .map_err(err)?;
+        self.write(write, &converted, &[&ids]).await?;
         Ok(entries.len() as u64)
     }
 
@@ -378,7 +392,7 @@ impl Engine<'_> {
             ),
         )
         .await?;
-        stats.caught_up += self.catch_up(true).await?;
+        stats.caught_up += self.catch_up().await?;
         let row = self
             .client
             .query_one(&self.job.unconverted_sql(), &[])

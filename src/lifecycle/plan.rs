@@ -252,13 +252,30 @@ impl Job {
             .map(|(i, p)| format!("v.k{i}::{}", p.sql_type))
             .collect();
         format!(
-            "SELECT {pk}, {src} FROM {t} t WHERE ({keys}) IN (SELECT {casts} FROM {un})",
+            "SELECT {pk}, {src} FROM {t} t WHERE ({keys}) IN (SELECT {casts} FROM {un}) AND {probe}",
             pk = self.pk_array("t"),
             src = source_expr.replace("{col}", &format!("t.{}", quote_ident(&self.column))),
             keys = self.pk_list("t"),
             casts = casts.join(", "),
             un = self.unnest(),
+            probe = self.key_probe(),
         )
+    }
+
+    /// `t.<first key column> = ANY($1)`: the rows of a batch come from the primary-key
+    /// index. Without it the planner joins the batch's key arrays (unnest) against a
+    /// sequential scan of the whole table, once per batch (quadratic in the table size;
+    /// it made `encrypt` 0.02-0.3x a plain UPDATE). The join condition stays, so with a
+    /// composite key this only narrows the scan to the batch's first-column values.
+    fn key_probe(&self) -> String {
+        match self.pk.first() {
+            Some(p) => format!(
+                "t.{} = ANY($1::text[]::{}[])",
+                quote_ident(&p.name),
+                p.sql_type
+            ),
+            None => "true".into(),
+        }
     }
 
     fn unnest(&self) -> String {
@@ -292,10 +309,39 @@ impl Job {
             format!("v.n::{}", self.target_type)
         };
         format!(
-            "UPDATE {t} t SET {} = {value} FROM {} WHERE {}",
+            "UPDATE {t} t SET {} = {value} FROM {} WHERE {} AND {}",
             quote_ident(&self.shadow()),
             self.unnest(),
-            conds.join(" AND ")
+            conds.join(" AND "),
+            self.key_probe()
+        )
+    }
+
+    /// One backfill batch as a single statement, so the converted values and the progress
+    /// row commit together without a BEGIN/COMMIT round trip: [`Job::write_sql`]'s
+    /// parameters, then the batch's last key `$(k+2)`, its row count `$(k+3)` and the job
+    /// key `$(k+4)`.
+    pub fn write_batch_sql(&self) -> String {
+        let k = self.pk.len();
+        format!(
+            "WITH w AS ({} RETURNING 1) UPDATE {SCHEMA}.progress SET last_pk = ${}::text[], \
+             rows_done = rows_done + ${}::int8, updated_at = now() WHERE job = ${}::text",
+            self.write_sql(),
+            k + 2,
+            k + 3,
+            k + 4
+        )
+    }
+
+    /// One catch-up batch as a single statement: the converted values are written and their
+    /// change-log entries (ids `$(k+2)`) deleted together ([`Job::write_sql`]'s parameters
+    /// first).
+    pub fn write_logged_sql(&self) -> String {
+        format!(
+            "WITH w AS ({} RETURNING 1) DELETE FROM {} WHERE id = ANY(${}::int8[])",
+            self.write_sql(),
+            self.change_log(),
+            self.pk.len() + 2
         )
     }
 
@@ -517,6 +563,29 @@ mod tests {
         assert!(!sql.contains("ADD CONSTRAINT"));
         assert!(j.write_sql().contains("v.n::text"));
         assert!(j.validate_sql().is_none());
+    }
+
+    #[test]
+    fn batch_writes_probe_the_key_index_and_carry_progress_or_log_deletion() {
+        let j = job(Kind::Encrypt);
+        // Composite key (id integer, region text): $1, $2 keys, $3 values.
+        let probe = "t.\"id\" = ANY($1::text[]::integer[])";
+        assert!(j.write_sql().contains(probe), "{}", j.write_sql());
+        assert!(j.rows_by_key_sql("{col}::text").contains(probe));
+        let batch = j.write_batch_sql();
+        assert!(batch.starts_with("WITH w AS (UPDATE "), "{batch}");
+        assert!(batch.contains("RETURNING 1) UPDATE pgcloak.progress SET last_pk = $4::text[]"));
+        assert!(
+            batch.contains("rows_done = rows_done + $5::int8"),
+            "{batch}"
+        );
+        assert!(batch.ends_with("WHERE job = $6::text"), "{batch}");
+        let logged = j.write_logged_sql();
+        assert!(
+            logged.contains("RETURNING 1) DELETE FROM pgcloak.changes_16384_3"),
+            "{logged}"
+        );
+        assert!(logged.ends_with("WHERE id = ANY($4::int8[])"), "{logged}");
     }
 
     #[test]
