@@ -416,6 +416,59 @@ async fn readme_adoption_steps_work_as_written() {
         "{out}"
     );
     assert!(!out.contains("0322222222"), "a value in the output: {out}");
+    // `serve` with the wrong keyring and README's config (no `catalog.databases`): the
+    // first session in the database has its stored envelopes tried against the keyring,
+    // and the mismatch is an ERROR naming the column and the fix.
+    let wrong_port = common::cluster::free_port();
+    let wrong_listen = format!("127.0.0.1:{wrong_port}");
+    let wrong_log = w.path("pgcloak-wrong-keys.log");
+    let wrong = Serve(
+        w.command(
+            &["serve", "--config", "config/wrong-keys.yaml"],
+            &[("PGCLOAK_LISTEN", &wrong_listen)],
+        )
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&wrong_log).unwrap())
+        .spawn()
+        .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while TcpStream::connect(&wrong_listen).is_err() {
+        assert!(Instant::now() < deadline, "serve did not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let read_log = || std::fs::read_to_string(&wrong_log).unwrap_or_default();
+    assert!(
+        !read_log().contains("does not open the stored data"),
+        "checked before any session: {}",
+        read_log()
+    );
+    let mut cfg = tokio_postgres::Config::new();
+    cfg.host("127.0.0.1")
+        .port(wrong_port)
+        .user(APP_USER)
+        .password(APP_PASSWORD)
+        .dbname(&db);
+    let session = common::connect(&cfg).await;
+    session.simple_query("SELECT 1").await.unwrap();
+    let log = common::protected::eventually(
+        Duration::from_secs(10),
+        "the first-use keyring check's log line",
+        || {
+            let log = read_log();
+            log.contains("the keyring does not open the stored data")
+                .then_some(log)
+        },
+    );
+    assert!(log.contains("ERROR"), "{log}");
+    assert!(log.contains("customers.phone"), "{log}");
+    assert!(
+        log.contains("fail authentication with this keyring"),
+        "{log}"
+    );
+    assert!(!log.contains("0322222222"), "a value in the log: {log}");
+    drop(session);
+    drop(wrong);
 
     // A role the database does not have is a warning naming it.
     std::fs::write(

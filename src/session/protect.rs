@@ -80,6 +80,7 @@ pub async fn setup(
         .session_reach(&identity.database, &RoleName(identity.role.clone()))
         .await
         .map_err(|e| refuse("read what the session's roles can reach", &e))?;
+    crate::server::check_keyring_on_first_use(shared, &identity.database);
     let search_path = initial_search_path(upstream, upstream_rd).await?;
     let mut codec = crate::codec::SessionContext::default();
     for (name, value) in parameters {

@@ -55,6 +55,9 @@ pub struct Shared {
     pub catalog: Option<Arc<CatalogCache>>,
     /// Per database: the analyser's schema for the latest catalog snapshot.
     pub schemas: Mutex<HashMap<String, Arc<SessionSchema>>>,
+    /// (database, generation) pairs whose stored envelopes were already tried against
+    /// the keyring on first use (`server::check_keyring_on_first_use`).
+    pub keyring_checked: Mutex<std::collections::HashSet<(String, u64)>>,
     /// At most `max_connections` sessions at once.
     pub limiter: Arc<Semaphore>,
     /// Fired when the drain period is over: sessions still open close now.
@@ -107,6 +110,7 @@ impl Shared {
             protection,
             catalog,
             schemas: Default::default(),
+            keyring_checked: Default::default(),
             limiter: Arc::new(Semaphore::new(config.max_connections)),
             force_close: CancellationToken::new(),
             config,
