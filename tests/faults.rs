@@ -810,6 +810,19 @@ async fn audit_file_on_a_full_disk_keeps_serving_and_writes_no_half_line() {
         );
     }
     assert_proxy_alive(&p);
+    // Lost audit records are never silent: an ERROR naming the fix (the first failure
+    // and every 1,000th), and pgcloak_audit_write_errors_total.
+    let log = common::protected::eventually(
+        Duration::from_secs(10),
+        "the audit write failure's log line",
+        || {
+            let log = p.proxy.log();
+            log.contains("audit file").then_some(log)
+        },
+    );
+    assert!(log.contains("ERROR"), "{log}");
+    assert!(log.contains("pgcloak_audit_write_errors_total"), "{log}");
+    assert!(!log.contains("audit-secret"), "a value in the log: {log}");
     if mounted {
         let text = std::fs::read(&audit).unwrap_or_default();
         let text = String::from_utf8_lossy(&text);

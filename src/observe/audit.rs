@@ -41,6 +41,20 @@ enum Msg {
 static SINK: OnceLock<SyncSender<Msg>> = OnceLock::new();
 static JSON_LOG: AtomicBool = AtomicBool::new(false);
 static DROPS: AtomicU64 = AtomicU64::new(0);
+/// Failed writes or flushes of the audit file (a full disk, an I/O error).
+pub const WRITE_ERRORS: &str = "pgcloak_audit_write_errors_total";
+static WRITE_FAILURES: AtomicU64 = AtomicU64::new(0);
+
+/// A write or flush of the audit file failed: counted, and logged at ERROR (the first
+/// one and every 1,000th), so a full disk is never silent. Runs on the writer thread.
+fn write_failed(what: &str, e: &std::io::Error) {
+    metrics::counter!(WRITE_ERRORS).increment(1);
+    let n = WRITE_FAILURES.fetch_add(1, Ordering::Relaxed);
+    if n % 1000 == 0 {
+        tracing::error!(target: TARGET, failures = n + 1, kind = %e.kind(), error = %e,
+            "audit file {what} failed: records are being lost (pgcloak_audit_write_errors_total); free space or fix audit.file");
+    }
+}
 
 /// The keyring's chain key for the audit file.
 #[derive(Clone)]
@@ -177,7 +191,9 @@ fn writer(path: PathBuf, file: File, key: Option<ChainKey>, rx: Receiver<Msg>) {
                 next = rx.try_recv().ok();
             }
         }
-        let _ = w.out.flush();
+        if let Err(e) = w.out.flush() {
+            write_failed("flush", &e);
+        }
         for a in acks {
             let _ = a.try_send(());
         }
@@ -257,7 +273,9 @@ impl Writer {
         };
         let mut bytes = line.into_bytes();
         bytes.push(b'\n');
-        let _ = self.out.write_all(&bytes);
+        if let Err(e) = self.out.write_all(&bytes) {
+            write_failed("write", &e);
+        }
     }
 
     /// logrotate (rename or remove, then a new file): the next record goes to a new
