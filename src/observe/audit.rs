@@ -18,7 +18,7 @@
 //! with `pgcloak audit verify`.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
@@ -167,15 +167,10 @@ fn log_event(obj: Map<String, Value>) {
 
 /// The writer thread: seals and appends records, reopens a rotated file.
 fn writer(path: PathBuf, file: File, key: Option<ChainKey>, rx: Receiver<Msg>) {
-    let mut w = Writer {
-        path,
-        out: BufWriter::new(file),
-        key,
-        head: chain::GENESIS.to_string(),
-    };
+    let mut w = Writer::new(path, file, key);
     let truncated = w.resume();
     w.start(truncated, false);
-    let _ = w.out.flush();
+    w.commit();
     while let Ok(msg) = rx.recv() {
         let mut acks = Vec::new();
         w.reopen_if_rotated();
@@ -191,36 +186,56 @@ fn writer(path: PathBuf, file: File, key: Option<ChainKey>, rx: Receiver<Msg>) {
                 next = rx.try_recv().ok();
             }
         }
-        if let Err(e) = w.out.flush() {
-            write_failed("flush", &e);
-        }
+        w.commit();
         for a in acks {
             let _ = a.try_send(());
         }
     }
 }
 
+/// Appends whole batches of sealed records. A batch lands whole or not at all: when
+/// the write fails (a full disk), the file is cut back to its last good length and
+/// the chain head to the last record that landed, so the file never holds half a
+/// line in its middle and the next batch chains from what is really there.
 struct Writer {
     path: PathBuf,
-    out: BufWriter<File>,
+    out: File,
+    /// Sealed records not yet written.
+    pending: Vec<u8>,
+    /// The file's length after the last batch that landed.
+    good_len: u64,
     key: Option<ChainKey>,
-    /// The MAC of the last record written (or found at the end of the file).
+    /// The MAC of the last record sealed (pending ones included).
     head: String,
+    /// The MAC of the last record that landed in the file.
+    committed_head: String,
 }
 
 impl Writer {
+    fn new(path: PathBuf, out: File, key: Option<ChainKey>) -> Writer {
+        Writer {
+            path,
+            out,
+            pending: Vec::new(),
+            good_len: 0,
+            key,
+            head: chain::GENESIS.to_string(),
+            committed_head: chain::GENESIS.to_string(),
+        }
+    }
+
     /// Continues the chain of an existing file: the last complete record's MAC, and
     /// the number of an incomplete last line (a crash mid-write), if any.
     fn resume(&mut self) -> Option<u64> {
-        let f = self.out.get_mut();
-        let len = f.seek(SeekFrom::End(0)).ok()?;
+        let len = self.out.seek(SeekFrom::End(0)).ok()?;
+        self.good_len = len;
         if len == 0 {
             return None;
         }
-        let _ = f.seek(SeekFrom::Start(0));
+        let _ = self.out.seek(SeekFrom::Start(0));
         let mut all = Vec::new();
         // One read at startup, off the data path.
-        if f.read_to_end(&mut all).is_err() {
+        if self.out.read_to_end(&mut all).is_err() {
             return None;
         }
         let complete = all.last() == Some(&b'\n');
@@ -232,11 +247,12 @@ impl Writer {
         } else {
             full.pop();
             // End the incomplete line so the next record starts on its own.
-            let _ = self.out.write_all(b"\n");
+            self.pending.push(b'\n');
             Some(lines as u64)
         };
         if let Some(m) = full.iter().rev().find_map(|l| chain::mac_of(l)) {
-            self.head = m;
+            self.head = m.clone();
+            self.committed_head = m;
         }
         truncated
     }
@@ -262,6 +278,7 @@ impl Writer {
         self.write(obj);
     }
 
+    /// Seals one record into the pending batch.
     fn write(&mut self, record: Map<String, Value>) {
         let line = match &self.key {
             Some(k) => {
@@ -271,18 +288,38 @@ impl Writer {
             }
             None => Value::Object(record).to_string(),
         };
-        let mut bytes = line.into_bytes();
-        bytes.push(b'\n');
-        if let Err(e) = self.out.write_all(&bytes) {
-            write_failed("write", &e);
+        self.pending.extend_from_slice(line.as_bytes());
+        self.pending.push(b'\n');
+    }
+
+    /// Writes the pending batch: whole, or rolled back (see [`Writer`]).
+    fn commit(&mut self) {
+        if self.pending.is_empty() {
+            return;
         }
+        match self.out.write_all(&self.pending) {
+            Ok(()) => {
+                self.good_len += self.pending.len() as u64;
+                self.committed_head = self.head.clone();
+            }
+            Err(e) => {
+                write_failed("write", &e);
+                // The file is opened for append: cutting it back is enough for the
+                // next batch to start where the last good one ended.
+                if let Err(e) = self.out.set_len(self.good_len) {
+                    write_failed("rollback", &e);
+                }
+                self.head = self.committed_head.clone();
+            }
+        }
+        self.pending.clear();
     }
 
     /// logrotate (rename or remove, then a new file): the next record goes to a new
     /// file at the configured path, which starts with an `audit_start`.
     fn reopen_if_rotated(&mut self) {
         use std::os::unix::fs::MetadataExt;
-        let current = self.out.get_ref().metadata().ok();
+        let current = self.out.metadata().ok();
         let at_path = std::fs::metadata(&self.path).ok();
         let same = match (&current, &at_path) {
             (Some(a), Some(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
@@ -291,9 +328,9 @@ impl Writer {
         if same {
             return;
         }
-        let _ = self.out.flush();
+        self.commit();
         if let Ok(f) = open(&self.path) {
-            self.out = BufWriter::new(f);
+            self.out = f;
             let truncated = self.resume();
             self.start(truncated, true);
         }
