@@ -87,6 +87,35 @@ impl Workdir {
 /// Kills the `serve` child it holds when dropped.
 struct Serve(Child);
 
+impl Workdir {
+    /// `pgcloak serve --config CONFIG` on a free port, stderr to `LOG` (relative to the
+    /// workdir), once it listens. Returns the process and the port.
+    fn serve(&self, config: &str, log: &str, env: &[(&str, &str)]) -> (Serve, u16, PathBuf) {
+        let port = common::cluster::free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let log_path = self.path(log);
+        let mut env = env.to_vec();
+        env.push(("PGCLOAK_LISTEN", &listen));
+        let serve = Serve(
+            self.command(&["serve", "--config", config], &env)
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log_path).unwrap())
+                .spawn()
+                .unwrap(),
+        );
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while TcpStream::connect(&listen).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "serve did not listen:\n{}",
+                std::fs::read_to_string(&log_path).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        (serve, port, log_path)
+    }
+}
+
 impl Drop for Serve {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -274,29 +303,7 @@ async fn readme_adoption_steps_work_as_written() {
     assert_eq!(ty, "bytea");
 
     // Step 5: serve, as README writes it.
-    let port = common::cluster::free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let log_path = w.path("pgcloak.log");
-    let log_file = std::fs::File::create(&log_path).unwrap();
-    let serve = Serve(
-        w.command(
-            &["serve", "--config", "config/pgcloak.yaml"],
-            &[("PGCLOAK_LISTEN", &listen)],
-        )
-        .stdout(Stdio::null())
-        .stderr(log_file)
-        .spawn()
-        .unwrap(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while TcpStream::connect(&listen).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "serve did not listen:\n{}",
-            std::fs::read_to_string(&log_path).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let (serve, port, log_path) = w.serve("config/pgcloak.yaml", "pgcloak.log", &[]);
 
     // Step 6: the application, through pgcloak with its own role and password.
     let mut cfg = tokio_postgres::Config::new();
@@ -346,7 +353,7 @@ async fn readme_adoption_steps_work_as_written() {
         !log.contains('\u{1b}'),
         "colour codes in a log file:\n{log}"
     );
-    assert!(log.contains(&format!("listen={listen}")), "{log}");
+    assert!(log.contains(&format!("listen=127.0.0.1:{port}")), "{log}");
     assert!(!log.contains("Some("), "{log}");
 
     // check --database after encryption: the kept plaintext column is named with the way
@@ -419,24 +426,8 @@ async fn readme_adoption_steps_work_as_written() {
     // `serve` with the wrong keyring and README's config (no `catalog.databases`): the
     // first session in the database has its stored envelopes tried against the keyring,
     // and the mismatch is an ERROR naming the column and the fix.
-    let wrong_port = common::cluster::free_port();
-    let wrong_listen = format!("127.0.0.1:{wrong_port}");
-    let wrong_log = w.path("pgcloak-wrong-keys.log");
-    let wrong = Serve(
-        w.command(
-            &["serve", "--config", "config/wrong-keys.yaml"],
-            &[("PGCLOAK_LISTEN", &wrong_listen)],
-        )
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&wrong_log).unwrap())
-        .spawn()
-        .unwrap(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while TcpStream::connect(&wrong_listen).is_err() {
-        assert!(Instant::now() < deadline, "serve did not listen");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let (wrong, wrong_port, wrong_log) =
+        w.serve("config/wrong-keys.yaml", "pgcloak-wrong-keys.log", &[]);
     let read_log = || std::fs::read_to_string(&wrong_log).unwrap_or_default();
     assert!(
         !read_log().contains("does not open the stored data"),
@@ -556,24 +547,7 @@ async fn a_running_proxy_follows_an_encrypt_cut_over_at_once() {
     };
     encrypt("phone");
 
-    let port = common::cluster::free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let log_path = w.path("pgcloak.log");
-    let serve = Serve(
-        w.command(
-            &["serve", "--config", "config/pgcloak.yaml"],
-            &[("PGCLOAK_LISTEN", &listen)],
-        )
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log_path).unwrap())
-        .spawn()
-        .unwrap(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while TcpStream::connect(&listen).is_err() {
-        assert!(Instant::now() < deadline, "serve did not listen");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let (serve, port, log_path) = w.serve("config/pgcloak.yaml", "pgcloak.log", &[]);
     let mut cfg = tokio_postgres::Config::new();
     cfg.host("127.0.0.1")
         .port(port)
@@ -685,24 +659,7 @@ async fn an_empty_policy_needs_no_catalog_login() {
         &wrong,
     );
     assert_eq!(code, Some(0), "{out}");
-    let port = common::cluster::free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let log_path = w.path("pgcloak.log");
-    let serve = Serve(
-        w.command(
-            &["serve", "--config", "config/pgcloak.yaml"],
-            &[("PGCLOAK_LISTEN", &listen), wrong[0]],
-        )
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log_path).unwrap())
-        .spawn()
-        .unwrap(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while TcpStream::connect(&listen).is_err() {
-        assert!(Instant::now() < deadline, "serve did not listen");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let (serve, port, log_path) = w.serve("config/pgcloak.yaml", "pgcloak.log", &[wrong[0]]);
     let mut cfg = tokio_postgres::Config::new();
     cfg.host("127.0.0.1")
         .port(port)
