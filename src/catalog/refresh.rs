@@ -136,6 +136,9 @@ pub struct CatalogCache {
     roles: Mutex<LruCache<RoleName, RoleEntry>>,
     reach: Mutex<LruCache<(String, RoleName), ReachEntry>>,
     started: Instant,
+    /// The policy generation of the latest [`CatalogCache::reload`]: sessions' refresh
+    /// tasks wait on it instead of polling.
+    reloaded: tokio::sync::watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for CatalogCache {
@@ -168,6 +171,7 @@ impl CatalogCache {
         config.validate()?;
         let password = config.resolve_password(env)?.map(Zeroizing::new);
         let ttl = Duration::from_secs(config.refresh_secs);
+        let reloaded = tokio::sync::watch::Sender::new(policy.generation());
         let entries = NonZeroUsize::new(ROLE_CACHE_ENTRIES).unwrap_or(NonZeroUsize::MIN);
         Ok(CatalogCache {
             upstream,
@@ -179,6 +183,7 @@ impl CatalogCache {
             roles: Mutex::new(LruCache::new(entries)),
             reach: Mutex::new(LruCache::new(entries)),
             started: Instant::now(),
+            reloaded,
         })
     }
 
@@ -240,7 +245,15 @@ impl CatalogCache {
 
     /// Swaps in a new policy generation; every database is re-resolved on next use.
     pub fn reload(&self, policy: Arc<Policy>) {
+        let generation = policy.generation();
         self.policy.store(policy);
+        self.reloaded.send_replace(generation);
+    }
+
+    /// Changes with every [`CatalogCache::reload`] (after the new protection generation is
+    /// in force): what a session's refresh task waits on.
+    pub fn reloads(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.reloaded.subscribe()
     }
 
     /// The login role plus the roles it can use (see `roles.rs`), cached per login for

@@ -51,6 +51,15 @@ fn search_path_query() -> BytesMut {
 }
 
 impl DataPath {
+    /// At session start: queues the first read of the session's search_path into `out`
+    /// (to be written upstream before the client's first message). The backend pump
+    /// consumes the reply like any injected read, and the client's first statement
+    /// waits for it (the pump's gate), so setup costs no round trip of its own.
+    pub fn read_search_path_at_start(&mut self, out: &mut BytesMut) {
+        self.path_refresh_due = true;
+        self.inject_search_path_query(out);
+    }
+
     /// Notes a statement text the client sent (Query or Parse).
     pub(super) fn note_resolution_change(&mut self, sql: &[u8], parse: bool) {
         let text = String::from_utf8_lossy(sql);

@@ -282,14 +282,7 @@ async fn set_up(
         method: est.method,
         authenticated: est.method.verified_by_password() || shared.config.trust_upstream_identity,
     };
-    let datapath = protect::setup(
-        shared,
-        &identity,
-        &est.parameters,
-        &mut upstream,
-        &mut upstream_rd,
-    )
-    .await?;
+    let datapath = protect::setup(shared, &identity, &est.parameters, &mut upstream).await?;
     Ok(Ready {
         _permit: permit,
         upstream,

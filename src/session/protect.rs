@@ -10,10 +10,8 @@ use crate::datapath::{CatalogUpdates, DataPath, DataPathError, SessionSchema};
 use crate::net::UpstreamStream;
 use crate::policy::RoleName;
 use crate::server::Shared;
-use crate::wire::extended::{decode_data_row, encode_query};
 use crate::wire::PgError;
 
-use super::reader::FrameReader;
 use super::relay::{Flow, MessageHandler};
 use super::{Identity, SessionError};
 
@@ -46,7 +44,6 @@ pub async fn setup(
     identity: &Identity,
     parameters: &[(String, String)],
     upstream: &mut UpstreamStream,
-    upstream_rd: &mut FrameReader,
 ) -> Result<Option<SessionDataPath>, SessionError> {
     let (Some(protection), Some(catalog)) = (&shared.protection, &shared.catalog) else {
         return Ok(None);
@@ -81,15 +78,21 @@ pub async fn setup(
         .await
         .map_err(|e| refuse("read what the session's roles can reach", &e))?;
     crate::server::check_keyring_on_first_use(shared, &identity.database);
-    let search_path = initial_search_path(upstream, upstream_rd).await?;
     let mut codec = crate::codec::SessionContext::default();
     for (name, value) in parameters {
         let _ = codec.update(name, value);
     }
     let prot = protection.load_full();
     let schema = shared_schema(shared, &identity.database, schema, &prot);
-    let mut dp = DataPath::new(protection.clone(), schema, roles, codec, search_path);
+    let mut dp = DataPath::new(protection.clone(), schema, roles, codec, Vec::new());
     dp.set_reach(reach);
+    // The session's effective search_path (startup options, per-role and per-database
+    // settings, `$user`) is read on its own connection, pipelined: written now, its
+    // reply consumed by the backend pump, the first statement held until it is in.
+    let mut first_read = BytesMut::new();
+    dp.read_search_path_at_start(&mut first_read);
+    upstream.write_all(&first_read).await?;
+    upstream.flush().await?;
     Ok(Some(SessionDataPath::new(dp)))
 }
 
@@ -112,15 +115,25 @@ pub async fn refresh_loop(shared: &Shared, identity: &Identity, dp: SessionDataP
     );
     let changed = dp.catalog_changed;
     let updates = dp.updates;
+    let mut reloads = catalog.reloads();
     let mut generation = protection.load().generation();
-    let mut last = tokio::time::Instant::now();
+    let mut next = tokio::time::Instant::now() + ttl;
+    // Sleeps until DDL/GRANT went through the session, a reload, or the TTL: no
+    // periodic wakeup (1,000 idle sessions cost no timer work between refreshes).
     loop {
-        let ddl = tokio::select! {
-            _ = changed.notified() => true,
-            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => false,
+        let (ddl, reload) = tokio::select! {
+            _ = changed.notified() => (true, false),
+            r = reloads.changed() => {
+                if r.is_err() {
+                    // The cache is gone: the process is shutting down.
+                    return std::future::pending().await;
+                }
+                (false, true)
+            }
+            _ = tokio::time::sleep_until(next) => (false, false),
         };
-        let reloaded = protection.load().generation() != generation;
-        if !(ddl || reloaded || last.elapsed() >= ttl) {
+        let reloaded = reload || protection.load().generation() != generation;
+        if !(ddl || reloaded || tokio::time::Instant::now() >= next) {
             continue;
         }
         if ddl {
@@ -129,7 +142,7 @@ pub async fn refresh_loop(shared: &Shared, identity: &Identity, dp: SessionDataP
         }
         let prot = protection.load_full();
         generation = prot.generation();
-        last = tokio::time::Instant::now();
+        next = tokio::time::Instant::now() + ttl;
         if let Ok(snapshot) = catalog.snapshot(&identity.database).await {
             let schema = shared_schema(shared, &identity.database, snapshot, &prot);
             updates.schema(schema);
@@ -174,42 +187,6 @@ fn shared_schema(
     ));
     map.insert(database.to_string(), s.clone());
     s
-}
-
-/// Asks upstream for the session's effective search_path (`$user` expanded,
-/// implicit schemas included), on the session's own connection, before the
-/// client's first statement.
-async fn initial_search_path(
-    upstream: &mut UpstreamStream,
-    rd: &mut FrameReader,
-) -> Result<Vec<String>, SessionError> {
-    upstream
-        .write_all(&encode_query(
-            b"SELECT pg_catalog.unnest(pg_catalog.current_schemas(true))",
-        ))
-        .await?;
-    upstream.flush().await?;
-    let mut path = Vec::new();
-    loop {
-        let f = rd.next(upstream).await?.ok_or(SessionError::UpstreamGone)?;
-        match f.tag() {
-            b'D' => {
-                if let Ok(values) = decode_data_row(f.as_bytes()) {
-                    if let Some(Some(v)) = values.first() {
-                        path.push(String::from_utf8_lossy(v).into_owned());
-                    }
-                }
-            }
-            b'E' => {
-                return Err(SessionError::UpstreamProtocol(
-                    "could not read the session's search_path",
-                ))
-            }
-            b'Z' => break,
-            _ => {}
-        }
-    }
-    Ok(path)
 }
 
 /// The frontend pump's handler when the data path is on.
