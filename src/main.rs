@@ -548,7 +548,6 @@ fn lifecycle(kind: pgcloak::lifecycle::Kind, args: LifecycleArgs, drop_old: bool
     };
     match runtime.block_on(pgcloak::lifecycle::run(kind, &opts)) {
         Ok(outcomes) => {
-            let converted = outcomes.iter().any(|o| o.state == Outcome::Converted);
             for o in outcomes {
                 match o.state {
                     Outcome::AlreadyDone => println!("{}: already done", o.column),
@@ -565,12 +564,6 @@ fn lifecycle(kind: pgcloak::lifecycle::Kind, args: LifecycleArgs, drop_old: bool
                         o.stats.cutover_time.as_secs_f64() * 1000.0
                     ),
                 }
-            }
-            if converted {
-                eprintln!(
-                    "running pgcloak instances follow the new schema at their next catalog \
-                     refresh (catalog.refresh_secs); send them SIGHUP to follow now"
-                );
             }
             ExitCode::SUCCESS
         }

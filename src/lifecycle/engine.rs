@@ -232,7 +232,7 @@ impl Engine<'_> {
             .prepare("writing converted values", &self.job.write_batch_sql())
             .await?;
         let job_key = self.job.job_key();
-        let mut rows = match &last {
+        let rows = match &last {
             Some(key) => self.page(&next_page, key).await?,
             None => {
                 let first = self
@@ -244,21 +244,27 @@ impl Engine<'_> {
                     .map_err(|e| LifecycleError::db("reading a batch", &self.target(), &e))?
             }
         };
+        let mut converted = self.read_rows(&rows)?;
         loop {
-            let converted = self.read_rows(&rows)?;
             let Some((last_key, _)) = converted.last() else {
                 return Ok(());
             };
             let n = converted.len() as i64;
             let extra: [&(dyn ToSql + Sync); 3] = [last_key, &n, &job_key];
-            let (written, next) = tokio::join!(
-                self.write(&write, &converted, &extra),
-                self.page(&next_page, last_key)
+            // The next page's read goes out first and this batch's write second (they
+            // touch different rows): the server answers the read at once and works on the
+            // write while this process converts the next page, so the two overlap.
+            let (next, written) = tokio::join!(
+                async {
+                    let rows = self.page(&next_page, last_key).await?;
+                    self.read_rows(&rows)
+                },
+                self.write(&write, &converted, &extra)
             );
             written?;
-            rows = next?;
             stats.backfilled += converted.len() as u64;
             bar.inc(converted.len() as u64);
+            converted = next?;
             self.throttle(started, stats.backfilled).await;
         }
     }

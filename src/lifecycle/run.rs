@@ -154,11 +154,15 @@ pub async fn announce_cutover(ctx: &Context) {
             .map_err(|e| crate::catalog::describe_error(&e))
     }
     .await;
-    if let Err(e) = result {
-        eprintln!(
+    match result {
+        Ok(_) => eprintln!(
+            "running pgcloak instances were told of the cut-over through database \"{}\" and follow the new schema at once",
+            a.catalog.maintenance_database
+        ),
+        Err(e) => eprintln!(
             "warning: could not tell running pgcloak instances of the cut-over through database \"{}\" ({e}); they follow at their next catalog refresh (catalog.refresh_secs): send them SIGHUP to follow now",
             a.catalog.maintenance_database
-        );
+        ),
     }
 }
 
