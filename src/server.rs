@@ -121,82 +121,17 @@ async fn adoption_checks(shared: &Shared, db: &str, out: &mut DatabaseCheck) {
     let (Some(protection), Some(catalog)) = (&shared.protection, &shared.config.catalog) else {
         return;
     };
-    let found = adoption_findings(
-        shared.upstream.config.clone(),
-        catalog.clone(),
-        protection.load_full(),
-        db.to_string(),
+    let prot = protection.load_full();
+    let found = crate::catalog::adoption_checks::check_database(
+        &shared.upstream.config,
+        catalog,
+        &prot.policy,
+        &prot.suite,
+        db,
     )
     .await;
     out.adoption.errors.extend(found.errors);
     out.adoption.warnings.extend(found.warnings);
-}
-
-/// [`crate::catalog::adoption_checks::check`] for one database, on its own connection,
-/// from owned inputs (so it can run in a task of its own).
-async fn adoption_findings(
-    upstream: crate::net::UpstreamConfig,
-    catalog: crate::catalog::CatalogConfig,
-    prot: Arc<crate::datapath::Protection>,
-    db: String,
-) -> crate::catalog::adoption_checks::AdoptionFindings {
-    let mut out = crate::catalog::adoption_checks::AdoptionFindings::default();
-    let password = match catalog.resolve_password(|k| std::env::var(k).ok()) {
-        Ok(p) => p,
-        Err(e) => {
-            out.errors.push(format!("database {db}: {e}"));
-            return out;
-        }
-    };
-    let conn =
-        match crate::catalog::CatalogConn::connect(&upstream, &catalog, password.as_deref(), &db)
-            .await
-        {
-            Ok(c) => c,
-            Err(e) => {
-                out.errors.push(format!("database {db}: {e}"));
-                return out;
-            }
-        };
-    crate::catalog::adoption_checks::check(&conn.client, &db, &prot.policy, &prot.suite).await
-}
-
-/// The keyring check of `check --database` for a database that `catalog.databases` does
-/// not list, the first time a session uses it under the current policy generation: a
-/// sample of its stored envelopes is tried against the keyring, in a task of its own on a
-/// short-lived connection, and a keyring that does not open them is logged at ERROR with
-/// the fix. Databases listed in `catalog.databases` were checked at startup.
-pub fn check_keyring_on_first_use(shared: &Shared, db: &str) {
-    let (Some(protection), Some(catalog)) = (&shared.protection, &shared.config.catalog) else {
-        return;
-    };
-    if catalog.databases.iter().any(|d| d == db) {
-        return;
-    }
-    let prot = protection.load_full();
-    if prot.policy.columns().is_empty() {
-        return;
-    }
-    {
-        let mut seen = shared
-            .keyring_checked
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if !seen.insert((db.to_string(), prot.generation())) {
-            return;
-        }
-    }
-    let (upstream, catalog, db) = (
-        shared.upstream.config.clone(),
-        catalog.clone(),
-        db.to_string(),
-    );
-    tokio::spawn(async move {
-        let found = adoption_findings(upstream, catalog, prot, db).await;
-        for problem in &found.errors {
-            error!(target: "pgcloak::crypto", problem = %problem, "the keyring does not open the stored data");
-        }
-    });
 }
 
 /// A bound listener, ready to serve.

@@ -29,6 +29,32 @@ pub struct AdoptionFindings {
 }
 
 /// Runs every adoption check on `client` (connected to `database`).
+/// [`check`] for one database on a short-lived connection of its own (the catalog cache's
+/// connections are the sessions'; this one closes when done).
+pub async fn check_database(
+    upstream: &crate::net::UpstreamConfig,
+    catalog: &super::CatalogConfig,
+    policy: &Policy,
+    suite: &CipherSuite,
+    db: &str,
+) -> AdoptionFindings {
+    let mut out = AdoptionFindings::default();
+    let password = match catalog.resolve_password(|k| std::env::var(k).ok()) {
+        Ok(p) => p,
+        Err(e) => {
+            out.errors.push(format!("database {db}: {e}"));
+            return out;
+        }
+    };
+    match super::CatalogConn::connect(upstream, catalog, password.as_deref(), db).await {
+        Ok(conn) => check(&conn.client, db, policy, suite).await,
+        Err(e) => {
+            out.errors.push(format!("database {db}: {e}"));
+            out
+        }
+    }
+}
+
 pub async fn check(
     client: &Client,
     database: &str,

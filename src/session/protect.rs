@@ -9,10 +9,10 @@ use tokio::io::AsyncWriteExt;
 use crate::datapath::{CatalogUpdates, DataPath, DataPathError, SessionSchema};
 use crate::net::UpstreamStream;
 use crate::policy::RoleName;
-use crate::server::Shared;
 use crate::wire::PgError;
 
 use super::relay::{Flow, MessageHandler};
+use super::shared::Shared;
 use super::{Identity, SessionError};
 
 /// One session's data path and the small, explicit state its tasks share: the
@@ -77,7 +77,7 @@ pub async fn setup(
         .session_reach(&identity.database, &RoleName(identity.role.clone()))
         .await
         .map_err(|e| refuse("read what the session's roles can reach", &e))?;
-    crate::server::check_keyring_on_first_use(shared, &identity.database);
+    check_keyring_on_first_use(shared, &identity.database);
     let mut codec = crate::codec::SessionContext::default();
     for (name, value) in parameters {
         let _ = codec.update(name, value);
@@ -162,6 +162,51 @@ pub async fn refresh_loop(shared: &Shared, identity: &Identity, dp: SessionDataP
             }
         }
     }
+}
+
+/// The keyring check of `check --database` for a database that `catalog.databases` does
+/// not list, the first time a session uses it under the current policy generation: a
+/// sample of its stored envelopes is tried against the keyring, in a task of its own on a
+/// short-lived connection, and a keyring that does not open them is logged at ERROR with
+/// the fix. Databases listed in `catalog.databases` were checked at startup.
+fn check_keyring_on_first_use(shared: &Shared, db: &str) {
+    let (Some(protection), Some(catalog)) = (&shared.protection, &shared.config.catalog) else {
+        return;
+    };
+    if catalog.databases.iter().any(|d| d == db) {
+        return;
+    }
+    let prot = protection.load_full();
+    if prot.policy.columns().is_empty() {
+        return;
+    }
+    {
+        let mut seen = shared
+            .keyring_checked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if !seen.insert((db.to_string(), prot.generation())) {
+            return;
+        }
+    }
+    let (upstream, catalog, db) = (
+        shared.upstream.config.clone(),
+        catalog.clone(),
+        db.to_string(),
+    );
+    tokio::spawn(async move {
+        let found = crate::catalog::adoption_checks::check_database(
+            &upstream,
+            &catalog,
+            &prot.policy,
+            &prot.suite,
+            &db,
+        )
+        .await;
+        for problem in &found.errors {
+            tracing::error!(target: "pgcloak::crypto", problem = %problem, "the keyring does not open the stored data");
+        }
+    });
 }
 
 /// One [`SessionSchema`] per database and catalog snapshot, shared by its
