@@ -277,6 +277,18 @@ fn key_line(text: &str, key: &str) -> Option<usize> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigWarning(pub String);
 
+/// A config key that is wrong, and why ([`ConfigError::Invalid`] without the file).
+struct Invalid {
+    key: &'static str,
+    message: String,
+}
+
+impl Invalid {
+    fn new(key: &'static str, message: String) -> Invalid {
+        Invalid { key, message }
+    }
+}
+
 impl Config {
     /// Reads, parses, applies `PGCLOAK_*` overrides and validates.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -382,13 +394,23 @@ impl Config {
     }
 
     fn validate(&self, file: &str) -> Result<(), ConfigError> {
-        let invalid = |key: &str, message: String| ConfigError::Invalid {
-            file: file.to_string(),
-            key: key.to_string(),
-            message,
-        };
+        self.check_client_side()
+            .and_then(|()| self.check_upstream())
+            .and_then(|()| self.check_protection())
+            .and_then(|()| self.check_limits_and_admin())
+            .and_then(|()| self.check_peers())
+            .and_then(|()| self.check_log())
+            .map_err(|Invalid { key, message }| ConfigError::Invalid {
+                file: file.to_string(),
+                key: key.to_string(),
+                message,
+            })
+    }
+
+    /// The client-facing listener and its TLS.
+    fn check_client_side(&self) -> Result<(), Invalid> {
         if self.listen.parse::<std::net::SocketAddr>().is_err() {
-            return Err(invalid(
+            return Err(Invalid::new(
                 "listen",
                 format!("`{}` is not an address such as 127.0.0.1:6432", self.listen),
             ));
@@ -396,74 +418,94 @@ impl Config {
         if self.tls.mode != ClientTlsMode::Disabled
             && (self.tls.cert.is_none() || self.tls.key.is_none())
         {
-            return Err(invalid(
+            return Err(Invalid::new(
                 "tls",
                 "mode optional/required needs both `cert` and `key`".into(),
             ));
         }
+        Ok(())
+    }
+
+    /// The upstream connection's TLS.
+    fn check_upstream(&self) -> Result<(), Invalid> {
         if self.upstream.is_unix_socket()
             && matches!(
                 self.upstream.tls,
                 UpstreamTlsMode::Require | UpstreamTlsMode::VerifyFull
             )
         {
-            return Err(invalid(
+            return Err(Invalid::new(
                 "upstream.tls",
                 "PostgreSQL does not offer TLS on unix sockets; use `disable` or a TCP host".into(),
             ));
         }
         if self.upstream.tls == UpstreamTlsMode::VerifyFull && self.upstream.ca_file.is_none() {
-            return Err(invalid(
+            return Err(Invalid::new(
                 "upstream.ca_file",
                 "verify-full needs `ca_file` (the CA that signed the server certificate)".into(),
             ));
         }
+        Ok(())
+    }
+
+    /// The catalog login, authentication, and what a policy needs (keys, catalog).
+    fn check_protection(&self) -> Result<(), Invalid> {
         if let Some(Err(e)) = self.catalog.as_ref().map(|c| c.validate()) {
-            return Err(invalid("catalog", e.to_string()));
+            return Err(Invalid::new("catalog", e.to_string()));
         }
         if let Err(message) = self.auth.validate(self.catalog.as_ref()) {
-            return Err(invalid("auth", message));
+            return Err(Invalid::new("auth", message));
         }
         if self.policy.is_some() {
             match &self.keys {
                 None => {
-                    return Err(invalid(
+                    return Err(Invalid::new(
                         "keys",
                         "a policy needs keys: `keys: { file: config/keys/master.keys }` (or `env: VAR`); create one with `pgcloak keygen`".into(),
                     ))
                 }
                 Some(k) if k.file.is_some() == k.env.is_some() => {
-                    return Err(invalid("keys", "set exactly one of `file` and `env`".into()))
+                    return Err(Invalid::new("keys", "set exactly one of `file` and `env`".into()))
                 }
                 _ => {}
             }
             if self.catalog.is_none() {
-                return Err(invalid(
+                return Err(Invalid::new(
                     "catalog",
                     "a policy needs the catalog connection (`catalog: { user: pgcloak, password_env: PGCLOAK_CATALOG_PASSWORD }`) to resolve protected columns".into(),
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// Connection and message limits, and the admin listener.
+    fn check_limits_and_admin(&self) -> Result<(), Invalid> {
         if self.max_connections == 0 {
-            return Err(invalid("max_connections", "must be at least 1".into()));
+            return Err(Invalid::new("max_connections", "must be at least 1".into()));
         }
         if self.limits.max_message_bytes < 8192 {
-            return Err(invalid(
+            return Err(Invalid::new(
                 "limits.max_message_bytes",
                 "must be at least 8192".into(),
             ));
         }
         if let Some(a) = &self.admin {
             if a.listen.parse::<std::net::SocketAddr>().is_err() {
-                return Err(invalid(
+                return Err(Invalid::new(
                     "admin.listen",
                     format!("`{}` is not an address such as 127.0.0.1:9930", a.listen),
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// Peer instances: not this one, each at host:port.
+    fn check_peers(&self) -> Result<(), Invalid> {
         for (id, addr) in &self.peers {
             if *id == self.instance_id {
-                return Err(invalid(
+                return Err(Invalid::new(
                     "peers",
                     format!("instance id {id} is this instance's own `instance_id`"),
                 ));
@@ -472,17 +514,22 @@ impl Config {
                 .rsplit_once(':')
                 .is_none_or(|(_, p)| p.parse::<u16>().is_err())
             {
-                return Err(invalid(
+                return Err(Invalid::new(
                     "peers",
                     format!("peer {id}: `{addr}` is not host:port"),
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// Log levels, per target and overall.
+    fn check_log(&self) -> Result<(), Invalid> {
         for (target, level) in &self.log.levels {
             if !is_level(level)
                 || tracing_subscriber::EnvFilter::try_new(format!("{target}={level}")).is_err()
             {
-                return Err(invalid(
+                return Err(Invalid::new(
                     "log.levels",
                     format!(
                         "`{target}: {level}` is not a target and level (off, error, warn, \
@@ -497,7 +544,7 @@ impl Config {
         if !is_level_directive(&self.log.level)
             || tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err()
         {
-            return Err(invalid(
+            return Err(Invalid::new(
                 "log.level",
                 format!(
                     "`{}` is not a level (off, error, warn, info, debug, trace) or a list of \

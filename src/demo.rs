@@ -550,50 +550,15 @@ pub async fn run_demo(port: Option<u16>, keep: bool) -> Result<(), DemoError> {
     let started = Instant::now();
     // Listen for Ctrl-C from the start: during setup it only ends the demo early, and the
     // guards below still stop PostgreSQL and delete the data.
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let trigger = shutdown.clone();
-    tokio::spawn(async move {
-        crate::server::shutdown_signal().await;
-        trigger.cancel();
-    });
+    let shutdown = ctrl_c_token();
     let config_dir = shipped_config_dir()?;
     let policy_path = config_dir.join("policy.yaml");
     let policy =
         Policy::load(&policy_path, 1).map_err(|e| step("config/policy.yaml")(e.to_string()))?;
 
-    let root = TempRoot {
-        path: std::env::temp_dir().join(format!("pgcloak-demo-{}", std::process::id())),
-        keep,
-    };
-    std::fs::create_dir_all(&root.path)?;
-    {
-        use std::os::unix::fs::PermissionsExt;
-        // Traversable, so the postgres OS user reaches its own subdirectory; the keyring
-        // below is 0600 and stays ours.
-        std::fs::set_permissions(&root.path, std::fs::Permissions::from_mode(0o755))?;
-    }
-    let keys = root.path.join("keys");
-    std::fs::create_dir_all(&keys)?;
-    let keyring = keys.join("master.keys");
-    crate::crypto::keygen_to_file(&keyring).map_err(|e| step("keygen")(e.to_string()))?;
-
+    let (root, keyring) = make_root(keep)?;
     let cluster = Cluster::start(root.path.join("pg"), DEMO_PASSWORD, keep)?;
-    let mut roles = String::new();
-    for r in ROLES.iter().chain([&CATALOG_ROLE]) {
-        let _ = writeln!(roles, "CREATE ROLE {r} LOGIN PASSWORD '{DEMO_PASSWORD}';");
-    }
-    cluster.psql("postgres", &roles)?;
-    // CREATE DATABASE cannot share a transaction with anything else.
-    cluster.psql("postgres", "CREATE DATABASE crm")?;
-    let customers_table = TableName::new("public", "customers");
-    cluster.psql(
-        "crm",
-        &format!(
-            "{SCHEMA_SQL}{}",
-            envelope_constraints(&policy, &customers_table)
-        ),
-    )?;
-
+    create_crm(&cluster, &policy)?;
     // The second line of defence, compiled from the policy: column privileges, no
     // statistics on protected columns, no SQL-executing built-ins for PUBLIC.
     guard::apply_and_verify(&cluster, "crm", &policy).await?;
@@ -607,31 +572,14 @@ pub async fn run_demo(port: Option<u16>, keep: bool) -> Result<(), DemoError> {
     // shipped policy plus a `guard.honeytokens` section naming them.
     let rows = customers(CUSTOMERS, SEED);
     let decoys = decoy_customers(&rows);
-    let demo_policy = root.path.join("policy.yaml");
-    std::fs::write(
-        &demo_policy,
-        format!(
-            "{}\n{}",
-            std::fs::read_to_string(&policy_path)?,
-            honeytoken_section(&decoys)
-        ),
-    )?;
+    let demo_policy = write_demo_policy(&root.path, &policy_path, &decoys)?;
     config.policy = Some(demo_policy.clone());
     let server = crate::server::Server::bind(config)
         .await
         .map_err(|e| step("pgcloak")(e.to_string()))?;
     let serving = tokio::spawn(server.run(shutdown.clone()));
 
-    let setup = async {
-        let all: Vec<Customer> = rows.iter().chain(decoys.iter()).cloned().collect();
-        load_customers(listen_port, &all).await?;
-        cluster.psql("crm", ORDERS_SQL)?;
-        // ANALYZE ran: check again that no protected column has statistics.
-        guard::apply_and_verify(&cluster, "crm", &policy).await?;
-        let phone = rows.get(41).map(|c| c.phone.clone()).unwrap_or_default();
-        let checked = self_check(listen_port, &phone).await?;
-        Ok::<_, DemoError>((phone, checked))
-    };
+    let setup = load_and_check(&cluster, &policy, listen_port, &rows, &decoys);
     let (phone, checked) = tokio::select! {
         r = setup => r?,
         _ = shutdown.cancelled() => {
@@ -640,50 +588,17 @@ pub async fn run_demo(port: Option<u16>, keep: bool) -> Result<(), DemoError> {
         }
     };
 
-    println!(
-        "pgcloak demo: {CUSTOMERS} customers written through pgcloak (stored encrypted), PostgreSQL {} on port {}",
-        cluster.bin.parent().and_then(|p| p.file_name()).and_then(|n| n.to_str()).unwrap_or("?"),
-        cluster.port
-    );
-    println!("pgcloak listens on 127.0.0.1:{listen_port}");
-    println!(
-        "policy: {} (with {} honeytokens: {})",
-        policy_path.display(),
-        decoys.len(),
-        demo_policy.display()
-    );
-    println!(
-        "temporary data: {} (keyring {}, PostgreSQL log {})",
-        root.path.display(),
-        root.path.join("keys/master.keys").display(),
-        cluster.dir.join("postgres.log").display()
-    );
-    println!(
-        "PostgreSQL data directory: {}",
-        cluster.data_dir().display()
-    );
-    println!();
-    print!(
-        "{}",
-        commands(
-            &psql_program(&cluster.bin),
-            listen_port,
-            cluster.port,
-            &phone,
-            &checked.refusal
-        )
-    );
-    if let Some(d) = decoys.first() {
-        println!(
-            "# [honeytoken] {} is a decoy planted by the demo: looking it up raises a `honeytoken` audit event and a WARN in pgcloak's log",
-            d.full_name
-        );
-        println!(
-            "PGPASSWORD={DEMO_PASSWORD} {} \"host=127.0.0.1 port={listen_port} user=support_agent dbname=crm\" -c \"{}\"\n",
-            psql_program(&cluster.bin),
-            search_sql(&d.phone)
-        );
+    Banner {
+        cluster: &cluster,
+        root: &root.path,
+        listen_port,
+        policy_path: &policy_path,
+        demo_policy: &demo_policy,
+        decoys: &decoys,
+        phone: &phone,
+        refusal: &checked.refusal,
     }
+    .print();
     println!(
         "Ready in {:.1} s. Press Ctrl-C to stop{}.",
         started.elapsed().as_secs_f64(),
@@ -707,4 +622,155 @@ pub async fn run_demo(port: Option<u16>, keep: bool) -> Result<(), DemoError> {
     }
     drop(root);
     Ok(())
+}
+
+/// The shipped policy plus a `guard.honeytokens` section naming the decoys, written in
+/// the demo's directory; returns its path.
+fn write_demo_policy(
+    root: &Path,
+    policy_path: &Path,
+    decoys: &[Customer],
+) -> Result<PathBuf, DemoError> {
+    let demo_policy = root.join("policy.yaml");
+    std::fs::write(
+        &demo_policy,
+        format!(
+            "{}\n{}",
+            std::fs::read_to_string(policy_path)?,
+            honeytoken_section(decoys)
+        ),
+    )?;
+    Ok(demo_policy)
+}
+
+/// A token cancelled on Ctrl-C (or SIGTERM).
+fn ctrl_c_token() -> tokio_util::sync::CancellationToken {
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let trigger = shutdown.clone();
+    tokio::spawn(async move {
+        crate::server::shutdown_signal().await;
+        trigger.cancel();
+    });
+    shutdown
+}
+
+/// The demo's temp directory with a fresh keyring in it; returns the keyring's path.
+fn make_root(keep: bool) -> Result<(TempRoot, PathBuf), DemoError> {
+    let root = TempRoot {
+        path: std::env::temp_dir().join(format!("pgcloak-demo-{}", std::process::id())),
+        keep,
+    };
+    std::fs::create_dir_all(&root.path)?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // Traversable, so the postgres OS user reaches its own subdirectory; the keyring
+        // below is 0600 and stays ours.
+        std::fs::set_permissions(&root.path, std::fs::Permissions::from_mode(0o755))?;
+    }
+    let keys = root.path.join("keys");
+    std::fs::create_dir_all(&keys)?;
+    let keyring = keys.join("master.keys");
+    crate::crypto::keygen_to_file(&keyring).map_err(|e| step("keygen")(e.to_string()))?;
+    Ok((root, keyring))
+}
+
+/// The demo's login roles, the `crm` database and its schema with the envelope CHECKs.
+fn create_crm(cluster: &Cluster, policy: &Policy) -> Result<(), DemoError> {
+    let mut roles = String::new();
+    for r in ROLES.iter().chain([&CATALOG_ROLE]) {
+        let _ = writeln!(roles, "CREATE ROLE {r} LOGIN PASSWORD '{DEMO_PASSWORD}';");
+    }
+    cluster.psql("postgres", &roles)?;
+    // CREATE DATABASE cannot share a transaction with anything else.
+    cluster.psql("postgres", "CREATE DATABASE crm")?;
+    let customers_table = TableName::new("public", "customers");
+    cluster.psql(
+        "crm",
+        &format!(
+            "{SCHEMA_SQL}{}",
+            envelope_constraints(policy, &customers_table)
+        ),
+    )?;
+    Ok(())
+}
+
+/// Loads the customers (and decoys) through pgcloak and the orders directly, checks the
+/// guard again after ANALYZE, and runs the printed examples; returns the example phone.
+async fn load_and_check(
+    cluster: &Cluster,
+    policy: &Policy,
+    listen_port: u16,
+    rows: &[Customer],
+    decoys: &[Customer],
+) -> Result<(String, Checked), DemoError> {
+    let all: Vec<Customer> = rows.iter().chain(decoys.iter()).cloned().collect();
+    load_customers(listen_port, &all).await?;
+    cluster.psql("crm", ORDERS_SQL)?;
+    // ANALYZE ran: check again that no protected column has statistics.
+    guard::apply_and_verify(cluster, "crm", policy).await?;
+    let phone = rows.get(41).map(|c| c.phone.clone()).unwrap_or_default();
+    let checked = self_check(listen_port, &phone).await?;
+    Ok((phone, checked))
+}
+
+/// What the demo prints once it is ready: where everything is and what to try.
+struct Banner<'a> {
+    cluster: &'a Cluster,
+    root: &'a Path,
+    listen_port: u16,
+    policy_path: &'a Path,
+    demo_policy: &'a Path,
+    decoys: &'a [Customer],
+    phone: &'a str,
+    refusal: &'a str,
+}
+
+impl Banner<'_> {
+    fn print(&self) {
+        let (cluster, listen_port) = (self.cluster, self.listen_port);
+        println!(
+            "pgcloak demo: {CUSTOMERS} customers written through pgcloak (stored encrypted), PostgreSQL {} on port {}",
+            cluster.bin.parent().and_then(|p| p.file_name()).and_then(|n| n.to_str()).unwrap_or("?"),
+            cluster.port
+        );
+        println!("pgcloak listens on 127.0.0.1:{listen_port}");
+        println!(
+            "policy: {} (with {} honeytokens: {})",
+            self.policy_path.display(),
+            self.decoys.len(),
+            self.demo_policy.display()
+        );
+        println!(
+            "temporary data: {} (keyring {}, PostgreSQL log {})",
+            self.root.display(),
+            self.root.join("keys/master.keys").display(),
+            cluster.dir.join("postgres.log").display()
+        );
+        println!(
+            "PostgreSQL data directory: {}",
+            cluster.data_dir().display()
+        );
+        println!();
+        print!(
+            "{}",
+            commands(
+                &psql_program(&cluster.bin),
+                listen_port,
+                cluster.port,
+                self.phone,
+                self.refusal
+            )
+        );
+        if let Some(d) = self.decoys.first() {
+            println!(
+                "# [honeytoken] {} is a decoy planted by the demo: looking it up raises a `honeytoken` audit event and a WARN in pgcloak's log",
+                d.full_name
+            );
+            println!(
+                "PGPASSWORD={DEMO_PASSWORD} {} \"host=127.0.0.1 port={listen_port} user=support_agent dbname=crm\" -c \"{}\"\n",
+                psql_program(&cluster.bin),
+                search_sql(&d.phone)
+            );
+        }
+    }
 }

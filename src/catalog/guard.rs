@@ -170,309 +170,296 @@ struct Relation {
     columns: Vec<String>,
 }
 
+/// What the catalog says about one protected column.
+struct ColumnFacts {
+    select: BTreeSet<String>,
+    stattarget: i32,
+    has_stats: Option<bool>,
+}
+
 fn is_closed(v: View) -> bool {
     matches!(v, View::Null | View::Deny)
 }
 
-impl CatalogConn {
-    /// Compares the database with the policy (see the module docs).
-    pub async fn guard_check(
-        &self,
-        policy: &Policy,
-        snapshot: &SchemaSnapshot,
-    ) -> Result<GuardReport, CatalogError> {
-        let mut report = GuardReport::default();
-        let err = |what: &'static str| move |e: tokio_postgres::Error| self.query_err(what, &e);
+/// What the sections of the check share: the policy and the live catalog's roles,
+/// relations and protected columns.
+struct GuardFacts<'a> {
+    policy: &'a Policy,
+    snapshot: &'a SchemaSnapshot,
+    roles: BTreeMap<String, Role>,
+    relations: BTreeMap<Oid, Relation>,
+    columns: BTreeMap<(Oid, String), ColumnFacts>,
+    /// pgcloak's own catalog role: it samples stored envelopes against the keyring
+    /// (`check --database`) and only ever reads ciphertext; applications never log in as
+    /// it, so a column grant to it is not a reader the policy closes.
+    catalog_role: String,
+}
 
-        // ---- roles ----
-        let mut roles: BTreeMap<String, Role> = BTreeMap::new();
-        for row in self
-            .client
-            .query(ROLES_SQL, &[])
-            .await
-            .map_err(err("roles"))?
-        {
-            let name: String = row.try_get(0).map_err(err("roles"))?;
-            let superuser: bool = row.try_get(1).map_err(err("roles"))?;
-            let usable: Vec<String> = row.try_get(2).map_err(err("roles"))?;
-            roles.insert(
-                name,
-                Role {
-                    superuser,
-                    usable: usable.into_iter().map(RoleName).collect(),
-                },
-            );
+impl GuardFacts<'_> {
+    /// The policy columns a (relation, column name) stands for: itself for policy tables
+    /// and their children, every same-named policy column for an ancestor.
+    fn refs_of(&self, oid: Oid, col: &str) -> Vec<ColumnRef> {
+        let snapshot = self.snapshot;
+        let by_loc = snapshot.table(oid).and_then(|t| {
+            t.attributes
+                .iter()
+                .find(|a| a.name == col)
+                .and_then(|a| snapshot.column_at(oid, a.attnum))
+        });
+        match by_loc {
+            Some(r) => vec![r],
+            None => self
+                .policy
+                .columns()
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.column == col)
+                .map(|(i, _)| ColumnRef(i as u32))
+                .collect(),
         }
+    }
 
-        // ---- protected columns and their relations ----
-        let pairs = protected_columns(snapshot);
-        let rel_oids: Vec<Oid> = {
-            let mut v: Vec<Oid> = pairs.iter().map(|(o, _)| *o).collect();
-            v.dedup();
-            v
-        };
-        let mut relations: BTreeMap<Oid, Relation> = BTreeMap::new();
-        for row in self
-            .client
-            .query(RELATIONS_SQL, &[&rel_oids])
-            .await
-            .map_err(err("relation privileges"))?
-        {
-            let oid: Oid = row.try_get(0).map_err(err("relation privileges"))?;
-            let grantees: Vec<String> = row.try_get(4).map_err(err("relation privileges"))?;
-            relations.insert(
-                oid,
-                Relation {
-                    schema: row.try_get(1).map_err(err("relation privileges"))?,
-                    name: row.try_get(2).map_err(err("relation privileges"))?,
-                    owner: row.try_get(3).map_err(err("relation privileges"))?,
-                    table_select: grantees.into_iter().collect(),
-                    columns: row.try_get(5).map_err(err("relation privileges"))?,
-                },
-            );
-        }
-        // The policy columns each (relation, column name) stands for: itself for policy
-        // tables and their children, every same-named policy column for an ancestor.
-        let refs_of = |oid: Oid, col: &str| -> Vec<ColumnRef> {
-            let by_loc = snapshot.table(oid).and_then(|t| {
-                t.attributes
-                    .iter()
-                    .find(|a| a.name == col)
-                    .and_then(|a| snapshot.column_at(oid, a.attnum))
-            });
-            match by_loc {
-                Some(r) => vec![r],
-                None => policy
-                    .columns()
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, c)| c.column == col)
-                    .map(|(i, _)| ColumnRef(i as u32))
-                    .collect(),
-            }
-        };
-        // The most restrictive view among the policy columns a relation column stands for.
-        let view_of = |usable: &[RoleName], refs: &[ColumnRef]| -> View {
-            refs.iter()
-                .map(|r| policy.access_for(usable.iter(), *r))
-                .min()
-                .unwrap_or(View::Deny)
-        };
-        let public_view = |refs: &[ColumnRef]| -> View {
-            refs.iter()
-                .filter_map(|r| policy.get(*r).map(|c| c.public))
-                .min()
-                .unwrap_or(View::Deny)
-        };
+    /// The most restrictive view among the policy columns a relation column stands for.
+    fn view_of(&self, usable: &[RoleName], refs: &[ColumnRef]) -> View {
+        refs.iter()
+            .map(|r| self.policy.access_for(usable.iter(), *r))
+            .min()
+            .unwrap_or(View::Deny)
+    }
 
-        let (cols_rel, cols_name): (Vec<Oid>, Vec<String>) = pairs.iter().cloned().unzip();
-        struct ColumnFacts {
-            select: BTreeSet<String>,
-            stattarget: i32,
-            has_stats: Option<bool>,
-        }
-        let mut columns: BTreeMap<(Oid, String), ColumnFacts> = BTreeMap::new();
-        let direct: bool = self
-            .client
-            .query_one(CAN_READ_STATISTIC_SQL, &[])
-            .await
-            .map_err(err("statistics visibility"))?
-            .try_get(0)
-            .map_err(err("statistics visibility"))?;
-        let columns_sql =
-            COLUMNS_SQL.replace("{STATS}", if direct { STATS_DIRECT } else { STATS_VIEW });
-        for row in self
-            .client
-            .query(&columns_sql, &[&cols_rel, &cols_name])
-            .await
-            .map_err(err("column privileges and statistics"))?
-        {
-            let e = err("column privileges and statistics");
-            let oid: Oid = row.try_get(0).map_err(e)?;
-            let name: String = row.try_get(1).map_err(e)?;
-            let select: Vec<String> = row.try_get(2).map_err(e)?;
-            columns.insert(
-                (oid, name),
-                ColumnFacts {
-                    select: select.into_iter().collect(),
-                    stattarget: row.try_get(3).map_err(e)?,
-                    has_stats: row.try_get(4).map_err(e)?,
-                },
-            );
-        }
+    fn public_view(&self, refs: &[ColumnRef]) -> View {
+        refs.iter()
+            .filter_map(|r| self.policy.get(*r).map(|c| c.public))
+            .min()
+            .unwrap_or(View::Deny)
+    }
 
-        // pgcloak's own catalog role: it samples stored envelopes against the keyring
-        // (`check --database`) and only ever reads ciphertext; applications never log in as
-        // it, so a column grant to it is not a reader the policy closes.
-        let catalog_role: String = self
-            .client
-            .query_one("SELECT current_user::text", &[])
-            .await
-            .map_err(err("current user"))?
-            .try_get(0)
-            .map_err(err("current user"))?;
+    // ---- privileges ----
 
-        // ---- privileges ----
+    /// Every privilege gap, then the superuser warning.
+    fn check_privileges(&self, report: &mut GuardReport) {
         // (relation, grantee) -> protected columns the grantee must not read.
         let mut closed: BTreeMap<(Oid, String), BTreeSet<String>> = BTreeMap::new();
-        for ((oid, col), facts) in &columns {
-            let Some(rel) = relations.get(oid) else {
+        for ((oid, col), facts) in &self.columns {
+            let Some(rel) = self.relations.get(oid) else {
                 continue;
             };
-            let refs = refs_of(*oid, col);
-            let label = format!(
-                "{}.{}",
-                quote_qualified(&rel.schema, &rel.name),
-                quote_ident(col)
-            );
-            let sources: BTreeSet<&String> = rel.table_select.iter().chain(&facts.select).collect();
-            for g in sources {
-                if *g == rel.owner
-                    || **g == catalog_role
-                    || roles.get(g).is_some_and(|r| r.superuser)
-                {
-                    continue;
-                }
-                let own_view = if g == "PUBLIC" {
-                    public_view(&refs)
-                } else {
-                    match roles.get(g) {
-                        Some(r) => view_of(&r.usable, &refs),
-                        None => continue,
-                    }
-                };
-                if is_closed(own_view) {
-                    closed
-                        .entry((*oid, g.clone()))
-                        .or_default()
-                        .insert(col.clone());
-                    continue;
-                }
-                // The grantee may read it, but members whose own view is closed inherit
-                // the privilege: PostgreSQL cannot say "everyone in g but m".
-                for (m, r) in &roles {
-                    let inherits = g == "PUBLIC" || r.usable.iter().any(|u| &u.0 == g);
-                    if m == g || r.superuser || m.starts_with("pg_") || !inherits {
-                        continue;
-                    }
-                    let v = view_of(&r.usable, &refs);
-                    if is_closed(v) {
-                        report.findings.push(GuardFinding {
-                            kind: GuardKind::Privilege,
-                            what: format!(
-                                "role {m} (view {}) can SELECT {label} through {g}, whose view \
-                                 is {}; revoke {m}'s membership in {g}, or grant SELECT on the \
-                                 table to the roles that need it instead of {g}",
-                                v.name(),
-                                own_view.name()
-                            ),
-                            ddl: Vec::new(),
-                        });
-                    }
-                }
-            }
-            // pg_read_all_data (PostgreSQL 14+) reads every column: no column REVOKE helps.
-            for (m, r) in &roles {
-                if r.superuser || m.starts_with("pg_") {
-                    continue;
-                }
-                let reads_all = r.usable.iter().any(|u| u.0 == "pg_read_all_data");
-                if reads_all && is_closed(view_of(&r.usable, &refs)) {
-                    report.findings.push(GuardFinding {
-                        kind: GuardKind::Privilege,
-                        what: format!(
-                            "role {m} reads {label} through pg_read_all_data although its view is closed"
-                        ),
-                        ddl: vec![format!("REVOKE pg_read_all_data FROM {};", quote_ident(m))],
-                    });
-                }
-            }
-            let owner_view = roles
-                .get(&rel.owner)
-                .map(|r| (r.superuser, view_of(&r.usable, &refs)));
-            if let Some((false, v)) = owner_view {
-                if is_closed(v) {
-                    report.warnings.push(format!(
-                        "{label}: the table's owner {} can always read it (its view is {}); make \
-                         a role whose view is ciphertext or better the owner \
-                         (ALTER TABLE ... OWNER TO ...)",
-                        rel.owner,
-                        v.name()
-                    ));
-                }
-            }
+            self.check_column_privileges(*oid, rel, col, facts, &mut closed, report);
         }
         for ((oid, g), denied) in &closed {
-            let Some(rel) = relations.get(oid) else {
+            let Some(rel) = self.relations.get(oid) else {
                 continue;
             };
-            let table = quote_qualified(&rel.schema, &rel.name);
-            let who = grantee_sql(g);
-            let list = denied
-                .iter()
-                .map(|c| quote_ident(c))
-                .collect::<Vec<_>>()
-                .join(", ");
-            let mut ddl = Vec::new();
-            if rel.table_select.contains(g) {
-                // Every protected column closed to g, not only the ones it reads now.
-                let refs_closed = |c: &String| -> bool {
-                    if !columns.contains_key(&(*oid, c.clone())) {
-                        return false;
-                    }
-                    let refs = refs_of(*oid, c);
-                    let v = if g == "PUBLIC" {
-                        public_view(&refs)
-                    } else {
-                        roles
-                            .get(g)
-                            .map(|r| view_of(&r.usable, &refs))
-                            .unwrap_or(View::Deny)
-                    };
-                    is_closed(v)
-                };
-                let keep: Vec<String> = rel
-                    .columns
-                    .iter()
-                    .filter(|c| !refs_closed(c))
-                    .map(|c| quote_ident(c))
-                    .collect();
-                ddl.push(format!("REVOKE SELECT ON {table} FROM {who};"));
-                if !keep.is_empty() {
-                    ddl.push(format!(
-                        "GRANT SELECT ({}) ON {table} TO {who};",
-                        keep.join(", ")
-                    ));
-                }
-            } else {
-                ddl.push(format!("REVOKE SELECT ({list}) ON {table} FROM {who};"));
-            }
-            report.findings.push(GuardFinding {
-                kind: GuardKind::Privilege,
-                what: format!(
-                    "{g} holds SELECT on {table} column(s) {list}, which its policy view \
-                     (null or deny) closes"
-                ),
-                ddl,
-            });
+            report
+                .findings
+                .push(self.closed_grant_finding(*oid, rel, g, denied));
         }
-        let supers: Vec<&str> = roles
+        let supers: Vec<&str> = self
+            .roles
             .iter()
             .filter(|(_, r)| r.superuser)
             .map(|(n, _)| n.as_str())
             .collect();
-        if !supers.is_empty() && !columns.is_empty() {
+        if !supers.is_empty() && !self.columns.is_empty() {
             report.warnings.push(format!(
                 "superuser(s) {} read every protected column directly (envelopes only, without \
                  the keys); PostgreSQL cannot restrict them: keep them few and audited",
                 supers.join(", ")
             ));
         }
+    }
 
-        // ---- statistics ----
+    /// One protected column: grantees whose view is closed go to `closed`; members that
+    /// inherit a grant, pg_read_all_data readers and a closed owner are reported.
+    fn check_column_privileges(
+        &self,
+        oid: Oid,
+        rel: &Relation,
+        col: &str,
+        facts: &ColumnFacts,
+        closed: &mut BTreeMap<(Oid, String), BTreeSet<String>>,
+        report: &mut GuardReport,
+    ) {
+        let refs = self.refs_of(oid, col);
+        let label = format!(
+            "{}.{}",
+            quote_qualified(&rel.schema, &rel.name),
+            quote_ident(col)
+        );
+        let sources: BTreeSet<&String> = rel.table_select.iter().chain(&facts.select).collect();
+        for g in sources {
+            if *g == rel.owner
+                || *g == self.catalog_role
+                || self.roles.get(g).is_some_and(|r| r.superuser)
+            {
+                continue;
+            }
+            let own_view = if g == "PUBLIC" {
+                self.public_view(&refs)
+            } else {
+                match self.roles.get(g) {
+                    Some(r) => self.view_of(&r.usable, &refs),
+                    None => continue,
+                }
+            };
+            if is_closed(own_view) {
+                closed
+                    .entry((oid, g.clone()))
+                    .or_default()
+                    .insert(col.to_owned());
+                continue;
+            }
+            self.check_inherited_grant(g, own_view, &refs, &label, report);
+        }
+        self.check_read_all_data(&refs, &label, report);
+        self.check_owner(rel, &refs, &label, report);
+    }
+
+    /// The grantee `g` may read the column, but members whose own view is closed inherit
+    /// the privilege: PostgreSQL cannot say "everyone in g but m".
+    fn check_inherited_grant(
+        &self,
+        g: &str,
+        own_view: View,
+        refs: &[ColumnRef],
+        label: &str,
+        report: &mut GuardReport,
+    ) {
+        for (m, r) in &self.roles {
+            let inherits = g == "PUBLIC" || r.usable.iter().any(|u| u.0 == g);
+            if m == g || r.superuser || m.starts_with("pg_") || !inherits {
+                continue;
+            }
+            let v = self.view_of(&r.usable, refs);
+            if is_closed(v) {
+                report.findings.push(GuardFinding {
+                    kind: GuardKind::Privilege,
+                    what: format!(
+                        "role {m} (view {}) can SELECT {label} through {g}, whose view \
+                         is {}; revoke {m}'s membership in {g}, or grant SELECT on the \
+                         table to the roles that need it instead of {g}",
+                        v.name(),
+                        own_view.name()
+                    ),
+                    ddl: Vec::new(),
+                });
+            }
+        }
+    }
+
+    /// pg_read_all_data (PostgreSQL 14+) reads every column: no column REVOKE helps.
+    fn check_read_all_data(&self, refs: &[ColumnRef], label: &str, report: &mut GuardReport) {
+        for (m, r) in &self.roles {
+            if r.superuser || m.starts_with("pg_") {
+                continue;
+            }
+            let reads_all = r.usable.iter().any(|u| u.0 == "pg_read_all_data");
+            if reads_all && is_closed(self.view_of(&r.usable, refs)) {
+                report.findings.push(GuardFinding {
+                    kind: GuardKind::Privilege,
+                    what: format!(
+                        "role {m} reads {label} through pg_read_all_data although its view is closed"
+                    ),
+                    ddl: vec![format!("REVOKE pg_read_all_data FROM {};", quote_ident(m))],
+                });
+            }
+        }
+    }
+
+    /// The table's owner always reads it: a warning when its view is closed.
+    fn check_owner(
+        &self,
+        rel: &Relation,
+        refs: &[ColumnRef],
+        label: &str,
+        report: &mut GuardReport,
+    ) {
+        let owner_view = self
+            .roles
+            .get(&rel.owner)
+            .map(|r| (r.superuser, self.view_of(&r.usable, refs)));
+        if let Some((false, v)) = owner_view {
+            if is_closed(v) {
+                report.warnings.push(format!(
+                    "{label}: the table's owner {} can always read it (its view is {}); make \
+                     a role whose view is ciphertext or better the owner \
+                     (ALTER TABLE ... OWNER TO ...)",
+                    rel.owner,
+                    v.name()
+                ));
+            }
+        }
+    }
+
+    /// The finding and DDL for grantee `g`, which holds SELECT on the `denied` columns of
+    /// one relation although its view closes them.
+    fn closed_grant_finding(
+        &self,
+        oid: Oid,
+        rel: &Relation,
+        g: &str,
+        denied: &BTreeSet<String>,
+    ) -> GuardFinding {
+        let table = quote_qualified(&rel.schema, &rel.name);
+        let who = grantee_sql(g);
+        let list = denied
+            .iter()
+            .map(|c| quote_ident(c))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut ddl = Vec::new();
+        if rel.table_select.contains(g) {
+            // Every protected column closed to g, not only the ones it reads now.
+            let keep: Vec<String> = rel
+                .columns
+                .iter()
+                .filter(|c| !self.closed_to(oid, c, g))
+                .map(|c| quote_ident(c))
+                .collect();
+            ddl.push(format!("REVOKE SELECT ON {table} FROM {who};"));
+            if !keep.is_empty() {
+                ddl.push(format!(
+                    "GRANT SELECT ({}) ON {table} TO {who};",
+                    keep.join(", ")
+                ));
+            }
+        } else {
+            ddl.push(format!("REVOKE SELECT ({list}) ON {table} FROM {who};"));
+        }
+        GuardFinding {
+            kind: GuardKind::Privilege,
+            what: format!(
+                "{g} holds SELECT on {table} column(s) {list}, which its policy view \
+                 (null or deny) closes"
+            ),
+            ddl,
+        }
+    }
+
+    /// Whether `c` of relation `oid` is a protected column grantee `g`'s view closes.
+    fn closed_to(&self, oid: Oid, c: &str, g: &str) -> bool {
+        if !self.columns.contains_key(&(oid, c.to_owned())) {
+            return false;
+        }
+        let refs = self.refs_of(oid, c);
+        let v = if g == "PUBLIC" {
+            self.public_view(&refs)
+        } else {
+            self.roles
+                .get(g)
+                .map(|r| self.view_of(&r.usable, &refs))
+                .unwrap_or(View::Deny)
+        };
+        is_closed(v)
+    }
+
+    // ---- statistics ----
+
+    /// Statistics targets and stored statistics of the protected columns.
+    fn check_statistics(&self, report: &mut GuardReport) {
         let mut unknown_stats = Vec::new();
-        for ((oid, col), facts) in &columns {
-            let Some(rel) = relations.get(oid) else {
+        for ((oid, col), facts) in &self.columns {
+            let Some(rel) = self.relations.get(oid) else {
                 continue;
             };
             let table = quote_qualified(&rel.schema, &rel.name);
@@ -511,13 +498,166 @@ impl CatalogConn {
                 unknown_stats.join("\n    ")
             ));
         }
+    }
+}
+
+impl CatalogConn {
+    /// Compares the database with the policy (see the module docs).
+    pub async fn guard_check(
+        &self,
+        policy: &Policy,
+        snapshot: &SchemaSnapshot,
+    ) -> Result<GuardReport, CatalogError> {
+        let mut report = GuardReport::default();
+        let roles = self.guard_roles().await?;
+        let pairs = protected_columns(snapshot);
+        let rel_oids: Vec<Oid> = {
+            let mut v: Vec<Oid> = pairs.iter().map(|(o, _)| *o).collect();
+            v.dedup();
+            v
+        };
+        let relations = self.guard_relations(&rel_oids).await?;
+        let (cols_rel, cols_name): (Vec<Oid>, Vec<String>) = pairs.iter().cloned().unzip();
+        let columns = self.guard_columns(&cols_rel, &cols_name).await?;
+        let catalog_role = self.guard_current_user().await?;
+        let facts = GuardFacts {
+            policy,
+            snapshot,
+            roles,
+            relations,
+            columns,
+            catalog_role,
+        };
+        facts.check_privileges(&mut report);
+        facts.check_statistics(&mut report);
+        self.check_extended_statistics(&cols_rel, &cols_name, &mut report)
+            .await?;
+        self.check_builtins(policy, &mut report).await?;
+        Ok(report)
+    }
+
+    /// Maps a query error to [`CatalogError::Query`] for the step `what`.
+    fn guard_err(
+        &self,
+        what: &'static str,
+    ) -> impl Fn(tokio_postgres::Error) -> CatalogError + Copy + '_ {
+        move |e: tokio_postgres::Error| self.query_err(what, &e)
+    }
+
+    // ---- roles ----
+
+    async fn guard_roles(&self) -> Result<BTreeMap<String, Role>, CatalogError> {
+        let err = self.guard_err("roles");
+        let mut roles: BTreeMap<String, Role> = BTreeMap::new();
+        for row in self.client.query(ROLES_SQL, &[]).await.map_err(err)? {
+            let name: String = row.try_get(0).map_err(err)?;
+            let superuser: bool = row.try_get(1).map_err(err)?;
+            let usable: Vec<String> = row.try_get(2).map_err(err)?;
+            roles.insert(
+                name,
+                Role {
+                    superuser,
+                    usable: usable.into_iter().map(RoleName).collect(),
+                },
+            );
+        }
+        Ok(roles)
+    }
+
+    // ---- protected columns and their relations ----
+
+    async fn guard_relations(
+        &self,
+        rel_oids: &[Oid],
+    ) -> Result<BTreeMap<Oid, Relation>, CatalogError> {
+        let err = self.guard_err("relation privileges");
+        let mut relations: BTreeMap<Oid, Relation> = BTreeMap::new();
+        for row in self
+            .client
+            .query(RELATIONS_SQL, &[&rel_oids])
+            .await
+            .map_err(err)?
+        {
+            let oid: Oid = row.try_get(0).map_err(err)?;
+            let grantees: Vec<String> = row.try_get(4).map_err(err)?;
+            relations.insert(
+                oid,
+                Relation {
+                    schema: row.try_get(1).map_err(err)?,
+                    name: row.try_get(2).map_err(err)?,
+                    owner: row.try_get(3).map_err(err)?,
+                    table_select: grantees.into_iter().collect(),
+                    columns: row.try_get(5).map_err(err)?,
+                },
+            );
+        }
+        Ok(relations)
+    }
+
+    async fn guard_columns(
+        &self,
+        cols_rel: &[Oid],
+        cols_name: &[String],
+    ) -> Result<BTreeMap<(Oid, String), ColumnFacts>, CatalogError> {
+        let visibility = self.guard_err("statistics visibility");
+        let direct: bool = self
+            .client
+            .query_one(CAN_READ_STATISTIC_SQL, &[])
+            .await
+            .map_err(visibility)?
+            .try_get(0)
+            .map_err(visibility)?;
+        let columns_sql =
+            COLUMNS_SQL.replace("{STATS}", if direct { STATS_DIRECT } else { STATS_VIEW });
+        let e = self.guard_err("column privileges and statistics");
+        let mut columns: BTreeMap<(Oid, String), ColumnFacts> = BTreeMap::new();
+        for row in self
+            .client
+            .query(&columns_sql, &[&cols_rel, &cols_name])
+            .await
+            .map_err(e)?
+        {
+            let oid: Oid = row.try_get(0).map_err(e)?;
+            let name: String = row.try_get(1).map_err(e)?;
+            let select: Vec<String> = row.try_get(2).map_err(e)?;
+            columns.insert(
+                (oid, name),
+                ColumnFacts {
+                    select: select.into_iter().collect(),
+                    stattarget: row.try_get(3).map_err(e)?,
+                    has_stats: row.try_get(4).map_err(e)?,
+                },
+            );
+        }
+        Ok(columns)
+    }
+
+    async fn guard_current_user(&self) -> Result<String, CatalogError> {
+        let err = self.guard_err("current user");
+        self.client
+            .query_one("SELECT current_user::text", &[])
+            .await
+            .map_err(err)?
+            .try_get(0)
+            .map_err(err)
+    }
+
+    // ---- statistics ----
+
+    /// Extended statistics objects covering a protected column.
+    async fn check_extended_statistics(
+        &self,
+        cols_rel: &[Oid],
+        cols_name: &[String],
+        report: &mut GuardReport,
+    ) -> Result<(), CatalogError> {
+        let e = self.guard_err("extended statistics");
         for row in self
             .client
             .query(EXT_STATS_SQL, &[&cols_rel, &cols_name])
             .await
-            .map_err(err("extended statistics"))?
+            .map_err(e)?
         {
-            let e = err("extended statistics");
             let schema: String = row.try_get(0).map_err(e)?;
             let name: String = row.try_get(1).map_err(e)?;
             let col: String = row.try_get(2).map_err(e)?;
@@ -534,17 +674,25 @@ impl CatalogConn {
                 )],
             });
         }
+        Ok(())
+    }
 
-        // ---- SQL-executing built-ins ----
+    // ---- SQL-executing built-ins ----
+
+    async fn check_builtins(
+        &self,
+        policy: &Policy,
+        report: &mut GuardReport,
+    ) -> Result<(), CatalogError> {
+        let e = self.guard_err("built-in functions");
         let names: Vec<&str> = SQL_EXECUTING_FUNCTIONS.to_vec();
         let mut builtin: HashMap<String, Vec<String>> = HashMap::new();
         for row in self
             .client
             .query(BUILTINS_SQL, &[&names])
             .await
-            .map_err(err("built-in functions"))?
+            .map_err(e)?
         {
-            let e = err("built-in functions");
             let schema: String = row.try_get(0).map_err(e)?;
             let name: String = row.try_get(1).map_err(e)?;
             let signature: String = row.try_get(2).map_err(e)?;
@@ -570,7 +718,7 @@ impl CatalogConn {
                     .collect(),
             });
         }
-        Ok(report)
+        Ok(())
     }
 }
 

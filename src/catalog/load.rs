@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use tokio_postgres::types::FromSql;
 use tokio_postgres::Row;
 
-use crate::policy::{Policy, TableName};
+use crate::policy::{ColumnPolicy, Policy, TableName};
 
 use super::connect::CatalogConn;
 use super::error::CatalogError;
@@ -124,40 +124,10 @@ impl CatalogConn {
         let mut locations = Vec::with_capacity(policy.columns().len());
         let mut protected: BTreeMap<Oid, &TableName> = BTreeMap::new();
         for col in policy.columns() {
-            let label = column_label(&col.table, &col.column);
-            let location = match found.get(&col.table) {
-                None => Err(CatalogError::TableMissing {
-                    database: self.database.clone(),
-                    column: label,
-                    table: col.table.to_string(),
-                }),
-                Some(t) if !t.kind.stores_rows() => Err(CatalogError::NotATable {
-                    database: self.database.clone(),
-                    column: label,
-                    table: col.table.to_string(),
-                    kind: t.kind.name(),
-                }),
-                Some(t) => match t.attributes.iter().find(|a| a.name == col.column) {
-                    None => Err(CatalogError::ColumnMissing {
-                        database: self.database.clone(),
-                        column: label,
-                        table: col.table.to_string(),
-                        name: col.column.clone(),
-                    }),
-                    Some(a) if a.type_oid != BYTEA_OID => Err(CatalogError::NotBytea {
-                        database: self.database.clone(),
-                        column: label,
-                        actual: a.type_name.clone(),
-                    }),
-                    Some(a) => {
-                        protected.insert(t.oid, &col.table);
-                        Ok(ColumnLocation {
-                            table_oid: t.oid,
-                            attnum: a.attnum,
-                        })
-                    }
-                },
-            };
+            let location = self.locate(col, &found);
+            if let Ok(l) = &location {
+                protected.insert(l.table_oid, &col.table);
+            }
             locations.push(location);
         }
         for (oid, name) in &protected {
@@ -202,6 +172,46 @@ impl CatalogConn {
         )
         .with_reach(reach)
         .with_reach_oids(reach_oids))
+    }
+
+    /// Where a policy column is in this database: an error when its table is missing or
+    /// stores no rows, or the column is missing or not bytea.
+    fn locate(
+        &self,
+        col: &ColumnPolicy,
+        found: &HashMap<TableName, FoundTable>,
+    ) -> Result<ColumnLocation, CatalogError> {
+        let label = column_label(&col.table, &col.column);
+        match found.get(&col.table) {
+            None => Err(CatalogError::TableMissing {
+                database: self.database.clone(),
+                column: label,
+                table: col.table.to_string(),
+            }),
+            Some(t) if !t.kind.stores_rows() => Err(CatalogError::NotATable {
+                database: self.database.clone(),
+                column: label,
+                table: col.table.to_string(),
+                kind: t.kind.name(),
+            }),
+            Some(t) => match t.attributes.iter().find(|a| a.name == col.column) {
+                None => Err(CatalogError::ColumnMissing {
+                    database: self.database.clone(),
+                    column: label,
+                    table: col.table.to_string(),
+                    name: col.column.clone(),
+                }),
+                Some(a) if a.type_oid != BYTEA_OID => Err(CatalogError::NotBytea {
+                    database: self.database.clone(),
+                    column: label,
+                    actual: a.type_name.clone(),
+                }),
+                Some(a) => Ok(ColumnLocation {
+                    table_oid: t.oid,
+                    attnum: a.attnum,
+                }),
+            },
+        }
     }
 
     async fn load_tables(

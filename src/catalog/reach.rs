@@ -222,124 +222,145 @@ impl FunctionFacts {
 
 /// Computes the reach fixpoint (pure; the loader feeds it).
 pub(crate) fn compute(inputs: &ReachInputs) -> (ReachSet, ReachOids) {
-    let mut relations: HashMap<Oid, (TableName, RelationReach)> = HashMap::new();
-    let mut functions: HashMap<Oid, String> = HashMap::new();
-    // Lower-cased names of everything reaching: a function body naming one reaches.
-    let mut names: HashSet<String> = HashSet::new();
+    let mut reach = Fixpoint::seed(inputs);
+    while reach.step() {}
+    reach.into_sets()
+}
 
-    for (oid, name) in &inputs.protected {
-        names.insert(name.name.to_lowercase());
-        relations
-            .entry(*oid)
-            .or_insert((name.clone(), RelationReach::Protected));
-    }
-    for (oid, name) in &inputs.views {
-        names.insert(name.name.to_lowercase());
-        relations
-            .entry(*oid)
-            .or_insert((name.clone(), RelationReach::View));
-    }
-    for (oid, name) in &inputs.ancestors {
-        names.insert(name.name.to_lowercase());
-        relations
-            .entry(*oid)
-            .or_insert((name.clone(), RelationReach::Ancestor));
-    }
-    for f in &inputs.functions {
-        if let Some(why) = f.static_reason() {
-            names.insert(f.name.to_lowercase());
-            functions.insert(f.oid, why);
+/// What reaches so far, while [`compute`] iterates.
+struct Fixpoint<'a> {
+    inputs: &'a ReachInputs,
+    by_oid: HashMap<Oid, &'a FunctionFacts>,
+    relations: HashMap<Oid, (TableName, RelationReach)>,
+    /// Reaching functions and why each reaches.
+    functions: HashMap<Oid, String>,
+    /// Lower-cased names of everything reaching: a function body naming one reaches.
+    names: HashSet<String>,
+}
+
+impl<'a> Fixpoint<'a> {
+    /// The protected relations, their views and ancestors, and the functions that reach
+    /// by themselves.
+    fn seed(inputs: &'a ReachInputs) -> Fixpoint<'a> {
+        let mut fp = Fixpoint {
+            inputs,
+            by_oid: inputs.functions.iter().map(|f| (f.oid, f)).collect(),
+            relations: HashMap::new(),
+            functions: HashMap::new(),
+            names: HashSet::new(),
+        };
+        for (list, reach) in [
+            (&inputs.protected, RelationReach::Protected),
+            (&inputs.views, RelationReach::View),
+            (&inputs.ancestors, RelationReach::Ancestor),
+        ] {
+            for (oid, name) in list {
+                fp.names.insert(name.name.to_lowercase());
+                fp.relations.entry(*oid).or_insert((name.clone(), reach));
+            }
         }
+        for f in &inputs.functions {
+            if let Some(why) = f.static_reason() {
+                fp.names.insert(f.name.to_lowercase());
+                fp.functions.insert(f.oid, why);
+            }
+        }
+        fp
     }
 
-    let by_oid: HashMap<Oid, &FunctionFacts> =
-        inputs.functions.iter().map(|f| (f.oid, f)).collect();
-    loop {
+    /// One round over function bodies and dependency edges; true if anything was added.
+    fn step(&mut self) -> bool {
         let mut changed = false;
-        for f in &inputs.functions {
-            if functions.contains_key(&f.oid) || f.is_c() {
+        for f in &self.inputs.functions {
+            if self.functions.contains_key(&f.oid) || f.is_c() {
                 continue;
             }
-            if let Some(w) = f.words.iter().find(|w| names.contains(*w)) {
-                functions.insert(f.oid, format!("its body names {w}"));
-                names.insert(f.name.to_lowercase());
+            if let Some(w) = f.words.iter().find(|w| self.names.contains(*w)) {
+                self.functions.insert(f.oid, format!("its body names {w}"));
+                self.names.insert(f.name.to_lowercase());
                 changed = true;
             }
         }
-        for e in &inputs.edges {
-            let reaches = if e.ref_is_func {
-                functions.contains_key(&e.reference)
-            } else {
-                relations.contains_key(&e.reference)
-            };
-            if !reaches {
-                continue;
-            }
-            match (e.src_kind, &e.src_name) {
-                (EdgeSource::Function, _) => {
-                    if let std::collections::hash_map::Entry::Vacant(slot) = functions.entry(e.src)
-                    {
-                        let why = match by_oid.get(&e.reference) {
-                            Some(f) if e.ref_is_func => format!("it calls {}", f.name),
-                            _ => match relations.get(&e.reference) {
-                                Some((n, _)) => format!("it reads {n}"),
-                                None => "it depends on a reaching object".into(),
-                            },
-                        };
-                        slot.insert(why);
-                        if let Some(f) = by_oid.get(&e.src) {
-                            names.insert(f.name.to_lowercase());
-                        }
-                        changed = true;
-                    }
-                }
-                (kind, Some(name)) => {
-                    if let std::collections::hash_map::Entry::Vacant(slot) = relations.entry(e.src)
-                    {
-                        let reach = if kind == EdgeSource::View {
-                            RelationReach::View
-                        } else {
-                            RelationReach::Indirect
-                        };
-                        slot.insert((name.clone(), reach));
-                        names.insert(name.name.to_lowercase());
-                        changed = true;
-                    }
-                }
-                (_, None) => {}
-            }
+        for e in &self.inputs.edges {
+            changed |= self.follow(e);
         }
-        if !changed {
-            break;
+        changed
+    }
+
+    /// Marks the source of `e` as reaching when what it refers to reaches; true if new.
+    fn follow(&mut self, e: &Edge) -> bool {
+        let reaches = if e.ref_is_func {
+            self.functions.contains_key(&e.reference)
+        } else {
+            self.relations.contains_key(&e.reference)
+        };
+        if !reaches {
+            return false;
+        }
+        match (e.src_kind, &e.src_name) {
+            (EdgeSource::Function, _) => {
+                if self.functions.contains_key(&e.src) {
+                    return false;
+                }
+                let why = match self.by_oid.get(&e.reference) {
+                    Some(f) if e.ref_is_func => format!("it calls {}", f.name),
+                    _ => match self.relations.get(&e.reference) {
+                        Some((n, _)) => format!("it reads {n}"),
+                        None => "it depends on a reaching object".into(),
+                    },
+                };
+                self.functions.insert(e.src, why);
+                if let Some(f) = self.by_oid.get(&e.src) {
+                    self.names.insert(f.name.to_lowercase());
+                }
+                true
+            }
+            (kind, Some(name)) => {
+                if self.relations.contains_key(&e.src) {
+                    return false;
+                }
+                let reach = if kind == EdgeSource::View {
+                    RelationReach::View
+                } else {
+                    RelationReach::Indirect
+                };
+                self.relations.insert(e.src, (name.clone(), reach));
+                self.names.insert(name.name.to_lowercase());
+                true
+            }
+            (_, None) => false,
         }
     }
 
-    let mut set = ReachSet::default();
-    let mut oids = ReachOids::default();
-    let mut rels: Vec<_> = relations.into_iter().collect();
-    rels.sort_by_key(|(oid, _)| *oid);
-    for (oid, (name, reach)) in rels {
-        set.relations
-            .insert((name.schema.clone(), name.name.clone()), reach);
-        oids.relations.push(ReachingRelation { oid, name, reach });
-    }
-    for f in &inputs.functions {
-        let Some(why) = functions.get(&f.oid) else {
-            continue;
-        };
-        let schemas = set.functions.entry(f.name.clone()).or_default();
-        if !schemas.contains(&f.schema) {
-            schemas.push(f.schema.clone());
+    /// The result, relations by OID and functions in catalog order.
+    fn into_sets(self) -> (ReachSet, ReachOids) {
+        let mut set = ReachSet::default();
+        let mut oids = ReachOids::default();
+        let mut rels: Vec<_> = self.relations.into_iter().collect();
+        rels.sort_by_key(|(oid, _)| *oid);
+        for (oid, (name, reach)) in rels {
+            set.relations
+                .insert((name.schema.clone(), name.name.clone()), reach);
+            oids.relations.push(ReachingRelation { oid, name, reach });
         }
-        oids.functions.push(ReachingFunction {
-            oid: f.oid,
-            schema: f.schema.clone(),
-            name: f.name.clone(),
-            security_definer: f.security_definer,
-            why: why.clone(),
-        });
+        for f in &self.inputs.functions {
+            let Some(why) = self.functions.get(&f.oid) else {
+                continue;
+            };
+            let schemas = set.functions.entry(f.name.clone()).or_default();
+            if !schemas.contains(&f.schema) {
+                schemas.push(f.schema.clone());
+            }
+            oids.functions.push(ReachingFunction {
+                oid: f.oid,
+                schema: f.schema.clone(),
+                name: f.name.clone(),
+                security_definer: f.security_definer,
+                why: why.clone(),
+            });
+        }
+        (set, oids)
     }
-    (set, oids)
 }
 
 impl CatalogConn {
@@ -349,27 +370,45 @@ impl CatalogConn {
         tables: &[ProtectedTable],
         views: &[DependentView],
     ) -> Result<(ReachSet, ReachOids), CatalogError> {
+        if tables.is_empty() {
+            return Ok((ReachSet::default(), ReachOids::default()));
+        }
         let mut inputs = ReachInputs {
             protected: tables.iter().map(|t| (t.oid, t.name.clone())).collect(),
             views: views.iter().map(|v| (v.oid, v.name.clone())).collect(),
             ..ReachInputs::default()
         };
-        if tables.is_empty() {
-            return Ok((ReachSet::default(), ReachOids::default()));
-        }
+        inputs.ancestors = self.reach_ancestors(tables).await?;
+        inputs.functions = self.reach_functions().await?;
+        inputs.edges = self.reach_edges().await?;
+        let tree_calls = self.reach_tree_calls(&inputs.functions).await?;
+        inputs.edges.extend(tree_calls);
+        Ok(compute(&inputs))
+    }
+
+    /// Inheritance parents and partitioned ancestors of the protected tables.
+    async fn reach_ancestors(
+        &self,
+        tables: &[ProtectedTable],
+    ) -> Result<Vec<(Oid, TableName)>, CatalogError> {
         let oids: Vec<Oid> = tables.iter().map(|t| t.oid).collect();
         let rows = self
             .client
             .query(ANCESTORS_SQL, &[&oids])
             .await
             .map_err(|e| self.query_err("inheritance ancestors", &e))?;
+        let mut ancestors = Vec::new();
         for row in &rows {
-            inputs.ancestors.push((
+            ancestors.push((
                 col(row, 0, self)?,
                 TableName::new(col::<String>(row, 1, self)?, col::<String>(row, 2, self)?),
             ));
         }
+        Ok(ancestors)
+    }
 
+    /// User functions and procedures (and the catalogued C built-ins), with their words.
+    async fn reach_functions(&self) -> Result<Vec<FunctionFacts>, CatalogError> {
         let body = if self.server_version >= 140000 {
             BODY_14
         } else {
@@ -384,9 +423,10 @@ impl CatalogConn {
             .query(&sql, &[&builtins])
             .await
             .map_err(|e| self.query_err("user functions", &e))?;
+        let mut functions = Vec::new();
         for row in &rows {
             let body: String = col(row, 4, self)?;
-            inputs.functions.push(FunctionFacts {
+            functions.push(FunctionFacts {
                 oid: col(row, 0, self)?,
                 schema: col(row, 1, self)?,
                 name: col(row, 2, self)?,
@@ -395,17 +435,22 @@ impl CatalogConn {
                 security_definer: col(row, 5, self)?,
             });
         }
+        Ok(functions)
+    }
 
+    /// pg_depend edges from views, relations' rules and the like, and function bodies.
+    async fn reach_edges(&self) -> Result<Vec<Edge>, CatalogError> {
         let rows = self
             .client
             .query(EDGES_SQL, &[])
             .await
             .map_err(|e| self.query_err("dependencies", &e))?;
+        let mut edges = Vec::new();
         for row in &rows {
             let kind: String = col(row, 1, self)?;
             let schema: String = col(row, 4, self)?;
             let name: String = col(row, 5, self)?;
-            inputs.edges.push(Edge {
+            edges.push(Edge {
                 src: col(row, 0, self)?,
                 src_kind: match kind.as_str() {
                     "v" => EdgeSource::View,
@@ -417,43 +462,50 @@ impl CatalogConn {
                 reference: col(row, 3, self)?,
             });
         }
+        Ok(edges)
+    }
 
-        // Calls to catalogued built-ins inside stored expression trees: an edge to the
-        // built-in (which reaches by itself, see FunctionFacts::static_reason).
-        let builtin_oids: Vec<Oid> = inputs
-            .functions
+    /// Calls to catalogued built-ins inside stored expression trees: an edge to the
+    /// built-in (which reaches by itself, see FunctionFacts::static_reason).
+    async fn reach_tree_calls(
+        &self,
+        functions: &[FunctionFacts],
+    ) -> Result<Vec<Edge>, CatalogError> {
+        let builtin_oids: Vec<Oid> = functions
             .iter()
             .filter(|f| f.is_c() && SQL_EXECUTING_FUNCTIONS.contains(&f.name.as_str()))
             .map(|f| f.oid)
             .collect();
-        if let Some(first) = builtin_oids.first().copied() {
-            let alternatives: Vec<String> = builtin_oids.iter().map(|o| o.to_string()).collect();
-            let pattern = format!(":funcid ({}) ", alternatives.join("|"));
-            let rows = self
-                .client
-                .query(TREE_CALLS_SQL, &[&pattern])
-                .await
-                .map_err(|e| self.query_err("built-in calls in expressions", &e))?;
-            for row in &rows {
-                let kind: String = col(row, 1, self)?;
-                inputs.edges.push(Edge {
-                    src: col(row, 0, self)?,
-                    src_kind: if kind == "v" {
-                        EdgeSource::View
-                    } else {
-                        EdgeSource::Indirect
-                    },
-                    src_name: Some(TableName::new(
-                        col::<String>(row, 2, self)?,
-                        col::<String>(row, 3, self)?,
-                    )),
-                    ref_is_func: true,
-                    // Any catalogued built-in: each reaches by itself.
-                    reference: first,
-                });
-            }
+        let Some(first) = builtin_oids.first().copied() else {
+            return Ok(Vec::new());
+        };
+        let alternatives: Vec<String> = builtin_oids.iter().map(|o| o.to_string()).collect();
+        let pattern = format!(":funcid ({}) ", alternatives.join("|"));
+        let rows = self
+            .client
+            .query(TREE_CALLS_SQL, &[&pattern])
+            .await
+            .map_err(|e| self.query_err("built-in calls in expressions", &e))?;
+        let mut edges = Vec::new();
+        for row in &rows {
+            let kind: String = col(row, 1, self)?;
+            edges.push(Edge {
+                src: col(row, 0, self)?,
+                src_kind: if kind == "v" {
+                    EdgeSource::View
+                } else {
+                    EdgeSource::Indirect
+                },
+                src_name: Some(TableName::new(
+                    col::<String>(row, 2, self)?,
+                    col::<String>(row, 3, self)?,
+                )),
+                ref_is_func: true,
+                // Any catalogued built-in: each reaches by itself.
+                reference: first,
+            });
         }
-        Ok(compute(&inputs))
+        Ok(edges)
     }
 }
 

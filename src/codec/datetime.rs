@@ -97,128 +97,19 @@ fn parse_unchecked(ty: LogicalType, s: &str, ctx: &SessionContext) -> Result<Sta
     let syntax = |r| CodecError::text(ty, r);
     let range = || CodecError::range(ty, "date/time field value out of range");
     let lower = pg_trim(s).to_ascii_lowercase();
-    match lower.as_str() {
-        "infinity" | "+infinity" => return Ok(Stamp::PosInf),
-        "-infinity" => return Ok(Stamp::NegInf),
-        "epoch" => {
-            let e = NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default().and_time(NaiveTime::MIN);
-            return Ok(Stamp::At(e));
-        }
-        "now" | "today" | "tomorrow" | "yesterday" | "allballs" => {
-            return Err(syntax("relative dates such as now or today are not supported for encrypted columns; send the value itself"))
-        }
-        _ => {}
+    if let Some(special) = special_value(ty, &lower) {
+        return special;
     }
-    // ISO 8601 "2026-03-14T10:00": split the date from the time.
-    let b = lower.as_bytes();
-    let mut spaced = String::with_capacity(lower.len());
-    for (i, c) in lower.char_indices() {
-        let iso_t = c == 't'
-            && i > 0
-            && b.get(i - 1).is_some_and(u8::is_ascii_digit)
-            && b.get(i + 1).is_some_and(u8::is_ascii_digit);
-        spaced.push(if iso_t { ' ' } else { c });
-    }
-
-    let mut fields: Vec<Field> = Vec::new();
-    let mut time: Option<(u32, u32, u32, u32)> = None; // h, m, s, micros
-    let mut zone: Option<Zone> = None;
-    let mut bc = false;
-    let mut meridiem: Option<bool> = None; // Some(true) = pm
-    for tok in spaced
-        .split([' ', '\t', '\n', '\r', ','])
-        .filter(|t| !t.is_empty())
-    {
-        if tok.contains(':') && tok.as_bytes().first().is_some_and(u8::is_ascii_digit) {
-            if time.is_some() {
-                return Err(syntax("more than one time of day"));
-            }
-            let split = tok
-                .find(|c: char| c == '+' || c == '-' || c.is_ascii_alphabetic())
-                .unwrap_or(tok.len());
-            let (t, z) = tok.split_at(split);
-            time = Some(parse_time(t).ok_or_else(|| syntax("invalid time of day"))?);
-            if !z.is_empty() {
-                zone = Some(parse_zone(z).ok_or_else(|| syntax("unknown time zone"))?);
-            }
-            continue;
-        }
-        match tok {
-            "am" | "a.m." => meridiem = Some(false),
-            "pm" | "p.m." => meridiem = Some(true),
-            "bc" | "b.c." => bc = true,
-            "ad" | "a.d." => {}
-            _ if tok.starts_with(['+', '-']) => {
-                zone = Some(parse_zone(tok).ok_or_else(|| syntax("unknown time zone"))?);
-            }
-            _ => {
-                let parts: Vec<&str> = tok.split(['-', '/', '.']).collect();
-                let mut date_parts = Vec::new();
-                for p in &parts {
-                    if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) {
-                        date_parts.push(Field::Num(p.to_string()));
-                    } else if let Some(m) = month_of(p) {
-                        date_parts.push(Field::Month(m));
-                    } else {
-                        date_parts.clear();
-                        break;
-                    }
-                }
-                if date_parts.is_empty() {
-                    if DAY_ABBR
-                        .iter()
-                        .any(|d| tok.starts_with(&d.to_ascii_lowercase()))
-                        && tok.len() <= 9
-                    {
-                        continue; // a day name, as in Postgres-style output; ignored like PostgreSQL does
-                    }
-                    zone = Some(
-                        parse_zone(tok).ok_or_else(|| syntax("unrecognised word in date/time"))?,
-                    );
-                } else if date_parts.len() == 1
-                    && fields.is_empty()
-                    && matches!(&date_parts[0], Field::Num(n) if n.len() == 8)
-                {
-                    if let Some(Field::Num(n)) = date_parts.pop() {
-                        fields.push(Field::Num(n[..4].to_string()));
-                        fields.push(Field::Num(n[4..6].to_string()));
-                        fields.push(Field::Num(n[6..].to_string()));
-                    }
-                } else {
-                    fields.extend(date_parts);
-                }
-            }
-        }
-    }
-
-    let (y, m, d) = resolve_date(&fields, ctx.datestyle.order)
+    let tokens = Tokens::read(ty, &iso_t_as_space(&lower))?;
+    let (y, m, d) = resolve_date(&tokens.fields, ctx.datestyle.order)
         .ok_or_else(|| syntax("expected a date such as 2026-03-14"))?;
-    let year = match (bc, y) {
+    let year = match (tokens.bc, y) {
         (_, 0) => return Err(range()),
         (true, y) => 1 - y,
         (false, y) => y,
     };
     let date = NaiveDate::from_ymd_opt(year, m, d).ok_or_else(range)?;
-    let (mut h, mi, sec, micro) = time.unwrap_or((0, 0, 0, 0));
-    match meridiem {
-        Some(pm) if time.is_some() => {
-            if h == 0 || h > 12 {
-                return Err(range());
-            }
-            h = match (pm, h) {
-                (false, 12) => 0,
-                (true, 12) => 12,
-                (true, h) => h + 12,
-                (false, h) => h,
-            };
-        }
-        Some(_) => return Err(syntax("AM/PM without a time of day")),
-        None => {}
-    }
-    // 24:00:00 is midnight of the next day; second 60 rolls into the next minute.
-    if h > 24 || mi > 59 || sec > 60 || (h == 24 && (mi, sec, micro) != (0, 0, 0)) {
-        return Err(range());
-    }
+    let (h, mi, sec, micro) = time_of_day(ty, tokens.time, tokens.meridiem)?;
     let offset = Duration::seconds(i64::from(h) * 3600 + i64::from(mi) * 60 + i64::from(sec))
         + Duration::microseconds(micro.into());
     let local = date
@@ -234,7 +125,7 @@ fn parse_unchecked(ty: LogicalType, s: &str, ctx: &SessionContext) -> Result<Sta
     if ty == LogicalType::Timestamp {
         return Ok(Stamp::At(local)); // PostgreSQL ignores a zone given for timestamp
     }
-    let zone = match zone {
+    let zone = match tokens.zone {
         Some(z) => z,
         None => match &ctx.timezone {
             SessionTimeZone::Named(tz) => Zone::Named(*tz),
@@ -245,6 +136,164 @@ fn parse_unchecked(ty: LogicalType, s: &str, ctx: &SessionContext) -> Result<Sta
         },
     };
     to_utc(local, &zone).map(Stamp::At).ok_or_else(range)
+}
+
+/// The special inputs (`infinity`, `epoch`, ...), already lower-cased; relative ones
+/// (`now`, `today`, ...) are refused: their value depends on when they are read.
+fn special_value(ty: LogicalType, lower: &str) -> Option<Result<Stamp, CodecError>> {
+    match lower {
+        "infinity" | "+infinity" => Some(Ok(Stamp::PosInf)),
+        "-infinity" => Some(Ok(Stamp::NegInf)),
+        "epoch" => {
+            let e = NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default().and_time(NaiveTime::MIN);
+            Some(Ok(Stamp::At(e)))
+        }
+        "now" | "today" | "tomorrow" | "yesterday" | "allballs" => {
+            Some(Err(CodecError::text(ty, "relative dates such as now or today are not supported for encrypted columns; send the value itself")))
+        }
+        _ => None,
+    }
+}
+
+/// ISO 8601 "2026-03-14T10:00": the `t` between a date and a time becomes a space.
+fn iso_t_as_space(lower: &str) -> String {
+    let b = lower.as_bytes();
+    let mut spaced = String::with_capacity(lower.len());
+    for (i, c) in lower.char_indices() {
+        let iso_t = c == 't'
+            && i > 0
+            && b.get(i - 1).is_some_and(u8::is_ascii_digit)
+            && b.get(i + 1).is_some_and(u8::is_ascii_digit);
+        spaced.push(if iso_t { ' ' } else { c });
+    }
+    spaced
+}
+
+/// The words of a date/time input, sorted by what they say.
+#[derive(Default)]
+struct Tokens {
+    fields: Vec<Field>,
+    /// h, m, s, micros
+    time: Option<(u32, u32, u32, u32)>,
+    zone: Option<Zone>,
+    bc: bool,
+    /// Some(true) = pm
+    meridiem: Option<bool>,
+}
+
+impl Tokens {
+    fn read(ty: LogicalType, spaced: &str) -> Result<Tokens, CodecError> {
+        let syntax = |r| CodecError::text(ty, r);
+        let mut t = Tokens::default();
+        for tok in spaced
+            .split([' ', '\t', '\n', '\r', ','])
+            .filter(|t| !t.is_empty())
+        {
+            if tok.contains(':') && tok.as_bytes().first().is_some_and(u8::is_ascii_digit) {
+                t.time_word(ty, tok)?;
+                continue;
+            }
+            match tok {
+                "am" | "a.m." => t.meridiem = Some(false),
+                "pm" | "p.m." => t.meridiem = Some(true),
+                "bc" | "b.c." => t.bc = true,
+                "ad" | "a.d." => {}
+                _ if tok.starts_with(['+', '-']) => {
+                    t.zone = Some(parse_zone(tok).ok_or_else(|| syntax("unknown time zone"))?);
+                }
+                _ => t.date_word(ty, tok)?,
+            }
+        }
+        Ok(t)
+    }
+
+    /// A time of day, possibly with a zone attached (`10:00+07`).
+    fn time_word(&mut self, ty: LogicalType, tok: &str) -> Result<(), CodecError> {
+        let syntax = |r| CodecError::text(ty, r);
+        if self.time.is_some() {
+            return Err(syntax("more than one time of day"));
+        }
+        let split = tok
+            .find(|c: char| c == '+' || c == '-' || c.is_ascii_alphabetic())
+            .unwrap_or(tok.len());
+        let (t, z) = tok.split_at(split);
+        self.time = Some(parse_time(t).ok_or_else(|| syntax("invalid time of day"))?);
+        if !z.is_empty() {
+            self.zone = Some(parse_zone(z).ok_or_else(|| syntax("unknown time zone"))?);
+        }
+        Ok(())
+    }
+
+    /// Date fields (`2026-03-14`, `14/mar/2026`, `20260314`), a day name, or a zone.
+    fn date_word(&mut self, ty: LogicalType, tok: &str) -> Result<(), CodecError> {
+        let parts: Vec<&str> = tok.split(['-', '/', '.']).collect();
+        let mut date_parts = Vec::new();
+        for p in &parts {
+            if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) {
+                date_parts.push(Field::Num(p.to_string()));
+            } else if let Some(m) = month_of(p) {
+                date_parts.push(Field::Month(m));
+            } else {
+                date_parts.clear();
+                break;
+            }
+        }
+        if date_parts.is_empty() {
+            if DAY_ABBR
+                .iter()
+                .any(|d| tok.starts_with(&d.to_ascii_lowercase()))
+                && tok.len() <= 9
+            {
+                return Ok(()); // a day name, as in Postgres-style output; ignored like PostgreSQL does
+            }
+            self.zone = Some(
+                parse_zone(tok)
+                    .ok_or_else(|| CodecError::text(ty, "unrecognised word in date/time"))?,
+            );
+        } else if date_parts.len() == 1
+            && self.fields.is_empty()
+            && matches!(&date_parts[0], Field::Num(n) if n.len() == 8)
+        {
+            if let Some(Field::Num(n)) = date_parts.pop() {
+                self.fields.push(Field::Num(n[..4].to_string()));
+                self.fields.push(Field::Num(n[4..6].to_string()));
+                self.fields.push(Field::Num(n[6..].to_string()));
+            }
+        } else {
+            self.fields.extend(date_parts);
+        }
+        Ok(())
+    }
+}
+
+/// The time of day on a 24-hour clock (midnight without one), checked: 24:00:00 is
+/// midnight of the next day; second 60 rolls into the next minute.
+fn time_of_day(
+    ty: LogicalType,
+    time: Option<(u32, u32, u32, u32)>,
+    meridiem: Option<bool>,
+) -> Result<(u32, u32, u32, u32), CodecError> {
+    let range = || CodecError::range(ty, "date/time field value out of range");
+    let (mut h, mi, sec, micro) = time.unwrap_or((0, 0, 0, 0));
+    match meridiem {
+        Some(pm) if time.is_some() => {
+            if h == 0 || h > 12 {
+                return Err(range());
+            }
+            h = match (pm, h) {
+                (false, 12) => 0,
+                (true, 12) => 12,
+                (true, h) => h + 12,
+                (false, h) => h,
+            };
+        }
+        Some(_) => return Err(CodecError::text(ty, "AM/PM without a time of day")),
+        None => {}
+    }
+    if h > 24 || mi > 59 || sec > 60 || (h == 24 && (mi, sec, micro) != (0, 0, 0)) {
+        return Err(range());
+    }
+    Ok((h, mi, sec, micro))
 }
 
 fn resolve_date(fields: &[Field], order: DateOrder) -> Option<(i32, u32, u32)> {

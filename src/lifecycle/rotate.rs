@@ -84,33 +84,7 @@ pub(crate) async fn reencrypt(
     cols: &[ColumnRef],
     opts: &Options,
 ) -> Result<Vec<ColumnOutcome>, LifecycleError> {
-    let domains: BTreeSet<String> = cols
-        .iter()
-        .map(|c| ctx.policy.column(*c))
-        .filter(|c| c.encryption == Encryption::Deterministic)
-        .map(|c| c.crypto_domain().to_string())
-        .collect();
-    // A key group's columns must move together: one pin serves them all.
-    for d in &domains {
-        for member in ctx.policy.columns_in_domain(d) {
-            if !cols.contains(&member) {
-                return Err(LifecycleError::Refused {
-                    column: ctx.policy.column(member).qualified_name(),
-                    reason: format!(
-                        "it shares the deterministic key group {d} with a selected column"
-                    ),
-                    fix: "select every column of the key group (drop --table/--column)".into(),
-                });
-            }
-        }
-    }
-    if !domains.is_empty() && ctx.keys_file.is_none() && !opts.dry_run {
-        return Err(LifecycleError::Setup(
-            "re-encrypting a deterministic column switches its pin in the keyring, which needs \
-             keys.file (the keyring is read from an environment variable)"
-                .into(),
-        ));
-    }
+    let domains = rotation_domains(ctx, cols, opts)?;
     let rotated = pinned_to_active(&ctx.keyring, &domains)?;
     let suite = CipherSuite::new(&rotated, &ctx.policy).map_err(setup_err)?;
     let mut out = Vec::new();
@@ -159,4 +133,42 @@ pub(crate) async fn reencrypt(
         out.push(outcome);
     }
     Ok(out)
+}
+
+/// The crypto domains of the selected deterministic columns, whose pins move to the
+/// active key; refused when a key group is selected only in part, or when the pins
+/// cannot be written (no keys.file) and this is not a dry run.
+fn rotation_domains(
+    ctx: &Context,
+    cols: &[ColumnRef],
+    opts: &Options,
+) -> Result<BTreeSet<String>, LifecycleError> {
+    let domains: BTreeSet<String> = cols
+        .iter()
+        .map(|c| ctx.policy.column(*c))
+        .filter(|c| c.encryption == Encryption::Deterministic)
+        .map(|c| c.crypto_domain().to_string())
+        .collect();
+    // A key group's columns must move together: one pin serves them all.
+    for d in &domains {
+        for member in ctx.policy.columns_in_domain(d) {
+            if !cols.contains(&member) {
+                return Err(LifecycleError::Refused {
+                    column: ctx.policy.column(member).qualified_name(),
+                    reason: format!(
+                        "it shares the deterministic key group {d} with a selected column"
+                    ),
+                    fix: "select every column of the key group (drop --table/--column)".into(),
+                });
+            }
+        }
+    }
+    if !domains.is_empty() && ctx.keys_file.is_none() && !opts.dry_run {
+        return Err(LifecycleError::Setup(
+            "re-encrypting a deterministic column switches its pin in the keyring, which needs \
+             keys.file (the keyring is read from an environment variable)"
+                .into(),
+        ));
+    }
+    Ok(domains)
 }

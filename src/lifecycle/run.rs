@@ -11,14 +11,14 @@ use crate::codec::SessionContext;
 use crate::config::Config;
 use crate::crypto::{CipherSuite, Keyring};
 use crate::policy::{
-    normalize_identifier, ColumnRef, Encryption, LogicalType, Policy, DEFAULT_SCHEMA,
+    normalize_identifier, ColumnPolicy, ColumnRef, Encryption, LogicalType, Policy, DEFAULT_SCHEMA,
 };
 use crate::protection::LoadError;
 
 use super::engine::{Engine, Pace, RunStats};
 use super::error::LifecycleError;
 use super::inspect;
-use super::plan::{Job, Kind, SCHEMA};
+use super::plan::{Job, Kind, PkColumn, SCHEMA};
 use super::transform::Transform;
 
 /// Options shared by `encrypt`, `decrypt` and `reencrypt`.
@@ -220,6 +220,8 @@ async fn original_type(client: &Client, key: &str) -> Option<String> {
     row.try_get::<_, Option<String>>(0).ok()?
 }
 
+/// Converts one column (or, with `--dry-run`, prints its plan): inspect, refuse what
+/// would not survive the conversion, then set up, backfill and cut over.
 pub(crate) async fn convert_column(
     ctx: &Context,
     suite: &CipherSuite,
@@ -235,161 +237,254 @@ pub(crate) async fn convert_column(
         state,
         stats: RunStats::default(),
     };
-    let Some(facts) = inspect::column(client, &cp.table, &cp.column).await? else {
-        return Err(LifecycleError::Refused {
-            column: name.clone(),
-            reason: "the table or column does not exist in this database".into(),
-            fix: "check --database and the policy".into(),
-        });
+    let c = Inspected::read(client, cp, kind).await?;
+    let Some((target_type, original)) = c.types(client).await? else {
+        return Ok(outcome(Outcome::AlreadyDone));
     };
-    let resuming = inspect::shadow_exists(client, &cp.table, &cp.column).await?;
-    let deps = inspect::dependents(client, &cp.table, &cp.column, &facts).await?;
-    let is_bytea = facts.type_oid == LogicalType::Bytea.oid();
-    let encrypted_now =
-        is_bytea && (cp.logical_type != LogicalType::Bytea || deps.envelope_check.is_some());
-    let encrypt_key = format!(
-        "encrypt:{}.{}.{}",
-        cp.table.schema, cp.table.name, cp.column
-    );
-    let (target_type, original) = match kind {
-        Kind::Encrypt => {
-            if !resuming && encrypted_now {
-                finish_constraint(client, &cp.table, &cp.column, &deps).await?;
-                return Ok(outcome(Outcome::AlreadyDone));
-            }
-            if !resuming && facts.type_oid != cp.logical_type.oid() {
-                return Err(LifecycleError::Refused {
-                    column: name,
-                    reason: format!(
-                        "its type {} is not the policy type {} (supported: {})",
-                        facts.sql_type,
-                        cp.logical_type,
-                        LogicalType::ALL.map(|t| t.name()).join(", ")
-                    ),
-                    fix: "convert the column to a supported type, or set the policy type to \
-                          match it"
-                        .into(),
-                });
-            }
-            ("bytea".to_string(), facts.sql_type.clone())
-        }
-        Kind::Decrypt | Kind::Reencrypt => {
-            if !resuming && !encrypted_now {
-                return Ok(outcome(Outcome::AlreadyDone));
-            }
-            let t = if kind == Kind::Decrypt {
-                original_type(client, &encrypt_key)
-                    .await
-                    .unwrap_or_else(|| cp.logical_type.name().to_string())
-            } else {
-                "bytea".to_string()
-            };
-            (t, facts.sql_type.clone())
-        }
-    };
-    if let Some(refusal) = inspect::privilege_refusal(client, &cp.table, facts.relid, &name).await?
-    {
-        return Err(refusal);
+    let pk = c.primary_key(client).await?;
+    c.refuse_unconvertible()?;
+    let job = c.job(pk, target_type, opts);
+    c.refuse_taken_retired_name(client, &job, opts).await?;
+    if opts.dry_run {
+        print_plan(&job, c.resuming);
+        return Ok(outcome(Outcome::Planned));
     }
-    let pk = inspect::primary_key(client, &cp.table, facts.relid).await?;
-    if pk.is_empty() {
-        return Err(LifecycleError::Refused {
-            column: name,
-            reason: format!("table {} has no primary key", cp.table),
-            fix: "add a primary key (the backfill pages through it and the change log records it)"
-                .into(),
-        });
+    let stats = c.run(client, suite, col, &job, &original, opts).await?;
+    Ok(ColumnOutcome {
+        column: name,
+        state: Outcome::Converted,
+        stats,
+    })
+}
+
+/// What the catalog says about one policy column about to be converted.
+struct Inspected<'a> {
+    cp: &'a ColumnPolicy,
+    /// The column's qualified name, as refusals name it.
+    name: String,
+    kind: Kind,
+    facts: inspect::ColumnFacts,
+    deps: inspect::Dependents,
+    /// An earlier run of this conversion left its shadow column: carry on from there.
+    resuming: bool,
+}
+
+impl<'a> Inspected<'a> {
+    /// Reads the column, its shadow and its dependents; refused when it does not exist.
+    async fn read(
+        client: &Client,
+        cp: &'a ColumnPolicy,
+        kind: Kind,
+    ) -> Result<Inspected<'a>, LifecycleError> {
+        let name = cp.qualified_name();
+        let Some(facts) = inspect::column(client, &cp.table, &cp.column).await? else {
+            return Err(LifecycleError::Refused {
+                column: name,
+                reason: "the table or column does not exist in this database".into(),
+                fix: "check --database and the policy".into(),
+            });
+        };
+        let resuming = inspect::shadow_exists(client, &cp.table, &cp.column).await?;
+        let deps = inspect::dependents(client, &cp.table, &cp.column, &facts).await?;
+        Ok(Inspected {
+            cp,
+            name,
+            kind,
+            facts,
+            deps,
+            resuming,
+        })
     }
-    if !resuming {
-        let refusal = if kind == Kind::Reencrypt {
-            deps.rebuild_refusal(&name)
-        } else if kind == Kind::Encrypt && cp.encryption == Encryption::Deterministic {
-            deps.encrypt_rebuild_refusal(&name)
+
+    /// `(target type, original type)` of the conversion, or `None` when the column is
+    /// already in the state `kind` leads to (an encrypted column's envelope CHECK is
+    /// then completed).
+    async fn types(&self, client: &Client) -> Result<Option<(String, String)>, LifecycleError> {
+        let (cp, facts) = (self.cp, &self.facts);
+        let is_bytea = facts.type_oid == LogicalType::Bytea.oid();
+        let encrypted_now = is_bytea
+            && (cp.logical_type != LogicalType::Bytea || self.deps.envelope_check.is_some());
+        match self.kind {
+            Kind::Encrypt => {
+                if !self.resuming && encrypted_now {
+                    finish_constraint(client, &cp.table, &cp.column, &self.deps).await?;
+                    return Ok(None);
+                }
+                if !self.resuming && facts.type_oid != cp.logical_type.oid() {
+                    return Err(LifecycleError::Refused {
+                        column: self.name.clone(),
+                        reason: format!(
+                            "its type {} is not the policy type {} (supported: {})",
+                            facts.sql_type,
+                            cp.logical_type,
+                            LogicalType::ALL.map(|t| t.name()).join(", ")
+                        ),
+                        fix: "convert the column to a supported type, or set the policy type to \
+                              match it"
+                            .into(),
+                    });
+                }
+                Ok(Some(("bytea".to_string(), facts.sql_type.clone())))
+            }
+            Kind::Decrypt | Kind::Reencrypt => {
+                if !self.resuming && !encrypted_now {
+                    return Ok(None);
+                }
+                let t = if self.kind == Kind::Decrypt {
+                    let encrypt_key = format!(
+                        "encrypt:{}.{}.{}",
+                        cp.table.schema, cp.table.name, cp.column
+                    );
+                    original_type(client, &encrypt_key)
+                        .await
+                        .unwrap_or_else(|| cp.logical_type.name().to_string())
+                } else {
+                    "bytea".to_string()
+                };
+                Ok(Some((t, facts.sql_type.clone())))
+            }
+        }
+    }
+
+    /// The table's primary key, after the catalog login's privileges are checked;
+    /// refused when there is none (the backfill pages through it).
+    async fn primary_key(&self, client: &Client) -> Result<Vec<PkColumn>, LifecycleError> {
+        let table = &self.cp.table;
+        if let Some(refusal) =
+            inspect::privilege_refusal(client, table, self.facts.relid, &self.name).await?
+        {
+            return Err(refusal);
+        }
+        let pk = inspect::primary_key(client, table, self.facts.relid).await?;
+        if pk.is_empty() {
+            return Err(LifecycleError::Refused {
+                column: self.name.clone(),
+                reason: format!("table {table} has no primary key"),
+                fix: "add a primary key (the backfill pages through it and the change log records it)"
+                    .into(),
+            });
+        }
+        Ok(pk)
+    }
+
+    fn deterministic(&self) -> bool {
+        self.cp.encryption == Encryption::Deterministic
+    }
+
+    /// Dependents that would not follow the column, and a column default (stored
+    /// unconverted), refuse a conversion that has not started yet.
+    fn refuse_unconvertible(&self) -> Result<(), LifecycleError> {
+        if self.resuming {
+            return Ok(());
+        }
+        let refusal = if self.kind == Kind::Reencrypt {
+            self.deps.rebuild_refusal(&self.name)
+        } else if self.kind == Kind::Encrypt && self.deterministic() {
+            self.deps.encrypt_rebuild_refusal(&self.name)
         } else {
-            deps.refusal(&name, cp.encryption == Encryption::Deterministic)
+            self.deps.refusal(&self.name, self.deterministic())
         };
         if let Some(e) = refusal {
             return Err(e);
         }
-        if facts.has_default {
+        if self.facts.has_default {
             return Err(LifecycleError::Refused {
-                column: name,
+                column: self.name.clone(),
                 reason: "it has a column default, which would be stored unconverted".into(),
                 fix: "drop the default (ALTER TABLE .. ALTER COLUMN .. DROP DEFAULT); the \
                       application or pgcloak supplies values"
                     .into(),
             });
         }
+        Ok(())
     }
-    let rebuilds = kind == Kind::Reencrypt
-        || (kind == Kind::Encrypt && cp.encryption == Encryption::Deterministic);
-    let job = Job {
-        kind,
-        table: cp.table.clone(),
-        column: cp.column.clone(),
-        relid: facts.relid,
-        attnum: facts.attnum,
-        pk,
-        target_type,
-        not_null: facts.not_null,
-        // Envelopes under a retired key are of no use once re-sealed.
-        drop_old: opts.drop_old || kind == Kind::Reencrypt,
-        rebuild: if rebuilds {
-            deps.rebuild.clone()
-        } else {
-            Vec::new()
-        },
-        // Reencrypt drops the old column, which takes its indexes along.
-        drop_for_rebuild: if rebuilds && kind == Kind::Encrypt {
-            deps.drops.clone()
-        } else {
-            Vec::new()
-        },
-    };
-    if !resuming
-        && !opts.drop_old
-        && inspect::column(client, &cp.table, &job.retired())
-            .await?
-            .is_some()
-    {
-        return Err(LifecycleError::Refused {
-            column: name,
-            reason: format!("column {} already exists", job.retired()),
-            fix: "drop or rename it, or pass --drop-plaintext".into(),
-        });
+
+    fn job(&self, pk: Vec<PkColumn>, target_type: String, opts: &Options) -> Job {
+        let kind = self.kind;
+        let rebuilds = kind == Kind::Reencrypt || (kind == Kind::Encrypt && self.deterministic());
+        Job {
+            kind,
+            table: self.cp.table.clone(),
+            column: self.cp.column.clone(),
+            relid: self.facts.relid,
+            attnum: self.facts.attnum,
+            pk,
+            target_type,
+            not_null: self.facts.not_null,
+            // Envelopes under a retired key are of no use once re-sealed.
+            drop_old: opts.drop_old || kind == Kind::Reencrypt,
+            rebuild: if rebuilds {
+                self.deps.rebuild.clone()
+            } else {
+                Vec::new()
+            },
+            // Reencrypt drops the old column, which takes its indexes along.
+            drop_for_rebuild: if rebuilds && kind == Kind::Encrypt {
+                self.deps.drops.clone()
+            } else {
+                Vec::new()
+            },
+        }
     }
-    if opts.dry_run {
-        print_plan(&job, resuming);
-        return Ok(outcome(Outcome::Planned));
+
+    /// A new conversion that keeps the replaced column is refused when its retired name
+    /// is taken.
+    async fn refuse_taken_retired_name(
+        &self,
+        client: &Client,
+        job: &Job,
+        opts: &Options,
+    ) -> Result<(), LifecycleError> {
+        if !self.resuming
+            && !opts.drop_old
+            && inspect::column(client, &self.cp.table, &job.retired())
+                .await?
+                .is_some()
+        {
+            return Err(LifecycleError::Refused {
+                column: self.name.clone(),
+                reason: format!("column {} already exists", job.retired()),
+                fix: "drop or rename it, or pass --drop-plaintext".into(),
+            });
+        }
+        Ok(())
     }
-    let transform = Transform {
-        kind,
-        suite,
-        column: col,
-        logical: cp.logical_type,
-        deterministic: cp.encryption == Encryption::Deterministic,
-        name: name.clone(),
-        ctx: SessionContext::default(),
-    };
-    let engine = Engine {
-        client,
-        job: &job,
-        transform: &transform,
-        pace: Pace {
-            batch_size: opts.batch_size,
-            max_rows_per_sec: opts.max_rows_per_sec,
-        },
-    };
-    let total = count_rows(client, &job).await?;
-    let mut stats = RunStats::default();
-    engine.setup(&original, !resuming).await?;
-    engine.backfill(total, &mut stats).await?;
-    engine.cutover(&mut stats).await?;
-    Ok(ColumnOutcome {
-        column: name,
-        state: Outcome::Converted,
-        stats,
-    })
+
+    /// Sets up, backfills and cuts over.
+    async fn run(
+        &self,
+        client: &Client,
+        suite: &CipherSuite,
+        col: ColumnRef,
+        job: &Job,
+        original: &str,
+        opts: &Options,
+    ) -> Result<RunStats, LifecycleError> {
+        let transform = Transform {
+            kind: self.kind,
+            suite,
+            column: col,
+            logical: self.cp.logical_type,
+            deterministic: self.deterministic(),
+            name: self.name.clone(),
+            ctx: SessionContext::default(),
+        };
+        let engine = Engine {
+            client,
+            job,
+            transform: &transform,
+            pace: Pace {
+                batch_size: opts.batch_size,
+                max_rows_per_sec: opts.max_rows_per_sec,
+            },
+        };
+        let total = count_rows(client, job).await?;
+        let mut stats = RunStats::default();
+        engine.setup(original, !self.resuming).await?;
+        engine.backfill(total, &mut stats).await?;
+        engine.cutover(&mut stats).await?;
+        Ok(stats)
+    }
 }
 
 async fn count_rows(client: &Client, job: &Job) -> Result<u64, LifecycleError> {

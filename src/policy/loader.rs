@@ -52,42 +52,10 @@ impl Policy {
             Ok(raw) => raw,
             Err(e) => {
                 // The typed read stops at the first unknown key; list them all if that is the problem.
-                if let Ok(tree) = serde_saphyr::from_str::<KeyTree>(text) {
-                    let unknown = unknown_keys(&tree);
-                    if !unknown.is_empty() {
-                        let mut positions = Vec::new();
-                        for (key, path, message) in unknown {
-                            positions.push((key.referenced.line(), key.referenced.column()));
-                            report.push(
-                                PolicyErrorKind::Syntax,
-                                key.referenced.line(),
-                                key.referenced.column(),
-                                path,
-                                message,
-                            );
-                        }
-                        // Report the rest of the file's mistakes in the same run: read it
-                        // again without the unknown keys (blanked in place, so lines keep
-                        // their numbers) and validate what remains.
-                        if let Some(stripped) = without_keys(text, &positions) {
-                            if let Ok(raw) = serde_saphyr::from_str::<RawPolicy>(&stripped) {
-                                let _ = validate(raw, &mut report);
-                            }
-                        }
-                        let mut errors = report.errors;
-                        errors.sort_by_key(|e| (e.line, e.column));
-                        return Err(PolicyErrors { errors });
-                    }
+                if report_unknown_keys(text, &mut report) {
+                    return Err(sorted(report));
                 }
-                let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
-                let message = syntax_message(&e.without_snippet().to_string(), line, column);
-                report.push(
-                    PolicyErrorKind::Syntax,
-                    line,
-                    column,
-                    path_at(text, line, column),
-                    message,
-                );
+                report_syntax_error(text, &e, &mut report);
                 return Err(PolicyErrors {
                     errors: report.errors,
                 });
@@ -100,21 +68,67 @@ impl Policy {
             Some(columns) => {
                 let guard = validate_guard(guard, &columns, &mut report);
                 if !report.errors.is_empty() {
-                    let mut errors = report.errors;
-                    errors.sort_by_key(|e| (e.line, e.column));
-                    return Err(PolicyErrors { errors });
+                    return Err(sorted(report));
                 }
                 Ok(Policy::from_columns(generation, columns)
                     .with_allowed_functions(allowed)
                     .with_guard(guard))
             }
-            _ => {
-                let mut errors = report.errors;
-                errors.sort_by_key(|e| (e.line, e.column));
-                Err(PolicyErrors { errors })
-            }
+            _ => Err(sorted(report)),
         }
     }
+}
+
+/// The report's errors in file order.
+fn sorted(report: Report) -> PolicyErrors {
+    let mut errors = report.errors;
+    errors.sort_by_key(|e| (e.line, e.column));
+    PolicyErrors { errors }
+}
+
+/// When the file's only problem for the typed read may be unknown keys: reports each of
+/// them, then the rest of the file's mistakes (see below); false when there is none.
+fn report_unknown_keys(text: &str, report: &mut Report) -> bool {
+    let Ok(tree) = serde_saphyr::from_str::<KeyTree>(text) else {
+        return false;
+    };
+    let unknown = unknown_keys(&tree);
+    if unknown.is_empty() {
+        return false;
+    }
+    let mut positions = Vec::new();
+    for (key, path, message) in unknown {
+        positions.push((key.referenced.line(), key.referenced.column()));
+        report.push(
+            PolicyErrorKind::Syntax,
+            key.referenced.line(),
+            key.referenced.column(),
+            path,
+            message,
+        );
+    }
+    // Report the rest of the file's mistakes in the same run: read it again without the
+    // unknown keys (blanked in place, so lines keep their numbers) and validate what
+    // remains.
+    if let Some(stripped) = without_keys(text, &positions) {
+        if let Ok(raw) = serde_saphyr::from_str::<RawPolicy>(&stripped) {
+            let _ = validate(raw, report);
+        }
+    }
+    true
+}
+
+/// A YAML syntax error, at its line and column and the key path there.
+fn report_syntax_error(text: &str, e: &serde_saphyr::Error, report: &mut Report) {
+    let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
+    let message = syntax_message(&e.without_snippet().to_string(), line, column);
+    report.push(
+        PolicyErrorKind::Syntax,
+        line,
+        column,
+        path_at(text, line, column),
+        message,
+    );
 }
 
 /// `text` with the block-style entries whose keys start at `positions` (1-based line

@@ -10,8 +10,11 @@ use serde_saphyr::{Location, Spanned};
 
 use super::error::{PolicyError, PolicyErrorKind};
 use super::ident::{parse_qualified, parse_single};
-use super::model::{ColumnPolicy, Encryption, LogicalType, Mask, RoleName, TableName, View};
-use super::raw::{RawColumn, RawFunctions, RawMask, RawMaskMap, RawPolicy, SpannedMap};
+use super::model::{
+    ColumnPolicy, Encryption, GuardPolicy, HoneytokenAction, LogicalType, Mask, QuotaPolicy,
+    RoleName, TableName, View,
+};
+use super::raw::{RawColumn, RawFunctions, RawMask, RawMaskMap, RawPolicy, RawQuota, SpannedMap};
 
 /// The schema a bare table name belongs to.
 pub const DEFAULT_SCHEMA: &str = "public";
@@ -255,8 +258,66 @@ fn column_policy(
     report: &mut Report,
 ) -> Option<(ColumnPolicy, Option<Location>)> {
     let start = report.errors.len();
+    let logical_type = column_type(spec.ty.as_ref(), key, path, report);
+    let encryption = column_encryption(spec.encryption.as_ref(), path, report);
+    let deterministic = encryption == Encryption::Deterministic;
+    let id = column_id(spec.id.as_ref(), table, &column, path, report);
+    // An unknown encryption was already reported; do not pile rules on top of it.
+    let encryption_known = spec
+        .encryption
+        .as_ref()
+        .is_none_or(|e| matches!(e.value.as_str(), "randomized" | "deterministic"));
+    if let Some(g) = &spec.key_group {
+        check_key_group(g, !deterministic && encryption_known, path, report);
+    }
+    let mask = column_mask(spec.mask.as_ref(), logical_type, path, report);
+    let (access, public, masked_readers) = access(
+        spec.access.unwrap_or_default(),
+        spec.mask.is_some(),
+        path,
+        report,
+    );
+    if let (Some(raw), false) = (&spec.mask, masked_readers) {
+        report.invalid(
+            raw.referenced,
+            format!("{path}.mask"),
+            "mask is set but no role has `masked` access; grant `masked` to a role (or PUBLIC) or remove the mask",
+        );
+    }
+    let search = search(
+        spec.search.as_ref(),
+        !deterministic && encryption_known,
+        path,
+        report,
+    );
+    if report.errors.len() != start {
+        return None;
+    }
+    Some((
+        ColumnPolicy {
+            table: table.clone(),
+            column,
+            id,
+            logical_type: logical_type?,
+            encryption,
+            key_group: spec.key_group.as_ref().map(|g| g.value.clone()),
+            mask,
+            access,
+            public,
+            search,
+        },
+        spec.key_group.as_ref().map(|g| g.referenced),
+    ))
+}
 
-    let logical_type = match &spec.ty {
+/// A column's `type:`, which must be there and be known.
+fn column_type(
+    ty: Option<&Spanned<String>>,
+    key: &Spanned<String>,
+    path: &str,
+    report: &mut Report,
+) -> Option<LogicalType> {
+    match ty {
         None => {
             report.invalid(
                 key.referenced,
@@ -280,28 +341,42 @@ fn column_policy(
             }
             parsed
         }
-    };
+    }
+}
 
-    let encryption = match &spec.encryption {
-        None => Encryption::Randomized,
-        Some(e) => {
-            match e.value.as_str() {
-                "randomized" => Encryption::Randomized,
-                "deterministic" => Encryption::Deterministic,
-                other => {
-                    report.invalid(
-                    e.referenced,
-                    format!("{path}.encryption"),
-                    format!("unknown encryption `{other}`, expected one of randomized, deterministic"),
-                );
-                    Encryption::Randomized
-                }
-            }
+/// A column's `encryption:`, randomized unless it says deterministic (an unknown one
+/// is reported).
+fn column_encryption(
+    encryption: Option<&Spanned<String>>,
+    path: &str,
+    report: &mut Report,
+) -> Encryption {
+    let Some(e) = encryption else {
+        return Encryption::Randomized;
+    };
+    match e.value.as_str() {
+        "randomized" => Encryption::Randomized,
+        "deterministic" => Encryption::Deterministic,
+        other => {
+            report.invalid(
+                e.referenced,
+                format!("{path}.encryption"),
+                format!("unknown encryption `{other}`, expected one of randomized, deterministic"),
+            );
+            Encryption::Randomized
         }
-    };
-    let deterministic = encryption == Encryption::Deterministic;
+    }
+}
 
-    let id = match &spec.id {
+/// A column's `id:`, `schema.table.column` by default; it must not be empty.
+fn column_id(
+    id: Option<&Spanned<String>>,
+    table: &TableName,
+    column: &str,
+    path: &str,
+    report: &mut Report,
+) -> String {
+    match id {
         None => format!("{}.{}.{}", table.schema, table.name, column),
         Some(id) => {
             if id.value.trim().is_empty() {
@@ -313,31 +388,37 @@ fn column_policy(
             }
             id.value.clone()
         }
-    };
-
-    // An unknown encryption was already reported; do not pile rules on top of it.
-    let encryption_known = spec
-        .encryption
-        .as_ref()
-        .is_none_or(|e| matches!(e.value.as_str(), "randomized" | "deterministic"));
-    if let Some(g) = &spec.key_group {
-        let gpath = format!("{path}.key_group");
-        if g.value.trim().is_empty() {
-            report.invalid(g.referenced, &gpath, "key group name must not be empty");
-        } else if !deterministic && encryption_known {
-            report.invalid(
-                g.referenced,
-                &gpath,
-                format!(
-                    "key_group `{}` needs `encryption: deterministic`; key groups exist for equality joins, which randomized columns cannot do",
-                    g.value
-                ),
-            );
-        }
     }
+}
 
-    let mask = spec.mask.as_ref().and_then(|m| mask(m, path, report));
-    if let (Some(m), Some(t), Some(raw)) = (&mask, logical_type, &spec.mask) {
+/// A column's `key_group:`: not empty, and only on a deterministic column (`randomized`
+/// is true when the column's encryption is known to be randomized).
+fn check_key_group(g: &Spanned<String>, randomized: bool, path: &str, report: &mut Report) {
+    let gpath = format!("{path}.key_group");
+    if g.value.trim().is_empty() {
+        report.invalid(g.referenced, &gpath, "key group name must not be empty");
+    } else if randomized {
+        report.invalid(
+            g.referenced,
+            &gpath,
+            format!(
+                "key_group `{}` needs `encryption: deterministic`; key groups exist for equality joins, which randomized columns cannot do",
+                g.value
+            ),
+        );
+    }
+}
+
+/// A column's `mask:`, which must suit the column's type.
+fn column_mask(
+    raw: Option<&Spanned<RawMask>>,
+    logical_type: Option<LogicalType>,
+    path: &str,
+    report: &mut Report,
+) -> Option<Mask> {
+    let raw = raw?;
+    let m = mask(raw, path, report)?;
+    if let Some(t) = logical_type {
         if !m.applies_to(t) {
             report.invalid(
                 raw.referenced,
@@ -349,46 +430,7 @@ fn column_policy(
             );
         }
     }
-
-    let (access, public, masked_readers) = access(
-        spec.access.unwrap_or_default(),
-        spec.mask.is_some(),
-        path,
-        report,
-    );
-    if let (Some(raw), false) = (&spec.mask, masked_readers) {
-        report.invalid(
-            raw.referenced,
-            format!("{path}.mask"),
-            "mask is set but no role has `masked` access; grant `masked` to a role (or PUBLIC) or remove the mask",
-        );
-    }
-
-    let search = search(
-        spec.search.as_ref(),
-        !deterministic && encryption_known,
-        path,
-        report,
-    );
-
-    if report.errors.len() != start {
-        return None;
-    }
-    Some((
-        ColumnPolicy {
-            table: table.clone(),
-            column,
-            id,
-            logical_type: logical_type?,
-            encryption,
-            key_group: spec.key_group.as_ref().map(|g| g.value.clone()),
-            mask,
-            access,
-            public,
-            search,
-        },
-        spec.key_group.as_ref().map(|g| g.referenced),
-    ))
+    Some(m)
 }
 
 fn mask(raw: &Spanned<RawMask>, path: &str, report: &mut Report) -> Option<Mask> {
@@ -463,31 +505,7 @@ fn mask_map(m: &RawMaskMap, at: Location, path: &str, report: &mut Report) -> Op
             return None;
         }
     }
-    let fill = match &m.fill {
-        None => '*',
-        Some(f) => {
-            if m.fixed.is_some() {
-                report.invalid(
-                    f.referenced,
-                    format!("{path}.fill"),
-                    "`fill` only applies to keep_first and keep_last",
-                );
-                return None;
-            }
-            let mut chars = f.value.chars();
-            match (chars.next(), chars.next()) {
-                (Some(c), None) => c,
-                _ => {
-                    report.invalid(
-                        f.referenced,
-                        format!("{path}.fill"),
-                        format!("fill must be exactly one character, got `{}`", f.value),
-                    );
-                    return None;
-                }
-            }
-        }
-    };
+    let fill = mask_fill(m, path, report)?;
     let count = |n: &Spanned<u64>, name: &str, report: &mut Report| match usize::try_from(n.value) {
         Ok(v) => Some(v),
         Err(_) => {
@@ -508,6 +526,36 @@ fn mask_map(m: &RawMaskMap, at: Location, path: &str, report: &mut Report) -> Op
         });
     }
     m.fixed.as_ref().map(|f| Mask::Fixed(f.value.clone()))
+}
+
+/// A keep_first / keep_last mask's `fill:` character, `*` by default; `None` (reported)
+/// when it is not one character or the mask is `fixed`.
+fn mask_fill(m: &RawMaskMap, path: &str, report: &mut Report) -> Option<char> {
+    match &m.fill {
+        None => Some('*'),
+        Some(f) => {
+            if m.fixed.is_some() {
+                report.invalid(
+                    f.referenced,
+                    format!("{path}.fill"),
+                    "`fill` only applies to keep_first and keep_last",
+                );
+                return None;
+            }
+            let mut chars = f.value.chars();
+            match (chars.next(), chars.next()) {
+                (Some(c), None) => Some(c),
+                _ => {
+                    report.invalid(
+                        f.referenced,
+                        format!("{path}.fill"),
+                        format!("fill must be exactly one character, got `{}`", f.value),
+                    );
+                    None
+                }
+            }
+        }
+    }
 }
 
 /// Returns (grants, PUBLIC fallback, whether anyone reads it masked).
@@ -722,69 +770,106 @@ pub(crate) fn validate_guard(
     columns: &[ColumnPolicy],
     report: &mut Report,
 ) -> super::model::GuardPolicy {
-    use super::model::{GuardPolicy, HoneytokenAction, QuotaPolicy};
     let mut guard = GuardPolicy::default();
     let Some(raw) = raw.map(|g| g.value) else {
         return guard;
     };
-    let find = |text: &Spanned<String>, path: &str, report: &mut Report| {
-        let found = match parse_qualified(&text.value) {
-            Ok(parts) => {
-                let (schema, table, column) = match parts.as_slice() {
-                    [t, c] => (DEFAULT_SCHEMA.to_string(), t.clone(), c.clone()),
-                    [s, t, c] => (s.clone(), t.clone(), c.clone()),
-                    _ => {
-                        report.invalid(
-                            text.referenced,
-                            path,
-                            format!(
-                                "`{}`: expected schema.table.column or table.column",
-                                text.value
-                            ),
-                        );
-                        return None;
-                    }
-                };
-                let table = TableName::new(schema, table);
-                columns
-                    .iter()
-                    .position(|c| c.table == table && c.column == column)
-                    .map(|i| super::model::ColumnRef(i as u32))
-            }
-            Err(e) => {
-                report.invalid(text.referenced, path, format!("invalid column name: {e}"));
-                return None;
-            }
-        };
-        if found.is_none() {
-            report.invalid(
-                text.referenced,
-                path,
-                format!(
-                    "`{}` is not a protected column of this policy (list it under tables: first)",
-                    text.value
-                ),
-            );
-        }
-        found
-    };
     if let Some(action) = raw.on_honeytoken {
-        guard.on_honeytoken = match action.value.as_str() {
-            "alert" => HoneytokenAction::Alert,
-            "deny" => HoneytokenAction::Deny,
-            other => {
-                report.invalid(
-                    action.referenced,
-                    "guard.on_honeytoken",
-                    format!("unknown action `{other}`, expected alert or deny"),
-                );
-                HoneytokenAction::Alert
-            }
-        };
+        guard.on_honeytoken = honeytoken_action(&action, report);
     }
+    guard.quotas = guard_quotas(raw.quotas, columns, report);
+    for (key, values) in raw.honeytokens.unwrap_or_default().0 {
+        let path = format!("guard.honeytokens.{}", key.value);
+        let Some(col) = guard_column(&key, &path, columns, report) else {
+            continue;
+        };
+        if values.value.is_empty() {
+            report.invalid(values.referenced, &path, "list at least one decoy value");
+            continue;
+        }
+        guard
+            .honeytokens
+            .entry(col)
+            .or_default()
+            .extend(values.value.into_iter().map(|v| v.value));
+    }
+    guard
+}
+
+/// `guard.on_honeytoken`: alert (also after an unknown action, which is reported) or deny.
+fn honeytoken_action(action: &Spanned<String>, report: &mut Report) -> HoneytokenAction {
+    match action.value.as_str() {
+        "alert" => HoneytokenAction::Alert,
+        "deny" => HoneytokenAction::Deny,
+        other => {
+            report.invalid(
+                action.referenced,
+                "guard.on_honeytoken",
+                format!("unknown action `{other}`, expected alert or deny"),
+            );
+            HoneytokenAction::Alert
+        }
+    }
+}
+
+/// The policy column a guard entry names (`schema.table.column` or `table.column`);
+/// `None`, reported, when it names none.
+fn guard_column(
+    text: &Spanned<String>,
+    path: &str,
+    columns: &[ColumnPolicy],
+    report: &mut Report,
+) -> Option<super::model::ColumnRef> {
+    let found = match parse_qualified(&text.value) {
+        Ok(parts) => {
+            let (schema, table, column) = match parts.as_slice() {
+                [t, c] => (DEFAULT_SCHEMA.to_string(), t.clone(), c.clone()),
+                [s, t, c] => (s.clone(), t.clone(), c.clone()),
+                _ => {
+                    report.invalid(
+                        text.referenced,
+                        path,
+                        format!(
+                            "`{}`: expected schema.table.column or table.column",
+                            text.value
+                        ),
+                    );
+                    return None;
+                }
+            };
+            let table = TableName::new(schema, table);
+            columns
+                .iter()
+                .position(|c| c.table == table && c.column == column)
+                .map(|i| super::model::ColumnRef(i as u32))
+        }
+        Err(e) => {
+            report.invalid(text.referenced, path, format!("invalid column name: {e}"));
+            return None;
+        }
+    };
+    if found.is_none() {
+        report.invalid(
+            text.referenced,
+            path,
+            format!(
+                "`{}` is not a protected column of this policy (list it under tables: first)",
+                text.value
+            ),
+        );
+    }
+    found
+}
+
+/// `guard.quotas`: the valid quotas, in order; names must be unique.
+fn guard_quotas(
+    raw: Option<Spanned<Vec<Spanned<RawQuota>>>>,
+    columns: &[ColumnPolicy],
+    report: &mut Report,
+) -> Vec<QuotaPolicy> {
+    let mut quotas = Vec::new();
     let mut names: HashMap<String, Location> = HashMap::new();
     for (i, q) in raw
-        .quotas
         .map(|q| q.value)
         .unwrap_or_default()
         .into_iter()
@@ -793,76 +878,16 @@ pub(crate) fn validate_guard(
         let path = format!("guard.quotas[{i}]");
         let at = q.referenced;
         let q = q.value;
-        let role = match &q.role {
-            None => {
-                report.invalid(
-                    at,
-                    format!("{path}.role"),
-                    "a quota needs `role:` (a PostgreSQL role; its members count as the role)",
-                );
-                None
-            }
-            Some(r) => match parse_single(&r.value) {
-                Ok(name) if name == "public" => {
-                    report.invalid(
-                        r.referenced,
-                        format!("{path}.role"),
-                        "a quota applies to a role, not PUBLIC",
-                    );
-                    None
-                }
-                Ok(name) => Some(RoleName(name)),
-                Err(e) => {
-                    report.invalid(
-                        r.referenced,
-                        format!("{path}.role"),
-                        format!("invalid role name: {e}"),
-                    );
-                    None
-                }
-            },
-        };
-        let max_values = match &q.max_values {
-            Some(m) if m.value > 0 => Some(m.value),
-            Some(m) => {
-                report.invalid(
-                    m.referenced,
-                    format!("{path}.max_values"),
-                    "max_values must be at least 1 (use access: null to forbid reading)",
-                );
-                None
-            }
-            None => {
-                report.invalid(
-                    at,
-                    format!("{path}.max_values"),
-                    "a quota needs `max_values:` (plaintext values per window)",
-                );
-                None
-            }
-        };
-        let window = match &q.window {
-            Some(w) => match parse_window(&w.value) {
-                Some(d) => Some(d),
-                None => {
-                    report.invalid(w.referenced, format!("{path}.window"), format!("invalid window `{}`: expected a positive number and a unit, s, m, h or d (e.g. 1h)", w.value));
-                    None
-                }
-            },
-            None => {
-                report.invalid(
-                    at,
-                    format!("{path}.window"),
-                    "a quota needs `window:` (e.g. 1h)",
-                );
-                None
-            }
-        };
+        let role = quota_role(&q, at, &path, report);
+        let max_values = quota_max_values(&q, at, &path, report);
+        let window = quota_window(&q, at, &path, report);
         let cols = q.columns.as_ref().map(|list| {
             list.value
                 .iter()
                 .enumerate()
-                .filter_map(|(j, c)| find(c, &format!("{path}.columns[{j}]"), report))
+                .filter_map(|(j, c)| {
+                    guard_column(c, &format!("{path}.columns[{j}]"), columns, report)
+                })
                 .collect::<BTreeSet<_>>()
         });
         let name = match (&q.name, &role) {
@@ -891,7 +916,7 @@ pub(crate) fn validate_guard(
         }
         names.insert(name.clone(), at);
         if let (Some(role), Some(max_values), Some(window)) = (role, max_values, window) {
-            guard.quotas.push(QuotaPolicy {
+            quotas.push(QuotaPolicy {
                 name,
                 role,
                 columns: cols,
@@ -900,22 +925,89 @@ pub(crate) fn validate_guard(
             });
         }
     }
-    for (key, values) in raw.honeytokens.unwrap_or_default().0 {
-        let path = format!("guard.honeytokens.{}", key.value);
-        let Some(col) = find(&key, &path, report) else {
-            continue;
-        };
-        if values.value.is_empty() {
-            report.invalid(values.referenced, &path, "list at least one decoy value");
-            continue;
+    quotas
+}
+
+/// A quota's `role:`: a PostgreSQL role, not PUBLIC.
+fn quota_role(q: &RawQuota, at: Location, path: &str, report: &mut Report) -> Option<RoleName> {
+    match &q.role {
+        None => {
+            report.invalid(
+                at,
+                format!("{path}.role"),
+                "a quota needs `role:` (a PostgreSQL role; its members count as the role)",
+            );
+            None
         }
-        guard
-            .honeytokens
-            .entry(col)
-            .or_default()
-            .extend(values.value.into_iter().map(|v| v.value));
+        Some(r) => match parse_single(&r.value) {
+            Ok(name) if name == "public" => {
+                report.invalid(
+                    r.referenced,
+                    format!("{path}.role"),
+                    "a quota applies to a role, not PUBLIC",
+                );
+                None
+            }
+            Ok(name) => Some(RoleName(name)),
+            Err(e) => {
+                report.invalid(
+                    r.referenced,
+                    format!("{path}.role"),
+                    format!("invalid role name: {e}"),
+                );
+                None
+            }
+        },
     }
-    guard
+}
+
+/// A quota's `max_values:`, at least 1.
+fn quota_max_values(q: &RawQuota, at: Location, path: &str, report: &mut Report) -> Option<u64> {
+    match &q.max_values {
+        Some(m) if m.value > 0 => Some(m.value),
+        Some(m) => {
+            report.invalid(
+                m.referenced,
+                format!("{path}.max_values"),
+                "max_values must be at least 1 (use access: null to forbid reading)",
+            );
+            None
+        }
+        None => {
+            report.invalid(
+                at,
+                format!("{path}.max_values"),
+                "a quota needs `max_values:` (plaintext values per window)",
+            );
+            None
+        }
+    }
+}
+
+/// A quota's `window:` ([`parse_window`]).
+fn quota_window(
+    q: &RawQuota,
+    at: Location,
+    path: &str,
+    report: &mut Report,
+) -> Option<std::time::Duration> {
+    match &q.window {
+        Some(w) => match parse_window(&w.value) {
+            Some(d) => Some(d),
+            None => {
+                report.invalid(w.referenced, format!("{path}.window"), format!("invalid window `{}`: expected a positive number and a unit, s, m, h or d (e.g. 1h)", w.value));
+                None
+            }
+        },
+        None => {
+            report.invalid(
+                at,
+                format!("{path}.window"),
+                "a quota needs `window:` (e.g. 1h)",
+            );
+            None
+        }
+    }
 }
 
 /// `30s`, `15m`, `1h`, `7d` (a positive whole number and a unit).
