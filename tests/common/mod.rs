@@ -22,8 +22,8 @@ pub use cluster::{
     SUPERUSER, SUPERUSER_PASSWORD, TRUST_USER,
 };
 pub use protected::{
-    eventually, eventually_async, Prepared, ProtectedBuilder, ProtectedProxy, CATALOG_ROLE,
-    ROLE_PASSWORD,
+    eventually, eventually_async, eventually_async_with, eventually_with, Prepared,
+    ProtectedBuilder, ProtectedProxy, CATALOG_ROLE, ROLE_PASSWORD,
 };
 pub use proxy::Proxy;
 

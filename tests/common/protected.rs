@@ -304,21 +304,44 @@ impl ProtectedProxy {
 /// Polls `f` until it returns `Some`, every 20 ms, for at most `timeout`; panics (at the
 /// caller) naming `what` if it never does.
 #[track_caller]
-pub fn eventually<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+pub fn eventually<T>(timeout: Duration, what: &str, f: impl FnMut() -> Option<T>) -> T {
+    eventually_with(timeout, f, || what.to_string())
+}
+
+/// [`eventually`] whose panic message is built when it fails (to carry a log, say).
+#[track_caller]
+pub fn eventually_with<T>(
+    timeout: Duration,
+    mut f: impl FnMut() -> Option<T>,
+    why: impl FnOnce() -> String,
+) -> T {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(v) = f() {
             return v;
         }
         if Instant::now() >= deadline {
-            panic!("not within {timeout:?}: {what}");
+            panic!("not within {timeout:?}: {}", why());
         }
         std::thread::sleep(Duration::from_millis(20));
     }
 }
 
 /// [`eventually`] for an async condition (it does not block the runtime while waiting).
-pub async fn eventually_async<T, F, Fut>(timeout: Duration, what: &str, mut f: F) -> T
+pub async fn eventually_async<T, F, Fut>(timeout: Duration, what: &str, f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    eventually_async_with(timeout, f, || what.to_string()).await
+}
+
+/// [`eventually_async`] whose panic message is built when it fails.
+pub async fn eventually_async_with<T, F, Fut>(
+    timeout: Duration,
+    mut f: F,
+    why: impl FnOnce() -> String,
+) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
@@ -329,7 +352,7 @@ where
             return v;
         }
         if Instant::now() >= deadline {
-            panic!("not within {timeout:?}: {what}");
+            panic!("not within {timeout:?}: {}", why());
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
