@@ -180,7 +180,17 @@ pub fn negotiate_protocol_version(newest_version: i32, unsupported: &[String]) -
     b.finish()
 }
 
-/// ReadyForQuery ('Z').
+/// The transaction status byte of a ReadyForQuery.
+pub mod transaction_status {
+    /// Not in a transaction block.
+    pub const IDLE: u8 = b'I';
+    /// In a transaction block.
+    pub const IN_TRANSACTION: u8 = b'T';
+    /// In a failed transaction block (statements refused until it ends).
+    pub const FAILED: u8 = b'E';
+}
+
+/// ReadyForQuery ('Z') with a [`transaction_status`] byte.
 pub fn ready_for_query(status: u8) -> Bytes {
     let mut b = MessageBuilder::new(Tag::READY_FOR_QUERY);
     b.u8(status);
