@@ -757,7 +757,7 @@ async fn a_wrong_catalog_password_is_logged_and_not_ready() {
     let proxy = common::Proxy::start_with_env(
         serde_json::json!({
             "policy": f.policy_path,
-            "keys": { "file": f.dir.path().join("master.keys") },
+            "keys": { "file": f.keys_path },
             "catalog": { "user": common::SUPERUSER, "password_env": "PGCLOAK_CATALOG_PASSWORD" },
             "admin": { "listen": format!("127.0.0.1:{admin_port}") },
         }),
