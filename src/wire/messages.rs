@@ -320,6 +320,9 @@ pub fn error_code(frame: &Frame) -> Option<String> {
     }
 }
 
+/// Terminate ('X'), whole: it has no body.
+pub const TERMINATE: [u8; 5] = [Tag::TERMINATE.byte(), 0, 0, 0, 4];
+
 /// The CancelRequest packet (untagged), protocol 3.0.
 pub fn cancel_request(pid: i32, secret: &[u8]) -> Bytes {
     let mut b = BytesMut::with_capacity(12 + secret.len());
@@ -364,6 +367,14 @@ mod tests {
         };
         let f = Frame::from_encoded(req.encode());
         assert_eq!(AuthRequest::decode(&f).unwrap(), req);
+    }
+
+    #[test]
+    fn terminate_is_a_whole_message() {
+        let mut buf = BytesMut::from(&TERMINATE[..]);
+        let f = super::super::split_frame(&mut buf, 1024).unwrap().unwrap();
+        assert_eq!(f.message_tag(), Tag::TERMINATE);
+        assert!(f.body().is_empty());
     }
 
     #[test]
