@@ -36,6 +36,7 @@ use tracing::{debug, warn};
 
 use crate::net::Upstream;
 use crate::wire::messages::cancel_request;
+use crate::wire::Tag;
 
 const LOG: &str = "pgcloak::session";
 
@@ -195,17 +196,19 @@ impl CancelGate {
         let mut s = None;
         let mut i = 0usize;
         while bytes.len() >= i + 5 {
-            let tag = bytes[i];
+            let tag = Tag(bytes[i]);
             let len = u32::from_be_bytes([bytes[i + 1], bytes[i + 2], bytes[i + 3], bytes[i + 4]])
                 as usize;
             let st = s.get_or_insert_with(|| self.lock());
             match tag {
-                b'Q' | b'F' => st.outstanding += 1,
-                b'S' => {
+                Tag::QUERY | Tag::FUNCTION_CALL => st.outstanding += 1,
+                Tag::SYNC => {
                     st.outstanding += 1;
                     st.open_batch = false;
                 }
-                b'P' | b'B' | b'E' | b'D' | b'C' => st.open_batch = true,
+                Tag::PARSE | Tag::BIND | Tag::EXECUTE | Tag::DESCRIBE | Tag::CLOSE => {
+                    st.open_batch = true
+                }
                 _ => {}
             }
             i = i.saturating_add(1).saturating_add(len.max(4));
@@ -399,8 +402,8 @@ mod tests {
         }
     }
 
-    fn msg(tag: u8) -> Vec<u8> {
-        vec![tag, 0, 0, 0, 4]
+    fn msg(tag: Tag) -> Vec<u8> {
+        vec![tag.byte(), 0, 0, 0, 4]
     }
 
     #[test]
@@ -461,7 +464,7 @@ mod tests {
     fn cancel_is_dropped_when_nothing_runs() {
         let g = CancelGate::new();
         assert!(g.begin_delivery().is_none());
-        g.forwarded(&msg(b'Q'));
+        g.forwarded(&msg(Tag::QUERY));
         let d = g.begin_delivery().expect("a query is running");
         assert!(d.still_running());
         assert!(g.holding());
@@ -475,11 +478,11 @@ mod tests {
     #[test]
     fn a_later_batch_is_not_the_target() {
         let g = CancelGate::new();
-        let mut pipeline = msg(b'P');
-        pipeline.extend(msg(b'B'));
-        pipeline.extend(msg(b'E'));
-        pipeline.extend(msg(b'S'));
-        pipeline.extend(msg(b'Q'));
+        let mut pipeline = msg(Tag::PARSE);
+        pipeline.extend(msg(Tag::BIND));
+        pipeline.extend(msg(Tag::EXECUTE));
+        pipeline.extend(msg(Tag::SYNC));
+        pipeline.extend(msg(Tag::QUERY));
         g.forwarded(&pipeline);
         let d = g.begin_delivery().unwrap();
         g.ready(); // the first batch finished; the Query runs now
@@ -490,12 +493,12 @@ mod tests {
     #[test]
     fn execute_before_sync_counts_as_running() {
         let g = CancelGate::new();
-        let mut m = msg(b'B');
-        m.extend(msg(b'E'));
-        m.extend(msg(b'H'));
+        let mut m = msg(Tag::BIND);
+        m.extend(msg(Tag::EXECUTE));
+        m.extend(msg(Tag::FLUSH));
         g.forwarded(&m);
         assert!(g.in_flight());
-        g.forwarded(&msg(b'S'));
+        g.forwarded(&msg(Tag::SYNC));
         g.ready();
         assert!(!g.in_flight());
     }
@@ -504,14 +507,14 @@ mod tests {
     fn extra_ready_for_query_never_underflows() {
         let g = CancelGate::new();
         g.ready();
-        g.forwarded(&msg(b'Q'));
+        g.forwarded(&msg(Tag::QUERY));
         assert!(g.in_flight());
     }
 
     #[tokio::test]
     async fn waiters_are_released_when_delivery_ends() {
         let g = CancelGate::new();
-        g.forwarded(&msg(b'Q'));
+        g.forwarded(&msg(Tag::QUERY));
         let d = g.begin_delivery().unwrap();
         let g2 = g.clone();
         let waiter = tokio::spawn(async move { g2.wait_delivered().await });

@@ -17,7 +17,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{cluster, fresh_db, APP_PASSWORD, APP_USER};
+use common::{
+    cluster, eventually, eventually_async, eventually_async_with, eventually_with, fresh_db,
+    APP_PASSWORD, APP_USER,
+};
 
 const CATALOG_PASSWORD: &str = "Catalog-Secret-pw1";
 const WRITER: &str = "adopt_writer";
@@ -103,15 +106,16 @@ impl Workdir {
                 .spawn()
                 .unwrap(),
         );
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while TcpStream::connect(&listen).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "serve did not listen:\n{}",
-                std::fs::read_to_string(&log_path).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        eventually_with(
+            Duration::from_secs(15),
+            || TcpStream::connect(&listen).ok(),
+            || {
+                format!(
+                    "serve did not listen:\n{}",
+                    std::fs::read_to_string(&log_path).unwrap_or_default()
+                )
+            },
+        );
         (serve, port, log_path)
     }
 }
@@ -215,28 +219,30 @@ async fn readme_adoption_steps_work_as_written() {
         .spawn()
         .unwrap();
     // Wait for the change-capture trigger, then write while the backfill runs.
-    let admin = c.admin(&db).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let n: i64 = admin
-            .query_one(
-                "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'customers'::regclass \
-                 AND tgname LIKE 'pgcloak_capture%'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if n > 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "encrypt never set up its trigger"
-        );
-        assert!(child.try_wait().unwrap().is_none(), "encrypt ended early");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let admin = &c.admin(&db).await;
+    let running = &std::cell::RefCell::new(&mut child);
+    eventually_async(
+        Duration::from_secs(30),
+        "encrypt never set up its trigger",
+        || async move {
+            let n: i64 = admin
+                .query_one(
+                    "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'customers'::regclass \
+                     AND tgname LIKE 'pgcloak_capture%'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            if n > 0 {
+                return Some(());
+            }
+            let ended = running.borrow_mut().try_wait().unwrap();
+            assert!(ended.is_none(), "encrypt ended early");
+            None
+        },
+    )
+    .await;
     let writer = direct(&db, WRITER, WRITER_PASSWORD).await;
     let mut written: Vec<(i32, String)> = Vec::new();
     let mut lost = Vec::new();
@@ -442,7 +448,7 @@ async fn readme_adoption_steps_work_as_written() {
         .dbname(&db);
     let session = common::connect(&cfg).await;
     session.simple_query("SELECT 1").await.unwrap();
-    let log = common::protected::eventually(
+    let log = eventually(
         Duration::from_secs(10),
         "the first-use keyring check's log line",
         || {
@@ -572,49 +578,51 @@ async fn a_running_proxy_follows_an_encrypt_cut_over_at_once() {
         .await
         .is_err());
     // The follower LISTENs on the maintenance database, not on the application's.
-    let admin = c.admin("postgres").await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let on: Vec<String> = admin
-            .query(
-                "SELECT datname::text FROM pg_stat_activity \
-                 WHERE application_name = 'pgcloak-catalog' AND query ILIKE 'LISTEN%'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        if !on.is_empty() {
-            assert!(on.iter().all(|d| d == "postgres"), "{on:?}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "nobody LISTENs for cut-overs");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let admin = &c.admin("postgres").await;
+    let on: Vec<String> = eventually_async(
+        Duration::from_secs(10),
+        "nobody LISTENs for cut-overs",
+        || async move {
+            let on: Vec<String> = admin
+                .query(
+                    "SELECT datname::text FROM pg_stat_activity \
+                     WHERE application_name = 'pgcloak-catalog' AND query ILIKE 'LISTEN%'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            (!on.is_empty()).then_some(on)
+        },
+    )
+    .await;
+    assert!(on.iter().all(|d| d == "postgres"), "{on:?}");
 
     encrypt("email");
     let done = Instant::now();
-    let mut found = None;
-    while done.elapsed() < Duration::from_secs(3) {
-        if let Ok(rows) = app
-            .query(
-                "SELECT id, email FROM customers WHERE email = $1",
-                &[&"c9@example.com"],
-            )
-            .await
-        {
-            if let Some(r) = rows.first() {
-                assert_eq!(r.get::<_, String>(1), "c9@example.com");
-                found = Some((r.get::<_, i32>(0), done.elapsed()));
-                break;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-    let (id, after) = found.unwrap_or_else(|| panic!("the open session never followed:\n{log}"));
+    let app = &app;
+    let (id, after) = eventually_async_with(
+        Duration::from_secs(3),
+        || async move {
+            let rows = app
+                .query(
+                    "SELECT id, email FROM customers WHERE email = $1",
+                    &[&"c9@example.com"],
+                )
+                .await
+                .ok()?;
+            let r = rows.first()?;
+            assert_eq!(r.get::<_, String>(1), "c9@example.com");
+            Some((r.get::<_, i32>(0), done.elapsed()))
+        },
+        || {
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            format!("the open session never followed:\n{log}")
+        },
+    )
+    .await;
     assert_eq!(id, 9);
     assert!(
         after < Duration::from_millis(1500),
@@ -708,16 +716,16 @@ async fn sighup_with_a_broken_proxy_config_says_what_was_not_applied() {
     unsafe {
         libc::kill(pid as libc::pid_t, libc::SIGHUP);
     }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let log = f.proxy.log();
-        if log.contains("the proxy config is invalid: nothing in it was applied") {
-            assert!(log.contains("max_conections"), "{log}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "no config error logged:\n{log}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let log = eventually_with(
+        Duration::from_secs(10),
+        || {
+            let log = f.proxy.log();
+            log.contains("the proxy config is invalid: nothing in it was applied")
+                .then_some(log)
+        },
+        || format!("no config error logged:\n{}", f.proxy.log()),
+    );
+    assert!(log.contains("max_conections"), "{log}");
     // A valid change that a reload cannot apply is named too.
     std::fs::write(
         &path,
@@ -727,15 +735,16 @@ async fn sighup_with_a_broken_proxy_config_says_what_was_not_applied() {
     unsafe {
         libc::kill(pid as libc::pid_t, libc::SIGHUP);
     }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !f.proxy.log().contains("restart pgcloak to apply the rest") {
-        assert!(
-            Instant::now() < deadline,
-            "no restart hint:\n{}",
-            f.proxy.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually_with(
+        Duration::from_secs(10),
+        || {
+            f.proxy
+                .log()
+                .contains("restart pgcloak to apply the rest")
+                .then_some(())
+        },
+        || format!("no restart hint:\n{}", f.proxy.log()),
+    );
 }
 
 /// On call: a wrong catalog password is tested at start (WARN with the fix) and keeps
@@ -748,21 +757,17 @@ async fn a_wrong_catalog_password_is_logged_and_not_ready() {
     let proxy = common::Proxy::start_with_env(
         serde_json::json!({
             "policy": f.policy_path,
-            "keys": { "file": f.dir.path().join("master.keys") },
+            "keys": { "file": f.keys_path },
             "catalog": { "user": common::SUPERUSER, "password_env": "PGCLOAK_CATALOG_PASSWORD" },
             "admin": { "listen": format!("127.0.0.1:{admin_port}") },
         }),
         &[("PGCLOAK_CATALOG_PASSWORD", "not-the-password")],
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", admin_port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "no admin endpoint:\n{}",
-            proxy.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    eventually_with(
+        Duration::from_secs(10),
+        || TcpStream::connect(("127.0.0.1", admin_port)).ok(),
+        || format!("no admin endpoint:\n{}", proxy.log()),
+    );
     let (status, body) = ops_support::http_get(admin_port, "/readyz");
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("catalog login"), "{body}");

@@ -6,17 +6,10 @@
 
 mod common;
 
-use std::os::unix::fs::PermissionsExt;
-
 use common::raw::{fe, RawConn};
-use common::{
-    cluster, expect_sqlstate, fresh_db, Proxy, SUPERUSER, SUPERUSER_PASSWORD, TRUST_USER,
-};
+use common::{cluster, expect_sqlstate, ProtectedProxy, TRUST_USER};
 use postgres_types::{FromSql, IsNull, ToSql, Type};
-use serde_json::json;
 use tokio_postgres::SimpleQueryMessage;
-
-const PW: &str = "Role-Secret-pw1";
 
 /// Raw binary bytes in either direction (numeric has no Rust type here).
 #[derive(Debug)]
@@ -191,74 +184,29 @@ fn columns() -> Vec<(String, &'static str, &'static str)> {
     v
 }
 
-struct World {
-    db: String,
-    proxy: Proxy,
-    _dir: tempfile::TempDir,
-}
-
-async fn world() -> World {
-    let name = "dp_atrest";
-    let db = fresh_db(name).await;
-    let c = cluster();
-    for r in ["app", "agent", "auditor", "nobody"] {
-        c.create_role(&format!("{name}_{r}"), Some(PW)).await;
-    }
+/// `atrest` with one column per type and scheme (app: plaintext, agent: masked, auditor:
+/// ciphertext, nobody: PUBLIC) and a `denied` column only the app may read.
+async fn world() -> ProtectedProxy {
     let cols = columns();
     let ddl: Vec<String> = cols.iter().map(|(n, _, _)| format!("{n} bytea")).collect();
-    let admin = c.admin(&db).await;
-    admin
-        .batch_execute(&format!(
-            "CREATE TABLE atrest (id int PRIMARY KEY, {}, denied bytea);
-             GRANT ALL ON atrest TO PUBLIC;",
-            ddl.join(", ")
-        ))
-        .await
-        .unwrap();
     let mut policy = String::from("version: 1\ntables:\n  public.atrest:\n");
     for (col, ty, scheme) in &cols {
         policy.push_str(&format!(
             "    {col}: {{ type: {ty}, encryption: {scheme}, mask: {{ fixed: \"MASKED\" }}, \
-             access: {{ {name}_app: plaintext, {name}_agent: masked, {name}_auditor: ciphertext }} }}\n"
+             access: {{ {{p}}_app: plaintext, {{p}}_agent: masked, {{p}}_auditor: ciphertext }} }}\n"
         ));
     }
-    policy.push_str(&format!(
-        "    denied: {{ type: text, access: {{ {name}_app: plaintext, PUBLIC: deny }} }}\n"
-    ));
-    let dir = tempfile::tempdir().unwrap();
-    let policy_path = dir.path().join("policy.yaml");
-    std::fs::write(&policy_path, policy).unwrap();
-    let keys_path = dir.path().join("master.keys");
-    std::fs::write(
-        &keys_path,
-        pgcloak::crypto::keygen(None).unwrap().as_bytes(),
-    )
-    .unwrap();
-    std::fs::set_permissions(&keys_path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let proxy = Proxy::start_with_env(
-        json!({
-            "policy": policy_path,
-            "keys": { "file": keys_path },
-            "catalog": { "user": SUPERUSER, "password_env": "PGCLOAK_CATALOG_PASSWORD" },
-        }),
-        &[("PGCLOAK_CATALOG_PASSWORD", SUPERUSER_PASSWORD)],
-    );
-    World {
-        db,
-        proxy,
-        _dir: dir,
-    }
-}
-
-impl World {
-    async fn client(&self, role: &str) -> tokio_postgres::Client {
-        common::connect(
-            &self
-                .proxy
-                .config(&self.db, &format!("dp_atrest_{role}"), PW),
-        )
+    policy.push_str("    denied: { type: text, access: { {p}_app: plaintext, PUBLIC: deny } }\n");
+    ProtectedProxy::builder("dp_atrest")
+        .roles(&["app", "agent", "auditor", "nobody"])
+        .setup(&format!(
+            "CREATE TABLE atrest (id int PRIMARY KEY, {}, denied bytea);
+             GRANT ALL ON atrest TO PUBLIC;",
+            ddl.join(", ")
+        ))
+        .policy(&policy)
+        .start()
         .await
-    }
 }
 
 fn quote(s: &str) -> String {

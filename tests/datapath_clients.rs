@@ -5,97 +5,60 @@
 
 mod common;
 
-use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
-use common::{cluster, expect_sqlstate, fresh_db, Proxy, SUPERUSER, SUPERUSER_PASSWORD};
-use serde_json::json;
+use common::{cluster, expect_sqlstate, ProtectedProxy, ROLE_PASSWORD};
 use tokio_postgres::{Client, SimpleQueryMessage};
 
-const PW: &str = "Role-Secret-pw1";
-
 struct World {
-    db: String,
-    prefix: String,
-    proxy: Proxy,
-    keys_path: std::path::PathBuf,
-    _dir: tempfile::TempDir,
+    p: ProtectedProxy,
 }
 
 /// `people` with three encrypted columns (phone, nid deterministic; email randomized),
 /// and a policy column `ghost` on a table column that does not exist.
+/// `people` with three encrypted columns (phone, nid deterministic; email randomized),
+/// and a policy column `ghost` on a table column that does not exist (so the database is
+/// not checked at startup).
 async fn world(name: &str) -> World {
-    let db = fresh_db(name).await;
-    let c = cluster();
-    c.create_role(&format!("{name}_app"), Some(PW)).await;
-    let admin = c.admin(&db).await;
-    admin
-        .batch_execute(&format!(
+    let p = ProtectedProxy::builder(name)
+        .roles(&["app"])
+        .setup(
             "CREATE TABLE people (id int PRIMARY KEY, name text, phone bytea, email bytea, \
                nid bytea UNIQUE, status bytea);
              CREATE TABLE other (id int, note text);
-             GRANT ALL ON people, other TO {name}_app;"
-        ))
-        .await
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let policy = format!(
-        "version: 1
+             GRANT ALL ON people, other TO {p}_app;",
+        )
+        .policy(
+            "version: 1
 tables:
   public.people:
-    phone: {{ type: text, encryption: deterministic, access: {{ {name}_app: plaintext }} }}
-    nid: {{ type: text, encryption: deterministic, access: {{ {name}_app: plaintext }} }}
-    email: {{ type: text, access: {{ {name}_app: plaintext }} }}
-    status: {{ type: text, encryption: deterministic, access: {{ {name}_app: plaintext }} }}
+    phone: { type: text, encryption: deterministic, access: { {p}_app: plaintext } }
+    nid: { type: text, encryption: deterministic, access: { {p}_app: plaintext } }
+    email: { type: text, access: { {p}_app: plaintext } }
+    status: { type: text, encryption: deterministic, access: { {p}_app: plaintext } }
   public.other:
-    ghost: {{ type: text, access: {{ {name}_app: plaintext }} }}
-"
-    );
-    let policy_path = dir.path().join("policy.yaml");
-    std::fs::write(&policy_path, policy).unwrap();
-    let keys_path = dir.path().join("master.keys");
-    std::fs::write(
-        &keys_path,
-        pgcloak::crypto::keygen(None).unwrap().as_bytes(),
-    )
-    .unwrap();
-    std::fs::set_permissions(&keys_path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let proxy = Proxy::start_with_env(
-        json!({
-            "policy": policy_path,
-            "keys": { "file": keys_path },
-            "catalog": { "user": SUPERUSER, "password_env": "PGCLOAK_CATALOG_PASSWORD" },
-        }),
-        &[("PGCLOAK_CATALOG_PASSWORD", SUPERUSER_PASSWORD)],
-    );
-    World {
-        db,
-        prefix: name.to_string(),
-        proxy,
-        keys_path,
-        _dir: dir,
-    }
+    ghost: { type: text, access: { {p}_app: plaintext } }
+",
+        )
+        .without_startup_check()
+        .start()
+        .await;
+    World { p }
 }
 
 impl World {
     async fn app(&self) -> Client {
-        common::connect(
-            &self
-                .proxy
-                .config(&self.db, &format!("{}_app", self.prefix), PW),
-        )
-        .await
+        self.p.client("app").await
     }
 
     fn command(&self, bin: &str) -> Command {
         let mut cmd = Command::new(cluster().client_bin(bin));
-        cmd.env("PGPASSWORD", PW);
+        cmd.env("PGPASSWORD", ROLE_PASSWORD);
         cmd
     }
 
     fn conninfo(&self) -> String {
-        self.proxy
-            .conninfo(&self.db, &format!("{}_app", self.prefix))
+        self.p.proxy.conninfo(&self.p.db, &self.p.role("app"))
     }
 }
 
@@ -151,7 +114,7 @@ async fn psql_inserts_selects_and_shows_a_refusal() {
     );
     assert!(stderr.contains("0A000"), "{stderr}");
     assert!(stderr.contains("phone"), "{stderr}");
-    assert_eq!(direct_envelopes(&w.db, "phone").await, (1, 1));
+    assert_eq!(direct_envelopes(&w.p.db, "phone").await, (1, 1));
 }
 
 #[tokio::test]
@@ -187,7 +150,7 @@ async fn pgbench_custom_script_has_no_failed_transactions() {
             "{mode}: {text}"
         );
     }
-    let (env, all) = direct_envelopes(&w.db, "email").await;
+    let (env, all) = direct_envelopes(&w.p.db, "email").await;
     assert_eq!(env, all);
     assert!(all > 100, "{all} rows");
 }
@@ -338,7 +301,7 @@ async fn application_sql_forms_work_on_encrypted_columns() {
     assert_eq!(r.get::<_, String>(0), "gone");
     // Everything stored is an envelope; the server log never saw a value.
     for col in ["phone", "email", "nid", "status"] {
-        let (env, all) = direct_envelopes(&w.db, col).await;
+        let (env, all) = direct_envelopes(&w.p.db, col).await;
         assert_eq!(env, all, "{col}");
     }
     let log = cluster().log();
@@ -378,7 +341,7 @@ async fn fail_closed_cases_are_refused_naming_the_column() {
     app.batch_execute("INSERT INTO people (id, phone) VALUES (1, '0912345678')")
         .await
         .unwrap();
-    let direct = cluster().admin(&w.db).await;
+    let direct = cluster().admin(&w.p.db).await;
     direct
         .batch_execute(
             "UPDATE people SET phone = set_byte(phone, length(phone) - 1, get_byte(phone, length(phone) - 1) # 1) WHERE id = 1",
@@ -391,7 +354,7 @@ async fn fail_closed_cases_are_refused_naming_the_column() {
         .unwrap_err();
     let db = err.as_db_error().unwrap_or_else(|| {
         std::thread::sleep(std::time::Duration::from_millis(300));
-        panic!("not an ErrorResponse: {err:?}\n{}", w.proxy.log())
+        panic!("not an ErrorResponse: {err:?}\n{}", w.p.proxy.log())
     });
     assert!(db.message().contains("phone"), "{}", db.message());
     let class = &db.code().code()[..2];
@@ -418,7 +381,7 @@ async fn fail_closed_cases_are_refused_naming_the_column() {
     assert!(db.message().contains("phone"), "{}", db.message());
     let class = &db.code().code()[..2];
     assert!(["XX", "22", "F0"].contains(&class), "{}", db.code().code());
-    let _ = &w.keys_path;
+    let _ = &w.p.keys_path;
     // The session survives all of it.
     app.simple_query("SELECT 1").await.unwrap();
 }
@@ -428,15 +391,15 @@ async fn a_rejection_mid_pipeline_commits_nothing_before_it() {
     use common::raw::{fe, RawConn};
     let w = world("dpc_pipe").await;
     cluster()
-        .admin(&w.db)
+        .admin(&w.p.db)
         .await
         .batch_execute(&format!("GRANT ALL ON people TO {}", common::TRUST_USER))
         .await
         .unwrap();
     // Raw pipeline, one Sync: insert, refused select, insert. The implicit
     // transaction aborts at the refusal, so the first insert is not committed.
-    let mut raw = RawConn::connect(w.proxy.port()).await;
-    raw.startup_trust(common::TRUST_USER, &w.db).await;
+    let mut raw = RawConn::connect(w.p.proxy.port()).await;
+    raw.startup_trust(common::TRUST_USER, &w.p.db).await;
     let insert = "INSERT INTO people (id, phone) VALUES ($1, $2)";
     raw.send(&fe::concat(&[
         fe::parse("", insert, &[]),
@@ -463,7 +426,7 @@ async fn a_rejection_mid_pipeline_commits_nothing_before_it() {
     assert_eq!(expect_sqlstate(rb), "0A000");
     app.batch_execute("COMMIT").await.unwrap();
     let n: i64 = cluster()
-        .admin(&w.db)
+        .admin(&w.p.db)
         .await
         .query_one("SELECT count(*) FROM people", &[])
         .await

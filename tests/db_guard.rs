@@ -7,64 +7,9 @@
 
 mod common;
 
-use std::os::unix::fs::PermissionsExt;
-use std::process::Command;
-
-use common::{cluster, fresh_db, Proxy, SUPERUSER, SUPERUSER_PASSWORD};
+use common::{cluster, Prepared, ProtectedBuilder, ProtectedProxy, SUPERUSER, SUPERUSER_PASSWORD};
 use serde_json::json;
 use tokio_postgres::{Client, NoTls};
-
-fn write_config(dir: &std::path::Path, db: &str, policy: &str) -> std::path::PathBuf {
-    write_config_as(dir, db, policy, SUPERUSER)
-}
-
-fn write_config_as(
-    dir: &std::path::Path,
-    db: &str,
-    policy: &str,
-    catalog_user: &str,
-) -> std::path::PathBuf {
-    let policy_path = dir.join("policy.yaml");
-    std::fs::write(&policy_path, policy).unwrap();
-    let keys_path = dir.join("master.keys");
-    let keys = pgcloak::crypto::keygen(None).unwrap();
-    std::fs::write(&keys_path, keys.as_bytes()).unwrap();
-    std::fs::set_permissions(&keys_path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let c = cluster();
-    let yaml = format!(
-        "listen: 127.0.0.1:{}\nupstream: {{ host: 127.0.0.1, port: {}, tls: disable }}\n\
-         policy: {}\nkeys: {{ file: {} }}\n\
-         catalog: {{ user: {catalog_user}, password_env: PGCLOAK_CATALOG_PASSWORD, databases: [{db}] }}\n",
-        common::cluster::free_port(),
-        c.port,
-        policy_path.display(),
-        keys_path.display()
-    );
-    let path = dir.join("pgcloak.yaml");
-    std::fs::write(&path, yaml).unwrap();
-    path
-}
-
-/// Runs `pgcloak check --database`; (exit code, stdout + stderr).
-fn check(config: &std::path::Path, db: &str) -> (i32, String) {
-    check_with_password(config, db, SUPERUSER_PASSWORD)
-}
-
-fn check_with_password(config: &std::path::Path, db: &str, password: &str) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_pgcloak"))
-        .args(["check", "--config"])
-        .arg(config)
-        .args(["--database", db])
-        .env("PGCLOAK_CATALOG_PASSWORD", password)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code().unwrap_or(-1), text)
-}
 
 /// The DDL statements `check` printed (indented lines under a finding).
 fn printed_ddl(out: &str) -> Vec<String> {
@@ -110,13 +55,14 @@ tables:
       access: { gd_plain: plaintext, gd_cipher: ciphertext, PUBLIC: deny }
 ";
 
-/// Replaces the fixture's protected values with real envelopes under the keyring and
-/// policy `write_config` wrote (the adoption check samples them against the keyring), then
-/// re-collects statistics so that the statistics findings have something to find.
-async fn seal_rows(db: &str, dir: &std::path::Path) {
-    let keys = std::fs::read_to_string(dir.join("master.keys")).unwrap();
+/// Replaces the fixture's protected values with real envelopes under its keyring and
+/// policy (the adoption check samples them against the keyring), then re-collects
+/// statistics so that the statistics findings have something to find.
+async fn seal_rows(f: &Prepared) {
+    let db = &f.db;
+    let keys = std::fs::read_to_string(&f.keys_path).unwrap();
     let keyring = pgcloak::crypto::Keyring::parse(&keys, "master.keys").unwrap();
-    let policy_text = std::fs::read_to_string(dir.join("policy.yaml")).unwrap();
+    let policy_text = std::fs::read_to_string(&f.policy_path).unwrap();
     let policy = pgcloak::policy::Policy::load_str(&policy_text, "policy.yaml", 1).unwrap();
     let suite = pgcloak::crypto::CipherSuite::new(&keyring, &policy).unwrap();
     let table = pgcloak::policy::TableName::new("public", "people");
@@ -137,46 +83,39 @@ async fn seal_rows(db: &str, dir: &std::path::Path) {
     a.batch_execute("ANALYZE people").await.unwrap();
 }
 
-async fn looser_database(name: &str) -> String {
-    let db = fresh_db(name).await;
-    let admin = cluster().admin("postgres").await;
-    admin
-        .batch_execute(
-            "DO $$ BEGIN
-               CREATE ROLE gd_plain LOGIN; CREATE ROLE gd_cipher LOGIN; CREATE ROLE gd_null LOGIN;
-               CREATE ROLE gd_grp NOLOGIN; CREATE ROLE gd_member LOGIN IN ROLE gd_grp;
-               CREATE ROLE gd_col LOGIN; CREATE ROLE gd_nobody LOGIN;
-             EXCEPTION WHEN duplicate_object THEN NULL; END $$",
+/// A database looser than [`POLICY`] in every way `check` knows; pgcloak reads the catalog
+/// as the superuser unless the caller picks another login.
+fn looser_database(name: &str) -> ProtectedBuilder {
+    ProtectedProxy::builder(name)
+        .setup(
+            r#"DO $$ BEGIN
+                 CREATE ROLE gd_plain LOGIN; CREATE ROLE gd_cipher LOGIN; CREATE ROLE gd_null LOGIN;
+                 CREATE ROLE gd_grp NOLOGIN; CREATE ROLE gd_member LOGIN IN ROLE gd_grp;
+                 CREATE ROLE gd_col LOGIN; CREATE ROLE gd_nobody LOGIN;
+               EXCEPTION WHEN duplicate_object THEN NULL; END $$;
+               CREATE TABLE people (id int PRIMARY KEY, name text, ssn bytea, "Card" bytea);
+               INSERT INTO people
+                 SELECT g, 'n' || g, ('\x706301' || md5(g::text))::bytea,
+                        ('\x706301' || md5((g * 7)::text))::bytea
+                 FROM generate_series(1, 300) g;
+               ANALYZE people;
+               CREATE TABLE untouched (id int, x text);
+               GRANT SELECT ON people TO gd_plain, gd_cipher, gd_null, gd_grp;
+               GRANT SELECT (id, ssn) ON people TO gd_col;
+               GRANT SELECT ON people TO PUBLIC;
+               GRANT SELECT ON untouched TO PUBLIC;"#,
         )
-        .await
-        .unwrap();
-    let a = cluster().admin(&db).await;
-    a.batch_execute(
-        r#"CREATE TABLE people (id int PRIMARY KEY, name text, ssn bytea, "Card" bytea);
-           INSERT INTO people
-             SELECT g, 'n' || g, ('\x706301' || md5(g::text))::bytea,
-                    ('\x706301' || md5((g * 7)::text))::bytea
-             FROM generate_series(1, 300) g;
-           ANALYZE people;
-           CREATE TABLE untouched (id int, x text);
-           GRANT SELECT ON people TO gd_plain, gd_cipher, gd_null, gd_grp;
-           GRANT SELECT (id, ssn) ON people TO gd_col;
-           GRANT SELECT ON people TO PUBLIC;
-           GRANT SELECT ON untouched TO PUBLIC;"#,
-    )
-    .await
-    .unwrap();
-    db
+        .policy(POLICY)
+        .catalog_login(SUPERUSER, SUPERUSER_PASSWORD)
 }
 
 #[tokio::test]
 async fn check_reports_each_looseness_and_the_printed_ddl_closes_it_in_postgres() {
     let _serial = SERIAL.lock().await;
-    let db = looser_database("guard_all").await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), &db, POLICY);
-    seal_rows(&db, dir.path()).await;
-    let (code, out) = check(&config, &db);
+    let f = looser_database("guard_all").prepare().await;
+    let db = f.db.clone();
+    seal_rows(&f).await;
+    let (code, out) = f.check();
     assert_eq!(code, 1, "{out}");
     for expected in [
         // privileges: table-level grants become column grants without the closed columns
@@ -235,7 +174,7 @@ async fn check_reports_each_looseness_and_the_printed_ddl_closes_it_in_postgres(
             .unwrap_or_else(|e| panic!("{ddl}: {e:?}"));
     }
     admin.batch_execute("ANALYZE people").await.unwrap();
-    let (code, out) = check(&config, &db);
+    let (code, out) = f.check();
     assert_eq!(code, 0, "{out}");
 
     // PostgreSQL itself now refuses the closed columns, in several spellings.
@@ -293,62 +232,50 @@ async fn check_reports_each_looseness_and_the_printed_ddl_closes_it_in_postgres(
 #[tokio::test]
 async fn strict_refuses_to_serve_while_the_database_is_looser_and_serves_once_fixed() {
     let _serial = SERIAL.lock().await;
-    let db = looser_database("guard_strict").await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), &db, POLICY);
-    seal_rows(&db, dir.path()).await;
-    let overrides = json!({
-        "strict": true,
-        "policy": dir.path().join("policy.yaml"),
-        "keys": { "file": dir.path().join("master.keys") },
-        "catalog": { "user": SUPERUSER, "password_env": "PGCLOAK_CATALOG_PASSWORD", "databases": [db] },
-    });
-    let env = [("PGCLOAK_CATALOG_PASSWORD", SUPERUSER_PASSWORD)];
-    let log = match Proxy::try_start_with_env(overrides.clone(), &env) {
+    let f = looser_database("guard_strict")
+        .overrides(json!({ "strict": true }))
+        .prepare()
+        .await;
+    seal_rows(&f).await;
+    let log = match f.try_serve() {
         Ok(_) => panic!("strict pgcloak served a database looser than the policy"),
         Err(log) => log,
     };
     for named in ["strict", "gd_null", "statistics", "query_to_xml"] {
         assert!(log.contains(named), "{named:?} not named in:\n{log}");
     }
-    let (code, out) = check(&config, &db);
+    let (code, out) = f.check();
     assert_eq!(code, 1, "{out}");
-    let admin = cluster().admin(&db).await;
+    let admin = cluster().admin(&f.db).await;
     for ddl in printed_ddl(&out) {
         admin.batch_execute(&ddl).await.unwrap();
     }
-    let _proxy = Proxy::start_with_env(overrides, &env);
+    let _proxy = f.start();
 }
 
 #[tokio::test]
 async fn looseness_no_ddl_can_express_is_still_reported() {
     let _serial = SERIAL.lock().await;
-    let db = fresh_db("guard_member").await;
-    let admin = cluster().admin("postgres").await;
-    admin
-        .batch_execute(
+    // Staff (unlisted) fall back to PUBLIC: ciphertext; the intern is listed as null but
+    // inherits staff's SELECT; the reader reads everything through pg_read_all_data.
+    let f = ProtectedProxy::builder("guard_member")
+        .setup(
             "DO $$ BEGIN
                CREATE ROLE gm_staff NOLOGIN; CREATE ROLE gm_intern LOGIN IN ROLE gm_staff;
                CREATE ROLE gm_reader LOGIN IN ROLE pg_read_all_data;
              EXCEPTION WHEN duplicate_object THEN NULL; END $$;
-             GRANT pg_read_all_data TO gm_reader;",
+             GRANT pg_read_all_data TO gm_reader;
+             CREATE TABLE people (id int, ssn bytea);
+             GRANT SELECT ON people TO gm_staff;",
         )
-        .await
-        .unwrap();
-    let a = cluster().admin(&db).await;
-    a.batch_execute(
-        "CREATE TABLE people (id int, ssn bytea);
-         GRANT SELECT ON people TO gm_staff;",
-    )
-    .await
-    .unwrap();
-    // Staff (unlisted) fall back to PUBLIC: ciphertext; the intern is listed as null but
-    // inherits staff's SELECT; the reader reads everything through pg_read_all_data.
-    let policy = "version: 1\ntables:\n  public.people:\n    ssn:\n      type: text\n      \
-                  access: { gm_intern: \"null\", gm_reader: deny, PUBLIC: ciphertext }\n";
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), &db, policy);
-    let (code, out) = check(&config, &db);
+        .policy(
+            "version: 1\ntables:\n  public.people:\n    ssn:\n      type: text\n      \
+             access: { gm_intern: \"null\", gm_reader: deny, PUBLIC: ciphertext }\n",
+        )
+        .catalog_login(SUPERUSER, SUPERUSER_PASSWORD)
+        .prepare()
+        .await;
+    let (code, out) = f.check();
     assert_eq!(code, 1, "{out}");
     assert!(
         out.contains(
@@ -366,25 +293,23 @@ async fn looseness_no_ddl_can_express_is_still_reported() {
 #[tokio::test]
 async fn a_catalog_role_that_cannot_see_statistics_says_so_and_prints_the_statements() {
     let _serial = SERIAL.lock().await;
-    let db = looser_database("guard_nonsuper").await;
-    cluster()
-        .create_role("gd_catalog", Some("gd-Catalog-pw1"))
+    let f = looser_database("guard_nonsuper")
+        .catalog_login("gd_catalog", "gd-Catalog-pw1")
+        .prepare()
         .await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config_as(dir.path(), &db, POLICY, "gd_catalog");
-    seal_rows(&db, dir.path()).await;
+    seal_rows(&f).await;
     // PUBLIC (so the catalog role) may read the columns: pg_stats shows their statistics.
-    let (code, out) = check_with_password(&config, &db, "gd-Catalog-pw1");
+    let (code, out) = f.check();
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("has stored statistics"), "{out}");
     assert!(!out.contains("cannot tell"), "{out}");
     // Without any privilege on them, it cannot tell: a note with the statements, no error.
-    let admin = cluster().admin(&db).await;
+    let admin = cluster().admin(&f.db).await;
     admin
         .batch_execute("REVOKE SELECT ON people FROM PUBLIC")
         .await
         .unwrap();
-    let (code, out) = check_with_password(&config, &db, "gd-Catalog-pw1");
+    let (code, out) = f.check();
     assert_eq!(code, 1, "{out}");
     assert!(
         out.contains("cannot tell whether statistics are stored"),

@@ -2,6 +2,8 @@
 //! psql command it prints and check what each shows, then Ctrl-C (SIGINT) and check that
 //! no PostgreSQL process and no temp directory is left behind.
 
+mod common;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -229,14 +231,11 @@ fn demo_prints_working_commands_and_cleans_up_on_ctrl_c() {
 
     // Ctrl-C: everything stops and the temp directory is gone.
     unsafe { libc::kill(demo.0.id() as i32, libc::SIGINT) };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(s) = demo.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "the demo did not stop on SIGINT");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let status = common::eventually(
+        Duration::from_secs(30),
+        "the demo did not stop on SIGINT",
+        || demo.0.try_wait().unwrap(),
+    );
     assert!(status.success(), "{status:?}");
     assert!(!alive(postmaster_pid), "PostgreSQL is still running");
     assert!(!temp_dir.exists(), "{} was left behind", temp_dir.display());

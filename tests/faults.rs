@@ -169,51 +169,45 @@ async fn backend_pid(client: &Client) -> i32 {
 
 /// Waits until upstream backend `pid` has gone (pgcloak closed the upstream leg).
 async fn wait_backend_gone(pid: i32) {
-    let admin = cluster().admin("postgres").await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let n: i64 = admin
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE pid = $1",
-                &[&pid],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if n == 0 {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "upstream backend {pid} outlived the client's reset by 10 s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let admin = &cluster().admin("postgres").await;
+    eventually_async(
+        Duration::from_secs(10),
+        &format!("upstream backend {pid} outlived the client's reset by 10 s"),
+        || async move {
+            let n: i64 = admin
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE pid = $1",
+                    &[&pid],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            (n == 0).then_some(())
+        },
+    )
+    .await
 }
 
 /// Waits until a backend in `db` runs a statement containing `text`.
 async fn wait_running(db: &str, text: &str) {
-    let admin = cluster().admin("postgres").await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let n: i64 = admin
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND state = 'active' \
-                 AND strpos(query, $2) > 0",
-                &[&db, &text],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if n > 0 {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{text} never started running in {db}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let admin = &cluster().admin("postgres").await;
+    eventually_async(
+        Duration::from_secs(10),
+        &format!("{text} never started running in {db}"),
+        || async move {
+            let n: i64 = admin
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 \
+                     AND state = 'active' AND strpos(query, $2) > 0",
+                    &[&db, &text],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            (n > 0).then_some(())
+        },
+    )
+    .await
 }
 
 #[tokio::test]
@@ -812,7 +806,7 @@ async fn audit_file_on_a_full_disk_keeps_serving_and_writes_no_half_line() {
     assert_proxy_alive(&p);
     // Lost audit records are never silent: an ERROR naming the fix (the first failure
     // and every 1,000th), and pgcloak_audit_write_errors_total.
-    let log = common::protected::eventually(
+    let log = common::eventually(
         Duration::from_secs(10),
         "the audit write failure's log line",
         || {

@@ -7,18 +7,14 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{cluster, fresh_db, Proxy, SUPERUSER, SUPERUSER_PASSWORD};
-use serde_json::json;
+use common::{cluster, Prepared, ProtectedProxy, Proxy, SUPERUSER, SUPERUSER_PASSWORD};
 use tokio_postgres::Client;
-
-const PW: &str = "Role-Secret-pw1";
 
 fn rows() -> i32 {
     std::env::var("PGCLOAK_LIFECYCLE_ROWS")
@@ -31,9 +27,8 @@ fn rows() -> i32 {
 type Expected = BTreeMap<i32, [Option<String>; 3]>;
 
 struct World {
+    f: Prepared,
     db: String,
-    prefix: String,
-    dir: tempfile::TempDir,
     config: PathBuf,
 }
 
@@ -42,51 +37,31 @@ impl World {
     /// a policy protecting phone (deterministic), birth and score, keys, and a config
     /// for the lifecycle commands.
     async fn new(name: &str, n: i32, phone_type: &str) -> World {
-        let db = fresh_db(name).await;
-        let c = cluster();
-        c.create_role(&format!("{name}_app"), Some(PW)).await;
-        let admin = c.admin(&db).await;
-        admin
-            .batch_execute(&format!(
+        let f = ProtectedProxy::builder(name)
+            .roles(&["app"])
+            .setup(&format!(
                 "CREATE TABLE accounts (id int PRIMARY KEY, name text, phone {phone_type}, \
                    birth date, score int4);
                  INSERT INTO accounts SELECT g, 'name ' || g, \
                    CASE WHEN g % 97 = 0 THEN NULL ELSE 'PLAINSENT' || lpad(g::text, 8, '0') END, \
                    date '1950-01-01' + (g % 20000), g % 1000 FROM generate_series(1, {n}) g;
-                 GRANT ALL ON accounts TO {name}_app;"
+                 GRANT ALL ON accounts TO {{p}}_app;"
             ))
-            .await
-            .unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let policy = format!(
-            "version: 1\ntables:\n  public.accounts:\n    phone:\n      type: {pt}\n      \
-             encryption: deterministic\n      access: {{ {name}_app: plaintext }}\n    birth:\n      \
-             type: date\n      access: {{ {name}_app: plaintext }}\n    score:\n      type: int4\n      \
-             access: {{ {name}_app: plaintext }}\n",
-            pt = if phone_type.starts_with("varchar") { "varchar" } else { "text" }
-        );
-        std::fs::write(dir.path().join("policy.yaml"), policy).unwrap();
-        let keys_path = dir.path().join("master.keys");
-        let keys = pgcloak::crypto::keygen(None).unwrap();
-        std::fs::write(&keys_path, keys.as_bytes()).unwrap();
-        std::fs::set_permissions(&keys_path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let config = dir.path().join("pgcloak.yaml");
-        std::fs::write(
-            &config,
-            format!(
-                "upstream: {{ host: 127.0.0.1, port: {}, tls: disable }}\npolicy: {}\n\
-                 keys: {{ file: {} }}\ncatalog: {{ user: {SUPERUSER}, password_env: \
-                 PGCLOAK_CATALOG_PASSWORD }}\n",
-                c.port,
-                dir.path().join("policy.yaml").display(),
-                keys_path.display()
-            ),
-        )
-        .unwrap();
+            .policy(&format!(
+                "version: 1\ntables:\n  public.accounts:\n    phone:\n      type: {pt}\n      \
+                 encryption: deterministic\n      access: {{ {{p}}_app: plaintext }}\n    birth:\n      \
+                 type: date\n      access: {{ {{p}}_app: plaintext }}\n    score:\n      type: int4\n      \
+                 access: {{ {{p}}_app: plaintext }}\n",
+                pt = if phone_type.starts_with("varchar") { "varchar" } else { "text" }
+            ))
+            .catalog_login(SUPERUSER, SUPERUSER_PASSWORD)
+            .without_startup_check()
+            .prepare()
+            .await;
+        let config = f.config_file();
         World {
-            db,
-            prefix: name.to_string(),
-            dir,
+            db: f.db.clone(),
+            f,
             config,
         }
     }
@@ -123,18 +98,14 @@ impl World {
     }
 
     fn proxy(&self) -> Proxy {
-        Proxy::start_with_env(
-            json!({
-                "policy": self.dir.path().join("policy.yaml"),
-                "keys": { "file": self.dir.path().join("master.keys") },
-                "catalog": { "user": SUPERUSER, "password_env": "PGCLOAK_CATALOG_PASSWORD" },
-            }),
-            &[("PGCLOAK_CATALOG_PASSWORD", SUPERUSER_PASSWORD)],
-        )
+        self.f
+            .try_serve()
+            .unwrap_or_else(|log| panic!("pgcloak did not start:\n{log}"))
     }
 
     async fn app(&self, proxy: &Proxy) -> Client {
-        common::connect(&proxy.config(&self.db, &format!("{}_app", self.prefix), PW)).await
+        let role = format!("{}_app", self.f.prefix);
+        common::connect(&proxy.config(&self.db, &role, common::ROLE_PASSWORD)).await
     }
 }
 
@@ -454,8 +425,8 @@ async fn killed_encrypt_resumes_to_the_same_result() {
     let proxy = w.proxy();
     let app = w.app(&proxy).await;
     assert_eq!(snapshot(&app).await, expected);
-    let policy = pgcloak::policy::Policy::load(&w.dir.path().join("policy.yaml"), 1).unwrap();
-    let keyring = pgcloak::crypto::Keyring::from_file(&w.dir.path().join("master.keys")).unwrap();
+    let policy = pgcloak::policy::Policy::load(&w.f.policy_path, 1).unwrap();
+    let keyring = pgcloak::crypto::Keyring::from_file(&w.f.keys_path).unwrap();
     let suite = pgcloak::crypto::CipherSuite::new(&keyring, &policy).unwrap();
     let phone = policy
         .find(
@@ -602,7 +573,7 @@ async fn reencrypt_under_equality_search_finds_every_row_and_moves_the_pin() {
     d.batch_execute("CREATE UNIQUE INDEX accounts_phone_key ON accounts (phone)")
         .await
         .unwrap();
-    let keys_path = w.dir.path().join("master.keys");
+    let keys_path = w.f.keys_path.clone();
     let before = w.run_ok(&["keys", "status"]);
     assert!(before.contains("key 1 (active): referenced by public.accounts.phone, public.accounts.birth, public.accounts.score"), "{before}");
 

@@ -5,50 +5,36 @@
 
 mod common;
 
-use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
 use bytes::Buf;
 use common::raw::{fe, Msg, RawConn};
-use common::{cluster, fresh_db, Proxy, SUPERUSER, SUPERUSER_PASSWORD, TRUST_USER};
+use common::{cluster, fresh_db, ProtectedProxy, Proxy, TRUST_USER};
 use serde_json::json;
 
-/// A proxy with a policy in force (a protected `customers.phone` in every test database).
-struct PolicyProxy {
-    proxy: Proxy,
-    _dir: tempfile::TempDir,
+/// A protected `customers.phone`, granted to the trust role that the raw sessions log in as.
+fn protected_table_sql() -> String {
+    format!(
+        "CREATE TABLE customers (id int PRIMARY KEY, phone bytea); \
+         GRANT ALL ON customers TO {TRUST_USER}; GRANT CREATE ON SCHEMA public TO {TRUST_USER}"
+    )
 }
 
-fn policy_proxy() -> PolicyProxy {
-    let dir = tempfile::tempdir().unwrap();
-    let policy = "version: 1\ntables:\n  public.customers:\n    phone:\n      type: text\n      access: { PUBLIC: masked }\n      mask: { keep_last: 2 }\n";
-    let policy_path = dir.path().join("policy.yaml");
-    std::fs::write(&policy_path, policy).unwrap();
-    let keys_path = dir.path().join("master.keys");
-    let keys = pgcloak::crypto::keygen(None).unwrap();
-    std::fs::write(&keys_path, keys.as_bytes()).unwrap();
-    std::fs::set_permissions(&keys_path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let proxy = Proxy::start_with_env(
-        json!({
-            "policy": policy_path,
-            "keys": { "file": keys_path },
-            "catalog": { "user": SUPERUSER, "password_env": "PGCLOAK_CATALOG_PASSWORD" },
-        }),
-        &[("PGCLOAK_CATALOG_PASSWORD", SUPERUSER_PASSWORD)],
-    );
-    PolicyProxy { proxy, _dir: dir }
+/// A proxy with a policy in force, in front of a fresh database `name` holding the
+/// protected table (the policy applies to the same table in every database).
+async fn policy_proxy(name: &str) -> ProtectedProxy {
+    ProtectedProxy::builder(name)
+        .setup(&protected_table_sql())
+        .policy("version: 1\ntables:\n  public.customers:\n    phone:\n      type: text\n      access: { PUBLIC: masked }\n      mask: { keep_last: 2 }\n")
+        .start()
+        .await
 }
 
+/// Another database with the protected table, for a proxy already running.
 async fn db_with_protected_table(name: &str) -> String {
     let db = fresh_db(name).await;
     let admin = cluster().admin(&db).await;
-    admin
-        .batch_execute(&format!(
-            "CREATE TABLE customers (id int PRIMARY KEY, phone bytea); \
-             GRANT ALL ON customers TO {TRUST_USER}; GRANT CREATE ON SCHEMA public TO {TRUST_USER}"
-        ))
-        .await
-        .unwrap();
+    admin.batch_execute(&protected_table_sql()).await.unwrap();
     db
 }
 
@@ -108,14 +94,16 @@ async fn send_cancel(port: u16, pid: i32, key: i32) {
 #[tokio::test]
 async fn the_client_pid_is_the_backend_pid_in_both_protocols() {
     for with_policy in [false, true] {
-        let (proxy, _keep, db) = if with_policy {
-            let p = policy_proxy();
-            let db = db_with_protected_table("drv_pid_policy").await;
-            (p.proxy, Some(p._dir), db)
+        let policy;
+        let plain;
+        let (port, db) = if with_policy {
+            policy = policy_proxy("drv_pid_policy").await;
+            (policy.proxy.port(), policy.db.clone())
         } else {
-            (Proxy::start(json!({})), None, fresh_db("drv_pid").await)
+            plain = Proxy::start(json!({}));
+            (plain.port(), fresh_db("drv_pid").await)
         };
-        let (mut c, pid, _) = raw_session(proxy.port(), &db).await;
+        let (mut c, pid, _) = raw_session(port, &db).await;
         assert_eq!(
             first_value(&simple(&mut c, "SELECT pg_backend_pid()").await),
             pid.to_string()
@@ -146,8 +134,8 @@ async fn the_client_pid_is_the_backend_pid_in_both_protocols() {
 
 #[tokio::test]
 async fn own_notifies_carry_the_client_pid() {
-    let p = policy_proxy();
-    let db = db_with_protected_table("drv_notify").await;
+    let p = policy_proxy("drv_notify").await;
+    let db = p.db.clone();
     let (mut c, pid, _) = raw_session(p.proxy.port(), &db).await;
     let (mut other, other_pid, _) = raw_session(p.proxy.port(), &db).await;
     assert_ne!(pid, other_pid);
@@ -180,8 +168,8 @@ async fn own_notifies_carry_the_client_pid() {
 
 #[tokio::test]
 async fn pg_terminate_backend_by_the_client_pid_ends_that_session() {
-    let p = policy_proxy();
-    let db = db_with_protected_table("drv_terminate").await;
+    let p = policy_proxy("drv_terminate").await;
+    let db = p.db.clone();
     // The session terminates itself, and a second one terminates another by its pid.
     let (mut me, my_pid, _) = raw_session(p.proxy.port(), &db).await;
     let (mut victim, victim_pid, _) = raw_session(p.proxy.port(), &db).await;
@@ -354,7 +342,7 @@ async fn catalog_connections(db: &str) -> i64 {
 
 #[tokio::test]
 async fn drop_database_right_after_a_session_succeeds() {
-    let p = policy_proxy();
+    let p = policy_proxy("drv_drop").await;
     let admin = cluster().admin("postgres").await;
     let mut setup_ms = Vec::new();
     for round in 0..5 {
@@ -442,8 +430,8 @@ fn named_run(sql: &str) -> Vec<u8> {
 /// + Sync, then Bind later); pgcloak's read must not destroy them, as a simple Query would.
 #[tokio::test]
 async fn the_unnamed_statement_and_portal_outlive_pgcloak_s_search_path_read() {
-    let p = policy_proxy();
-    let db = db_with_protected_table("drv_unnamed").await;
+    let p = policy_proxy("drv_unnamed").await;
+    let db = p.db.clone();
     let (mut c, _, _) = raw_session(p.proxy.port(), &db).await;
     let triggers = [
         Trigger::Extended("SET search_path TO public"),
@@ -527,8 +515,8 @@ async fn the_unnamed_statement_and_portal_outlive_pgcloak_s_search_path_read() {
 /// `test_reflect_check_constraint`.
 #[tokio::test]
 async fn a_function_s_language_is_known_in_every_spelling() {
-    let p = policy_proxy();
-    let db = db_with_protected_table("drv_lang").await;
+    let p = policy_proxy("drv_lang").await;
+    let db = p.db.clone();
     let (mut c, _, _) = raw_session(p.proxy.port(), &db).await;
     let langs = [
         "'plpgsql'",

@@ -185,19 +185,17 @@ async fn multi_line_event(format: &str, name: &str) -> String {
     let f = OpsFixture::new(name, json!({ "log": { "format": format } })).await;
     let broken = "version: 1\ncolour: red\ntables:\n  t:\n    a:\n      type: strin\n      access: { x: plaintext }\n";
     std::fs::write(&f.policy_path, broken).unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
-    loop {
-        let log = f.proxy.log();
-        // The whole event, not a read in the middle of its write.
-        if log.contains("invalid policy or keyring") && log.ends_with('\n') {
-            return log;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no reload error:\n{log}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    let proxy = &f.proxy;
+    common::eventually_async_with(
+        std::time::Duration::from_secs(15),
+        || async move {
+            let log = proxy.log();
+            // The whole event, not a read in the middle of its write.
+            (log.contains("invalid policy or keyring") && log.ends_with('\n')).then_some(log)
+        },
+        || format!("no reload error:\n{}", proxy.log()),
+    )
+    .await
 }
 
 #[tokio::test]

@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{cluster, eventually_async, SUPERUSER, SUPERUSER_PASSWORD};
-use ops_support::{policy, OpsFixture, PW};
+use ops_support::{policy, OpsFixture};
 use serde_json::json;
 
 fn reloads(f: &OpsFixture) -> (f64, f64) {
@@ -88,7 +88,7 @@ async fn policy_rewritten_20_times_under_pgbench_never_applies_an_invalid_versio
             f.proxy.port(),
             &f.db,
             &app_role,
-            PW,
+            common::ROLE_PASSWORD,
             &["-S", "-M", mode, "-c", "2", "-j", "1", "-T", "14", "-n"],
         )
         .stdout(Stdio::piped())
@@ -264,7 +264,7 @@ async fn sighup_reloads_and_a_broken_keyring_keeps_the_current_generation() {
     assert_eq!(f.scrape().get("pgcloak_policy_generation"), 2.0);
 
     // A keyring that does not parse: refused, generation 2 stays in force.
-    let keys = f.dir.path().join("master.keys");
+    let keys = f.keys_path.clone();
     std::fs::write(&keys, "not a keyring\n").unwrap();
     sighup(&f);
     wait_reloads(&f, (1.0, 1.0)).await;

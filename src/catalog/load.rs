@@ -15,12 +15,13 @@ use tokio_postgres::types::FromSql;
 use tokio_postgres::Row;
 
 use crate::policy::{ColumnPolicy, Policy, TableName};
+use crate::wire::Oid as TypeOid;
 
 use super::connect::CatalogConn;
 use super::error::CatalogError;
 use super::schema::{
     Attribute, ColumnLocation, DependentView, NamedRelation, Oid, ProtectedTable, RelKind,
-    SchemaSnapshot, BYTEA_OID,
+    SchemaSnapshot,
 };
 
 const TABLES_SQL: &str = "\
@@ -201,7 +202,7 @@ impl CatalogConn {
                     table: col.table.to_string(),
                     name: col.column.clone(),
                 }),
-                Some(a) if a.type_oid != BYTEA_OID => Err(CatalogError::NotBytea {
+                Some(a) if a.type_oid != TypeOid::BYTEA => Err(CatalogError::NotBytea {
                     database: self.database.clone(),
                     column: label,
                     actual: a.type_name.clone(),

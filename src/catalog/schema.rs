@@ -12,11 +12,9 @@ use crate::policy::{ColumnRef, Policy, TableName};
 
 use super::error::CatalogError;
 
-/// A PostgreSQL object id.
+/// A PostgreSQL object id as the catalog rows hold it (relations, functions, types). The
+/// type OIDs pgcloak names are constants of [`crate::wire::Oid`].
 pub type Oid = u32;
-
-/// The OID of type `bytea`.
-pub const BYTEA_OID: Oid = 17;
 
 /// The kinds of relation pgcloak cares about (pg_class.relkind).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

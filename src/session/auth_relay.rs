@@ -11,7 +11,7 @@ use tokio::io::AsyncWriteExt;
 
 use crate::net::{ClientStream, UpstreamStream};
 use crate::wire::messages::{decode_backend_key_data, decode_parameter_status, AuthRequest};
-use crate::wire::{Frame, PgError};
+use crate::wire::{Frame, PgError, Tag};
 
 use super::reader::FrameReader;
 use super::SessionError;
@@ -69,8 +69,8 @@ pub async fn relay_auth(
             .next(upstream)
             .await?
             .ok_or(SessionError::UpstreamGone)?;
-        match frame.tag() {
-            b'R' => {
+        match frame.message_tag() {
+            Tag::AUTHENTICATION => {
                 let req = AuthRequest::decode(&frame)?;
                 let expects_answer = match &req {
                     AuthRequest::Ok => {
@@ -133,7 +133,7 @@ pub async fn relay_auth(
                         .await
                         .map_err(|_| SessionError::ClientGone)?
                         .ok_or(SessionError::ClientGone)?;
-                    if answer.tag() != b'p' {
+                    if answer.message_tag() != Tag::PASSWORD_MESSAGE {
                         return Err(SessionError::Protocol(
                             "expected a password or SASL response message",
                         ));
@@ -145,7 +145,7 @@ pub async fn relay_auth(
                     upstream.flush().await?;
                 }
             }
-            b'E' => {
+            Tag::ERROR_RESPONSE => {
                 // Upstream refused the login: the client gets upstream's own error.
                 client.write_all(frame.as_bytes()).await?;
                 client.flush().await?;
@@ -153,11 +153,11 @@ pub async fn relay_auth(
                     sqlstate: crate::wire::messages::error_code(&frame),
                 });
             }
-            b'N' => {
+            Tag::NOTICE_RESPONSE => {
                 client.write_all(frame.as_bytes()).await?;
             }
             // We negotiated the protocol version with the client ourselves.
-            b'v' => {}
+            Tag::NEGOTIATE_PROTOCOL_VERSION => {}
             _ => {
                 return Err(SessionError::UpstreamProtocol(
                     "unexpected message during authentication",
@@ -206,15 +206,15 @@ pub(super) async fn read_startup_messages(
             .next(upstream)
             .await?
             .ok_or(SessionError::UpstreamGone)?;
-        match frame.tag() {
-            b'K' => est.upstream_key = Some(decode_backend_key_data(&frame)?),
-            b'S' => {
+        match frame.message_tag() {
+            Tag::BACKEND_KEY_DATA => est.upstream_key = Some(decode_backend_key_data(&frame)?),
+            Tag::PARAMETER_STATUS => {
                 est.parameters.push(decode_parameter_status(&frame)?);
                 est.to_client.push(frame);
             }
-            b'N' => est.to_client.push(frame),
-            b'E' => return Ok(StartupEnd::Refused(frame)),
-            b'Z' => {
+            Tag::NOTICE_RESPONSE => est.to_client.push(frame),
+            Tag::ERROR_RESPONSE => return Ok(StartupEnd::Refused(frame)),
+            Tag::READY_FOR_QUERY => {
                 est.to_client.push(frame);
                 return Ok(StartupEnd::Ready);
             }

@@ -24,7 +24,7 @@ use crate::net::{ClientStream, Upstream, UpstreamStream};
 use crate::wire::frame::BodyReader;
 use crate::wire::messages::AuthRequest;
 use crate::wire::startup::StartupMessage;
-use crate::wire::{Frame, PgError, WireError};
+use crate::wire::{Frame, PgError, Tag, WireError};
 
 use super::auth_relay::{AuthMethod, Established};
 use super::auth_upstream::{login_upstream, UpstreamCredentials};
@@ -286,8 +286,10 @@ async fn read_password_message(
     rd: &mut FrameReader,
 ) -> Result<Frame, Failure> {
     match rd.next(client).await {
-        Ok(Some(f)) if f.tag() == b'p' => Ok(f),
-        Ok(Some(f)) if f.tag() == b'X' => Err(Failure::Gone(SessionError::ClientGone)),
+        Ok(Some(f)) if f.message_tag() == Tag::PASSWORD_MESSAGE => Ok(f),
+        Ok(Some(f)) if f.message_tag() == Tag::TERMINATE => {
+            Err(Failure::Gone(SessionError::ClientGone))
+        }
         Ok(Some(_)) => Err(Failure::Refused(AuthError::Malformed(
             "expected a password or SASL response message",
         ))),

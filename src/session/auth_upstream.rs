@@ -17,7 +17,7 @@ use crate::auth::{
 use crate::net::{ClientStream, Upstream, UpstreamStream};
 use crate::wire::messages::{error_code, AuthRequest, MessageBuilder};
 use crate::wire::startup::StartupMessage;
-use crate::wire::{Frame, PgError};
+use crate::wire::{Frame, PgError, Tag};
 
 use super::auth_relay::{read_startup_messages, AuthMethod, Established, StartupEnd};
 use super::reader::FrameReader;
@@ -80,8 +80,8 @@ pub(super) async fn login_upstream(
             .next(&mut upstream)
             .await?
             .ok_or(SessionError::UpstreamGone)?;
-        match frame.tag() {
-            b'R' => {
+        match frame.message_tag() {
+            Tag::AUTHENTICATION => {
                 let answer = match AuthRequest::decode(&frame)? {
                     AuthRequest::Ok => break,
                     AuthRequest::Cleartext => {
@@ -113,7 +113,7 @@ pub(super) async fn login_upstream(
                             &offered,
                         )
                         .map_err(refuse)?;
-                        let mut b = MessageBuilder::new(b'p');
+                        let mut b = MessageBuilder::new(Tag::PASSWORD_MESSAGE);
                         b.cstr(first.mechanism())
                             .i32(i32::try_from(first.message().len()).unwrap_or(i32::MAX))
                             .bytes(first.message());
@@ -128,7 +128,7 @@ pub(super) async fn login_upstream(
                             return Err(SessionError::UpstreamProtocol("unexpected SASL continue"));
                         };
                         let fin = first.server_first(&data).map_err(refuse)?;
-                        let mut b = MessageBuilder::new(b'p');
+                        let mut b = MessageBuilder::new(Tag::PASSWORD_MESSAGE);
                         b.bytes(fin.message());
                         let message = b.finish();
                         scram = ScramState::Final(fin);
@@ -156,9 +156,9 @@ pub(super) async fn login_upstream(
                 upstream.write_all(&answer).await?;
                 upstream.flush().await?;
             }
-            b'E' => return Err(upstream_refused(client, &frame).await),
-            b'N' => notices.push(frame),
-            b'v' => {}
+            Tag::ERROR_RESPONSE => return Err(upstream_refused(client, &frame).await),
+            Tag::NOTICE_RESPONSE => notices.push(frame),
+            Tag::NEGOTIATE_PROTOCOL_VERSION => {}
             _ => {
                 return Err(SessionError::UpstreamProtocol(
                     "unexpected message during authentication",
@@ -189,7 +189,7 @@ async fn upstream_refused(client: &mut ClientStream, frame: &Frame) -> SessionEr
 }
 
 fn password_message(password: &[u8]) -> bytes::Bytes {
-    let mut b = MessageBuilder::new(b'p');
+    let mut b = MessageBuilder::new(Tag::PASSWORD_MESSAGE);
     b.bytes(password).u8(0);
     b.finish()
 }

@@ -218,6 +218,7 @@ pub fn negotiation_error_bytes(e: &SessionError) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::Tag;
 
     #[test]
     fn old_protocols_get_the_version_2_error_format() {
@@ -228,7 +229,7 @@ mod tests {
         );
         let e = SessionError::Wire(WireError::UnsupportedProtocol { major: 4, minor: 1 });
         let v3 = negotiation_error_bytes(&e).unwrap();
-        assert_eq!(v3[0], b'E');
+        assert_eq!(Tag(v3[0]), Tag::ERROR_RESPONSE);
         assert!(String::from_utf8_lossy(&v3).contains("C0A000"));
     }
 }

@@ -14,6 +14,8 @@ pub enum WireError {
     MalformedStartup(&'static str),
     #[error("unsupported frontend protocol {major}.{minor}: server supports 3.0 to 3.0")]
     UnsupportedProtocol { major: u16, minor: u16 },
+    #[error("unsupported format code: {code}")]
+    UnknownFormat { code: i16 },
     #[error("malformed {what} message")]
     Malformed { what: &'static str },
     #[error("connection closed in the middle of a message")]
@@ -28,6 +30,7 @@ impl WireError {
         match self {
             WireError::UnsupportedProtocol { .. } => "0A000",
             WireError::TooLarge { .. } => "54000",
+            WireError::UnknownFormat { .. } => "22023",
             WireError::Io(_) => "08006",
             _ => "08P01",
         }

@@ -6,9 +6,10 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use super::format::format_code_for;
 use super::frame::BodyReader;
 use super::messages::MessageBuilder;
-use super::WireError;
+use super::{Format, Tag, WireError};
 
 fn body(msg: &[u8]) -> &[u8] {
     msg.get(5..).unwrap_or(&[])
@@ -25,7 +26,7 @@ pub fn decode_query(msg: &[u8]) -> Result<&[u8], WireError> {
 }
 
 pub fn encode_query(sql: &[u8]) -> Bytes {
-    let mut b = MessageBuilder::new(b'Q');
+    let mut b = MessageBuilder::new(Tag::QUERY);
     b.bytes(sql).u8(0);
     b.finish()
 }
@@ -70,7 +71,7 @@ impl Parse {
     }
 
     pub fn encode(&self) -> Bytes {
-        let mut b = MessageBuilder::new(b'P');
+        let mut b = MessageBuilder::new(Tag::PARSE);
         b.cstr(&self.name).bytes(&self.sql).u8(0);
         b.i16(self.param_types.len() as i16);
         for t in &self.param_types {
@@ -85,11 +86,14 @@ impl Parse {
 pub struct Bind {
     pub portal: String,
     pub statement: String,
-    /// As sent: empty (all text), one (applies to all) or one per parameter.
+    /// The codes as sent (kept raw so that an unchanged Bind forwards byte for byte, and
+    /// PostgreSQL reports an invalid code itself): empty (all text), one (applies to all)
+    /// or one per parameter. Read them with [`Bind::param_format_of`].
     pub param_formats: Vec<i16>,
     /// None is SQL NULL.
     pub params: Vec<Option<Bytes>>,
-    /// As sent: empty (all text), one (applies to all) or one per result column.
+    /// As sent, like `param_formats`, one per result column. Read them with
+    /// [`Bind::result_format_of`].
     pub result_formats: Vec<i16>,
 }
 
@@ -149,13 +153,23 @@ impl Bind {
         })
     }
 
-    /// The format code of parameter `i` (0-based), following the protocol's rules.
+    /// The format code of parameter `i` (0-based), following the protocol's rules, raw.
     pub fn param_format(&self, i: usize) -> i16 {
-        format_for(&self.param_formats, i)
+        format_code_for(&self.param_formats, i)
+    }
+
+    /// The format of parameter `i` (0-based); an invalid code is an error.
+    pub fn param_format_of(&self, i: usize) -> Result<Format, WireError> {
+        Format::for_item(&self.param_formats, i)
+    }
+
+    /// The format the client asked for result column `i`; an invalid code is an error.
+    pub fn result_format_of(&self, i: usize) -> Result<Format, WireError> {
+        Format::for_item(&self.result_formats, i)
     }
 
     pub fn encode(&self) -> Bytes {
-        let mut b = MessageBuilder::new(b'B');
+        let mut b = MessageBuilder::new(Tag::BIND);
         b.cstr(&self.portal).cstr(&self.statement);
         b.i16(self.param_formats.len() as i16);
         for f in &self.param_formats {
@@ -180,13 +194,10 @@ impl Bind {
     }
 }
 
-/// The format code for column/parameter `i` given a format-code list.
+/// The format code for column/parameter `i` given a format-code list, raw (see
+/// [`Format::for_item`] for the typed form).
 pub fn format_for(formats: &[i16], i: usize) -> i16 {
-    match formats.len() {
-        0 => 0,
-        1 => formats[0],
-        _ => formats.get(i).copied().unwrap_or(0),
-    }
+    format_code_for(formats, i)
 }
 
 /// Describe ('D') and Close ('C') target: a statement or a portal.
@@ -196,13 +207,28 @@ pub enum Target {
     Portal(String),
 }
 
+impl Target {
+    /// The kind byte of a statement target.
+    pub const STATEMENT: u8 = b'S';
+    /// The kind byte of a portal target.
+    pub const PORTAL: u8 = b'P';
+
+    /// The kind byte this target is sent with.
+    pub fn kind(&self) -> u8 {
+        match self {
+            Target::Statement(_) => Target::STATEMENT,
+            Target::Portal(_) => Target::PORTAL,
+        }
+    }
+}
+
 pub fn decode_target(msg: &[u8], what: &'static str) -> Result<Target, WireError> {
     let mut r = BodyReader::new(body(msg), what);
     let kind = r.u8()?;
     let name = utf8(r.cstr()?, what)?;
     match kind {
-        b'S' => Ok(Target::Statement(name)),
-        b'P' => Ok(Target::Portal(name)),
+        Target::STATEMENT => Ok(Target::Statement(name)),
+        Target::PORTAL => Ok(Target::Portal(name)),
         _ => Err(WireError::Malformed { what }),
     }
 }
@@ -216,21 +242,22 @@ pub fn decode_execute(msg: &[u8]) -> Result<(String, i32), WireError> {
 }
 
 pub fn encode_execute(portal: &str, max_rows: i32) -> Bytes {
-    let mut b = MessageBuilder::new(b'E');
+    let mut b = MessageBuilder::new(Tag::EXECUTE);
     b.cstr(portal).i32(max_rows);
     b.finish()
 }
 
-/// Close ('C') of a statement (`kind` b'S') or a portal (b'P').
+/// Close ('C') of a statement (`kind` [`Target::STATEMENT`]) or a portal
+/// ([`Target::PORTAL`]).
 pub fn encode_close(kind: u8, name: &str) -> Bytes {
-    let mut b = MessageBuilder::new(b'C');
+    let mut b = MessageBuilder::new(Tag::CLOSE);
     b.u8(kind).cstr(name);
     b.finish()
 }
 
 /// Sync ('S').
 pub fn encode_sync() -> Bytes {
-    MessageBuilder::new(b'S').finish()
+    MessageBuilder::new(Tag::SYNC).finish()
 }
 
 /// One field of a RowDescription.
@@ -242,7 +269,15 @@ pub struct FieldDescription {
     pub type_oid: u32,
     pub type_len: i16,
     pub type_mod: i32,
+    /// The format code as sent; read it with [`FieldDescription::format_of`].
     pub format: i16,
+}
+
+impl FieldDescription {
+    /// The column's format; an invalid code is an error.
+    pub fn format_of(&self) -> Result<Format, WireError> {
+        Format::from_code(self.format)
+    }
 }
 
 /// RowDescription ('T').
@@ -271,7 +306,7 @@ pub fn decode_row_description(msg: &[u8]) -> Result<Vec<FieldDescription>, WireE
 
 pub fn encode_row_description(fields: &[FieldDescription], out: &mut BytesMut) {
     let start = out.len();
-    out.put_u8(b'T');
+    out.put_u8(Tag::ROW_DESCRIPTION.byte());
     out.put_i32(0);
     out.put_i16(fields.len() as i16);
     for f in fields {
@@ -311,7 +346,7 @@ pub fn decode_data_row(msg: &[u8]) -> Result<Vec<Option<&[u8]>>, WireError> {
 /// Starts a DataRow in `out`; finish it with [`finish_message`].
 pub fn begin_data_row(out: &mut BytesMut, ncols: usize) -> usize {
     let start = out.len();
-    out.put_u8(b'D');
+    out.put_u8(Tag::DATA_ROW.byte());
     out.put_i32(0);
     out.put_i16(ncols as i16);
     start
@@ -355,7 +390,7 @@ pub fn decode_parameter_description(msg: &[u8]) -> Result<Vec<u32>, WireError> {
 
 pub fn encode_parameter_description(types: &[u32], out: &mut BytesMut) {
     let start = out.len();
-    out.put_u8(b't');
+    out.put_u8(Tag::PARAMETER_DESCRIPTION.byte());
     out.put_i32(0);
     out.put_i16(types.len() as i16);
     for t in types {
@@ -394,9 +429,10 @@ pub fn decode_error_fields(msg: &[u8]) -> Result<Vec<(u8, Bytes)>, WireError> {
     }
 }
 
-pub fn encode_error_fields(tag: u8, fields: &[(u8, Bytes)], out: &mut BytesMut) {
+/// ErrorResponse or NoticeResponse (`tag`) with `fields` in order.
+pub fn encode_error_fields(tag: impl Into<Tag>, fields: &[(u8, Bytes)], out: &mut BytesMut) {
     let start = out.len();
-    out.put_u8(tag);
+    out.put_u8(tag.into().byte());
     out.put_i32(0);
     for (code, value) in fields {
         out.put_u8(*code);
@@ -410,6 +446,7 @@ pub fn encode_error_fields(tag: u8, fields: &[(u8, Bytes)], out: &mut BytesMut) 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::Oid;
 
     #[test]
     fn bind_round_trips_with_nulls_and_formats() {
@@ -427,11 +464,53 @@ mod tests {
     }
 
     #[test]
+    fn bind_formats_read_typed_and_invalid_codes_are_errors_but_forward_unchanged() {
+        let b = Bind {
+            portal: "".into(),
+            statement: "s".into(),
+            param_formats: vec![1, 2],
+            params: vec![None, None],
+            result_formats: vec![1],
+        };
+        assert_eq!(b.param_format_of(0).unwrap(), Format::Binary);
+        assert!(matches!(
+            b.param_format_of(1),
+            Err(WireError::UnknownFormat { code: 2 })
+        ));
+        assert_eq!(b.result_format_of(5).unwrap(), Format::Binary);
+        // The invalid code is PostgreSQL's to refuse: decode and encode keep it.
+        let enc = b.encode();
+        assert_eq!(enc[0], Tag::BIND.byte());
+        assert_eq!(Bind::decode(&enc).unwrap(), b);
+        let none = Bind {
+            param_formats: vec![],
+            result_formats: vec![],
+            ..b
+        };
+        assert_eq!(none.param_format_of(1).unwrap(), Format::Text);
+        assert_eq!(none.result_format_of(0).unwrap(), Format::Text);
+    }
+
+    #[test]
+    fn targets_round_trip_through_close() {
+        for t in [Target::Statement("s1".into()), Target::Portal("p1".into())] {
+            let name = match &t {
+                Target::Statement(n) | Target::Portal(n) => n.clone(),
+            };
+            let enc = encode_close(t.kind(), &name);
+            assert_eq!(enc[0], Tag::CLOSE.byte());
+            assert_eq!(decode_target(&enc, "Close").unwrap(), t);
+        }
+        let bad = encode_close(b'X', "x");
+        assert!(decode_target(&bad, "Close").is_err());
+    }
+
+    #[test]
     fn parse_round_trips() {
         let p = Parse {
             name: "".into(),
             sql: b"select $1".to_vec(),
-            param_types: vec![25],
+            param_types: vec![Oid::TEXT.get()],
         };
         assert_eq!(Parse::decode(&p.encode()).unwrap(), p);
     }
@@ -457,7 +536,7 @@ mod tests {
             name: Bytes::from_static(b"phone"),
             table_oid: 1234,
             column_attr: 2,
-            type_oid: 17,
+            type_oid: Oid::BYTEA.get(),
             type_len: -1,
             type_mod: -1,
             format: 0,

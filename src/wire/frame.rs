@@ -6,7 +6,7 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use super::WireError;
+use super::{Tag, WireError};
 
 /// One whole protocol message: `bytes` holds tag, length and body.
 #[derive(Clone, PartialEq, Eq)]
@@ -18,7 +18,7 @@ impl std::fmt::Debug for Frame {
     // Never print the bytes: a message may carry a plaintext parameter.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Frame")
-            .field("tag", &(self.tag() as char))
+            .field("tag", &self.message_tag())
             .field("len", &self.bytes.len())
             .finish()
     }
@@ -31,9 +31,15 @@ impl Frame {
         Frame { bytes }
     }
 
-    /// The message type byte.
+    /// The message type byte, raw. Prefer [`Frame::message_tag`]; this goes once the
+    /// callers that still match on bytes have moved to [`Tag`].
     pub fn tag(&self) -> u8 {
         self.bytes.first().copied().unwrap_or(0)
+    }
+
+    /// The message type.
+    pub fn message_tag(&self) -> Tag {
+        Tag(self.tag())
     }
 
     /// The message body, after the tag and the length word.
@@ -175,7 +181,7 @@ mod tests {
     fn splits_whole_frames_and_waits_for_partial_ones() {
         let mut buf = BytesMut::from(&b"Z\0\0\0\x05IQ\0\0"[..]);
         let f = split_frame(&mut buf, 1024).unwrap().unwrap();
-        assert_eq!(f.tag(), b'Z');
+        assert_eq!(f.message_tag(), Tag::READY_FOR_QUERY);
         assert_eq!(f.body(), b"I");
         assert!(split_frame(&mut buf, 1024).unwrap().is_none());
         assert_eq!(buf.len(), 3);

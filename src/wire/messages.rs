@@ -7,7 +7,34 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::frame::{BodyReader, Frame};
-use super::WireError;
+use super::{Tag, WireError};
+
+/// The field type bytes of an ErrorResponse or NoticeResponse.
+pub mod field {
+    /// Severity, localized.
+    pub const SEVERITY: u8 = b'S';
+    /// Severity, never localized.
+    pub const SEVERITY_NONLOCALIZED: u8 = b'V';
+    /// The SQLSTATE.
+    pub const CODE: u8 = b'C';
+    pub const MESSAGE: u8 = b'M';
+    pub const DETAIL: u8 = b'D';
+    pub const HINT: u8 = b'H';
+    /// Cursor position in the statement text.
+    pub const POSITION: u8 = b'P';
+    pub const INTERNAL_POSITION: u8 = b'p';
+    pub const INTERNAL_QUERY: u8 = b'q';
+    /// Context (call stack).
+    pub const WHERE: u8 = b'W';
+    pub const SCHEMA: u8 = b's';
+    pub const TABLE: u8 = b't';
+    pub const COLUMN: u8 = b'c';
+    pub const DATA_TYPE: u8 = b'd';
+    pub const CONSTRAINT: u8 = b'n';
+    pub const FILE: u8 = b'F';
+    pub const LINE: u8 = b'L';
+    pub const ROUTINE: u8 = b'R';
+}
 
 /// Severity of an ErrorResponse we originate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,16 +93,16 @@ impl PgError {
 
     /// Encodes the ErrorResponse ('E') message.
     pub fn encode(&self) -> Bytes {
-        let mut b = MessageBuilder::new(b'E');
-        b.field(b'S', self.severity.as_str());
-        b.field(b'V', self.severity.as_str());
-        b.field(b'C', self.code);
-        b.field(b'M', &self.message);
+        let mut b = MessageBuilder::new(Tag::ERROR_RESPONSE);
+        b.field(field::SEVERITY, self.severity.as_str());
+        b.field(field::SEVERITY_NONLOCALIZED, self.severity.as_str());
+        b.field(field::CODE, self.code);
+        b.field(field::MESSAGE, &self.message);
         if let Some(d) = &self.detail {
-            b.field(b'D', d);
+            b.field(field::DETAIL, d);
         }
         if let Some(h) = &self.hint {
-            b.field(b'H', h);
+            b.field(field::HINT, h);
         }
         b.buf.put_u8(0);
         b.finish()
@@ -88,9 +115,9 @@ pub struct MessageBuilder {
 }
 
 impl MessageBuilder {
-    pub fn new(tag: u8) -> Self {
+    pub fn new(tag: Tag) -> Self {
         let mut buf = BytesMut::with_capacity(64);
-        buf.put_u8(tag);
+        buf.put_u8(tag.byte());
         buf.put_i32(0);
         MessageBuilder { buf }
     }
@@ -138,14 +165,14 @@ impl MessageBuilder {
 
 /// BackendKeyData ('K') with a 4-byte secret (protocol 3.0).
 pub fn backend_key_data(pid: i32, secret: u32) -> Bytes {
-    let mut b = MessageBuilder::new(b'K');
+    let mut b = MessageBuilder::new(Tag::BACKEND_KEY_DATA);
     b.i32(pid).bytes(&secret.to_be_bytes());
     b.finish()
 }
 
 /// NegotiateProtocolVersion ('v'): the newest version we speak (full number) and the options we do not.
 pub fn negotiate_protocol_version(newest_version: i32, unsupported: &[String]) -> Bytes {
-    let mut b = MessageBuilder::new(b'v');
+    let mut b = MessageBuilder::new(Tag::NEGOTIATE_PROTOCOL_VERSION);
     b.i32(newest_version).i32(unsupported.len() as i32);
     for o in unsupported {
         b.cstr(o);
@@ -153,9 +180,19 @@ pub fn negotiate_protocol_version(newest_version: i32, unsupported: &[String]) -
     b.finish()
 }
 
-/// ReadyForQuery ('Z').
+/// The transaction status byte of a ReadyForQuery.
+pub mod transaction_status {
+    /// Not in a transaction block.
+    pub const IDLE: u8 = b'I';
+    /// In a transaction block.
+    pub const IN_TRANSACTION: u8 = b'T';
+    /// In a failed transaction block (statements refused until it ends).
+    pub const FAILED: u8 = b'E';
+}
+
+/// ReadyForQuery ('Z') with a [`transaction_status`] byte.
 pub fn ready_for_query(status: u8) -> Bytes {
-    let mut b = MessageBuilder::new(b'Z');
+    let mut b = MessageBuilder::new(Tag::READY_FOR_QUERY);
     b.u8(status);
     b.finish()
 }
@@ -215,7 +252,7 @@ impl AuthRequest {
     }
 
     pub fn encode(&self) -> Bytes {
-        let mut b = MessageBuilder::new(b'R');
+        let mut b = MessageBuilder::new(Tag::AUTHENTICATION);
         match self {
             AuthRequest::Ok => {
                 b.i32(AUTH_OK);
@@ -277,11 +314,14 @@ pub fn error_code(frame: &Frame) -> Option<String> {
             return None;
         }
         let value = r.cstr().ok()?;
-        if code == b'C' {
+        if code == field::CODE {
             return Some(String::from_utf8_lossy(value).into_owned());
         }
     }
 }
+
+/// Terminate ('X'), whole: it has no body.
+pub const TERMINATE: [u8; 5] = [Tag::TERMINATE.byte(), 0, 0, 0, 4];
 
 /// The CancelRequest packet (untagged), protocol 3.0.
 pub fn cancel_request(pid: i32, secret: &[u8]) -> Bytes {
@@ -309,7 +349,7 @@ mod tests {
     fn error_response_round_trips_its_code() {
         let e = PgError::fatal("53300", "sorry, too many clients already").encode();
         let f = Frame::from_encoded(e);
-        assert_eq!(f.tag(), b'E');
+        assert_eq!(f.message_tag(), Tag::ERROR_RESPONSE);
         assert_eq!(error_code(&f).as_deref(), Some("53300"));
         let len = i32::from_be_bytes([
             f.as_bytes()[1],
@@ -327,6 +367,14 @@ mod tests {
         };
         let f = Frame::from_encoded(req.encode());
         assert_eq!(AuthRequest::decode(&f).unwrap(), req);
+    }
+
+    #[test]
+    fn terminate_is_a_whole_message() {
+        let mut buf = BytesMut::from(&TERMINATE[..]);
+        let f = super::super::split_frame(&mut buf, 1024).unwrap().unwrap();
+        assert_eq!(f.message_tag(), Tag::TERMINATE);
+        assert!(f.body().is_empty());
     }
 
     #[test]

@@ -21,7 +21,10 @@ pub use cluster::{
     cluster, fresh_db, Cluster, APP_PASSWORD, APP_USER, CLEARTEXT_USER, LEGACY_PASSWORD, MD5_USER,
     SUPERUSER, SUPERUSER_PASSWORD, TRUST_USER,
 };
-pub use protected::{eventually, eventually_async, ProtectedProxy, CATALOG_ROLE, ROLE_PASSWORD};
+pub use protected::{
+    eventually, eventually_async, eventually_async_with, eventually_with, Prepared,
+    ProtectedBuilder, ProtectedProxy, CATALOG_ROLE, ROLE_PASSWORD,
+};
 pub use proxy::Proxy;
 
 use std::time::Duration;

@@ -15,7 +15,13 @@
 //! `{p}` in the setup SQL and in the policy stands for the fixture's prefix (its name), so
 //! role names stay unique per test in the binary's shared cluster. Every role gets the
 //! password [`ROLE_PASSWORD`]. pgcloak reads the catalog as [`CATALOG_ROLE`], an ordinary
-//! login role without any privilege (as the shipped config recommends), not as a superuser.
+//! login role without any privilege (as the shipped config recommends), not as a superuser;
+//! [`ProtectedBuilder::catalog_login`] picks another login where a test is about what that
+//! login can see.
+//!
+//! Tests of `pgcloak check` or of a refused startup stop at [`ProtectedBuilder::prepare`]:
+//! the database, policy and keyring exist, and [`Prepared`] runs `check`, tries `serve`, or
+//! starts the proxy.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -24,7 +30,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use tokio_postgres::{Client, Config};
 
-use super::cluster::{cluster, fresh_db};
+use super::cluster::{cluster, free_port, fresh_db, SUPERUSER};
 use super::proxy::Proxy;
 use super::yaml;
 
@@ -42,6 +48,9 @@ pub struct ProtectedBuilder {
     setup: String,
     policy: String,
     overrides: Value,
+    catalog_user: String,
+    catalog_password: String,
+    startup_check: bool,
 }
 
 impl ProtectedBuilder {
@@ -70,12 +79,40 @@ impl ProtectedBuilder {
         self
     }
 
+    /// pgcloak reads the catalog as `user` (created with `password` unless it is the
+    /// harness superuser) instead of [`CATALOG_ROLE`].
+    pub fn catalog_login(mut self, user: &str, password: &str) -> Self {
+        self.catalog_user = user.to_string();
+        self.catalog_password = password.to_string();
+        self
+    }
+
+    /// Leaves the database out of `catalog.databases`, so that startup does not check the
+    /// policy against its schema (for a policy that names a column the schema lacks).
+    pub fn without_startup_check(mut self) -> Self {
+        self.startup_check = false;
+        self
+    }
+
     /// Creates the database, roles, tables, policy file and keyring, and starts pgcloak.
     pub async fn start(self) -> ProtectedProxy {
+        self.prepare().await.start()
+    }
+
+    /// [`Self::start`], or `Err(log)` when pgcloak refuses to start.
+    pub async fn try_start(self) -> Result<ProtectedProxy, String> {
+        self.prepare().await.try_start()
+    }
+
+    /// Creates the database, roles, tables, policy file and keyring; pgcloak is not started.
+    pub async fn prepare(self) -> Prepared {
         let c = cluster();
         let prefix = self.name.clone();
         let db = fresh_db(&self.name).await;
-        c.create_role(CATALOG_ROLE, Some(CATALOG_PASSWORD)).await;
+        if self.catalog_user != SUPERUSER {
+            c.create_role(&self.catalog_user, Some(&self.catalog_password))
+                .await;
+        }
         for role in &self.roles {
             c.create_role(&format!("{prefix}_{role}"), Some(ROLE_PASSWORD))
                 .await;
@@ -98,22 +135,98 @@ impl ProtectedBuilder {
             "policy": policy_path,
             "keys": { "file": keys_path },
             "catalog": {
-                "user": CATALOG_ROLE,
+                "user": self.catalog_user,
                 "password_env": "PGCLOAK_CATALOG_PASSWORD",
-                "databases": [db],
             },
         });
+        if self.startup_check {
+            overrides["catalog"]["databases"] = json!([db]);
+        }
         yaml::merge(&mut overrides, &self.overrides);
-        let proxy =
-            Proxy::start_with_env(overrides, &[("PGCLOAK_CATALOG_PASSWORD", CATALOG_PASSWORD)]);
-        ProtectedProxy {
+        Prepared {
             db,
             prefix,
-            proxy,
             policy_path,
             keys_path,
-            _dir: dir,
+            overrides,
+            catalog_password: self.catalog_password,
+            dir,
         }
+    }
+}
+
+/// A fixture's database, roles, policy file and keyring, before pgcloak runs.
+#[derive(Debug)]
+pub struct Prepared {
+    pub db: String,
+    pub prefix: String,
+    pub policy_path: PathBuf,
+    pub keys_path: PathBuf,
+    overrides: Value,
+    catalog_password: String,
+    dir: tempfile::TempDir,
+}
+
+impl Prepared {
+    /// The directory holding the policy file and the keyring.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Writes a complete pgcloak config (the harness defaults on a free port plus the
+    /// fixture's settings) into [`Self::dir`] and returns its path.
+    pub fn config_file(&self) -> PathBuf {
+        let mut config = Proxy::default_config(free_port());
+        yaml::merge(&mut config, &self.overrides);
+        let path = self.dir.path().join("pgcloak.yaml");
+        std::fs::write(&path, yaml::to_yaml(&config)).unwrap();
+        path
+    }
+
+    /// Runs `pgcloak check --database` for the fixture's database with the catalog login's
+    /// password: (exit code, stdout + stderr).
+    pub fn check(&self) -> (i32, String) {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgcloak"))
+            .args(["check", "--config"])
+            .arg(self.config_file())
+            .args(["--database", &self.db])
+            .env("PGCLOAK_CATALOG_PASSWORD", &self.catalog_password)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code().unwrap_or(-1), text)
+    }
+
+    /// Starts pgcloak on the fixture; `Err(log)` if it refuses to start. The fixture stays
+    /// usable either way (check again, fix the database, start again).
+    pub fn try_serve(&self) -> Result<Proxy, String> {
+        Proxy::try_start_with_env(
+            self.overrides.clone(),
+            &[("PGCLOAK_CATALOG_PASSWORD", &self.catalog_password)],
+        )
+    }
+
+    /// Starts pgcloak on the fixture; panics with its log if it does not start.
+    pub fn start(self) -> ProtectedProxy {
+        self.try_start()
+            .unwrap_or_else(|log| panic!("pgcloak did not start:\n{log}"))
+    }
+
+    /// [`Self::start`], or `Err(log)` when pgcloak refuses to start.
+    pub fn try_start(self) -> Result<ProtectedProxy, String> {
+        let proxy = self.try_serve()?;
+        Ok(ProtectedProxy {
+            db: self.db,
+            prefix: self.prefix,
+            proxy,
+            policy_path: self.policy_path,
+            keys_path: self.keys_path,
+            _dir: self.dir,
+        })
     }
 }
 
@@ -137,6 +250,9 @@ impl ProtectedProxy {
             setup: String::new(),
             policy: String::new(),
             overrides: json!({}),
+            catalog_user: CATALOG_ROLE.to_string(),
+            catalog_password: CATALOG_PASSWORD.to_string(),
+            startup_check: true,
         }
     }
 
@@ -188,21 +304,44 @@ impl ProtectedProxy {
 /// Polls `f` until it returns `Some`, every 20 ms, for at most `timeout`; panics (at the
 /// caller) naming `what` if it never does.
 #[track_caller]
-pub fn eventually<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+pub fn eventually<T>(timeout: Duration, what: &str, f: impl FnMut() -> Option<T>) -> T {
+    eventually_with(timeout, f, || what.to_string())
+}
+
+/// [`eventually`] whose panic message is built when it fails (to carry a log, say).
+#[track_caller]
+pub fn eventually_with<T>(
+    timeout: Duration,
+    mut f: impl FnMut() -> Option<T>,
+    why: impl FnOnce() -> String,
+) -> T {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(v) = f() {
             return v;
         }
         if Instant::now() >= deadline {
-            panic!("not within {timeout:?}: {what}");
+            panic!("not within {timeout:?}: {}", why());
         }
         std::thread::sleep(Duration::from_millis(20));
     }
 }
 
 /// [`eventually`] for an async condition (it does not block the runtime while waiting).
-pub async fn eventually_async<T, F, Fut>(timeout: Duration, what: &str, mut f: F) -> T
+pub async fn eventually_async<T, F, Fut>(timeout: Duration, what: &str, f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    eventually_async_with(timeout, f, || what.to_string()).await
+}
+
+/// [`eventually_async`] whose panic message is built when it fails.
+pub async fn eventually_async_with<T, F, Fut>(
+    timeout: Duration,
+    mut f: F,
+    why: impl FnOnce() -> String,
+) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
@@ -213,7 +352,7 @@ where
             return v;
         }
         if Instant::now() >= deadline {
-            panic!("not within {timeout:?}: {what}");
+            panic!("not within {timeout:?}: {}", why());
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -4,24 +4,26 @@
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tokio_postgres::Client;
 
-use crate::common::{self, cluster, fresh_db, Proxy, SUPERUSER, SUPERUSER_PASSWORD};
+use crate::common::{self, ProtectedProxy, SUPERUSER, SUPERUSER_PASSWORD};
 
-pub const PW: &str = "Ops-Role-pw1";
-
+/// [`ProtectedProxy`] (reached through `Deref`: `db`, `proxy`, `policy_path`, `keys_path`,
+/// `client`, ...) with an admin listener on `admin_port`. pgcloak reads the catalog as the
+/// superuser and checks no database at startup, so reload tests may write any policy.
 pub struct OpsFixture {
-    pub db: String,
-    pub prefix: String,
-    pub proxy: Proxy,
+    pub p: ProtectedProxy,
     pub admin_port: u16,
-    pub dir: tempfile::TempDir,
-    pub policy_path: PathBuf,
+}
+
+impl std::ops::Deref for OpsFixture {
+    type Target = ProtectedProxy;
+
+    fn deref(&self) -> &ProtectedProxy {
+        &self.p
+    }
 }
 
 /// The policy text: phone readable by app, masked for agent; national_id denied to PUBLIC.
@@ -46,57 +48,25 @@ tables:
 }
 
 impl OpsFixture {
+    /// Roles `app` and `agent`, tables `customers` (protected) and `plain`; `extra` is
+    /// deep-merged into the config last.
     pub async fn new(name: &str, extra: Value) -> OpsFixture {
-        let db = fresh_db(name).await;
-        let c = cluster();
-        for r in ["app", "agent"] {
-            c.create_role(&format!("{name}_{r}"), Some(PW)).await;
-        }
-        let admin = c.admin(&db).await;
-        admin
-            .batch_execute(&format!(
+        let admin_port = common::cluster::free_port();
+        let p = ProtectedProxy::builder(name)
+            .roles(&["app", "agent"])
+            .setup(
                 "CREATE TABLE customers (id int PRIMARY KEY, phone bytea, national_id bytea);
                  CREATE TABLE plain (id int PRIMARY KEY, note text);
-                 GRANT ALL ON customers, plain TO {n}_app, {n}_agent;",
-                n = name
-            ))
-            .await
-            .unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let policy_path = dir.path().join("policy.yaml");
-        std::fs::write(&policy_path, policy(name, "masked")).unwrap();
-        let keys_path = dir.path().join("master.keys");
-        let keys = pgcloak::crypto::keygen(None).unwrap();
-        std::fs::write(&keys_path, keys.as_bytes()).unwrap();
-        std::fs::set_permissions(&keys_path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let admin_port = common::cluster::free_port();
-        let mut overrides = json!({
-            "policy": policy_path,
-            "keys": { "file": keys_path },
-            "catalog": { "user": SUPERUSER, "password_env": "PGCLOAK_CATALOG_PASSWORD" },
-            "admin": { "listen": format!("127.0.0.1:{admin_port}") },
-        });
-        common::yaml::merge(&mut overrides, &extra);
-        let proxy = Proxy::start_with_env(
-            overrides,
-            &[("PGCLOAK_CATALOG_PASSWORD", SUPERUSER_PASSWORD)],
-        );
-        OpsFixture {
-            db,
-            prefix: name.to_string(),
-            proxy,
-            admin_port,
-            dir,
-            policy_path,
-        }
-    }
-
-    pub fn role(&self, role: &str) -> String {
-        format!("{}_{role}", self.prefix)
-    }
-
-    pub async fn client(&self, role: &str) -> Client {
-        common::connect(&self.proxy.config(&self.db, &self.role(role), PW)).await
+                 GRANT ALL ON customers, plain TO {p}_app, {p}_agent;",
+            )
+            .policy(&policy("{p}", "masked"))
+            .catalog_login(SUPERUSER, SUPERUSER_PASSWORD)
+            .without_startup_check()
+            .overrides(json!({ "admin": { "listen": format!("127.0.0.1:{admin_port}") } }))
+            .overrides(extra)
+            .start()
+            .await;
+        OpsFixture { p, admin_port }
     }
 
     pub fn get(&self, path: &str) -> (u16, String) {
