@@ -41,6 +41,7 @@ mod ident;
 mod lexer;
 pub mod lineage;
 pub mod plan;
+pub mod refusal;
 pub mod rewrite;
 pub mod scan;
 pub mod schema;
@@ -51,6 +52,7 @@ pub use cache::{Analysis, AnalysisCache};
 pub use error::SqlError;
 pub use lexer::{split_statements, LiteralKind};
 pub use plan::*;
+pub use refusal::Refusal;
 pub use scan::{
     fingerprint, literal_value, may_mention, Fingerprint, LiteralSpan, NameKind, NameSet,
 };
