@@ -351,14 +351,8 @@ impl DataPath {
         let Err(leak) = check.data_row(row) else {
             return Ok(());
         };
+        // By position only: a result column's name is the client's alias.
         let position = leak.column.unwrap_or(0);
-        let name = self
-            .state
-            .rows()
-            .and_then(|a| a.described.as_ref())
-            .and_then(|d| decode_row_description(d).ok())
-            .and_then(|fields| fields.get(position).map(|f| f.name.clone()));
-        let _ = name;
         Err(leak_error(LeakPlace::ResultColumn(position + 1)))
     }
 

@@ -809,14 +809,13 @@ impl DataPath {
     fn recheck_prepared(
         &self,
         current: &Arc<Protection>,
-        name: &str,
+        _name: &str,
         prepared: &Prepared,
     ) -> Result<Prepared, DataPathError> {
         let fresh = self.plan_statement(current, &prepared.sql, &prepared.param_types)?;
         let old = super::meaning::PlanMeaning::of(&prepared.prot, prepared.plan.as_deref());
         let new = super::meaning::PlanMeaning::of(current, fresh.as_ref().map(|(p, _)| &**p));
         if old != new {
-            let _ = name;
             return Err(Refusal::new(Operation::Prepared, Reason::PlanChanged).into());
         }
         Ok(Prepared {
