@@ -135,6 +135,48 @@ mod tests {
     use crate::policy::LogicalType;
 
     #[test]
+    fn refusals_are_counted_and_hinted_by_their_type() {
+        use crate::sql::refusal::{Fixed, LeakPlace, Reason};
+        let cases = [
+            (
+                DataPathError::from(SqlError::from(Fixed::SelectInto)),
+                RejectReason::UnsupportedSql,
+                "0A000",
+                true,
+            ),
+            (
+                SqlError::from(Reason::NulByte).into(),
+                RejectReason::UnsupportedSql,
+                "42601",
+                false,
+            ),
+            (
+                Refusal::of(Reason::CiphertextWithheld(LeakPlace::NotifyPayload)).into(),
+                RejectReason::Denied,
+                "42501",
+                false,
+            ),
+            (
+                Refusal::fixed(Fixed::ResultRowMismatch).into(),
+                RejectReason::Refused,
+                "0A000",
+                false,
+            ),
+            (
+                Refusal::of(Reason::PlanChanged).into(),
+                RejectReason::PlanChanged,
+                "0A000",
+                false,
+            ),
+        ];
+        for (e, reason, state, hinted) in cases {
+            assert_eq!(e.reject_reason(), reason, "{e}");
+            assert_eq!(e.sqlstate(), state, "{e}");
+            assert_eq!(e.to_pg().hint.is_some(), hinted, "{e}");
+        }
+    }
+
+    #[test]
     fn sqlstates_follow_postgresql_for_bad_input() {
         let ctx = crate::codec::SessionContext::default();
         let cases = [

@@ -1124,10 +1124,10 @@ impl Refusal {
         Refusal::of(Reason::Fixed(f))
     }
 
-    /// Notes the whole-row reference that accompanied the refusal (shown unless the
-    /// message already describes one).
+    /// Notes the whole-row reference that accompanied an analysis refusal (shown
+    /// unless the message already describes one; other classes are left alone).
     pub fn with_whole_row(mut self, w: WholeRow) -> Refusal {
-        if !self.reason.describes_whole_row() {
+        if self.reason.class() == Class::Unsupported && !self.reason.describes_whole_row() {
             self.whole_row = Some(Box::new(w));
         }
         self

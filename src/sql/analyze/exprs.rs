@@ -296,9 +296,7 @@ impl Analyzer<'_> {
     /// A refusal caused (or accompanied) by a whole-row reference says so.
     pub(super) fn explain(&mut self, e: SqlError) -> SqlError {
         match (self.rows.whole_row.take(), e) {
-            (Some(w), SqlError::Refused(r)) if r.sqlstate() == "0A000" => {
-                SqlError::Refused(r.with_whole_row(w))
-            }
+            (Some(w), SqlError::Refused(r)) => SqlError::Refused(r.with_whole_row(w)),
             (_, e) => e,
         }
     }
