@@ -987,7 +987,7 @@ impl Reason {
     fn class(&self) -> Class {
         use Reason as R;
         match self {
-            R::Fixed(f) => match f {
+            R::Fixed(
                 Fixed::FunctionCallMessage
                 | Fixed::ExecuteInMultiStatement
                 | Fixed::ExecuteWithParams
@@ -997,9 +997,9 @@ impl Reason {
                 | Fixed::ResultRowMismatch
                 | Fixed::UnterminatedCsv
                 | Fixed::PerColumnFormatsWithStar
-                | Fixed::MixedFormatsWithStar => Class::Refused,
-                _ => Class::Unsupported,
-            },
+                | Fixed::MixedFormatsWithStar,
+            ) => Class::Refused,
+            R::Fixed(_) => Class::Unsupported,
             R::Unparsed(_)
             | R::NulByte
             | R::InvalidUnicodeEscape
