@@ -449,9 +449,18 @@ impl DataPath {
         plan.authorize_opaque(&prot.policy, self.reach)?;
         if plan.touches_policy {
             for col in plan_columns(plan) {
-                if self.schema.snapshot().location(col).is_err() {
+                if let Err(e) = self.schema.snapshot().location(col) {
+                    use crate::catalog::CatalogError as C;
+                    use crate::sql::refusal::SchemaProblem as P;
+                    let problem = match e {
+                        C::TableMissing { .. } => P::TableMissing,
+                        C::NotATable { kind, .. } => P::NotATable(kind),
+                        C::ColumnMissing { .. } => P::ColumnMissing,
+                        C::NotBytea { .. } => P::NotBytea,
+                        _ => P::Unresolved,
+                    };
                     let column = ColumnName::quoted(&prot.policy, col);
-                    return Err(Refusal::of(Reason::SchemaMismatch(column)).into());
+                    return Err(Refusal::of(Reason::SchemaMismatch(column, problem)).into());
                 }
             }
         }

@@ -30,6 +30,8 @@
 //! - [`analyze`]: the full analysis into [`StatementPlan`]s.
 //! - [`rewrite`]: splicing ciphertext into the client's SQL text.
 //! - [`cache`]: the LRU analysis cache.
+//! - [`refusal`]: why a statement is refused, as data ([`Refusal`]): names only from the
+//!   policy, the catalog or fixed tables, rendered to message and SQLSTATE in one place.
 //! - [`builtins`]: the catalogue of SQL-executing built-ins and value-exposing catalog
 //!   relations (kept in step with docs/policy.md and docs/security.md).
 

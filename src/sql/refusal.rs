@@ -15,6 +15,16 @@
 //!   elements, which `$n`, which result column), limits from the configuration, a
 //!   policy generation and a type OID.
 //!
+//! The fields of the name types are private, so no other module can wrap text in one:
+//!
+//! ```compile_fail
+//! let _ = pgcloak::sql::refusal::ColumnName("4111-1111-1111-1111".into());
+//! ```
+//!
+//! ```compile_fail
+//! let _ = pgcloak::sql::refusal::FunctionName("my_leaky_fn");
+//! ```
+//!
 //! Adding a refusal: add a [`Reason`] variant holding only such types, and its message
 //! in [`Reason::render`]; its class decides SQLSTATE, metric label and hint.
 
@@ -782,6 +792,18 @@ impl Fixed {
     }
 }
 
+/// How the database schema disagrees with the policy about a column (from the
+/// catalog's check of the column's location).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SchemaProblem {
+    TableMissing,
+    /// The relation is of this kind (a fixed word of the catalog: "view", ...).
+    NotATable(&'static str),
+    ColumnMissing,
+    NotBytea,
+    Unresolved,
+}
+
 /// A literal form that could not be decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LiteralForm {
@@ -949,7 +971,7 @@ pub enum Reason {
         oid: u32,
     },
     NotByteaValue(ColumnName),
-    SchemaMismatch(ColumnName),
+    SchemaMismatch(ColumnName, SchemaProblem),
     SchemaUnresolved {
         generation: u64,
     },
@@ -1017,7 +1039,7 @@ impl Reason {
             | R::UnfollowedResultColumn { .. }
             | R::NotByteaType { .. }
             | R::NotByteaValue(_)
-            | R::SchemaMismatch(_)
+            | R::SchemaMismatch(..)
             | R::SchemaUnresolved { .. }
             | R::CopyRowTooLong { .. }
             | R::CopyFieldCount { .. } => Class::Refused,
@@ -1053,7 +1075,7 @@ impl Reason {
             | R::UnfollowedResultColumn { column: c, .. }
             | R::NotByteaType { column: c, .. }
             | R::NotByteaValue(c)
-            | R::SchemaMismatch(c) => Some(c),
+            | R::SchemaMismatch(c, _) => Some(c),
             R::OverWholeRow(w) | R::WholeRow(w) => w.columns.iter().flatten().next(),
             _ => None,
         }
@@ -1499,11 +1521,25 @@ impl Refusal {
                  the schema does not match the policy"
             ),
             R::NotByteaValue(c) => write!(f, "column {c}: the server sent a value that is not bytea"),
-            R::SchemaMismatch(c) => write!(
-                f,
-                "column {c} is not where the policy says in the database schema; \
-                 pgcloak refuses statements on it until the schema matches the policy"
-            ),
+            R::SchemaMismatch(c, problem) => {
+                write!(f, "column {c}: ")?;
+                match problem {
+                    SchemaProblem::TableMissing => {
+                        f.write_str("its table does not exist in the database")?
+                    }
+                    SchemaProblem::NotATable(kind) => {
+                        write!(f, "its relation is a {kind}, not a table")?
+                    }
+                    SchemaProblem::ColumnMissing => f.write_str("its table has no such column")?,
+                    SchemaProblem::NotBytea => f.write_str(
+                        "its type in the database is not bytea (not encrypted yet: see `pgcloak encrypt`)",
+                    )?,
+                    SchemaProblem::Unresolved => {
+                        f.write_str("it is not part of the schema pgcloak resolved")?
+                    }
+                }
+                f.write_str("; pgcloak refuses statements on it until the schema matches the policy")
+            }
             R::SchemaUnresolved { generation } => write!(
                 f,
                 "pgcloak has not yet resolved the database schema for policy generation {generation}; \
@@ -1601,7 +1637,7 @@ mod tests {
             R::UnfollowedResultColumn { .. } => 60,
             R::NotByteaType { .. } => 61,
             R::NotByteaValue(_) => 62,
-            R::SchemaMismatch(_) => 63,
+            R::SchemaMismatch(..) => 63,
             R::SchemaUnresolved { .. } => 64,
             R::CopyRowTooLong { .. } => 65,
             R::CopyFieldCount { .. } => 66,
@@ -1909,10 +1945,10 @@ mod tests {
                 "column public.t.phone: the server sent",
             ),
             (
-                R::SchemaMismatch(quoted.clone()),
+                R::SchemaMismatch(quoted.clone(), SchemaProblem::NotBytea),
                 un,
                 refd,
-                "column public.t.phone",
+                "column public.t.phone: its type in the database is not bytea",
             ),
             (
                 R::SchemaUnresolved { generation: 7 },
