@@ -280,7 +280,10 @@ impl Analyzer<'_> {
                 if targets.iter().all(Option::is_none) && !shape.has_encrypted() {
                     return Ok(());
                 }
-                return Err(Reason::SetSubqueryColumns(self.rel(table)).into());
+                return Err(self.refuse(
+                    Operation::SetFromSubquery,
+                    Reason::SetSubqueryColumns(self.rel(table)),
+                ));
             }
             for (t, out) in targets.iter().zip(&shape.columns) {
                 self.store_lineage(*t, out.lineage, table, Operation::SetFromSubquery)?;
@@ -288,7 +291,7 @@ impl Analyzer<'_> {
             return Ok(());
         }
         if let Some(c) = targets.iter().flatten().next() {
-            return Err(Reason::MultiColumnSet(self.name(*c)).into());
+            return Err(self.refuse(Operation::UpdateSet, Reason::MultiColumnSet(self.name(*c))));
         }
         self.plain_expr(value, scope, Operation::PlainAssignment)
     }
@@ -748,12 +751,14 @@ impl Analyzer<'_> {
             (Some(Lineage::Encrypted(c)), InTarget::List(list)) => {
                 self.require_deterministic(c, Operation::In)?;
                 if list.len() > self.ctx.in_list_cap {
-                    return Err(Reason::InListTooLong {
-                        len: list.len(),
-                        column: self.name(c),
-                        cap: self.ctx.in_list_cap,
-                    }
-                    .into());
+                    return Err(self.refuse(
+                        Operation::In,
+                        Reason::InListTooLong {
+                            len: list.len(),
+                            column: self.name(c),
+                            cap: self.ctx.in_list_cap,
+                        },
+                    ));
                 }
                 self.plan.searched.push(c);
                 for x in list {
@@ -830,12 +835,14 @@ impl Analyzer<'_> {
                     },
                     Expr::Array(a) => {
                         if a.elem.len() > self.ctx.in_list_cap {
-                            return Err(Reason::ArrayTooLong {
-                                len: a.elem.len(),
-                                column: self.name(c),
-                                cap: self.ctx.in_list_cap,
-                            }
-                            .into());
+                            return Err(self.refuse(
+                                op,
+                                Reason::ArrayTooLong {
+                                    len: a.elem.len(),
+                                    column: self.name(c),
+                                    cap: self.ctx.in_list_cap,
+                                },
+                            ));
                         }
                         for x in &a.elem {
                             self.bind_value(c, x, scope, op)?;

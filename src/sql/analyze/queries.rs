@@ -379,7 +379,9 @@ impl Analyzer<'_> {
                 .or_else(|| scope.and_then(|s| self.column_lineage(e, s)));
             match l {
                 Some(Lineage::Encrypted(c)) => {
-                    return Err(Reason::OrderByEncrypted(self.name(c)).into())
+                    return Err(
+                        self.refuse(Operation::OrderBy, Reason::OrderByEncrypted(self.name(c)))
+                    )
                 }
                 Some(Lineage::Unknown) => {
                     return Err(self.op_error(Lineage::Unknown, Operation::OrderBy))
@@ -782,7 +784,12 @@ impl Analyzer<'_> {
                             self.fallback(values, &scope, Operation::MergeInsertValue)?;
                         }
                         _ if !protected => {}
-                        _ => return Err(Reason::MergeInsertNeedsValues(self.rel(&table)).into()),
+                        _ => {
+                            return Err(self.refuse(
+                                Operation::MergeInsert,
+                                Reason::MergeInsertNeedsValues(self.rel(&table)),
+                            ))
+                        }
                     }
                     if let Some(p) = &ins.insert_predicate {
                         self.predicate(p, &scope)?;

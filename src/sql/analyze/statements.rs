@@ -196,7 +196,10 @@ impl Analyzer<'_> {
             .as_ref()
             .map(|v| v.iter().map(|n| self.policy().find(&table, n)).collect());
         if targets.is_none() && protected {
-            return Err(Reason::InsertNeedsColumns(self.rel(&table)).into());
+            return Err(self.refuse(
+                Operation::Insert,
+                Reason::InsertNeedsColumns(self.rel(&table)),
+            ));
         }
         let target_at = |i: usize| targets.as_ref().and_then(|t| t.get(i).copied().flatten());
         if !ins.assignments.is_empty() {
@@ -234,7 +237,10 @@ impl Analyzer<'_> {
                             .as_ref()
                             .is_some_and(|t| t.iter().skip(n).any(Option::is_some))
                         {
-                            return Err(Reason::InsertSelectStar(self.rel(&table)).into());
+                            return Err(self.refuse(
+                                Operation::InsertSelect,
+                                Reason::InsertSelectStar(self.rel(&table)),
+                            ));
                         }
                     }
                 }
@@ -541,10 +547,9 @@ impl Analyzer<'_> {
                 }
                 self.plan.touches_policy = true;
                 let names: Vec<String> = if columns.is_empty() {
-                    self.ctx
-                        .schema
-                        .table_columns(&table)
-                        .ok_or_else(|| SqlError::from(Reason::CopyNeedsColumns(self.rel(&table))))?
+                    self.ctx.schema.table_columns(&table).ok_or_else(|| {
+                        self.refuse(Operation::Copy, Reason::CopyNeedsColumns(self.rel(&table)))
+                    })?
                 } else {
                     columns.iter().map(normalize).collect()
                 };
@@ -575,16 +580,18 @@ impl Analyzer<'_> {
             }
         };
         if binary {
-            return Err(Reason::CopyBinary(what).into());
+            return Err(self.refuse(Operation::Copy, Reason::CopyBinary(what)));
         }
         if !matches!(target, CopyTarget::Stdin | CopyTarget::Stdout) {
-            return Err(Reason::CopyFileOrProgram(what).into());
+            return Err(self.refuse(Operation::Copy, Reason::CopyFileOrProgram(what)));
         }
         for l in lineages {
             plan.fields.push(match l {
                 Lineage::Plain => None,
                 Lineage::Encrypted(c) => Some(c),
-                Lineage::Unknown => return Err(Reason::CopyUnresolved(what).into()),
+                Lineage::Unknown => {
+                    return Err(self.refuse(Operation::Copy, Reason::CopyUnresolved(what)))
+                }
             });
         }
         plan.plain_tail = tail;
