@@ -1036,3 +1036,60 @@ fn refused_copy_from_a_file_or_in_binary() {
         ],
     );
 }
+
+// ------------------------------------------------------------------ typed refusals
+//
+// The refusal is data: its operation, reason and the policy column it names are
+// asserted as values, not only as text.
+
+#[test]
+fn refusals_carry_their_operation_reason_and_column() {
+    use pgcloak::sql::refusal::{Operation, Reason};
+    use pgcloak::sql::Refusal;
+    let f = fixture();
+    let refusal = |sql: &str| -> Refusal {
+        let p = f.plan(sql);
+        p.rejection
+            .unwrap_or_else(|| panic!("expected a rejection for {sql}"))
+            .refusal()
+            .clone()
+    };
+    let column = |r: &Refusal| r.column().map(|c| c.as_str().to_string());
+
+    let r = refusal("select id from customers where notes = 'x'");
+    assert_eq!(r.operation(), Operation::Equal);
+    assert!(matches!(r.reason(), Reason::RandomizedColumn(_)), "{r:?}");
+    assert_eq!(column(&r).as_deref(), Some("public.customers.notes"));
+
+    let r = refusal("select id, phone from customers order by phone");
+    assert!(matches!(r.reason(), Reason::OrderByEncrypted(_)), "{r:?}");
+    assert_eq!(column(&r).as_deref(), Some("public.customers.phone"));
+
+    let r = refusal("select id from customers where phone like '5%'");
+    assert_eq!(r.operation(), Operation::Like);
+    assert!(matches!(r.reason(), Reason::EncryptedOperand(_)), "{r:?}");
+
+    let r = refusal("insert into customers (phone) values (upper('abc'))");
+    assert_eq!(r.operation(), Operation::Insert);
+    assert!(
+        matches!(r.reason(), Reason::ExpressionIntoEncrypted(_)),
+        "{r:?}"
+    );
+
+    let r = refusal("select to_jsonb(c) from customers c");
+    assert!(matches!(r.reason(), Reason::OverWholeRow(_)), "{r:?}");
+    assert_eq!(column(&r).as_deref(), Some("public.customers.phone"));
+
+    let r = refusal("SELEKT phone FROM customers WHERE");
+    assert!(matches!(r.reason(), Reason::Unparsed(_)), "{r:?}");
+    assert_eq!((r.sqlstate(), column(&r)), ("42601", None));
+
+    // A function outside the built-ins table is not named: its name is client text.
+    let r = refusal("select my_own_fn(phone) from customers");
+    assert_eq!(r.operation(), Operation::Function(None));
+    assert!(
+        r.to_string()
+            .starts_with("a function over encrypted column public.customers.phone"),
+        "{r}"
+    );
+}

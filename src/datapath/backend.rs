@@ -10,6 +10,7 @@ use super::values::{parse_bytea_text, render, reported_type};
 use super::{DataPath, DataPathError, Expect, Protection, ResultTransform};
 use crate::policy::{ColumnRef, LogicalType, TableName, View};
 use crate::session::relay::Flow;
+use crate::sql::refusal::{ColumnName, Fixed, LeakPlace, Reason, Refusal};
 use crate::sql::Lineage;
 use crate::wire::extended::{
     begin_data_row, decode_data_row, decode_error_fields, decode_parameter_description,
@@ -250,12 +251,11 @@ impl DataPath {
                             || matches!(c.lineage, Lineage::Encrypted(_))
                     });
                 if known != Some(true) {
-                    return Err(DataPathError::Refused(format!(
-                        "result column {} comes from protected column {} but pgcloak could not \
-                         follow it through the statement; select the column directly",
-                        String::from_utf8_lossy(&f.name),
-                        prot.policy.column(col).qualified_name()
-                    )));
+                    return Err(Refusal::of(Reason::UnfollowedResultColumn {
+                        position: i + 1,
+                        column: ColumnName::quoted(&prot.policy, col),
+                    })
+                    .into());
                 }
             }
         }
@@ -281,22 +281,18 @@ impl DataPath {
             return Ok(());
         }
         if fields.len() < shape_len || (fields.len() > shape_len && !transform.shape.plain_tail) {
-            return Err(DataPathError::Refused(
-                "the server's result columns do not match pgcloak's analysis of the statement"
-                    .into(),
-            ));
+            return Err(Refusal::fixed(Fixed::ResultColumnsMismatch).into());
         }
         let mut active = self.resolve_actions(&transform, upstream_binary);
         for (i, action) in active.actions.iter().enumerate() {
             let Some(a) = action else { continue };
             let f = &mut fields[i];
             if f.type_oid != LogicalType::Bytea.oid() {
-                return Err(DataPathError::Refused(format!(
-                    "column {} is protected but the server returned it as type {}, not bytea; \
-                     the schema does not match the policy",
-                    prot.policy.column(a.col).qualified_name(),
-                    f.type_oid
-                )));
+                return Err(Refusal::of(Reason::NotByteaType {
+                    column: ColumnName::quoted(&prot.policy, a.col),
+                    oid: f.type_oid,
+                })
+                .into());
             }
             let ty = prot.policy.column(a.col).logical_type;
             let (oid, len) = reported_type(ty, a.view);
@@ -355,22 +351,9 @@ impl DataPath {
         let Err(leak) = check.data_row(row) else {
             return Ok(());
         };
+        // By position only: a result column's name is the client's alias.
         let position = leak.column.unwrap_or(0);
-        let name = self
-            .state
-            .rows()
-            .and_then(|a| a.described.as_ref())
-            .and_then(|d| decode_row_description(d).ok())
-            .and_then(|fields| fields.get(position).map(|f| f.name.clone()));
-        let column = match name {
-            Some(n) => format!(
-                "result column \"{}\" (position {})",
-                String::from_utf8_lossy(&n),
-                position + 1
-            ),
-            None => format!("result column {}", position + 1),
-        };
-        Err(leak_error(&column))
+        Err(leak_error(LeakPlace::ResultColumn(position + 1)))
     }
 
     /// The egress check of one CopyData message of COPY TO STDOUT.
@@ -390,7 +373,7 @@ impl DataPath {
             .iter()
             .filter(|&&b| b == b'\t')
             .count();
-        Err(leak_error(&format!("COPY TO STDOUT field {field}")))
+        Err(leak_error(LeakPlace::CopyField(field)))
     }
 
     /// ErrorResponse/NoticeResponse at `out[mark..]`: a field that carries an
@@ -418,7 +401,7 @@ impl DataPath {
                 Err(_) => None,
             })
             .collect();
-        leak_error("a server message").report();
+        leak_error(LeakPlace::ServerMessage).report();
         out.truncate(mark);
         encode_error_fields(tag, &fields, out);
     }
@@ -440,7 +423,7 @@ impl DataPath {
             out.extend_from_slice(msg);
             return;
         }
-        leak_error("a NOTIFY payload").report();
+        leak_error(LeakPlace::NotifyPayload).report();
         // pid, channel, then the payload; keep pid and channel when they are clean.
         let channel_end = body
             .get(4..)
@@ -478,9 +461,7 @@ impl DataPath {
         };
         let values = decode_data_row(msg)?;
         if values.len() < active.actions.len() {
-            return Err(DataPathError::Refused(
-                "a result row does not match pgcloak's analysis of the statement".into(),
-            ));
+            return Err(Refusal::fixed(Fixed::ResultRowMismatch).into());
         }
         let mut guard = super::insider::RowGuard::new(prot);
         let start = begin_data_row(out, values.len());
@@ -492,10 +473,9 @@ impl DataPath {
                         std::borrow::Cow::Borrowed(*raw)
                     } else {
                         std::borrow::Cow::Owned(parse_bytea_text(raw).ok_or_else(|| {
-                            DataPathError::Refused(format!(
-                                "column {}: the server sent a value that is not bytea",
-                                prot.policy.column(a.col).qualified_name()
-                            ))
+                            DataPathError::from(Refusal::of(Reason::NotByteaValue(
+                                ColumnName::quoted(&prot.policy, a.col),
+                            )))
                         })?)
                     };
                     if let Some(g) = guard.as_mut() {
@@ -577,12 +557,8 @@ pub(super) const NOTIFY_WITHHELD: &[u8] =
 /// An envelope was about to reach a client that may not see it (SQLSTATE 42501:
 /// the role lacks the right to this column's ciphertext, as a column privilege
 /// would say; the session stays usable).
-fn leak_error(place: &str) -> DataPathError {
-    DataPathError::Forbidden(format!(
-        "{place} carries an encrypted value of a protected column that this session's roles \
-         may not see as ciphertext; pgcloak withheld the result (a function, view or cast \
-         the analysis could not follow returned it)"
-    ))
+fn leak_error(place: LeakPlace) -> DataPathError {
+    Refusal::of(Reason::CiphertextWithheld(place)).into()
 }
 
 fn field(fields: &[(u8, Bytes)], code: u8) -> Option<String> {

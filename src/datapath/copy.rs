@@ -12,6 +12,7 @@ use super::values::{bytea_hex, parse_bytea_text, render};
 use super::{DataPathError, Protection};
 use crate::codec::{self, SessionContext};
 use crate::policy::{ColumnRef, RoleName};
+use crate::sql::refusal::{ColumnName, Fixed, Operation, Reason, Refusal};
 use crate::sql::{CopyFormat, CopyPlan};
 
 /// The longest row pgcloak buffers while looking for its end.
@@ -55,9 +56,11 @@ impl CopyIn {
         self.partial = partial;
         self.partial.drain(..consumed);
         if self.partial.len() > MAX_ROW_BYTES {
-            return Err(DataPathError::Refused(format!(
-                "a COPY row is longer than {MAX_ROW_BYTES} bytes"
-            )));
+            return Err(Refusal::new(
+                Operation::Copy,
+                Reason::CopyRowTooLong { max: MAX_ROW_BYTES },
+            )
+            .into());
         }
         put_copy_data(out, &rows_out);
         Ok(())
@@ -261,9 +264,7 @@ fn split_fields<'a>(row: &'a [u8], plan: &CopyPlan) -> Result<Vec<Field<'a>>, Da
         i += 1;
     }
     if in_quotes {
-        return Err(DataPathError::Refused(
-            "unterminated CSV quoted field in COPY data".into(),
-        ));
+        return Err(Refusal::new(Operation::Copy, Reason::Fixed(Fixed::UnterminatedCsv)).into());
     }
     Ok(fields)
 }
@@ -277,11 +278,14 @@ fn check_width(fields: &[Field<'_>], plan: &CopyPlan) -> Result<(), DataPathErro
     if ok {
         Ok(())
     } else {
-        Err(DataPathError::Refused(format!(
-            "COPY row has {} fields, expected {}",
-            fields.len(),
-            plan.fields.len()
-        )))
+        Err(Refusal::new(
+            Operation::Copy,
+            Reason::CopyFieldCount {
+                got: fields.len(),
+                expected: plan.fields.len(),
+            },
+        )
+        .into())
     }
 }
 
@@ -432,11 +436,10 @@ pub(super) fn transform_copy_out_row(
         match (col, f) {
             (Some(col), Field::Value(raw)) => {
                 let text = decode_field(raw, plan);
-                let c = prot.policy.column(col);
                 let envelope = parse_bytea_text(&text).ok_or_else(|| {
-                    DataPathError::Refused(format!(
-                        "column {}: the server sent a value that is not bytea",
-                        c.qualified_name()
+                    DataPathError::from(Refusal::new(
+                        Operation::Copy,
+                        Reason::NotByteaValue(ColumnName::quoted(&prot.policy, col)),
                     ))
                 })?;
                 let view = prot.policy.access_for(roles, col);

@@ -159,7 +159,7 @@ fn every_spelling_of_an_envelope_is_refused_for_a_role_without_ciphertext_view()
                 let err = error_of(&out).unwrap();
                 assert!(contains(&err, b"C42501"), "{what}");
                 assert!(
-                    contains(&err, b"result column \"other\" (position 2)"),
+                    contains(&err, b"result column 2 carries an encrypted value"),
                     "{what}: {:?}",
                     String::from_utf8_lossy(&err)
                 );

@@ -1,12 +1,14 @@
 //! Why the data path refused a statement or a value. Every message names
-//! columns and operations, never a value.
+//! columns and operations, never a value: a refusal is a typed
+//! [`Refusal`](crate::sql::Refusal), rendered (message, SQLSTATE, metric label) by its
+//! type; codec and crypto errors name only the column.
 
 use thiserror::Error;
 
 use crate::codec::CodecError;
 use crate::crypto::CryptoError;
 use crate::observe::RejectReason;
-use crate::sql::SqlError;
+use crate::sql::{Refusal, SqlError};
 use crate::wire::{PgError, WireError};
 
 #[derive(Debug, Error)]
@@ -24,12 +26,11 @@ pub enum DataPathError {
         message: String,
         sqlstate: &'static str,
     },
-    #[error("{0}")]
-    Refused(String),
-    #[error("{0}")]
-    Forbidden(String),
-    #[error("{0}")]
-    PlanChanged(String),
+    /// The data path refused a statement, a value or a result (0A000), a right is
+    /// missing (42501), or a policy change alters a prepared statement (0A000): the
+    /// refusal's type decides.
+    #[error(transparent)]
+    Refused(#[from] Refusal),
     #[error(transparent)]
     Wire(#[from] WireError),
     /// `EXECUTE name` of a statement this session never prepared through pgcloak: every
@@ -64,9 +65,7 @@ impl DataPathError {
             DataPathError::Codec { sqlstate, .. } | DataPathError::Crypto { sqlstate, .. } => {
                 sqlstate
             }
-            DataPathError::Refused(_) => "0A000",
-            DataPathError::Forbidden(_) => "42501",
-            DataPathError::PlanChanged(_) => "0A000",
+            DataPathError::Refused(r) => r.sqlstate(),
             DataPathError::Wire(w) => w.sqlstate(),
             DataPathError::UnknownPrepared(_) => "26000",
             DataPathError::Guard(g) => g.sqlstate(),
@@ -77,13 +76,10 @@ impl DataPathError {
     /// `denied` whichever layer found it.
     pub fn reject_reason(&self) -> RejectReason {
         match self {
-            DataPathError::Sql(SqlError::Forbidden(_)) => RejectReason::Denied,
-            DataPathError::Sql(_) => RejectReason::UnsupportedSql,
+            DataPathError::Sql(e) => e.refusal().reject_reason(),
             DataPathError::Codec { .. } => RejectReason::InvalidValue,
             DataPathError::Crypto { .. } => RejectReason::Crypto,
-            DataPathError::Refused(_) => RejectReason::Refused,
-            DataPathError::Forbidden(_) => RejectReason::Denied,
-            DataPathError::PlanChanged(_) => RejectReason::PlanChanged,
+            DataPathError::Refused(r) => r.reject_reason(),
             DataPathError::Wire(_) => RejectReason::Malformed,
             DataPathError::UnknownPrepared(_) => RejectReason::UnknownPrepared,
             DataPathError::Guard(crate::guard::GuardError::QuotaExceeded { .. }) => {
@@ -102,11 +98,14 @@ impl DataPathError {
     /// The ErrorResponse a client sees.
     pub fn to_pg(&self) -> PgError {
         let e = PgError::error(self.sqlstate(), self.to_string());
-        match self {
-            DataPathError::Sql(SqlError::Unsupported(_)) => {
-                e.with_hint("pgcloak refused this statement before it reached the server; see docs/policy.md for what works on encrypted columns.")
-            }
-            _ => e,
+        let hint = match self {
+            DataPathError::Sql(s) => s.refusal().hint(),
+            DataPathError::Refused(r) => r.hint(),
+            _ => None,
+        };
+        match hint {
+            Some(h) => e.with_hint(h),
+            None => e,
         }
     }
 }
@@ -134,6 +133,48 @@ const ENCODING_REASON: &str = "not valid in the client encoding";
 mod tests {
     use super::*;
     use crate::policy::LogicalType;
+
+    #[test]
+    fn refusals_are_counted_and_hinted_by_their_type() {
+        use crate::sql::refusal::{Fixed, LeakPlace, Reason};
+        let cases = [
+            (
+                DataPathError::from(SqlError::from(Fixed::SelectInto)),
+                RejectReason::UnsupportedSql,
+                "0A000",
+                true,
+            ),
+            (
+                SqlError::from(Reason::NulByte).into(),
+                RejectReason::UnsupportedSql,
+                "42601",
+                false,
+            ),
+            (
+                Refusal::of(Reason::CiphertextWithheld(LeakPlace::NotifyPayload)).into(),
+                RejectReason::Denied,
+                "42501",
+                false,
+            ),
+            (
+                Refusal::fixed(Fixed::ResultRowMismatch).into(),
+                RejectReason::Refused,
+                "0A000",
+                false,
+            ),
+            (
+                Refusal::of(Reason::PlanChanged).into(),
+                RejectReason::PlanChanged,
+                "0A000",
+                false,
+            ),
+        ];
+        for (e, reason, state, hinted) in cases {
+            assert_eq!(e.reject_reason(), reason, "{e}");
+            assert_eq!(e.sqlstate(), state, "{e}");
+            assert_eq!(e.to_pg().hint.is_some(), hinted, "{e}");
+        }
+    }
 
     #[test]
     fn sqlstates_follow_postgresql_for_bad_input() {

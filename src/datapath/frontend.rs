@@ -12,6 +12,7 @@ use super::{
 };
 use crate::policy::LogicalType;
 use crate::session::relay::Flow;
+use crate::sql::refusal::{ColumnName, Fixed, Operation, Reason, Refusal};
 use crate::sql::rewrite::{null_projection_edits, rewrite_with_edits, RewriteError};
 use crate::sql::{
     may_mention, AnalysisContext, CopyDirection, CopyPlan, Lineage, ResultShape, StatementKind,
@@ -101,12 +102,7 @@ impl DataPath {
                     out.extend_from_slice(msg);
                 } else {
                     // A function call names a function by OID: pgcloak cannot see what it reads.
-                    let err = DataPathError::Refused(
-                        "pgcloak refuses the function-call ('F') protocol message for a session \
-                         whose roles can reach protected columns: it cannot tell which columns \
-                         the function reads; use a SELECT instead"
-                            .into(),
-                    );
+                    let err = DataPathError::from(Refusal::fixed(Fixed::FunctionCallMessage));
                     self.inject_simple_failure(&err, out);
                 }
             }
@@ -139,12 +135,8 @@ impl DataPath {
             return Ok(());
         }
         match crate::sql::session_state::mentions_created(sql, &self.created_opaque) {
-            Some(name) if !prot.policy.function_allowed(&name) => {
-                Err(DataPathError::Forbidden(format!(
-                    "permission denied: function {name}, created in this session, runs SQL \
-                     pgcloak cannot see into (dynamic SQL, another language or an SQL-executing \
-                     built-in); this session's roles can reach protected columns"
-                )))
+            Some(name) if !prot.policy.function_allowed(name.as_str()) => {
+                Err(Refusal::of(Reason::CreatedOpaqueFunction(name)).into())
             }
             _ => Ok(()),
         }
@@ -292,14 +284,7 @@ impl DataPath {
                 .as_ref()
                 .is_some_and(|ex| matches!(self.prepared_plan(&ex.name), Some(None)));
             if plan.execute.is_some() && !plain_execute {
-                failure = Some((
-                    start,
-                    DataPathError::Refused(
-                        "EXECUTE of a prepared statement on protected columns must be sent on \
-                         its own (not in a multi-statement string)"
-                            .into(),
-                    ),
-                ));
+                failure = Some((start, Refusal::fixed(Fixed::ExecuteInMultiStatement).into()));
                 if analysis.plans.len() == 1 {
                     failure = None;
                 }
@@ -354,7 +339,7 @@ impl DataPath {
                             return Ok(());
                         }
                         Ok(_) => {
-                            failure = Some((0, DataPathError::Refused("EXECUTE with $n parameters is not supported on protected columns".into())));
+                            failure = Some((0, Refusal::fixed(Fixed::ExecuteWithParams).into()));
                         }
                         Err(e) => failure = Some((0, DataPathError::Sql(e))),
                     },
@@ -465,9 +450,17 @@ impl DataPath {
         if plan.touches_policy {
             for col in plan_columns(plan) {
                 if let Err(e) = self.schema.snapshot().location(col) {
-                    return Err(DataPathError::Refused(format!(
-                        "{e}; pgcloak refuses statements on it until the schema matches the policy"
-                    )));
+                    use crate::catalog::CatalogError as C;
+                    use crate::sql::refusal::SchemaProblem as P;
+                    let problem = match e {
+                        C::TableMissing { .. } => P::TableMissing,
+                        C::NotATable { kind, .. } => P::NotATable(kind),
+                        C::ColumnMissing { .. } => P::ColumnMissing,
+                        C::NotBytea { .. } => P::NotBytea,
+                        _ => P::Unresolved,
+                    };
+                    let column = ColumnName::quoted(&prot.policy, col);
+                    return Err(Refusal::of(Reason::SchemaMismatch(column, problem)).into());
                 }
             }
         }
@@ -638,11 +631,10 @@ impl DataPath {
         if self.schema.policy_generation() == prot.generation() {
             return Ok(());
         }
-        Err(DataPathError::Refused(format!(
-            "pgcloak has not yet resolved the database schema for policy generation {}; \
-             statements on protected columns are refused until it has, retry shortly",
-            prot.generation()
-        )))
+        Err(Refusal::of(Reason::SchemaUnresolved {
+            generation: prot.generation(),
+        })
+        .into())
     }
 
     /// Analyses a one-statement text and rewrites its literals.
@@ -667,9 +659,7 @@ impl DataPath {
             })
             .collect();
         let [plan] = plans.as_slice() else {
-            return Err(DataPathError::Refused(
-                "a prepared statement must contain exactly one command".into(),
-            ));
+            return Err(Refusal::fixed(Fixed::PreparedNotOneCommand).into());
         };
         self.check_plan(prot, plan)?;
         // `EXECUTE name` of a statement known to touch nothing protected runs as it is
@@ -679,11 +669,7 @@ impl DataPath {
             .as_ref()
             .is_some_and(|ex| matches!(self.prepared_plan(&ex.name), Some(None)));
         if (plan.execute.is_some() && !plain_execute) || plan.prepare.is_some() {
-            return Err(DataPathError::Refused(
-                "PREPARE/EXECUTE inside the extended protocol is not supported on protected \
-                 columns"
-                    .into(),
-            ));
+            return Err(Refusal::fixed(Fixed::PrepareInExtended).into());
         }
         let edits = self.session_edits(prot, sql, &analysis.fingerprint, plan)?;
         let text = self.rewrite_literals(
@@ -782,11 +768,7 @@ impl DataPath {
                 }
                 if t.shape.plain_tail && bind.result_formats.len() > 1 {
                     // Unknown trailing columns: only a single format code can cover them.
-                    return self.refuse_bind(
-                        &bind.portal,
-                        "per-column result formats with SELECT * on a protected table",
-                        out,
-                    );
+                    return self.refuse_bind(&bind.portal, Fixed::PerColumnFormatsWithStar, out);
                 }
                 if !t.shape.plain_tail
                     || formats
@@ -796,11 +778,7 @@ impl DataPath {
                     bind.result_formats = formats;
                     changed = true;
                 } else {
-                    return self.refuse_bind(
-                        &bind.portal,
-                        "mixed result formats with SELECT * on a protected table",
-                        out,
-                    );
+                    return self.refuse_bind(&bind.portal, Fixed::MixedFormatsWithStar, out);
                 }
             }
         }
@@ -822,12 +800,11 @@ impl DataPath {
     fn refuse_bind(
         &mut self,
         portal: &str,
-        what: &str,
+        what: Fixed,
         out: &mut BytesMut,
     ) -> Result<(), DataPathError> {
         self.portals.remove(portal);
-        let e =
-            DataPathError::Refused(format!("pgcloak does not support {what}; list the columns"));
+        let e = DataPathError::from(Refusal::fixed(what));
         self.inject_extended_failure(&e, out);
         Ok(())
     }
@@ -841,18 +818,14 @@ impl DataPath {
     fn recheck_prepared(
         &self,
         current: &Arc<Protection>,
-        name: &str,
+        _name: &str,
         prepared: &Prepared,
     ) -> Result<Prepared, DataPathError> {
         let fresh = self.plan_statement(current, &prepared.sql, &prepared.param_types)?;
         let old = super::meaning::PlanMeaning::of(&prepared.prot, prepared.plan.as_deref());
         let new = super::meaning::PlanMeaning::of(current, fresh.as_ref().map(|(p, _)| &**p));
         if old != new {
-            return Err(DataPathError::PlanChanged(format!(
-                "prepared statement \"{name}\" was analysed under an earlier policy, and the \
-                 policy change alters what it encrypts or returns (cached plan must not change \
-                 result type); prepare it again"
-            )));
+            return Err(Refusal::new(Operation::Prepared, Reason::PlanChanged).into());
         }
         Ok(Prepared {
             prot: current.clone(),

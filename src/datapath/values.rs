@@ -3,6 +3,7 @@
 
 use crate::codec::{self, SessionContext};
 use crate::policy::{apply_mask, ColumnRef, LogicalType, View};
+use crate::sql::refusal::{ColumnName, Reason, Refusal};
 use crate::sql::ParamAction;
 
 use super::{DataPathError, Protection};
@@ -64,11 +65,12 @@ pub(super) fn encrypt_param(
         sqlstate: if format == 1 { "22P03" } else { "22P02" },
     })?;
     if elements.len() > prot.in_list_cap {
-        return Err(DataPathError::Refused(format!(
-            "= ANY list on encrypted column {name} has {} elements; the limit is {}",
-            elements.len(),
-            prot.in_list_cap
-        )));
+        return Err(Refusal::of(Reason::AnyListTooLong {
+            column: ColumnName::quoted(&prot.policy, action.column),
+            len: elements.len(),
+            cap: prot.in_list_cap,
+        })
+        .into());
     }
     let mut encrypted = Vec::with_capacity(elements.len());
     for e in elements {
@@ -95,10 +97,9 @@ pub(super) fn render(
     crate::observe::decrypted_or_withheld(&prot.policy, col, view);
     match view {
         View::Null => Ok(None),
-        View::Deny => Err(DataPathError::Forbidden(format!(
-            "permission denied for column {}",
-            name()
-        ))),
+        View::Deny => {
+            Err(Refusal::of(Reason::ColumnDenied(ColumnName::quoted(&prot.policy, col))).into())
+        }
         View::Ciphertext => Ok(Some(if client_format == 1 {
             envelope.to_vec()
         } else {

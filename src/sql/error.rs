@@ -1,56 +1,51 @@
 //! Errors of SQL analysis and rewriting.
 //!
-//! Messages name columns, operations and statement kinds only. They must NEVER carry a
-//! literal value or a parameter from the client's statement: those may be plaintext of a
-//! protected column, and errors end up in logs and in the client's terminal.
+//! Every error is a [`Refusal`]: an operation and a reason built from policy and
+//! catalog names, fixed phrases and shape counts only, so no literal value or
+//! parameter from the client's statement can reach a message (they may be plaintext
+//! of a protected column, and errors end up in logs and in the client's terminal).
 
 use thiserror::Error;
+
+pub use super::refusal::Refusal;
 
 /// Why a statement was refused or could not be rewritten.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum SqlError {
-    /// The operation is not possible on an encrypted column (SQLSTATE 0A000).
-    #[error("{0}")]
-    Unsupported(String),
-    /// The statement could not be parsed but may touch a protected column (SQLSTATE 42601).
-    #[error("{0}")]
-    Syntax(String),
-    /// The session's roles lack a right the statement needs (SQLSTATE 42501).
-    #[error("{0}")]
-    Forbidden(String),
-    /// A value could not be encrypted for a column (SQLSTATE 22000 class).
-    #[error("{0}")]
-    Value(String),
-    /// An unqualified relation name pgcloak cannot resolve while a relation of that
-    /// name reaches protected columns (SQLSTATE 42P01, undefined_table).
-    #[error("{0}")]
-    UndefinedTable(String),
+    /// The statement is refused; the [`Refusal`] decides message and SQLSTATE
+    /// (0A000 unsupported, 42601 unparsable, 42501 forbidden, 22000 inconsistent,
+    /// 42P01 ambiguous relation name).
+    #[error(transparent)]
+    Refused(#[from] Refusal),
 }
 
 impl SqlError {
     /// The PostgreSQL SQLSTATE code the session reports for this error.
     pub fn sqlstate(&self) -> &'static str {
-        match self {
-            SqlError::Unsupported(_) => "0A000",
-            SqlError::Syntax(_) => "42601",
-            SqlError::Forbidden(_) => "42501",
-            SqlError::Value(_) => "22000",
-            SqlError::UndefinedTable(_) => "42P01",
-        }
+        self.refusal().sqlstate()
     }
 
     /// The human-readable message (never contains a literal from the statement).
-    pub fn message(&self) -> &str {
-        match self {
-            SqlError::Unsupported(m)
-            | SqlError::Syntax(m)
-            | SqlError::Forbidden(m)
-            | SqlError::Value(m)
-            | SqlError::UndefinedTable(m) => m,
-        }
+    pub fn message(&self) -> String {
+        self.refusal().to_string()
     }
 
-    pub(crate) fn unsupported(msg: impl Into<String>) -> SqlError {
-        SqlError::Unsupported(msg.into())
+    /// The typed refusal.
+    pub fn refusal(&self) -> &Refusal {
+        match self {
+            SqlError::Refused(r) => r,
+        }
+    }
+}
+
+impl From<super::refusal::Fixed> for SqlError {
+    fn from(f: super::refusal::Fixed) -> SqlError {
+        SqlError::Refused(Refusal::fixed(f))
+    }
+}
+
+impl From<super::refusal::Reason> for SqlError {
+    fn from(r: super::refusal::Reason) -> SqlError {
+        SqlError::Refused(Refusal::of(r))
     }
 }

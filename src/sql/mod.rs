@@ -30,6 +30,8 @@
 //! - [`analyze`]: the full analysis into [`StatementPlan`]s.
 //! - [`rewrite`]: splicing ciphertext into the client's SQL text.
 //! - [`cache`]: the LRU analysis cache.
+//! - [`refusal`]: why a statement is refused, as data ([`Refusal`]): names only from the
+//!   policy, the catalog or fixed tables, rendered to message and SQLSTATE in one place.
 //! - [`builtins`]: the catalogue of SQL-executing built-ins and value-exposing catalog
 //!   relations (kept in step with docs/policy.md and docs/security.md).
 
@@ -41,6 +43,7 @@ mod ident;
 mod lexer;
 pub mod lineage;
 pub mod plan;
+pub mod refusal;
 pub mod rewrite;
 pub mod scan;
 pub mod schema;
@@ -51,6 +54,7 @@ pub use cache::{Analysis, AnalysisCache};
 pub use error::SqlError;
 pub use lexer::{split_statements, LiteralKind};
 pub use plan::*;
+pub use refusal::Refusal;
 pub use scan::{
     fingerprint, literal_value, may_mention, Fingerprint, LiteralSpan, NameKind, NameSet,
 };

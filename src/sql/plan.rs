@@ -12,6 +12,7 @@
 use std::fmt;
 use std::ops::Range;
 
+use super::refusal::{CatalogName, ColumnName, OpaqueSql, Reason};
 use super::{Fingerprint, SessionReach, SqlError};
 use crate::policy::{ColumnRef, Encryption, LogicalType, Policy, RoleName, View};
 
@@ -129,7 +130,7 @@ pub enum Opaque {
     Builtin(&'static str),
     /// A user-defined function or procedure whose body can reach a protected relation
     /// or runs dynamic SQL (`schema.name` when the statement qualified it, else `name`).
-    Function(String),
+    Function(CatalogName),
     /// A DO block (or similar) that runs dynamic SQL (`EXECUTE`) or calls a reaching function.
     DynamicSql,
     /// SQL `EXECUTE name` of a prepared statement pgcloak did not see prepared.
@@ -296,11 +297,7 @@ impl ExecutePlan {
                         .find_map(|(j, _)| column_at(j))
                 });
                 if let Some((column, _)) = what {
-                    return Err(SqlError::unsupported(format!(
-                        "EXECUTE {}: parameter ${n} is encrypted for a protected column (policy column #{}) \
-                         and also passed elsewhere; use a separate parameter",
-                        self.name, column.0
-                    )));
+                    return Err(Reason::ExecuteParameterReused { index: *n, column }.into());
                 }
             }
         }
@@ -311,10 +308,7 @@ impl ExecutePlan {
                 .args
                 .get(usize::from(p.index).saturating_sub(1))
                 .ok_or_else(|| {
-                    SqlError::unsupported(format!(
-                        "EXECUTE {} is missing parameter ${}",
-                        self.name, p.index
-                    ))
+                    SqlError::from(Reason::ExecuteMissingParameter { index: p.index })
                 })?;
             match arg {
                 ExecuteArg::Literal { start, end, value } if !p.array => {
@@ -327,12 +321,7 @@ impl ExecutePlan {
                 }
                 ExecuteArg::Param(n) => params.push(ParamAction { index: *n, ..*p }),
                 ExecuteArg::Null => {}
-                _ => {
-                    return Err(SqlError::unsupported(format!(
-                        "EXECUTE {}: parameter ${} is stored in an encrypted column; pass a plain literal or a parameter",
-                        self.name, p.index
-                    )))
-                }
+                _ => return Err(Reason::ExecuteArgumentNotPlain { index: p.index }.into()),
             }
         }
         Ok((lits, params))
@@ -425,34 +414,20 @@ impl StatementPlan {
         if !reach.can_reach_protected {
             return Ok(());
         }
-        let denied = |what: String| {
-            Err(SqlError::Forbidden(format!(
-                "permission denied: {what}; this session's roles can reach protected columns, so pgcloak \
-                 refuses SQL it cannot see into (a DBA can allow a named function in the policy's functions.allow)"
-            )))
-        };
+        let denied = |what: OpaqueSql| Err(Reason::OpaqueForReachingSession(what).into());
         for o in &self.opaque {
             match o {
                 Opaque::Builtin(name) if !policy.function_allowed(name) => {
-                    return denied(format!(
-                        "{name} runs SQL or reads stored values inside the server, where pgcloak cannot see what it touches"
-                    ));
+                    return denied(OpaqueSql::Builtin(name));
                 }
-                Opaque::Function(name) if !policy.function_allowed(name) => {
-                    return denied(format!(
-                        "function {name} can read protected relations or runs dynamic SQL inside the server"
-                    ));
+                Opaque::Function(name) if !policy.function_allowed(name.as_str()) => {
+                    return denied(OpaqueSql::Function(name.clone()));
                 }
                 Opaque::DynamicSql => {
-                    return denied(
-                        "a DO block that runs dynamic SQL (EXECUTE) or calls a function reaching protected data"
-                            .to_string(),
-                    );
+                    return denied(OpaqueSql::DynamicSql);
                 }
-                Opaque::UnknownPrepared(name) => {
-                    return denied(format!(
-                        "EXECUTE {name} runs a statement pgcloak did not see prepared, so it was not analysed"
-                    ));
+                Opaque::UnknownPrepared(_) => {
+                    return denied(OpaqueSql::UnknownPrepared);
                 }
                 Opaque::Builtin(_) | Opaque::Function(_) => {}
             }
@@ -472,16 +447,11 @@ impl StatementPlan {
         }
         for &c in &self.searched {
             if !policy.may_search(roles, c) {
-                let col = policy.column(c);
-                let why = if col.encryption == Encryption::Deterministic {
-                    "comparing it reveals equality; ask for a search grant in the policy"
-                } else {
-                    "it is randomized"
-                };
-                return Err(SqlError::Forbidden(format!(
-                    "permission denied to search column {}.{}: {why}",
-                    col.table, col.column
-                )));
+                return Err(Reason::NoSearchGrant {
+                    column: ColumnName::of(policy, c),
+                    randomized: policy.column(c).encryption != Encryption::Deterministic,
+                }
+                .into());
             }
         }
         let mut returned: Vec<ColumnRef> = Vec::new();
@@ -500,11 +470,7 @@ impl StatementPlan {
         }
         for c in returned {
             if policy.access_for(roles, c) == View::Deny {
-                let col = policy.column(c);
-                return Err(SqlError::Forbidden(format!(
-                    "permission denied to read column {}.{}",
-                    col.table, col.column
-                )));
+                return Err(Reason::NoReadGrant(ColumnName::of(policy, c)).into());
             }
         }
         if let Some(p) = &self.prepare {

@@ -8,6 +8,7 @@
 
 use std::fmt::Write as _;
 
+use super::refusal::Reason;
 use super::{
     literal_value, Fingerprint, LiteralAction, LiteralValue, Projection, SqlError, TextEdit,
 };
@@ -40,9 +41,10 @@ pub fn action_plaintext(
     match &action.value {
         LiteralValue::Fixed(s) => Ok(s.clone()),
         LiteralValue::Literal { index, negate } => {
-            let lit = fp.literals.get(*index).ok_or_else(|| {
-                SqlError::Value("statement does not match its analysis".to_string())
-            })?;
+            let lit = fp
+                .literals
+                .get(*index)
+                .ok_or_else(|| SqlError::from(Reason::AnalysisMismatch))?;
             let v = literal_value(sql, lit)?;
             Ok(if *negate { format!("-{v}") } else { v })
         }
@@ -76,7 +78,7 @@ pub fn rewrite_with_edits<'p, E>(
     edits: impl IntoIterator<Item = &'p TextEdit>,
     encrypt: &mut EncryptFn<'_, E>,
 ) -> Result<String, RewriteError<E>> {
-    let mismatch = || SqlError::Value("statement does not match its analysis".to_string());
+    let mismatch = || SqlError::from(Reason::AnalysisMismatch);
     let mut spans = Vec::new();
     let splices = actions
         .into_iter()
@@ -144,7 +146,7 @@ pub fn null_projection_edits(
     projections: &[Projection],
     is_null_view: &mut dyn FnMut(ColumnRef) -> bool,
 ) -> Result<Vec<TextEdit>, SqlError> {
-    let mismatch = || SqlError::Value("statement does not match its analysis".to_string());
+    let mismatch = || SqlError::from(Reason::AnalysisMismatch);
     let null_item = |name: &str| format!("NULL::bytea AS {}", quote_ident(name));
     let mut edits: Vec<(usize, TextEdit)> = Vec::new();
     for p in projections {

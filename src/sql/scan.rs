@@ -439,8 +439,11 @@ pub fn fingerprint(sql: &str) -> Fingerprint {
 /// The value of a literal as PostgreSQL would read it (quotes removed, escapes
 /// decoded). The error never contains the literal.
 pub fn literal_value(sql: &str, lit: &LiteralSpan) -> Result<String, super::SqlError> {
-    let bad = |what: &str| super::SqlError::Value(format!("cannot decode {what} literal"));
-    let raw = sql.get(lit.range.clone()).ok_or_else(|| bad("a"))?;
+    use super::refusal::{Fixed, LiteralForm, Reason};
+    let bad = |what: LiteralForm| super::SqlError::from(Reason::UndecodableLiteral(what));
+    let raw = sql
+        .get(lit.range.clone())
+        .ok_or_else(|| bad(LiteralForm::Any))?;
     match lit.kind {
         LiteralKind::Number => Ok(raw.replace('_', "")),
         LiteralKind::String => {
@@ -449,27 +452,25 @@ pub fn literal_value(sql: &str, lit: &LiteralSpan) -> Result<String, super::SqlE
                 .unwrap_or(raw)
                 .strip_prefix('\'')
                 .and_then(|s| s.strip_suffix('\''))
-                .ok_or_else(|| bad("a string"))?;
+                .ok_or_else(|| bad(LiteralForm::String))?;
             Ok(body.replace("''", "'"))
         }
         LiteralKind::EscapeString => {
             let body = raw
                 .get(2..raw.len().saturating_sub(1))
-                .ok_or_else(|| bad("an escape string"))?;
-            decode_escape_string(body).ok_or_else(|| bad("an escape string"))
+                .ok_or_else(|| bad(LiteralForm::EscapeString))?;
+            decode_escape_string(body).ok_or_else(|| bad(LiteralForm::EscapeString))
         }
         LiteralKind::UnicodeString => {
             let body = raw
                 .get(3..raw.len().saturating_sub(1))
-                .ok_or_else(|| bad("a Unicode string"))?;
+                .ok_or_else(|| bad(LiteralForm::UnicodeString))?;
             let unquoted = body.replace("''", "'");
             // Same escape rules as U&"..." identifiers (doubled quotes already removed).
             super::ident::decode_unicode_ident(&unquoted.replace('"', "\"\""))
-                .ok_or_else(|| bad("a Unicode string"))
+                .ok_or_else(|| bad(LiteralForm::UnicodeString))
         }
-        LiteralKind::BitString => Err(super::SqlError::unsupported(
-            "bit-string literals cannot be stored in an encrypted column; use a string literal",
-        )),
+        LiteralKind::BitString => Err(Fixed::BitStringLiteral.into()),
     }
 }
 

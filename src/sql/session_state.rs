@@ -393,7 +393,10 @@ mod created_tests {
 /// that a statement text may call: a word or quoted identifier equal to one (unquoted
 /// words compare case-insensitively). Routine and view definitions, DROP, ALTER, COMMENT,
 /// GRANT and REVOKE run nothing and are not reported.
-pub fn mentions_created(sql: &str, names: &std::collections::HashSet<String>) -> Option<String> {
+pub fn mentions_created(
+    sql: &str,
+    names: &std::collections::HashSet<String>,
+) -> Option<super::refusal::CatalogName> {
     if names.is_empty() {
         return None;
     }
@@ -439,8 +442,8 @@ pub fn mentions_created(sql: &str, names: &std::collections::HashSet<String>) ->
                 }
                 _ => None,
             };
-            if hit.is_some() {
-                return hit;
+            if let Some(hit) = hit {
+                return super::refusal::CatalogName::created_in_session(names, &hit);
             }
         }
     }

@@ -10,7 +10,7 @@ use super::*;
 pub(super) struct RowState {
     /// The first whole-row reference to a relation that holds protected columns
     /// (described for the message): the statement is refused.
-    pub(super) whole_row: Option<String>,
+    pub(super) whole_row: Option<WholeRow>,
     /// `$n` occurrences bound to an encrypted column: (n, byte offset in the query string).
     pub(super) bound: Vec<(u16, usize)>,
     /// Nesting depth of the query being analysed (1: the statement's own query).
@@ -129,36 +129,29 @@ impl Analyzer<'_> {
         }
         self.plan.touches_policy = true;
         if self.rows.whole_row.is_none() {
-            let (what, cols): (String, Vec<String>) = match &r.columns {
+            let (of, columns): (WholeRowOf, Vec<Option<ColumnName>>) = match &r.columns {
                 RelColumns::Table { table, .. } => (
-                    table.to_string(),
+                    self.rel(table)
+                        .map_or(WholeRowOf::UnnamedTable, WholeRowOf::Table),
                     policy
                         .table_columns(table)
                         .iter()
-                        .map(|c| self.name(*c))
+                        .map(|c| Some(self.name(*c)))
                         .collect(),
                 ),
                 RelColumns::Known(cols) => (
-                    "a derived relation".to_string(),
+                    WholeRowOf::DerivedRelation,
                     cols.iter()
                         .filter(|(_, l)| *l != Lineage::Plain)
-                        .map(|(n, l)| match l {
-                            Lineage::Encrypted(c) => self.name(*c),
-                            _ => format!("{n} (origin unresolved)"),
+                        .map(|(_, l)| match l {
+                            Lineage::Encrypted(c) => Some(self.name(*c)),
+                            _ => None,
                         })
                         .collect(),
                 ),
-                RelColumns::Opaque => ("a table function".to_string(), Vec::new()),
+                RelColumns::Opaque => (WholeRowOf::TableFunction, Vec::new()),
             };
-            let visible = if r.visible.is_empty() {
-                what.clone()
-            } else {
-                format!("{} ({what})", r.visible)
-            };
-            self.rows.whole_row = Some(format!(
-                "a whole-row reference to {visible} reads its protected columns {}",
-                cols.join(", ")
-            ));
+            self.rows.whole_row = Some(WholeRow { of, columns });
         }
         Lineage::Unknown
     }
@@ -207,9 +200,7 @@ impl Analyzer<'_> {
     /// column used only there. Projections are kept only for a plain SELECT.
     pub(super) fn finish(&mut self, text: &str) -> R<()> {
         if let Some(w) = self.rows.whole_row.take() {
-            return Err(SqlError::unsupported(format!(
-                "{w}; pgcloak answers whole rows of protected relations only as * or t.* in a select list,                  list the columns instead"
-            )));
+            return Err(Reason::WholeRow(w).into());
         }
         let mut actions: Vec<ParamAction> = self.plan.params.clone();
         if let Some(p) = &self.plan.prepare {
@@ -231,10 +222,11 @@ impl Analyzer<'_> {
                 let at = self.base + t.span.start;
                 if let Some(a) = actions.iter().find(|a| a.index == n) {
                     if !self.rows.bound.contains(&(n, at)) {
-                        return Err(SqlError::unsupported(format!(
-                            "parameter ${n} is encrypted for column {} and also used elsewhere in the statement;                              a parameter bound to an encrypted column can be used only with that column                              (use a separate parameter)",
-                            self.name(a.column)
-                        )));
+                        return Err(Reason::ParameterReused {
+                            index: n,
+                            column: self.name(a.column),
+                        }
+                        .into());
                     }
                 }
             }
@@ -276,8 +268,8 @@ impl Analyzer<'_> {
         if let Some(items) = items.filter(|v| v.len() == targets.len()) {
             for (t, e) in targets.iter().zip(items) {
                 match t {
-                    Some(c) => self.bind_value(*c, e, scope, "UPDATE SET on")?,
-                    None => self.plain_expr(e, scope, "an assignment to a plain column")?,
+                    Some(c) => self.bind_value(*c, e, scope, Operation::UpdateSet)?,
+                    None => self.plain_expr(e, scope, Operation::PlainAssignment)?,
                 }
             }
             return Ok(());
@@ -288,33 +280,26 @@ impl Analyzer<'_> {
                 if targets.iter().all(Option::is_none) && !shape.has_encrypted() {
                     return Ok(());
                 }
-                return Err(SqlError::unsupported(format!(
-                    "SET (...) = (SELECT ...) on {table}: list the subquery's columns"
-                )));
+                return Err(self.refuse(
+                    Operation::SetFromSubquery,
+                    Reason::SetSubqueryColumns(self.rel(table)),
+                ));
             }
             for (t, out) in targets.iter().zip(&shape.columns) {
-                self.store_lineage(*t, out.lineage, table, "SET (...) = (SELECT ...)")?;
+                self.store_lineage(*t, out.lineage, table, Operation::SetFromSubquery)?;
             }
             return Ok(());
         }
         if let Some(c) = targets.iter().flatten().next() {
-            return Err(SqlError::unsupported(format!(
-                "multi-column SET (...) = ... on encrypted column {} needs a list of literals or parameters; \
-                 assign columns one by one",
-                self.name(*c)
-            )));
+            return Err(self.refuse(Operation::UpdateSet, Reason::MultiColumnSet(self.name(*c))));
         }
-        self.plain_expr(value, scope, "an assignment to a plain column")
+        self.plain_expr(value, scope, Operation::PlainAssignment)
     }
 
     /// A refusal caused (or accompanied) by a whole-row reference says so.
     pub(super) fn explain(&mut self, e: SqlError) -> SqlError {
         match (self.rows.whole_row.take(), e) {
-            (Some(w), SqlError::Unsupported(m)) if !m.contains("whole-row") => {
-                SqlError::unsupported(format!(
-                    "{m} ({w}; pgcloak answers whole rows of protected relations only as * or t.* in a select list)"
-                ))
-            }
+            (Some(w), SqlError::Refused(r)) => SqlError::Refused(r.with_whole_row(w)),
             (_, e) => e,
         }
     }
@@ -404,23 +389,13 @@ impl Analyzer<'_> {
         found
     }
 
-    pub(super) fn op_error(&self, l: Lineage, op: &str) -> SqlError {
+    pub(super) fn op_error(&self, l: Lineage, op: Operation) -> SqlError {
         if let (Lineage::Unknown, Some(w)) = (l, &self.rows.whole_row) {
-            return SqlError::unsupported(format!(
-                "{op} over {w}; pgcloak answers whole rows of protected relations only as * or t.* \
-                 in a select list, list the columns instead"
-            ));
+            return self.refuse(op, Reason::OverWholeRow(w.clone()));
         }
         match l {
-            Lineage::Encrypted(c) => SqlError::unsupported(format!(
-                "{op} over encrypted column {} is not supported: the database only sees ciphertext; \
-                 encrypted columns allow projection, IS [NOT] NULL, count(), and for deterministic columns \
-                 =, <>, IN, IS [NOT] DISTINCT FROM, GROUP BY, DISTINCT and joins in their key group",
-                self.name(c)
-            )),
-            _ => SqlError::unsupported(format!(
-                "{op}: a column's origin cannot be resolved in a statement over protected columns"
-            )),
+            Lineage::Encrypted(c) => self.refuse(op, Reason::EncryptedOperand(self.name(c))),
+            _ => self.refuse(op, Reason::UnresolvedOrigin),
         }
     }
 
@@ -444,7 +419,7 @@ impl Analyzer<'_> {
                 Ok(Lineage::Plain)
             }
             _ => {
-                self.plain_expr(e, scope, &describe_op(e))?;
+                self.plain_expr(e, scope, describe_op(e))?;
                 Ok(Lineage::Plain)
             }
         }
@@ -452,38 +427,40 @@ impl Analyzer<'_> {
 
     pub(super) fn count(&mut self, f: &Function, scope: &Scope<'_>) -> R<()> {
         let FunctionArguments::List(list) = &f.args else {
-            return self.fallback(f, scope, "count()");
+            return self.fallback(f, scope, Operation::Count);
         };
         if list.args.len() != 1 || !list.clauses.is_empty() {
-            return self.fallback(f, scope, "count()");
+            return self.fallback(f, scope, Operation::Count);
         }
         let distinct = matches!(list.duplicate_treatment, Some(DuplicateTreatment::Distinct));
         match &list.args[0] {
             FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => match self.column_lineage(e, scope) {
                 Some(Lineage::Encrypted(c)) => {
                     if distinct {
-                        self.require_deterministic(c, "count(DISTINCT ...)")?;
+                        self.require_deterministic(c, Operation::CountDistinct)?;
                         self.plan.searched.push(c);
                     }
                 }
-                Some(Lineage::Unknown) => return Err(self.op_error(Lineage::Unknown, "count()")),
+                Some(Lineage::Unknown) => {
+                    return Err(self.op_error(Lineage::Unknown, Operation::Count))
+                }
                 Some(Lineage::Plain) => {}
-                None => self.plain_expr(e, scope, "count()")?,
+                None => self.plain_expr(e, scope, Operation::Count)?,
             },
             FunctionArg::Unnamed(FunctionArgExpr::Wildcard) => {}
             FunctionArg::Unnamed(FunctionArgExpr::QualifiedWildcard(q)) => {
                 let l = self.qualified_whole_row(q, scope);
                 if l != Lineage::Plain {
-                    return Err(self.op_error(l, "count()"));
+                    return Err(self.op_error(l, Operation::Count));
                 }
             }
-            _ => self.fallback(f, scope, "count()")?,
+            _ => self.fallback(f, scope, Operation::Count)?,
         }
         if let Some(filter) = &f.filter {
             self.predicate(filter, scope)?;
         }
         if let Some(over) = &f.over {
-            self.fallback(over, scope, "a window clause")?;
+            self.fallback(over, scope, Operation::WindowClause)?;
         }
         Ok(())
     }
@@ -491,7 +468,7 @@ impl Analyzer<'_> {
     /// An expression whose value must not involve an encrypted column (an operand of
     /// an operator, a function argument, ...). Subqueries are analysed; their results
     /// must be plain.
-    pub(super) fn plain_expr(&mut self, e: &Expr, scope: &Scope<'_>, op: &str) -> R<()> {
+    pub(super) fn plain_expr(&mut self, e: &Expr, scope: &Scope<'_>, op: Operation) -> R<()> {
         if let Some(l) = self.column_lineage(e, scope) {
             return match l {
                 Lineage::Plain => Ok(()),
@@ -514,26 +491,27 @@ impl Analyzer<'_> {
                 op: bop,
                 right,
             } => {
-                let name = format!("operator {bop}");
-                self.plain_expr(left, scope, &name)?;
-                self.plain_expr(right, scope, &name)
+                let name = Operation::Operator(OperatorName::known(&bop.to_string()));
+                self.plain_expr(left, scope, name)?;
+                self.plain_expr(right, scope, name)
             }
             Expr::UnaryOp { expr, op: uop } => {
-                self.plain_expr(expr, scope, &format!("operator {uop}"))
+                let name = Operation::Operator(OperatorName::known(&uop.to_string()));
+                self.plain_expr(expr, scope, name)
             }
-            Expr::Cast { expr, .. } => self.plain_expr(expr, scope, "a cast"),
+            Expr::Cast { expr, .. } => self.plain_expr(expr, scope, Operation::Cast),
             Expr::Function(f) if is_count(f) => self.count(f, scope),
             Expr::Function(f) => {
-                let name = format!("function {}()", f.name);
+                let name = function_op(f);
                 if let FunctionArguments::List(list) = &f.args {
                     for q in list.args.iter().filter_map(wildcard_arg) {
                         let l = self.qualified_whole_row(q, scope);
                         if l != Lineage::Plain {
-                            return Err(self.op_error(l, &name));
+                            return Err(self.op_error(l, name));
                         }
                     }
                 }
-                self.fallback(f, scope, &name)
+                self.fallback(f, scope, name)
             }
             Expr::Case {
                 operand,
@@ -542,30 +520,30 @@ impl Analyzer<'_> {
                 ..
             } => {
                 if let Some(o) = operand {
-                    self.plain_expr(o, scope, "CASE")?;
+                    self.plain_expr(o, scope, Operation::Case)?;
                 }
                 for w in conditions {
                     if operand.is_some() {
-                        self.plain_expr(&w.condition, scope, "CASE")?;
+                        self.plain_expr(&w.condition, scope, Operation::Case)?;
                     } else {
                         self.predicate(&w.condition, scope)?;
                     }
-                    self.plain_expr(&w.result, scope, "CASE")?;
+                    self.plain_expr(&w.result, scope, Operation::Case)?;
                 }
                 if let Some(e) = else_result {
-                    self.plain_expr(e, scope, "CASE")?;
+                    self.plain_expr(e, scope, Operation::Case)?;
                 }
                 Ok(())
             }
             Expr::Array(a) => {
                 for x in &a.elem {
-                    self.plain_expr(x, scope, "an ARRAY")?;
+                    self.plain_expr(x, scope, Operation::Array)?;
                 }
                 Ok(())
             }
             Expr::Tuple(list) => {
                 for x in list {
-                    self.plain_expr(x, scope, "a row constructor")?;
+                    self.plain_expr(x, scope, Operation::RowConstructor)?;
                 }
                 Ok(())
             }
@@ -576,7 +554,12 @@ impl Analyzer<'_> {
     /// For anything not modelled: every column reference inside (subqueries included,
     /// resolved conservatively against this scope) must be plain, and every subquery's
     /// result must be plain.
-    pub(super) fn fallback<V: Visit>(&mut self, node: &V, scope: &Scope<'_>, op: &str) -> R<()> {
+    pub(super) fn fallback<V: Visit>(
+        &mut self,
+        node: &V,
+        scope: &Scope<'_>,
+        op: Operation,
+    ) -> R<()> {
         let Refs { refs, queries, .. } = refs_of(node);
         for x in &refs {
             if let Some(l) = self.column_lineage(x, scope) {
@@ -621,24 +604,33 @@ impl Analyzer<'_> {
                 left,
                 op: op @ (BinaryOperator::Eq | BinaryOperator::NotEq),
                 right,
-            } => self.equality(left, right, scope, &op.to_string()),
-            Expr::IsDistinctFrom(l, r) => self.equality(l, r, scope, "IS DISTINCT FROM"),
-            Expr::IsNotDistinctFrom(l, r) => self.equality(l, r, scope, "IS NOT DISTINCT FROM"),
+            } => {
+                let op = if *op == BinaryOperator::Eq {
+                    Operation::Equal
+                } else {
+                    Operation::NotEqual
+                };
+                self.equality(left, right, scope, op)
+            }
+            Expr::IsDistinctFrom(l, r) => self.equality(l, r, scope, Operation::IsDistinctFrom),
+            Expr::IsNotDistinctFrom(l, r) => {
+                self.equality(l, r, scope, Operation::IsNotDistinctFrom)
+            }
             Expr::BinaryOp { left, op, right } => {
-                let name = format!("operator {op}");
+                let name = Operation::Operator(OperatorName::known(&op.to_string()));
                 for side in [left, right] {
                     if let Some(l) = self.column_lineage(side, scope) {
                         if l != Lineage::Plain {
-                            return Err(self.op_error(l, &name));
+                            return Err(self.op_error(l, name));
                         }
                     }
                 }
-                self.plain_expr(left, scope, &name)?;
-                self.plain_expr(right, scope, &name)
+                self.plain_expr(left, scope, name)?;
+                self.plain_expr(right, scope, name)
             }
             Expr::IsNull(x) | Expr::IsNotNull(x) => match self.column_lineage(x, scope) {
                 Some(_) => Ok(()),
-                None => self.plain_expr(x, scope, "IS NULL"),
+                None => self.plain_expr(x, scope, Operation::IsNull),
             },
             Expr::In {
                 expr,
@@ -651,34 +643,34 @@ impl Analyzer<'_> {
                 compare_op,
                 right,
                 ..
-            } => self.any_predicate(left, compare_op, right, scope, "ANY", BinaryOperator::Eq),
+            } => self.any_predicate(left, compare_op, right, scope, false, BinaryOperator::Eq),
             Expr::AllOp {
                 left,
                 compare_op,
                 right,
-            } => self.any_predicate(left, compare_op, right, scope, "ALL", BinaryOperator::NotEq),
+            } => self.any_predicate(left, compare_op, right, scope, true, BinaryOperator::NotEq),
             Expr::Like { expr, pattern, .. } => {
-                self.reject_on_encrypted(&[expr, pattern], scope, "LIKE")
+                self.reject_on_encrypted(&[expr, pattern], scope, Operation::Like)
             }
             Expr::ILike { expr, pattern, .. } => {
-                self.reject_on_encrypted(&[expr, pattern], scope, "ILIKE")
+                self.reject_on_encrypted(&[expr, pattern], scope, Operation::ILike)
             }
             Expr::SimilarTo { expr, pattern, .. } => {
-                self.reject_on_encrypted(&[expr, pattern], scope, "SIMILAR TO")
+                self.reject_on_encrypted(&[expr, pattern], scope, Operation::SimilarTo)
             }
             Expr::RLike { expr, pattern, .. } => {
-                self.reject_on_encrypted(&[expr, pattern], scope, "a regular expression match")
+                self.reject_on_encrypted(&[expr, pattern], scope, Operation::RegexMatch)
             }
             Expr::Between {
                 expr, low, high, ..
-            } => self.reject_on_encrypted(&[expr, low, high], scope, "BETWEEN"),
+            } => self.reject_on_encrypted(&[expr, low, high], scope, Operation::Between),
             Expr::Exists { subquery, .. } => {
                 self.query(subquery, Some(scope))?;
                 Ok(())
             }
             _ => match self.value(e, scope)? {
                 Lineage::Plain => Ok(()),
-                other => Err(self.op_error(other, "using a column as a condition")),
+                other => Err(self.op_error(other, Operation::Condition)),
             },
         }
     }
@@ -687,7 +679,7 @@ impl Analyzer<'_> {
         &mut self,
         parts: &[&Expr],
         scope: &Scope<'_>,
-        op: &str,
+        op: Operation,
     ) -> R<()> {
         for p in parts {
             if let Some(l) = self
@@ -706,7 +698,13 @@ impl Analyzer<'_> {
         Ok(())
     }
 
-    pub(super) fn equality(&mut self, l: &Expr, r: &Expr, scope: &Scope<'_>, op: &str) -> R<()> {
+    pub(super) fn equality(
+        &mut self,
+        l: &Expr,
+        r: &Expr,
+        scope: &Scope<'_>,
+        op: Operation,
+    ) -> R<()> {
         let lc = self.column_lineage(l, scope);
         let rc = self.column_lineage(r, scope);
         match (lc, rc) {
@@ -740,30 +738,31 @@ impl Analyzer<'_> {
         c: ColumnRef,
         value: &Expr,
         scope: &Scope<'_>,
-        op: &str,
+        op: Operation,
     ) -> R<()> {
         self.require_deterministic(c, op)?;
         self.plan.searched.push(c);
-        self.bind_value(c, value, scope, &format!("{op} on"))
+        self.bind_value(c, value, scope, op)
     }
 
     pub(super) fn in_predicate(&mut self, e: &Expr, target: &InTarget, scope: &Scope<'_>) -> R<()> {
         let lineage = self.column_lineage(e, scope);
         match (lineage, target) {
             (Some(Lineage::Encrypted(c)), InTarget::List(list)) => {
-                self.require_deterministic(c, "IN")?;
+                self.require_deterministic(c, Operation::In)?;
                 if list.len() > self.ctx.in_list_cap {
-                    return Err(SqlError::unsupported(format!(
-                        "IN list of {} values on encrypted column {} exceeds the limit of {}; \
-                         split the query or use = ANY($1) with a smaller array",
-                        list.len(),
-                        self.name(c),
-                        self.ctx.in_list_cap
-                    )));
+                    return Err(self.refuse(
+                        Operation::In,
+                        Reason::InListTooLong {
+                            len: list.len(),
+                            column: self.name(c),
+                            cap: self.ctx.in_list_cap,
+                        },
+                    ));
                 }
                 self.plan.searched.push(c);
                 for x in list {
-                    self.bind_value(c, x, scope, "IN on")?;
+                    self.bind_value(c, x, scope, Operation::In)?;
                 }
                 Ok(())
             }
@@ -772,31 +771,31 @@ impl Analyzer<'_> {
                 self.equal_columns(
                     Lineage::Encrypted(c),
                     single_lineage(&shape),
-                    "IN (subquery)",
+                    Operation::InSubquery,
                 )
             }
             (Some(l @ (Lineage::Encrypted(_) | Lineage::Unknown)), _) => {
-                Err(self.op_error(l, "IN"))
+                Err(self.op_error(l, Operation::In))
             }
             (_, InTarget::List(list)) => {
-                self.plain_expr(e, scope, "IN")?;
+                self.plain_expr(e, scope, Operation::In)?;
                 for x in list {
-                    self.plain_expr(x, scope, "IN")?;
+                    self.plain_expr(x, scope, Operation::In)?;
                 }
                 Ok(())
             }
             (_, InTarget::Subquery(q)) => {
-                self.plain_expr(e, scope, "IN")?;
+                self.plain_expr(e, scope, Operation::In)?;
                 let shape = self.query(q, Some(scope))?;
                 match single_lineage(&shape) {
                     Lineage::Plain => Ok(()),
-                    other => Err(self.op_error(other, "IN (subquery)")),
+                    other => Err(self.op_error(other, Operation::InSubquery)),
                 }
             }
             (_, other) => {
-                self.plain_expr(e, scope, "IN")?;
+                self.plain_expr(e, scope, Operation::In)?;
                 if let InTarget::Unnest(x) = other {
-                    self.plain_expr(x, scope, "IN")?;
+                    self.plain_expr(x, scope, Operation::In)?;
                 }
                 Ok(())
             }
@@ -809,16 +808,21 @@ impl Analyzer<'_> {
         cmp: &BinaryOperator,
         right: &Expr,
         scope: &Scope<'_>,
-        what: &str,
+        all: bool,
         allowed: BinaryOperator,
     ) -> R<()> {
-        let op = format!("{cmp} {what}");
+        let cmp_name = OperatorName::known(&cmp.to_string());
+        let op = if all {
+            Operation::All(cmp_name)
+        } else {
+            Operation::Any(cmp_name)
+        };
         match self.column_lineage(left, scope) {
             Some(Lineage::Encrypted(c)) => {
                 if *cmp != allowed {
-                    return Err(self.op_error(Lineage::Encrypted(c), &op));
+                    return Err(self.op_error(Lineage::Encrypted(c), op));
                 }
-                self.require_deterministic(c, &op)?;
+                self.require_deterministic(c, op)?;
                 self.plan.searched.push(c);
                 match strip_nested(right) {
                     Expr::Value(v) => match self.value_operand(v, false)? {
@@ -827,50 +831,49 @@ impl Analyzer<'_> {
                             self.param(c, n, true)
                         }
                         Operand::Null => Ok(()),
-                        _ => Err(self.any_error(c, &op)),
+                        _ => Err(self.any_error(c, op)),
                     },
                     Expr::Array(a) => {
                         if a.elem.len() > self.ctx.in_list_cap {
-                            return Err(SqlError::unsupported(format!(
-                                "ARRAY of {} values on encrypted column {} exceeds the limit of {}",
-                                a.elem.len(),
-                                self.name(c),
-                                self.ctx.in_list_cap
-                            )));
+                            return Err(self.refuse(
+                                op,
+                                Reason::ArrayTooLong {
+                                    len: a.elem.len(),
+                                    column: self.name(c),
+                                    cap: self.ctx.in_list_cap,
+                                },
+                            ));
                         }
                         for x in &a.elem {
-                            self.bind_value(c, x, scope, &format!("{op} on"))?;
+                            self.bind_value(c, x, scope, op)?;
                         }
                         Ok(())
                     }
                     Expr::Subquery(q) => {
                         let shape = self.query(q, Some(scope))?;
-                        self.equal_columns(Lineage::Encrypted(c), single_lineage(&shape), &op)
+                        self.equal_columns(Lineage::Encrypted(c), single_lineage(&shape), op)
                     }
-                    _ => Err(self.any_error(c, &op)),
+                    _ => Err(self.any_error(c, op)),
                 }
             }
-            Some(Lineage::Unknown) => Err(self.op_error(Lineage::Unknown, &op)),
+            Some(Lineage::Unknown) => Err(self.op_error(Lineage::Unknown, op)),
             _ => {
-                self.plain_expr(left, scope, &op)?;
+                self.plain_expr(left, scope, op)?;
                 match strip_nested(right) {
                     Expr::Subquery(q) => {
                         let shape = self.query(q, Some(scope))?;
                         match single_lineage(&shape) {
                             Lineage::Plain => Ok(()),
-                            other => Err(self.op_error(other, &op)),
+                            other => Err(self.op_error(other, op)),
                         }
                     }
-                    other => self.plain_expr(other, scope, &op),
+                    other => self.plain_expr(other, scope, op),
                 }
             }
         }
     }
 
-    pub(super) fn any_error(&self, c: ColumnRef, op: &str) -> SqlError {
-        SqlError::unsupported(format!(
-            "{op} on encrypted column {} needs a $n array parameter or an ARRAY[...] of literals",
-            self.name(c)
-        ))
+    pub(super) fn any_error(&self, c: ColumnRef, op: Operation) -> SqlError {
+        self.refuse(op, Reason::AnyNeedsArray(self.name(c)))
     }
 }

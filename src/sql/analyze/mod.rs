@@ -46,9 +46,14 @@ use super::ident::{normalize, object_name_parts};
 use super::lexer::{split_statements, Lexer, LiteralKind, TokKind};
 use super::lineage::{Found, RelColumns, Relation, Scope};
 use super::plan::*;
+use super::refusal::{
+    CatalogName, ColumnName, CopySubject, Fixed, FunctionName, Mention as RMention, Operation,
+    OperatorName, Reason, Refusal, RelationName, SearchPath, SetOp, StatementWords, WholeRow,
+    WholeRowOf,
+};
 use super::scan::{
-    contains_word_anywhere, fingerprint, first_mention, first_mention_with, Fingerprint, Mention,
-    NameKind, NameSet,
+    contains_word_anywhere, fingerprint, first_mention, first_mention_with, Fingerprint, NameKind,
+    NameSet,
 };
 use super::{Schema, SqlError};
 use crate::policy::{ColumnRef, Encryption, Policy, TableName};
@@ -86,9 +91,7 @@ pub fn analyze_with_fingerprint(
     ctx: &AnalysisContext<'_>,
 ) -> Result<Vec<StatementPlan>, SqlError> {
     if sql.contains('\0') {
-        return Err(SqlError::Syntax(
-            "query string contains a NUL byte".to_string(),
-        ));
+        return Err(Reason::NulByte.into());
     }
     let mut plans = Vec::new();
     let mut path_changed = false;
@@ -104,10 +107,7 @@ pub fn analyze_with_fingerprint(
             plan.touches_policy = true;
             plan.literals.clear();
             plan.params.clear();
-            plan.rejection = Some(SqlError::unsupported(
-                "a statement that follows a search_path change in the same query string cannot be analysed; \
-                 send it as a separate query",
-            ));
+            plan.rejection = Some(Fixed::AfterSearchPathChange.into());
         }
         path_changed |= changes_search_path(text);
         plans.push(plan);
@@ -180,10 +180,7 @@ fn analyze_piece(
         // Unparseable: forward only if it certainly names nothing protected.
         if let Some(m) = first_mention(text, ctx.names, false) {
             plan.touches_policy = true;
-            plan.rejection = Some(SqlError::Syntax(format!(
-                "pgcloak could not parse a statement that {}; it was not sent",
-                describe_mention(&m)
-            )));
+            plan.rejection = Some(Reason::Unparsed(RMention::of(ctx.names, &m)).into());
         }
         return plan;
     };
@@ -220,18 +217,6 @@ fn analyze_piece(
     a.plan
 }
 
-fn describe_mention(m: &Mention) -> String {
-    match m {
-        Mention::Name(n, NameKind::Function | NameKind::Builtin) => {
-            format!("calls \"{n}\", which can reach protected data")
-        }
-        Mention::Name(n, _) => format!("refers to \"{n}\", which can reach protected columns"),
-        Mention::Distrusted(w) => format!("uses {w}"),
-        Mention::Escaped => "uses escapes that may spell a protected name".to_string(),
-        Mention::Unterminated => "has an unterminated quote, comment or body".to_string(),
-    }
-}
-
 /// A statement whose body is SQL pgcloak does not parse.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Body {
@@ -263,11 +248,7 @@ fn body_statement(text: &str) -> Option<Body> {
 fn check_body(text: &str, body: Body, names: &NameSet) -> R<Option<Opaque>> {
     let relation = |k: NameKind| matches!(k, NameKind::Relation | NameKind::Column);
     if let Some(m) = first_mention_with(text, names, false, relation) {
-        return Err(SqlError::unsupported(format!(
-            "a DO block or function body that {} cannot be analysed by pgcloak; \
-             define it directly on the database, or keep protected relations out of it",
-            describe_mention(&m)
-        )));
+        return Err(Reason::OpaqueBody(RMention::of(names, &m)).into());
     }
     if body == Body::Create {
         return Ok(None);
@@ -289,7 +270,7 @@ fn decode_unicode_identifiers(text: &str) -> R<Cow<'_, str>> {
     let mut out: Option<String> = None;
     let mut copied = 0;
     let mut skip_to = 0;
-    let bad = || SqlError::Syntax("invalid Unicode escape in a U&\"...\" identifier".to_string());
+    let bad = || SqlError::from(Reason::InvalidUnicodeEscape);
     for (i, t) in toks.iter().enumerate() {
         if t.span.start < skip_to {
             continue;
@@ -307,12 +288,10 @@ fn decode_unicode_identifiers(text: &str) -> R<Cow<'_, str>> {
                     && text[u.span.clone()].eq_ignore_ascii_case("uescape") =>
             {
                 if l.kind != TokKind::Literal(LiteralKind::String) {
-                    return Err(SqlError::Syntax(
-                        "UESCAPE needs a string literal".to_string(),
-                    ));
+                    return Err(Reason::UescapeNeedsString.into());
                 }
                 let c = super::ident::valid_uescape(&text[l.content.clone()])
-                    .ok_or_else(|| SqlError::Syntax("invalid UESCAPE character".to_string()))?;
+                    .ok_or_else(|| SqlError::from(Reason::InvalidUescape))?;
                 (Some(c), l.span.end)
             }
             _ => (None, t.span.end),
@@ -371,11 +350,6 @@ enum Operand {
     Other,
 }
 
-fn col_name(policy: &Policy, c: ColumnRef) -> String {
-    let p = policy.column(c);
-    format!("{}.{}", p.table, p.column)
-}
-
 fn last_ident(name: &ObjectName) -> Option<String> {
     object_name_parts(name).and_then(|mut v| v.pop())
 }
@@ -424,8 +398,19 @@ impl<'a> Analyzer<'a> {
         self.ctx.policy
     }
 
-    fn name(&self, c: ColumnRef) -> String {
-        col_name(self.ctx.policy, c)
+    /// A policy column's name, for a refusal.
+    fn name(&self, c: ColumnRef) -> ColumnName {
+        ColumnName::of(self.ctx.policy, c)
+    }
+
+    /// A refusal of `op`.
+    fn refuse(&self, op: Operation, reason: Reason) -> SqlError {
+        Refusal::new(op, reason).into()
+    }
+
+    /// A relation's name for a refusal, when the policy or the catalog knows it.
+    fn rel(&self, t: &TableName) -> Option<RelationName> {
+        RelationName::known(self.ctx.policy, self.ctx.schema, t)
     }
 
     fn encrypted(&mut self, c: ColumnRef) {
@@ -454,9 +439,7 @@ impl<'a> Analyzer<'a> {
     }
 
     fn lost(&self) -> SqlError {
-        SqlError::unsupported(
-            "pgcloak could not locate a literal in the statement text; it was not sent",
-        )
+        Fixed::LostLiteral.into()
     }
 
     /// Classifies an expression as something that can be stored in or compared with
@@ -632,15 +615,20 @@ fn is_predicate(e: &Expr) -> bool {
     )
 }
 
-fn describe_op(e: &Expr) -> String {
+fn describe_op(e: &Expr) -> Operation {
     match e {
-        Expr::Function(f) => format!("function {}()", f.name),
-        Expr::Cast { .. } => "a cast".to_string(),
-        Expr::BinaryOp { op, .. } => format!("operator {op}"),
-        Expr::UnaryOp { op, .. } => format!("operator {op}"),
-        Expr::Case { .. } => "CASE".to_string(),
-        _ => "an expression".to_string(),
+        Expr::Function(f) => function_op(f),
+        Expr::Cast { .. } => Operation::Cast,
+        Expr::BinaryOp { op, .. } => Operation::Operator(OperatorName::known(&op.to_string())),
+        Expr::UnaryOp { op, .. } => Operation::Operator(OperatorName::known(&op.to_string())),
+        Expr::Case { .. } => Operation::Case,
+        _ => Operation::Expression,
     }
+}
+
+/// A call of `f`, named when it is a known built-in.
+fn function_op(f: &Function) -> Operation {
+    Operation::Function(FunctionName::builtin(&f.name.to_string()))
 }
 
 /// The column name PostgreSQL reports for an unaliased result expression.
@@ -655,12 +643,12 @@ fn output_name(e: &Expr) -> String {
     }
 }
 
-/// The first one or two words of a statement, upper-cased (for messages; never a literal).
-fn first_words(text: &str) -> String {
-    Lexer::new(text)
+/// The first one or two words of a statement, when they are SQL command words.
+fn first_words(text: &str) -> StatementWords {
+    let words: Vec<&str> = Lexer::new(text)
         .filter(|t| !matches!(t.kind, TokKind::Space | TokKind::Comment))
         .take(2)
-        .map_while(|t| (t.kind == TokKind::Word).then(|| text[t.span].to_ascii_uppercase()))
-        .collect::<Vec<_>>()
-        .join(" ")
+        .map_while(|t| (t.kind == TokKind::Word).then(|| &text[t.span]))
+        .collect();
+    StatementWords::of(&words)
 }

@@ -32,9 +32,7 @@ impl Analyzer<'_> {
                 if with.recursive {
                     if let Some(seed) = self.ctes.iter().rev().find(|(n, _)| *n == name) {
                         if seed.1.iter().map(|c| c.1).ne(cols.iter().map(|c| c.1)) {
-                            return Err(SqlError::unsupported(format!(
-                                "recursive CTE {name} mixes encrypted and plain values in one column"
-                            )));
+                            return Err(Fixed::RecursiveCteMixed.into());
                         }
                     }
                 }
@@ -56,10 +54,10 @@ impl Analyzer<'_> {
             }
         };
         if let Some(l) = &q.limit_clause {
-            self.fallback(l, &Scope::default(), "LIMIT/OFFSET")?;
+            self.fallback(l, &Scope::default(), Operation::LimitOffset)?;
         }
         if let Some(f) = &q.fetch {
-            self.fallback(f, &Scope::default(), "FETCH")?;
+            self.fallback(f, &Scope::default(), Operation::Fetch)?;
         }
         Ok(shape)
     }
@@ -77,10 +75,10 @@ impl Analyzer<'_> {
                 let l = self.set_expr(left, outer)?;
                 let r = self.set_expr(right, outer)?;
                 let opname = match op {
-                    SetOperator::Union => "UNION",
-                    SetOperator::Intersect => "INTERSECT",
-                    SetOperator::Except => "EXCEPT",
-                    _ => "a set operation",
+                    SetOperator::Union => Operation::SetOperation(SetOp::Union),
+                    SetOperator::Intersect => Operation::SetOperation(SetOp::Intersect),
+                    SetOperator::Except => Operation::SetOperation(SetOp::Except),
+                    _ => Operation::SetOperation(SetOp::Other),
                 };
                 let dedupe = !matches!(op, SetOperator::Union)
                     || !matches!(
@@ -114,7 +112,7 @@ impl Analyzer<'_> {
                                     columns: cols,
                                     plain_tail: false,
                                 },
-                                "VALUES",
+                                Operation::SetOperation(SetOp::Values),
                                 false,
                             )?
                             .columns
@@ -133,7 +131,7 @@ impl Analyzer<'_> {
                 let name = t
                     .table_name
                     .as_ref()
-                    .ok_or_else(|| SqlError::unsupported("TABLE without a name"))?;
+                    .ok_or_else(|| SqlError::from(Fixed::TableWithoutName))?;
                 let mut parts = Vec::new();
                 if let Some(s) = &t.schema_name {
                     parts.push(s.clone());
@@ -162,9 +160,7 @@ impl Analyzer<'_> {
                 )?;
                 self.wildcard(&scope.relations, &mut ResultShape::default())
             }
-            _ => Err(SqlError::unsupported(
-                "this query form is not supported by pgcloak in a statement over protected columns",
-            )),
+            _ => Err(Fixed::QueryForm.into()),
         }
     }
 
@@ -173,13 +169,11 @@ impl Analyzer<'_> {
         &mut self,
         l: ResultShape,
         r: ResultShape,
-        op: &str,
+        op: Operation,
         dedupe: bool,
     ) -> R<ResultShape> {
         if l.plain_tail != r.plain_tail && (l.has_encrypted() || r.has_encrypted()) {
-            return Err(SqlError::unsupported(format!(
-                "{op} over protected columns with * needs explicit column lists"
-            )));
+            return Err(self.refuse(op, Reason::SetOperationStar));
         }
         let mut cols = Vec::new();
         for (a, b) in l.columns.iter().zip(&r.columns) {
@@ -193,11 +187,7 @@ impl Analyzer<'_> {
                     Lineage::Encrypted(x)
                 }
                 (Lineage::Encrypted(x), _) | (_, Lineage::Encrypted(x)) => {
-                    return Err(SqlError::unsupported(format!(
-                        "{op} combines encrypted column {} with values of another origin; \
-                         each branch must return the same encrypted column (or its key group)",
-                        self.name(x)
-                    )))
+                    return Err(self.refuse(op, Reason::SetOperationMixed(self.name(x))))
                 }
                 _ => Lineage::Unknown,
             };
@@ -235,12 +225,9 @@ impl Analyzer<'_> {
             && scope.relations.iter().any(|r| {
                 r.may_hold_encrypted(self.policy()) || !r.is_plain_when_unknown(self.policy())
             }) {
-            let cols = self.star_columns(&s.from, &scope.relations).ok_or_else(|| {
-                SqlError::unsupported(
-                    "* over a join with USING or NATURAL involving protected columns cannot be expanded \
-                     by pgcloak; list the columns",
-                )
-            })?;
+            let cols = self
+                .star_columns(&s.from, &scope.relations)
+                .ok_or_else(|| SqlError::from(Fixed::StarOverMergedJoin))?;
             Some(cols.into_iter().map(|(n, l, _)| (n, l)).collect())
         } else {
             None
@@ -253,9 +240,7 @@ impl Analyzer<'_> {
             self.record_projections(&s.projection, &scope, &s.from);
         }
         if s.into.is_some() && shape.has_encrypted() {
-            return Err(SqlError::unsupported(
-                "SELECT INTO would copy ciphertext of protected columns into a new table; this is not supported",
-            ));
+            return Err(Fixed::SelectInto.into());
         }
         if let Some(w) = &s.selection {
             self.predicate(w, &scope)?;
@@ -263,12 +248,12 @@ impl Analyzer<'_> {
         match &s.group_by {
             GroupByExpr::Expressions(exprs, _) => {
                 for e in exprs {
-                    self.grouping(e, &scope, &shape, "GROUP BY")?;
+                    self.grouping(e, &scope, &shape, Operation::GroupBy)?;
                 }
             }
             GroupByExpr::All(_) => {
                 for c in shape.columns.clone() {
-                    self.group_lineage(c.lineage, "GROUP BY")?;
+                    self.group_lineage(c.lineage, Operation::GroupBy)?;
                 }
             }
         }
@@ -278,35 +263,51 @@ impl Analyzer<'_> {
         match &s.distinct {
             Some(Distinct::Distinct) => {
                 for c in shape.columns.clone() {
-                    self.group_lineage(c.lineage, "DISTINCT")?;
+                    self.group_lineage(c.lineage, Operation::Distinct)?;
                 }
             }
             Some(Distinct::On(exprs)) => {
                 for e in exprs {
-                    self.grouping(e, &scope, &shape, "DISTINCT ON")?;
+                    self.grouping(e, &scope, &shape, Operation::DistinctOn)?;
                 }
             }
             _ => {}
         }
         if !s.named_window.is_empty() {
-            self.fallback(&s.named_window, &scope, "a window definition")?;
+            self.fallback(&s.named_window, &scope, Operation::WindowDefinition)?;
         }
         // Clauses of other dialects: nothing in them may touch a protected column.
-        self.fallback(&s.top, &scope, "TOP")?;
-        self.fallback(&s.lateral_views, &scope, "LATERAL VIEW")?;
-        self.fallback(&s.prewhere, &scope, "PREWHERE")?;
-        self.fallback(&s.connect_by, &scope, "CONNECT BY")?;
-        self.fallback(&s.cluster_by, &scope, "CLUSTER BY")?;
-        self.fallback(&s.distribute_by, &scope, "DISTRIBUTE BY")?;
-        self.fallback(&s.sort_by, &scope, "SORT BY")?;
-        self.fallback(&s.qualify, &scope, "QUALIFY")?;
+        self.fallback(&s.top, &scope, Operation::DialectClause("TOP"))?;
+        self.fallback(
+            &s.lateral_views,
+            &scope,
+            Operation::DialectClause("LATERAL VIEW"),
+        )?;
+        self.fallback(&s.prewhere, &scope, Operation::DialectClause("PREWHERE"))?;
+        self.fallback(
+            &s.connect_by,
+            &scope,
+            Operation::DialectClause("CONNECT BY"),
+        )?;
+        self.fallback(
+            &s.cluster_by,
+            &scope,
+            Operation::DialectClause("CLUSTER BY"),
+        )?;
+        self.fallback(
+            &s.distribute_by,
+            &scope,
+            Operation::DialectClause("DISTRIBUTE BY"),
+        )?;
+        self.fallback(&s.sort_by, &scope, Operation::DialectClause("SORT BY"))?;
+        self.fallback(&s.qualify, &scope, Operation::DialectClause("QUALIFY"))?;
         if let Some(ob) = order_by {
             self.order_by_outputs(ob, &shape, Some(&scope))?;
         }
         Ok(shape)
     }
 
-    pub(super) fn group_lineage(&mut self, l: Lineage, op: &str) -> R<()> {
+    pub(super) fn group_lineage(&mut self, l: Lineage, op: Operation) -> R<()> {
         match l {
             Lineage::Plain => Ok(()),
             Lineage::Encrypted(c) => {
@@ -344,7 +345,7 @@ impl Analyzer<'_> {
         e: &Expr,
         scope: &Scope<'_>,
         shape: &ResultShape,
-        op: &str,
+        op: Operation,
     ) -> R<()> {
         let l = match self.column_lineage(e, scope) {
             // An input column wins over an output name in GROUP BY.
@@ -378,17 +379,17 @@ impl Analyzer<'_> {
                 .or_else(|| scope.and_then(|s| self.column_lineage(e, s)));
             match l {
                 Some(Lineage::Encrypted(c)) => {
-                    return Err(SqlError::unsupported(format!(
-                        "ORDER BY on encrypted column {} is not supported: ciphertext order is meaningless; \
-                         sort on a plain column or in the application",
-                        self.name(c)
-                    )))
+                    return Err(
+                        self.refuse(Operation::OrderBy, Reason::OrderByEncrypted(self.name(c)))
+                    )
                 }
-                Some(Lineage::Unknown) => return Err(self.op_error(Lineage::Unknown, "ORDER BY")),
+                Some(Lineage::Unknown) => {
+                    return Err(self.op_error(Lineage::Unknown, Operation::OrderBy))
+                }
                 Some(Lineage::Plain) => {}
                 None => match scope {
-                    Some(s) => self.plain_expr(e, s, "ORDER BY")?,
-                    None => self.plain_expr(e, &Scope::default(), "ORDER BY")?,
+                    Some(s) => self.plain_expr(e, s, Operation::OrderBy)?,
+                    None => self.plain_expr(e, &Scope::default(), Operation::OrderBy)?,
                 },
             }
         }
@@ -405,9 +406,7 @@ impl Analyzer<'_> {
                 Some(cols) => {
                     for (name, lineage) in cols {
                         if shape.plain_tail && lineage != Lineage::Plain {
-                            return Err(SqlError::unsupported(
-                                "* over protected columns after a table of unknown columns; list the columns",
-                            ));
+                            return Err(Fixed::StarAfterUnknownColumns.into());
                         }
                         if !shape.plain_tail {
                             shape.columns.push(OutputColumn {
@@ -420,12 +419,10 @@ impl Analyzer<'_> {
                 None if r.is_plain_when_unknown(self.policy()) => shape.plain_tail = true,
                 None => {
                     let what = match &r.columns {
-                        RelColumns::Table { table, .. } => format!("protected table {table}"),
-                        _ => "a table function".to_string(),
+                        RelColumns::Table { table, .. } => self.rel(table),
+                        _ => None,
                     };
-                    return Err(SqlError::unsupported(format!(
-                        "cannot expand * over {what}: its columns are unknown; list the columns"
-                    )));
+                    return Err(Reason::StarOverUnknown(what).into());
                 }
             }
         }
@@ -448,9 +445,7 @@ impl Analyzer<'_> {
                         Some(cols) => {
                             for (name, lineage) in cols {
                                 if shape.plain_tail && lineage != Lineage::Plain {
-                                    return Err(SqlError::unsupported(
-                                        "* over protected columns after a table of unknown columns; list the columns",
-                                    ));
+                                    return Err(Fixed::StarAfterUnknownColumns.into());
                                 }
                                 if !shape.plain_tail {
                                     shape.columns.push(OutputColumn {
@@ -468,7 +463,7 @@ impl Analyzer<'_> {
                     let rel = match kind {
                         SelectItemQualifiedWildcardKind::ObjectName(n) => {
                             let parts = object_name_parts(n)
-                                .ok_or_else(|| SqlError::unsupported("unsupported qualified *"))?;
+                                .ok_or_else(|| SqlError::from(Fixed::QualifiedStarForm))?;
                             match parts.as_slice() {
                                 [r] => scope.relation(None, r).cloned(),
                                 [s, r] => scope.relation(Some(s), r).cloned(),
@@ -483,9 +478,7 @@ impl Analyzer<'_> {
                         }
                         None => {
                             if self.plan.touches_policy {
-                                return Err(SqlError::unsupported(
-                                    "cannot resolve a qualified * in a statement over protected columns",
-                                ));
+                                return Err(Fixed::UnresolvedQualifiedStar.into());
                             }
                             shape.plain_tail = true;
                         }
@@ -495,19 +488,14 @@ impl Analyzer<'_> {
             };
             if shape.plain_tail {
                 if lineage != Lineage::Plain {
-                    return Err(SqlError::unsupported(
-                        "a protected column after * over a table of unknown columns; list the columns",
-                    ));
+                    return Err(Fixed::ProtectedAfterUnknownStar.into());
                 }
                 continue;
             }
             shape.columns.push(OutputColumn { name, lineage });
         }
         if self.plan.touches_policy && shape.columns.iter().any(|c| c.lineage == Lineage::Unknown) {
-            return Err(SqlError::unsupported(
-                "a result column's origin cannot be resolved in a statement over protected columns; \
-                 pgcloak will not return what could be ciphertext",
-            ));
+            return Err(Fixed::UnresolvedResultColumn.into());
         }
         Ok(shape)
     }
@@ -751,15 +739,11 @@ impl Analyzer<'_> {
     pub(super) fn merge(&mut self, m: &sqlparser::ast::Merge) -> R<()> {
         use sqlparser::ast::{MergeAction, MergeInsertKind, MergeUpdateKind};
         let TableFactor::Table { name, alias, .. } = &m.table else {
-            return Err(SqlError::unsupported(
-                "MERGE into this relation kind is not supported by pgcloak",
-            ));
+            return Err(Fixed::MergeTargetKind.into());
         };
         let (table, rel) = self.target_relation(name, alias.as_ref().map(|a| &a.name))?;
         if m.output.is_some() {
-            return Err(SqlError::unsupported(
-                "MERGE ... OUTPUT is not PostgreSQL syntax",
-            ));
+            return Err(Fixed::MergeOutput.into());
         }
         let mut scope = Scope {
             relations: vec![rel],
@@ -787,23 +771,24 @@ impl Analyzer<'_> {
                                 for (i, e) in row.content.iter().enumerate() {
                                     match targets.get(i).copied().flatten() {
                                         Some(c) => {
-                                            self.bind_value(c, e, &scope, "MERGE INSERT into")?
+                                            self.bind_value(c, e, &scope, Operation::MergeInsert)?
                                         }
                                         None => {
-                                            self.plain_expr(e, &scope, "a MERGE INSERT value")?
+                                            self.plain_expr(e, &scope, Operation::MergeInsertValue)?
                                         }
                                     }
                                 }
                             }
                         }
                         (MergeInsertKind::Values(values), None) if !protected => {
-                            self.fallback(values, &scope, "a MERGE INSERT value")?;
+                            self.fallback(values, &scope, Operation::MergeInsertValue)?;
                         }
                         _ if !protected => {}
                         _ => {
-                            return Err(SqlError::unsupported(format!(
-                                "MERGE ... INSERT into protected table {table} needs a column list and VALUES"
-                            )))
+                            return Err(self.refuse(
+                                Operation::MergeInsert,
+                                Reason::MergeInsertNeedsValues(self.rel(&table)),
+                            ))
                         }
                     }
                     if let Some(p) = &ins.insert_predicate {
@@ -817,11 +802,7 @@ impl Analyzer<'_> {
                                 self.assignment(&table, a, &scope)?;
                             }
                         }
-                        _ => {
-                            return Err(SqlError::unsupported(
-                                "this MERGE UPDATE form is not supported by pgcloak",
-                            ))
-                        }
+                        _ => return Err(Fixed::MergeUpdateForm.into()),
                     }
                     for p in [&u.update_predicate, &u.delete_predicate]
                         .into_iter()

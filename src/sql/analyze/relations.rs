@@ -111,8 +111,7 @@ impl Analyzer<'_> {
     /// pins an unqualified reaching name to it with a [`TextEdit`], and applies the
     /// reach rules (ancestors need ONLY, indirect relations take no writes).
     pub(super) fn resolve_table(&mut self, name: &ObjectName) -> R<TableName> {
-        let parts = object_name_parts(name)
-            .ok_or_else(|| SqlError::unsupported("unsupported table name form"))?;
+        let parts = object_name_parts(name).ok_or_else(|| SqlError::from(Fixed::TableNameForm))?;
         let key = name_key(name);
         if let Some(k) = key {
             self.seen.insert(k);
@@ -124,7 +123,7 @@ impl Analyzer<'_> {
                 t
             }
             [schema, n] | [_, schema, n] => TableName::new(schema.clone(), n.clone()),
-            _ => return Err(SqlError::unsupported("unsupported table name form")),
+            _ => return Err(Fixed::TableNameForm.into()),
         };
         let only = key.is_some_and(|k| self.refs.only.contains(&k));
         self.check_reach(&table, only)?;
@@ -169,12 +168,11 @@ impl Analyzer<'_> {
             }
         }
         if self.reaching_candidate(name) {
-            return Err(SqlError::UndefinedTable(format!(
-                "relation \"{name}\" is not in the session's search_path ({}), but a relation of that name \
-                 can reach protected columns; pgcloak refuses to guess which one PostgreSQL would use: \
-                 qualify it with its schema",
-                path.join(", ")
-            )));
+            return Err(Reason::NotOnSearchPath {
+                name: CatalogName::listed(self.ctx.names, self.policy(), name),
+                search_path: SearchPath::of_session(path),
+            }
+            .into());
         }
         // Not found and nothing reaching: PostgreSQL will decide; name it in the first path schema.
         Ok(TableName::new(
@@ -193,10 +191,7 @@ impl Analyzer<'_> {
         let ident = name.0.first().and_then(|p| p.as_ident());
         let span = ident.and_then(|i| Some((self.abs(i.span.start)?, self.abs(i.span.end)?)));
         let Some((start, end)) = span.filter(|(s, e)| s < e) else {
-            return Err(SqlError::unsupported(format!(
-                "pgcloak could not locate the reference to relation {table} in the statement; \
-                 write it schema-qualified"
-            )));
+            return Err(Reason::UnlocatedRelation(self.rel(table)).into());
         };
         let (start, end) = (self.pos(start), self.pos(end));
         if self.plan.edits.iter().any(|e| e.start == start) {
@@ -236,30 +231,21 @@ impl Analyzer<'_> {
             return Ok(());
         }
         match reach {
-            RelationReach::Protected if !protected => Err(SqlError::unsupported(format!(
-                "relation {table} is a partition or inheritance child of a protected table; pgcloak analyses \
-                 protected columns through the table the policy names: use that table"
-            ))),
+            RelationReach::Protected if !protected => {
+                Err(Reason::PartitionChild(self.rel(table)).into())
+            }
             RelationReach::Protected => Ok(()),
             RelationReach::View => {
                 if self.ctx.schema.view_columns(table).is_none() {
-                    return Err(SqlError::unsupported(format!(
-                        "view {table} reads protected columns, but pgcloak does not know the origin of its columns; \
-                         query the protected table, or wait for the catalog refresh"
-                    )));
+                    return Err(Reason::ViewOfUnknownOrigin(self.rel(table)).into());
                 }
                 Ok(())
             }
             RelationReach::Ancestor if only => Ok(()),
-            RelationReach::Ancestor => Err(SqlError::unsupported(format!(
-                "relation {table} is an inheritance or partition parent of a protected table: without ONLY it \
-                 reads or changes the protected rows, which pgcloak cannot analyse through it; write ONLY {table}, \
-                 or use the protected table itself"
-            ))),
-            RelationReach::Indirect if self.writing => Err(SqlError::unsupported(format!(
-                "writing to {table} is refused: its rules, triggers, row-security policies or defaults reach a \
-                 protected column, where pgcloak cannot encrypt or check the values"
-            ))),
+            RelationReach::Ancestor => Err(Reason::ParentWithoutOnly(self.rel(table)).into()),
+            RelationReach::Indirect if self.writing => {
+                Err(Reason::IndirectWrite(self.rel(table)).into())
+            }
             RelationReach::Indirect => Ok(()),
         }
     }
@@ -295,20 +281,18 @@ impl Analyzer<'_> {
         if let Some(b) = builtins::sql_executing_function(fname) {
             return Some(Opaque::Builtin(b));
         }
-        let reaches = |s: Option<&str>| self.ctx.schema.function_reaches(s, fname);
+        let reaches = |s: Option<&str>| CatalogName::reaching_function(self.ctx.schema, s, fname);
         match schema {
-            Some(s) => reaches(Some(s)).then(|| Opaque::Function(format!("{s}.{fname}"))),
+            Some(s) => CatalogName::reaching_function(self.ctx.schema, Some(s), fname)
+                .map(Opaque::Function),
             None => {
                 let path = self.ctx.search_path;
                 let implicit = (!path.iter().any(|p| p == "pg_catalog")).then_some("pg_catalog");
                 let found = implicit
                     .into_iter()
                     .chain(path.iter().map(String::as_str))
-                    .find(|s| reaches(Some(s)));
-                match found {
-                    Some(s) => Some(Opaque::Function(format!("{s}.{fname}"))),
-                    None => reaches(None).then(|| Opaque::Function(fname.clone())),
-                }
+                    .find_map(|s| reaches(Some(s)));
+                found.or_else(|| reaches(None)).map(Opaque::Function)
             }
         }
     }
@@ -324,15 +308,13 @@ impl Analyzer<'_> {
             {
                 continue;
             }
-            let parts = object_name_parts(name)
-                .ok_or_else(|| SqlError::unsupported("unsupported table name form"))?;
+            let parts =
+                object_name_parts(name).ok_or_else(|| SqlError::from(Fixed::TableNameForm))?;
             if let [only] = parts.as_slice() {
                 if self.refs.ctes.contains(only) {
                     if self.reaching_candidate(only) {
-                        return Err(SqlError::unsupported(format!(
-                            "\"{only}\" is both a CTE of this statement and the name of a relation that reaches \
-                             protected columns, in a place pgcloak cannot tell them apart; rename the CTE"
-                        )));
+                        let n = CatalogName::listed(self.ctx.names, self.policy(), only);
+                        return Err(Reason::CteShadowsRelation(n).into());
                     }
                     continue;
                 }
@@ -343,9 +325,7 @@ impl Analyzer<'_> {
             let reaches = self.plan.touches_policy;
             self.plan.touches_policy |= before;
             if reaches && !self.passthrough {
-                return Err(SqlError::unsupported(format!(
-                    "pgcloak could not analyse how this statement uses {table}, which reaches protected columns"
-                )));
+                return Err(Reason::UnanalysedUse(self.rel(&table)).into());
             }
         }
         Ok(())
@@ -377,9 +357,7 @@ impl Analyzer<'_> {
             Some(c) => c,
             None => {
                 if self.plan.touches_policy {
-                    return Err(SqlError::unsupported(
-                        "this join form is not supported by pgcloak on protected tables; use JOIN ... ON",
-                    ));
+                    return Err(Fixed::JoinForm.into());
                 }
                 return Ok(());
             }
@@ -389,8 +367,8 @@ impl Analyzer<'_> {
             Some(JoinConstraint::Using(cols)) | Some(JoinConstraint::UsingAlias(cols, _)) => {
                 let n = scope.relations.len();
                 for c in cols {
-                    let name = last_ident(c)
-                        .ok_or_else(|| SqlError::unsupported("unsupported USING column"))?;
+                    let name =
+                        last_ident(c).ok_or_else(|| SqlError::from(Fixed::UsingColumnForm))?;
                     let left = Scope {
                         relations: scope.relations[..n.saturating_sub(1)].to_vec(),
                         parent: None,
@@ -406,7 +384,7 @@ impl Analyzer<'_> {
                     self.equal_columns(
                         left.unwrap_or(Lineage::Plain),
                         right.unwrap_or(Lineage::Plain),
-                        "JOIN USING",
+                        Operation::JoinUsing,
                     )?;
                 }
                 Ok(())
@@ -419,9 +397,7 @@ impl Analyzer<'_> {
                     RelColumns::Opaque => true,
                 });
                 if protected {
-                    return Err(SqlError::unsupported(
-                        "NATURAL JOIN involving protected columns is not supported by pgcloak; use JOIN ... ON",
-                    ));
+                    return Err(Fixed::NaturalJoin.into());
                 }
                 Ok(())
             }
@@ -430,45 +406,30 @@ impl Analyzer<'_> {
     }
 
     /// Two column lineages compared for equality (join keys, USING).
-    pub(super) fn equal_columns(&mut self, a: Lineage, b: Lineage, op: &str) -> R<()> {
+    pub(super) fn equal_columns(&mut self, a: Lineage, b: Lineage, op: Operation) -> R<()> {
         match (a, b) {
             (Lineage::Plain, Lineage::Plain) => Ok(()),
             (Lineage::Encrypted(x), Lineage::Encrypted(y)) => {
                 self.require_deterministic(x, op)?;
                 self.require_deterministic(y, op)?;
                 if !self.same_domain(x, y) {
-                    return Err(SqlError::unsupported(format!(
-                        "{op} compares encrypted columns {} and {}, which use different keys; \
-                         put them in one key_group to compare them",
-                        self.name(x),
-                        self.name(y)
-                    )));
+                    return Err(self.refuse(op, Reason::DifferentKeys(self.name(x), self.name(y))));
                 }
                 self.plan.searched.extend([x, y]);
                 Ok(())
             }
             (Lineage::Encrypted(x), _) | (_, Lineage::Encrypted(x)) => {
-                Err(SqlError::unsupported(format!(
-                "{op} compares encrypted column {} with a plain value; compare it with a literal, \
-                 a parameter or a column of its key group",
-                self.name(x)
-            )))
+                Err(self.refuse(op, Reason::PlainComparison(self.name(x))))
             }
-            _ => Err(SqlError::unsupported(format!(
-                "{op}: a column's origin cannot be resolved in a statement over protected columns"
-            ))),
+            _ => Err(self.refuse(op, Reason::UnresolvedOrigin)),
         }
     }
 
-    pub(super) fn require_deterministic(&self, c: ColumnRef, op: &str) -> R<()> {
+    pub(super) fn require_deterministic(&self, c: ColumnRef, op: Operation) -> R<()> {
         if self.policy().column(c).encryption == Encryption::Deterministic {
             return Ok(());
         }
-        Err(SqlError::unsupported(format!(
-            "{op} on randomized column {} is not supported: randomized ciphertexts never compare equal; \
-             only IS [NOT] NULL and count() work (declare it encryption: deterministic for =, IN, GROUP BY and joins)",
-            self.name(c)
-        )))
+        Err(self.refuse(op, Reason::RandomizedColumn(self.name(c))))
     }
 
     pub(super) fn alias_columns(
@@ -489,7 +450,7 @@ impl Analyzer<'_> {
                 name, alias, args, ..
             } => {
                 if args.is_some() {
-                    self.fallback(tf, scope, "a table function argument")?;
+                    self.fallback(tf, scope, Operation::TableFunctionArgument)?;
                     scope.relations.push(Relation {
                         visible: alias.as_ref().map_or_else(
                             || last_ident(name).unwrap_or_default(),
@@ -500,8 +461,8 @@ impl Analyzer<'_> {
                     });
                     return Ok(());
                 }
-                let parts = object_name_parts(name)
-                    .ok_or_else(|| SqlError::unsupported("unsupported table name form"))?;
+                let parts =
+                    object_name_parts(name).ok_or_else(|| SqlError::from(Fixed::TableNameForm))?;
                 if let [only] = parts.as_slice() {
                     if let Some(cols) = self.cte(only) {
                         self.seen.extend(name_key(name));
@@ -547,12 +508,13 @@ impl Analyzer<'_> {
                             match rel.expand(self.policy()) {
                                 Some(cols) => RelColumns::Known(Self::alias_columns(Some(a), cols)),
                                 None if !protected => RelColumns::Known(
-                                    a.columns.iter().map(|c| (normalize(&c.name), Lineage::Plain)).collect(),
+                                    a.columns
+                                        .iter()
+                                        .map(|c| (normalize(&c.name), Lineage::Plain))
+                                        .collect(),
                                 ),
                                 None => {
-                                    return Err(SqlError::unsupported(format!(
-                                        "column aliases on protected table {table} need the catalog's column list"
-                                    )))
+                                    return Err(Reason::AliasesNeedCatalog(self.rel(&table)).into())
                                 }
                             }
                         }
@@ -615,11 +577,7 @@ impl Analyzer<'_> {
                         match r.expand(self.policy()) {
                             Some(c) => cols.extend(c),
                             None if r.is_plain_when_unknown(self.policy()) => {}
-                            None => {
-                                return Err(SqlError::unsupported(
-                                    "an aliased join over a protected table needs the catalog's column lists",
-                                ))
-                            }
+                            None => return Err(Fixed::AliasedJoinNeedsCatalog.into()),
                         }
                     }
                     scope.relations.push(Relation {
@@ -636,7 +594,7 @@ impl Analyzer<'_> {
                 }
             }
             other => {
-                self.fallback(other, scope, "a table function")?;
+                self.fallback(other, scope, Operation::TableFunction)?;
                 let visible = match other {
                     TableFactor::Function { alias, .. }
                     | TableFactor::UNNEST { alias, .. }

@@ -52,12 +52,11 @@ impl Analyzer<'_> {
                         .iter()
                         .find(|p| usize::from(p.index) <= data_types.len())
                     {
-                        return Err(SqlError::unsupported(format!(
-                            "PREPARE declares a type for ${}, which is stored in or compared with encrypted column {}; \
-                             leave the parameter types out so PostgreSQL infers bytea",
-                            p.index,
-                            self.name(p.column)
-                        )));
+                        return Err(Reason::PrepareTypedParameter {
+                            index: p.index,
+                            column: self.name(p.column),
+                        }
+                        .into());
                     }
                 }
                 self.plan.touches_policy = inner.touches_policy;
@@ -81,8 +80,7 @@ impl Analyzer<'_> {
                 ..
             } if using.is_empty() && into.is_empty() => {
                 self.plan.kind = StatementKind::Execute;
-                let name = last_ident(name)
-                    .ok_or_else(|| SqlError::unsupported("unsupported EXECUTE form"))?;
+                let name = last_ident(name).ok_or_else(|| SqlError::from(Fixed::ExecuteForm))?;
                 let mut args = Vec::new();
                 for p in parameters {
                     args.push(match self.operand(p)? {
@@ -93,7 +91,7 @@ impl Analyzer<'_> {
                         }
                         Operand::Default | Operand::Other => {
                             // The argument must not smuggle a protected column's value.
-                            self.plain_expr(p, &Scope::default(), "an EXECUTE argument")?;
+                            self.plain_expr(p, &Scope::default(), Operation::ExecuteArgument)?;
                             ExecuteArg::Expression
                         }
                     });
@@ -135,12 +133,11 @@ impl Analyzer<'_> {
                 // named here is used in a way pgcloak does not analyse.
                 let relation = |k: NameKind| matches!(k, NameKind::Relation | NameKind::Column);
                 if let Some(m) = first_mention_with(text, self.ctx.names, false, relation) {
-                    let what = first_words(text);
-                    return Err(SqlError::unsupported(format!(
-                        "{what} statement that {}: not supported by pgcloak; \
-                         run it directly on the database",
-                        describe_mention(&m)
-                    )));
+                    return Err(Reason::UnanalysedStatement {
+                        words: first_words(text),
+                        mention: RMention::of(self.ctx.names, &m),
+                    }
+                    .into());
                 }
             }
         }
@@ -162,9 +159,7 @@ impl Analyzer<'_> {
             .view_columns(&table)
             .is_some_and(|v| v.iter().any(|(_, l)| *l != Lineage::Plain))
         {
-            return Err(SqlError::unsupported(format!(
-                "writing through view {table}, which exposes encrypted columns, is not supported; write to its table"
-            )));
+            return Err(Reason::WriteThroughView(self.rel(&table)).into());
         }
         if self.policy().is_protected_table(&table) {
             self.plan.touches_policy = true;
@@ -182,9 +177,7 @@ impl Analyzer<'_> {
 
     pub(super) fn insert(&mut self, ins: &Insert) -> R<Option<ResultShape>> {
         let TableObject::TableName(name) = &ins.table else {
-            return Err(SqlError::unsupported(
-                "INSERT into a table function is not supported by pgcloak",
-            ));
+            return Err(Fixed::InsertIntoTableFunction.into());
         };
         let alias = ins.table_alias.as_ref().map(|a| &a.alias);
         let (table, rel) = self.target_relation(name, alias)?;
@@ -195,10 +188,7 @@ impl Analyzer<'_> {
             Some(
                 ins.columns
                     .iter()
-                    .map(|c| {
-                        last_ident(c)
-                            .ok_or_else(|| SqlError::unsupported("unsupported INSERT column"))
-                    })
+                    .map(|c| last_ident(c).ok_or_else(|| SqlError::from(Fixed::InsertColumnForm)))
                     .collect::<R<_>>()?,
             )
         };
@@ -206,15 +196,14 @@ impl Analyzer<'_> {
             .as_ref()
             .map(|v| v.iter().map(|n| self.policy().find(&table, n)).collect());
         if targets.is_none() && protected {
-            return Err(SqlError::unsupported(format!(
-                "INSERT into protected table {table} needs a column list (the catalog does not know its columns)"
-            )));
+            return Err(self.refuse(
+                Operation::Insert,
+                Reason::InsertNeedsColumns(self.rel(&table)),
+            ));
         }
         let target_at = |i: usize| targets.as_ref().and_then(|t| t.get(i).copied().flatten());
         if !ins.assignments.is_empty() {
-            return Err(SqlError::unsupported(
-                "INSERT ... SET is not PostgreSQL syntax",
-            ));
+            return Err(Fixed::InsertSet.into());
         }
         if let Some(src) = &ins.source {
             match &*src.body {
@@ -223,9 +212,11 @@ impl Analyzer<'_> {
                         for (i, e) in row.content.iter().enumerate() {
                             match target_at(i) {
                                 Some(c) => {
-                                    self.bind_value(c, e, &Scope::default(), "INSERT into")?
+                                    self.bind_value(c, e, &Scope::default(), Operation::Insert)?
                                 }
-                                None => self.plain_expr(e, &Scope::default(), "an INSERT value")?,
+                                None => {
+                                    self.plain_expr(e, &Scope::default(), Operation::InsertValue)?
+                                }
                             }
                         }
                     }
@@ -233,7 +224,12 @@ impl Analyzer<'_> {
                 _ => {
                     let shape = self.query(src, None)?;
                     for (i, out) in shape.columns.iter().enumerate() {
-                        self.store_lineage(target_at(i), out.lineage, &table, "INSERT ... SELECT")?;
+                        self.store_lineage(
+                            target_at(i),
+                            out.lineage,
+                            &table,
+                            Operation::InsertSelect,
+                        )?;
                     }
                     if shape.plain_tail {
                         let n = shape.columns.len();
@@ -241,9 +237,10 @@ impl Analyzer<'_> {
                             .as_ref()
                             .is_some_and(|t| t.iter().skip(n).any(Option::is_some))
                         {
-                            return Err(SqlError::unsupported(format!(
-                                "INSERT ... SELECT * into protected table {table}: list the source columns"
-                            )));
+                            return Err(self.refuse(
+                                Operation::InsertSelect,
+                                Reason::InsertSelectStar(self.rel(&table)),
+                            ));
                         }
                     }
                 }
@@ -254,7 +251,11 @@ impl Analyzer<'_> {
                 relations: vec![rel.clone()],
                 parent: None,
             };
-            self.fallback(&oc.conflict_target, &target_scope, "an ON CONFLICT target")?;
+            self.fallback(
+                &oc.conflict_target,
+                &target_scope,
+                Operation::OnConflictTarget,
+            )?;
             if let OnConflictAction::DoUpdate(du) = &oc.action {
                 let excluded = Relation {
                     visible: "excluded".to_string(),
@@ -273,9 +274,7 @@ impl Analyzer<'_> {
                 }
             }
         } else if ins.on.is_some() {
-            return Err(SqlError::unsupported(
-                "ON DUPLICATE KEY is not PostgreSQL syntax",
-            ));
+            return Err(Fixed::OnDuplicateKey.into());
         }
         match &ins.returning {
             Some(items) => {
@@ -295,7 +294,7 @@ impl Analyzer<'_> {
         target: Option<ColumnRef>,
         src: Lineage,
         table: &TableName,
-        op: &str,
+        op: Operation,
     ) -> R<()> {
         match (target, src) {
             (None, Lineage::Plain) => Ok(()),
@@ -303,18 +302,17 @@ impl Analyzer<'_> {
                 self.encrypted(c);
                 Ok(())
             }
-            (Some(c), _) => Err(SqlError::unsupported(format!(
-                "{op} into encrypted column {} needs its source to be the same encrypted column or its key group; \
-                 use VALUES with literals or parameters",
-                self.name(c)
-            ))),
-            (None, Lineage::Encrypted(s)) => Err(SqlError::unsupported(format!(
-                "{op} would store ciphertext of {} in a plain column of {table}",
-                self.name(s)
-            ))),
-            (None, Lineage::Unknown) => Err(SqlError::unsupported(format!(
-                "{op} into {table}: a source column's origin cannot be resolved"
-            ))),
+            (Some(c), _) => Err(self.refuse(op, Reason::OtherOriginIntoEncrypted(self.name(c)))),
+            (None, Lineage::Encrypted(s)) => Err(self.refuse(
+                op,
+                Reason::CiphertextIntoPlain {
+                    column: self.name(s),
+                    table: self.rel(table),
+                },
+            )),
+            (None, Lineage::Unknown) => {
+                Err(self.refuse(op, Reason::UnresolvedSource(self.rel(table))))
+            }
         }
     }
 
@@ -334,11 +332,10 @@ impl Analyzer<'_> {
     ) -> R<()> {
         match &a.target {
             AssignmentTarget::ColumnName(name) => {
-                let col = last_ident(name)
-                    .ok_or_else(|| SqlError::unsupported("unsupported SET target"))?;
+                let col = last_ident(name).ok_or_else(|| SqlError::from(Fixed::SetTargetForm))?;
                 match self.policy().find(table, &col) {
-                    Some(c) => self.bind_value(c, &a.value, scope, "UPDATE SET on"),
-                    None => self.plain_expr(&a.value, scope, "an assignment to a plain column"),
+                    Some(c) => self.bind_value(c, &a.value, scope, Operation::UpdateSet),
+                    None => self.plain_expr(&a.value, scope, Operation::PlainAssignment),
                 }
             }
             AssignmentTarget::Tuple(cols) => {
@@ -347,7 +344,7 @@ impl Analyzer<'_> {
                     .map(|name| {
                         last_ident(name)
                             .map(|col| self.policy().find(table, &col))
-                            .ok_or_else(|| SqlError::unsupported("unsupported SET target"))
+                            .ok_or_else(|| SqlError::from(Fixed::SetTargetForm))
                     })
                     .collect::<R<Vec<_>>>()?;
                 self.tuple_assignment(table, &targets, &a.value, scope)
@@ -361,7 +358,7 @@ impl Analyzer<'_> {
         c: ColumnRef,
         e: &Expr,
         scope: &Scope<'_>,
-        op: &str,
+        op: Operation,
     ) -> R<()> {
         self.encrypted(c);
         match self.operand(e)? {
@@ -389,11 +386,7 @@ impl Analyzer<'_> {
                 };
                 match src {
                     Some(Lineage::Encrypted(s)) if self.same_domain(c, s) => Ok(()),
-                    _ => Err(SqlError::unsupported(format!(
-                        "{op} encrypted column {} needs a literal, a $n parameter, NULL or DEFAULT \
-                         (or the same encrypted column); expressions cannot be encrypted",
-                        self.name(c)
-                    ))),
+                    _ => Err(self.refuse(op, Reason::ExpressionIntoEncrypted(self.name(c)))),
                 }
             }
         }
@@ -405,12 +398,12 @@ impl Analyzer<'_> {
             if self.same_domain(prev.column, c) && prev.array == array {
                 return Ok(());
             }
-            return Err(SqlError::unsupported(format!(
-                "parameter ${index} is used with encrypted columns {} and {}, which need different keys or types; \
-                 use separate parameters",
-                self.name(prev.column),
-                self.name(c)
-            )));
+            return Err(Reason::ParameterTwoKeys {
+                index,
+                first: self.name(prev.column),
+                second: self.name(c),
+            }
+            .into());
         }
         self.plan.params.push(ParamAction {
             index,
@@ -424,9 +417,7 @@ impl Analyzer<'_> {
 
     pub(super) fn update(&mut self, u: &Update) -> R<Option<ResultShape>> {
         let TableFactor::Table { name, alias, .. } = &u.table.relation else {
-            return Err(SqlError::unsupported(
-                "UPDATE of this relation kind is not supported by pgcloak",
-            ));
+            return Err(Fixed::UpdateTargetKind.into());
         };
         let (table, rel) = self.target_relation(name, alias.as_ref().map(|a| &a.name))?;
         let mut scope = Scope {
@@ -542,7 +533,7 @@ impl Analyzer<'_> {
                 _ => {}
             }
         }
-        let (what, lineages, tail): (String, Vec<Lineage>, bool) = match source {
+        let (what, lineages, tail): (CopySubject, Vec<Lineage>, bool) = match source {
             CopySource::Table {
                 table_name,
                 columns,
@@ -557,9 +548,7 @@ impl Analyzer<'_> {
                 self.plan.touches_policy = true;
                 let names: Vec<String> = if columns.is_empty() {
                     self.ctx.schema.table_columns(&table).ok_or_else(|| {
-                        SqlError::unsupported(format!(
-                            "COPY of protected table {table} needs a column list (the catalog does not know its columns)"
-                        ))
+                        self.refuse(Operation::Copy, Reason::CopyNeedsColumns(self.rel(&table)))
                     })?
                 } else {
                     columns.iter().map(normalize).collect()
@@ -572,7 +561,11 @@ impl Analyzer<'_> {
                             .map_or(Lineage::Plain, Lineage::Encrypted)
                     })
                     .collect();
-                (format!("protected table {table}"), l, false)
+                let what = match RelationName::protected(self.policy(), &table) {
+                    Some(t) => CopySubject::Table(t),
+                    None => CopySubject::Query,
+                };
+                (what, l, false)
             }
             CopySource::Query(q) => {
                 let shape = self.query(q, None)?;
@@ -580,31 +573,24 @@ impl Analyzer<'_> {
                     return Ok(());
                 }
                 (
-                    "a query over protected columns".to_string(),
+                    CopySubject::Query,
                     shape.columns.iter().map(|c| c.lineage).collect(),
                     shape.plain_tail,
                 )
             }
         };
         if binary {
-            return Err(SqlError::unsupported(format!(
-                "binary COPY of {what} is not supported by pgcloak; use FORMAT text or csv"
-            )));
+            return Err(self.refuse(Operation::Copy, Reason::CopyBinary(what)));
         }
         if !matches!(target, CopyTarget::Stdin | CopyTarget::Stdout) {
-            return Err(SqlError::unsupported(format!(
-                "COPY of {what} to or from a server file or program is not supported (pgcloak could not encrypt \
-                 or decrypt it); use COPY ... FROM STDIN or TO STDOUT"
-            )));
+            return Err(self.refuse(Operation::Copy, Reason::CopyFileOrProgram(what)));
         }
         for l in lineages {
             plan.fields.push(match l {
                 Lineage::Plain => None,
                 Lineage::Encrypted(c) => Some(c),
                 Lineage::Unknown => {
-                    return Err(SqlError::unsupported(format!(
-                        "COPY of {what}: a column's origin cannot be resolved"
-                    )))
+                    return Err(self.refuse(Operation::Copy, Reason::CopyUnresolved(what)))
                 }
             });
         }
