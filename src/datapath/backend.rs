@@ -132,8 +132,11 @@ impl DataPath {
                 Some(stream) => super::copy::transform_copy_out_row(
                     &stream.prot,
                     &prot,
-                    &self.codec,
-                    &self.roles,
+                    &super::copy::CopyOutSession {
+                        ctx: &self.codec,
+                        roles: &self.roles,
+                        sink: &self.sink,
+                    },
                     &stream.plan,
                     &msg[5..],
                     out,
@@ -150,7 +153,7 @@ impl DataPath {
             }
         };
         if let Err(e) = result {
-            e.report();
+            e.report(&self.sink);
             // The client gets pgcloak's error instead of the rest of this cycle.
             out.truncate(mark);
             if e.ends_session() {
@@ -418,7 +421,7 @@ impl DataPath {
                 Err(_) => None,
             })
             .collect();
-        leak_error("a server message").report();
+        leak_error("a server message").report(&self.sink);
         out.truncate(mark);
         encode_error_fields(tag, &fields, out);
     }
@@ -440,7 +443,7 @@ impl DataPath {
             out.extend_from_slice(msg);
             return;
         }
-        leak_error("a NOTIFY payload").report();
+        leak_error("a NOTIFY payload").report(&self.sink);
         // pid, channel, then the payload; keep pid and channel when they are clean.
         let channel_end = body
             .get(4..)
@@ -501,8 +504,15 @@ impl DataPath {
                     if let Some(g) = guard.as_mut() {
                         g.value(a.col, a.view, &envelope);
                     }
-                    let rendered =
-                        render(prot, &self.codec, a.col, a.view, &envelope, a.client_format)?;
+                    let rendered = render(
+                        prot,
+                        &self.codec,
+                        &self.sink,
+                        a.col,
+                        a.view,
+                        &envelope,
+                        a.client_format,
+                    )?;
                     put_value(out, rendered.as_deref());
                 }
                 (_, v) => put_value(out, *v),
@@ -510,7 +520,7 @@ impl DataPath {
         }
         if let Some(g) = guard {
             // Before the row is complete: a refusal replaces it (on_backend truncates).
-            g.finish(&self.protection.load(), &self.roles)?;
+            g.finish(&self.protection.load(), &self.roles, &self.sink)?;
         }
         finish_message(out, start);
         Ok(())

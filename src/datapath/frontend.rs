@@ -1,10 +1,12 @@
 //! Client → upstream: analyse, rewrite and refuse.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
+use super::resolution::Words;
 use super::values::{encrypt_param, encrypt_text_literal};
 use super::{
     CopyStream, DataPath, DataPathError, Expect, Portal, Prepared, Protection, ResultTransform,
@@ -37,16 +39,24 @@ impl DataPath {
         }
         match tag {
             b'Q' => {
+                self.sink.statement_received();
                 // A search_path refresh held back by a COPY goes first.
                 self.copy_settled();
                 self.inject_search_path_query(out);
                 let raw = decode_query(msg)?;
-                self.note_resolution_change(raw, false);
-                self.note_prepared_changes(raw);
-                self.on_query(msg, out)?;
-                self.refresh_after_query(raw, out);
+                let text = String::from_utf8_lossy(raw);
+                let words = Words::of(&text);
+                self.note_resolution_change(&text, words, false);
+                if words.prepared() {
+                    self.note_prepared_changes(&text);
+                }
+                self.on_query(msg, raw, (&text, words), out)?;
+                self.refresh_after_query(&text, words, out);
             }
-            b'P' => self.on_parse(msg, out)?,
+            b'P' => {
+                self.sink.statement_received();
+                self.on_parse(msg, out)?;
+            }
             b'B' => self.on_bind(msg, out)?,
             b'D' => self.on_describe(msg, out)?,
             b'E' => self.on_execute(msg, out)?,
@@ -69,14 +79,14 @@ impl DataPath {
             b'H' => out.extend_from_slice(msg),
             b'd' => match self.state.copy_in_stream() {
                 Some((c, prot)) => {
-                    c.feed(&msg[5..], prot, &self.codec, out)?;
+                    c.feed(&msg[5..], prot, &self.codec, &self.sink, out)?;
                 }
                 None => out.extend_from_slice(msg),
             },
             b'c' => {
                 self.copy_settled();
                 if let Some((mut c, prot)) = self.state.client_copy_done() {
-                    c.finish(&prot, &self.codec, out)?;
+                    c.finish(&prot, &self.codec, &self.sink, out)?;
                 }
                 out.extend_from_slice(msg);
             }
@@ -152,9 +162,8 @@ impl DataPath {
 
     /// Records the functions and views a statement text creates (see
     /// [`Self::check_created_opaque`]).
-    fn note_created_functions(&mut self, sql: &[u8]) {
-        let text = String::from_utf8_lossy(sql);
-        for (name, dynamic) in crate::sql::session_state::created_functions(&text) {
+    fn note_created_functions(&mut self, text: &str) {
+        for (name, dynamic) in crate::sql::session_state::created_functions(text) {
             // A function or view calling one that is already opaque is opaque too.
             let calls_opaque = self.created_opaque.iter().any(|o| {
                 text.as_bytes()
@@ -184,9 +193,9 @@ impl DataPath {
     /// statement pgcloak saw prepared is known: a PREPARE on the fast path is recorded in
     /// `plain_prepared`, one that touches a protected column is planned by the analysis
     /// and recorded in `sql_prepared`.
-    fn note_prepared_changes(&mut self, raw: &[u8]) {
+    fn note_prepared_changes(&mut self, text: &str) {
         use crate::sql::session_state::{prepared_changes, PreparedChange};
-        for change in prepared_changes(&String::from_utf8_lossy(raw)) {
+        for change in prepared_changes(text) {
             match change {
                 PreparedChange::Prepare(name) => {
                     // Known again only once it is seen to pass: on the fast path
@@ -222,11 +231,10 @@ impl DataPath {
     }
 
     /// The client's SQL bytes as text (decoded from client_encoding).
-    fn decode_sql(&self, bytes: &[u8]) -> Result<String, DataPathError> {
+    fn decode_sql<'a>(&self, bytes: &'a [u8]) -> Result<Cow<'a, str>, DataPathError> {
         self.codec
             .client_encoding
             .decode(LogicalType::Text, bytes)
-            .map(|c| c.into_owned())
             .map_err(|e| DataPathError::codec("(statement text)", e))
     }
 
@@ -239,8 +247,15 @@ impl DataPath {
             .map_err(|e| DataPathError::codec("(statement text)", e))
     }
 
-    fn on_query(&mut self, msg: &[u8], out: &mut BytesMut) -> Result<(), DataPathError> {
-        let raw = decode_query(msg)?;
+    /// A simple Query: the fast path forwards the client's bytes untouched; anything
+    /// that may reach a protected column is analysed ([`Self::query_analysed`]).
+    fn on_query(
+        &mut self,
+        msg: &[u8],
+        raw: &[u8],
+        (text, words): (&str, Words),
+        out: &mut BytesMut,
+    ) -> Result<(), DataPathError> {
         let sql = match self.decode_sql(raw) {
             Ok(s) => s,
             Err(e) => {
@@ -254,18 +269,36 @@ impl DataPath {
             self.inject_simple_failure(&e, out);
             return Ok(());
         }
-        self.note_created_functions(raw);
+        if words.creates() {
+            self.note_created_functions(text);
+        }
         if self.fast_path(&prot, &sql) {
-            crate::observe::statement_fast_path(&sql);
-            for change in crate::sql::session_state::prepared_changes(&sql) {
-                if let crate::sql::session_state::PreparedChange::Prepare(name) = change {
-                    self.plain_prepared.insert(name);
+            self.sink.statement_fast_path(&sql);
+            if words.prepared() {
+                for change in crate::sql::session_state::prepared_changes(&sql) {
+                    if let crate::sql::session_state::PreparedChange::Prepare(name) = change {
+                        self.plain_prepared.insert(name);
+                    }
                 }
             }
             self.state.expect(Expect::Simple(VecDeque::new()));
             out.extend_from_slice(msg);
             return Ok(());
         }
+        let started = std::time::Instant::now();
+        let r = self.query_analysed(&prot, &sql, out);
+        self.sink.handler_time(started);
+        r
+    }
+
+    /// A simple Query the analysis plans: checked, rewritten (literals encrypted, names
+    /// qualified), or failed at its first refused statement.
+    fn query_analysed(
+        &mut self,
+        prot: &Arc<Protection>,
+        sql: &str,
+        out: &mut BytesMut,
+    ) -> Result<(), DataPathError> {
         let analysis = match self
             .check_schema(&prot)
             .and_then(|()| Ok(prot.cache.analyze(&sql, &[], &self.context(&prot))?))
@@ -277,7 +310,61 @@ impl DataPath {
             }
         };
         let fp = &analysis.fingerprint;
-        crate::observe::statement_analysed(&sql, &analysis.plans, &prot.policy);
+        self.sink
+            .statement_analysed(&sql, &analysis.plans, &prot.policy);
+        let (mut statements, actions, mut failure) = self.plan_query(&prot, &sql, &analysis);
+        // EXECUTE name(args) alone: splice its literal arguments.
+        if analysis.plans.len() == 1 {
+            if let Some(ex) = &analysis.plans[0].execute {
+                // PREPARE through this session's text, or a protocol-level Parse (drivers
+                // prepare with Parse and some run the statement with SQL EXECUTE).
+                match self.prepared_plan(&ex.name) {
+                    // Prepared by Parse, and the fast path proved it touches nothing protected.
+                    Some(None) => {}
+                    Some(Some(prepared)) => match ex.bind(&prepared) {
+                        Ok((lits, params)) if params.is_empty() => {
+                            let edits = self.session_edits(&prot, &sql, fp, &analysis.plans[0])?;
+                            let text =
+                                self.rewrite_literals(&prot, &sql, fp, lits.iter(), edits.iter())?;
+                            if let Some(st) = statements.front_mut() {
+                                st.transform = transform_for(&prot, prepared.result.as_ref(), None);
+                            }
+                            let bytes = self.encode_sql(&text)?;
+                            self.state.expect(Expect::Simple(statements));
+                            out.extend_from_slice(&encode_query(&bytes));
+                            return Ok(());
+                        }
+                        Ok(_) => {
+                            failure = Some((0, DataPathError::Refused("EXECUTE with $n parameters is not supported on protected columns".into())));
+                        }
+                        Err(e) => failure = Some((0, DataPathError::Sql(e))),
+                    },
+                    None if prot.is_empty() || !self.reach.can_reach_protected => {}
+                    None => {
+                        // Never prepared through pgcloak: answer as PostgreSQL would, without
+                        // letting a statement pgcloak cannot check run.
+                        failure = Some((0, DataPathError::UnknownPrepared(ex.name.clone())));
+                    }
+                }
+            }
+        }
+        self.finish_query(&prot, &sql, &analysis, statements, actions, failure, out)
+    }
+
+    /// Checks each statement of an analysed query string in order: what upstream will
+    /// answer for each, the literals to encrypt, and the first refusal (its start).
+    #[allow(clippy::type_complexity)]
+    fn plan_query<'a>(
+        &mut self,
+        prot: &Arc<Protection>,
+        sql: &str,
+        analysis: &'a crate::sql::Analysis,
+    ) -> (
+        VecDeque<SimpleStatement>,
+        Vec<&'a crate::sql::LiteralAction>,
+        Option<(usize, DataPathError)>,
+    ) {
+        let fp = &analysis.fingerprint;
         let mut statements = VecDeque::new();
         let mut actions = Vec::new();
         let mut failure: Option<(usize, DataPathError)> = None;
@@ -332,41 +419,23 @@ impl DataPath {
                 }
             }
         }
-        // EXECUTE name(args) alone: splice its literal arguments.
-        if analysis.plans.len() == 1 {
-            if let Some(ex) = &analysis.plans[0].execute {
-                // PREPARE through this session's text, or a protocol-level Parse (drivers
-                // prepare with Parse and some run the statement with SQL EXECUTE).
-                match self.prepared_plan(&ex.name) {
-                    // Prepared by Parse, and the fast path proved it touches nothing protected.
-                    Some(None) => {}
-                    Some(Some(prepared)) => match ex.bind(&prepared) {
-                        Ok((lits, params)) if params.is_empty() => {
-                            let edits = self.session_edits(&prot, &sql, fp, &analysis.plans[0])?;
-                            let text =
-                                self.rewrite_literals(&prot, &sql, fp, lits.iter(), edits.iter())?;
-                            if let Some(st) = statements.front_mut() {
-                                st.transform = transform_for(&prot, prepared.result.as_ref(), None);
-                            }
-                            let bytes = self.encode_sql(&text)?;
-                            self.state.expect(Expect::Simple(statements));
-                            out.extend_from_slice(&encode_query(&bytes));
-                            return Ok(());
-                        }
-                        Ok(_) => {
-                            failure = Some((0, DataPathError::Refused("EXECUTE with $n parameters is not supported on protected columns".into())));
-                        }
-                        Err(e) => failure = Some((0, DataPathError::Sql(e))),
-                    },
-                    None if prot.is_empty() || !self.reach.can_reach_protected => {}
-                    None => {
-                        // Never prepared through pgcloak: answer as PostgreSQL would, without
-                        // letting a statement pgcloak cannot check run.
-                        failure = Some((0, DataPathError::UnknownPrepared(ex.name.clone())));
-                    }
-                }
-            }
-        }
+        (statements, actions, failure)
+    }
+
+    /// Sends the query string upstream: every statement rewritten, or those before the
+    /// refused one followed by a statement that raises pgcloak's error.
+    #[allow(clippy::too_many_arguments)]
+    fn finish_query(
+        &mut self,
+        prot: &Arc<Protection>,
+        sql: &str,
+        analysis: &crate::sql::Analysis,
+        mut statements: VecDeque<SimpleStatement>,
+        actions: Vec<&crate::sql::LiteralAction>,
+        mut failure: Option<(usize, DataPathError)>,
+        out: &mut BytesMut,
+    ) -> Result<(), DataPathError> {
+        let fp = &analysis.fingerprint;
         // A literal that cannot be encoded for its column ends its statement, as
         // PostgreSQL's own input error would (see super::recover).
         let mut rewritten_all = None;
@@ -408,7 +477,7 @@ impl DataPath {
                     }
                 };
                 let (start, err) = (failed.0, &failed.1);
-                err.report();
+                err.report(&self.sink);
                 self.note_guard_close(err);
                 let delta = rewritten.len() as isize - sql.len() as isize;
                 let cut = (start as isize + delta).max(0) as usize;
@@ -531,7 +600,8 @@ impl DataPath {
             return Ok(sql.to_string());
         }
         let codec = &self.codec;
-        let mut enc = |col, text: &str| encrypt_text_literal(prot, codec, col, text);
+        let sink = &self.sink;
+        let mut enc = |col, text: &str| encrypt_text_literal(prot, codec, sink, col, text);
         rewrite_with_edits(sql, fp, actions, edits, &mut enc).map_err(|e| match e {
             RewriteError::Sql(e) => DataPathError::Sql(e),
             RewriteError::Encrypt { error, .. } => error,
@@ -540,11 +610,15 @@ impl DataPath {
 
     fn on_parse(&mut self, msg: &[u8], out: &mut BytesMut) -> Result<(), DataPathError> {
         let parse = Parse::decode(msg)?;
-        self.note_resolution_change(&parse.sql, true);
-        self.note_created_functions(&parse.sql);
+        let text = String::from_utf8_lossy(&parse.sql);
+        let words = Words::of(&text);
+        self.note_resolution_change(&text, words, true);
+        if words.creates() {
+            self.note_created_functions(&text);
+        }
         let prot = self.protection.load_full();
         let sql: Arc<str> = match self.decode_sql(&parse.sql) {
-            Ok(s) => Arc::from(s),
+            Ok(s) => Arc::from(&*s),
             Err(e) => {
                 self.statements.remove(&parse.name);
                 self.inject_extended_failure(&e, out);
@@ -616,7 +690,7 @@ impl DataPath {
     ) -> Result<Option<(Arc<StatementPlan>, String)>, DataPathError> {
         self.check_created_opaque(prot, sql)?;
         if self.fast_path(prot, sql) {
-            crate::observe::statement_fast_path(sql);
+            self.sink.statement_fast_path(sql);
             return Ok(None);
         }
         self.analyse_single(prot, sql, param_types).map(Some)
@@ -654,7 +728,8 @@ impl DataPath {
     ) -> Result<(Arc<StatementPlan>, String), DataPathError> {
         self.check_schema(prot)?;
         let analysis = prot.cache.analyze(sql, param_types, &self.context(prot))?;
-        crate::observe::statement_analysed(sql, &analysis.plans, &prot.policy);
+        self.sink
+            .statement_analysed(sql, &analysis.plans, &prot.policy);
         let plans: Vec<&StatementPlan> = analysis
             .plans
             .iter()
@@ -746,14 +821,15 @@ impl DataPath {
                     continue;
                 };
                 let format = formats.get(i).copied().unwrap_or(0);
-                let encrypted = match encrypt_param(&prot, &self.codec, action, format, value) {
-                    Ok(v) => v,
-                    Err(e) => {
-                        self.portals.remove(&bind.portal);
-                        self.inject_extended_failure(&e, out);
-                        return Ok(());
-                    }
-                };
+                let encrypted =
+                    match encrypt_param(&prot, &self.codec, &self.sink, action, format, value) {
+                        Ok(v) => v,
+                        Err(e) => {
+                            self.portals.remove(&bind.portal);
+                            self.inject_extended_failure(&e, out);
+                            return Ok(());
+                        }
+                    };
                 *slot = Some(Bytes::from(encrypted));
                 if let Some(f) = formats.get_mut(i) {
                     *f = BINARY;
@@ -920,7 +996,7 @@ impl DataPath {
     /// unnamed statement. The injected ParseComplete and BindComplete are dropped, so
     /// the client's own message gets the error instead. Then discard until Sync.
     pub(super) fn inject_extended_failure(&mut self, err: &DataPathError, out: &mut BytesMut) {
-        err.report();
+        err.report(&self.sink);
         self.note_guard_close(err);
         let parse = Parse {
             name: String::new(),
@@ -942,7 +1018,7 @@ impl DataPath {
 
     /// Makes upstream fail a simple Query (or function call) with pgcloak's error.
     pub(super) fn inject_simple_failure(&mut self, err: &DataPathError, out: &mut BytesMut) {
-        err.report();
+        err.report(&self.sink);
         self.note_guard_close(err);
         let mut st = VecDeque::new();
         st.push_back(SimpleStatement {

@@ -35,47 +35,13 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 
+/// Re-exported from [`crate::protection`], where observability can name it too.
+pub use crate::protection::Protection;
 pub use error::DataPathError;
 
 use crate::codec::SessionContext;
-use crate::crypto::CipherSuite;
-use crate::policy::{Policy, RoleName};
-use crate::sql::{AnalysisCache, CopyPlan, NameSet, ResultShape, SessionReach, StatementPlan};
-
-/// Everything derived from one policy + keyring generation, shared by all sessions.
-pub struct Protection {
-    pub policy: Arc<Policy>,
-    pub suite: CipherSuite,
-    pub names: NameSet,
-    pub cache: AnalysisCache,
-    pub in_list_cap: usize,
-    /// The insider guard's view of this generation (honeytoken matcher, quotas on/off).
-    pub guard: crate::guard::Compiled,
-}
-
-impl Protection {
-    pub fn new(policy: Arc<Policy>, suite: CipherSuite, in_list_cap: usize) -> Protection {
-        let names = NameSet::from_policy(&policy);
-        let guard = crate::guard::Compiled::new(&policy);
-        Protection {
-            guard,
-            policy,
-            suite,
-            names,
-            cache: AnalysisCache::new(4096),
-            in_list_cap,
-        }
-    }
-
-    pub fn generation(&self) -> u64 {
-        self.policy.generation()
-    }
-
-    /// Whether anything at all is protected.
-    pub fn is_empty(&self) -> bool {
-        self.policy.columns().is_empty()
-    }
-}
+use crate::policy::RoleName;
+use crate::sql::{CopyPlan, ResultShape, SessionReach, StatementPlan};
 
 /// What the session knows about a prepared statement (from its Parse).
 #[derive(Clone)]
@@ -150,6 +116,8 @@ pub struct DataPath {
     guard_closed: Option<crate::guard::GuardError>,
     /// Catalog facts the session's refresh task hands over between messages.
     updates: Arc<CatalogUpdates>,
+    /// What the data path decided, for the session to record (see [`crate::observe::sink`]).
+    sink: crate::observe::Sink,
 }
 
 /// What the session's catalog refresh hands to its data path: a new schema view,
@@ -231,6 +199,7 @@ impl DataPath {
             path_reads: tokio::sync::watch::Sender::new(0),
             guard_closed: None,
             updates: Arc::new(CatalogUpdates::default()),
+            sink: crate::observe::Sink::new(),
         }
     }
 
@@ -283,6 +252,11 @@ impl DataPath {
     /// Notified when DDL or a GRANT/REVOKE went through this session.
     pub fn catalog_changed(&self) -> Arc<tokio::sync::Notify> {
         self.catalog_changed.clone()
+    }
+
+    /// What the data path decided since the session last recorded it.
+    pub fn sink(&self) -> &crate::observe::Sink {
+        &self.sink
     }
 
     pub fn set_roles(&mut self, roles: Vec<RoleName>) {

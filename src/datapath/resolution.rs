@@ -50,15 +50,95 @@ fn search_path_query() -> BytesMut {
     out
 }
 
+/// Which words a statement text may contain, from one pass over its bytes: a
+/// superset test (a word found as a case-insensitive substring anywhere, in a string,
+/// comment or identifier too) that decides whether the exact text tests of
+/// [`crate::sql::session_state`] need to run at all. Most statements contain none
+/// of these words and are lexed once only, by the analysis' own name scan.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Words(u8);
+
+impl Words {
+    /// A word that may change name resolution (see [`resolution_change`]).
+    const RESOLUTION: u8 = 1;
+    /// `copy` (see [`may_start_copy`]).
+    const COPY: u8 = 2;
+    /// `prepare`, `deallocate` or `discard` (SQL-level prepared statements).
+    const PREPARED: u8 = 4;
+    /// `create` (functions and views the session creates).
+    const CREATE: u8 = 8;
+
+    /// The words of `text`, case-insensitively.
+    pub(super) fn of(text: &str) -> Words {
+        // (word, flags); "temp" also covers "temporary", "prepare" counts twice.
+        const WORDS: &[(&[u8], u8)] = &[
+            (b"search_path", Words::RESOLUTION),
+            (b"set_config", Words::RESOLUTION),
+            (b"reset", Words::RESOLUTION),
+            (b"discard", Words::RESOLUTION | Words::PREPARED),
+            (b"role", Words::RESOLUTION),
+            (b"authorization", Words::RESOLUTION),
+            (b"temp", Words::RESOLUTION),
+            (b"schema", Words::RESOLUTION),
+            (b"commit", Words::RESOLUTION),
+            (b"rollback", Words::RESOLUTION),
+            (b"abort", Words::RESOLUTION),
+            (b"end", Words::RESOLUTION),
+            (b"release", Words::RESOLUTION),
+            (b"prepare", Words::RESOLUTION | Words::PREPARED),
+            (b"deallocate", Words::PREPARED),
+            (b"copy", Words::COPY),
+            (b"create", Words::CREATE),
+        ];
+        let bytes = text.as_bytes();
+        let mut found = 0u8;
+        for i in 0..bytes.len() {
+            let first = bytes[i].to_ascii_lowercase();
+            if !matches!(first, b'a' | b'c' | b'd' | b'e' | b'p' | b'r' | b's' | b't') {
+                continue;
+            }
+            for (word, flags) in WORDS {
+                if word[0] == first
+                    && found & flags != *flags
+                    && bytes
+                        .get(i..i + word.len())
+                        .is_some_and(|w| w.eq_ignore_ascii_case(word))
+                {
+                    found |= flags;
+                }
+            }
+        }
+        Words(found)
+    }
+
+    pub(super) fn resolution(self) -> bool {
+        self.0 & Words::RESOLUTION != 0
+    }
+
+    pub(super) fn copy(self) -> bool {
+        self.0 & Words::COPY != 0
+    }
+
+    pub(super) fn prepared(self) -> bool {
+        self.0 & Words::PREPARED != 0
+    }
+
+    pub(super) fn creates(self) -> bool {
+        self.0 & Words::CREATE != 0
+    }
+}
+
 impl DataPath {
     /// Notes a statement text the client sent (Query or Parse).
-    pub(super) fn note_resolution_change(&mut self, sql: &[u8], parse: bool) {
-        let text = String::from_utf8_lossy(sql);
-        if parse && may_start_copy(&text) {
+    pub(super) fn note_resolution_change(&mut self, text: &str, words: Words, parse: bool) {
+        if parse && words.copy() && may_start_copy(text) {
             // Its Execute may put the server in COPY FROM STDIN before the Sync arrives.
             self.copy_may_run = true;
         }
-        match resolution_change(&text) {
+        if !words.resolution() {
+            return;
+        }
+        match resolution_change(text) {
             ResolutionChange::Now => {
                 self.path_refresh_due = true;
                 self.path_changed_in_transaction = true;
@@ -72,8 +152,8 @@ impl DataPath {
 
     /// After forwarding a simple Query: inject the search_path query now unless the
     /// statement may have started COPY FROM STDIN (then it waits for the next point).
-    pub(super) fn refresh_after_query(&mut self, sql: &[u8], out: &mut BytesMut) {
-        if self.path_refresh_due && !may_start_copy(&String::from_utf8_lossy(sql)) {
+    pub(super) fn refresh_after_query(&mut self, text: &str, words: Words, out: &mut BytesMut) {
+        if self.path_refresh_due && !(words.copy() && may_start_copy(text)) {
             self.inject_search_path_query(out);
         }
     }
@@ -144,5 +224,70 @@ impl DataPath {
             }
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Words;
+    use crate::sql::session_state::{
+        created_functions, may_start_copy, prepared_changes, resolution_change, ResolutionChange,
+    };
+
+    /// The one-pass word test never says "no" where the exact text tests would say "yes".
+    #[test]
+    fn words_are_a_superset_of_the_text_tests() {
+        let texts = [
+            "SELECT abalance FROM pgbench_accounts WHERE aid = 1",
+            "SET search_path TO a, b",
+            "set SEARCH_PATH = x",
+            "SELECT pg_catalog.SET_CONFIG('search_path', 'x', false)",
+            "RESET ALL",
+            "DISCARD ALL",
+            "SET ROLE app",
+            "SET SESSION AUTHORIZATION app",
+            "CREATE TEMP TABLE t (a int)",
+            "create temporary table t (a int)",
+            "CREATE SCHEMA s",
+            "COMMIT",
+            "rollback to savepoint a",
+            "ABORT",
+            "END",
+            "RELEASE SAVEPOINT a",
+            "PREPARE TRANSACTION 'x'",
+            "PREPARE q(int) AS SELECT $1",
+            "DEALLOCATE q",
+            "deallocate prepare all",
+            "COPY t FROM STDIN",
+            "copy t to stdout",
+            "CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+            "create or replace view v as select 1",
+            "/* c */ Commit",
+            "BEGIN; SELECT 1; END;",
+        ];
+        for t in texts {
+            let w = Words::of(t);
+            if resolution_change(t) != ResolutionChange::None {
+                assert!(w.resolution(), "{t}");
+            }
+            if may_start_copy(t) {
+                assert!(w.copy(), "{t}");
+            }
+            if !prepared_changes(t).is_empty() {
+                assert!(w.prepared(), "{t}");
+            }
+            if !created_functions(t).is_empty() {
+                assert!(w.creates(), "{t}");
+            }
+        }
+        // The common statement needs none of them.
+        assert_eq!(
+            Words::of("SELECT abalance FROM pgbench_accounts WHERE aid = 1"),
+            Words::default()
+        );
+        assert_eq!(
+            Words::of("UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid = 7"),
+            Words::default()
+        );
     }
 }

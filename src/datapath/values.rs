@@ -2,6 +2,7 @@
 //! way in; envelope → the role's view, in the client's format, on the way out.
 
 use crate::codec::{self, SessionContext};
+use crate::observe::Sink;
 use crate::policy::{apply_mask, ColumnRef, LogicalType, View};
 use crate::sql::ParamAction;
 
@@ -11,6 +12,7 @@ use super::{DataPathError, Protection};
 pub(super) fn encrypt_text_literal(
     prot: &Protection,
     ctx: &SessionContext,
+    sink: &Sink,
     col: ColumnRef,
     text: &str,
 ) -> Result<Vec<u8>, DataPathError> {
@@ -20,8 +22,8 @@ pub(super) fn encrypt_text_literal(
     utf8_ctx.client_encoding = codec::ClientEncoding::Utf8;
     let canonical = codec::text_to_canonical(c.logical_type, text.as_bytes(), &utf8_ctx)
         .map_err(|e| DataPathError::codec(&c.qualified_name(), e))?;
-    super::insider::searched(prot, col, &canonical)?;
-    crate::observe::encrypted(&prot.policy, col);
+    super::insider::searched(prot, sink, col, &canonical)?;
+    sink.encrypted(&prot.policy, col);
     prot.suite
         .encrypt(col, &canonical)
         .map_err(|e| DataPathError::crypto(&c.qualified_name(), e))
@@ -32,6 +34,7 @@ pub(super) fn encrypt_text_literal(
 pub(super) fn encrypt_param(
     prot: &Protection,
     ctx: &SessionContext,
+    sink: &Sink,
     action: &ParamAction,
     format: i16,
     value: &[u8],
@@ -45,8 +48,8 @@ pub(super) fn encrypt_param(
             codec::text_to_canonical(c.logical_type, v, ctx)
         }
         .map_err(|e| DataPathError::codec(&name, e))?;
-        super::insider::searched(prot, action.column, &canonical)?;
-        crate::observe::encrypted(&prot.policy, action.column);
+        super::insider::searched(prot, sink, action.column, &canonical)?;
+        sink.encrypted(&prot.policy, action.column);
         prot.suite
             .encrypt(action.column, &canonical)
             .map_err(|e| DataPathError::crypto(&name, e))
@@ -85,6 +88,7 @@ pub(super) fn encrypt_param(
 pub(super) fn render(
     prot: &Protection,
     ctx: &SessionContext,
+    sink: &Sink,
     col: ColumnRef,
     view: View,
     envelope: &[u8],
@@ -92,7 +96,7 @@ pub(super) fn render(
 ) -> Result<Option<Vec<u8>>, DataPathError> {
     let c = prot.policy.column(col);
     let name = || c.qualified_name();
-    crate::observe::decrypted_or_withheld(&prot.policy, col, view);
+    sink.decrypted_or_withheld(&prot.policy, col, view);
     match view {
         View::Null => Ok(None),
         View::Deny => Err(DataPathError::Forbidden(format!(

@@ -93,7 +93,12 @@ pub fn connection_error(cause: &'static str) {
 }
 
 pub fn statement(kind: &'static str, outcome: &'static str) {
-    counter!(STATEMENTS, "kind" => kind, "outcome" => outcome).increment(1);
+    statements(kind, outcome, 1);
+}
+
+/// `n` statements of one kind and outcome (recorded in one step per cycle).
+pub fn statements(kind: &'static str, outcome: &'static str, n: u64) {
+    counter!(STATEMENTS, "kind" => kind, "outcome" => outcome).increment(n);
 }
 
 pub fn rejection(reason: &'static str) {
