@@ -771,7 +771,33 @@ impl DataPath {
         Ok((Arc::new((*plan).clone()), text))
     }
 
+    /// Bind: a statement unknown to pgcloak or known to touch nothing protected (under
+    /// the generation in force) is forwarded as its original bytes, without decoding
+    /// its parameters; otherwise [`Self::bind_planned`] encrypts them.
     fn on_bind(&mut self, msg: &[u8], out: &mut BytesMut) -> Result<(), DataPathError> {
+        if let Some((portal, statement)) = bind_names(msg) {
+            let current = self.protection.load();
+            let plain = match self.statements.get(statement) {
+                // Unknown to us means unknown upstream too: let PostgreSQL report it.
+                None => true,
+                Some(p) => p.plan.is_none() && p.prot.generation() == current.generation(),
+            };
+            if plain {
+                // A portal with nothing to rewrite is one pgcloak does not track.
+                if !self.portals.is_empty() {
+                    self.portals.remove(portal);
+                }
+                out.extend_from_slice(msg);
+                return Ok(());
+            }
+        }
+        let started = std::time::Instant::now();
+        let r = self.bind_planned(msg, out);
+        self.sink.handler_time(started);
+        r
+    }
+
+    fn bind_planned(&mut self, msg: &[u8], out: &mut BytesMut) -> Result<(), DataPathError> {
         let current = self.protection.load_full();
         let mut bind = Bind::decode(msg)?;
         let Some(mut prepared) = self.statements.get(&bind.statement).cloned() else {
@@ -810,33 +836,14 @@ impl DataPath {
         };
         let mut changed = false;
         if !plan.params.is_empty() {
-            let n = bind.params.len();
-            let mut formats: Vec<i16> = (0..n).map(|i| bind.param_format(i)).collect();
-            for action in &plan.params {
-                let i = usize::from(action.index).saturating_sub(1);
-                let Some(slot) = bind.params.get_mut(i) else {
-                    continue;
-                };
-                let Some(value) = slot.as_ref() else {
-                    continue;
-                };
-                let format = formats.get(i).copied().unwrap_or(0);
-                let encrypted =
-                    match encrypt_param(&prot, &self.codec, &self.sink, action, format, value) {
-                        Ok(v) => v,
-                        Err(e) => {
-                            self.portals.remove(&bind.portal);
-                            self.inject_extended_failure(&e, out);
-                            return Ok(());
-                        }
-                    };
-                *slot = Some(Bytes::from(encrypted));
-                if let Some(f) = formats.get_mut(i) {
-                    *f = BINARY;
+            match self.encrypt_bind_params(&prot, plan, &mut bind) {
+                Ok(c) => changed = c,
+                Err(e) => {
+                    self.portals.remove(&bind.portal);
+                    self.inject_extended_failure(&e, out);
+                    return Ok(());
                 }
-                changed = true;
             }
-            bind.param_formats = formats;
         }
         let transform = plan.result.as_ref().and_then(|shape| {
             let client: Vec<i16> = (0..shape.columns.len())
@@ -893,6 +900,37 @@ impl DataPath {
             out.extend_from_slice(msg);
         }
         Ok(())
+    }
+
+    /// Encrypts the Bind parameters that go to protected columns (sent in binary);
+    /// true when one was.
+    fn encrypt_bind_params(
+        &self,
+        prot: &Protection,
+        plan: &StatementPlan,
+        bind: &mut Bind,
+    ) -> Result<bool, DataPathError> {
+        let mut changed = false;
+        let n = bind.params.len();
+        let mut formats: Vec<i16> = (0..n).map(|i| bind.param_format(i)).collect();
+        for action in &plan.params {
+            let i = usize::from(action.index).saturating_sub(1);
+            let Some(slot) = bind.params.get_mut(i) else {
+                continue;
+            };
+            let Some(value) = slot.as_ref() else {
+                continue;
+            };
+            let format = formats.get(i).copied().unwrap_or(0);
+            let encrypted = encrypt_param(prot, &self.codec, &self.sink, action, format, value)?;
+            *slot = Some(Bytes::from(encrypted));
+            if let Some(f) = formats.get_mut(i) {
+                *f = BINARY;
+            }
+            changed = true;
+        }
+        bind.param_formats = formats;
+        Ok(changed)
     }
 
     fn refuse_bind(
@@ -1031,6 +1069,40 @@ impl DataPath {
     }
 }
 
+/// The portal and statement names of a well-formed Bind message, without decoding or
+/// copying its parameters; None when it is malformed (then [`Bind::decode`] reports it).
+fn bind_names(msg: &[u8]) -> Option<(&str, &str)> {
+    let body = msg.get(5..)?;
+    let cstr = |at: usize| -> Option<(&str, usize)> {
+        let rest = body.get(at..)?;
+        let end = rest.iter().position(|&b| b == 0)?;
+        Some((std::str::from_utf8(&rest[..end]).ok()?, at + end + 1))
+    };
+    let (portal, at) = cstr(0)?;
+    let (statement, mut at) = cstr(at)?;
+    let i16_at = |at: usize| -> Option<i16> {
+        let b = body.get(at..at + 2)?;
+        Some(i16::from_be_bytes([b[0], b[1]]))
+    };
+    let formats = usize::try_from(i16_at(at)?).ok()?;
+    at += 2 + 2 * formats;
+    let params = usize::try_from(i16_at(at)?).ok()?;
+    at += 2;
+    for _ in 0..params {
+        let b = body.get(at..at + 4)?;
+        let len = i32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+        at += 4;
+        if len >= 0 {
+            at += len as usize;
+        } else if len != -1 {
+            return None;
+        }
+    }
+    let results = usize::try_from(i16_at(at)?).ok()?;
+    body.get(at + 2..at + 2 + 2 * results)?;
+    Some((portal, statement))
+}
+
 /// The built-in large-object functions (their OIDs are fixed in PostgreSQL's pg_proc.dat
 /// and the same in every release libpq supports): lo_open, lo_close, loread, lowrite,
 /// lo_lseek, lo_creat, lo_tell, lo_unlink, lo_truncate, lo_create, lo_lseek64, lo_tell64,
@@ -1094,4 +1166,41 @@ pub(crate) fn raise_statement(err: &DataPathError) -> String {
         err.sqlstate(),
         quote(&err.to_string())
     )
+}
+
+#[cfg(test)]
+mod bind_tests {
+    use super::bind_names;
+    use crate::wire::extended::Bind;
+
+    /// The names read without decoding agree with the full decoder, and every message the
+    /// decoder refuses is refused here too (it then reports the error).
+    #[test]
+    fn bind_names_agree_with_the_decoder() {
+        let bind = Bind {
+            portal: "p1".into(),
+            statement: "s1".into(),
+            param_formats: vec![0, 1],
+            params: vec![Some(bytes::Bytes::from_static(b"42")), None],
+            result_formats: vec![1],
+        };
+        let msg = bind.encode();
+        assert_eq!(bind_names(&msg), Some(("p1", "s1")));
+        for cut in 5..msg.len() {
+            let mut m = msg[..cut].to_vec();
+            let len = (m.len() - 1) as i32;
+            m[1..5].copy_from_slice(&len.to_be_bytes());
+            if Bind::decode(&m).is_err() {
+                assert_eq!(bind_names(&m), None, "cut at {cut}");
+            }
+        }
+        let empty = Bind {
+            portal: String::new(),
+            statement: String::new(),
+            param_formats: vec![],
+            params: vec![],
+            result_formats: vec![],
+        };
+        assert_eq!(bind_names(&empty.encode()), Some(("", "")));
+    }
 }
