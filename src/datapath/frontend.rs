@@ -38,21 +38,7 @@ impl DataPath {
             return Ok(Flow::Continue);
         }
         match tag {
-            b'Q' => {
-                self.sink.statement_received();
-                // A search_path refresh held back by a COPY goes first.
-                self.copy_settled();
-                self.inject_search_path_query(out);
-                let raw = decode_query(msg)?;
-                let text = String::from_utf8_lossy(raw);
-                let words = Words::of(&text);
-                self.note_resolution_change(&text, words, false);
-                if words.prepared() {
-                    self.note_prepared_changes(&text);
-                }
-                self.on_query(msg, raw, (&text, words), out)?;
-                self.refresh_after_query(&text, words, out);
-            }
+            b'Q' => self.on_simple_query(msg, out)?,
             b'P' => {
                 self.sink.statement_received();
                 self.on_parse(msg, out)?;
@@ -95,31 +81,7 @@ impl DataPath {
                 self.state.client_copy_fail();
                 out.extend_from_slice(msg);
             }
-            b'F' => {
-                let prot = self.protection.load_full();
-                let oid = msg
-                    .get(5..9)
-                    .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
-                if prot.is_empty()
-                    || !self.reach.can_reach_protected
-                    || oid.is_some_and(is_large_object_function)
-                {
-                    // Nothing this session's roles may touch is protected (whatever the
-                    // function reads, it cannot be a protected column), or it is one of
-                    // the large-object functions libpq calls this way, which read and
-                    // write pg_largeobject only, never a table.
-                    out.extend_from_slice(msg);
-                } else {
-                    // A function call names a function by OID: pgcloak cannot see what it reads.
-                    let err = DataPathError::Refused(
-                        "pgcloak refuses the function-call ('F') protocol message for a session \
-                         whose roles can reach protected columns: it cannot tell which columns \
-                         the function reads; use a SELECT instead"
-                            .into(),
-                    );
-                    self.inject_simple_failure(&err, out);
-                }
-            }
+            b'F' => self.on_function_call(msg, out),
             b'X' => {
                 out.extend_from_slice(msg);
                 return Ok(Flow::Stop);
@@ -127,6 +89,55 @@ impl DataPath {
             _ => out.extend_from_slice(msg),
         }
         Ok(Flow::Continue)
+    }
+
+    /// A simple Query: what its text changes for the session (name resolution,
+    /// SQL-level prepared statements, created functions), then [`Self::on_query`]. The
+    /// text is scanned for the words those tests look for once, and each exact test runs
+    /// only when its words occur.
+    fn on_simple_query(&mut self, msg: &[u8], out: &mut BytesMut) -> Result<(), DataPathError> {
+        self.sink.statement_received();
+        // A search_path refresh held back by a COPY goes first.
+        self.copy_settled();
+        self.inject_search_path_query(out);
+        let raw = decode_query(msg)?;
+        let text = String::from_utf8_lossy(raw);
+        let words = Words::of(&text);
+        self.note_resolution_change(&text, words, false);
+        if words.prepared() {
+            self.note_prepared_changes(&text);
+        }
+        self.on_query(msg, raw, (&text, words), out)?;
+        self.refresh_after_query(&text, words, out);
+        Ok(())
+    }
+
+    /// FunctionCall: passed when nothing the session's roles may touch is protected or
+    /// it is a large-object function; otherwise refused.
+    fn on_function_call(&mut self, msg: &[u8], out: &mut BytesMut) {
+        let prot = self.protection.load_full();
+        let oid = msg
+            .get(5..9)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+        if prot.is_empty()
+            || !self.reach.can_reach_protected
+            || oid.is_some_and(is_large_object_function)
+        {
+            // Nothing this session's roles may touch is protected (whatever the
+            // function reads, it cannot be a protected column), or it is one of
+            // the large-object functions libpq calls this way, which read and
+            // write pg_largeobject only, never a table.
+            out.extend_from_slice(msg);
+        } else {
+            // A function call names a function by OID: pgcloak cannot see what it reads.
+            let err = DataPathError::Refused(
+                "pgcloak refuses the function-call ('F') protocol message for a session \
+                 whose roles can reach protected columns: it cannot tell which columns \
+                 the function reads; use a SELECT instead"
+                    .into(),
+            );
+            self.inject_simple_failure(&err, out);
+        }
     }
 
     fn context<'a>(&'a self, prot: &'a Protection) -> AnalysisContext<'a> {
@@ -852,39 +863,13 @@ impl DataPath {
             transform_for(&prot, Some(shape), Some(client))
         });
         if let Some(t) = &transform {
-            if t.shape.has_encrypted() {
-                // Ask upstream for raw envelopes on encrypted columns; keep the rest as asked.
-                let ncols = t.shape.columns.len();
-                let mut formats: Vec<i16> = (0..ncols)
-                    .map(|i| format_for(&bind.result_formats, i))
-                    .collect();
-                for (i, c) in t.shape.columns.iter().enumerate() {
-                    if matches!(c.lineage, Lineage::Encrypted(_)) {
-                        formats[i] = BINARY;
-                    }
-                }
-                if t.shape.plain_tail && bind.result_formats.len() > 1 {
-                    // Unknown trailing columns: only a single format code can cover them.
-                    return self.refuse_bind(
-                        &bind.portal,
-                        "per-column result formats with SELECT * on a protected table",
-                        out,
-                    );
-                }
-                if !t.shape.plain_tail
-                    || formats
-                        .iter()
-                        .all(|&f| f == format_for(&bind.result_formats, 0))
-                {
+            match upstream_result_formats(t, &bind.result_formats) {
+                Ok(Some(formats)) => {
                     bind.result_formats = formats;
                     changed = true;
-                } else {
-                    return self.refuse_bind(
-                        &bind.portal,
-                        "mixed result formats with SELECT * on a protected table",
-                        out,
-                    );
                 }
+                Ok(None) => {}
+                Err(what) => return self.refuse_bind(&bind.portal, what, out),
             }
         }
         self.portals.insert(
@@ -1066,6 +1051,35 @@ impl DataPath {
         });
         self.state.expect(Expect::Simple(st));
         out.extend_from_slice(&encode_query(raise_statement(err).as_bytes()));
+    }
+}
+
+/// The result formats to ask upstream for: raw envelopes (binary) on encrypted columns,
+/// the rest as the client asked. None: nothing to change. Err: what pgcloak does not
+/// support (SELECT * on a protected table with per-column or mixed formats).
+fn upstream_result_formats(
+    t: &ResultTransform,
+    asked: &[i16],
+) -> Result<Option<Vec<i16>>, &'static str> {
+    if !t.shape.has_encrypted() {
+        return Ok(None);
+    }
+    // Ask upstream for raw envelopes on encrypted columns; keep the rest as asked.
+    let ncols = t.shape.columns.len();
+    let mut formats: Vec<i16> = (0..ncols).map(|i| format_for(asked, i)).collect();
+    for (i, c) in t.shape.columns.iter().enumerate() {
+        if matches!(c.lineage, Lineage::Encrypted(_)) {
+            formats[i] = BINARY;
+        }
+    }
+    if t.shape.plain_tail && asked.len() > 1 {
+        // Unknown trailing columns: only a single format code can cover them.
+        return Err("per-column result formats with SELECT * on a protected table");
+    }
+    if !t.shape.plain_tail || formats.iter().all(|&f| f == format_for(asked, 0)) {
+        Ok(Some(formats))
+    } else {
+        Err("mixed result formats with SELECT * on a protected table")
     }
 }
 

@@ -170,11 +170,16 @@ pub fn record(sink: &Sink) {
     let mut pending = sink.take();
     let st = settings();
     let mut passthrough = 0u64;
+    // A new statement clears the fingerprint; applied lazily, before the next event
+    // that sets or reads it, or with the counts below.
+    let mut clear = false;
     for event in pending.ordered.drain(..) {
+        if clear && !matches!(event, Event::Received | Event::FastPath(None)) {
+            with(|s| s.fingerprint = None);
+            clear = false;
+        }
         match event {
-            Event::Received => {
-                with(|s| s.fingerprint = None);
-            }
+            Event::Received => clear = true,
             Event::FastPath(text) => {
                 passthrough += 1;
                 if let Some(sql) = text {
@@ -196,7 +201,14 @@ pub fn record(sink: &Sink) {
     if passthrough > 0 {
         metrics::statements("unanalysed", "passthrough", passthrough);
     }
+    if !clear && pending.handler.is_zero() && pending.encrypted.is_empty() && pending.out.is_empty()
+    {
+        return;
+    }
     let counted = with(|s| {
+        if clear {
+            s.fingerprint = None;
+        }
         s.handler += pending.handler;
         for ((generation, col), name, n) in &pending.encrypted {
             s.pending_encrypted
