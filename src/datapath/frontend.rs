@@ -229,8 +229,18 @@ impl DataPath {
 
     /// Whether the statement text can be forwarded without analysis: nothing is
     /// protected, or it names nothing that can reach a protected column.
+    /// A text found plain is remembered (see [`super::PlainTexts`]): drivers send the
+    /// same statement text again and again.
     fn fast_path(&self, prot: &Protection, sql: &str) -> bool {
         if prot.is_empty() {
+            return true;
+        }
+        let generation = prot.generation();
+        if self
+            .plain_texts
+            .borrow()
+            .holds(&self.schema, generation, sql)
+        {
             return true;
         }
         if may_mention(sql, self.schema.names()) {
@@ -238,7 +248,14 @@ impl DataPath {
         }
         // A schema view resolved for an older policy does not know the new policy's
         // names: they must not be missed in the meantime.
-        self.schema.policy_generation() == prot.generation() || !may_mention(sql, &prot.names)
+        let plain =
+            self.schema.policy_generation() == prot.generation() || !may_mention(sql, &prot.names);
+        if plain {
+            self.plain_texts
+                .borrow_mut()
+                .insert(&self.schema, generation, sql);
+        }
+        plain
     }
 
     /// The client's SQL bytes as text (decoded from client_encoding).
