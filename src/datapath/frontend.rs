@@ -101,14 +101,13 @@ impl DataPath {
         self.copy_settled();
         self.inject_search_path_query(out);
         let raw = decode_query(msg)?;
-        let text = String::from_utf8_lossy(raw);
-        let words = Words::of(&text);
-        self.note_resolution_change(&text, words, false);
+        let words = Words::of(raw);
+        self.note_resolution_change(raw, words, false);
         if words.prepared() {
-            self.note_prepared_changes(&text);
+            self.note_prepared_changes(&String::from_utf8_lossy(raw));
         }
-        self.on_query(msg, raw, (&text, words), out)?;
-        self.refresh_after_query(&text, words, out);
+        self.on_query(msg, raw, words, out)?;
+        self.refresh_after_query(raw, words, out);
         Ok(())
     }
 
@@ -229,12 +228,22 @@ impl DataPath {
 
     /// Whether the statement text can be forwarded without analysis: nothing is
     /// protected, or it names nothing that can reach a protected column.
-    /// A text found plain is remembered (see [`super::PlainTexts`]): drivers send the
-    /// same statement text again and again.
     fn fast_path(&self, prot: &Protection, sql: &str) -> bool {
         if prot.is_empty() {
             return true;
         }
+        if may_mention(sql, self.schema.names()) {
+            return false;
+        }
+        // A schema view resolved for an older policy does not know the new policy's
+        // names: they must not be missed in the meantime.
+        self.schema.policy_generation() == prot.generation() || !may_mention(sql, &prot.names)
+    }
+
+    /// [`Self::fast_path`] for a prepared statement's text, remembered when plain (see
+    /// [`super::PlainTexts`]): drivers prepare the same text again and again (an unnamed
+    /// statement per execution), while simple Query texts mostly differ by literals.
+    fn fast_path_remembered(&self, prot: &Protection, sql: &str) -> bool {
         let generation = prot.generation();
         if self
             .plain_texts
@@ -243,14 +252,8 @@ impl DataPath {
         {
             return true;
         }
-        if may_mention(sql, self.schema.names()) {
-            return false;
-        }
-        // A schema view resolved for an older policy does not know the new policy's
-        // names: they must not be missed in the meantime.
-        let plain =
-            self.schema.policy_generation() == prot.generation() || !may_mention(sql, &prot.names);
-        if plain {
+        let plain = self.fast_path(prot, sql);
+        if plain && !prot.is_empty() {
             self.plain_texts
                 .borrow_mut()
                 .insert(&self.schema, generation, sql);
@@ -281,7 +284,7 @@ impl DataPath {
         &mut self,
         msg: &[u8],
         raw: &[u8],
-        (text, words): (&str, Words),
+        words: Words,
         out: &mut BytesMut,
     ) -> Result<(), DataPathError> {
         let sql = match self.decode_sql(raw) {
@@ -298,7 +301,7 @@ impl DataPath {
             return Ok(());
         }
         if words.creates() {
-            self.note_created_functions(text);
+            self.note_created_functions(&String::from_utf8_lossy(raw));
         }
         if self.fast_path(&prot, &sql) {
             self.sink.statement_fast_path(&sql);
@@ -638,11 +641,10 @@ impl DataPath {
 
     fn on_parse(&mut self, msg: &[u8], out: &mut BytesMut) -> Result<(), DataPathError> {
         let parse = Parse::decode(msg)?;
-        let text = String::from_utf8_lossy(&parse.sql);
-        let words = Words::of(&text);
-        self.note_resolution_change(&text, words, true);
+        let words = Words::of(&parse.sql);
+        self.note_resolution_change(&parse.sql, words, true);
         if words.creates() {
-            self.note_created_functions(&text);
+            self.note_created_functions(&String::from_utf8_lossy(&parse.sql));
         }
         let prot = self.protection.load_full();
         let sql: Arc<str> = match self.decode_sql(&parse.sql) {
@@ -717,7 +719,7 @@ impl DataPath {
         param_types: &[u32],
     ) -> Result<Option<(Arc<StatementPlan>, String)>, DataPathError> {
         self.check_created_opaque(prot, sql)?;
-        if self.fast_path(prot, sql) {
+        if self.fast_path_remembered(prot, sql) {
             self.sink.statement_fast_path(sql);
             return Ok(None);
         }

@@ -68,44 +68,57 @@ impl Words {
     /// `create` (functions and views the session creates).
     const CREATE: u8 = 8;
 
-    /// The words of `text`, case-insensitively.
-    pub(super) fn of(text: &str) -> Words {
-        // (word, flags); "temp" also covers "temporary", "prepare" counts twice.
-        const WORDS: &[(&[u8], u8)] = &[
-            (b"search_path", Words::RESOLUTION),
-            (b"set_config", Words::RESOLUTION),
-            (b"reset", Words::RESOLUTION),
-            (b"discard", Words::RESOLUTION | Words::PREPARED),
-            (b"role", Words::RESOLUTION),
-            (b"authorization", Words::RESOLUTION),
-            (b"temp", Words::RESOLUTION),
-            (b"schema", Words::RESOLUTION),
-            (b"commit", Words::RESOLUTION),
-            (b"rollback", Words::RESOLUTION),
-            (b"abort", Words::RESOLUTION),
-            (b"end", Words::RESOLUTION),
-            (b"release", Words::RESOLUTION),
-            (b"prepare", Words::RESOLUTION | Words::PREPARED),
-            (b"deallocate", Words::PREPARED),
+    /// The words of a statement text (its bytes as the client sent them),
+    /// case-insensitively. Each position is checked only against the words that start
+    /// with its letter, and only while some of them are still missing.
+    pub(super) fn of(text: &[u8]) -> Words {
+        const R: u8 = Words::RESOLUTION;
+        const A: &[(&[u8], u8)] = &[(b"abort", R), (b"authorization", R)];
+        const C: &[(&[u8], u8)] = &[
+            (b"commit", R),
             (b"copy", Words::COPY),
             (b"create", Words::CREATE),
         ];
-        let bytes = text.as_bytes();
+        const D: &[(&[u8], u8)] = &[
+            (b"discard", R | Words::PREPARED),
+            (b"deallocate", Words::PREPARED),
+        ];
+        const E: &[(&[u8], u8)] = &[(b"end", R)];
+        const P: &[(&[u8], u8)] = &[(b"prepare", R | Words::PREPARED)];
+        // "reset" also covers RESET ALL; "temp" covers "temporary".
+        const RW: &[(&[u8], u8)] = &[
+            (b"reset", R),
+            (b"role", R),
+            (b"rollback", R),
+            (b"release", R),
+        ];
+        const S: &[(&[u8], u8)] = &[(b"search_path", R), (b"set_config", R), (b"schema", R)];
+        const T: &[(&[u8], u8)] = &[(b"temp", R)];
+        const ALL: u8 = Words::RESOLUTION | Words::COPY | Words::PREPARED | Words::CREATE;
         let mut found = 0u8;
-        for i in 0..bytes.len() {
-            let first = bytes[i].to_ascii_lowercase();
-            if !matches!(first, b'a' | b'c' | b'd' | b'e' | b'p' | b'r' | b's' | b't') {
-                continue;
-            }
-            for (word, flags) in WORDS {
-                if word[0] == first
-                    && found & flags != *flags
-                    && bytes
-                        .get(i..i + word.len())
-                        .is_some_and(|w| w.eq_ignore_ascii_case(word))
+        for (i, b) in text.iter().enumerate() {
+            let candidates = match b | 0x20 {
+                b'a' => A,
+                b'c' => C,
+                b'd' => D,
+                b'e' => E,
+                b'p' => P,
+                b'r' => RW,
+                b's' => S,
+                b't' => T,
+                _ => continue,
+            };
+            let rest = &text[i + 1..];
+            for (word, flags) in candidates {
+                if found & flags != *flags
+                    && rest.len() >= word.len() - 1
+                    && rest[..word.len() - 1].eq_ignore_ascii_case(&word[1..])
                 {
                     found |= flags;
                 }
+            }
+            if found == ALL {
+                break;
             }
         }
         Words(found)
@@ -130,15 +143,15 @@ impl Words {
 
 impl DataPath {
     /// Notes a statement text the client sent (Query or Parse).
-    pub(super) fn note_resolution_change(&mut self, text: &str, words: Words, parse: bool) {
-        if parse && words.copy() && may_start_copy(text) {
+    pub(super) fn note_resolution_change(&mut self, sql: &[u8], words: Words, parse: bool) {
+        if parse && words.copy() && may_start_copy(&String::from_utf8_lossy(sql)) {
             // Its Execute may put the server in COPY FROM STDIN before the Sync arrives.
             self.copy_may_run = true;
         }
         if !words.resolution() {
             return;
         }
-        match resolution_change(text) {
+        match resolution_change(&String::from_utf8_lossy(sql)) {
             ResolutionChange::Now => {
                 self.path_refresh_due = true;
                 self.path_changed_in_transaction = true;
@@ -152,8 +165,9 @@ impl DataPath {
 
     /// After forwarding a simple Query: inject the search_path query now unless the
     /// statement may have started COPY FROM STDIN (then it waits for the next point).
-    pub(super) fn refresh_after_query(&mut self, text: &str, words: Words, out: &mut BytesMut) {
-        if self.path_refresh_due && !(words.copy() && may_start_copy(text)) {
+    pub(super) fn refresh_after_query(&mut self, sql: &[u8], words: Words, out: &mut BytesMut) {
+        if self.path_refresh_due && !(words.copy() && may_start_copy(&String::from_utf8_lossy(sql)))
+        {
             self.inject_search_path_query(out);
         }
     }
@@ -266,7 +280,7 @@ mod tests {
             "BEGIN; SELECT 1; END;",
         ];
         for t in texts {
-            let w = Words::of(t);
+            let w = Words::of(t.as_bytes());
             if resolution_change(t) != ResolutionChange::None {
                 assert!(w.resolution(), "{t}");
             }
@@ -282,11 +296,11 @@ mod tests {
         }
         // The common statement needs none of them.
         assert_eq!(
-            Words::of("SELECT abalance FROM pgbench_accounts WHERE aid = 1"),
+            Words::of(b"SELECT abalance FROM pgbench_accounts WHERE aid = 1"),
             Words::default()
         );
         assert_eq!(
-            Words::of("UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid = 7"),
+            Words::of(b"UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid = 7"),
             Words::default()
         );
     }
