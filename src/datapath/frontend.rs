@@ -331,8 +331,8 @@ impl DataPath {
         out: &mut BytesMut,
     ) -> Result<(), DataPathError> {
         let analysis = match self
-            .check_schema(&prot)
-            .and_then(|()| Ok(prot.cache.analyze(&sql, &[], &self.context(&prot))?))
+            .check_schema(prot)
+            .and_then(|()| Ok(prot.cache.analyze(sql, &[], &self.context(prot))?))
         {
             Ok(a) => a,
             Err(e) => {
@@ -342,8 +342,8 @@ impl DataPath {
         };
         let fp = &analysis.fingerprint;
         self.sink
-            .statement_analysed(&sql, &analysis.plans, &prot.policy);
-        let (mut statements, actions, mut failure) = self.plan_query(&prot, &sql, &analysis);
+            .statement_analysed(sql, &analysis.plans, &prot.policy);
+        let (mut statements, actions, mut failure) = self.plan_query(prot, sql, &analysis);
         // EXECUTE name(args) alone: splice its literal arguments.
         if analysis.plans.len() == 1 {
             if let Some(ex) = &analysis.plans[0].execute {
@@ -354,11 +354,11 @@ impl DataPath {
                     Some(None) => {}
                     Some(Some(prepared)) => match ex.bind(&prepared) {
                         Ok((lits, params)) if params.is_empty() => {
-                            let edits = self.session_edits(&prot, &sql, fp, &analysis.plans[0])?;
+                            let edits = self.session_edits(prot, sql, fp, &analysis.plans[0])?;
                             let text =
-                                self.rewrite_literals(&prot, &sql, fp, lits.iter(), edits.iter())?;
+                                self.rewrite_literals(prot, sql, fp, lits.iter(), edits.iter())?;
                             if let Some(st) = statements.front_mut() {
-                                st.transform = transform_for(&prot, prepared.result.as_ref(), None);
+                                st.transform = transform_for(prot, prepared.result.as_ref(), None);
                             }
                             let bytes = self.encode_sql(&text)?;
                             self.state.expect(Expect::Simple(statements));
@@ -379,7 +379,7 @@ impl DataPath {
                 }
             }
         }
-        self.finish_query(&prot, &sql, &analysis, statements, actions, failure, out)
+        self.finish_query(prot, sql, &analysis, statements, actions, failure, out)
     }
 
     /// Checks each statement of an analysed query string in order: what upstream will
@@ -401,7 +401,7 @@ impl DataPath {
         let mut failure: Option<(usize, DataPathError)> = None;
         for plan in analysis.plans.iter() {
             let start = plan.start.resolve(fp).unwrap_or(0);
-            if let Err(e) = self.check_plan(&prot, plan) {
+            if let Err(e) = self.check_plan(prot, plan) {
                 failure = Some((start, e));
                 break;
             }
@@ -424,17 +424,17 @@ impl DataPath {
             }
             actions.extend(plan.literals.iter());
             statements.push_back(SimpleStatement {
-                transform: transform_for(&prot, plan.result.as_ref(), None),
+                transform: transform_for(prot, plan.result.as_ref(), None),
                 copy: plan
                     .copy
                     .clone()
                     .filter(|c| c.direction == CopyDirection::ToStdout)
-                    .map(|c| copy_stream(&prot, c)),
+                    .map(|c| copy_stream(prot, c)),
                 injected_error: false,
             });
             if let Some(c) = &plan.copy {
                 if c.direction == CopyDirection::FromStdin && c.fields.iter().any(Option::is_some) {
-                    self.state.plan_copy_in(copy_stream(&prot, c.clone()));
+                    self.state.plan_copy_in(copy_stream(prot, c.clone()));
                 }
             }
             if let Some(p) = &plan.prepare {
@@ -471,11 +471,11 @@ impl DataPath {
         // PostgreSQL's own input error would (see super::recover).
         let mut rewritten_all = None;
         if failure.is_none() {
-            let edits = self.plans_edits(&prot, &sql, fp, analysis.plans.iter())?;
-            match self.rewrite_literals(&prot, &sql, fp, actions.into_iter(), edits.iter()) {
+            let edits = self.plans_edits(prot, sql, fp, analysis.plans.iter())?;
+            match self.rewrite_literals(prot, sql, fp, actions.into_iter(), edits.iter()) {
                 Ok(t) => rewritten_all = Some(t),
                 Err(e) => {
-                    failure = Some(self.first_bad_statement(&prot, &sql, fp, &analysis.plans, e))
+                    failure = Some(self.first_bad_statement(prot, sql, fp, &analysis.plans, e))
                 }
             }
         }
@@ -491,9 +491,9 @@ impl DataPath {
                         .iter()
                         .take_while(|p| p.start.resolve(fp).unwrap_or(0) < failed.0)
                         .collect();
-                    let edits = self.plans_edits(&prot, &sql, fp, kept.iter().copied())?;
+                    let edits = self.plans_edits(prot, sql, fp, kept.iter().copied())?;
                     let keep = kept.iter().flat_map(|p| p.literals.iter());
-                    match self.rewrite_literals(&prot, &sql, fp, keep, edits.iter()) {
+                    match self.rewrite_literals(prot, sql, fp, keep, edits.iter()) {
                         Ok(t) => break t,
                         // An earlier statement holds a bad value: it fails first.
                         Err(e) => {
@@ -503,7 +503,7 @@ impl DataPath {
                                 .filter(|p| p.start.resolve(fp).unwrap_or(0) < failed.0)
                                 .cloned()
                                 .collect();
-                            failed = self.first_bad_statement(&prot, &sql, fp, &earlier, e);
+                            failed = self.first_bad_statement(prot, sql, fp, &earlier, e);
                         }
                     }
                 };
