@@ -69,50 +69,38 @@ impl Words {
     const CREATE: u8 = 8;
 
     /// The words of a statement text (its bytes as the client sent them),
-    /// case-insensitively. Each position is checked only against the words that start
-    /// with its letter, and only while some of them are still missing.
+    /// case-insensitively. Each position is dispatched on its first two letters, and
+    /// only the words starting with them are compared.
     pub(super) fn of(text: &[u8]) -> Words {
         const R: u8 = Words::RESOLUTION;
-        const A: &[(&[u8], u8)] = &[(b"abort", R), (b"authorization", R)];
-        const C: &[(&[u8], u8)] = &[
-            (b"commit", R),
-            (b"copy", Words::COPY),
-            (b"create", Words::CREATE),
-        ];
-        const D: &[(&[u8], u8)] = &[
-            (b"discard", R | Words::PREPARED),
-            (b"deallocate", Words::PREPARED),
-        ];
-        const E: &[(&[u8], u8)] = &[(b"end", R)];
-        const P: &[(&[u8], u8)] = &[(b"prepare", R | Words::PREPARED)];
-        // "reset" also covers RESET ALL; "temp" covers "temporary".
-        const RW: &[(&[u8], u8)] = &[
-            (b"reset", R),
-            (b"role", R),
-            (b"rollback", R),
-            (b"release", R),
-        ];
-        const S: &[(&[u8], u8)] = &[(b"search_path", R), (b"set_config", R), (b"schema", R)];
-        const T: &[(&[u8], u8)] = &[(b"temp", R)];
+        const PREPARED: u8 = Words::PREPARED;
         const ALL: u8 = Words::RESOLUTION | Words::COPY | Words::PREPARED | Words::CREATE;
         let mut found = 0u8;
-        for (i, b) in text.iter().enumerate() {
-            let candidates = match b | 0x20 {
-                b'a' => A,
-                b'c' => C,
-                b'd' => D,
-                b'e' => E,
-                b'p' => P,
-                b'r' => RW,
-                b's' => S,
-                b't' => T,
+        for (i, pair) in text.windows(2).enumerate() {
+            // ASCII letters folded to lower case; other bytes never match a pair below.
+            let candidates: &[(&[u8], u8)] = match (pair[0] | 0x20, pair[1] | 0x20) {
+                (b'a', b'b') => &[(b"abort", R)],
+                (b'a', b'u') => &[(b"authorization", R)],
+                (b'c', b'o') => &[(b"commit", R), (b"copy", Words::COPY)],
+                (b'c', b'r') => &[(b"create", Words::CREATE)],
+                (b'd', b'i') => &[(b"discard", R | PREPARED)],
+                (b'd', b'e') => &[(b"deallocate", PREPARED)],
+                (b'e', b'n') => &[(b"end", R)],
+                (b'p', b'r') => &[(b"prepare", R | PREPARED)],
+                // "reset" also covers RESET ALL.
+                (b'r', b'e') => &[(b"reset", R), (b"release", R)],
+                (b'r', b'o') => &[(b"role", R), (b"rollback", R)],
+                (b's', b'e') => &[(b"search_path", R), (b"set_config", R)],
+                (b's', b'c') => &[(b"schema", R)],
+                // "temp" covers "temporary".
+                (b't', b'e') => &[(b"temp", R)],
                 _ => continue,
             };
-            let rest = &text[i + 1..];
             for (word, flags) in candidates {
                 if found & flags != *flags
-                    && rest.len() >= word.len() - 1
-                    && rest[..word.len() - 1].eq_ignore_ascii_case(&word[1..])
+                    && text
+                        .get(i..i + word.len())
+                        .is_some_and(|w| w.eq_ignore_ascii_case(word))
                 {
                     found |= flags;
                 }
@@ -293,6 +281,75 @@ mod tests {
             if !created_functions(t).is_empty() {
                 assert!(w.creates(), "{t}");
             }
+        }
+        // Statements assembled from keywords in mixed case, fragments and punctuation.
+        let parts = [
+            "SeT",
+            " ",
+            "search_PATH",
+            "=",
+            "x",
+            ";",
+            "ReSeT",
+            "ALL",
+            "rolE",
+            "ROLLback",
+            "end",
+            "Copy",
+            "from",
+            "stdin",
+            "prepare",
+            "q",
+            "AS",
+            "select",
+            "1",
+            "deALLocate",
+            "discard",
+            "create",
+            "FUNCTION",
+            "f()",
+            "temp",
+            "TEMPORARY",
+            "schema",
+            "abort",
+            "commit",
+            "release",
+            "authorization",
+            "'",
+            "\"",
+            "--",
+            "\n",
+            "/*",
+            "*/",
+            "$$",
+            "(",
+            ")",
+            "set_config",
+            "'search_path'",
+            ",",
+            "ée",
+            "_",
+        ];
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..3000 {
+            let mut t = String::new();
+            for _ in 0..(seed % 7 + 1) {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                t.push_str(parts[(seed % parts.len() as u64) as usize]);
+                if seed % 3 == 0 {
+                    t.push(' ');
+                }
+            }
+            let w = Words::of(t.as_bytes());
+            assert!(
+                resolution_change(&t) == ResolutionChange::None || w.resolution(),
+                "{t}"
+            );
+            assert!(!may_start_copy(&t) || w.copy(), "{t}");
+            assert!(prepared_changes(&t).is_empty() || w.prepared(), "{t}");
+            assert!(created_functions(&t).is_empty() || w.creates(), "{t}");
         }
         // The common statement needs none of them.
         assert_eq!(
