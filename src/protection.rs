@@ -4,12 +4,14 @@
 //! keyring is found and opened one way only. Nothing here logs or displays a key.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use serde::Deserialize;
 use thiserror::Error;
 
 use crate::crypto::{CipherSuite, CryptoError, Keyring};
 use crate::policy::{Policy, PolicyErrors};
+use crate::sql::{AnalysisCache, NameSet};
 
 /// The `keys:` section. The keyring source: a file (mode 0600) or an environment variable holding its text.
 #[derive(Debug, Clone, Deserialize)]
@@ -89,4 +91,39 @@ pub fn open_keyring(keys: &KeysConfig) -> Result<Keyring, LoadError> {
         (None, None) => return Err(LoadError::NoKeySource),
     }
     .map_err(LoadError::Keyring)
+}
+
+/// Everything derived from one policy + keyring generation, shared by all sessions.
+pub struct Protection {
+    pub policy: Arc<Policy>,
+    pub suite: CipherSuite,
+    pub names: NameSet,
+    pub cache: AnalysisCache,
+    pub in_list_cap: usize,
+    /// The insider guard's view of this generation (honeytoken matcher, quotas on/off).
+    pub guard: crate::guard::Compiled,
+}
+
+impl Protection {
+    pub fn new(policy: Arc<Policy>, suite: CipherSuite, in_list_cap: usize) -> Protection {
+        let names = NameSet::from_policy(&policy);
+        let guard = crate::guard::Compiled::new(&policy);
+        Protection {
+            guard,
+            policy,
+            suite,
+            names,
+            cache: AnalysisCache::new(4096),
+            in_list_cap,
+        }
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.policy.generation()
+    }
+
+    /// Whether anything at all is protected.
+    pub fn is_empty(&self) -> bool {
+        self.policy.columns().is_empty()
+    }
 }

@@ -15,7 +15,7 @@ use crate::sql::Lineage;
 use crate::wire::extended::{
     begin_data_row, decode_data_row, decode_error_fields, decode_parameter_description,
     decode_row_description, encode_error_fields, encode_parameter_description,
-    encode_row_description, finish_message, put_value,
+    encode_row_description, finish_message, put_value, FieldDescription,
 };
 use crate::wire::messages::decode_parameter_status;
 use crate::wire::Frame;
@@ -37,6 +37,9 @@ pub(super) struct ActiveResult {
     prot: Option<Arc<Protection>>,
     /// The RowDescription the client got (simple protocol), to name a column in an error.
     described: Option<Bytes>,
+    /// Every column has a type whose text and binary forms cannot spell an envelope:
+    /// the rows pass without the egress scan.
+    unscanned: bool,
 }
 
 impl ActiveResult {
@@ -75,10 +78,25 @@ impl DataPath {
             }
             return Ok(Flow::Continue);
         }
-        let prot = self.protection.load_full();
         // A failure mid-message must not leave half a rewritten row in `out`.
         let mark = out.len();
-        let result = match tag {
+        match self.on_backend_message(tag, msg, out, mark) {
+            Ok(()) => Ok(Flow::Continue),
+            Err(e) => Ok(self.fail_result(e, mark, out)),
+        }
+    }
+
+    /// One upstream message of the current cycle. Messages no rule concerns are
+    /// appended as their original bytes; the protection generation is loaded only
+    /// for the messages that need it.
+    fn on_backend_message(
+        &mut self,
+        tag: u8,
+        msg: &[u8],
+        out: &mut BytesMut,
+        mark: usize,
+    ) -> Result<(), DataPathError> {
+        match tag {
             b'S' => {
                 self.track_parameter(msg, tag);
                 out.extend_from_slice(msg);
@@ -90,16 +108,17 @@ impl DataPath {
                 }
                 Ok(())
             }
-            b't' => self.on_parameter_description(&prot, msg, out),
-            b'T' => self.on_row_description(&prot, msg, out),
+            b't' => self.on_parameter_description(msg, out),
+            b'T' => self.on_row_description(msg, out),
             b'n' => {
                 self.state.no_data();
                 out.extend_from_slice(msg);
                 Ok(())
             }
-            b'D' => self
-                .on_data_row(msg, out)
-                .and_then(|()| self.egress_row(&prot, &out[mark..])),
+            b'D' => {
+                self.on_data_row(msg, out)?;
+                self.egress_row(&out[mark..])
+            }
             b'C' | b'I' | b's' => {
                 if tag == b'C' && changes_schema_or_roles(&msg[5..]) {
                     // DDL or a GRANT went through: the session refreshes its catalog view.
@@ -110,6 +129,7 @@ impl DataPath {
                 Ok(())
             }
             b'E' => {
+                let prot = self.protection.load_full();
                 self.on_error(&prot, msg, out);
                 self.withhold_message_fields(mark, out);
                 Ok(())
@@ -129,41 +149,63 @@ impl DataPath {
                 out.extend_from_slice(msg);
                 Ok(())
             }
-            b'd' => match self.state.copy_out().cloned() {
-                Some(stream) => super::copy::transform_copy_out_row(
-                    &stream.prot,
-                    &prot,
-                    &self.codec,
-                    &self.roles,
-                    &stream.plan,
-                    &msg[5..],
-                    out,
-                ),
-                None => {
-                    out.extend_from_slice(msg);
-                    Ok(())
-                }
-            }
-            .and_then(|()| self.egress_copy(&prot, &out[mark..])),
+            b'd' => self.on_copy_out_data(msg, out, mark),
             _ => {
                 out.extend_from_slice(msg);
                 Ok(())
             }
-        };
-        if let Err(e) = result {
-            e.report();
-            // The client gets pgcloak's error instead of the rest of this cycle.
-            out.truncate(mark);
-            if e.ends_session() {
-                // The insider guard closes the session (honeytoken under `deny`).
-                let pg = e.to_pg();
-                out.extend_from_slice(&crate::wire::PgError::fatal(pg.code, pg.message).encode());
-                return Ok(Flow::Stop);
-            }
-            out.extend_from_slice(&e.to_pg().encode());
-            self.state.fail_result();
         }
-        Ok(Flow::Continue)
+    }
+
+    /// CopyData of COPY TO STDOUT: decrypted when the stream carries protected fields,
+    /// then checked for envelopes.
+    fn on_copy_out_data(
+        &mut self,
+        msg: &[u8],
+        out: &mut BytesMut,
+        mark: usize,
+    ) -> Result<(), DataPathError> {
+        let prot = self.protection.load_full();
+        match self.state.copy_out().cloned() {
+            Some(stream) => {
+                let started = std::time::Instant::now();
+                let r = super::copy::transform_copy_out_row(
+                    &stream.prot,
+                    &prot,
+                    &super::copy::CopyOutSession {
+                        ctx: &self.codec,
+                        roles: &self.roles,
+                        sink: &self.sink,
+                    },
+                    &stream.plan,
+                    &msg[5..],
+                    out,
+                );
+                self.sink.handler_time(started);
+                r
+            }
+            None => {
+                out.extend_from_slice(msg);
+                Ok(())
+            }
+        }
+        .and_then(|()| self.egress_copy(&prot, &out[mark..]))
+    }
+
+    /// The client gets pgcloak's error instead of the rest of this cycle (or, for the
+    /// insider guard's honeytoken deny, a FATAL that ends the session).
+    fn fail_result(&mut self, e: DataPathError, mark: usize, out: &mut BytesMut) -> Flow {
+        e.report(&self.sink);
+        out.truncate(mark);
+        if e.ends_session() {
+            // The insider guard closes the session (honeytoken under `deny`).
+            let pg = e.to_pg();
+            out.extend_from_slice(&crate::wire::PgError::fatal(pg.code, pg.message).encode());
+            return Flow::Stop;
+        }
+        out.extend_from_slice(&e.to_pg().encode());
+        self.state.fail_result();
+        Flow::Continue
     }
 
     fn track_parameter(&mut self, msg: &[u8], tag: u8) {
@@ -189,7 +231,6 @@ impl DataPath {
 
     fn on_parameter_description(
         &mut self,
-        _prot: &Protection,
         msg: &[u8],
         out: &mut BytesMut,
     ) -> Result<(), DataPathError> {
@@ -222,12 +263,7 @@ impl DataPath {
         Ok(())
     }
 
-    fn on_row_description(
-        &mut self,
-        prot: &Protection,
-        msg: &[u8],
-        out: &mut BytesMut,
-    ) -> Result<(), DataPathError> {
+    fn on_row_description(&mut self, msg: &[u8], out: &mut BytesMut) -> Result<(), DataPathError> {
         let super::state::RowDescriptionFor {
             transform,
             described: pop,
@@ -235,37 +271,12 @@ impl DataPath {
             simple,
         } = self.state.row_description();
         let mut fields = decode_row_description(msg)?;
-        // Cross-check: a column RowDescription says comes from a protected table
-        // column must be one the analysis knows to be encrypted.
         let shape_len = transform.as_ref().map_or(0, |t| t.shape.columns.len());
-        for (i, f) in fields.iter().enumerate() {
-            if f.table_oid == 0 {
-                continue;
-            }
-            if let Some(col) = self.schema.snapshot().column_at(f.table_oid, f.column_attr) {
-                let known = transform
-                    .as_ref()
-                    .and_then(|t| t.shape.columns.get(i))
-                    .map(|c| {
-                        c.lineage == Lineage::Encrypted(col)
-                            || matches!(c.lineage, Lineage::Encrypted(_))
-                    });
-                if known != Some(true) {
-                    return Err(Refusal::of(Reason::UnfollowedResultColumn {
-                        position: i + 1,
-                        column: ColumnName::quoted(&prot.policy, col),
-                    })
-                    .into());
-                }
-            }
-        }
+        self.check_described_columns(transform.as_deref(), &fields)?;
         let Some(transform) = transform else {
             out.extend_from_slice(msg);
             if simple {
-                self.state.relay_rows(Arc::new(ActiveResult {
-                    described: Some(Bytes::copy_from_slice(msg)),
-                    ..ActiveResult::default()
-                }));
+                self.state.relay_rows(passthrough_rows(msg, &fields));
             }
             return Ok(());
         };
@@ -273,10 +284,7 @@ impl DataPath {
         if !transform.shape.has_encrypted() {
             out.extend_from_slice(msg);
             if !pop {
-                self.state.relay_rows(Arc::new(ActiveResult {
-                    described: Some(Bytes::copy_from_slice(msg)),
-                    ..ActiveResult::default()
-                }));
+                self.state.relay_rows(passthrough_rows(msg, &fields));
             }
             return Ok(());
         }
@@ -314,6 +322,35 @@ impl DataPath {
         Ok(())
     }
 
+    /// Cross-check: a column RowDescription says comes from a protected table column
+    /// must be one the analysis knows to be encrypted.
+    fn check_described_columns(
+        &self,
+        transform: Option<&ResultTransform>,
+        fields: &[FieldDescription],
+    ) -> Result<(), DataPathError> {
+        for (i, f) in fields.iter().enumerate() {
+            if f.table_oid == 0 {
+                continue;
+            }
+            if let Some(col) = self.schema.snapshot().column_at(f.table_oid, f.column_attr) {
+                let known = transform.and_then(|t| t.shape.columns.get(i)).map(|c| {
+                    c.lineage == Lineage::Encrypted(col)
+                        || matches!(c.lineage, Lineage::Encrypted(_))
+                });
+                if known != Some(true) {
+                    let prot = self.protection.load();
+                    return Err(Refusal::of(Reason::UnfollowedResultColumn {
+                        position: i + 1,
+                        column: ColumnName::quoted(&prot.policy, col),
+                    })
+                    .into());
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn resolve_actions(&self, t: &ResultTransform, upstream_binary: bool) -> ActiveResult {
         let prot = &t.prot;
         let actions = t
@@ -339,13 +376,20 @@ impl DataPath {
             actions,
             prot: Some(t.prot.clone()),
             described: None,
+            unscanned: false,
         }
     }
 
-    /// The egress check of one DataRow as the client would get it.
-    fn egress_row(&self, prot: &Protection, row: &[u8]) -> Result<(), DataPathError> {
+    /// The egress check of one DataRow as the client would get it. Rows of a result
+    /// whose every column has a type that cannot spell an envelope are not scanned, nor
+    /// rows too short to hold one.
+    fn egress_row(&self, row: &[u8]) -> Result<(), DataPathError> {
+        if !super::egress::may_hold_row(row) || self.state.rows().is_some_and(|a| a.unscanned) {
+            return Ok(());
+        }
+        let prot = self.protection.load();
         let check = EgressCheck {
-            prot,
+            prot: &prot,
             roles: &self.roles,
         };
         let Err(leak) = check.data_row(row) else {
@@ -401,7 +445,7 @@ impl DataPath {
                 Err(_) => None,
             })
             .collect();
-        leak_error(LeakPlace::ServerMessage).report();
+        leak_error(LeakPlace::ServerMessage).report(&self.sink);
         out.truncate(mark);
         encode_error_fields(tag, &fields, out);
     }
@@ -423,7 +467,7 @@ impl DataPath {
             out.extend_from_slice(msg);
             return;
         }
-        leak_error(LeakPlace::NotifyPayload).report();
+        leak_error(LeakPlace::NotifyPayload).report(&self.sink);
         // pid, channel, then the payload; keep pid and channel when they are clean.
         let channel_end = body
             .get(4..)
@@ -481,8 +525,15 @@ impl DataPath {
                     if let Some(g) = guard.as_mut() {
                         g.value(a.col, a.view, &envelope);
                     }
-                    let rendered =
-                        render(prot, &self.codec, a.col, a.view, &envelope, a.client_format)?;
+                    let rendered = render(
+                        prot,
+                        &self.codec,
+                        &self.sink,
+                        a.col,
+                        a.view,
+                        &envelope,
+                        a.client_format,
+                    )?;
                     put_value(out, rendered.as_deref());
                 }
                 (_, v) => put_value(out, *v),
@@ -490,7 +541,7 @@ impl DataPath {
         }
         if let Some(g) = guard {
             // Before the row is complete: a refusal replaces it (on_backend truncates).
-            g.finish(&self.protection.load(), &self.roles)?;
+            g.finish(&self.protection.load(), &self.roles, &self.sink)?;
         }
         finish_message(out, start);
         Ok(())
@@ -544,6 +595,37 @@ impl DataPath {
             out.extend_from_slice(msg);
         }
     }
+}
+
+/// The rows of a result pgcloak does not rewrite: described for an egress error, or,
+/// when no column's type can spell an envelope, not scanned at all (one shared value,
+/// no copy of the description).
+fn passthrough_rows(msg: &[u8], fields: &[FieldDescription]) -> Arc<ActiveResult> {
+    static UNSCANNED: std::sync::OnceLock<Arc<ActiveResult>> = std::sync::OnceLock::new();
+    if fields.iter().all(|f| envelope_free_type(f.type_oid)) {
+        return UNSCANNED
+            .get_or_init(|| {
+                Arc::new(ActiveResult {
+                    unscanned: true,
+                    ..ActiveResult::default()
+                })
+            })
+            .clone();
+    }
+    Arc::new(ActiveResult {
+        described: Some(Bytes::copy_from_slice(msg)),
+        ..ActiveResult::default()
+    })
+}
+
+/// Types whose values, in text or binary form, cannot hold an envelope header: too
+/// short in binary (at most 8 bytes; a header is 12), and in text only digits, signs,
+/// `.`, `:`, `-`, `e`, `t`/`f`, `infinity`/`NaN` and month or day names in some
+/// DateStyles (never a time zone name: timestamptz and timetz are not here, nor numeric,
+/// whose digits are unbounded). bool, int8, int2, int4, oid, float4, float8, date,
+/// time, timestamp.
+fn envelope_free_type(oid: u32) -> bool {
+    matches!(oid, 16 | 20 | 21 | 23 | 26 | 700 | 701 | 1082 | 1083 | 1114)
 }
 
 /// What a client gets instead of an error or notice text that carried an envelope.

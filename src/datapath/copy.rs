@@ -11,6 +11,7 @@ use bytes::{BufMut, BytesMut};
 use super::values::{bytea_hex, parse_bytea_text, render};
 use super::{DataPathError, Protection};
 use crate::codec::{self, SessionContext};
+use crate::observe::Sink;
 use crate::policy::{ColumnRef, RoleName};
 use crate::sql::refusal::{ColumnName, Fixed, Operation, Reason, Refusal};
 use crate::sql::{CopyFormat, CopyPlan};
@@ -42,6 +43,7 @@ impl CopyIn {
         data: &[u8],
         prot: &Protection,
         ctx: &SessionContext,
+        sink: &Sink,
         out: &mut BytesMut,
     ) -> Result<(), DataPathError> {
         self.partial.extend_from_slice(data);
@@ -51,7 +53,7 @@ impl CopyIn {
         while let Some(end) = row_end(&partial[consumed..], &self.plan) {
             let row = &partial[consumed..consumed + end];
             consumed += end;
-            self.process_row(row, prot, ctx, &mut rows_out)?;
+            self.process_row(row, prot, ctx, sink, &mut rows_out)?;
         }
         self.partial = partial;
         self.partial.drain(..consumed);
@@ -71,6 +73,7 @@ impl CopyIn {
         &mut self,
         prot: &Protection,
         ctx: &SessionContext,
+        sink: &Sink,
         out: &mut BytesMut,
     ) -> Result<(), DataPathError> {
         if self.partial.is_empty() {
@@ -78,7 +81,7 @@ impl CopyIn {
         }
         let row = std::mem::take(&mut self.partial);
         let mut rows_out = Vec::with_capacity(row.len() + 256);
-        self.process_row(&row, prot, ctx, &mut rows_out)?;
+        self.process_row(&row, prot, ctx, sink, &mut rows_out)?;
         put_copy_data(out, &rows_out);
         Ok(())
     }
@@ -88,6 +91,7 @@ impl CopyIn {
         row: &[u8],
         prot: &Protection,
         ctx: &SessionContext,
+        sink: &Sink,
         rows_out: &mut Vec<u8>,
     ) -> Result<(), DataPathError> {
         if self.done {
@@ -117,7 +121,7 @@ impl CopyIn {
                     let c = prot.policy.column(col);
                     let canonical = codec::text_to_canonical(c.logical_type, &value, ctx)
                         .map_err(|e| DataPathError::codec(&c.qualified_name(), e))?;
-                    crate::observe::encrypted(&prot.policy, col);
+                    sink.encrypted(&prot.policy, col);
                     let env = prot
                         .suite
                         .encrypt(col, &canonical)
@@ -412,16 +416,23 @@ fn encode_field(value: &[u8], plan: &CopyPlan, out: &mut Vec<u8>) {
     }
 }
 
+/// The session's side of a COPY TO STDOUT row: its codec context, roles and sink.
+pub(super) struct CopyOutSession<'a> {
+    pub(super) ctx: &'a SessionContext,
+    pub(super) roles: &'a [RoleName],
+    pub(super) sink: &'a Sink,
+}
+
 /// Rewrites one COPY TO STDOUT row (one CopyData payload) for the session's roles.
 pub(super) fn transform_copy_out_row(
     prot: &Protection,
     current: &Protection,
-    ctx: &SessionContext,
-    roles: &[RoleName],
+    session: &CopyOutSession<'_>,
     plan: &CopyPlan,
     payload: &[u8],
     out: &mut BytesMut,
 ) -> Result<(), DataPathError> {
+    let CopyOutSession { ctx, roles, sink } = *session;
     let body = strip_eol(payload);
     let fields = split_fields(body, plan)?;
     check_width(&fields, plan)?;
@@ -446,7 +457,7 @@ pub(super) fn transform_copy_out_row(
                 if let Some(g) = guard.as_mut() {
                     g.value(col, view, &envelope);
                 }
-                match render(prot, ctx, col, view, &envelope, 0)? {
+                match render(prot, ctx, sink, col, view, &envelope, 0)? {
                     Some(v) => encode_field(&v, plan, &mut row),
                     None => row.extend_from_slice(null_marker(plan)),
                 }
@@ -455,7 +466,7 @@ pub(super) fn transform_copy_out_row(
         }
     }
     if let Some(g) = guard {
-        g.finish(current, roles)?;
+        g.finish(current, roles, sink)?;
     }
     row.extend_from_slice(&payload[body.len()..]);
     put_copy_data(out, &row);

@@ -92,6 +92,12 @@ pub fn may_hold(bytes: &[u8]) -> bool {
         || f.base64.iter().any(|(p, _, _)| p.find(bytes).is_some())
 }
 
+/// Whether a whole DataRow message may hold an envelope (the prefilter of
+/// [`EgressCheck::data_row`], without the session's protection).
+pub fn may_hold_row(msg: &[u8]) -> bool {
+    msg.len() >= 7 + MIN_LEN && may_hold(&msg[7..])
+}
+
 /// The egress check for one session: its protection generation and roles.
 pub struct EgressCheck<'a> {
     pub prot: &'a Protection,

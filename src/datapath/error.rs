@@ -91,8 +91,8 @@ impl DataPathError {
 
     /// Counts this refusal (metric and audit event): the one place the data path
     /// reports one.
-    pub(super) fn report(&self) {
-        crate::observe::rejected(self.reject_reason(), self.sqlstate());
+    pub(super) fn report(&self, sink: &crate::observe::Sink) {
+        sink.rejected(self.reject_reason(), self.sqlstate());
     }
 
     /// The ErrorResponse a client sees.

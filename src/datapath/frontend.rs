@@ -1,10 +1,12 @@
 //! Client → upstream: analyse, rewrite and refuse.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
+use super::resolution::Words;
 use super::values::{encrypt_param, encrypt_text_literal};
 use super::{
     CopyStream, DataPath, DataPathError, Expect, Portal, Prepared, Protection, ResultTransform,
@@ -37,17 +39,11 @@ impl DataPath {
             return Ok(Flow::Continue);
         }
         match tag {
-            b'Q' => {
-                // A search_path refresh held back by a COPY goes first.
-                self.copy_settled();
-                self.inject_search_path_query(out);
-                let raw = decode_query(msg)?;
-                self.note_resolution_change(raw, false);
-                self.note_prepared_changes(raw);
-                self.on_query(msg, out)?;
-                self.refresh_after_query(raw, out);
+            b'Q' => self.on_simple_query(msg, out)?,
+            b'P' => {
+                self.sink.statement_received();
+                self.on_parse(msg, out)?;
             }
-            b'P' => self.on_parse(msg, out)?,
             b'B' => self.on_bind(msg, out)?,
             b'D' => self.on_describe(msg, out)?,
             b'E' => self.on_execute(msg, out)?,
@@ -70,14 +66,14 @@ impl DataPath {
             b'H' => out.extend_from_slice(msg),
             b'd' => match self.state.copy_in_stream() {
                 Some((c, prot)) => {
-                    c.feed(&msg[5..], prot, &self.codec, out)?;
+                    c.feed(&msg[5..], prot, &self.codec, &self.sink, out)?;
                 }
                 None => out.extend_from_slice(msg),
             },
             b'c' => {
                 self.copy_settled();
                 if let Some((mut c, prot)) = self.state.client_copy_done() {
-                    c.finish(&prot, &self.codec, out)?;
+                    c.finish(&prot, &self.codec, &self.sink, out)?;
                 }
                 out.extend_from_slice(msg);
             }
@@ -86,26 +82,7 @@ impl DataPath {
                 self.state.client_copy_fail();
                 out.extend_from_slice(msg);
             }
-            b'F' => {
-                let prot = self.protection.load_full();
-                let oid = msg
-                    .get(5..9)
-                    .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
-                if prot.is_empty()
-                    || !self.reach.can_reach_protected
-                    || oid.is_some_and(is_large_object_function)
-                {
-                    // Nothing this session's roles may touch is protected (whatever the
-                    // function reads, it cannot be a protected column), or it is one of
-                    // the large-object functions libpq calls this way, which read and
-                    // write pg_largeobject only, never a table.
-                    out.extend_from_slice(msg);
-                } else {
-                    // A function call names a function by OID: pgcloak cannot see what it reads.
-                    let err = DataPathError::from(Refusal::fixed(Fixed::FunctionCallMessage));
-                    self.inject_simple_failure(&err, out);
-                }
-            }
+            b'F' => self.on_function_call(msg, out),
             b'X' => {
                 out.extend_from_slice(msg);
                 return Ok(Flow::Stop);
@@ -113,6 +90,49 @@ impl DataPath {
             _ => out.extend_from_slice(msg),
         }
         Ok(Flow::Continue)
+    }
+
+    /// A simple Query: what its text changes for the session (name resolution,
+    /// SQL-level prepared statements, created functions), then [`Self::on_query`]. The
+    /// text is scanned for the words those tests look for once, and each exact test runs
+    /// only when its words occur.
+    fn on_simple_query(&mut self, msg: &[u8], out: &mut BytesMut) -> Result<(), DataPathError> {
+        self.sink.statement_received();
+        // A search_path refresh held back by a COPY goes first.
+        self.copy_settled();
+        self.inject_search_path_query(out);
+        let raw = decode_query(msg)?;
+        let words = Words::of(raw);
+        self.note_resolution_change(raw, words, false);
+        if words.prepared() {
+            self.note_prepared_changes(&String::from_utf8_lossy(raw));
+        }
+        self.on_query(msg, raw, words, out)?;
+        self.refresh_after_query(raw, words, out);
+        Ok(())
+    }
+
+    /// FunctionCall: passed when nothing the session's roles may touch is protected or
+    /// it is a large-object function; otherwise refused.
+    fn on_function_call(&mut self, msg: &[u8], out: &mut BytesMut) {
+        let prot = self.protection.load_full();
+        let oid = msg
+            .get(5..9)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+        if prot.is_empty()
+            || !self.reach.can_reach_protected
+            || oid.is_some_and(is_large_object_function)
+        {
+            // Nothing this session's roles may touch is protected (whatever the
+            // function reads, it cannot be a protected column), or it is one of
+            // the large-object functions libpq calls this way, which read and
+            // write pg_largeobject only, never a table.
+            out.extend_from_slice(msg);
+        } else {
+            // A function call names a function by OID: pgcloak cannot see what it reads.
+            let err = DataPathError::from(Refusal::fixed(Fixed::FunctionCallMessage));
+            self.inject_simple_failure(&err, out);
+        }
     }
 
     fn context<'a>(&'a self, prot: &'a Protection) -> AnalysisContext<'a> {
@@ -144,9 +164,8 @@ impl DataPath {
 
     /// Records the functions and views a statement text creates (see
     /// [`Self::check_created_opaque`]).
-    fn note_created_functions(&mut self, sql: &[u8]) {
-        let text = String::from_utf8_lossy(sql);
-        for (name, dynamic) in crate::sql::session_state::created_functions(&text) {
+    fn note_created_functions(&mut self, text: &str) {
+        for (name, dynamic) in crate::sql::session_state::created_functions(text) {
             // A function or view calling one that is already opaque is opaque too.
             let calls_opaque = self.created_opaque.iter().any(|o| {
                 text.as_bytes()
@@ -176,9 +195,9 @@ impl DataPath {
     /// statement pgcloak saw prepared is known: a PREPARE on the fast path is recorded in
     /// `plain_prepared`, one that touches a protected column is planned by the analysis
     /// and recorded in `sql_prepared`.
-    fn note_prepared_changes(&mut self, raw: &[u8]) {
+    fn note_prepared_changes(&mut self, text: &str) {
         use crate::sql::session_state::{prepared_changes, PreparedChange};
-        for change in prepared_changes(&String::from_utf8_lossy(raw)) {
+        for change in prepared_changes(text) {
             match change {
                 PreparedChange::Prepare(name) => {
                     // Known again only once it is seen to pass: on the fast path
@@ -213,12 +232,32 @@ impl DataPath {
         self.schema.policy_generation() == prot.generation() || !may_mention(sql, &prot.names)
     }
 
+    /// [`Self::fast_path`] for a prepared statement's text, remembered when plain (see
+    /// [`super::PlainTexts`]): drivers prepare the same text again and again (an unnamed
+    /// statement per execution), while simple Query texts mostly differ by literals.
+    fn fast_path_remembered(&self, prot: &Protection, sql: &str) -> bool {
+        let generation = prot.generation();
+        if self
+            .plain_texts
+            .borrow()
+            .holds(&self.schema, generation, sql)
+        {
+            return true;
+        }
+        let plain = self.fast_path(prot, sql);
+        if plain && !prot.is_empty() {
+            self.plain_texts
+                .borrow_mut()
+                .insert(&self.schema, generation, sql);
+        }
+        plain
+    }
+
     /// The client's SQL bytes as text (decoded from client_encoding).
-    fn decode_sql(&self, bytes: &[u8]) -> Result<String, DataPathError> {
+    fn decode_sql<'a>(&self, bytes: &'a [u8]) -> Result<Cow<'a, str>, DataPathError> {
         self.codec
             .client_encoding
             .decode(LogicalType::Text, bytes)
-            .map(|c| c.into_owned())
             .map_err(|e| DataPathError::codec("(statement text)", e))
     }
 
@@ -231,8 +270,15 @@ impl DataPath {
             .map_err(|e| DataPathError::codec("(statement text)", e))
     }
 
-    fn on_query(&mut self, msg: &[u8], out: &mut BytesMut) -> Result<(), DataPathError> {
-        let raw = decode_query(msg)?;
+    /// A simple Query: the fast path forwards the client's bytes untouched; anything
+    /// that may reach a protected column is analysed ([`Self::query_analysed`]).
+    fn on_query(
+        &mut self,
+        msg: &[u8],
+        raw: &[u8],
+        words: Words,
+        out: &mut BytesMut,
+    ) -> Result<(), DataPathError> {
         let sql = match self.decode_sql(raw) {
             Ok(s) => s,
             Err(e) => {
@@ -246,21 +292,39 @@ impl DataPath {
             self.inject_simple_failure(&e, out);
             return Ok(());
         }
-        self.note_created_functions(raw);
+        if words.creates() {
+            self.note_created_functions(&String::from_utf8_lossy(raw));
+        }
         if self.fast_path(&prot, &sql) {
-            crate::observe::statement_fast_path(&sql);
-            for change in crate::sql::session_state::prepared_changes(&sql) {
-                if let crate::sql::session_state::PreparedChange::Prepare(name) = change {
-                    self.plain_prepared.insert(name);
+            self.sink.statement_fast_path(&sql);
+            if words.prepared() {
+                for change in crate::sql::session_state::prepared_changes(&sql) {
+                    if let crate::sql::session_state::PreparedChange::Prepare(name) = change {
+                        self.plain_prepared.insert(name);
+                    }
                 }
             }
             self.state.expect(Expect::Simple(VecDeque::new()));
             out.extend_from_slice(msg);
             return Ok(());
         }
+        let started = std::time::Instant::now();
+        let r = self.query_analysed(&prot, &sql, out);
+        self.sink.handler_time(started);
+        r
+    }
+
+    /// A simple Query the analysis plans: checked, rewritten (literals encrypted, names
+    /// qualified), or failed at its first refused statement.
+    fn query_analysed(
+        &mut self,
+        prot: &Arc<Protection>,
+        sql: &str,
+        out: &mut BytesMut,
+    ) -> Result<(), DataPathError> {
         let analysis = match self
-            .check_schema(&prot)
-            .and_then(|()| Ok(prot.cache.analyze(&sql, &[], &self.context(&prot))?))
+            .check_schema(prot)
+            .and_then(|()| Ok(prot.cache.analyze(sql, &[], &self.context(prot))?))
         {
             Ok(a) => a,
             Err(e) => {
@@ -269,54 +333,9 @@ impl DataPath {
             }
         };
         let fp = &analysis.fingerprint;
-        crate::observe::statement_analysed(&sql, &analysis.plans, &prot.policy);
-        let mut statements = VecDeque::new();
-        let mut actions = Vec::new();
-        let mut failure: Option<(usize, DataPathError)> = None;
-        for plan in analysis.plans.iter() {
-            let start = plan.start.resolve(fp).unwrap_or(0);
-            if let Err(e) = self.check_plan(&prot, plan) {
-                failure = Some((start, e));
-                break;
-            }
-            let plain_execute = plan
-                .execute
-                .as_ref()
-                .is_some_and(|ex| matches!(self.prepared_plan(&ex.name), Some(None)));
-            if plan.execute.is_some() && !plain_execute {
-                failure = Some((start, Refusal::fixed(Fixed::ExecuteInMultiStatement).into()));
-                if analysis.plans.len() == 1 {
-                    failure = None;
-                }
-            }
-            actions.extend(plan.literals.iter());
-            statements.push_back(SimpleStatement {
-                transform: transform_for(&prot, plan.result.as_ref(), None),
-                copy: plan
-                    .copy
-                    .clone()
-                    .filter(|c| c.direction == CopyDirection::ToStdout)
-                    .map(|c| copy_stream(&prot, c)),
-                injected_error: false,
-            });
-            if let Some(c) = &plan.copy {
-                if c.direction == CopyDirection::FromStdin && c.fields.iter().any(Option::is_some) {
-                    self.state.plan_copy_in(copy_stream(&prot, c.clone()));
-                }
-            }
-            if let Some(p) = &plan.prepare {
-                self.sql_prepared
-                    .insert(p.name.clone(), p.statement.clone());
-            } else if plan.rejection.is_none() {
-                // A PREPARE the analysis found touching nothing protected.
-                let text = plan.range(fp).and_then(|r| sql.get(r)).unwrap_or("");
-                for change in crate::sql::session_state::prepared_changes(text) {
-                    if let crate::sql::session_state::PreparedChange::Prepare(name) = change {
-                        self.plain_prepared.insert(name);
-                    }
-                }
-            }
-        }
+        self.sink
+            .statement_analysed(sql, &analysis.plans, &prot.policy);
+        let (mut statements, actions, mut failure) = self.plan_query(prot, sql, &analysis);
         // EXECUTE name(args) alone: splice its literal arguments.
         if analysis.plans.len() == 1 {
             if let Some(ex) = &analysis.plans[0].execute {
@@ -327,11 +346,11 @@ impl DataPath {
                     Some(None) => {}
                     Some(Some(prepared)) => match ex.bind(&prepared) {
                         Ok((lits, params)) if params.is_empty() => {
-                            let edits = self.session_edits(&prot, &sql, fp, &analysis.plans[0])?;
+                            let edits = self.session_edits(prot, sql, fp, &analysis.plans[0])?;
                             let text =
-                                self.rewrite_literals(&prot, &sql, fp, lits.iter(), edits.iter())?;
+                                self.rewrite_literals(prot, sql, fp, lits.iter(), edits.iter())?;
                             if let Some(st) = statements.front_mut() {
-                                st.transform = transform_for(&prot, prepared.result.as_ref(), None);
+                                st.transform = transform_for(prot, prepared.result.as_ref(), None);
                             }
                             let bytes = self.encode_sql(&text)?;
                             self.state.expect(Expect::Simple(statements));
@@ -352,15 +371,96 @@ impl DataPath {
                 }
             }
         }
+        self.finish_query(prot, sql, &analysis, statements, actions, failure, out)
+    }
+
+    /// Checks each statement of an analysed query string in order: what upstream will
+    /// answer for each, the literals to encrypt, and the first refusal (its start).
+    #[allow(clippy::type_complexity)]
+    fn plan_query<'a>(
+        &mut self,
+        prot: &Arc<Protection>,
+        sql: &str,
+        analysis: &'a crate::sql::Analysis,
+    ) -> (
+        VecDeque<SimpleStatement>,
+        Vec<&'a crate::sql::LiteralAction>,
+        Option<(usize, DataPathError)>,
+    ) {
+        let fp = &analysis.fingerprint;
+        let mut statements = VecDeque::new();
+        let mut actions = Vec::new();
+        let mut failure: Option<(usize, DataPathError)> = None;
+        for plan in analysis.plans.iter() {
+            let start = plan.start.resolve(fp).unwrap_or(0);
+            if let Err(e) = self.check_plan(prot, plan) {
+                failure = Some((start, e));
+                break;
+            }
+            let plain_execute = plan
+                .execute
+                .as_ref()
+                .is_some_and(|ex| matches!(self.prepared_plan(&ex.name), Some(None)));
+            if plan.execute.is_some() && !plain_execute {
+                failure = Some((start, Refusal::fixed(Fixed::ExecuteInMultiStatement).into()));
+                if analysis.plans.len() == 1 {
+                    failure = None;
+                }
+            }
+            actions.extend(plan.literals.iter());
+            statements.push_back(SimpleStatement {
+                transform: transform_for(prot, plan.result.as_ref(), None),
+                copy: plan
+                    .copy
+                    .clone()
+                    .filter(|c| c.direction == CopyDirection::ToStdout)
+                    .map(|c| copy_stream(prot, c)),
+                injected_error: false,
+            });
+            if let Some(c) = &plan.copy {
+                if c.direction == CopyDirection::FromStdin && c.fields.iter().any(Option::is_some) {
+                    self.state.plan_copy_in(copy_stream(prot, c.clone()));
+                }
+            }
+            if let Some(p) = &plan.prepare {
+                self.sql_prepared
+                    .insert(p.name.clone(), p.statement.clone());
+            } else if plan.rejection.is_none() {
+                // A PREPARE the analysis found touching nothing protected.
+                let text = plan.range(fp).and_then(|r| sql.get(r)).unwrap_or("");
+                for change in crate::sql::session_state::prepared_changes(text) {
+                    if let crate::sql::session_state::PreparedChange::Prepare(name) = change {
+                        self.plain_prepared.insert(name);
+                    }
+                }
+            }
+        }
+        (statements, actions, failure)
+    }
+
+    /// Sends the query string upstream: every statement rewritten, or those before the
+    /// refused one followed by a statement that raises pgcloak's error.
+    #[allow(clippy::too_many_arguments)]
+    fn finish_query(
+        &mut self,
+        prot: &Arc<Protection>,
+        sql: &str,
+        analysis: &crate::sql::Analysis,
+        mut statements: VecDeque<SimpleStatement>,
+        actions: Vec<&crate::sql::LiteralAction>,
+        mut failure: Option<(usize, DataPathError)>,
+        out: &mut BytesMut,
+    ) -> Result<(), DataPathError> {
+        let fp = &analysis.fingerprint;
         // A literal that cannot be encoded for its column ends its statement, as
         // PostgreSQL's own input error would (see super::recover).
         let mut rewritten_all = None;
         if failure.is_none() {
-            let edits = self.plans_edits(&prot, &sql, fp, analysis.plans.iter())?;
-            match self.rewrite_literals(&prot, &sql, fp, actions.into_iter(), edits.iter()) {
+            let edits = self.plans_edits(prot, sql, fp, analysis.plans.iter())?;
+            match self.rewrite_literals(prot, sql, fp, actions.into_iter(), edits.iter()) {
                 Ok(t) => rewritten_all = Some(t),
                 Err(e) => {
-                    failure = Some(self.first_bad_statement(&prot, &sql, fp, &analysis.plans, e))
+                    failure = Some(self.first_bad_statement(prot, sql, fp, &analysis.plans, e))
                 }
             }
         }
@@ -376,9 +476,9 @@ impl DataPath {
                         .iter()
                         .take_while(|p| p.start.resolve(fp).unwrap_or(0) < failed.0)
                         .collect();
-                    let edits = self.plans_edits(&prot, &sql, fp, kept.iter().copied())?;
+                    let edits = self.plans_edits(prot, sql, fp, kept.iter().copied())?;
                     let keep = kept.iter().flat_map(|p| p.literals.iter());
-                    match self.rewrite_literals(&prot, &sql, fp, keep, edits.iter()) {
+                    match self.rewrite_literals(prot, sql, fp, keep, edits.iter()) {
                         Ok(t) => break t,
                         // An earlier statement holds a bad value: it fails first.
                         Err(e) => {
@@ -388,12 +488,12 @@ impl DataPath {
                                 .filter(|p| p.start.resolve(fp).unwrap_or(0) < failed.0)
                                 .cloned()
                                 .collect();
-                            failed = self.first_bad_statement(&prot, &sql, fp, &earlier, e);
+                            failed = self.first_bad_statement(prot, sql, fp, &earlier, e);
                         }
                     }
                 };
                 let (start, err) = (failed.0, &failed.1);
-                err.report();
+                err.report(&self.sink);
                 self.note_guard_close(err);
                 let delta = rewritten.len() as isize - sql.len() as isize;
                 let cut = (start as isize + delta).max(0) as usize;
@@ -524,7 +624,8 @@ impl DataPath {
             return Ok(sql.to_string());
         }
         let codec = &self.codec;
-        let mut enc = |col, text: &str| encrypt_text_literal(prot, codec, col, text);
+        let sink = &self.sink;
+        let mut enc = |col, text: &str| encrypt_text_literal(prot, codec, sink, col, text);
         rewrite_with_edits(sql, fp, actions, edits, &mut enc).map_err(|e| match e {
             RewriteError::Sql(e) => DataPathError::Sql(e),
             RewriteError::Encrypt { error, .. } => error,
@@ -533,11 +634,14 @@ impl DataPath {
 
     fn on_parse(&mut self, msg: &[u8], out: &mut BytesMut) -> Result<(), DataPathError> {
         let parse = Parse::decode(msg)?;
-        self.note_resolution_change(&parse.sql, true);
-        self.note_created_functions(&parse.sql);
+        let words = Words::of(&parse.sql);
+        self.note_resolution_change(&parse.sql, words, true);
+        if words.creates() {
+            self.note_created_functions(&String::from_utf8_lossy(&parse.sql));
+        }
         let prot = self.protection.load_full();
         let sql: Arc<str> = match self.decode_sql(&parse.sql) {
-            Ok(s) => Arc::from(s),
+            Ok(s) => Arc::from(&*s),
             Err(e) => {
                 self.statements.remove(&parse.name);
                 self.inject_extended_failure(&e, out);
@@ -608,8 +712,8 @@ impl DataPath {
         param_types: &[u32],
     ) -> Result<Option<(Arc<StatementPlan>, String)>, DataPathError> {
         self.check_created_opaque(prot, sql)?;
-        if self.fast_path(prot, sql) {
-            crate::observe::statement_fast_path(sql);
+        if self.fast_path_remembered(prot, sql) {
+            self.sink.statement_fast_path(sql);
             return Ok(None);
         }
         self.analyse_single(prot, sql, param_types).map(Some)
@@ -646,7 +750,8 @@ impl DataPath {
     ) -> Result<(Arc<StatementPlan>, String), DataPathError> {
         self.check_schema(prot)?;
         let analysis = prot.cache.analyze(sql, param_types, &self.context(prot))?;
-        crate::observe::statement_analysed(sql, &analysis.plans, &prot.policy);
+        self.sink
+            .statement_analysed(sql, &analysis.plans, &prot.policy);
         let plans: Vec<&StatementPlan> = analysis
             .plans
             .iter()
@@ -682,7 +787,33 @@ impl DataPath {
         Ok((Arc::new((*plan).clone()), text))
     }
 
+    /// Bind: a statement unknown to pgcloak or known to touch nothing protected (under
+    /// the generation in force) is forwarded as its original bytes, without decoding
+    /// its parameters; otherwise [`Self::bind_planned`] encrypts them.
     fn on_bind(&mut self, msg: &[u8], out: &mut BytesMut) -> Result<(), DataPathError> {
+        if let Some((portal, statement)) = bind_names(msg) {
+            let current = self.protection.load();
+            let plain = match self.statements.get(statement) {
+                // Unknown to us means unknown upstream too: let PostgreSQL report it.
+                None => true,
+                Some(p) => p.plan.is_none() && p.prot.generation() == current.generation(),
+            };
+            if plain {
+                // A portal with nothing to rewrite is one pgcloak does not track.
+                if !self.portals.is_empty() {
+                    self.portals.remove(portal);
+                }
+                out.extend_from_slice(msg);
+                return Ok(());
+            }
+        }
+        let started = std::time::Instant::now();
+        let r = self.bind_planned(msg, out);
+        self.sink.handler_time(started);
+        r
+    }
+
+    fn bind_planned(&mut self, msg: &[u8], out: &mut BytesMut) -> Result<(), DataPathError> {
         let current = self.protection.load_full();
         let mut bind = Bind::decode(msg)?;
         let Some(mut prepared) = self.statements.get(&bind.statement).cloned() else {
@@ -721,32 +852,14 @@ impl DataPath {
         };
         let mut changed = false;
         if !plan.params.is_empty() {
-            let n = bind.params.len();
-            let mut formats: Vec<i16> = (0..n).map(|i| bind.param_format(i)).collect();
-            for action in &plan.params {
-                let i = usize::from(action.index).saturating_sub(1);
-                let Some(slot) = bind.params.get_mut(i) else {
-                    continue;
-                };
-                let Some(value) = slot.as_ref() else {
-                    continue;
-                };
-                let format = formats.get(i).copied().unwrap_or(0);
-                let encrypted = match encrypt_param(&prot, &self.codec, action, format, value) {
-                    Ok(v) => v,
-                    Err(e) => {
-                        self.portals.remove(&bind.portal);
-                        self.inject_extended_failure(&e, out);
-                        return Ok(());
-                    }
-                };
-                *slot = Some(Bytes::from(encrypted));
-                if let Some(f) = formats.get_mut(i) {
-                    *f = BINARY;
+            match self.encrypt_bind_params(&prot, plan, &mut bind) {
+                Ok(c) => changed = c,
+                Err(e) => {
+                    self.portals.remove(&bind.portal);
+                    self.inject_extended_failure(&e, out);
+                    return Ok(());
                 }
-                changed = true;
             }
-            bind.param_formats = formats;
         }
         let transform = plan.result.as_ref().and_then(|shape| {
             let client: Vec<i16> = (0..shape.columns.len())
@@ -755,31 +868,13 @@ impl DataPath {
             transform_for(&prot, Some(shape), Some(client))
         });
         if let Some(t) = &transform {
-            if t.shape.has_encrypted() {
-                // Ask upstream for raw envelopes on encrypted columns; keep the rest as asked.
-                let ncols = t.shape.columns.len();
-                let mut formats: Vec<i16> = (0..ncols)
-                    .map(|i| format_for(&bind.result_formats, i))
-                    .collect();
-                for (i, c) in t.shape.columns.iter().enumerate() {
-                    if matches!(c.lineage, Lineage::Encrypted(_)) {
-                        formats[i] = BINARY;
-                    }
-                }
-                if t.shape.plain_tail && bind.result_formats.len() > 1 {
-                    // Unknown trailing columns: only a single format code can cover them.
-                    return self.refuse_bind(&bind.portal, Fixed::PerColumnFormatsWithStar, out);
-                }
-                if !t.shape.plain_tail
-                    || formats
-                        .iter()
-                        .all(|&f| f == format_for(&bind.result_formats, 0))
-                {
+            match upstream_result_formats(t, &bind.result_formats) {
+                Ok(Some(formats)) => {
                     bind.result_formats = formats;
                     changed = true;
-                } else {
-                    return self.refuse_bind(&bind.portal, Fixed::MixedFormatsWithStar, out);
                 }
+                Ok(None) => {}
+                Err(what) => return self.refuse_bind(&bind.portal, what, out),
             }
         }
         self.portals.insert(
@@ -795,6 +890,37 @@ impl DataPath {
             out.extend_from_slice(msg);
         }
         Ok(())
+    }
+
+    /// Encrypts the Bind parameters that go to protected columns (sent in binary);
+    /// true when one was.
+    fn encrypt_bind_params(
+        &self,
+        prot: &Protection,
+        plan: &StatementPlan,
+        bind: &mut Bind,
+    ) -> Result<bool, DataPathError> {
+        let mut changed = false;
+        let n = bind.params.len();
+        let mut formats: Vec<i16> = (0..n).map(|i| bind.param_format(i)).collect();
+        for action in &plan.params {
+            let i = usize::from(action.index).saturating_sub(1);
+            let Some(slot) = bind.params.get_mut(i) else {
+                continue;
+            };
+            let Some(value) = slot.as_ref() else {
+                continue;
+            };
+            let format = formats.get(i).copied().unwrap_or(0);
+            let encrypted = encrypt_param(prot, &self.codec, &self.sink, action, format, value)?;
+            *slot = Some(Bytes::from(encrypted));
+            if let Some(f) = formats.get_mut(i) {
+                *f = BINARY;
+            }
+            changed = true;
+        }
+        bind.param_formats = formats;
+        Ok(changed)
     }
 
     fn refuse_bind(
@@ -893,7 +1019,7 @@ impl DataPath {
     /// unnamed statement. The injected ParseComplete and BindComplete are dropped, so
     /// the client's own message gets the error instead. Then discard until Sync.
     pub(super) fn inject_extended_failure(&mut self, err: &DataPathError, out: &mut BytesMut) {
-        err.report();
+        err.report(&self.sink);
         self.note_guard_close(err);
         let parse = Parse {
             name: String::new(),
@@ -915,7 +1041,7 @@ impl DataPath {
 
     /// Makes upstream fail a simple Query (or function call) with pgcloak's error.
     pub(super) fn inject_simple_failure(&mut self, err: &DataPathError, out: &mut BytesMut) {
-        err.report();
+        err.report(&self.sink);
         self.note_guard_close(err);
         let mut st = VecDeque::new();
         st.push_back(SimpleStatement {
@@ -926,6 +1052,66 @@ impl DataPath {
         self.state.expect(Expect::Simple(st));
         out.extend_from_slice(&encode_query(raise_statement(err).as_bytes()));
     }
+}
+
+/// The result formats to ask upstream for: raw envelopes (binary) on encrypted columns,
+/// the rest as the client asked. None: nothing to change. Err: what pgcloak does not
+/// support (SELECT * on a protected table with per-column or mixed formats).
+fn upstream_result_formats(t: &ResultTransform, asked: &[i16]) -> Result<Option<Vec<i16>>, Fixed> {
+    if !t.shape.has_encrypted() {
+        return Ok(None);
+    }
+    // Ask upstream for raw envelopes on encrypted columns; keep the rest as asked.
+    let ncols = t.shape.columns.len();
+    let mut formats: Vec<i16> = (0..ncols).map(|i| format_for(asked, i)).collect();
+    for (i, c) in t.shape.columns.iter().enumerate() {
+        if matches!(c.lineage, Lineage::Encrypted(_)) {
+            formats[i] = BINARY;
+        }
+    }
+    if t.shape.plain_tail && asked.len() > 1 {
+        // Unknown trailing columns: only a single format code can cover them.
+        return Err(Fixed::PerColumnFormatsWithStar);
+    }
+    if !t.shape.plain_tail || formats.iter().all(|&f| f == format_for(asked, 0)) {
+        Ok(Some(formats))
+    } else {
+        Err(Fixed::MixedFormatsWithStar)
+    }
+}
+
+/// The portal and statement names of a well-formed Bind message, without decoding or
+/// copying its parameters; None when it is malformed (then [`Bind::decode`] reports it).
+fn bind_names(msg: &[u8]) -> Option<(&str, &str)> {
+    let body = msg.get(5..)?;
+    let cstr = |at: usize| -> Option<(&str, usize)> {
+        let rest = body.get(at..)?;
+        let end = rest.iter().position(|&b| b == 0)?;
+        Some((std::str::from_utf8(&rest[..end]).ok()?, at + end + 1))
+    };
+    let (portal, at) = cstr(0)?;
+    let (statement, mut at) = cstr(at)?;
+    let i16_at = |at: usize| -> Option<i16> {
+        let b = body.get(at..at + 2)?;
+        Some(i16::from_be_bytes([b[0], b[1]]))
+    };
+    let formats = usize::try_from(i16_at(at)?).ok()?;
+    at += 2 + 2 * formats;
+    let params = usize::try_from(i16_at(at)?).ok()?;
+    at += 2;
+    for _ in 0..params {
+        let b = body.get(at..at + 4)?;
+        let len = i32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+        at += 4;
+        if len >= 0 {
+            at += len as usize;
+        } else if len != -1 {
+            return None;
+        }
+    }
+    let results = usize::try_from(i16_at(at)?).ok()?;
+    body.get(at + 2..at + 2 + 2 * results)?;
+    Some((portal, statement))
 }
 
 /// The built-in large-object functions (their OIDs are fixed in PostgreSQL's pg_proc.dat
@@ -991,4 +1177,41 @@ pub(crate) fn raise_statement(err: &DataPathError) -> String {
         err.sqlstate(),
         quote(&err.to_string())
     )
+}
+
+#[cfg(test)]
+mod bind_tests {
+    use super::bind_names;
+    use crate::wire::extended::Bind;
+
+    /// The names read without decoding agree with the full decoder, and every message the
+    /// decoder refuses is refused here too (it then reports the error).
+    #[test]
+    fn bind_names_agree_with_the_decoder() {
+        let bind = Bind {
+            portal: "p1".into(),
+            statement: "s1".into(),
+            param_formats: vec![0, 1],
+            params: vec![Some(bytes::Bytes::from_static(b"42")), None],
+            result_formats: vec![1],
+        };
+        let msg = bind.encode();
+        assert_eq!(bind_names(&msg), Some(("p1", "s1")));
+        for cut in 5..msg.len() {
+            let mut m = msg[..cut].to_vec();
+            let len = (m.len() - 1) as i32;
+            m[1..5].copy_from_slice(&len.to_be_bytes());
+            if Bind::decode(&m).is_err() {
+                assert_eq!(bind_names(&m), None, "cut at {cut}");
+            }
+        }
+        let empty = Bind {
+            portal: String::new(),
+            statement: String::new(),
+            param_formats: vec![],
+            params: vec![],
+            result_formats: vec![],
+        };
+        assert_eq!(bind_names(&empty.encode()), Some(("", "")));
+    }
 }

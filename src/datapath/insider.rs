@@ -9,6 +9,7 @@
 //! no half row leaves pgcloak. [`searched`] does the same for a value encrypted for
 //! the server (an equality search or a write naming a decoy).
 
+use crate::observe::Sink;
 use crate::policy::{ColumnRef, RoleName, View};
 
 use super::{DataPathError, Protection};
@@ -57,7 +58,12 @@ impl<'a> RowGuard<'a> {
         self,
         current: &Protection,
         roles: &[RoleName],
+        sink: &Sink,
     ) -> Result<(), DataPathError> {
+        if self.touched.is_some() || !self.plaintext.is_empty() {
+            // The guard's audit events name the statement: record it first.
+            crate::observe::record(sink);
+        }
         if let Some((col, how)) = self.touched {
             crate::guard::honeytoken_touched(&self.prot.policy, col, how)?;
         }
@@ -84,10 +90,13 @@ impl<'a> RowGuard<'a> {
 /// search or a write that names a honeytoken is reported.
 pub(super) fn searched(
     prot: &Protection,
+    sink: &Sink,
     col: ColumnRef,
     canonical: &[u8],
 ) -> Result<(), DataPathError> {
     if prot.guard.watches(col) && prot.guard.is_honeytoken(col, canonical) {
+        // The guard's audit event names the statement: record it first.
+        crate::observe::record(sink);
         crate::guard::honeytoken_touched(&prot.policy, col, "search")?;
     }
     Ok(())

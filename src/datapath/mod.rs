@@ -35,47 +35,13 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 
+/// Re-exported from [`crate::protection`], where observability can name it too.
+pub use crate::protection::Protection;
 pub use error::DataPathError;
 
 use crate::codec::SessionContext;
-use crate::crypto::CipherSuite;
-use crate::policy::{Policy, RoleName};
-use crate::sql::{AnalysisCache, CopyPlan, NameSet, ResultShape, SessionReach, StatementPlan};
-
-/// Everything derived from one policy + keyring generation, shared by all sessions.
-pub struct Protection {
-    pub policy: Arc<Policy>,
-    pub suite: CipherSuite,
-    pub names: NameSet,
-    pub cache: AnalysisCache,
-    pub in_list_cap: usize,
-    /// The insider guard's view of this generation (honeytoken matcher, quotas on/off).
-    pub guard: crate::guard::Compiled,
-}
-
-impl Protection {
-    pub fn new(policy: Arc<Policy>, suite: CipherSuite, in_list_cap: usize) -> Protection {
-        let names = NameSet::from_policy(&policy);
-        let guard = crate::guard::Compiled::new(&policy);
-        Protection {
-            guard,
-            policy,
-            suite,
-            names,
-            cache: AnalysisCache::new(4096),
-            in_list_cap,
-        }
-    }
-
-    pub fn generation(&self) -> u64 {
-        self.policy.generation()
-    }
-
-    /// Whether anything at all is protected.
-    pub fn is_empty(&self) -> bool {
-        self.policy.columns().is_empty()
-    }
-}
+use crate::policy::RoleName;
+use crate::sql::{CopyPlan, ResultShape, SessionReach, StatementPlan};
 
 /// What the session knows about a prepared statement (from its Parse).
 #[derive(Clone)]
@@ -150,6 +116,45 @@ pub struct DataPath {
     guard_closed: Option<crate::guard::GuardError>,
     /// Catalog facts the session's refresh task hands over between messages.
     updates: Arc<CatalogUpdates>,
+    /// What the data path decided, for the session to record (see [`crate::observe::sink`]).
+    sink: crate::observe::Sink,
+    /// Statement texts the fast path found plain under the current schema view.
+    plain_texts: std::cell::RefCell<PlainTexts>,
+}
+
+/// Statement texts found to name nothing that can reach a protected column, for one
+/// schema view and policy generation (the key); a new key forgets them all. Bounded:
+/// when full it starts over. Only the name scan's verdict is remembered; everything
+/// that depends on the session (created functions, prepared statements) is still
+/// checked for every statement.
+/// The schema view is held (not only compared by address), so a new view can never
+/// be mistaken for the one the texts were checked against.
+#[derive(Default)]
+struct PlainTexts {
+    key: Option<(Arc<SessionSchema>, u64)>,
+    texts: std::collections::HashSet<Box<str>>,
+}
+
+impl PlainTexts {
+    const CAP: usize = 256;
+
+    fn is_for(&self, schema: &Arc<SessionSchema>, generation: u64) -> bool {
+        self.key
+            .as_ref()
+            .is_some_and(|(s, g)| Arc::ptr_eq(s, schema) && *g == generation)
+    }
+
+    fn holds(&self, schema: &Arc<SessionSchema>, generation: u64, sql: &str) -> bool {
+        self.is_for(schema, generation) && self.texts.contains(sql)
+    }
+
+    fn insert(&mut self, schema: &Arc<SessionSchema>, generation: u64, sql: &str) {
+        if !self.is_for(schema, generation) || self.texts.len() >= PlainTexts::CAP {
+            self.texts.clear();
+            self.key = Some((schema.clone(), generation));
+        }
+        self.texts.insert(sql.into());
+    }
 }
 
 /// What the session's catalog refresh hands to its data path: a new schema view,
@@ -231,6 +236,8 @@ impl DataPath {
             path_reads: tokio::sync::watch::Sender::new(0),
             guard_closed: None,
             updates: Arc::new(CatalogUpdates::default()),
+            sink: crate::observe::Sink::new(),
+            plain_texts: Default::default(),
         }
     }
 
@@ -285,6 +292,11 @@ impl DataPath {
         self.catalog_changed.clone()
     }
 
+    /// What the data path decided since the session last recorded it.
+    pub fn sink(&self) -> &crate::observe::Sink {
+        &self.sink
+    }
+
     pub fn set_roles(&mut self, roles: Vec<RoleName>) {
         self.roles = roles;
     }
@@ -298,3 +310,31 @@ mod recheck_tests;
 mod testkit;
 #[cfg(test)]
 mod view_props;
+
+#[cfg(test)]
+mod plain_texts_tests {
+    use super::testkit::{protection, schema};
+    use super::PlainTexts;
+
+    #[test]
+    fn a_text_is_plain_only_for_the_schema_view_and_generation_it_was_checked_under() {
+        let prot = protection(
+            "version: 1\ntables:\n  public.t:\n    a: { type: text, access: { r: plaintext } }\n",
+            1,
+        );
+        let (s1, s2) = (schema(&prot, 1), schema(&prot, 1));
+        let mut p = PlainTexts::default();
+        p.insert(&s1, 1, "SELECT 1");
+        assert!(p.holds(&s1, 1, "SELECT 1"));
+        assert!(!p.holds(&s1, 1, "SELECT 2"));
+        // Another view (a catalog refresh), even an equal one, or another generation.
+        assert!(!p.holds(&s2, 1, "SELECT 1"));
+        assert!(!p.holds(&s1, 2, "SELECT 1"));
+        p.insert(&s2, 1, "SELECT 2");
+        assert!(!p.holds(&s1, 1, "SELECT 1"));
+        for i in 0..PlainTexts::CAP + 1 {
+            p.insert(&s2, 1, &format!("SELECT {i}"));
+        }
+        assert!(p.texts.len() <= PlainTexts::CAP);
+    }
+}

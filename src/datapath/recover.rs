@@ -76,7 +76,7 @@ impl DataPath {
 
     /// Aborts the COPY FROM STDIN in progress with pgcloak's error.
     fn fail_copy_in(&mut self, err: &DataPathError, out: &mut BytesMut) {
-        err.report();
+        err.report(&self.sink);
         // Until the client's own CopyDone/CopyFail ('c' itself ends it here).
         self.state.fail_copy_in(err.to_pg());
         let reason = b"pgcloak: a COPY row cannot be encoded for a protected column";

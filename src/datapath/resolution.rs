@@ -50,6 +50,85 @@ fn search_path_query() -> BytesMut {
     out
 }
 
+/// Which words a statement text may contain, from one pass over its bytes: a
+/// superset test (a word found as a case-insensitive substring anywhere, in a string,
+/// comment or identifier too) that decides whether the exact text tests of
+/// [`crate::sql::session_state`] need to run at all. Most statements contain none
+/// of these words and are lexed once only, by the analysis' own name scan.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Words(u8);
+
+impl Words {
+    /// A word that may change name resolution (see [`resolution_change`]).
+    const RESOLUTION: u8 = 1;
+    /// `copy` (see [`may_start_copy`]).
+    const COPY: u8 = 2;
+    /// `prepare`, `deallocate` or `discard` (SQL-level prepared statements).
+    const PREPARED: u8 = 4;
+    /// `create` (functions and views the session creates).
+    const CREATE: u8 = 8;
+
+    /// The words of a statement text (its bytes as the client sent them),
+    /// case-insensitively. Each position is dispatched on its first two letters, and
+    /// only the words starting with them are compared.
+    pub(super) fn of(text: &[u8]) -> Words {
+        const R: u8 = Words::RESOLUTION;
+        const PREPARED: u8 = Words::PREPARED;
+        const ALL: u8 = Words::RESOLUTION | Words::COPY | Words::PREPARED | Words::CREATE;
+        let mut found = 0u8;
+        for (i, pair) in text.windows(2).enumerate() {
+            // ASCII letters folded to lower case; other bytes never match a pair below.
+            let candidates: &[(&[u8], u8)] = match (pair[0] | 0x20, pair[1] | 0x20) {
+                (b'a', b'b') => &[(b"abort", R)],
+                (b'a', b'u') => &[(b"authorization", R)],
+                (b'c', b'o') => &[(b"commit", R), (b"copy", Words::COPY)],
+                (b'c', b'r') => &[(b"create", Words::CREATE)],
+                (b'd', b'i') => &[(b"discard", R | PREPARED)],
+                (b'd', b'e') => &[(b"deallocate", PREPARED)],
+                (b'e', b'n') => &[(b"end", R)],
+                (b'p', b'r') => &[(b"prepare", R | PREPARED)],
+                // "reset" also covers RESET ALL.
+                (b'r', b'e') => &[(b"reset", R), (b"release", R)],
+                (b'r', b'o') => &[(b"role", R), (b"rollback", R)],
+                (b's', b'e') => &[(b"search_path", R), (b"set_config", R)],
+                (b's', b'c') => &[(b"schema", R)],
+                // "temp" covers "temporary".
+                (b't', b'e') => &[(b"temp", R)],
+                _ => continue,
+            };
+            for (word, flags) in candidates {
+                if found & flags != *flags
+                    && text
+                        .get(i..i + word.len())
+                        .is_some_and(|w| w.eq_ignore_ascii_case(word))
+                {
+                    found |= flags;
+                }
+            }
+            if found == ALL {
+                break;
+            }
+        }
+        Words(found)
+    }
+
+    pub(super) fn resolution(self) -> bool {
+        self.0 & Words::RESOLUTION != 0
+    }
+
+    pub(super) fn copy(self) -> bool {
+        self.0 & Words::COPY != 0
+    }
+
+    pub(super) fn prepared(self) -> bool {
+        self.0 & Words::PREPARED != 0
+    }
+
+    pub(super) fn creates(self) -> bool {
+        self.0 & Words::CREATE != 0
+    }
+}
+
 impl DataPath {
     /// At session start: queues the first read of the session's search_path into `out`
     /// (to be written upstream before the client's first message). The backend pump
@@ -61,13 +140,15 @@ impl DataPath {
     }
 
     /// Notes a statement text the client sent (Query or Parse).
-    pub(super) fn note_resolution_change(&mut self, sql: &[u8], parse: bool) {
-        let text = String::from_utf8_lossy(sql);
-        if parse && may_start_copy(&text) {
+    pub(super) fn note_resolution_change(&mut self, sql: &[u8], words: Words, parse: bool) {
+        if parse && words.copy() && may_start_copy(&String::from_utf8_lossy(sql)) {
             // Its Execute may put the server in COPY FROM STDIN before the Sync arrives.
             self.copy_may_run = true;
         }
-        match resolution_change(&text) {
+        if !words.resolution() {
+            return;
+        }
+        match resolution_change(&String::from_utf8_lossy(sql)) {
             ResolutionChange::Now => {
                 self.path_refresh_due = true;
                 self.path_changed_in_transaction = true;
@@ -81,8 +162,9 @@ impl DataPath {
 
     /// After forwarding a simple Query: inject the search_path query now unless the
     /// statement may have started COPY FROM STDIN (then it waits for the next point).
-    pub(super) fn refresh_after_query(&mut self, sql: &[u8], out: &mut BytesMut) {
-        if self.path_refresh_due && !may_start_copy(&String::from_utf8_lossy(sql)) {
+    pub(super) fn refresh_after_query(&mut self, sql: &[u8], words: Words, out: &mut BytesMut) {
+        if self.path_refresh_due && !(words.copy() && may_start_copy(&String::from_utf8_lossy(sql)))
+        {
             self.inject_search_path_query(out);
         }
     }
@@ -153,5 +235,139 @@ impl DataPath {
             }
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Words;
+    use crate::sql::session_state::{
+        created_functions, may_start_copy, prepared_changes, resolution_change, ResolutionChange,
+    };
+
+    /// The one-pass word test never says "no" where the exact text tests would say "yes".
+    #[test]
+    fn words_are_a_superset_of_the_text_tests() {
+        let texts = [
+            "SELECT abalance FROM pgbench_accounts WHERE aid = 1",
+            "SET search_path TO a, b",
+            "set SEARCH_PATH = x",
+            "SELECT pg_catalog.SET_CONFIG('search_path', 'x', false)",
+            "RESET ALL",
+            "DISCARD ALL",
+            "SET ROLE app",
+            "SET SESSION AUTHORIZATION app",
+            "CREATE TEMP TABLE t (a int)",
+            "create temporary table t (a int)",
+            "CREATE SCHEMA s",
+            "COMMIT",
+            "rollback to savepoint a",
+            "ABORT",
+            "END",
+            "RELEASE SAVEPOINT a",
+            "PREPARE TRANSACTION 'x'",
+            "PREPARE q(int) AS SELECT $1",
+            "DEALLOCATE q",
+            "deallocate prepare all",
+            "COPY t FROM STDIN",
+            "copy t to stdout",
+            "CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+            "create or replace view v as select 1",
+            "/* c */ Commit",
+            "BEGIN; SELECT 1; END;",
+        ];
+        for t in texts {
+            let w = Words::of(t.as_bytes());
+            if resolution_change(t) != ResolutionChange::None {
+                assert!(w.resolution(), "{t}");
+            }
+            if may_start_copy(t) {
+                assert!(w.copy(), "{t}");
+            }
+            if !prepared_changes(t).is_empty() {
+                assert!(w.prepared(), "{t}");
+            }
+            if !created_functions(t).is_empty() {
+                assert!(w.creates(), "{t}");
+            }
+        }
+        // Statements assembled from keywords in mixed case, fragments and punctuation.
+        let parts = [
+            "SeT",
+            " ",
+            "search_PATH",
+            "=",
+            "x",
+            ";",
+            "ReSeT",
+            "ALL",
+            "rolE",
+            "ROLLback",
+            "end",
+            "Copy",
+            "from",
+            "stdin",
+            "prepare",
+            "q",
+            "AS",
+            "select",
+            "1",
+            "deALLocate",
+            "discard",
+            "create",
+            "FUNCTION",
+            "f()",
+            "temp",
+            "TEMPORARY",
+            "schema",
+            "abort",
+            "commit",
+            "release",
+            "authorization",
+            "'",
+            "\"",
+            "--",
+            "\n",
+            "/*",
+            "*/",
+            "$$",
+            "(",
+            ")",
+            "set_config",
+            "'search_path'",
+            ",",
+            "ée",
+            "_",
+        ];
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..3000 {
+            let mut t = String::new();
+            for _ in 0..(seed % 7 + 1) {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                t.push_str(parts[(seed % parts.len() as u64) as usize]);
+                if seed % 3 == 0 {
+                    t.push(' ');
+                }
+            }
+            let w = Words::of(t.as_bytes());
+            assert!(
+                resolution_change(&t) == ResolutionChange::None || w.resolution(),
+                "{t}"
+            );
+            assert!(!may_start_copy(&t) || w.copy(), "{t}");
+            assert!(prepared_changes(&t).is_empty() || w.prepared(), "{t}");
+            assert!(created_functions(&t).is_empty() || w.creates(), "{t}");
+        }
+        // The common statement needs none of them.
+        assert_eq!(
+            Words::of(b"SELECT abalance FROM pgbench_accounts WHERE aid = 1"),
+            Words::default()
+        );
+        assert_eq!(
+            Words::of(b"UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid = 7"),
+            Words::default()
+        );
     }
 }

@@ -2,6 +2,7 @@
 //! way in; envelope → the role's view, in the client's format, on the way out.
 
 use crate::codec::{self, SessionContext};
+use crate::observe::Sink;
 use crate::policy::{apply_mask, ColumnRef, LogicalType, View};
 use crate::sql::refusal::{ColumnName, Reason, Refusal};
 use crate::sql::ParamAction;
@@ -12,6 +13,7 @@ use super::{DataPathError, Protection};
 pub(super) fn encrypt_text_literal(
     prot: &Protection,
     ctx: &SessionContext,
+    sink: &Sink,
     col: ColumnRef,
     text: &str,
 ) -> Result<Vec<u8>, DataPathError> {
@@ -21,8 +23,8 @@ pub(super) fn encrypt_text_literal(
     utf8_ctx.client_encoding = codec::ClientEncoding::Utf8;
     let canonical = codec::text_to_canonical(c.logical_type, text.as_bytes(), &utf8_ctx)
         .map_err(|e| DataPathError::codec(&c.qualified_name(), e))?;
-    super::insider::searched(prot, col, &canonical)?;
-    crate::observe::encrypted(&prot.policy, col);
+    super::insider::searched(prot, sink, col, &canonical)?;
+    sink.encrypted(&prot.policy, col);
     prot.suite
         .encrypt(col, &canonical)
         .map_err(|e| DataPathError::crypto(&c.qualified_name(), e))
@@ -33,6 +35,7 @@ pub(super) fn encrypt_text_literal(
 pub(super) fn encrypt_param(
     prot: &Protection,
     ctx: &SessionContext,
+    sink: &Sink,
     action: &ParamAction,
     format: i16,
     value: &[u8],
@@ -46,8 +49,8 @@ pub(super) fn encrypt_param(
             codec::text_to_canonical(c.logical_type, v, ctx)
         }
         .map_err(|e| DataPathError::codec(&name, e))?;
-        super::insider::searched(prot, action.column, &canonical)?;
-        crate::observe::encrypted(&prot.policy, action.column);
+        super::insider::searched(prot, sink, action.column, &canonical)?;
+        sink.encrypted(&prot.policy, action.column);
         prot.suite
             .encrypt(action.column, &canonical)
             .map_err(|e| DataPathError::crypto(&name, e))
@@ -87,6 +90,7 @@ pub(super) fn encrypt_param(
 pub(super) fn render(
     prot: &Protection,
     ctx: &SessionContext,
+    sink: &Sink,
     col: ColumnRef,
     view: View,
     envelope: &[u8],
@@ -94,7 +98,7 @@ pub(super) fn render(
 ) -> Result<Option<Vec<u8>>, DataPathError> {
     let c = prot.policy.column(col);
     let name = || c.qualified_name();
-    crate::observe::decrypted_or_withheld(&prot.policy, col, view);
+    sink.decrypted_or_withheld(&prot.policy, col, view);
     match view {
         View::Null => Ok(None),
         View::Deny => {

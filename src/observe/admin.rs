@@ -16,8 +16,8 @@ use tracing::{debug, warn};
 use arc_swap::ArcSwap;
 
 use crate::catalog::CatalogConfig;
-use crate::datapath::Protection;
 use crate::net::UpstreamConfig;
+use crate::protection::Protection;
 
 const LOG: &str = "pgcloak::admin";
 /// How long an upstream reachability result is reused.

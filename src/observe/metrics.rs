@@ -38,6 +38,24 @@ const BUCKETS: &[f64] = &[
     2.5, 10.0,
 ];
 
+/// Handles of the metrics recorded every statement cycle, registered once (after the
+/// recorder is installed) instead of looked up by name and labels at every use.
+struct Hot {
+    proxy: metrics::Histogram,
+    upstream: metrics::Histogram,
+    passthrough: metrics::Counter,
+}
+
+fn hot() -> Option<&'static Hot> {
+    static HOT: OnceLock<Hot> = OnceLock::new();
+    HANDLE.get()?;
+    Some(HOT.get_or_init(|| Hot {
+        proxy: histogram!(PROXY_SECONDS),
+        upstream: histogram!(UPSTREAM_SECONDS),
+        passthrough: counter!(STATEMENTS, "kind" => "unanalysed", "outcome" => "passthrough"),
+    }))
+}
+
 /// Installs the process-wide recorder once; later calls return the same handle.
 /// None if another recorder was installed first (then metrics are not served).
 pub fn install() -> Option<&'static PrometheusHandle> {
@@ -93,7 +111,16 @@ pub fn connection_error(cause: &'static str) {
 }
 
 pub fn statement(kind: &'static str, outcome: &'static str) {
-    counter!(STATEMENTS, "kind" => kind, "outcome" => outcome).increment(1);
+    statements(kind, outcome, 1);
+}
+
+/// `n` statements of one kind and outcome (recorded in one step per cycle).
+pub fn statements(kind: &'static str, outcome: &'static str, n: u64) {
+    if let Some(h) = hot().filter(|_| (kind, outcome) == ("unanalysed", "passthrough")) {
+        h.passthrough.increment(n);
+        return;
+    }
+    counter!(STATEMENTS, "kind" => kind, "outcome" => outcome).increment(n);
 }
 
 pub fn rejection(reason: &'static str) {
@@ -110,6 +137,11 @@ pub fn value_out(column: String, view: &'static str, n: u64) {
 }
 
 pub fn latency(proxy_secs: f64, upstream_secs: f64) {
+    if let Some(h) = hot() {
+        h.proxy.record(proxy_secs);
+        h.upstream.record(upstream_secs);
+        return;
+    }
     histogram!(PROXY_SECONDS).record(proxy_secs);
     histogram!(UPSTREAM_SECONDS).record(upstream_secs);
 }

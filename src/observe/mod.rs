@@ -13,11 +13,12 @@ pub mod log;
 pub mod metrics;
 pub mod reload;
 pub mod session;
+pub mod sink;
 
 pub use session::{
-    backend_done, decrypted_or_withheld, encrypted, frontend_done, rejected, scope, session_error,
-    session_opened, statement_analysed, statement_fast_path, statement_received, RejectReason,
+    cycle_end, record, rejected, scope, session_error, session_opened, RejectReason,
 };
+pub use sink::Sink;
 
 /// Process-wide observability setup from the config: the metrics recorder, the
 /// audit sink, the fingerprint key and the statement-log settings.

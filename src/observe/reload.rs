@@ -16,8 +16,8 @@ use arc_swap::ArcSwap;
 use super::{audit, metrics};
 use crate::catalog::CatalogCache;
 use crate::config::Config;
-use crate::datapath::Protection;
 use crate::policy::ColumnRef;
+use crate::protection::Protection;
 
 const LOG: &str = "pgcloak::policy";
 /// Time for a writer to finish a file after its first change is seen.

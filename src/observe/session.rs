@@ -1,21 +1,24 @@
-//! Per-session accounting, kept in a task-local so the data path reports its
-//! decisions with one-line calls and no extra state of its own.
+//! Per-session accounting, kept in a task-local: the session records what its data
+//! path's [`Sink`] collected ([`record`], [`cycle_end`]); the insider guard reads who
+//! the session is ([`identity`]).
 //!
 //! [`scope`] wraps a connection's task: it counts the connection, and at the end
 //! emits the session's decryption counts to the audit trail. Statement cycles
 //! (first client message to ReadyForQuery) give the latency split: time in
-//! pgcloak's handlers versus the rest (upstream and the network).
+//! pgcloak's analysis, rewriting and crypto versus the rest (upstream, the network
+//! and forwarding).
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tracing::{debug, warn};
 
+use super::sink::{Event, Sink};
 use super::{audit, fingerprint, metrics};
-use crate::policy::{ColumnRef, Policy, View};
+use crate::policy::{Policy, View};
 use crate::sql::{Lineage, StatementKind, StatementPlan};
 
 /// Process-wide settings read once from the config.
@@ -51,7 +54,7 @@ struct SessionObs {
     /// the per-value cost is one hash-map increment.
     pending_out: HashMap<(u64, u32, View), (String, u64)>,
     pending_encrypted: HashMap<(u64, u32), (String, u64)>,
-    cycle_start: Option<Instant>,
+    /// Time in analysis, rewriting and crypto in the current cycle.
     handler: Duration,
 }
 
@@ -116,39 +119,6 @@ pub fn session_error(cause: &'static str) {
     metrics::connection_error(cause);
 }
 
-fn name_of(policy: &Policy, col: ColumnRef) -> String {
-    policy
-        .get(col)
-        .map(|c| c.qualified_name())
-        .unwrap_or_else(|| "(unknown)".into())
-}
-
-/// One value encrypted for `col`.
-pub fn encrypted(policy: &Policy, col: ColumnRef) {
-    let counted = with(|s| {
-        s.pending_encrypted
-            .entry((policy.generation(), col.0))
-            .or_insert_with(|| (name_of(policy, col), 0))
-            .1 += 1;
-    });
-    if counted.is_none() {
-        metrics::value_encrypted(name_of(policy, col), 1);
-    }
-}
-
-/// One protected value leaves for the client under `view`.
-pub fn decrypted_or_withheld(policy: &Policy, col: ColumnRef, view: View) {
-    let counted = with(|s| {
-        s.pending_out
-            .entry((policy.generation(), col.0, view))
-            .or_insert_with(|| (name_of(policy, col), 0))
-            .1 += 1;
-    });
-    if counted.is_none() {
-        metrics::value_out(name_of(policy, col), view.name(), 1);
-    }
-}
-
 /// Moves the cycle's value counts into the metrics and the session totals.
 fn flush_values(s: &mut SessionObs) {
     for (_, (name, n)) in s.pending_encrypted.drain() {
@@ -166,29 +136,21 @@ fn flush_values(s: &mut SessionObs) {
     }
 }
 
-/// A statement forwarded without analysis (it cannot name a protected column).
-pub fn statement_fast_path(sql: &str) {
-    metrics::statement("unanalysed", "passthrough");
+/// Whether a fast-path statement's text is needed (statement log, slow-statement log).
+pub(super) fn wants_statement_text() -> bool {
     let st = settings();
-    if st.slow_statement.is_some() || st.log_statements {
-        note_statement(&fingerprint::redact_sql(sql), &["unanalysed"], &[], st);
-    }
+    st.slow_statement.is_some() || st.log_statements
 }
 
-/// A new statement arrived (Query or Parse): the previous one's fingerprint no
-/// longer describes what a rejection or a withheld value belongs to.
-pub fn statement_received() {
-    with(|s| s.fingerprint = None);
-}
-
-/// A statement the analyser planned (`plans` in order); `sql` is the client's text.
-pub fn statement_analysed(sql: &str, plans: &[StatementPlan], policy: &Policy) {
+/// The kinds of a query string's plans and the protected tables they touch (sorted).
+pub(super) fn describe_plans(
+    plans: &[StatementPlan],
+    policy: &Policy,
+) -> (Vec<&'static str>, Vec<String>) {
     let mut kinds = Vec::with_capacity(plans.len());
     let mut tables: Vec<String> = Vec::new();
     for p in plans {
-        let kind = kind_label(p.kind);
-        metrics::statement(kind, "analysed");
-        kinds.push(kind);
+        kinds.push(kind_label(p.kind));
         for col in plan_columns(p) {
             if let Some(c) = policy.get(col) {
                 let t = c.table.to_string();
@@ -199,7 +161,77 @@ pub fn statement_analysed(sql: &str, plans: &[StatementPlan], policy: &Policy) {
         }
     }
     tables.sort();
-    note_statement(&fingerprint::redact_sql(sql), &kinds, &tables, settings());
+    (kinds, tables)
+}
+
+/// Records what a data path's [`Sink`] holds into the session's accounting, the
+/// metrics and the audit trail, in the order it happened.
+pub fn record(sink: &Sink) {
+    let mut pending = sink.take();
+    let st = settings();
+    let mut passthrough = 0u64;
+    // A new statement clears the fingerprint; applied lazily, before the next event
+    // that sets or reads it, or with the counts below.
+    let mut clear = false;
+    for event in pending.ordered.drain(..) {
+        if clear && !matches!(event, Event::Received | Event::FastPath(None)) {
+            with(|s| s.fingerprint = None);
+            clear = false;
+        }
+        match event {
+            Event::Received => clear = true,
+            Event::FastPath(text) => {
+                passthrough += 1;
+                if let Some(sql) = text {
+                    if st.slow_statement.is_some() || st.log_statements {
+                        note_statement(&fingerprint::redact_sql(&sql), &["unanalysed"], &[], st);
+                    }
+                }
+            }
+            Event::Analysed { sql, kinds, tables } => {
+                for kind in &kinds {
+                    metrics::statement(kind, "analysed");
+                }
+                note_statement(&fingerprint::redact_sql(&sql), &kinds, &tables, st);
+            }
+            Event::Rejected(reason, sqlstate) => rejected(reason, sqlstate),
+        }
+    }
+    sink.recycle(pending.ordered);
+    if passthrough > 0 {
+        metrics::statements("unanalysed", "passthrough", passthrough);
+    }
+    if !clear && pending.handler.is_zero() && pending.encrypted.is_empty() && pending.out.is_empty()
+    {
+        return;
+    }
+    let counted = with(|s| {
+        if clear {
+            s.fingerprint = None;
+        }
+        s.handler += pending.handler;
+        for ((generation, col), name, n) in &pending.encrypted {
+            s.pending_encrypted
+                .entry((*generation, *col))
+                .or_insert_with(|| (name.clone(), 0))
+                .1 += n;
+        }
+        for ((generation, col, view), name, n) in &pending.out {
+            s.pending_out
+                .entry((*generation, *col, *view))
+                .or_insert_with(|| (name.clone(), 0))
+                .1 += n;
+        }
+    });
+    if counted.is_none() {
+        // Outside a session's scope (tests of the data path alone): straight to the metrics.
+        for (_, name, n) in pending.encrypted {
+            metrics::value_encrypted(name, n);
+        }
+        for ((_, _, view), name, n) in pending.out {
+            metrics::value_out(name, view.name(), n);
+        }
+    }
 }
 
 /// Records a statement by its redacted text (see [`fingerprint::redact_sql`]): the
@@ -229,29 +261,14 @@ pub fn rejected(reason: RejectReason, sqlstate: &'static str) {
     );
 }
 
-/// Time spent handling one client message.
-pub fn frontend_done(started: Instant) {
-    let spent = started.elapsed();
-    with(|s| {
-        s.cycle_start.get_or_insert(started);
-        s.handler += spent;
-    });
-}
-
-/// Time spent handling one upstream message; ReadyForQuery ends the cycle.
-pub fn backend_done(started: Instant, tag: u8) {
-    let spent = started.elapsed();
-    with(|s| s.handler += spent);
-    if tag == b'Z' {
-        cycle_end();
-    }
-}
-
-/// The end of a statement cycle: latency split, slow log, withholding events.
-pub fn cycle_end() {
+/// The end of a statement cycle (ReadyForQuery): what the sink holds is recorded,
+/// then the latency split, the slow log and the withholding events.
+pub fn cycle_end(sink: &Sink) {
+    record(sink);
+    let start = sink.take_cycle_start();
     let Some((start, handler, fp, role, withheld)) = with(|s| {
         flush_values(s);
-        let start = s.cycle_start.take()?;
+        let start = start?;
         let handler = std::mem::take(&mut s.handler);
         Some((
             start,
@@ -366,6 +383,8 @@ fn plan_columns(plan: &StatementPlan) -> impl Iterator<Item = crate::policy::Col
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::ColumnRef;
+    use std::time::Instant;
 
     fn policy() -> Policy {
         let text = "version: 1\ntables:\n  public.t:\n    phone:\n      type: text\n      access: { app: plaintext }\n";
@@ -377,13 +396,18 @@ mod tests {
         let p = policy();
         let col = ColumnRef(0);
         let obs = Arc::new(Mutex::new(SessionObs::default()));
+        let sink = Sink::new();
         let n = 200_000u64;
         let started = Instant::now();
         SESSION
             .scope(obs.clone(), async {
-                for _ in 0..n {
-                    decrypted_or_withheld(&p, col, View::Plaintext);
+                for i in 0..n {
+                    sink.decrypted_or_withheld(&p, col, View::Plaintext);
+                    if i % 1000 == 0 {
+                        record(&sink);
+                    }
                 }
+                record(&sink);
             })
             .await;
         let per_value = started.elapsed() / n as u32;
@@ -397,5 +421,26 @@ mod tests {
             Some(&n)
         );
         assert!(s.withheld.is_empty());
+    }
+
+    #[tokio::test]
+    async fn events_keep_their_order_and_a_new_statement_clears_the_fingerprint() {
+        let obs = Arc::new(Mutex::new(SessionObs::default()));
+        let sink = Sink::new();
+        SESSION
+            .scope(obs.clone(), async {
+                let p = policy();
+                sink.statement_received();
+                sink.statement_analysed("SELECT 1", &[], &p);
+                assert!(sink.is_urgent());
+                record(&sink);
+                assert!(!sink.is_urgent());
+                assert!(identity().fingerprint.is_some());
+                sink.statement_received();
+                sink.statement_fast_path("SELECT 2");
+                record(&sink);
+            })
+            .await;
+        assert!(obs.lock().unwrap().fingerprint.is_none());
     }
 }

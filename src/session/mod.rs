@@ -386,6 +386,9 @@ async fn relay_session(
         _ = shared.force_close.cancelled() => End::Shutdown,
     };
     drop(registration);
+    if let Some(dp) = &datapath {
+        dp.record_pending();
+    }
     let upstream_explained = backend.last == b'E';
     let result = close_legs(
         end,

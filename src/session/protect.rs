@@ -252,13 +252,12 @@ impl FrontendData {
 
 impl MessageHandler for FrontendData {
     fn on_message(&mut self, msg: &[u8], out: &mut BytesMut) -> Result<Flow, SessionError> {
-        let started = std::time::Instant::now();
-        if matches!(msg[0], b'Q' | b'P') {
-            crate::observe::statement_received();
-        }
         let mut dp = self.dp.lock().unwrap_or_else(|p| p.into_inner());
+        dp.sink().cycle_begin();
         let r = dp.on_client(msg, out).map_err(SessionError::from);
-        crate::observe::frontend_done(started);
+        if dp.sink().is_urgent() {
+            crate::observe::record(dp.sink());
+        }
         r
     }
 
@@ -276,11 +275,23 @@ pub struct BackendData(pub SessionDataPath);
 
 impl MessageHandler for BackendData {
     fn on_message(&mut self, msg: &[u8], out: &mut BytesMut) -> Result<Flow, SessionError> {
-        let started = std::time::Instant::now();
         let mut dp = self.0.dp.lock().unwrap_or_else(|p| p.into_inner());
         let r = dp.on_backend(msg, out).map_err(SessionError::from);
-        crate::observe::backend_done(started, msg[0]);
+        if msg[0] == b'Z' {
+            // The end of a statement cycle: its latency, counts and events.
+            crate::observe::cycle_end(dp.sink());
+        } else if dp.sink().is_urgent() {
+            crate::observe::record(dp.sink());
+        }
         r
+    }
+}
+
+impl SessionDataPath {
+    /// Records what the data path still holds (the session is ending).
+    pub fn record_pending(&self) {
+        let dp = self.dp.lock().unwrap_or_else(|p| p.into_inner());
+        crate::observe::record(dp.sink());
     }
 }
 
