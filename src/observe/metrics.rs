@@ -73,7 +73,30 @@ pub fn install() -> Option<&'static PrometheusHandle> {
         return HANDLE.get();
     }
     let _ = HANDLE.set(handle);
-    HANDLE.get()
+    let installed = HANDLE.get();
+    if let Some(h) = installed {
+        spawn_upkeep(h);
+    }
+    installed
+}
+
+/// How often recorded histogram samples are folded into their buckets.
+const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The recorder keeps every histogram sample in a buffer until an upkeep folds it into
+/// the buckets; without one, the buffers grow with every statement until /metrics is
+/// scraped (a soak with no scraper grew ~25 bytes per transaction). One small thread,
+/// off the async path, does it on a timer as `PrometheusBuilder::install` would.
+fn spawn_upkeep(handle: &'static PrometheusHandle) {
+    let spawned = std::thread::Builder::new()
+        .name("pgcloak-metrics-upkeep".into())
+        .spawn(move || loop {
+            std::thread::sleep(UPKEEP_EVERY);
+            handle.run_upkeep();
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(target: "pgcloak::metrics", error = %e, "cannot start the metrics upkeep thread: histogram samples are folded only when /metrics is scraped");
+    }
 }
 
 /// The Prometheus text exposition of every metric, with the cache counters
