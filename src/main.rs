@@ -195,7 +195,7 @@ fn audit_verify(config: PathBuf, files: Vec<PathBuf>) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let keys = match pgcloak::guard::audit_verify_keys(&cfg) {
+    let keys = match pgcloak::observe::chain::audit_verify_keys(&cfg) {
         Ok(k) => k,
         Err(e) => {
             eprintln!("error: {e}");
@@ -213,7 +213,7 @@ fn audit_verify(config: PathBuf, files: Vec<PathBuf>) -> ExitCode {
         }
     }
     let slices: Vec<&[u8]> = contents.iter().map(Vec::as_slice).collect();
-    match pgcloak::guard::chain::verify(&slices, &|id| keys.get(&id).copied()) {
+    match pgcloak::observe::chain::verify(&slices, &|id| keys.get(&id).copied()) {
         Ok(ok) => {
             println!(
                 "OK: {} records intact in {} file(s); last hash {}",

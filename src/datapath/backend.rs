@@ -9,7 +9,6 @@ use super::egress::EgressCheck;
 use super::values::{parse_bytea_text, render, reported_type};
 use super::{DataPath, DataPathError, Expect, Protection, ResultTransform};
 use crate::policy::{ColumnRef, LogicalType, TableName, View};
-use crate::session::relay::Flow;
 use crate::sql::refusal::{ColumnName, Fixed, LeakPlace, Reason, Refusal};
 use crate::sql::Lineage;
 use crate::wire::extended::{
@@ -18,6 +17,7 @@ use crate::wire::extended::{
     encode_row_description, finish_message, put_value, FieldDescription,
 };
 use crate::wire::messages::decode_parameter_status;
+use crate::wire::Flow;
 use crate::wire::Frame;
 
 /// What to do with one column of the result set being relayed.

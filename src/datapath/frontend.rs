@@ -13,7 +13,6 @@ use super::{
     SimpleStatement,
 };
 use crate::policy::LogicalType;
-use crate::session::relay::Flow;
 use crate::sql::refusal::{ColumnName, Fixed, Operation, Reason, Refusal};
 use crate::sql::rewrite::{null_projection_edits, rewrite_with_edits, RewriteError};
 use crate::sql::{
@@ -23,6 +22,7 @@ use crate::sql::{
 use crate::wire::extended::{
     decode_execute, decode_query, decode_target, encode_query, format_for, Bind, Parse, Target,
 };
+use crate::wire::Flow;
 
 /// bytea and bytea[] type OIDs, for parameters that carry ciphertext upstream.
 const BYTEA_OID: u32 = 17;

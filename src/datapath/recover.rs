@@ -25,7 +25,7 @@ use bytes::{BufMut, BytesMut};
 
 use super::state::FailedCopyInput;
 use super::{DataPath, DataPathError};
-use crate::session::relay::Flow;
+use crate::wire::Flow;
 
 impl DataPath {
     /// Handles one client message (the session's entry point): [`Self::on_frontend`]

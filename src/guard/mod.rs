@@ -1,7 +1,7 @@
-//! The insider guard: decryption quotas per role, honeytokens, and the keyed hash
-//! chain of the audit trail.
+//! The insider guard: decryption quotas per role and honeytokens (the audit trail's
+//! keyed hash chain is `observe::chain`).
 //!
-//! The core is pure ([`quota::Ledger`], [`honeytoken::Matcher`], [`chain`]); this
+//! The core is pure ([`quota::Ledger`], [`honeytoken::Matcher`]); this
 //! module adds the process-wide state the data path calls into: one ledger shared by
 //! every session of the instance (a `Mutex<Ledger>` touched once per result row that
 //! carries plaintext of a quota's columns), and the reporting of what the guard saw
@@ -10,7 +10,6 @@
 //! Quotas are read from the policy in force at each row, so a reload applies to open
 //! sessions; usage is kept by quota name, so it survives the reload.
 
-pub mod chain;
 pub mod honeytoken;
 pub mod plant;
 pub mod quota;
@@ -222,50 +221,6 @@ pub fn honeytoken_touched(
     } else {
         Ok(())
     }
-}
-
-/// The keyring named by the config, if any (for the audit chain).
-fn keyring(config: &crate::config::Config) -> Result<Option<crate::crypto::Keyring>, String> {
-    let Some(keys) = &config.keys else {
-        return Ok(None);
-    };
-    match (&keys.file, &keys.env) {
-        (Some(f), _) => crate::crypto::Keyring::from_file(f).map(Some),
-        (None, Some(v)) => crate::crypto::Keyring::from_env(v).map(Some),
-        (None, None) => return Ok(None),
-    }
-    .map_err(|e| format!("keys: {e}"))
-}
-
-/// The audit chain key: derived from the keyring's active key (None without a keyring:
-/// the audit file is then not chained).
-pub fn audit_chain_key(
-    config: &crate::config::Config,
-) -> Result<Option<crate::observe::audit::ChainKey>, String> {
-    let Some(ring) = keyring(config)? else {
-        return Ok(None);
-    };
-    let id = ring.active_key_id();
-    Ok(ring.key(id).map(|m| crate::observe::audit::ChainKey {
-        key_id: id,
-        key: chain::derive_key(m.expose()),
-    }))
-}
-
-/// Every chain key the keyring can derive, by key id (for `pgcloak audit verify`).
-pub fn audit_verify_keys(
-    config: &crate::config::Config,
-) -> Result<std::collections::HashMap<u64, [u8; 32]>, String> {
-    let ring = keyring(config)?
-        .ok_or("the config names no keyring (`keys:`); the audit chain is keyed by it")?;
-    let ids: Vec<u32> = ring.key_ids().collect();
-    Ok(ids
-        .into_iter()
-        .filter_map(|id| {
-            ring.key(id)
-                .map(|m| (u64::from(id), chain::derive_key(m.expose())))
-        })
-        .collect())
 }
 
 pub const QUOTA_DENIALS: &str = "pgcloak_quota_denials_total";

@@ -11,7 +11,7 @@
 //! record is dropped and counted (`pgcloak_audit_dropped_total`, and a WARN once
 //! per thousand); the chain stays intact because the writer seals what it writes.
 //!
-//! With a keyring, the file is a keyed hash chain ([`crate::guard::chain`]): every
+//! With a keyring, the file is a keyed hash chain ([`super::chain`]): every
 //! record carries `prev` and `mac`, and each file the writer opens (at start, and
 //! after the file was rotated away: renamed or removed) begins with an
 //! `audit_start` record naming the key id and the previous record's MAC. Check it
@@ -26,7 +26,7 @@ use std::sync::OnceLock;
 
 use serde_json::{json, Map, Value};
 
-use crate::guard::chain;
+use super::chain;
 
 pub const TARGET: &str = "pgcloak::audit";
 /// Records waiting for the writer before new ones are dropped (and counted).

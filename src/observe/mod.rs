@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod audit;
+pub mod chain;
 pub mod fingerprint;
 pub mod log;
 pub mod metrics;
@@ -29,7 +30,7 @@ pub fn init(config: &crate::config::Config) -> Result<(), String> {
     }
     audit::set_json_log(config.log.format == crate::config::LogFormat::Json);
     if let Some(path) = &config.audit.file {
-        let key = crate::guard::audit_chain_key(config)?;
+        let key = chain::audit_chain_key(config)?;
         audit::init_file(path, key)
             .map_err(|e| format!("audit.file {}: cannot open: {e}", path.display()))?;
     }

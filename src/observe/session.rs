@@ -316,49 +316,7 @@ fn kind_label(k: StatementKind) -> &'static str {
     }
 }
 
-/// Why pgcloak refused a statement or a result: the metric label and the audit
-/// reason, given by the error's type (never by its text).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RejectReason {
-    /// The session's roles lack a right (SQLSTATE 42501).
-    Denied,
-    /// The analysis refused the statement.
-    UnsupportedSql,
-    /// A value could not be encoded for its column.
-    InvalidValue,
-    /// Encryption or decryption failed.
-    Crypto,
-    /// The data path refused a statement or a result.
-    Refused,
-    /// A policy change alters a prepared statement's meaning.
-    PlanChanged,
-    /// A message could not be decoded.
-    Malformed,
-    /// `EXECUTE` of a statement never prepared through pgcloak.
-    UnknownPrepared,
-    /// The insider guard: a decryption quota is used up.
-    Quota,
-    /// The insider guard: a honeytoken was touched.
-    Honeytoken,
-}
-
-impl RejectReason {
-    /// The bounded label used in metrics and the audit trail.
-    pub fn label(self) -> &'static str {
-        match self {
-            RejectReason::Denied => "denied",
-            RejectReason::UnsupportedSql => "unsupported_sql",
-            RejectReason::InvalidValue => "invalid_value",
-            RejectReason::Crypto => "crypto",
-            RejectReason::Refused => "refused",
-            RejectReason::PlanChanged => "plan_changed",
-            RejectReason::Malformed => "malformed",
-            RejectReason::UnknownPrepared => "unknown_prepared",
-            RejectReason::Quota => "quota",
-            RejectReason::Honeytoken => "honeytoken",
-        }
-    }
-}
+pub use crate::sql::refusal::RejectReason;
 
 fn plan_columns(plan: &StatementPlan) -> impl Iterator<Item = crate::policy::ColumnRef> + '_ {
     let result = plan.result.iter().flat_map(|r| {

@@ -4,6 +4,7 @@
 //! [`Policy`] is immutable; a reload builds a new generation. This module never
 //! sees keys or column values, except the plaintext handed to [`apply_mask`].
 
+pub mod builtins;
 pub mod error;
 pub mod ident;
 mod loader;

@@ -171,7 +171,7 @@ pub(crate) fn validate_functions(
         let path = format!("functions.allow[{i}]");
         let name = match parse_qualified(&entry.value) {
             Ok(parts) => match parts.as_slice() {
-                [bare] if crate::sql::builtins::is_catalogued(bare) => bare.clone(),
+                [bare] if super::builtins::is_catalogued(bare) => bare.clone(),
                 [bare] => {
                     report.invalid(
                         entry.referenced,
@@ -179,7 +179,7 @@ pub(crate) fn validate_functions(
                         format!(
                             "`{bare}` is not a catalogued built-in; qualify a user function with its schema \
                              (public.{bare}), or use one of {}",
-                            crate::sql::builtins::catalogue().collect::<Vec<_>>().join(", ")
+                            super::builtins::catalogue().collect::<Vec<_>>().join(", ")
                         ),
                     );
                     continue;

@@ -21,13 +21,7 @@ const WRITE_THRESHOLD: usize = 64 * 1024;
 /// Minimum free space before a read.
 const READ_CHUNK: usize = 16 * 1024;
 
-/// What the pump should do after a message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Flow {
-    Continue,
-    /// Write what is pending, then stop this direction (e.g. after Terminate).
-    Stop,
-}
+pub use crate::wire::Flow;
 
 /// Decides what goes out for each message that comes in.
 pub trait MessageHandler {

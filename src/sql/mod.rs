@@ -36,7 +36,9 @@
 //!   relations (kept in step with docs/policy.md and docs/security.md).
 
 pub mod analyze;
-pub mod builtins;
+/// The built-ins catalogue lives with the policy (its `functions.allow` is validated
+/// against it); re-exported here where the analysis reads it.
+pub use crate::policy::builtins;
 pub mod cache;
 mod error;
 mod ident;

@@ -20,3 +20,12 @@ pub use frame::{split_frame, Frame};
 pub use messages::{PgError, Severity};
 pub use oid::Oid;
 pub use tag::Tag;
+
+/// What a relay should do after handling a message (the session's pumps and the data
+/// path's handlers share it; it lives here so the data path needs nothing of `session`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    /// Write what is pending, then stop this direction (e.g. after Terminate).
+    Stop,
+}

@@ -11,7 +11,9 @@
 //! incomplete line; the next `audit_start` then names that line
 //! (`after_truncated_line`) and the chain goes on across it.
 //!
-//! Pure: no I/O. `pgcloak audit verify` reads the files and calls [`verify`].
+//! The chain itself is pure (no I/O); `pgcloak audit verify` reads the files and calls
+//! [`verify`]. [`audit_chain_key`] and [`audit_verify_keys`] read the keyring the config
+//! names to derive the keys.
 
 use hkdf::Hkdf;
 use hmac::{KeyInit, Mac};
@@ -260,6 +262,50 @@ pub fn verify(files: &[&[u8]], key_for: &dyn Fn(u64) -> Option<[u8; 32]>) -> Res
         records,
         head: head.unwrap_or_else(|| GENESIS.to_string()),
     })
+}
+
+/// The keyring named by the config, if any (for the audit chain).
+fn keyring(config: &crate::config::Config) -> Result<Option<crate::crypto::Keyring>, String> {
+    let Some(keys) = &config.keys else {
+        return Ok(None);
+    };
+    match (&keys.file, &keys.env) {
+        (Some(f), _) => crate::crypto::Keyring::from_file(f).map(Some),
+        (None, Some(v)) => crate::crypto::Keyring::from_env(v).map(Some),
+        (None, None) => return Ok(None),
+    }
+    .map_err(|e| format!("keys: {e}"))
+}
+
+/// The audit chain key: derived from the keyring's active key (None without a keyring:
+/// the audit file is then not chained).
+pub fn audit_chain_key(
+    config: &crate::config::Config,
+) -> Result<Option<super::audit::ChainKey>, String> {
+    let Some(ring) = keyring(config)? else {
+        return Ok(None);
+    };
+    let id = ring.active_key_id();
+    Ok(ring.key(id).map(|m| super::audit::ChainKey {
+        key_id: id,
+        key: derive_key(m.expose()),
+    }))
+}
+
+/// Every chain key the keyring can derive, by key id (for `pgcloak audit verify`).
+pub fn audit_verify_keys(
+    config: &crate::config::Config,
+) -> Result<std::collections::HashMap<u64, [u8; 32]>, String> {
+    let ring = keyring(config)?
+        .ok_or("the config names no keyring (`keys:`); the audit chain is keyed by it")?;
+    let ids: Vec<u32> = ring.key_ids().collect();
+    Ok(ids
+        .into_iter()
+        .filter_map(|id| {
+            ring.key(id)
+                .map(|m| (u64::from(id), derive_key(m.expose())))
+        })
+        .collect())
 }
 
 #[cfg(test)]

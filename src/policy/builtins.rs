@@ -1,6 +1,6 @@
 //! The catalogue of PostgreSQL built-ins that run SQL, or read stored values, inside the
 //! server where pgcloak cannot see what they touch. A statement that calls one (or reads
-//! one of the relations) is [`Opaque`](super::Opaque): it runs only for a session whose
+//! one of the relations) is [`Opaque`](crate::sql::Opaque): it runs only for a session whose
 //! roles cannot reach protected data, or when the policy's `functions.allow` names it.
 //! `pgcloak check --database` prints `REVOKE EXECUTE ... FROM PUBLIC` for the functions.
 //!
@@ -74,7 +74,7 @@ pub fn is_catalogued(name: &str) -> bool {
 }
 
 /// Common PostgreSQL built-in functions, the only function names a refusal shows
-/// ([`super::refusal::FunctionName`]): a name outside this table (a user function, a
+/// ([`crate::sql::refusal::FunctionName`]): a name outside this table (a user function, a
 /// typo) is not echoed back.
 #[rustfmt::skip]
 pub const KNOWN_FUNCTIONS: &[&str] = &[
