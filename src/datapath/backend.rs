@@ -17,8 +17,9 @@ use crate::wire::extended::{
     encode_row_description, finish_message, put_value, FieldDescription,
 };
 use crate::wire::messages::decode_parameter_status;
-use crate::wire::Flow;
+use crate::wire::messages::field;
 use crate::wire::Frame;
+use crate::wire::{Flow, Tag};
 
 /// What to do with one column of the result set being relayed.
 #[derive(Debug, Clone, Copy)]
@@ -51,14 +52,14 @@ impl ActiveResult {
 impl DataPath {
     /// Handles one upstream message, appending what goes to the client to `out`.
     pub fn on_backend(&mut self, msg: &[u8], out: &mut BytesMut) -> Result<Flow, DataPathError> {
-        let tag = msg[0];
+        let tag = Tag(msg[0]);
         self.apply_catalog_updates();
-        if tag == b'A' {
+        if tag == Tag::NOTIFICATION_RESPONSE {
             // Asynchronous: forwarded even while a failed cycle is being swallowed.
             self.on_notification(msg, out);
             return Ok(Flow::Continue);
         }
-        if tag == b'N' {
+        if tag == Tag::NOTICE_RESPONSE {
             let mark = out.len();
             out.extend_from_slice(msg);
             self.withhold_message_fields(mark, out);
@@ -69,10 +70,13 @@ impl DataPath {
             return Ok(Flow::Continue);
         }
         if self.state.result_failed() {
-            if tag == b'Z' {
+            if tag == Tag::READY_FOR_QUERY {
                 self.finish_cycle();
                 out.extend_from_slice(msg);
-            } else if tag == b'S' || tag == b'A' || tag == b'N' {
+            } else if tag == Tag::PARAMETER_STATUS
+                || tag == Tag::NOTIFICATION_RESPONSE
+                || tag == Tag::NOTICE_RESPONSE
+            {
                 self.track_parameter(msg, tag);
                 out.extend_from_slice(msg);
             }
@@ -91,65 +95,65 @@ impl DataPath {
     /// for the messages that need it.
     fn on_backend_message(
         &mut self,
-        tag: u8,
+        tag: Tag,
         msg: &[u8],
         out: &mut BytesMut,
         mark: usize,
     ) -> Result<(), DataPathError> {
         match tag {
-            b'S' => {
+            Tag::PARAMETER_STATUS => {
                 self.track_parameter(msg, tag);
                 out.extend_from_slice(msg);
                 Ok(())
             }
-            b'1' | b'2' => {
+            Tag::PARSE_COMPLETE | Tag::BIND_COMPLETE => {
                 if !self.state.swallows(tag) {
                     out.extend_from_slice(msg);
                 }
                 Ok(())
             }
-            b't' => self.on_parameter_description(msg, out),
-            b'T' => self.on_row_description(msg, out),
-            b'n' => {
+            Tag::PARAMETER_DESCRIPTION => self.on_parameter_description(msg, out),
+            Tag::ROW_DESCRIPTION => self.on_row_description(msg, out),
+            Tag::NO_DATA => {
                 self.state.no_data();
                 out.extend_from_slice(msg);
                 Ok(())
             }
-            b'D' => {
+            Tag::DATA_ROW => {
                 self.on_data_row(msg, out)?;
                 self.egress_row(&out[mark..])
             }
-            b'C' | b'I' | b's' => {
-                if tag == b'C' && changes_schema_or_roles(&msg[5..]) {
+            Tag::COMMAND_COMPLETE | Tag::EMPTY_QUERY_RESPONSE | Tag::PORTAL_SUSPENDED => {
+                if tag == Tag::COMMAND_COMPLETE && changes_schema_or_roles(&msg[5..]) {
                     // DDL or a GRANT went through: the session refreshes its catalog view.
                     self.catalog_changed.notify_one();
                 }
-                self.state.command_done(tag == b's');
+                self.state.command_done(tag == Tag::PORTAL_SUSPENDED);
                 out.extend_from_slice(msg);
                 Ok(())
             }
-            b'E' => {
+            Tag::ERROR_RESPONSE => {
                 let prot = self.protection.load_full();
                 self.on_error(&prot, msg, out);
                 self.withhold_message_fields(mark, out);
                 Ok(())
             }
-            b'Z' => {
+            Tag::READY_FOR_QUERY => {
                 self.finish_cycle();
                 out.extend_from_slice(msg);
                 Ok(())
             }
-            b'H' => {
+            Tag::COPY_OUT_RESPONSE => {
                 self.state.copy_out_started();
                 out.extend_from_slice(msg);
                 Ok(())
             }
-            b'G' => {
+            Tag::COPY_IN_RESPONSE => {
                 self.state.copy_in_started();
                 out.extend_from_slice(msg);
                 Ok(())
             }
-            b'd' => self.on_copy_out_data(msg, out, mark),
+            Tag::COPY_DATA => self.on_copy_out_data(msg, out, mark),
             _ => {
                 out.extend_from_slice(msg);
                 Ok(())
@@ -208,8 +212,8 @@ impl DataPath {
         Flow::Continue
     }
 
-    fn track_parameter(&mut self, msg: &[u8], tag: u8) {
-        if tag != b'S' {
+    fn track_parameter(&mut self, msg: &[u8], tag: Tag) {
+        if tag != Tag::PARAMETER_STATUS {
             return;
         }
         if let Ok((name, value)) =
@@ -441,7 +445,7 @@ impl DataPath {
             .into_iter()
             .filter_map(|(c, v)| match check.bytes(&v) {
                 Ok(()) => Some((c, v)),
-                Err(_) if c == b'M' => Some((c, Bytes::from_static(FIELD_WITHHELD))),
+                Err(_) if c == field::MESSAGE => Some((c, Bytes::from_static(FIELD_WITHHELD))),
                 Err(_) => None,
             })
             .collect();
@@ -564,11 +568,21 @@ impl DataPath {
             // pgcloak's own error, raised through a DO block: drop the PL/pgSQL noise.
             fields
                 .into_iter()
-                .filter(|(c, _)| matches!(c, b'S' | b'V' | b'C' | b'M' | b'D' | b'H'))
+                .filter(|(c, _)| {
+                    matches!(
+                        *c,
+                        field::SEVERITY
+                            | field::SEVERITY_NONLOCALIZED
+                            | field::CODE
+                            | field::MESSAGE
+                            | field::DETAIL
+                            | field::HINT
+                    )
+                })
                 .collect()
         } else {
-            let table = field(&fields, b't');
-            let schema = field(&fields, b's');
+            let table = field(&fields, field::TABLE);
+            let schema = field(&fields, field::SCHEMA);
             let protected = match (schema, table) {
                 (Some(s), Some(t)) => prot.policy.is_protected_table(&TableName::new(s, t)),
                 _ => false,
@@ -577,7 +591,7 @@ impl DataPath {
                 fields
                     .into_iter()
                     .map(|(c, v)| {
-                        if c == b'D' {
+                        if c == field::DETAIL {
                             changed = true;
                             (c, redact_detail(&v))
                         } else {
@@ -590,7 +604,7 @@ impl DataPath {
             }
         };
         if changed {
-            encode_error_fields(b'E', &fields, out);
+            encode_error_fields(Tag::ERROR_RESPONSE, &fields, out);
         } else {
             out.extend_from_slice(msg);
         }

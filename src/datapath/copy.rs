@@ -15,6 +15,7 @@ use crate::observe::Sink;
 use crate::policy::{ColumnRef, RoleName};
 use crate::sql::refusal::{ColumnName, Fixed, Operation, Reason, Refusal};
 use crate::sql::{CopyFormat, CopyPlan};
+use crate::wire::Tag;
 
 /// The longest row pgcloak buffers while looking for its end.
 const MAX_ROW_BYTES: usize = 64 << 20;
@@ -145,7 +146,7 @@ fn put_copy_data(out: &mut BytesMut, payload: &[u8]) {
     if payload.is_empty() {
         return;
     }
-    out.put_u8(b'd');
+    out.put_u8(Tag::COPY_DATA.byte());
     out.put_i32(payload.len() as i32 + 4);
     out.put_slice(payload);
 }

@@ -22,7 +22,7 @@ use crate::sql::{
 use crate::wire::extended::{
     decode_execute, decode_query, decode_target, encode_query, format_for, Bind, Parse, Target,
 };
-use crate::wire::Flow;
+use crate::wire::{Flow, Tag};
 
 /// bytea and bytea[] type OIDs, for parameters that carry ciphertext upstream.
 const BYTEA_OID: u32 = 17;
@@ -33,21 +33,21 @@ const BINARY: i16 = 1;
 impl DataPath {
     /// Handles one client message, appending what goes upstream to `out`.
     pub fn on_frontend(&mut self, msg: &[u8], out: &mut BytesMut) -> Result<Flow, DataPathError> {
-        let tag = msg[0];
+        let tag = Tag(msg[0]);
         if self.state.discards(tag) {
             // PostgreSQL would skip these too, after the error we injected.
             return Ok(Flow::Continue);
         }
         match tag {
-            b'Q' => self.on_simple_query(msg, out)?,
-            b'P' => {
+            Tag::QUERY => self.on_simple_query(msg, out)?,
+            Tag::PARSE => {
                 self.sink.statement_received();
                 self.on_parse(msg, out)?;
             }
-            b'B' => self.on_bind(msg, out)?,
-            b'D' => self.on_describe(msg, out)?,
-            b'E' => self.on_execute(msg, out)?,
-            b'C' => {
+            Tag::BIND => self.on_bind(msg, out)?,
+            Tag::DESCRIBE => self.on_describe(msg, out)?,
+            Tag::EXECUTE => self.on_execute(msg, out)?,
+            Tag::CLOSE => {
                 match decode_target(msg, "Close")? {
                     Target::Statement(n) => {
                         self.statements.remove(&n);
@@ -58,32 +58,32 @@ impl DataPath {
                 }
                 out.extend_from_slice(msg);
             }
-            b'S' => {
+            Tag::SYNC => {
                 self.state.client_sync();
                 out.extend_from_slice(msg);
                 self.inject_search_path_query(out);
             }
-            b'H' => out.extend_from_slice(msg),
-            b'd' => match self.state.copy_in_stream() {
+            Tag::FLUSH => out.extend_from_slice(msg),
+            Tag::COPY_DATA => match self.state.copy_in_stream() {
                 Some((c, prot)) => {
                     c.feed(&msg[5..], prot, &self.codec, &self.sink, out)?;
                 }
                 None => out.extend_from_slice(msg),
             },
-            b'c' => {
+            Tag::COPY_DONE => {
                 self.copy_settled();
                 if let Some((mut c, prot)) = self.state.client_copy_done() {
                     c.finish(&prot, &self.codec, &self.sink, out)?;
                 }
                 out.extend_from_slice(msg);
             }
-            b'f' => {
+            Tag::COPY_FAIL => {
                 self.copy_settled();
                 self.state.client_copy_fail();
                 out.extend_from_slice(msg);
             }
-            b'F' => self.on_function_call(msg, out),
-            b'X' => {
+            Tag::FUNCTION_CALL => self.on_function_call(msg, out),
+            Tag::TERMINATE => {
                 out.extend_from_slice(msg);
                 return Ok(Flow::Stop);
             }

@@ -25,13 +25,13 @@ use bytes::{BufMut, BytesMut};
 
 use super::state::FailedCopyInput;
 use super::{DataPath, DataPathError};
-use crate::wire::Flow;
+use crate::wire::{Flow, Tag};
 
 impl DataPath {
     /// Handles one client message (the session's entry point): [`Self::on_frontend`]
     /// with bad values turned into statement errors.
     pub fn on_client(&mut self, msg: &[u8], out: &mut BytesMut) -> Result<Flow, DataPathError> {
-        let tag = msg[0];
+        let tag = Tag(msg[0]);
         self.apply_catalog_updates();
         if self.state.after_failed_copy(tag) == FailedCopyInput::Drop {
             return Ok(Flow::Continue);
@@ -66,10 +66,10 @@ impl DataPath {
         }
     }
 
-    fn recover(&mut self, tag: u8, err: &DataPathError, out: &mut BytesMut) {
+    fn recover(&mut self, tag: Tag, err: &DataPathError, out: &mut BytesMut) {
         match tag {
-            b'Q' => self.inject_simple_failure(err, out),
-            b'd' | b'c' => self.fail_copy_in(err, out),
+            Tag::QUERY => self.inject_simple_failure(err, out),
+            Tag::COPY_DATA | Tag::COPY_DONE => self.fail_copy_in(err, out),
             _ => self.inject_extended_failure(err, out),
         }
     }
@@ -80,7 +80,7 @@ impl DataPath {
         // Until the client's own CopyDone/CopyFail ('c' itself ends it here).
         self.state.fail_copy_in(err.to_pg());
         let reason = b"pgcloak: a COPY row cannot be encoded for a protected column";
-        out.put_u8(b'f');
+        out.put_u8(Tag::COPY_FAIL.byte());
         out.put_i32((reason.len() + 5) as i32);
         out.put_slice(reason);
         out.put_u8(0);

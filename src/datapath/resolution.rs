@@ -11,8 +11,9 @@ use bytes::BytesMut;
 use super::{DataPath, Expect};
 use crate::sql::session_state::{may_start_copy, resolution_change, ResolutionChange};
 use crate::wire::extended::{
-    decode_data_row, encode_close, encode_execute, encode_sync, Bind, Parse,
+    decode_data_row, encode_close, encode_execute, encode_sync, Bind, Parse, Target,
 };
+use crate::wire::Tag;
 
 /// The query pgcloak injects: one row per schema, implicit ones included.
 const SEARCH_PATH_SQL: &[u8] = b"SELECT pg_catalog.unnest(pg_catalog.current_schemas(true))";
@@ -44,8 +45,8 @@ fn search_path_query() -> BytesMut {
         .encode(),
     );
     out.extend_from_slice(&encode_execute(SEARCH_PATH_NAME, 0));
-    out.extend_from_slice(&encode_close(b'P', SEARCH_PATH_NAME));
-    out.extend_from_slice(&encode_close(b'S', SEARCH_PATH_NAME));
+    out.extend_from_slice(&encode_close(Target::PORTAL, SEARCH_PATH_NAME));
+    out.extend_from_slice(&encode_close(Target::STATEMENT, SEARCH_PATH_NAME));
     out.extend_from_slice(&encode_sync());
     out
 }
@@ -199,10 +200,12 @@ impl DataPath {
     /// ReadyForQuery). Asynchronous messages (ParameterStatus, NotificationResponse,
     /// NoticeResponse) still reach the client.
     pub(super) fn on_search_path_reply(&mut self, msg: &[u8], out: &mut BytesMut) {
-        let tag = msg[0];
+        let tag = Tag(msg[0]);
         match tag {
-            b'S' | b'A' | b'N' => out.extend_from_slice(msg),
-            b'D' => {
+            Tag::PARAMETER_STATUS | Tag::NOTIFICATION_RESPONSE | Tag::NOTICE_RESPONSE => {
+                out.extend_from_slice(msg)
+            }
+            Tag::DATA_ROW => {
                 if let Some(Expect::SearchPath { schemas, failed }) = self.state.front_mut() {
                     match decode_data_row(msg) {
                         Ok(values) => match values.first() {
@@ -213,13 +216,13 @@ impl DataPath {
                     }
                 }
             }
-            b'E' => {
+            Tag::ERROR_RESPONSE => {
                 if let Some(Expect::SearchPath { failed, .. }) = self.state.front_mut() {
                     *failed = true;
                 }
             }
-            b'Z' => {
-                let idle = msg.get(5) == Some(&b'I');
+            Tag::READY_FOR_QUERY => {
+                let idle = msg.get(5) == Some(&crate::wire::messages::transaction_status::IDLE);
                 self.path_reads.send_modify(|n| *n = n.saturating_sub(1));
                 if let Some(Expect::SearchPath { schemas, failed }) = self.state.pop() {
                     if failed {

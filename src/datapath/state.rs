@@ -24,7 +24,7 @@ use super::backend::ActiveResult;
 use super::copy::CopyIn;
 use super::{CopyStream, Protection, ResultTransform};
 use crate::sql::ParamAction;
-use crate::wire::PgError;
+use crate::wire::{PgError, Tag};
 
 /// What upstream will answer next, in order. Only responses pgcloak must act on
 /// are queued; the rest pass through untouched.
@@ -47,7 +47,7 @@ pub(super) enum Expect {
     /// A simple Query: its statements in order, until ReadyForQuery.
     Simple(VecDeque<SimpleStatement>),
     /// A response to a message pgcloak injected, to be dropped.
-    Swallow(u8),
+    Swallow(Tag),
     /// The error raised by a statement pgcloak substituted: strip its PL/pgSQL context.
     InjectedError,
     /// A Sync: its ReadyForQuery ends error recovery.
@@ -166,8 +166,8 @@ impl ProtocolState {
     }
 
     /// Whether a client message with this tag is dropped (pipeline failed by pgcloak).
-    pub(super) fn discards(&self, tag: u8) -> bool {
-        self.client == ClientPhase::DiscardUntilSync && tag != b'S'
+    pub(super) fn discards(&self, tag: Tag) -> bool {
+        self.client == ClientPhase::DiscardUntilSync && tag != Tag::SYNC
     }
 
     /// The client's Sync: error recovery ends; its ReadyForQuery is expected unless
@@ -183,8 +183,8 @@ impl ProtocolState {
     /// ParseComplete and BindComplete are dropped, the error is its own, and the
     /// client's messages are dropped until Sync.
     pub(super) fn injected_extended_failure(&mut self) {
-        self.expect.push_back(Expect::Swallow(b'1'));
-        self.expect.push_back(Expect::Swallow(b'2'));
+        self.expect.push_back(Expect::Swallow(Tag::PARSE_COMPLETE));
+        self.expect.push_back(Expect::Swallow(Tag::BIND_COMPLETE));
         self.expect.push_back(Expect::InjectedError);
         self.client = ClientPhase::DiscardUntilSync;
     }
@@ -226,13 +226,13 @@ impl ProtocolState {
     }
 
     /// Filters a client message while pgcloak's CopyFail is in effect.
-    pub(super) fn after_failed_copy(&mut self, tag: u8) -> FailedCopyInput {
+    pub(super) fn after_failed_copy(&mut self, tag: Tag) -> FailedCopyInput {
         if self.client != ClientPhase::DropFailedCopy {
             return FailedCopyInput::Handle;
         }
         match tag {
-            b'd' => FailedCopyInput::Drop,
-            b'c' | b'f' => {
+            Tag::COPY_DATA => FailedCopyInput::Drop,
+            Tag::COPY_DONE | Tag::COPY_FAIL => {
                 // The server left COPY mode at pgcloak's CopyFail and ignores these.
                 self.client = ClientPhase::Normal;
                 FailedCopyInput::Drop
@@ -268,7 +268,7 @@ impl ProtocolState {
 
     /// ParseComplete/BindComplete: true when it answers pgcloak's own injected
     /// message (it is dropped and its entry popped).
-    pub(super) fn swallows(&mut self, tag: u8) -> bool {
+    pub(super) fn swallows(&mut self, tag: Tag) -> bool {
         if matches!(self.expect.front(), Some(Expect::Swallow(t)) if *t == tag) {
             self.expect.pop_front();
             return true;
@@ -465,7 +465,7 @@ impl ProtocolState {
                 Expect::DescribePortal { .. } => "DP".into(),
                 Expect::Execute { .. } => "E".into(),
                 Expect::Simple(s) => format!("Q{}", s.len()),
-                Expect::Swallow(t) => format!("W{}", *t as char),
+                Expect::Swallow(t) => format!("W{}", t.byte() as char),
                 Expect::InjectedError => "I".into(),
                 Expect::Sync => "S".into(),
                 Expect::SearchPath { .. } => "P".into(),
@@ -578,10 +578,10 @@ mod tests {
             Step::Sync => s.client_sync(),
             Step::InjectExtended => s.injected_extended_failure(),
             Step::ParseComplete => {
-                s.swallows(b'1');
+                s.swallows(Tag::PARSE_COMPLETE);
             }
             Step::BindComplete => {
-                s.swallows(b'2');
+                s.swallows(Tag::BIND_COMPLETE);
             }
             Step::NoData => s.no_data(),
             Step::RowDescription => {
@@ -882,19 +882,19 @@ mod tests {
     fn a_failed_copy_drops_data_until_the_client_ends_it() {
         // (the message after pgcloak's CopyFail, what happens to it, the phase after)
         for (tag, input, phase) in [
-            (b'd', FailedCopyInput::Drop, DropFailedCopy),
-            (b'c', FailedCopyInput::Drop, Normal),
-            (b'f', FailedCopyInput::Drop, Normal),
-            (b'Q', FailedCopyInput::Handle, Normal),
-            (b'S', FailedCopyInput::Handle, Normal),
+            (Tag::COPY_DATA, FailedCopyInput::Drop, DropFailedCopy),
+            (Tag::COPY_DONE, FailedCopyInput::Drop, Normal),
+            (Tag::COPY_FAIL, FailedCopyInput::Drop, Normal),
+            (Tag::QUERY, FailedCopyInput::Handle, Normal),
+            (Tag::SYNC, FailedCopyInput::Handle, Normal),
         ] {
             let mut s = ProtocolState::default();
             s.fail_copy_in(PgError::error("22P02", "bad row"));
-            assert_eq!(s.after_failed_copy(tag), input, "{}", tag as char);
-            assert_eq!(s.client, phase, "{}", tag as char);
+            assert_eq!(s.after_failed_copy(tag), input, "{tag:?}");
+            assert_eq!(s.client, phase, "{tag:?}");
         }
         let mut s = ProtocolState::default();
-        assert_eq!(s.after_failed_copy(b'd'), FailedCopyInput::Handle);
+        assert_eq!(s.after_failed_copy(Tag::COPY_DATA), FailedCopyInput::Handle);
     }
 
     #[test]
@@ -902,11 +902,11 @@ mod tests {
         let mut s = ProtocolState::default();
         s.injected_extended_failure();
         for tag in *b"PBDECHdcfQF" {
-            assert!(s.discards(tag), "{}", tag as char);
+            assert!(s.discards(Tag(tag)), "{}", tag as char);
         }
-        assert!(!s.discards(b'S'));
+        assert!(!s.discards(Tag::SYNC));
         s.client_sync();
-        assert!(!s.discards(b'P'));
+        assert!(!s.discards(Tag::PARSE));
     }
 
     #[test]
