@@ -199,6 +199,7 @@ const GAMES: &[Game] = &[
     Game { name: "qualified", options: None, prelude: &[], qualify: true },
     Game { name: "startup pg_catalog then SET public", options: Some("-c search_path=pg_catalog"), prelude: &["SET search_path = public"], qualify: false },
     Game { name: "startup shadow then SET public", options: Some("-c search_path=shadow"), prelude: &["SET search_path TO public"], qualify: false },
+    Game { name: "startup shadow then U&-escaped SET public", options: Some("-c search_path=shadow"), prelude: &["SET U&\"\\0073earch_path\" TO public"], qualify: false },
     Game { name: "startup shadow then set_config", options: Some("-c search_path=shadow"), prelude: &["SELECT set_config('search_path', 'public', false)"], qualify: false },
     Game { name: "startup public,shadow", options: Some("-c search_path=public,shadow"), prelude: &[], qualify: false },
     Game { name: "SET LOCAL shadow committed", options: None, prelude: &["BEGIN", "SET LOCAL search_path = shadow", "COMMIT"], qualify: false },

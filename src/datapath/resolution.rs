@@ -95,6 +95,8 @@ impl Words {
                 (b's', b'c') => &[(b"schema", R)],
                 // "temp" covers "temporary".
                 (b't', b'e') => &[(b"temp", R)],
+                // A Unicode-escaped identifier may spell any of the words above.
+                (b'u', b'&') => &[(b"u&\"", R)],
                 _ => continue,
             };
             for (word, flags) in candidates {
@@ -277,6 +279,7 @@ mod tests {
             "CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT 1'",
             "create or replace view v as select 1",
             "/* c */ Commit",
+            "SET U&\"\\0073earch_path\" TO shadow",
             "BEGIN; SELECT 1; END;",
         ];
         for t in texts {

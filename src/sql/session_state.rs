@@ -55,6 +55,11 @@ pub fn resolution_change(sql: &str) -> ResolutionChange {
     if lower_contains("search_path") || lower_contains("set_config") {
         return ResolutionChange::Now;
     }
+    // A Unicode-escaped identifier (U&"\0073earch_path", U&"r\006Fle") can spell any
+    // of the words below without containing them: read the path again.
+    if lower_contains("u&\"") {
+        return ResolutionChange::Now;
+    }
     let mut end = false;
     for tok in Lexer::new(sql) {
         if tok.kind != TokKind::Word {
@@ -98,6 +103,9 @@ mod tests {
             "DISCARD ALL",
             "SELECT pg_catalog.set_config('search_path', 'evil', false)",
             "SELECT set_config('search_' || 'path', 'x', false)",
+            "SET U&\"\\0073earch_path\" TO shadow",
+            "set u&\"search\\005Fpath\" = shadow",
+            "SET ROLE U&\"\\0061dmin\"",
             "DO $$BEGIN PERFORM set_config('search_path', 'x', false); END$$",
             "SET ROLE app",
             "RESET ROLE",
