@@ -106,6 +106,10 @@ pub struct Config {
     /// How often the policy and keyring files are checked for changes (0: only SIGHUP).
     #[serde(default = "default_reload_poll_ms")]
     pub reload_poll_ms: u64,
+    /// Session worker threads (each a single-threaded runtime; a session stays on one);
+    /// 0: half the CPUs the process may use, at least one (`workers::default_count`).
+    #[serde(default)]
+    pub workers: usize,
 }
 
 /// `admin:`: where the admin HTTP endpoint listens (keep it off the client network).

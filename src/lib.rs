@@ -22,3 +22,4 @@ pub mod session;
 pub mod sql;
 pub mod tls;
 pub mod wire;
+pub mod workers;

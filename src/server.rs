@@ -1,6 +1,7 @@
 //! The listener: accept loop, connection limit, startup checks and graceful shutdown.
 //!
-//! Each connection gets its own task (`session::run`). On SIGTERM/SIGINT the listener
+//! Each connection gets its own task (`session::run`) on one of the session workers
+//! (`workers`: single-threaded runtimes, a session stays on one). On SIGTERM/SIGINT the listener
 //! stops accepting, open sessions get `shutdown_timeout_secs` to finish, and then any
 //! still open are closed with 57P01. The admin endpoint and live reload run beside it
 //! with their own handles (`observe::admin::AdminState`, `observe::reload::Reloader`).
@@ -21,6 +22,7 @@ use crate::observe::admin::{AdminState, Health};
 use crate::observe::reload::Reloader;
 /// Re-exported for the modules that name it through the server.
 pub use crate::session::{Shared, SharedError};
+use crate::workers::Workers;
 
 const LOG: &str = "pgcloak::session";
 
@@ -33,6 +35,8 @@ pub enum ServerError {
     Observe(String),
     #[error("catalog: {0}")]
     Catalog(String),
+    #[error(transparent)]
+    Workers(#[from] crate::workers::WorkersError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: String,
@@ -142,6 +146,8 @@ pub struct Server {
     health: Arc<Health>,
     /// The admin HTTP listener (`admin.listen`), if configured.
     admin: Option<TcpListener>,
+    /// Where sessions run.
+    workers: Workers,
     /// SIGHUP, registered before any listener is bound: a SIGHUP that arrives once a client
     /// can connect must reload, never kill the process (the default action).
     #[cfg(unix)]
@@ -183,6 +189,10 @@ impl Server {
                 })?),
                 None => None,
             };
+        let workers = Workers::start(match shared.config.workers {
+            0 => crate::workers::default_count(),
+            n => n,
+        })?;
         let listener = TcpListener::bind(&addr)
             .await
             .map_err(|source| ServerError::Bind { addr, source })?;
@@ -191,6 +201,7 @@ impl Server {
             shared,
             health,
             admin,
+            workers,
             #[cfg(unix)]
             hup,
         })
@@ -268,15 +279,14 @@ impl Server {
         let listen = self
             .local_addr()
             .map_or_else(|| "?".to_string(), |a| a.to_string());
-        info!(target: LOG, listen = %listen, upstream = %self.shared.upstream.config.display_addr(), "pgcloak listening");
+        info!(target: LOG, listen = %listen, upstream = %self.shared.upstream.config.display_addr(), workers = self.workers.len(), "pgcloak listening");
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 accepted = self.listener.accept() => match accepted {
                     Ok((tcp, peer)) => {
                         backoff = Duration::from_millis(5);
-                        let shared = self.shared.clone();
-                        tracker.spawn(crate::observe::scope(peer, crate::session::run(tcp, peer, shared)));
+                        self.workers.spawn_session(tracker, tcp, peer, self.shared.clone());
                     }
                     Err(e) => {
                         // Out of file descriptors and similar: back off instead of spinning.

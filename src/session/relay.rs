@@ -80,32 +80,16 @@ where
         let mut pos = 0usize;
         let mut stop = false;
         let mut need = 0usize;
-        while rbuf.len() - pos >= 5 {
-            let head = &rbuf[pos..pos + 5];
-            let len = i32::from_be_bytes([head[1], head[2], head[3], head[4]]) as i64;
-            if len < 4 {
-                return Err(SessionError::Wire(WireError::InvalidLength {
-                    tag: head[0] as char,
-                    len,
-                }));
-            }
-            let total = len as usize + 1;
-            if total > max_len {
-                return Err(SessionError::Wire(WireError::TooLarge {
-                    len: total,
-                    limit: max_len,
-                }));
-            }
-            if rbuf.len() - pos < total {
-                need = total - (rbuf.len() - pos);
-                break;
-            }
-            if let Some(mut gate) = handler.gate(&rbuf[pos..pos + total]) {
-                if !wbuf.is_empty() {
-                    writer.write_all(&wbuf).await?;
-                    writer.flush().await?;
-                    wbuf.clear();
+        loop {
+            let total = match next_message(&rbuf[pos..], max_len)? {
+                Next::Whole(total) => total,
+                Next::Short(missing) => {
+                    need = missing;
+                    break;
                 }
+            };
+            if let Some(mut gate) = handler.gate(&rbuf[pos..pos + total]) {
+                write_out(writer, &mut wbuf, None, true).await?;
                 let _ = tokio::time::timeout(GATE_TIMEOUT, gate.wait_for(|n| *n == 0)).await;
             }
             let flow = handler.on_message(&rbuf[pos..pos + total], &mut wbuf)?;
@@ -116,23 +100,12 @@ where
                 break;
             }
             if wbuf.len() >= WRITE_THRESHOLD {
-                if let Some(g) = hold {
-                    g.wait_delivered().await;
-                }
-                writer.write_all(&wbuf).await?;
-                wbuf.clear();
+                write_out(writer, &mut wbuf, hold, false).await?;
             }
         }
         traffic.bytes += pos as u64;
         rbuf.advance(pos);
-        if !wbuf.is_empty() {
-            if let Some(g) = hold {
-                g.wait_delivered().await;
-            }
-            writer.write_all(&wbuf).await?;
-            writer.flush().await?;
-            wbuf.clear();
-        }
+        write_out(writer, &mut wbuf, hold, true).await?;
         if stop {
             return Ok(PumpEnd::Stopped);
         }
@@ -146,6 +119,64 @@ where
             };
         }
     }
+}
+
+/// What the unread bytes of a read buffer start with.
+#[derive(Debug, PartialEq)]
+enum Next {
+    /// A whole message of this many bytes (tag included).
+    Whole(usize),
+    /// Part of one: at least this many more bytes are needed (0: the header is incomplete).
+    Short(usize),
+}
+
+/// Checks the header of the message at the start of `buf`: a length below 4 or a message
+/// over `max_len` is a wire error, before any of it is handled.
+fn next_message(buf: &[u8], max_len: usize) -> Result<Next, SessionError> {
+    let Some(head) = buf.get(..5) else {
+        return Ok(Next::Short(0));
+    };
+    let len = i32::from_be_bytes([head[1], head[2], head[3], head[4]]) as i64;
+    if len < 4 {
+        return Err(SessionError::Wire(WireError::InvalidLength {
+            tag: head[0] as char,
+            len,
+        }));
+    }
+    let total = len as usize + 1;
+    if total > max_len {
+        return Err(SessionError::Wire(WireError::TooLarge {
+            len: total,
+            limit: max_len,
+        }));
+    }
+    Ok(if buf.len() < total {
+        Next::Short(total - buf.len())
+    } else {
+        Next::Whole(total)
+    })
+}
+
+/// Writes what `wbuf` holds (if anything), first waiting for a cancel being delivered
+/// (`hold`), and flushes when `flush`.
+async fn write_out<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    wbuf: &mut BytesMut,
+    hold: Option<&CancelGate>,
+    flush: bool,
+) -> Result<(), SessionError> {
+    if wbuf.is_empty() {
+        return Ok(());
+    }
+    if let Some(g) = hold {
+        g.wait_delivered().await;
+    }
+    writer.write_all(wbuf).await?;
+    if flush {
+        writer.flush().await?;
+    }
+    wbuf.clear();
+    Ok(())
 }
 
 /// Client → upstream, for the proxy core: every valid frontend message goes
@@ -264,6 +295,38 @@ mod tests {
         assert!(matches!(
             r,
             Err(SessionError::Wire(WireError::TooLarge { .. }))
+        ));
+    }
+
+    #[test]
+    fn message_headers_are_checked_before_the_body_arrives() {
+        assert_eq!(next_message(b"", 100).unwrap(), Next::Short(0));
+        assert_eq!(next_message(b"Q\0\0", 100).unwrap(), Next::Short(0));
+        assert_eq!(next_message(b"Q\0\0\0\x06a", 100).unwrap(), Next::Short(1));
+        assert_eq!(next_message(b"Q\0\0\0\x06ab", 100).unwrap(), Next::Whole(7));
+        assert_eq!(
+            next_message(b"Q\0\0\0\x06abQ", 100).unwrap(),
+            Next::Whole(7)
+        );
+        assert_eq!(next_message(b"S\0\0\0\x04", 100).unwrap(), Next::Whole(5));
+        assert!(matches!(
+            next_message(b"Q\0\0\0\x03", 100),
+            Err(SessionError::Wire(WireError::InvalidLength {
+                tag: 'Q',
+                len: 3
+            }))
+        ));
+        assert!(matches!(
+            next_message(b"Q\xff\xff\xff\xff", 100),
+            Err(SessionError::Wire(WireError::InvalidLength { len: -1, .. }))
+        ));
+        // Refused from the header alone, before the body is read.
+        assert!(matches!(
+            next_message(b"d\0\0\0\x64", 100),
+            Err(SessionError::Wire(WireError::TooLarge {
+                len: 101,
+                limit: 100
+            }))
         ));
     }
 
