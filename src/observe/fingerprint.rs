@@ -108,116 +108,149 @@ fn is_tag_char(c: u8) -> bool {
 /// strings (standard_conforming_strings = off).
 fn mark_hidden(b: &[u8], plain_backslash: bool, hidden: &mut [bool]) {
     let n = b.len();
-    let mut mark = |from: usize, to: usize| {
-        for h in &mut hidden[from..to.min(n)] {
-            *h = true;
-        }
-    };
     let mut i = 0;
     while i < n {
-        let c = b[i];
-        let next = b.get(i + 1).copied();
-        let prev_ident = i > 0 && is_ident(b[i - 1]);
-        match c {
-            0 => {
-                // A literal the analyser's fingerprint already stripped: `\0` + kind letter.
-                mark(i, i + 2);
-                i += 2;
+        let lexeme = lexeme_at(b, i, plain_backslash);
+        if lexeme.hidden {
+            for h in &mut hidden[i..lexeme.end.min(n)] {
+                *h = true;
             }
-            b'-' if next == Some(b'-') => {
-                let end = b[i..].iter().position(|&x| x == b'\n').map_or(n, |p| i + p);
-                mark(i, end);
-                i = end;
+        }
+        i = lexeme.end;
+    }
+}
+
+/// One lexeme as [`mark_hidden`] reads it: where it ends (exclusive, always past its
+/// start) and whether it is hidden.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Lexeme {
+    end: usize,
+    hidden: bool,
+}
+
+impl Lexeme {
+    /// A literal, number or comment ending at `end`.
+    fn hidden(end: usize) -> Lexeme {
+        Lexeme { end, hidden: true }
+    }
+
+    /// Code (identifier, keyword, operator, `$n`) ending at `end`.
+    fn shown(end: usize) -> Lexeme {
+        Lexeme { end, hidden: false }
+    }
+}
+
+/// The lexeme starting at `i` and whether it is hidden, one case per lexeme kind.
+fn lexeme_at(b: &[u8], i: usize, plain_backslash: bool) -> Lexeme {
+    let c = b[i];
+    let next = b.get(i + 1).copied();
+    let prev_ident = i > 0 && is_ident(b[i - 1]);
+    match c {
+        // A literal the analyser's fingerprint already stripped: `\0` + kind letter.
+        0 => Lexeme::hidden(i + 2),
+        b'-' if next == Some(b'-') => Lexeme::hidden(line_comment_end(b, i)),
+        b'/' if next == Some(b'*') => Lexeme::hidden(block_comment_end(b, i)),
+        // A quoted identifier: shown, but its quotes must not start a string.
+        b'"' => Lexeme::shown(quoted_ident_end(b, i)),
+        b'\'' => Lexeme::hidden(string_end(b, i, plain_backslash || has_e_prefix(b, i))),
+        b'$' if !prev_ident => dollar_lexeme(b, i),
+        b'0'..=b'9' if !prev_ident => Lexeme::hidden(number_end(b, i)),
+        b'.' if !prev_ident && next.is_some_and(|d| d.is_ascii_digit()) => {
+            Lexeme::hidden(number_end(b, i + 1))
+        }
+        _ if is_ident(c) => Lexeme::shown(ident_end(b, i)),
+        _ => Lexeme::shown(i + 1),
+    }
+}
+
+/// The end of a `-- …` comment starting at `start`: the next newline (kept) or the end.
+fn line_comment_end(b: &[u8], start: usize) -> usize {
+    b[start..]
+        .iter()
+        .position(|&x| x == b'\n')
+        .map_or(b.len(), |p| start + p)
+}
+
+/// The end of a `/* … */` comment starting at `start`, counting nested comments; the
+/// end of the text when unterminated.
+fn block_comment_end(b: &[u8], start: usize) -> usize {
+    let mut depth = 0usize;
+    let mut j = start;
+    while j < b.len() {
+        if b[j] == b'/' && b.get(j + 1) == Some(&b'*') {
+            depth += 1;
+            j += 2;
+        } else if b[j] == b'*' && b.get(j + 1) == Some(&b'/') {
+            depth -= 1;
+            j += 2;
+            if depth == 0 {
+                break;
             }
-            b'/' if next == Some(b'*') => {
-                let mut depth = 0usize;
-                let mut j = i;
-                while j < n {
-                    if b[j] == b'/' && b.get(j + 1) == Some(&b'*') {
-                        depth += 1;
-                        j += 2;
-                    } else if b[j] == b'*' && b.get(j + 1) == Some(&b'/') {
-                        depth -= 1;
-                        j += 2;
-                        if depth == 0 {
-                            break;
-                        }
-                    } else {
-                        j += 1;
-                    }
-                }
-                mark(i, j);
-                i = j;
-            }
-            b'"' => {
-                // A quoted identifier: shown, but its quotes must not start a string.
-                let mut j = i + 1;
-                while j < n {
-                    if b[j] == b'"' {
-                        if b.get(j + 1) == Some(&b'"') {
-                            j += 2;
-                            continue;
-                        }
-                        j += 1;
-                        break;
-                    }
-                    j += 1;
-                }
-                i = j.max(i + 1);
-            }
-            b'\'' => {
-                // E'…' (the prefix was read as an identifier just before) escapes with backslashes.
-                let e_prefix =
-                    i > 0 && matches!(b[i - 1], b'e' | b'E') && (i < 2 || !is_ident(b[i - 2]));
-                let escapes = plain_backslash || e_prefix;
-                let end = string_end(b, i, escapes);
-                mark(i, end);
-                i = end;
-            }
-            b'$' if !prev_ident => {
-                if next.is_some_and(|d| d.is_ascii_digit()) {
-                    // $n parameter: shown.
-                    i += 1;
-                    while i < n && b[i].is_ascii_digit() {
-                        i += 1;
-                    }
-                    continue;
-                }
-                let mut j = i + 1;
-                while j < n && is_tag_char(b[j]) {
-                    j += 1;
-                }
-                if j < n && b[j] == b'$' {
-                    let delim = &b[i..=j];
-                    let body = j + 1;
-                    let end = b[body..]
-                        .windows(delim.len())
-                        .position(|w| w == delim)
-                        .map_or(n, |p| body + p + delim.len());
-                    mark(i, end);
-                    i = end;
-                } else {
-                    i += 1;
-                }
-            }
-            b'0'..=b'9' if !prev_ident => {
-                let end = number_end(b, i);
-                mark(i, end);
-                i = end;
-            }
-            b'.' if !prev_ident && next.is_some_and(|d| d.is_ascii_digit()) => {
-                let end = number_end(b, i + 1);
-                mark(i, end);
-                i = end;
-            }
-            _ if is_ident(c) => {
-                while i < n && is_ident(b[i]) {
-                    i += 1;
-                }
-            }
-            _ => i += 1,
+        } else {
+            j += 1;
         }
     }
+    j
+}
+
+/// The end of a `"…"` identifier starting at `start` (`""` inside is an escaped quote).
+fn quoted_ident_end(b: &[u8], start: usize) -> usize {
+    let mut j = start + 1;
+    while j < b.len() {
+        if b[j] == b'"' {
+            if b.get(j + 1) == Some(&b'"') {
+                j += 2;
+                continue;
+            }
+            j += 1;
+            break;
+        }
+        j += 1;
+    }
+    j.max(start + 1)
+}
+
+/// Whether the quote at `quote` opens an `E'…'` string (backslash escapes): an `e`/`E`
+/// just before it that is a word of its own.
+fn has_e_prefix(b: &[u8], quote: usize) -> bool {
+    quote > 0 && matches!(b[quote - 1], b'e' | b'E') && (quote < 2 || !is_ident(b[quote - 2]))
+}
+
+/// The lexeme at a `$` that does not continue an identifier: a `$n` parameter (shown), a
+/// `$tag$…$tag$` string up to its closing tag or the end (hidden), or a lone `$` (shown).
+fn dollar_lexeme(b: &[u8], start: usize) -> Lexeme {
+    let n = b.len();
+    if b.get(start + 1).is_some_and(|d| d.is_ascii_digit()) {
+        let mut i = start + 1;
+        while i < n && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        return Lexeme::shown(i);
+    }
+    let mut j = start + 1;
+    while j < n && is_tag_char(b[j]) {
+        j += 1;
+    }
+    if j < n && b[j] == b'$' {
+        let delim = &b[start..=j];
+        let body = j + 1;
+        let end = b[body..]
+            .windows(delim.len())
+            .position(|w| w == delim)
+            .map_or(n, |p| body + p + delim.len());
+        Lexeme::hidden(end)
+    } else {
+        Lexeme::shown(start + 1)
+    }
+}
+
+/// The end of the identifier or keyword starting at `start`.
+fn ident_end(b: &[u8], start: usize) -> usize {
+    let mut j = start;
+    while j < b.len() && is_ident(b[j]) {
+        j += 1;
+    }
+    j
 }
 
 /// The end (exclusive) of the string literal whose opening quote is at `start`.
@@ -327,6 +360,57 @@ mod tests {
             ("SELECT tên1 FROM t", "SELECT tên1 FROM t"),
         ] {
             assert_eq!(redact_sql(sql), want);
+        }
+    }
+
+    #[test]
+    fn each_lexeme_kind_ends_where_postgres_ends_it() {
+        let hidden = Lexeme::hidden;
+        let shown = Lexeme::shown;
+        for (sql, at, plain_backslash, want) in [
+            ("\0sx", 0, false, hidden(2)),
+            ("-- x\ny", 0, false, hidden(4)),
+            ("/* /* */ */x", 0, false, hidden(11)),
+            ("/* open", 0, false, hidden(7)),
+            ("\"a\"\"b\"c", 0, false, shown(6)),
+            ("'a\\'b'c", 0, false, hidden(4)),
+            ("'a\\'b'c", 0, true, hidden(6)),
+            ("E'a\\'b'c", 1, false, hidden(7)),
+            ("se'a\\'b'c", 2, false, hidden(6)),
+            ("$12x", 0, false, shown(3)),
+            ("$q$a$b$q$c", 0, false, hidden(9)),
+            ("$q$open", 0, false, hidden(7)),
+            ("$ x", 0, false, shown(1)),
+            ("12e-3x", 0, false, hidden(6)),
+            (".5)", 0, false, hidden(2)),
+            ("a$b$c $1", 0, false, shown(5)),
+            ("a1", 1, false, shown(2)),
+            ("<=", 0, false, shown(1)),
+        ] {
+            assert_eq!(
+                lexeme_at(sql.as_bytes(), at, plain_backslash),
+                want,
+                "{sql:?} at {at}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_lexeme_ends_past_its_start() {
+        for sql in SPELLINGS
+            .iter()
+            .copied()
+            .chain(["\0", "$", "-", "/*", "\"", "E'"])
+        {
+            let b = sql.as_bytes();
+            for at in 0..b.len() {
+                for plain_backslash in [false, true] {
+                    assert!(
+                        lexeme_at(b, at, plain_backslash).end > at,
+                        "{sql:?} at {at}"
+                    );
+                }
+            }
         }
     }
 

@@ -7,6 +7,7 @@
 //! SCRAM-SHA-256-PLUS is removed from the mechanisms offered: channel binding
 //! cannot cross a proxy that terminates TLS.
 
+use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
 
 use crate::net::{ClientStream, UpstreamStream};
@@ -56,6 +57,8 @@ pub struct Established {
 /// Largest SASL/password message accepted from the client.
 const MAX_AUTH_MESSAGE: usize = 8 * 1024;
 
+/// Runs the login through pgcloak: upstream's authentication exchange relayed both ways,
+/// then upstream's startup messages up to the first ReadyForQuery.
 pub async fn relay_auth(
     client: &mut ClientStream,
     client_rd: &mut FrameReader,
@@ -71,88 +74,23 @@ pub async fn relay_auth(
             .ok_or(SessionError::UpstreamGone)?;
         match frame.message_tag() {
             Tag::AUTHENTICATION => {
-                let req = AuthRequest::decode(&frame)?;
-                let expects_answer = match &req {
-                    AuthRequest::Ok => {
-                        client.write_all(frame.as_bytes()).await?;
-                        break;
+                let step = relay_step(&AuthRequest::decode(&frame)?)?;
+                if let Some(shown) = step.method {
+                    method = shown;
+                }
+                let to_client = step.rewritten.as_ref().unwrap_or(frame.as_bytes());
+                client.write_all(to_client).await?;
+                match step.then {
+                    Then::Admitted => break,
+                    Then::UpstreamContinues => client.flush().await?,
+                    Then::ClientAnswers => {
+                        client.flush().await?;
+                        relay_client_answer(client, client_rd, upstream).await?;
                     }
-                    AuthRequest::Cleartext => {
-                        method = AuthMethod::Cleartext;
-                        client.write_all(frame.as_bytes()).await?;
-                        true
-                    }
-                    AuthRequest::Md5 { .. } => {
-                        method = AuthMethod::Md5;
-                        client.write_all(frame.as_bytes()).await?;
-                        true
-                    }
-                    AuthRequest::Sasl { mechanisms } => {
-                        method = AuthMethod::Scram;
-                        let offered: Vec<String> = mechanisms
-                            .iter()
-                            .filter(|m| !m.ends_with("-PLUS"))
-                            .cloned()
-                            .collect();
-                        if offered.is_empty() {
-                            return Err(SessionError::Refused(PgError::fatal(
-                                "28000",
-                                "upstream offers only SASL mechanisms with channel binding, \
-                                 which cannot be relayed through pgcloak",
-                            )));
-                        }
-                        let msg = AuthRequest::Sasl {
-                            mechanisms: offered,
-                        }
-                        .encode();
-                        client.write_all(&msg).await?;
-                        true
-                    }
-                    AuthRequest::SaslContinue(_) => {
-                        client.write_all(frame.as_bytes()).await?;
-                        true
-                    }
-                    AuthRequest::SaslFinal(_) => {
-                        client.write_all(frame.as_bytes()).await?;
-                        false
-                    }
-                    AuthRequest::Other(code) => {
-                        return Err(SessionError::Refused(PgError::fatal(
-                            "28000",
-                            format!(
-                                "upstream requested authentication method {code}, which pgcloak \
-                                 cannot relay (supported: password, md5, scram-sha-256, trust)"
-                            ),
-                        )));
-                    }
-                };
-                client.flush().await?;
-                if expects_answer {
-                    let answer = client_rd
-                        .next(client)
-                        .await
-                        .map_err(|_| SessionError::ClientGone)?
-                        .ok_or(SessionError::ClientGone)?;
-                    if answer.message_tag() != Tag::PASSWORD_MESSAGE {
-                        return Err(SessionError::Protocol(
-                            "expected a password or SASL response message",
-                        ));
-                    }
-                    if answer.len() > MAX_AUTH_MESSAGE {
-                        return Err(SessionError::Protocol("authentication message too large"));
-                    }
-                    upstream.write_all(answer.as_bytes()).await?;
-                    upstream.flush().await?;
                 }
             }
-            Tag::ERROR_RESPONSE => {
-                // Upstream refused the login: the client gets upstream's own error.
-                client.write_all(frame.as_bytes()).await?;
-                client.flush().await?;
-                return Err(SessionError::AuthFailed {
-                    sqlstate: crate::wire::messages::error_code(&frame),
-                });
-            }
+            // Upstream refused the login: the client gets upstream's own error.
+            Tag::ERROR_RESPONSE => return Err(relay_refusal(client, &frame).await),
             Tag::NOTICE_RESPONSE => {
                 client.write_all(frame.as_bytes()).await?;
             }
@@ -175,13 +113,120 @@ pub async fn relay_auth(
     };
     match read_startup_messages(upstream, upstream_rd, &mut established).await? {
         StartupEnd::Ready => Ok(established),
-        StartupEnd::Refused(frame) => {
-            client.write_all(frame.as_bytes()).await?;
-            client.flush().await?;
-            Err(SessionError::AuthFailed {
-                sqlstate: crate::wire::messages::error_code(&frame),
-            })
+        StartupEnd::Refused(frame) => Err(relay_refusal(client, &frame).await),
+    }
+}
+
+/// How one Authentication request from upstream is passed on to the client.
+#[derive(Debug, PartialEq, Eq)]
+struct RelayStep {
+    /// The password method the request shows upstream is using (None: no change).
+    method: Option<AuthMethod>,
+    /// What the client gets instead of upstream's own message, if anything.
+    rewritten: Option<Bytes>,
+    /// What happens once the client has the message.
+    then: Then,
+}
+
+/// What follows an Authentication request relayed to the client.
+#[derive(Debug, PartialEq, Eq)]
+enum Then {
+    /// AuthenticationOk: the exchange is over (sent without a flush; the startup
+    /// messages follow).
+    Admitted,
+    /// The client answers with a password or SASL message, relayed upstream.
+    ClientAnswers,
+    /// Upstream speaks next (after SASL final).
+    UpstreamContinues,
+}
+
+/// Decides how one Authentication request is relayed: which method it shows, whether the
+/// SASL offer is narrowed to mechanisms without channel binding, and who speaks next.
+fn relay_step(request: &AuthRequest) -> Result<RelayStep, SessionError> {
+    let (method, rewritten, then) = match request {
+        AuthRequest::Ok => (None, None, Then::Admitted),
+        AuthRequest::Cleartext => (Some(AuthMethod::Cleartext), None, Then::ClientAnswers),
+        AuthRequest::Md5 { .. } => (Some(AuthMethod::Md5), None, Then::ClientAnswers),
+        AuthRequest::Sasl { mechanisms } => (
+            Some(AuthMethod::Scram),
+            Some(sasl_offer_without_binding(mechanisms)?),
+            Then::ClientAnswers,
+        ),
+        AuthRequest::SaslContinue(_) => (None, None, Then::ClientAnswers),
+        AuthRequest::SaslFinal(_) => (None, None, Then::UpstreamContinues),
+        AuthRequest::Other(code) => {
+            return Err(SessionError::Refused(PgError::fatal(
+                "28000",
+                format!(
+                    "upstream requested authentication method {code}, which pgcloak \
+                     cannot relay (supported: password, md5, scram-sha-256, trust)"
+                ),
+            )));
         }
+    };
+    Ok(RelayStep {
+        method,
+        rewritten,
+        then,
+    })
+}
+
+/// Upstream's SASL offer with the `-PLUS` (channel binding) mechanisms removed; refused
+/// when nothing is left.
+fn sasl_offer_without_binding(mechanisms: &[String]) -> Result<Bytes, SessionError> {
+    let offered: Vec<String> = mechanisms
+        .iter()
+        .filter(|m| !m.ends_with("-PLUS"))
+        .cloned()
+        .collect();
+    if offered.is_empty() {
+        return Err(SessionError::Refused(PgError::fatal(
+            "28000",
+            "upstream offers only SASL mechanisms with channel binding, \
+             which cannot be relayed through pgcloak",
+        )));
+    }
+    Ok(AuthRequest::Sasl {
+        mechanisms: offered,
+    }
+    .encode())
+}
+
+/// Relays the client's answer (a password or SASL message, bounded in size) upstream.
+async fn relay_client_answer(
+    client: &mut ClientStream,
+    client_rd: &mut FrameReader,
+    upstream: &mut UpstreamStream,
+) -> Result<(), SessionError> {
+    let answer = client_rd
+        .next(client)
+        .await
+        .map_err(|_| SessionError::ClientGone)?
+        .ok_or(SessionError::ClientGone)?;
+    if answer.message_tag() != Tag::PASSWORD_MESSAGE {
+        return Err(SessionError::Protocol(
+            "expected a password or SASL response message",
+        ));
+    }
+    if answer.len() > MAX_AUTH_MESSAGE {
+        return Err(SessionError::Protocol("authentication message too large"));
+    }
+    upstream.write_all(answer.as_bytes()).await?;
+    upstream.flush().await?;
+    Ok(())
+}
+
+/// Relays upstream's ErrorResponse to the client; the error is the failed login, or the
+/// I/O error that stopped the relay.
+async fn relay_refusal(client: &mut ClientStream, frame: &Frame) -> SessionError {
+    if let Err(e) = client.write_all(frame.as_bytes()).await {
+        return e.into();
+    }
+    if let Err(e) = client.flush().await {
+        return e.into();
+    }
+    SessionError::AuthFailed {
+        sqlstate: crate::wire::messages::error_code(frame),
     }
 }
 
@@ -224,5 +269,72 @@ pub(super) async fn read_startup_messages(
                 ))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(request: AuthRequest) -> RelayStep {
+        match relay_step(&request) {
+            Ok(step) => step,
+            Err(e) => panic!("{request:?} refused: {e}"),
+        }
+    }
+
+    fn refused_code(request: AuthRequest) -> &'static str {
+        match relay_step(&request) {
+            Err(SessionError::Refused(e)) => e.code,
+            other => panic!("{request:?} not refused: {:?}", other.ok()),
+        }
+    }
+
+    #[test]
+    fn each_request_sets_the_method_and_who_speaks_next() {
+        let passed_on = |method, then| RelayStep {
+            method,
+            rewritten: None,
+            then,
+        };
+        for (request, want) in [
+            (AuthRequest::Ok, passed_on(None, Then::Admitted)),
+            (
+                AuthRequest::Cleartext,
+                passed_on(Some(AuthMethod::Cleartext), Then::ClientAnswers),
+            ),
+            (
+                AuthRequest::Md5 { salt: [9; 4] },
+                passed_on(Some(AuthMethod::Md5), Then::ClientAnswers),
+            ),
+            (
+                AuthRequest::SaslContinue(Bytes::from_static(b"r=x")),
+                passed_on(None, Then::ClientAnswers),
+            ),
+            (
+                AuthRequest::SaslFinal(Bytes::from_static(b"v=x")),
+                passed_on(None, Then::UpstreamContinues),
+            ),
+        ] {
+            assert_eq!(step(request), want);
+        }
+        assert_eq!(refused_code(AuthRequest::Other(7)), "28000");
+    }
+
+    #[test]
+    fn the_sasl_offer_loses_its_channel_binding_mechanisms() {
+        let offer = step(AuthRequest::Sasl {
+            mechanisms: vec!["SCRAM-SHA-256-PLUS".into(), "SCRAM-SHA-256".into()],
+        });
+        let narrowed = AuthRequest::Sasl {
+            mechanisms: vec!["SCRAM-SHA-256".into()],
+        };
+        assert_eq!(offer.method, Some(AuthMethod::Scram));
+        assert_eq!(offer.rewritten, Some(narrowed.encode()));
+        assert_eq!(offer.then, Then::ClientAnswers);
+        let only_plus = AuthRequest::Sasl {
+            mechanisms: vec!["SCRAM-SHA-256-PLUS".into()],
+        };
+        assert_eq!(refused_code(only_plus), "28000");
     }
 }
