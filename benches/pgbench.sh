@@ -25,8 +25,9 @@
 # Encrypted mode (MODES=encrypted, or add it to MODES): a custom script, INSERT of three
 # values plus SELECT by deterministic equality, on a table whose 3 columns are encrypted
 # (2 deterministic, 1 randomized) through the pgcloak with a policy, against the same script
-# on an identical plaintext table through that pgcloak and directly. Target: encrypted
-# >= 0.85x plaintext-through-pgcloak, plaintext-through-pgcloak >= 0.8x direct.
+# on an identical plaintext table through that pgcloak, through pgbouncer and directly.
+# Targets: encrypted >= 0.85x plaintext-through-pgcloak, plaintext-through-pgcloak >= 0.8x
+# direct; the pgbouncer row shows what the extra hop alone costs on this machine.
 # ENC_PROTOCOL (default prepared) is the pgbench -M mode of that script; each contender has
 # its own table, preloaded alike.
 #
@@ -144,7 +145,7 @@ as_postgres pgbouncer -d -q "$WORK/bouncer/pgbouncer.ini"
 
 # --- the protected tables (people_enc is under the policy; the others are plain) ---------
 # They exist from the start, so the pass-through rows run with a policy table in the database.
-for t in people_direct people_plain; do
+for t in people_direct people_bouncer people_plain; do
     psql_admin -d bench -c "CREATE TABLE $t (id bigserial PRIMARY KEY, phone text, email text, nid text);
         CREATE INDEX ON $t (phone); GRANT ALL ON $t, ${t}_id_seq TO bench;
         INSERT INTO $t (phone, email, nid) SELECT g, g, g FROM generate_series(1, $ENC_ROWS) g"
@@ -346,7 +347,7 @@ loaded=$(psql_admin -d bench -At -c "SELECT count(*) FROM people_enc WHERE subst
 [ "$loaded" = "$ENC_ROWS" ] || { echo "people_enc holds $loaded envelopes, expected $ENC_ROWS" >&2; exit 1; }
 psql_admin -d bench -c "ANALYZE people_enc"
 
-for t in people_direct people_plain people_enc; do
+for t in people_direct people_bouncer people_plain people_enc; do
     cat >"$WORK/$t.sql" <<SQL
 \set k random(1, $ENC_ROWS)
 INSERT INTO $t (phone, email, nid) VALUES (:k, :k, :k);
@@ -368,17 +369,21 @@ run_script() {
 ENC_RESULTS="$WORK/enc_rounds.tsv"
 : >"$ENC_RESULTS"
 : >"$LOADS"
-ENC_TARGETS=(direct plain enc)
-declare -A ENC_PORT_OF=([direct]=$PG_PORT [plain]=$ENC_PORT [enc]=$ENC_PORT)
-declare -A ENC_TABLE=([direct]=people_direct [plain]=people_plain [enc]=people_enc)
+ENC_TARGETS=(direct bouncer plain enc)
+declare -A ENC_PORT_OF=([direct]=$PG_PORT [bouncer]=$BOUNCER_PORT [plain]=$ENC_PORT [enc]=$ENC_PORT)
+declare -A ENC_TABLE=([direct]=people_direct [bouncer]=people_bouncer [plain]=people_plain [enc]=people_enc)
+declare -A ENC_PROXY=([direct]="" [bouncer]=$BOUNCER_PID [plain]=$ENC_PID [enc]=$ENC_PID)
 for round in $(seq 1 "$ROUNDS"); do
     declare -A TPS=() CPU=() SCPU=()
-    for i in 0 1 2; do
-        target=${ENC_TARGETS[$(((i + round) % 3))]}
-        before=$(proc_ticks "$ENC_PID")
+    for i in 0 1 2 3; do
+        target=${ENC_TARGETS[$(((i + round) % 4))]}
+        proxy=${ENC_PROXY[$target]}
+        before=0
+        [ -n "$proxy" ] && before=$(proc_ticks "$proxy")
         sbefore=$(server_ticks)
         read -r tps txns failed < <(run_script "${ENC_PORT_OF[$target]}" "$WORK/${ENC_TABLE[$target]}.sql") || true
-        after=$(proc_ticks "$ENC_PID")
+        after=0
+        [ -n "$proxy" ] && after=$(proc_ticks "$proxy")
         if [ -z "${tps:-}" ] || [ -z "${txns:-}" ]; then
             echo "encrypted $target round $round: pgbench failed" >&2
             exit 1
@@ -394,8 +399,8 @@ for round in $(seq 1 "$ROUNDS"); do
         echo "mode=encrypted round=$round target=$target tps=$tps txns=$txns" >&2
     done
     cut -d' ' -f1 /proc/loadavg >>"$LOADS"
-    printf 'encrypted\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "${TPS[direct]}" "${TPS[plain]}" "${TPS[enc]}" \
-        "${CPU[plain]}" "${CPU[enc]}" "${SCPU[direct]}" "${SCPU[plain]}" "${SCPU[enc]}" >>"$ENC_RESULTS"
+    printf 'encrypted\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "${TPS[direct]}" "${TPS[plain]}" "${TPS[enc]}" \
+        "${CPU[plain]}" "${CPU[enc]}" "${SCPU[direct]}" "${SCPU[plain]}" "${SCPU[enc]}" "${TPS[bouncer]}" "${CPU[bouncer]}" >>"$ENC_RESULTS"
     unset TPS CPU SCPU
 done
 
@@ -410,14 +415,15 @@ echo "## Encrypted workload: INSERT + SELECT by deterministic equality, 3 encryp
 echo
 echo "Load average (1 min) after each round: min $(sort -g "$LOADS" | head -1), median $(median <"$LOADS"), max $(sort -g "$LOADS" | tail -1)"
 echo
-echo "| direct tps (plain table) | pgcloak tps (plain table) | pgcloak tps (encrypted) | encrypted/plain via pgcloak | plain via pgcloak/direct | pgcloak CPU µs/txn plain | pgcloak CPU µs/txn encrypted | server CPU µs/txn direct / plain / encrypted |"
-echo "|---:|---:|---:|---:|---:|---:|---:|---|"
-printf '| %.0f | %.0f | %.0f | %.2f | %.2f | %.1f | %.1f | %.1f / %.1f / %.1f |\n' \
-    "$(ecol 3 | median)" "$(ecol 4 | median)" "$(ecol 5 | median)" \
-    "$(eratio 5 4 | median)" "$(eratio 4 3 | median)" "$(ecol 6 | median)" "$(ecol 7 | median)" \
+echo "| direct tps (plain table) | pgbouncer tps (plain table) | pgcloak tps (plain table) | pgcloak tps (encrypted) | encrypted/plain via pgcloak | plain via pgcloak/direct | plain via pgbouncer/direct | CPU µs/txn pgbouncer plain / pgcloak plain / pgcloak encrypted | server CPU µs/txn direct / plain / encrypted |"
+echo "|---:|---:|---:|---:|---:|---:|---:|---|---|"
+printf '| %.0f | %.0f | %.0f | %.0f | %.2f | %.2f | %.2f | %.1f / %.1f / %.1f | %.1f / %.1f / %.1f |\n' \
+    "$(ecol 3 | median)" "$(ecol 11 | median)" "$(ecol 4 | median)" "$(ecol 5 | median)" \
+    "$(eratio 5 4 | median)" "$(eratio 4 3 | median)" "$(eratio 11 3 | median)" \
+    "$(ecol 12 | median)" "$(ecol 6 | median)" "$(ecol 7 | median)" \
     "$(ecol 8 | median)" "$(ecol 9 | median)" "$(ecol 10 | median)"
 echo
 echo '```'
-printf 'mode\tround\tdirect\tpgcloak_plain\tpgcloak_encrypted\tcpu_us_plain\tcpu_us_encrypted\tsrv_direct\tsrv_plain\tsrv_encrypted\n'
+printf 'mode\tround\tdirect\tpgcloak_plain\tpgcloak_encrypted\tcpu_us_plain\tcpu_us_encrypted\tsrv_direct\tsrv_plain\tsrv_encrypted\tpgbouncer_plain\tcpu_us_pgbouncer\n'
 cat "$ENC_RESULTS"
 echo '```'
