@@ -239,7 +239,7 @@ fn honeytoken_plant(config: PathBuf, database: String, table: String, count: usi
     let Some(runtime) = runtime(false) else {
         return ExitCode::from(2);
     };
-    match runtime.block_on(pgcloak::guard::plant::plant(
+    match runtime.block_on(pgcloak::lifecycle::plant::plant(
         &config, &database, &table, count,
     )) {
         Ok(yaml) => {

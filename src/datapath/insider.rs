@@ -8,7 +8,12 @@
 //! `on_honeytoken: deny`, fails the statement there, so no row beyond the quota and
 //! no half row leaves pgcloak. [`searched`] does the same for a value encrypted for
 //! the server (an equality search or a write naming a decoy).
+//!
+//! The guard decides (quota ledger, decoy match, the policy's action); this module
+//! reports what it decided: a warning on `pgcloak::guard` and an audit event naming
+//! the session, never a value.
 
+use crate::guard::{GuardError, HoneytokenTouch};
 use crate::observe::Sink;
 use crate::policy::{ColumnRef, RoleName, View};
 
@@ -65,7 +70,7 @@ impl<'a> RowGuard<'a> {
             crate::observe::record(sink);
         }
         if let Some((col, how)) = self.touched {
-            crate::guard::honeytoken_touched(&self.prot.policy, col, how)?;
+            report_honeytoken(crate::guard::honeytoken_touched(&self.prot.policy, col, how))?;
         }
         if self.plaintext.is_empty() || current.policy.guard().quotas.is_empty() {
             return Ok(());
@@ -81,7 +86,10 @@ impl<'a> RowGuard<'a> {
                 })
                 .collect()
         };
-        crate::guard::charge(&current.policy, roles, &counts)?;
+        if let Err(e) = crate::guard::charge(&current.policy, roles, &counts) {
+            report_quota(&e);
+            return Err(e.into());
+        }
         Ok(())
     }
 }
@@ -97,7 +105,35 @@ pub(super) fn searched(
     if prot.guard.watches(col) && prot.guard.is_honeytoken(col, canonical) {
         // The guard's audit event names the statement: record it first.
         crate::observe::record(sink);
-        crate::guard::honeytoken_touched(&prot.policy, col, "search")?;
+        report_honeytoken(crate::guard::honeytoken_touched(&prot.policy, col, "search"))?;
     }
     Ok(())
+}
+
+/// Logs and audits a decoy touched; `Err` when the policy denies.
+fn report_honeytoken(t: HoneytokenTouch) -> Result<(), GuardError> {
+    let who = crate::observe::session::identity();
+    tracing::warn!(target: "pgcloak::guard", column = %t.column, how = t.how, role = %who.role,
+        session = who.session, client_addr = %who.client,
+        fingerprint = who.fingerprint.as_deref().unwrap_or(""), deny = t.deny,
+        "honeytoken touched: a decoy value no legitimate workflow reads");
+    crate::observe::audit::honeytoken(&who, &t.column, t.how, t.deny);
+    t.outcome()
+}
+
+/// Logs and audits a quota refusal.
+fn report_quota(e: &GuardError) {
+    if let GuardError::QuotaExceeded {
+        quota,
+        role,
+        max_values,
+        window,
+    } = e
+    {
+        let who = crate::observe::session::identity();
+        tracing::warn!(target: "pgcloak::guard", quota = %quota, quota_role = %role,
+            login = %who.role, session = who.session, client_addr = %who.client,
+            max_values = *max_values, window = %window, "decryption quota exceeded: statement refused");
+        crate::observe::audit::quota_denied(&who, quota, role, *max_values, window);
+    }
 }

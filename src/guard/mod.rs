@@ -4,14 +4,16 @@
 //! The core is pure ([`quota::Ledger`], [`honeytoken::Matcher`]); this
 //! module adds the process-wide state the data path calls into: one ledger shared by
 //! every session of the instance (a `Mutex<Ledger>` touched once per result row that
-//! carries plaintext of a quota's columns), and the reporting of what the guard saw
-//! (metrics, audit events, WARN logs). Nothing here ever records a value.
+//! carries plaintext of a quota's columns) and its metrics. The guard decides and
+//! returns what it decided ([`GuardError`], [`HoneytokenTouch`]); the data path
+//! (`datapath::insider`) logs and audits it, so this module needs nothing of `observe`.
+//! `pgcloak honeytoken plant`, the shell part, is `lifecycle::plant`. Nothing here ever
+//! records a value.
 //!
 //! Quotas are read from the policy in force at each row, so a reload applies to open
 //! sessions; usage is kept by quota name, so it survives the reload.
 
 pub mod honeytoken;
-pub mod plant;
 pub mod quota;
 
 use std::sync::{Mutex, OnceLock};
@@ -30,6 +32,8 @@ pub enum GuardError {
     )]
     QuotaExceeded {
         quota: String,
+        /// The role the quota is set on (the session's login or one it is a member of).
+        role: String,
         max_values: u64,
         window: String,
     },
@@ -182,44 +186,51 @@ pub fn charge(
                 .unwrap_or_default();
             metrics::counter!(QUOTA_DENIALS, "role" => role.clone(), "quota" => e.quota.clone())
                 .increment(1);
-            let window = window_text(e.window);
-            let who = crate::observe::session::identity();
-            tracing::warn!(target: "pgcloak::guard", quota = %e.quota, quota_role = %role,
-                login = %who.role, session = who.session, client_addr = %who.client,
-                max_values = e.max_values, window = %window, "decryption quota exceeded: statement refused");
-            crate::observe::audit::quota_denied(&who, &e.quota, &role, e.max_values, &window);
             Err(GuardError::QuotaExceeded {
                 quota: e.quota,
+                role,
                 max_values: e.max_values,
-                window,
+                window: window_text(e.window),
             })
         }
     }
 }
 
-/// A honeytoken of `col` was delivered (`how` = the view) or searched for (`search`).
-/// Reports it; `Err` when the policy says to deny.
-pub fn honeytoken_touched(
-    policy: &Policy,
-    col: ColumnRef,
-    how: &'static str,
-) -> Result<(), GuardError> {
+/// A honeytoken was delivered or searched for: what the data path reports (log and audit
+/// event, `datapath::insider`), and whether the policy denies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HoneytokenTouch {
+    /// The decoy's column, schema-qualified (a policy name, never a value).
+    pub column: String,
+    /// The view it was delivered under, or `search`.
+    pub how: &'static str,
+    /// `on_honeytoken: deny`: the statement fails and the session is closed.
+    pub deny: bool,
+}
+
+impl HoneytokenTouch {
+    /// `Err` when the policy says to deny.
+    pub fn outcome(&self) -> Result<(), GuardError> {
+        if self.deny {
+            Err(GuardError::Honeytoken)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// A honeytoken of `col` was delivered (`how` = the view) or searched for (`search`):
+/// counted, and what to report.
+pub fn honeytoken_touched(policy: &Policy, col: ColumnRef, how: &'static str) -> HoneytokenTouch {
     let column = policy
         .get(col)
         .map(|c| c.qualified_name())
         .unwrap_or_default();
     metrics::counter!(HONEYTOKEN_READS, "column" => column.clone()).increment(1);
-    let who = crate::observe::session::identity();
-    let deny = policy.guard().on_honeytoken == HoneytokenAction::Deny;
-    tracing::warn!(target: "pgcloak::guard", column = %column, how, role = %who.role,
-        session = who.session, client_addr = %who.client,
-        fingerprint = who.fingerprint.as_deref().unwrap_or(""), deny,
-        "honeytoken touched: a decoy value no legitimate workflow reads");
-    crate::observe::audit::honeytoken(&who, &column, how, deny);
-    if deny {
-        Err(GuardError::Honeytoken)
-    } else {
-        Ok(())
+    HoneytokenTouch {
+        column,
+        how,
+        deny: policy.guard().on_honeytoken == HoneytokenAction::Deny,
     }
 }
 

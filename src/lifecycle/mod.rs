@@ -1,6 +1,7 @@
 //! The data lifecycle: `pgcloak encrypt` (adopt pgcloak on a live database),
-//! `pgcloak reencrypt` (key rotation), `pgcloak decrypt` (the way out) and
-//! `pgcloak keys status --database`.
+//! `pgcloak reencrypt` (key rotation), `pgcloak decrypt` (the way out),
+//! `pgcloak keys status --database` and `pgcloak honeytoken plant` (decoy rows for the
+//! insider guard, written like any converted row).
 //!
 //! Owns the online column conversion (shadow column, change-log trigger, keyset
 //! backfill, catch-up, one short cut-over transaction) and its resumable progress in
@@ -13,6 +14,7 @@ pub mod error;
 mod inspect;
 mod keys_status;
 pub mod plan;
+pub mod plant;
 mod rotate;
 mod run;
 mod transform;

@@ -2,7 +2,7 @@
 //! protected value encrypted exactly as pgcloak encrypts a client's (canonical form,
 //! the column's cipher), and their values printed as a `guard.honeytokens` section.
 //!
-//! The shell part of the guard: it connects with the config's catalog login (which
+//! The shell part of the insider guard (`crate::guard` is its pure part): it connects with the config's catalog login (which
 //! needs INSERT on the table for this) and writes in one transaction. The decoys look
 //! like the demo's customers (Vietnamese names, phones, e-mails); when a generated value
 //! already exists in a deterministic column, nothing is written and the command asks to
@@ -14,7 +14,7 @@ use std::path::Path;
 use tokio_postgres::Client;
 
 use crate::demo::{customers, Customer};
-use crate::lifecycle::{Context, LifecycleError};
+use super::{Context, LifecycleError};
 use crate::policy::{normalize_identifier, quote_identifier, ColumnRef, Encryption, TableName};
 
 /// A table column as the catalog describes it.
