@@ -1,5 +1,6 @@
-//! Queries: CTEs, set operations, SELECT clauses (projection, GROUP BY, DISTINCT,
-//! ORDER BY) and the lineage of result columns.
+//! Queries: CTEs, set operations, VALUES and TABLE, SELECT clauses (projection,
+//! GROUP BY, DISTINCT, ORDER BY), the lineage of result columns, the outermost select
+//! list's items for the projection rewrite, and MERGE.
 
 use super::*;
 
