@@ -501,40 +501,18 @@ impl Analyzer<'_> {
             }
             Expr::Cast { expr, .. } => self.plain_expr(expr, scope, Operation::Cast),
             Expr::Function(f) if is_count(f) => self.count(f, scope),
-            Expr::Function(f) => {
-                let name = function_op(f);
-                if let FunctionArguments::List(list) = &f.args {
-                    for q in list.args.iter().filter_map(wildcard_arg) {
-                        let l = self.qualified_whole_row(q, scope);
-                        if l != Lineage::Plain {
-                            return Err(self.op_error(l, name));
-                        }
-                    }
-                }
-                self.fallback(f, scope, name)
-            }
+            Expr::Function(f) => self.plain_call(f, scope),
             Expr::Case {
                 operand,
                 conditions,
                 else_result,
                 ..
-            } => {
-                if let Some(o) = operand {
-                    self.plain_expr(o, scope, Operation::Case)?;
-                }
-                for w in conditions {
-                    if operand.is_some() {
-                        self.plain_expr(&w.condition, scope, Operation::Case)?;
-                    } else {
-                        self.predicate(&w.condition, scope)?;
-                    }
-                    self.plain_expr(&w.result, scope, Operation::Case)?;
-                }
-                if let Some(e) = else_result {
-                    self.plain_expr(e, scope, Operation::Case)?;
-                }
-                Ok(())
-            }
+            } => self.plain_case(
+                operand.as_deref(),
+                conditions,
+                else_result.as_deref(),
+                scope,
+            ),
             Expr::Array(a) => {
                 for x in &a.elem {
                     self.plain_expr(x, scope, Operation::Array)?;
@@ -549,6 +527,47 @@ impl Analyzer<'_> {
             }
             other => self.fallback(other, scope, op),
         }
+    }
+
+    /// A function call whose result must be plain: no `rel.*` argument may carry a
+    /// protected column, nor anything else inside it.
+    fn plain_call(&mut self, f: &Function, scope: &Scope<'_>) -> R<()> {
+        let name = function_op(f);
+        if let FunctionArguments::List(list) = &f.args {
+            for q in list.args.iter().filter_map(wildcard_arg) {
+                let l = self.qualified_whole_row(q, scope);
+                if l != Lineage::Plain {
+                    return Err(self.op_error(l, name));
+                }
+            }
+        }
+        self.fallback(f, scope, name)
+    }
+
+    /// `CASE [operand] WHEN ... THEN ... ELSE ... END` whose result must be plain: the
+    /// operand, the results and the conditions (predicates when there is no operand).
+    fn plain_case(
+        &mut self,
+        operand: Option<&Expr>,
+        conditions: &[sqlparser::ast::CaseWhen],
+        else_result: Option<&Expr>,
+        scope: &Scope<'_>,
+    ) -> R<()> {
+        if let Some(o) = operand {
+            self.plain_expr(o, scope, Operation::Case)?;
+        }
+        for w in conditions {
+            if operand.is_some() {
+                self.plain_expr(&w.condition, scope, Operation::Case)?;
+            } else {
+                self.predicate(&w.condition, scope)?;
+            }
+            self.plain_expr(&w.result, scope, Operation::Case)?;
+        }
+        if let Some(e) = else_result {
+            self.plain_expr(e, scope, Operation::Case)?;
+        }
+        Ok(())
     }
 
     /// For anything not modelled: every column reference inside (subqueries included,
@@ -616,18 +635,7 @@ impl Analyzer<'_> {
             Expr::IsNotDistinctFrom(l, r) => {
                 self.equality(l, r, scope, Operation::IsNotDistinctFrom)
             }
-            Expr::BinaryOp { left, op, right } => {
-                let name = Operation::Operator(OperatorName::known(&op.to_string()));
-                for side in [left, right] {
-                    if let Some(l) = self.column_lineage(side, scope) {
-                        if l != Lineage::Plain {
-                            return Err(self.op_error(l, name));
-                        }
-                    }
-                }
-                self.plain_expr(left, scope, name)?;
-                self.plain_expr(right, scope, name)
-            }
+            Expr::BinaryOp { left, op, right } => self.operator_predicate(left, op, right, scope),
             Expr::IsNull(x) | Expr::IsNotNull(x) => match self.column_lineage(x, scope) {
                 Some(_) => Ok(()),
                 None => self.plain_expr(x, scope, Operation::IsNull),
@@ -668,10 +676,36 @@ impl Analyzer<'_> {
                 self.query(subquery, Some(scope))?;
                 Ok(())
             }
-            _ => match self.value(e, scope)? {
-                Lineage::Plain => Ok(()),
-                other => Err(self.op_error(other, Operation::Condition)),
-            },
+            _ => self.plain_condition(e, scope),
+        }
+    }
+
+    /// Any other binary operator in a condition: neither side may be an encrypted
+    /// column, and both must be plain.
+    fn operator_predicate(
+        &mut self,
+        left: &Expr,
+        op: &BinaryOperator,
+        right: &Expr,
+        scope: &Scope<'_>,
+    ) -> R<()> {
+        let name = Operation::Operator(OperatorName::known(&op.to_string()));
+        for side in [left, right] {
+            if let Some(l) = self.column_lineage(side, scope) {
+                if l != Lineage::Plain {
+                    return Err(self.op_error(l, name));
+                }
+            }
+        }
+        self.plain_expr(left, scope, name)?;
+        self.plain_expr(right, scope, name)
+    }
+
+    /// Any other expression used as a condition: its value must be plain.
+    fn plain_condition(&mut self, e: &Expr, scope: &Scope<'_>) -> R<()> {
+        match self.value(e, scope)? {
+            Lineage::Plain => Ok(()),
+            other => Err(self.op_error(other, Operation::Condition)),
         }
     }
 

@@ -150,17 +150,7 @@ fn analyze_piece(
     }
     if let Some(body) = body_statement(text) {
         plan.kind = StatementKind::Body;
-        match check_body(text, body, ctx.names) {
-            Ok(None) => {}
-            Ok(Some(o)) => {
-                plan.touches_policy = true;
-                plan.opaque.push(o);
-            }
-            Err(e) => {
-                plan.touches_policy = true;
-                plan.rejection = Some(e);
-            }
-        }
+        body_plan(&mut plan, check_body(text, body, ctx.names));
         return plan;
     }
     let parse_text = match decode_unicode_identifiers(text) {
@@ -171,12 +161,7 @@ fn analyze_piece(
             return plan;
         }
     };
-    let parsed = Parser::parse_sql(&PostgreSqlDialect {}, &parse_text);
-    let stmt = match parsed {
-        Ok(mut v) if v.len() == 1 => v.pop(),
-        _ => None,
-    };
-    let Some(stmt) = stmt else {
+    let Some(stmt) = parse_one(&parse_text) else {
         // Unparseable: forward only if it certainly names nothing protected.
         if let Some(m) = first_mention(text, ctx.names, false) {
             plan.touches_policy = true;
@@ -184,7 +169,7 @@ fn analyze_piece(
         }
         return plan;
     };
-    let mut a = Analyzer {
+    let a = Analyzer {
         ctx,
         fp,
         sql,
@@ -199,22 +184,30 @@ fn analyze_piece(
         passthrough: false,
         rows: exprs::RowState::default(),
     };
-    a.classify_functions();
-    let analysed = a
-        .statement(&stmt, text)
-        .and_then(|()| a.uncovered_relations())
-        .and_then(|()| a.finish(text));
-    if let Err(e) = analysed {
-        a.plan.touches_policy = true;
-        a.plan.literals.clear();
-        a.plan.params.clear();
-        a.plan.projections.clear();
-        a.plan.rejection = Some(a.explain(e));
+    a.run(&stmt, text)
+}
+
+/// A DO block's or a function definition's plan from [`check_body`]'s verdict.
+fn body_plan(plan: &mut StatementPlan, verdict: R<Option<Opaque>>) {
+    match verdict {
+        Ok(None) => {}
+        Ok(Some(o)) => {
+            plan.touches_policy = true;
+            plan.opaque.push(o);
+        }
+        Err(e) => {
+            plan.touches_policy = true;
+            plan.rejection = Some(e);
+        }
     }
-    a.plan.literals.sort_by_key(|l| l.start);
-    a.plan.searched.sort();
-    a.plan.searched.dedup();
-    a.plan
+}
+
+/// The statement of a piece, when sqlparser reads exactly one.
+fn parse_one(parse_text: &str) -> Option<Statement> {
+    match Parser::parse_sql(&PostgreSqlDialect {}, parse_text) {
+        Ok(mut v) if v.len() == 1 => v.pop(),
+        _ => None,
+    }
 }
 
 /// A statement whose body is SQL pgcloak does not parse.
@@ -394,6 +387,27 @@ struct Analyzer<'a> {
 use super::Lineage;
 
 impl<'a> Analyzer<'a> {
+    /// Analyses the parsed statement and the references it did not walk; a refusal
+    /// anywhere drops every encryption action and becomes the plan's rejection.
+    fn run(mut self, stmt: &Statement, text: &str) -> StatementPlan {
+        self.classify_functions();
+        let analysed = self
+            .statement(stmt, text)
+            .and_then(|()| self.uncovered_relations())
+            .and_then(|()| self.finish(text));
+        if let Err(e) = analysed {
+            self.plan.touches_policy = true;
+            self.plan.literals.clear();
+            self.plan.params.clear();
+            self.plan.projections.clear();
+            self.plan.rejection = Some(self.explain(e));
+        }
+        self.plan.literals.sort_by_key(|l| l.start);
+        self.plan.searched.sort();
+        self.plan.searched.dedup();
+        self.plan
+    }
+
     fn policy(&self) -> &'a Policy {
         self.ctx.policy
     }
@@ -468,19 +482,6 @@ impl<'a> Analyzer<'a> {
 
     fn value_operand(&self, v: &ValueWithSpan, negate: bool) -> R<Operand> {
         let start = self.abs(v.span.start).ok_or_else(|| self.lost())?;
-        let literal_start = |start: usize| -> R<usize> {
-            if !negate {
-                return Ok(start);
-            }
-            // The minus sign precedes the number (sqlparser's span covers only the number).
-            let before = self.sql.get(..start).ok_or_else(|| self.lost())?;
-            let trimmed = before.trim_end_matches([' ', '\t', '\n', '\r']);
-            if trimmed.ends_with('-') {
-                Ok(trimmed.len() - 1)
-            } else {
-                Err(self.lost())
-            }
-        };
         match &v.value {
             Value::Null => Ok(Operand::Null),
             Value::Placeholder(p) => Ok(p
@@ -488,64 +489,88 @@ impl<'a> Analyzer<'a> {
                 .and_then(|n| n.parse::<u16>().ok())
                 .filter(|n| *n > 0)
                 .map_or(Operand::Other, Operand::Param)),
-            Value::Boolean(b) => {
-                let word = if *b { "true" } else { "false" };
-                let end = start + word.len();
-                if !self
-                    .sql
-                    .get(start..end)
-                    .is_some_and(|w| w.eq_ignore_ascii_case(word))
-                {
-                    return Err(self.lost());
-                }
-                Ok(Operand::Literal {
-                    start: self.pos(start),
-                    end: self.pos(end),
-                    value: LiteralValue::Fixed(word.to_string()),
-                })
-            }
+            Value::Boolean(b) => self.boolean_operand(start, *b),
             Value::Number(..)
             | Value::SingleQuotedString(_)
             | Value::EscapedStringLiteral(_)
             | Value::UnicodeStringLiteral(_)
             | Value::NationalStringLiteral(_) => {
-                let from = literal_start(start)?;
-                if let Ok(index) = self
-                    .fp
-                    .literals
-                    .binary_search_by_key(&start, |l| l.range.start)
-                {
-                    if self.fp.literals[index].kind == LiteralKind::BitString {
-                        return Err(self.lost());
-                    }
-                    return Ok(Operand::Literal {
-                        start: self.pos(from),
-                        end: SqlPos {
-                            after_literal: Some(index),
-                            delta: 0,
-                        },
-                        value: LiteralValue::Literal { index, negate },
-                    });
-                }
-                // A number the fingerprint kept (statements with ORDER/GROUP BY).
-                let tok = Lexer::new(self.sql.get(start..).ok_or_else(|| self.lost())?)
-                    .next()
-                    .filter(|t| t.kind == TokKind::Literal(LiteralKind::Number))
-                    .ok_or_else(|| self.lost())?;
-                let digits = &self.sql[start..start + tok.span.end];
-                let text = if negate {
-                    format!("-{digits}")
-                } else {
-                    digits.to_string()
-                };
-                Ok(Operand::Literal {
-                    start: self.pos(from),
-                    end: self.pos(start + tok.span.end),
-                    value: LiteralValue::Fixed(text.replace('_', "")),
-                })
+                let from = self.literal_start(start, negate)?;
+                self.literal_operand(start, from, negate)
             }
             _ => Ok(Operand::Other),
         }
+    }
+
+    /// Where a literal starting at `start` begins in the text: at the minus sign before
+    /// it when negated (sqlparser's span covers only the number).
+    fn literal_start(&self, start: usize, negate: bool) -> R<usize> {
+        if !negate {
+            return Ok(start);
+        }
+        let before = self.sql.get(..start).ok_or_else(|| self.lost())?;
+        let trimmed = before.trim_end_matches([' ', '\t', '\n', '\r']);
+        if trimmed.ends_with('-') {
+            Ok(trimmed.len() - 1)
+        } else {
+            Err(self.lost())
+        }
+    }
+
+    /// `true` / `false` at `start`, found in the text as written.
+    fn boolean_operand(&self, start: usize, b: bool) -> R<Operand> {
+        let word = if b { "true" } else { "false" };
+        let end = start + word.len();
+        if !self
+            .sql
+            .get(start..end)
+            .is_some_and(|w| w.eq_ignore_ascii_case(word))
+        {
+            return Err(self.lost());
+        }
+        Ok(Operand::Literal {
+            start: self.pos(start),
+            end: self.pos(end),
+            value: LiteralValue::Fixed(word.to_string()),
+        })
+    }
+
+    /// A number or string literal at `start` (written from `from`, its minus sign when
+    /// negated): the fingerprint's literal, or a number the fingerprint kept as text.
+    fn literal_operand(&self, start: usize, from: usize, negate: bool) -> R<Operand> {
+        if let Ok(index) = self
+            .fp
+            .literals
+            .binary_search_by_key(&start, |l| l.range.start)
+        {
+            if self.fp.literals[index].kind == LiteralKind::BitString {
+                return Err(self.lost());
+            }
+            return Ok(Operand::Literal {
+                start: self.pos(from),
+                end: SqlPos {
+                    after_literal: Some(index),
+                    delta: 0,
+                },
+                value: LiteralValue::Literal { index, negate },
+            });
+        }
+        // A number the fingerprint kept (statements with ORDER/GROUP BY).
+        let tok = Lexer::new(self.sql.get(start..).ok_or_else(|| self.lost())?)
+            .next()
+            .filter(|t| t.kind == TokKind::Literal(LiteralKind::Number))
+            .ok_or_else(|| self.lost())?;
+        let digits = &self.sql[start..start + tok.span.end];
+        let text = if negate {
+            format!("-{digits}")
+        } else {
+            digits.to_string()
+        };
+        Ok(Operand::Literal {
+            start: self.pos(from),
+            end: self.pos(start + tok.span.end),
+            value: LiteralValue::Fixed(text.replace('_', "")),
+        })
     }
 }
 

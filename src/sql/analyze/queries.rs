@@ -1,5 +1,6 @@
-//! Queries: CTEs, set operations, SELECT clauses (projection, GROUP BY, DISTINCT,
-//! ORDER BY) and the lineage of result columns.
+//! Queries: CTEs, set operations, VALUES and TABLE, SELECT clauses (projection,
+//! GROUP BY, DISTINCT, ORDER BY), the lineage of result columns, the outermost select
+//! list's items for the projection rewrite, and MERGE.
 
 use super::*;
 
@@ -74,94 +75,99 @@ impl Analyzer<'_> {
             } => {
                 let l = self.set_expr(left, outer)?;
                 let r = self.set_expr(right, outer)?;
-                let opname = match op {
-                    SetOperator::Union => Operation::SetOperation(SetOp::Union),
-                    SetOperator::Intersect => Operation::SetOperation(SetOp::Intersect),
-                    SetOperator::Except => Operation::SetOperation(SetOp::Except),
-                    _ => Operation::SetOperation(SetOp::Other),
-                };
-                let dedupe = !matches!(op, SetOperator::Union)
-                    || !matches!(
-                        set_quantifier,
-                        SetQuantifier::All | SetQuantifier::AllByName
-                    );
+                let (opname, dedupe) = set_operation(op, set_quantifier);
                 self.combine(l, r, opname, dedupe)
             }
-            SetExpr::Values(values) => {
-                let scope = Scope::default();
-                let scope_ref = outer.unwrap_or(&scope);
-                let mut shape: Option<Vec<OutputColumn>> = None;
-                for row in &values.rows {
-                    let mut cols = Vec::new();
-                    for (i, e) in row.content.iter().enumerate() {
-                        let l = self.value(e, scope_ref)?;
-                        cols.push(OutputColumn {
-                            name: Some(format!("column{}", i + 1)),
-                            lineage: l,
-                        });
-                    }
-                    shape = Some(match shape {
-                        None => cols,
-                        Some(prev) => {
-                            self.combine(
-                                ResultShape {
-                                    columns: prev,
-                                    plain_tail: false,
-                                },
-                                ResultShape {
-                                    columns: cols,
-                                    plain_tail: false,
-                                },
-                                Operation::SetOperation(SetOp::Values),
-                                false,
-                            )?
-                            .columns
-                        }
-                    });
-                }
-                Ok(ResultShape {
-                    columns: shape.unwrap_or_default(),
-                    plain_tail: false,
-                })
-            }
+            SetExpr::Values(values) => self.values(values, outer),
             SetExpr::Insert(Statement::Insert(ins)) => Ok(self.insert(ins)?.unwrap_or_default()),
             SetExpr::Update(Statement::Update(u)) => Ok(self.update(u)?.unwrap_or_default()),
             SetExpr::Delete(Statement::Delete(d)) => Ok(self.delete(d)?.unwrap_or_default()),
-            SetExpr::Table(t) => {
-                let name = t
-                    .table_name
-                    .as_ref()
-                    .ok_or_else(|| SqlError::from(Fixed::TableWithoutName))?;
-                let mut parts = Vec::new();
-                if let Some(s) = &t.schema_name {
-                    parts.push(s.clone());
-                }
-                parts.push(name.clone());
-                let obj = ObjectName::from(parts);
-                let mut scope = match outer {
-                    Some(p) => Scope::child(p),
-                    None => Scope::default(),
-                };
-                self.table_factor(
-                    &TableFactor::Table {
-                        name: obj,
-                        alias: None,
-                        args: None,
-                        with_hints: Vec::new(),
-                        version: None,
-                        with_ordinality: false,
-                        partitions: Vec::new(),
-                        json_path: None,
-                        sample: None,
-                        index_directives: Vec::new(),
-                        inheritance: None,
-                    },
-                    &mut scope,
-                )?;
-                self.wildcard(&scope.relations, &mut ResultShape::default())
-            }
+            SetExpr::Table(t) => self.table_command(t, outer),
             _ => Err(Fixed::QueryForm.into()),
         }
+    }
+
+    /// `VALUES (...), (...)`: each row's values, the rows combined column by column
+    /// like the branches of a UNION ALL.
+    fn values(
+        &mut self,
+        values: &sqlparser::ast::Values,
+        outer: Option<&Scope<'_>>,
+    ) -> R<ResultShape> {
+        let scope = Scope::default();
+        let scope_ref = outer.unwrap_or(&scope);
+        let mut shape: Option<Vec<OutputColumn>> = None;
+        for row in &values.rows {
+            let mut cols = Vec::new();
+            for (i, e) in row.content.iter().enumerate() {
+                let l = self.value(e, scope_ref)?;
+                cols.push(OutputColumn {
+                    name: Some(format!("column{}", i + 1)),
+                    lineage: l,
+                });
+            }
+            shape = Some(match shape {
+                None => cols,
+                Some(prev) => {
+                    self.combine(
+                        ResultShape {
+                            columns: prev,
+                            plain_tail: false,
+                        },
+                        ResultShape {
+                            columns: cols,
+                            plain_tail: false,
+                        },
+                        Operation::SetOperation(SetOp::Values),
+                        false,
+                    )?
+                    .columns
+                }
+            });
+        }
+        Ok(ResultShape {
+            columns: shape.unwrap_or_default(),
+            plain_tail: false,
+        })
+    }
+
+    /// `TABLE name`: read as `SELECT * FROM name`.
+    fn table_command(
+        &mut self,
+        t: &sqlparser::ast::Table,
+        outer: Option<&Scope<'_>>,
+    ) -> R<ResultShape> {
+        let name = t
+            .table_name
+            .as_ref()
+            .ok_or_else(|| SqlError::from(Fixed::TableWithoutName))?;
+        let mut parts = Vec::new();
+        if let Some(s) = &t.schema_name {
+            parts.push(s.clone());
+        }
+        parts.push(name.clone());
+        let obj = ObjectName::from(parts);
+        let mut scope = match outer {
+            Some(p) => Scope::child(p),
+            None => Scope::default(),
+        };
+        self.table_factor(
+            &TableFactor::Table {
+                name: obj,
+                alias: None,
+                args: None,
+                with_hints: Vec::new(),
+                version: None,
+                with_ordinality: false,
+                partitions: Vec::new(),
+                json_path: None,
+                sample: None,
+                index_directives: Vec::new(),
+                inheritance: None,
+            },
+            &mut scope,
+        )?;
+        self.wildcard(&scope.relations, &mut ResultShape::default())
     }
 
     /// Combines the branches of UNION/INTERSECT/EXCEPT (or VALUES rows) column by column.
@@ -216,22 +222,7 @@ impl Analyzer<'_> {
         for twj in &s.from {
             self.table_with_joins(twj, &mut scope)?;
         }
-        // `*` over a join USING / NATURAL merges the join columns: expand it exactly
-        // when the join involves protected columns, or refuse.
-        let merged = if from_merges(&s.from)
-            && s.projection
-                .iter()
-                .any(|i| matches!(i, SelectItem::Wildcard(_)))
-            && scope.relations.iter().any(|r| {
-                r.may_hold_encrypted(self.policy()) || !r.is_plain_when_unknown(self.policy())
-            }) {
-            let cols = self
-                .star_columns(&s.from, &scope.relations)
-                .ok_or_else(|| SqlError::from(Fixed::StarOverMergedJoin))?;
-            Some(cols.into_iter().map(|(n, l, _)| (n, l)).collect())
-        } else {
-            None
-        };
+        let merged = self.merged_star(s, &scope)?;
         let saved = std::mem::replace(&mut self.rows.merged_star, merged);
         let shape = self.projection(&s.projection, &scope);
         self.rows.merged_star = saved;
@@ -245,10 +236,46 @@ impl Analyzer<'_> {
         if let Some(w) = &s.selection {
             self.predicate(w, &scope)?;
         }
-        match &s.group_by {
+        self.group_by(&s.group_by, &scope, &shape)?;
+        if let Some(h) = &s.having {
+            self.predicate(h, &scope)?;
+        }
+        self.distinct(s.distinct.as_ref(), &scope, &shape)?;
+        self.other_select_clauses(s, &scope)?;
+        if let Some(ob) = order_by {
+            self.order_by_outputs(ob, &shape, Some(&scope))?;
+        }
+        Ok(shape)
+    }
+
+    /// What `*` expands to over a join USING / NATURAL, which merges the join columns:
+    /// expanded exactly when the join involves protected columns (refused when that
+    /// cannot be done), None otherwise (the ordinary expansion).
+    fn merged_star(&self, s: &Select, scope: &Scope<'_>) -> R<Option<Vec<(String, Lineage)>>> {
+        if from_merges(&s.from)
+            && s.projection
+                .iter()
+                .any(|i| matches!(i, SelectItem::Wildcard(_)))
+            && scope.relations.iter().any(|r| {
+                r.may_hold_encrypted(self.policy()) || !r.is_plain_when_unknown(self.policy())
+            })
+        {
+            let cols = self
+                .star_columns(&s.from, &scope.relations)
+                .ok_or_else(|| SqlError::from(Fixed::StarOverMergedJoin))?;
+            Ok(Some(cols.into_iter().map(|(n, l, _)| (n, l)).collect()))
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// GROUP BY: each grouping expression (or, for GROUP BY ALL, each output column)
+    /// must be plain or deterministically encrypted.
+    fn group_by(&mut self, g: &GroupByExpr, scope: &Scope<'_>, shape: &ResultShape) -> R<()> {
+        match g {
             GroupByExpr::Expressions(exprs, _) => {
                 for e in exprs {
-                    self.grouping(e, &scope, &shape, Operation::GroupBy)?;
+                    self.grouping(e, scope, shape, Operation::GroupBy)?;
                 }
             }
             GroupByExpr::All(_) => {
@@ -257,10 +284,13 @@ impl Analyzer<'_> {
                 }
             }
         }
-        if let Some(h) = &s.having {
-            self.predicate(h, &scope)?;
-        }
-        match &s.distinct {
+        Ok(())
+    }
+
+    /// DISTINCT (over every output column) and DISTINCT ON (over its expressions):
+    /// like GROUP BY.
+    fn distinct(&mut self, d: Option<&Distinct>, scope: &Scope<'_>, shape: &ResultShape) -> R<()> {
+        match d {
             Some(Distinct::Distinct) => {
                 for c in shape.columns.clone() {
                     self.group_lineage(c.lineage, Operation::Distinct)?;
@@ -268,43 +298,37 @@ impl Analyzer<'_> {
             }
             Some(Distinct::On(exprs)) => {
                 for e in exprs {
-                    self.grouping(e, &scope, &shape, Operation::DistinctOn)?;
+                    self.grouping(e, scope, shape, Operation::DistinctOn)?;
                 }
             }
             _ => {}
         }
+        Ok(())
+    }
+
+    /// WINDOW definitions and the clauses of other dialects: nothing in them may touch
+    /// a protected column.
+    fn other_select_clauses(&mut self, s: &Select, scope: &Scope<'_>) -> R<()> {
         if !s.named_window.is_empty() {
-            self.fallback(&s.named_window, &scope, Operation::WindowDefinition)?;
+            self.fallback(&s.named_window, scope, Operation::WindowDefinition)?;
         }
-        // Clauses of other dialects: nothing in them may touch a protected column.
-        self.fallback(&s.top, &scope, Operation::DialectClause("TOP"))?;
+        self.fallback(&s.top, scope, Operation::DialectClause("TOP"))?;
         self.fallback(
             &s.lateral_views,
-            &scope,
+            scope,
             Operation::DialectClause("LATERAL VIEW"),
         )?;
-        self.fallback(&s.prewhere, &scope, Operation::DialectClause("PREWHERE"))?;
-        self.fallback(
-            &s.connect_by,
-            &scope,
-            Operation::DialectClause("CONNECT BY"),
-        )?;
-        self.fallback(
-            &s.cluster_by,
-            &scope,
-            Operation::DialectClause("CLUSTER BY"),
-        )?;
+        self.fallback(&s.prewhere, scope, Operation::DialectClause("PREWHERE"))?;
+        self.fallback(&s.connect_by, scope, Operation::DialectClause("CONNECT BY"))?;
+        self.fallback(&s.cluster_by, scope, Operation::DialectClause("CLUSTER BY"))?;
         self.fallback(
             &s.distribute_by,
-            &scope,
+            scope,
             Operation::DialectClause("DISTRIBUTE BY"),
         )?;
-        self.fallback(&s.sort_by, &scope, Operation::DialectClause("SORT BY"))?;
-        self.fallback(&s.qualify, &scope, Operation::DialectClause("QUALIFY"))?;
-        if let Some(ob) = order_by {
-            self.order_by_outputs(ob, &shape, Some(&scope))?;
-        }
-        Ok(shape)
+        self.fallback(&s.sort_by, scope, Operation::DialectClause("SORT BY"))?;
+        self.fallback(&s.qualify, scope, Operation::DialectClause("QUALIFY"))?;
+        Ok(())
     }
 
     pub(super) fn group_lineage(&mut self, l: Lineage, op: Operation) -> R<()> {
@@ -528,6 +552,20 @@ fn from_merges(from: &[TableWithJoins]) -> bool {
     from.iter().any(twj)
 }
 
+/// The operation named in a refusal for a set operation, and whether it removes
+/// duplicates (every form but UNION ALL).
+fn set_operation(op: &SetOperator, q: &SetQuantifier) -> (Operation, bool) {
+    let opname = match op {
+        SetOperator::Union => Operation::SetOperation(SetOp::Union),
+        SetOperator::Intersect => Operation::SetOperation(SetOp::Intersect),
+        SetOperator::Except => Operation::SetOperation(SetOp::Except),
+        _ => Operation::SetOperation(SetOp::Other),
+    };
+    let dedupe = !matches!(op, SetOperator::Union)
+        || !matches!(q, SetQuantifier::All | SetQuantifier::AllByName);
+    (opname, dedupe)
+}
+
 /// SQL for an identifier: always double-quoted, quotes doubled.
 pub(super) fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
@@ -613,26 +651,15 @@ impl Analyzer<'_> {
         scope: &Scope<'_>,
         from: &[TableWithJoins],
     ) {
-        use sqlparser::ast::Spanned;
         let stmt_text = self.sql.get(self.base..).unwrap_or_default();
         let bounds: Vec<(usize, usize)> = Lexer::new(stmt_text)
             .filter(|t| !matches!(t.kind, TokKind::Space | TokKind::Comment))
             .map(|t| (self.base + t.span.start, self.base + t.span.end))
             .collect();
         for item in items {
-            let span = item.span();
-            let (Some(start), Some(end)) = (self.abs(span.start), self.abs(span.end)) else {
+            let Some((start_pos, end_pos)) = self.item_tokens(item, &bounds) else {
                 continue;
             };
-            // Replace whole tokens only.
-            if start >= end
-                || !bounds.iter().any(|b| b.0 == start)
-                || !bounds.iter().any(|b| b.1 == end)
-                || self.sql.get(start..end).is_none()
-            {
-                continue;
-            }
-            let (start_pos, end_pos) = (self.pos(start), self.pos(end));
             let bare = |e: &Expr| matches!(e, Expr::Identifier(_) | Expr::CompoundIdentifier(_));
             match item {
                 SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. }
@@ -667,27 +694,57 @@ impl Analyzer<'_> {
                     SelectItemQualifiedWildcardKind::ObjectName(n),
                     opts,
                 ) if plain_wildcard(opts) => {
-                    let Some(parts) = object_name_parts(n) else {
-                        continue;
-                    };
-                    let rel = match parts.as_slice() {
-                        [r] => scope.relation(None, r),
-                        [s, r] => scope.relation(Some(s), r),
-                        _ => None,
-                    };
-                    let Some(cols) = rel.and_then(|r| r.expand(self.policy())) else {
-                        continue;
-                    };
-                    let q = parts
-                        .iter()
-                        .map(|p| quote_ident(p))
-                        .collect::<Vec<_>>()
-                        .join(".");
-                    self.push_star(start_pos, end_pos, Some(q), cols.into_iter());
+                    self.record_qualified_star(n, (start_pos, end_pos), scope);
                 }
                 _ => {}
             }
         }
+    }
+
+    /// Where a select-list item starts and ends, when both ends are token boundaries of
+    /// the statement (only whole tokens are replaced); None when unsure.
+    fn item_tokens(
+        &self,
+        item: &SelectItem,
+        bounds: &[(usize, usize)],
+    ) -> Option<(SqlPos, SqlPos)> {
+        use sqlparser::ast::Spanned;
+        let span = item.span();
+        let (start, end) = (self.abs(span.start)?, self.abs(span.end)?);
+        if start >= end
+            || !bounds.iter().any(|b| b.0 == start)
+            || !bounds.iter().any(|b| b.1 == end)
+            || self.sql.get(start..end).is_none()
+        {
+            return None;
+        }
+        Some((self.pos(start), self.pos(end)))
+    }
+
+    /// `rel.*` in the outermost select list: its columns, when the relation is known.
+    fn record_qualified_star(
+        &mut self,
+        n: &ObjectName,
+        (start, end): (SqlPos, SqlPos),
+        scope: &Scope<'_>,
+    ) {
+        let Some(parts) = object_name_parts(n) else {
+            return;
+        };
+        let rel = match parts.as_slice() {
+            [r] => scope.relation(None, r),
+            [s, r] => scope.relation(Some(s), r),
+            _ => None,
+        };
+        let Some(cols) = rel.and_then(|r| r.expand(self.policy())) else {
+            return;
+        };
+        let q = parts
+            .iter()
+            .map(|p| quote_ident(p))
+            .collect::<Vec<_>>()
+            .join(".");
+        self.push_star(start, end, Some(q), cols.into_iter());
     }
 
     fn push_star(

@@ -450,166 +450,207 @@ impl Analyzer<'_> {
                 name, alias, args, ..
             } => {
                 if args.is_some() {
-                    self.fallback(tf, scope, Operation::TableFunctionArgument)?;
-                    scope.relations.push(Relation {
-                        visible: alias.as_ref().map_or_else(
-                            || last_ident(name).unwrap_or_default(),
-                            |a| normalize(&a.name),
-                        ),
-                        schema: None,
-                        columns: RelColumns::Opaque,
-                    });
-                    return Ok(());
+                    return self.table_call(tf, name, alias.as_ref(), scope);
                 }
-                let parts =
-                    object_name_parts(name).ok_or_else(|| SqlError::from(Fixed::TableNameForm))?;
-                if let [only] = parts.as_slice() {
-                    if let Some(cols) = self.cte(only) {
-                        self.seen.extend(name_key(name));
-                        if cols.iter().any(|(_, l)| *l != Lineage::Plain) {
-                            self.plan.touches_policy = true;
-                        }
-                        scope.relations.push(Relation {
-                            visible: alias
-                                .as_ref()
-                                .map_or_else(|| only.clone(), |a| normalize(&a.name)),
-                            schema: None,
-                            columns: RelColumns::Known(Self::alias_columns(alias.as_ref(), cols)),
-                        });
-                        return Ok(());
-                    }
-                }
-                let table = self.resolve_table(name)?;
-                let visible = alias
-                    .as_ref()
-                    .map_or_else(|| table.name.clone(), |a| normalize(&a.name));
-                let schema = alias.is_none().then(|| table.schema.clone());
-                let columns = if let Some(v) = self.ctx.schema.view_columns(&table) {
-                    if v.iter().any(|(_, l)| *l != Lineage::Plain) {
-                        self.plan.touches_policy = true;
-                    }
-                    RelColumns::Known(Self::alias_columns(alias.as_ref(), v))
-                } else {
-                    let protected = self.policy().is_protected_table(&table);
-                    if protected {
-                        self.plan.touches_policy = true;
-                    }
-                    let names = self.ctx.schema.table_columns(&table);
-                    match alias.as_ref().filter(|a| !a.columns.is_empty()) {
-                        Some(a) => {
-                            let rel = Relation {
-                                visible: visible.clone(),
-                                schema: None,
-                                columns: RelColumns::Table {
-                                    table: table.clone(),
-                                    names,
-                                },
-                            };
-                            match rel.expand(self.policy()) {
-                                Some(cols) => RelColumns::Known(Self::alias_columns(Some(a), cols)),
-                                None if !protected => RelColumns::Known(
-                                    a.columns
-                                        .iter()
-                                        .map(|c| (normalize(&c.name), Lineage::Plain))
-                                        .collect(),
-                                ),
-                                None => {
-                                    return Err(Reason::AliasesNeedCatalog(self.rel(&table)).into())
-                                }
-                            }
-                        }
-                        None => RelColumns::Table { table, names },
-                    }
-                };
-                scope.relations.push(Relation {
-                    visible,
-                    schema,
-                    columns,
-                });
-                Ok(())
+                self.named_table(name, alias.as_ref(), scope)
             }
             TableFactor::Derived {
                 lateral,
                 subquery,
                 alias,
                 ..
-            } => {
-                let shape = if *lateral {
-                    let view = Scope {
-                        relations: scope.relations.clone(),
-                        parent: scope.parent,
-                    };
-                    self.query(subquery, Some(&view))?
-                } else {
-                    match scope.parent {
-                        Some(p) => self.query(subquery, Some(p))?,
-                        None => self.query(subquery, None)?,
-                    }
-                };
-                let cols = shape
-                    .columns
-                    .iter()
-                    .map(|c| (c.name.clone().unwrap_or_default(), c.lineage))
-                    .collect();
-                scope.relations.push(Relation {
-                    visible: alias
-                        .as_ref()
-                        .map(|a| normalize(&a.name))
-                        .unwrap_or_default(),
-                    schema: None,
-                    columns: RelColumns::Known(Self::alias_columns(alias.as_ref(), cols)),
-                });
-                Ok(())
-            }
+            } => self.derived_table(*lateral, subquery, alias.as_ref(), scope),
             TableFactor::NestedJoin {
                 table_with_joins,
                 alias,
-            } => {
-                if alias.is_some() {
-                    let mut inner = Scope {
-                        relations: Vec::new(),
-                        parent: scope.parent,
-                    };
-                    self.table_with_joins(table_with_joins, &mut inner)?;
-                    // Columns of an aliased join: every member's columns, in order.
-                    let mut cols = Vec::new();
-                    for r in &inner.relations {
-                        match r.expand(self.policy()) {
-                            Some(c) => cols.extend(c),
-                            None if r.is_plain_when_unknown(self.policy()) => {}
-                            None => return Err(Fixed::AliasedJoinNeedsCatalog.into()),
-                        }
-                    }
-                    scope.relations.push(Relation {
-                        visible: alias
-                            .as_ref()
-                            .map(|a| normalize(&a.name))
-                            .unwrap_or_default(),
-                        schema: None,
-                        columns: RelColumns::Known(Self::alias_columns(alias.as_ref(), cols)),
-                    });
-                    Ok(())
-                } else {
-                    self.table_with_joins(table_with_joins, scope)
+            } => self.nested_join(table_with_joins, alias.as_ref(), scope),
+            other => self.opaque_table_factor(other, scope),
+        }
+    }
+
+    /// `name(args)` written as a table: the arguments may not touch a protected
+    /// column, and its columns are opaque.
+    fn table_call(
+        &mut self,
+        tf: &TableFactor,
+        name: &ObjectName,
+        alias: Option<&TableAlias>,
+        scope: &mut Scope<'_>,
+    ) -> R<()> {
+        self.fallback(tf, scope, Operation::TableFunctionArgument)?;
+        scope.relations.push(Relation {
+            visible: alias.map_or_else(
+                || last_ident(name).unwrap_or_default(),
+                |a| normalize(&a.name),
+            ),
+            schema: None,
+            columns: RelColumns::Opaque,
+        });
+        Ok(())
+    }
+
+    /// A relation name in FROM: a visible CTE, or the relation it resolves to with the
+    /// columns the catalog, a view's lineage or the policy give it.
+    fn named_table(
+        &mut self,
+        name: &ObjectName,
+        alias: Option<&TableAlias>,
+        scope: &mut Scope<'_>,
+    ) -> R<()> {
+        let parts = object_name_parts(name).ok_or_else(|| SqlError::from(Fixed::TableNameForm))?;
+        if let [only] = parts.as_slice() {
+            if let Some(cols) = self.cte(only) {
+                self.seen.extend(name_key(name));
+                if cols.iter().any(|(_, l)| *l != Lineage::Plain) {
+                    self.plan.touches_policy = true;
                 }
-            }
-            other => {
-                self.fallback(other, scope, Operation::TableFunction)?;
-                let visible = match other {
-                    TableFactor::Function { alias, .. }
-                    | TableFactor::UNNEST { alias, .. }
-                    | TableFactor::TableFunction { alias, .. } => {
-                        alias.as_ref().map(|a| normalize(&a.name))
-                    }
-                    _ => None,
-                };
                 scope.relations.push(Relation {
-                    visible: visible.unwrap_or_default(),
+                    visible: alias.map_or_else(|| only.clone(), |a| normalize(&a.name)),
                     schema: None,
-                    columns: RelColumns::Opaque,
+                    columns: RelColumns::Known(Self::alias_columns(alias, cols)),
                 });
-                Ok(())
+                return Ok(());
             }
         }
+        let table = self.resolve_table(name)?;
+        let visible = alias.map_or_else(|| table.name.clone(), |a| normalize(&a.name));
+        let schema = alias.is_none().then(|| table.schema.clone());
+        let columns = self.relation_columns(table, &visible, alias)?;
+        scope.relations.push(Relation {
+            visible,
+            schema,
+            columns,
+        });
+        Ok(())
+    }
+
+    /// The columns of a resolved relation seen as `visible`: a view's lineage, or the
+    /// table's; column aliases over a protected table whose columns the catalog does
+    /// not know are refused.
+    fn relation_columns(
+        &mut self,
+        table: TableName,
+        visible: &str,
+        alias: Option<&TableAlias>,
+    ) -> R<RelColumns> {
+        if let Some(v) = self.ctx.schema.view_columns(&table) {
+            if v.iter().any(|(_, l)| *l != Lineage::Plain) {
+                self.plan.touches_policy = true;
+            }
+            return Ok(RelColumns::Known(Self::alias_columns(alias, v)));
+        }
+        let protected = self.policy().is_protected_table(&table);
+        if protected {
+            self.plan.touches_policy = true;
+        }
+        let names = self.ctx.schema.table_columns(&table);
+        let Some(a) = alias.filter(|a| !a.columns.is_empty()) else {
+            return Ok(RelColumns::Table { table, names });
+        };
+        let rel = Relation {
+            visible: visible.to_string(),
+            schema: None,
+            columns: RelColumns::Table {
+                table: table.clone(),
+                names,
+            },
+        };
+        match rel.expand(self.policy()) {
+            Some(cols) => Ok(RelColumns::Known(Self::alias_columns(Some(a), cols))),
+            None if !protected => Ok(RelColumns::Known(
+                a.columns
+                    .iter()
+                    .map(|c| (normalize(&c.name), Lineage::Plain))
+                    .collect(),
+            )),
+            None => Err(Reason::AliasesNeedCatalog(self.rel(&table)).into()),
+        }
+    }
+
+    /// `[LATERAL] (subquery) alias`: its result columns (a LATERAL subquery sees the
+    /// relations before it).
+    fn derived_table(
+        &mut self,
+        lateral: bool,
+        subquery: &Query,
+        alias: Option<&TableAlias>,
+        scope: &mut Scope<'_>,
+    ) -> R<()> {
+        let shape = if lateral {
+            let view = Scope {
+                relations: scope.relations.clone(),
+                parent: scope.parent,
+            };
+            self.query(subquery, Some(&view))?
+        } else {
+            match scope.parent {
+                Some(p) => self.query(subquery, Some(p))?,
+                None => self.query(subquery, None)?,
+            }
+        };
+        let cols = shape
+            .columns
+            .iter()
+            .map(|c| (c.name.clone().unwrap_or_default(), c.lineage))
+            .collect();
+        scope.relations.push(Relation {
+            visible: alias.map(|a| normalize(&a.name)).unwrap_or_default(),
+            schema: None,
+            columns: RelColumns::Known(Self::alias_columns(alias, cols)),
+        });
+        Ok(())
+    }
+
+    /// `(a JOIN b) [alias]`: without an alias its members join this level; with one,
+    /// a single relation of every member's columns in order.
+    fn nested_join(
+        &mut self,
+        table_with_joins: &TableWithJoins,
+        alias: Option<&TableAlias>,
+        scope: &mut Scope<'_>,
+    ) -> R<()> {
+        if alias.is_none() {
+            return self.table_with_joins(table_with_joins, scope);
+        }
+        let mut inner = Scope {
+            relations: Vec::new(),
+            parent: scope.parent,
+        };
+        self.table_with_joins(table_with_joins, &mut inner)?;
+        // Columns of an aliased join: every member's columns, in order.
+        let mut cols = Vec::new();
+        for r in &inner.relations {
+            match r.expand(self.policy()) {
+                Some(c) => cols.extend(c),
+                None if r.is_plain_when_unknown(self.policy()) => {}
+                None => return Err(Fixed::AliasedJoinNeedsCatalog.into()),
+            }
+        }
+        scope.relations.push(Relation {
+            visible: alias.map(|a| normalize(&a.name)).unwrap_or_default(),
+            schema: None,
+            columns: RelColumns::Known(Self::alias_columns(alias, cols)),
+        });
+        Ok(())
+    }
+
+    /// Table functions, UNNEST and other FROM items: nothing in them may touch a
+    /// protected column, and their columns are opaque.
+    fn opaque_table_factor(&mut self, other: &TableFactor, scope: &mut Scope<'_>) -> R<()> {
+        self.fallback(other, scope, Operation::TableFunction)?;
+        let visible = match other {
+            TableFactor::Function { alias, .. }
+            | TableFactor::UNNEST { alias, .. }
+            | TableFactor::TableFunction { alias, .. } => {
+                alias.as_ref().map(|a| normalize(&a.name))
+            }
+            _ => None,
+        };
+        scope.relations.push(Relation {
+            visible: visible.unwrap_or_default(),
+            schema: None,
+            columns: RelColumns::Opaque,
+        });
+        Ok(())
     }
 }

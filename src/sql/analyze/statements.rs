@@ -40,36 +40,7 @@ impl Analyzer<'_> {
                 statement,
             } => {
                 self.plan.kind = StatementKind::Prepare;
-                let fresh =
-                    StatementPlan::new(StatementKind::Other, self.plan.start, self.plan.end);
-                let outer = std::mem::replace(&mut self.plan, fresh);
-                let inner_result = self.statement(statement, text);
-                let mut inner = std::mem::replace(&mut self.plan, outer);
-                inner_result?;
-                if !data_types.is_empty() {
-                    if let Some(p) = inner
-                        .params
-                        .iter()
-                        .find(|p| usize::from(p.index) <= data_types.len())
-                    {
-                        return Err(Reason::PrepareTypedParameter {
-                            index: p.index,
-                            column: self.name(p.column),
-                        }
-                        .into());
-                    }
-                }
-                self.plan.touches_policy = inner.touches_policy;
-                self.plan.literals.append(&mut inner.literals);
-                // Qualification edits apply to the PREPARE text itself.
-                self.plan.edits.append(&mut inner.edits);
-                for o in &inner.opaque {
-                    self.opaque(o.clone());
-                }
-                self.plan.prepare = Some(PreparePlan {
-                    name: normalize(name),
-                    statement: Box::new(inner),
-                });
+                self.prepare(name, data_types, statement, text)?;
             }
             Statement::Execute {
                 name: Some(name),
@@ -80,35 +51,13 @@ impl Analyzer<'_> {
                 ..
             } if using.is_empty() && into.is_empty() => {
                 self.plan.kind = StatementKind::Execute;
-                let name = last_ident(name).ok_or_else(|| SqlError::from(Fixed::ExecuteForm))?;
-                let mut args = Vec::new();
-                for p in parameters {
-                    args.push(match self.operand(p)? {
-                        Operand::Null => ExecuteArg::Null,
-                        Operand::Param(n) => ExecuteArg::Param(n),
-                        Operand::Literal { start, end, value } => {
-                            ExecuteArg::Literal { start, end, value }
-                        }
-                        Operand::Default | Operand::Other => {
-                            // The argument must not smuggle a protected column's value.
-                            self.plain_expr(p, &Scope::default(), Operation::ExecuteArgument)?;
-                            ExecuteArg::Expression
-                        }
-                    });
-                }
-                self.plan.execute = Some(ExecutePlan { name, args });
+                self.execute(name, parameters)?;
             }
             Statement::Explain { statement, .. } => {
                 self.plan.kind = StatementKind::Explain;
                 self.statement(statement, text)?;
                 self.plan.kind = StatementKind::Explain;
-                self.plan.result = Some(ResultShape {
-                    columns: vec![OutputColumn {
-                        name: Some("QUERY PLAN".to_string()),
-                        lineage: Lineage::Plain,
-                    }],
-                    plain_tail: false,
-                });
+                self.plan.result = Some(explain_shape());
             }
             Statement::Merge(m) => {
                 // A write without a result, like UPDATE.
@@ -128,18 +77,84 @@ impl Analyzer<'_> {
                 // are still pinned by the pass over uncovered references).
                 self.passthrough = true;
             }
-            _ => {
-                // Function calls were classified by the pre-pass; a reaching relation
-                // named here is used in a way pgcloak does not analyse.
-                let relation = |k: NameKind| matches!(k, NameKind::Relation | NameKind::Column);
-                if let Some(m) = first_mention_with(text, self.ctx.names, false, relation) {
-                    return Err(Reason::UnanalysedStatement {
-                        words: first_words(text),
-                        mention: RMention::of(self.ctx.names, &m),
-                    }
-                    .into());
+            _ => self.unanalysed(text)?,
+        }
+        Ok(())
+    }
+
+    /// `PREPARE name [(types)] AS statement`: analyses the inner statement into its own
+    /// plan, refuses a declared type on a parameter bound to an encrypted column, and
+    /// carries the inner plan's literals, edits and opaque calls to the PREPARE itself.
+    fn prepare(
+        &mut self,
+        name: &Ident,
+        data_types: &[sqlparser::ast::DataType],
+        statement: &Statement,
+        text: &str,
+    ) -> R<()> {
+        let fresh = StatementPlan::new(StatementKind::Other, self.plan.start, self.plan.end);
+        let outer = std::mem::replace(&mut self.plan, fresh);
+        let inner_result = self.statement(statement, text);
+        let mut inner = std::mem::replace(&mut self.plan, outer);
+        inner_result?;
+        if !data_types.is_empty() {
+            if let Some(p) = inner
+                .params
+                .iter()
+                .find(|p| usize::from(p.index) <= data_types.len())
+            {
+                return Err(Reason::PrepareTypedParameter {
+                    index: p.index,
+                    column: self.name(p.column),
                 }
+                .into());
             }
+        }
+        self.plan.touches_policy = inner.touches_policy;
+        self.plan.literals.append(&mut inner.literals);
+        // Qualification edits apply to the PREPARE text itself.
+        self.plan.edits.append(&mut inner.edits);
+        for o in &inner.opaque {
+            self.opaque(o.clone());
+        }
+        self.plan.prepare = Some(PreparePlan {
+            name: normalize(name),
+            statement: Box::new(inner),
+        });
+        Ok(())
+    }
+
+    /// `EXECUTE name(args)`: each argument as a value EXECUTE can encrypt, or an
+    /// expression that must not carry a protected column's value.
+    fn execute(&mut self, name: &ObjectName, parameters: &[Expr]) -> R<()> {
+        let name = last_ident(name).ok_or_else(|| SqlError::from(Fixed::ExecuteForm))?;
+        let mut args = Vec::new();
+        for p in parameters {
+            args.push(match self.operand(p)? {
+                Operand::Null => ExecuteArg::Null,
+                Operand::Param(n) => ExecuteArg::Param(n),
+                Operand::Literal { start, end, value } => ExecuteArg::Literal { start, end, value },
+                Operand::Default | Operand::Other => {
+                    // The argument must not smuggle a protected column's value.
+                    self.plain_expr(p, &Scope::default(), Operation::ExecuteArgument)?;
+                    ExecuteArg::Expression
+                }
+            });
+        }
+        self.plan.execute = Some(ExecutePlan { name, args });
+        Ok(())
+    }
+
+    /// A statement kind not analysed: refused when it names a reaching relation or
+    /// column (function calls were classified by the pre-pass), forwarded otherwise.
+    fn unanalysed(&self, text: &str) -> R<()> {
+        let relation = |k: NameKind| matches!(k, NameKind::Relation | NameKind::Column);
+        if let Some(m) = first_mention_with(text, self.ctx.names, false, relation) {
+            return Err(Reason::UnanalysedStatement {
+                words: first_words(text),
+                mention: RMention::of(self.ctx.names, &m),
+            }
+            .into());
         }
         Ok(())
     }
@@ -181,98 +196,15 @@ impl Analyzer<'_> {
         };
         let alias = ins.table_alias.as_ref().map(|a| &a.alias);
         let (table, rel) = self.target_relation(name, alias)?;
-        let protected = self.policy().is_protected_table(&table);
-        let target_names: Option<Vec<String>> = if ins.columns.is_empty() {
-            self.ctx.schema.table_columns(&table)
-        } else {
-            Some(
-                ins.columns
-                    .iter()
-                    .map(|c| last_ident(c).ok_or_else(|| SqlError::from(Fixed::InsertColumnForm)))
-                    .collect::<R<_>>()?,
-            )
-        };
-        let targets: Option<Vec<Option<ColumnRef>>> = target_names
-            .as_ref()
-            .map(|v| v.iter().map(|n| self.policy().find(&table, n)).collect());
-        if targets.is_none() && protected {
-            return Err(self.refuse(
-                Operation::Insert,
-                Reason::InsertNeedsColumns(self.rel(&table)),
-            ));
-        }
-        let target_at = |i: usize| targets.as_ref().and_then(|t| t.get(i).copied().flatten());
+        let targets = self.insert_targets(ins, &table)?;
         if !ins.assignments.is_empty() {
             return Err(Fixed::InsertSet.into());
         }
         if let Some(src) = &ins.source {
-            match &*src.body {
-                SetExpr::Values(values) if src.with.is_none() && src.order_by.is_none() => {
-                    for row in &values.rows {
-                        for (i, e) in row.content.iter().enumerate() {
-                            match target_at(i) {
-                                Some(c) => {
-                                    self.bind_value(c, e, &Scope::default(), Operation::Insert)?
-                                }
-                                None => {
-                                    self.plain_expr(e, &Scope::default(), Operation::InsertValue)?
-                                }
-                            }
-                        }
-                    }
-                }
-                _ => {
-                    let shape = self.query(src, None)?;
-                    for (i, out) in shape.columns.iter().enumerate() {
-                        self.store_lineage(
-                            target_at(i),
-                            out.lineage,
-                            &table,
-                            Operation::InsertSelect,
-                        )?;
-                    }
-                    if shape.plain_tail {
-                        let n = shape.columns.len();
-                        if targets
-                            .as_ref()
-                            .is_some_and(|t| t.iter().skip(n).any(Option::is_some))
-                        {
-                            return Err(self.refuse(
-                                Operation::InsertSelect,
-                                Reason::InsertSelectStar(self.rel(&table)),
-                            ));
-                        }
-                    }
-                }
-            }
+            self.insert_source(src, &table, targets.as_deref())?;
         }
         if let Some(OnInsert::OnConflict(oc)) = &ins.on {
-            let target_scope = Scope {
-                relations: vec![rel.clone()],
-                parent: None,
-            };
-            self.fallback(
-                &oc.conflict_target,
-                &target_scope,
-                Operation::OnConflictTarget,
-            )?;
-            if let OnConflictAction::DoUpdate(du) = &oc.action {
-                let excluded = Relation {
-                    visible: "excluded".to_string(),
-                    schema: None,
-                    columns: rel.columns.clone(),
-                };
-                let scope = Scope {
-                    relations: vec![rel.clone(), excluded],
-                    parent: None,
-                };
-                for a in &du.assignments {
-                    self.assignment(&table, a, &scope)?;
-                }
-                if let Some(sel) = &du.selection {
-                    self.predicate(sel, &scope)?;
-                }
-            }
+            self.on_conflict(oc, &table, &rel)?;
         } else if ins.on.is_some() {
             return Err(Fixed::OnDuplicateKey.into());
         }
@@ -286,6 +218,112 @@ impl Analyzer<'_> {
             }
             None => Ok(None),
         }
+    }
+
+    /// The policy column (or None: plain) of each INSERT target column, the table's
+    /// own list when none is written; None when unknown, refused on a protected table.
+    fn insert_targets(&self, ins: &Insert, table: &TableName) -> R<Option<Vec<Option<ColumnRef>>>> {
+        let protected = self.policy().is_protected_table(table);
+        let target_names: Option<Vec<String>> = if ins.columns.is_empty() {
+            self.ctx.schema.table_columns(table)
+        } else {
+            Some(
+                ins.columns
+                    .iter()
+                    .map(|c| last_ident(c).ok_or_else(|| SqlError::from(Fixed::InsertColumnForm)))
+                    .collect::<R<_>>()?,
+            )
+        };
+        let targets: Option<Vec<Option<ColumnRef>>> = target_names
+            .as_ref()
+            .map(|v| v.iter().map(|n| self.policy().find(table, n)).collect());
+        if targets.is_none() && protected {
+            return Err(self.refuse(
+                Operation::Insert,
+                Reason::InsertNeedsColumns(self.rel(table)),
+            ));
+        }
+        Ok(targets)
+    }
+
+    /// The rows an INSERT stores: VALUES bound column by column, or a query whose
+    /// result columns' lineage must fit the target columns.
+    fn insert_source(
+        &mut self,
+        src: &Query,
+        table: &TableName,
+        targets: Option<&[Option<ColumnRef>]>,
+    ) -> R<()> {
+        let target_at = |i: usize| targets.and_then(|t| t.get(i).copied().flatten());
+        match &*src.body {
+            SetExpr::Values(values) if src.with.is_none() && src.order_by.is_none() => {
+                for row in &values.rows {
+                    for (i, e) in row.content.iter().enumerate() {
+                        match target_at(i) {
+                            Some(c) => {
+                                self.bind_value(c, e, &Scope::default(), Operation::Insert)?
+                            }
+                            None => {
+                                self.plain_expr(e, &Scope::default(), Operation::InsertValue)?
+                            }
+                        }
+                    }
+                }
+            }
+            _ => {
+                let shape = self.query(src, None)?;
+                for (i, out) in shape.columns.iter().enumerate() {
+                    self.store_lineage(target_at(i), out.lineage, table, Operation::InsertSelect)?;
+                }
+                if shape.plain_tail {
+                    let n = shape.columns.len();
+                    if targets.is_some_and(|t| t.iter().skip(n).any(Option::is_some)) {
+                        return Err(self.refuse(
+                            Operation::InsertSelect,
+                            Reason::InsertSelectStar(self.rel(table)),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `ON CONFLICT (target) [DO UPDATE SET ... WHERE ...]`: the conflict target over
+    /// the table, the assignments and condition over it and `excluded`.
+    fn on_conflict(
+        &mut self,
+        oc: &sqlparser::ast::OnConflict,
+        table: &TableName,
+        rel: &Relation,
+    ) -> R<()> {
+        let target_scope = Scope {
+            relations: vec![rel.clone()],
+            parent: None,
+        };
+        self.fallback(
+            &oc.conflict_target,
+            &target_scope,
+            Operation::OnConflictTarget,
+        )?;
+        if let OnConflictAction::DoUpdate(du) = &oc.action {
+            let excluded = Relation {
+                visible: "excluded".to_string(),
+                schema: None,
+                columns: rel.columns.clone(),
+            };
+            let scope = Scope {
+                relations: vec![rel.clone(), excluded],
+                parent: None,
+            };
+            for a in &du.assignments {
+                self.assignment(table, a, &scope)?;
+            }
+            if let Some(sel) = &du.selection {
+                self.predicate(sel, &scope)?;
+            }
+        }
+        Ok(())
     }
 
     /// Storing a value of lineage `src` into column `target` (None: a plain column).
@@ -483,101 +521,14 @@ impl Analyzer<'_> {
         options: &[CopyOption],
         legacy: &[CopyLegacyOption],
     ) -> R<()> {
-        let mut plan = CopyPlan {
-            direction: if to {
-                CopyDirection::ToStdout
-            } else {
-                CopyDirection::FromStdin
-            },
-            format: CopyFormat::Text,
-            delimiter: None,
-            null: None,
-            quote: None,
-            escape: None,
-            header: false,
-            fields: Vec::new(),
-            plain_tail: false,
-        };
-        let mut binary = false;
-        for o in options {
-            match o {
-                CopyOption::Format(f) => match normalize(f).as_str() {
-                    "csv" => plan.format = CopyFormat::Csv,
-                    "text" => plan.format = CopyFormat::Text,
-                    _ => binary = true,
-                },
-                CopyOption::Delimiter(c) => plan.delimiter = Some(*c),
-                CopyOption::Null(s) => plan.null = Some(s.clone()),
-                CopyOption::Header(h) => plan.header = *h,
-                CopyOption::Quote(c) => plan.quote = Some(*c),
-                CopyOption::Escape(c) => plan.escape = Some(*c),
-                _ => {}
-            }
-        }
-        for o in legacy {
-            match o {
-                CopyLegacyOption::Binary => binary = true,
-                CopyLegacyOption::Csv(csv) => {
-                    plan.format = CopyFormat::Csv;
-                    for c in csv {
-                        match c {
-                            CopyLegacyCsvOption::Header => plan.header = true,
-                            CopyLegacyCsvOption::Quote(q) => plan.quote = Some(*q),
-                            CopyLegacyCsvOption::Escape(e) => plan.escape = Some(*e),
-                            _ => {}
-                        }
-                    }
-                }
-                CopyLegacyOption::Delimiter(c) => plan.delimiter = Some(*c),
-                CopyLegacyOption::Null(s) => plan.null = Some(s.clone()),
-                _ => {}
-            }
-        }
-        let (what, lineages, tail): (CopySubject, Vec<Lineage>, bool) = match source {
-            CopySource::Table {
-                table_name,
-                columns,
-            } => {
-                self.writing = !to;
-                let table = self.resolve_table(table_name);
-                self.writing = false;
-                let table = table?;
-                if !self.policy().is_protected_table(&table) {
-                    return Ok(());
-                }
-                self.plan.touches_policy = true;
-                let names: Vec<String> = if columns.is_empty() {
-                    self.ctx.schema.table_columns(&table).ok_or_else(|| {
-                        self.refuse(Operation::Copy, Reason::CopyNeedsColumns(self.rel(&table)))
-                    })?
-                } else {
-                    columns.iter().map(normalize).collect()
-                };
-                let l = names
-                    .iter()
-                    .map(|n| {
-                        self.policy()
-                            .find(&table, n)
-                            .map_or(Lineage::Plain, Lineage::Encrypted)
-                    })
-                    .collect();
-                let what = match RelationName::protected(self.policy(), &table) {
-                    Some(t) => CopySubject::Table(t),
-                    None => CopySubject::Query,
-                };
-                (what, l, false)
-            }
-            CopySource::Query(q) => {
-                let shape = self.query(q, None)?;
-                if !self.plan.touches_policy {
-                    return Ok(());
-                }
-                (
-                    CopySubject::Query,
-                    shape.columns.iter().map(|c| c.lineage).collect(),
-                    shape.plain_tail,
-                )
-            }
+        let (mut plan, binary) = copy_plan(to, options, legacy);
+        let Some(CopiedColumns {
+            what,
+            lineages,
+            tail,
+        }) = self.copy_source(source, to)?
+        else {
+            return Ok(());
         };
         if binary {
             return Err(self.refuse(Operation::Copy, Reason::CopyBinary(what)));
@@ -598,4 +549,151 @@ impl Analyzer<'_> {
         self.plan.copy = Some(plan);
         Ok(())
     }
+
+    /// What a COPY copies and the lineage of each field; None when it reaches no
+    /// protected column (the statement then passes untouched).
+    fn copy_source(&mut self, source: &CopySource, to: bool) -> R<Option<CopiedColumns>> {
+        match source {
+            CopySource::Table {
+                table_name,
+                columns,
+            } => self.copy_table(table_name, columns, to),
+            CopySource::Query(q) => {
+                let shape = self.query(q, None)?;
+                if !self.plan.touches_policy {
+                    return Ok(None);
+                }
+                Ok(Some(CopiedColumns {
+                    what: CopySubject::Query,
+                    lineages: shape.columns.iter().map(|c| c.lineage).collect(),
+                    tail: shape.plain_tail,
+                }))
+            }
+        }
+    }
+
+    /// `COPY table [(columns)]`: the table resolved (written to by COPY FROM) and each
+    /// listed column's lineage, the table's own list when none is written.
+    fn copy_table(
+        &mut self,
+        table_name: &ObjectName,
+        columns: &[Ident],
+        to: bool,
+    ) -> R<Option<CopiedColumns>> {
+        self.writing = !to;
+        let table = self.resolve_table(table_name);
+        self.writing = false;
+        let table = table?;
+        if !self.policy().is_protected_table(&table) {
+            return Ok(None);
+        }
+        self.plan.touches_policy = true;
+        let names: Vec<String> = if columns.is_empty() {
+            self.ctx.schema.table_columns(&table).ok_or_else(|| {
+                self.refuse(Operation::Copy, Reason::CopyNeedsColumns(self.rel(&table)))
+            })?
+        } else {
+            columns.iter().map(normalize).collect()
+        };
+        let lineages = names
+            .iter()
+            .map(|n| {
+                self.policy()
+                    .find(&table, n)
+                    .map_or(Lineage::Plain, Lineage::Encrypted)
+            })
+            .collect();
+        let what = match RelationName::protected(self.policy(), &table) {
+            Some(t) => CopySubject::Table(t),
+            None => CopySubject::Query,
+        };
+        Ok(Some(CopiedColumns {
+            what,
+            lineages,
+            tail: false,
+        }))
+    }
+}
+
+/// EXPLAIN's result: one plain `QUERY PLAN` column.
+fn explain_shape() -> ResultShape {
+    ResultShape {
+        columns: vec![OutputColumn {
+            name: Some("QUERY PLAN".to_string()),
+            lineage: Lineage::Plain,
+        }],
+        plain_tail: false,
+    }
+}
+
+/// The fields a COPY moves, once it is known to reach a protected column.
+struct CopiedColumns {
+    /// What is copied, for a refusal.
+    what: CopySubject,
+    /// Each field's lineage, in order.
+    lineages: Vec<Lineage>,
+    /// More plain fields follow, of unknown number.
+    tail: bool,
+}
+
+/// The stream format of a COPY from its options (both syntaxes), and whether it is
+/// binary (refused later, when the copy reaches a protected column).
+fn copy_plan(to: bool, options: &[CopyOption], legacy: &[CopyLegacyOption]) -> (CopyPlan, bool) {
+    let mut plan = CopyPlan {
+        direction: if to {
+            CopyDirection::ToStdout
+        } else {
+            CopyDirection::FromStdin
+        },
+        format: CopyFormat::Text,
+        delimiter: None,
+        null: None,
+        quote: None,
+        escape: None,
+        header: false,
+        fields: Vec::new(),
+        plain_tail: false,
+    };
+    let mut binary = false;
+    for o in options {
+        match o {
+            CopyOption::Format(f) => match normalize(f).as_str() {
+                "csv" => plan.format = CopyFormat::Csv,
+                "text" => plan.format = CopyFormat::Text,
+                _ => binary = true,
+            },
+            CopyOption::Delimiter(c) => plan.delimiter = Some(*c),
+            CopyOption::Null(s) => plan.null = Some(s.clone()),
+            CopyOption::Header(h) => plan.header = *h,
+            CopyOption::Quote(c) => plan.quote = Some(*c),
+            CopyOption::Escape(c) => plan.escape = Some(*c),
+            _ => {}
+        }
+    }
+    for o in legacy {
+        binary |= legacy_copy_option(&mut plan, o);
+    }
+    (plan, binary)
+}
+
+/// Applies one pre-9.0 COPY option; true when it asks for the binary format.
+fn legacy_copy_option(plan: &mut CopyPlan, o: &CopyLegacyOption) -> bool {
+    match o {
+        CopyLegacyOption::Binary => return true,
+        CopyLegacyOption::Csv(csv) => {
+            plan.format = CopyFormat::Csv;
+            for c in csv {
+                match c {
+                    CopyLegacyCsvOption::Header => plan.header = true,
+                    CopyLegacyCsvOption::Quote(q) => plan.quote = Some(*q),
+                    CopyLegacyCsvOption::Escape(e) => plan.escape = Some(*e),
+                    _ => {}
+                }
+            }
+        }
+        CopyLegacyOption::Delimiter(c) => plan.delimiter = Some(*c),
+        CopyLegacyOption::Null(s) => plan.null = Some(s.clone()),
+        _ => {}
+    }
+    false
 }
