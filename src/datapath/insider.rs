@@ -70,7 +70,11 @@ impl<'a> RowGuard<'a> {
             crate::observe::record(sink);
         }
         if let Some((col, how)) = self.touched {
-            report_honeytoken(crate::guard::honeytoken_touched(&self.prot.policy, col, how))?;
+            report_honeytoken(crate::guard::honeytoken_touched(
+                &self.prot.policy,
+                col,
+                how,
+            ))?;
         }
         if self.plaintext.is_empty() || current.policy.guard().quotas.is_empty() {
             return Ok(());
@@ -105,7 +109,11 @@ pub(super) fn searched(
     if prot.guard.watches(col) && prot.guard.is_honeytoken(col, canonical) {
         // The guard's audit event names the statement: record it first.
         crate::observe::record(sink);
-        report_honeytoken(crate::guard::honeytoken_touched(&prot.policy, col, "search"))?;
+        report_honeytoken(crate::guard::honeytoken_touched(
+            &prot.policy,
+            col,
+            "search",
+        ))?;
     }
     Ok(())
 }

@@ -13,8 +13,8 @@ use std::path::Path;
 
 use tokio_postgres::Client;
 
-use crate::demo::{customers, Customer};
 use super::{Context, LifecycleError};
+use crate::demo::{customers, Customer};
 use crate::policy::{normalize_identifier, quote_identifier, ColumnRef, Encryption, TableName};
 
 /// A table column as the catalog describes it.
