@@ -2,8 +2,7 @@
 //! decode the client's array, encode a bytea[] of envelopes for upstream.
 
 use crate::codec::SessionContext;
-
-const BYTEA_OID: i32 = 17;
+use crate::wire::Oid;
 
 /// Decodes a one-dimensional binary array into its elements.
 pub(super) fn decode_binary_array(v: &[u8]) -> Result<Vec<Option<Vec<u8>>>, String> {
@@ -145,7 +144,7 @@ pub(super) fn encode_binary_bytea_array(elems: &[Option<Vec<u8>>]) -> Vec<u8> {
     let has_null = elems.iter().any(Option::is_none);
     out.extend_from_slice(&1i32.to_be_bytes());
     out.extend_from_slice(&i32::from(has_null).to_be_bytes());
-    out.extend_from_slice(&BYTEA_OID.to_be_bytes());
+    out.extend_from_slice(&Oid::BYTEA.0.to_be_bytes());
     out.extend_from_slice(&(elems.len() as i32).to_be_bytes());
     out.extend_from_slice(&1i32.to_be_bytes());
     for e in elems {

@@ -22,11 +22,9 @@ use crate::sql::{
 use crate::wire::extended::{
     decode_execute, decode_query, decode_target, encode_query, format_for, Bind, Parse, Target,
 };
-use crate::wire::{Flow, Tag};
+use crate::wire::{Flow, Oid, Tag};
 
 /// bytea and bytea[] type OIDs, for parameters that carry ciphertext upstream.
-const BYTEA_OID: u32 = 17;
-const BYTEA_ARRAY_OID: u32 = 1001;
 /// Binary format code.
 const BINARY: i16 = 1;
 
@@ -677,7 +675,11 @@ impl DataPath {
                     if rewritten.param_types.len() <= i {
                         rewritten.param_types.resize(i + 1, 0);
                     }
-                    rewritten.param_types[i] = if p.array { BYTEA_ARRAY_OID } else { BYTEA_OID };
+                    rewritten.param_types[i] = if p.array {
+                        Oid::BYTEA_ARRAY.0
+                    } else {
+                        Oid::BYTEA.0
+                    };
                 }
                 self.statements.insert(
                     parse.name.clone(),

@@ -32,6 +32,7 @@ use crate::cancel::{CancelGate, Registration, UpstreamKey};
 use crate::net::{ClientStream, UpstreamStream};
 use crate::wire::messages::backend_key_data;
 use crate::wire::startup::StartupMessage;
+use crate::wire::Tag;
 use auth_relay::Established;
 use negotiate::{negotiate, negotiation_error_bytes, Negotiated};
 use reader::FrameReader;
@@ -306,7 +307,7 @@ async fn greet<'a>(
     let mut registration = None;
     let mut hello = BytesMut::with_capacity(512);
     for frame in &est.to_client {
-        if frame.tag() == b'Z' {
+        if frame.tag() == Tag::READY_FOR_QUERY.byte() {
             if let Some((pid, secret)) = &est.upstream_key {
                 let key = UpstreamKey {
                     pid: *pid,
@@ -389,7 +390,7 @@ async fn relay_session(
     if let Some(dp) = &datapath {
         dp.record_pending();
     }
-    let upstream_explained = backend.last == b'E';
+    let upstream_explained = backend.last == Tag::ERROR_RESPONSE.byte();
     let result = close_legs(
         end,
         upstream_explained,
@@ -457,7 +458,7 @@ async fn close_legs(
 }
 
 /// The Terminate message.
-const TERMINATE: [u8; 5] = [b'X', 0, 0, 0, 4];
+const TERMINATE: [u8; 5] = [Tag::TERMINATE.byte(), 0, 0, 0, 4];
 
 /// Remembers the type of the last message relayed (to know whether upstream explained a
 /// close) and tells the cancel gate when a batch has finished (ReadyForQuery).
@@ -501,7 +502,7 @@ impl<H: MessageHandler + ?Sized> MessageHandler for Box<H> {
 impl<H: MessageHandler> MessageHandler for LastTag<'_, H> {
     fn on_message(&mut self, msg: &[u8], out: &mut BytesMut) -> Result<Flow, SessionError> {
         self.last = msg[0];
-        if msg[0] == b'Z' {
+        if msg[0] == Tag::READY_FOR_QUERY.byte() {
             self.gate.ready();
         }
         self.inner.on_message(msg, out)

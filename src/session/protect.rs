@@ -9,7 +9,7 @@ use tokio::io::AsyncWriteExt;
 use crate::datapath::{CatalogUpdates, DataPath, DataPathError, SessionSchema};
 use crate::net::UpstreamStream;
 use crate::policy::RoleName;
-use crate::wire::PgError;
+use crate::wire::{PgError, Tag};
 
 use super::relay::{Flow, MessageHandler};
 use super::shared::Shared;
@@ -263,7 +263,9 @@ impl MessageHandler for FrontendData {
 
     fn gate(&self, msg: &[u8]) -> Option<tokio::sync::watch::Receiver<u32>> {
         // Only statement texts depend on how names resolve.
-        if !matches!(msg.first(), Some(b'Q' | b'P')) || *self.path_reads.borrow() == 0 {
+        if !matches!(msg.first().map(|&b| Tag(b)), Some(Tag::QUERY | Tag::PARSE))
+            || *self.path_reads.borrow() == 0
+        {
             return None;
         }
         Some(self.path_reads.clone())
@@ -277,7 +279,7 @@ impl MessageHandler for BackendData {
     fn on_message(&mut self, msg: &[u8], out: &mut BytesMut) -> Result<Flow, SessionError> {
         let mut dp = self.0.dp.lock().unwrap_or_else(|p| p.into_inner());
         let r = dp.on_backend(msg, out).map_err(SessionError::from);
-        if msg[0] == b'Z' {
+        if msg[0] == Tag::READY_FOR_QUERY.byte() {
             // The end of a statement cycle: its latency, counts and events.
             crate::observe::cycle_end(dp.sink());
         } else if dp.sink().is_urgent() {

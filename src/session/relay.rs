@@ -12,7 +12,7 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::cancel::CancelGate;
-use crate::wire::WireError;
+use crate::wire::{Tag, WireError};
 
 use super::SessionError;
 
@@ -185,16 +185,27 @@ pub struct FrontendRelay;
 
 impl MessageHandler for FrontendRelay {
     fn on_message(&mut self, msg: &[u8], out: &mut BytesMut) -> Result<Flow, SessionError> {
-        match msg[0] {
-            b'Q' | b'P' | b'B' | b'D' | b'E' | b'C' | b'S' | b'H' | b'F' | b'd' | b'c' | b'f' => {
+        match Tag(msg[0]) {
+            Tag::QUERY
+            | Tag::PARSE
+            | Tag::BIND
+            | Tag::DESCRIBE
+            | Tag::EXECUTE
+            | Tag::CLOSE
+            | Tag::SYNC
+            | Tag::FLUSH
+            | Tag::FUNCTION_CALL
+            | Tag::COPY_DATA
+            | Tag::COPY_DONE
+            | Tag::COPY_FAIL => {
                 out.extend_from_slice(msg);
                 Ok(Flow::Continue)
             }
-            b'X' => {
+            Tag::TERMINATE => {
                 out.extend_from_slice(msg);
                 Ok(Flow::Stop)
             }
-            other => Err(SessionError::UnknownFrontendMessage(other)),
+            Tag(other) => Err(SessionError::UnknownFrontendMessage(other)),
         }
     }
 }
