@@ -68,7 +68,7 @@ fn blank(code: &str) -> String {
                 continue;
             }
             let mut close = vec!['"'];
-            close.extend(std::iter::repeat('#').take(hashes));
+            close.extend(std::iter::repeat_n('#', hashes));
             let body = i + 2 + hashes;
             let end = find(&c, body, &close).map_or(c.len(), |e| e + close.len());
             keep_newlines(&c[i..end], &mut out);
