@@ -148,6 +148,8 @@ pub struct Server {
     admin: Option<TcpListener>,
     /// Where sessions run.
     workers: Workers,
+    /// The policy and keyring files' stamps from before they were loaded (reload baseline).
+    loaded_stamps: Option<Vec<crate::observe::reload::Stamp>>,
     /// SIGHUP, registered before any listener is bound: a SIGHUP that arrives once a client
     /// can connect must reload, never kill the process (the default action).
     #[cfg(unix)]
@@ -159,6 +161,11 @@ impl Server {
         #[cfg(unix)]
         let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
         let addr = config.listen.clone();
+        // Stamped before Shared::new reads them: a change from here on is reloaded, even one
+        // made before the watcher first runs.
+        let loaded_stamps = config
+            .protection_sources()
+            .map(|s| crate::observe::reload::stamps(&s.files()));
         let shared = Arc::new(Shared::new(config)?);
         check_at_start(&shared).await?;
         let health = Arc::new(Health::default());
@@ -202,6 +209,7 @@ impl Server {
             health,
             admin,
             workers,
+            loaded_stamps,
             #[cfg(unix)]
             hup,
         })
@@ -250,6 +258,7 @@ impl Server {
         };
         tokio::spawn(crate::observe::reload::watch(
             reloader,
+            self.loaded_stamps.take(),
             stop.clone(),
             #[cfg(unix)]
             self.hup.take(),

@@ -107,7 +107,13 @@ fn check_config_file(running: &Config, trigger: &str) {
     }
 }
 
-type Stamp = Option<(SystemTime, u64)>;
+/// A watched file's modification time and size (None: unreadable).
+pub type Stamp = Option<(SystemTime, u64)>;
+
+/// The stamps of `files`, in order.
+pub fn stamps(files: &[PathBuf]) -> Vec<Stamp> {
+    files.iter().map(stamp).collect()
+}
 
 fn stamp(path: &PathBuf) -> Stamp {
     let m = std::fs::metadata(path).ok()?;
@@ -115,9 +121,12 @@ fn stamp(path: &PathBuf) -> Stamp {
 }
 
 /// Watches SIGHUP (`hup`, registered by the caller before it started listening) and the
-/// files until `shutdown` fires.
+/// files until `shutdown` fires. `loaded` are the files' stamps taken before the
+/// generation in force read them ([`stamps`]): a change made after that, even before this
+/// task first runs, is reloaded. Without it the files are stamped when watching starts.
 pub async fn watch(
     reloader: Reloader,
+    loaded: Option<Vec<Stamp>>,
     shutdown: CancellationToken,
     #[cfg(unix)] hup: Option<tokio::signal::unix::Signal>,
 ) {
@@ -140,7 +149,9 @@ pub async fn watch(
         publish(&p.load());
     }
     let files = sources.files();
-    let mut stamps: Vec<Stamp> = files.iter().map(stamp).collect();
+    let mut stamps: Vec<Stamp> = loaded
+        .filter(|l| l.len() == files.len())
+        .unwrap_or_else(|| files.iter().map(stamp).collect());
     let poll = Duration::from_millis(reloader.config.reload_poll_ms.max(50));
     let polling = reloader.config.reload_poll_ms > 0;
     loop {
@@ -169,5 +180,92 @@ pub async fn watch(
         };
         stamps = files.iter().map(stamp).collect();
         let _ = reload_now(&reloader, trigger);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEYS: &str =
+        "version: 1\nactive: 1\ndeterministic: 1\nkeys:\n  1: \"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\"\n";
+
+    fn policy(view: &str) -> String {
+        format!("version: 1\ntables:\n  public.people:\n    phone: {{ type: text, access: {{ app: {view} }} }}\n")
+    }
+
+    /// A reloader over a policy and keyring in `dir`, generation 1 loaded, polling every 50 ms.
+    fn reloader(dir: &std::path::Path) -> (Reloader, Arc<ArcSwap<Protection>>, Vec<PathBuf>) {
+        std::fs::write(dir.join("policy.yaml"), policy("plaintext")).unwrap();
+        let keys = dir.join("master.keys");
+        std::fs::write(&keys, KEYS).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        let text = format!(
+            "upstream: {{ host: 127.0.0.1, port: 5432 }}\ncatalog: {{ user: pgcloak }}\npolicy: {}\nkeys: {{ file: {} }}\nreload_poll_ms: 50\n",
+            dir.join("policy.yaml").display(),
+            keys.display()
+        );
+        let config = Config::load_str(&text, "test.yaml", |_| None).unwrap();
+        let sources = config.protection_sources().unwrap();
+        let loaded = sources.load(1).unwrap();
+        let prot = Protection::new(Arc::new(loaded.policy), loaded.suite, 100);
+        let current = Arc::new(ArcSwap::from_pointee(prot));
+        let files = sources.files();
+        let r = Reloader {
+            config,
+            protection: Some(current.clone()),
+            catalog: None,
+        };
+        (r, current, files)
+    }
+
+    async fn generation_after(current: &ArcSwap<Protection>, wait: Duration) -> u64 {
+        let deadline = std::time::Instant::now() + wait;
+        while current.load().generation() == 1 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        current.load().generation()
+    }
+
+    #[tokio::test]
+    async fn a_change_made_before_the_watcher_starts_is_reloaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let (r, current, files) = reloader(dir.path());
+        // Stamped before the load, as the server does; the file then changes before the
+        // watcher's first poll (a slow start under load).
+        let loaded = stamps(&files);
+        std::fs::write(&files[0], policy("null")).unwrap();
+        let stop = CancellationToken::new();
+        #[cfg(unix)]
+        let task = tokio::spawn(watch(r, Some(loaded), stop.clone(), None));
+        #[cfg(not(unix))]
+        let task = tokio::spawn(watch(r, Some(loaded), stop.clone()));
+        assert_eq!(generation_after(&current, Duration::from_secs(5)).await, 2);
+        stop.cancel();
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn without_a_baseline_that_change_would_be_missed() {
+        // The race the baseline closes: stamped at watcher start, the earlier change is
+        // the baseline itself and never applied.
+        let dir = tempfile::tempdir().unwrap();
+        let (r, current, _) = reloader(dir.path());
+        std::fs::write(dir.path().join("policy.yaml"), policy("null")).unwrap();
+        let stop = CancellationToken::new();
+        #[cfg(unix)]
+        let task = tokio::spawn(watch(r, None, stop.clone(), None));
+        #[cfg(not(unix))]
+        let task = tokio::spawn(watch(r, None, stop.clone()));
+        assert_eq!(
+            generation_after(&current, Duration::from_millis(600)).await,
+            1
+        );
+        stop.cancel();
+        task.await.unwrap();
     }
 }
