@@ -11,8 +11,10 @@ use bytes::BytesMut;
 use super::{DataPath, Expect};
 use crate::sql::session_state::{may_start_copy, resolution_change, ResolutionChange};
 use crate::wire::extended::{
-    decode_data_row, encode_close, encode_execute, encode_sync, Bind, Parse, Target,
+    decode_data_row, decode_error_fields, encode_close, encode_execute, encode_sync, Bind, Parse,
+    Target,
 };
+use crate::wire::messages::field;
 use crate::wire::Tag;
 
 /// The query pgcloak injects: one row per schema, implicit ones included.
@@ -219,6 +221,11 @@ impl DataPath {
                 }
             }
             Tag::ERROR_RESPONSE => {
+                // A FATAL or PANIC is about the session, not the read (the backend was
+                // terminated, shut down, timed out): the client must see why it ends.
+                if ends_session(msg) {
+                    out.extend_from_slice(msg);
+                }
                 if let Some(Expect::SearchPath { failed, .. }) = self.state.front_mut() {
                     *failed = true;
                 }
@@ -240,6 +247,59 @@ impl DataPath {
             }
             _ => {}
         }
+    }
+}
+
+/// Whether an ErrorResponse's severity is FATAL or PANIC (the server ends the session).
+fn ends_session(msg: &[u8]) -> bool {
+    decode_error_fields(msg).is_ok_and(|fields| {
+        fields.iter().any(|(code, v)| {
+            matches!(*code, field::SEVERITY_NONLOCALIZED | field::SEVERITY)
+                && matches!(&v[..], b"FATAL" | b"PANIC")
+        })
+    })
+}
+
+#[cfg(test)]
+mod reply_tests {
+    use bytes::{Bytes, BytesMut};
+
+    use crate::datapath::testkit::{back, protection, session};
+    use crate::wire::PgError;
+
+    const POLICY: &str = "version: 1
+tables:
+  public.t:
+    a: { type: text, encryption: deterministic, access: { r: plaintext } }
+";
+
+    /// What reaches the client when the server answers pgcloak's first search_path read
+    /// with `reply`.
+    fn client_sees(reply: &[Bytes]) -> Vec<u8> {
+        let prot = protection(POLICY, 1);
+        let (mut dp, _) = session(&prot, &["r"]);
+        let mut upstream = BytesMut::new();
+        dp.read_search_path_at_start(&mut upstream);
+        assert!(!upstream.is_empty(), "the read was injected");
+        back(&mut dp, reply).into_iter().map(|(t, _)| t).collect()
+    }
+
+    #[test]
+    fn a_fatal_in_reply_to_the_injected_read_reaches_the_client() {
+        // pg_terminate_backend of a session whose first read was still unanswered: the
+        // client must learn why its session ends (it saw nothing before, then EOF).
+        let fatal = PgError::fatal(
+            "57P01",
+            "terminating connection due to administrator command",
+        );
+        assert_eq!(client_sees(&[fatal.encode()]), b"E");
+    }
+
+    #[test]
+    fn an_error_in_reply_to_the_injected_read_stays_pgcloaks() {
+        let error = PgError::error("25P02", "current transaction is aborted");
+        let ready = Bytes::from_static(b"Z\0\0\0\x05E");
+        assert_eq!(client_sees(&[error.encode(), ready]), b"");
     }
 }
 
